@@ -1,0 +1,164 @@
+package log
+
+import (
+	"bytes"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"golang.org/x/mod/sumdb/note"
+)
+
+// Checkpoint is a signed statement of the tree's size and root hash.
+type Checkpoint struct {
+	Origin string
+	Size   uint64
+	Root   []byte
+	// Note is the signed note exactly as issued (C2SP tlog-checkpoint).
+	Note []byte
+}
+
+// ErrBadCheckpoint reports a checkpoint whose text or signature is invalid.
+var ErrBadCheckpoint = errors.New("bad checkpoint")
+
+func checkpointText(origin string, size uint64, root []byte) string {
+	return origin + "\n" + strconv.FormatUint(size, 10) + "\n" + base64.StdEncoding.EncodeToString(root) + "\n"
+}
+
+// ParseCheckpoint opens a signed checkpoint note with the verifier and parses
+// its body. Extension lines after the root are allowed and ignored.
+func ParseCheckpoint(msg []byte, v note.Verifier) (*Checkpoint, error) {
+	n, err := note.Open(msg, note.VerifierList(v))
+	if err != nil {
+		return nil, fmt.Errorf("%w: signature: %w", ErrBadCheckpoint, err)
+	}
+	lines := strings.SplitN(n.Text, "\n", 4)
+	if len(lines) < 4 {
+		return nil, fmt.Errorf("%w: want origin, size and root lines", ErrBadCheckpoint)
+	}
+	if lines[0] != v.Name() {
+		return nil, fmt.Errorf("%w: origin %q does not match key name %q", ErrBadCheckpoint, lines[0], v.Name())
+	}
+	size, err := strconv.ParseUint(lines[1], 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("%w: size line %q: %w", ErrBadCheckpoint, lines[1], err)
+	}
+	root, err := base64.StdEncoding.DecodeString(lines[2])
+	if err != nil || len(root) != 32 {
+		return nil, fmt.Errorf("%w: root line %q is not a base64 SHA-256 hash", ErrBadCheckpoint, lines[2])
+	}
+	return &Checkpoint{Origin: lines[0], Size: size, Root: root, Note: bytes.Clone(msg)}, nil
+}
+
+// Keys holds the checkpoint signing key and its public verifier key.
+type Keys struct {
+	Signer      note.Signer
+	Verifier    note.Verifier
+	VerifierKey string
+}
+
+const (
+	signerKeyFile   = "checkpoint.skey"
+	verifierKeyFile = "checkpoint.vkey"
+)
+
+// loadOrCreateKeys reads the data directory's checkpoint key, creating one
+// named origin on first start. A key made for another origin is an error:
+// silently re-keying would orphan every earlier checkpoint.
+func loadOrCreateKeys(dir, origin string) (*Keys, error) {
+	kdir := filepath.Join(dir, "keys")
+	skeyPath := filepath.Join(kdir, signerKeyFile)
+	skey, err := os.ReadFile(skeyPath)
+	if errors.Is(err, os.ErrNotExist) {
+		if err := os.MkdirAll(kdir, 0o700); err != nil {
+			return nil, fmt.Errorf("create key directory: %w", err)
+		}
+		s, v, err := note.GenerateKey(rand.Reader, origin)
+		if err != nil {
+			return nil, fmt.Errorf("generate checkpoint key: %w", err)
+		}
+		if err := writeFileSync(skeyPath, []byte(s+"\n"), 0o600); err != nil {
+			return nil, err
+		}
+		if err := writeFileSync(filepath.Join(kdir, verifierKeyFile), []byte(v+"\n"), 0o644); err != nil {
+			return nil, err
+		}
+		if err := syncDir(kdir); err != nil {
+			return nil, err
+		}
+		skey = []byte(s)
+	} else if err != nil {
+		return nil, fmt.Errorf("read checkpoint key: %w", err)
+	}
+	signer, err := note.NewSigner(strings.TrimSpace(string(skey)))
+	if err != nil {
+		// The note library's error does not echo the key, but say nothing more
+		// than the file to be safe.
+		return nil, fmt.Errorf("checkpoint key %s is not a valid note signing key", skeyPath)
+	}
+	if origin != "" && signer.Name() != origin {
+		return nil, fmt.Errorf("data directory %s was created with origin %q, not %q: keep the original origin or use a new data directory", dir, signer.Name(), origin)
+	}
+	vkey, err := LoadVerifierKey(dir)
+	if err != nil {
+		return nil, err
+	}
+	verifier, err := note.NewVerifier(vkey)
+	if err != nil {
+		return nil, fmt.Errorf("verifier key in %s: %w", kdir, err)
+	}
+	if verifier.Name() != signer.Name() || verifier.KeyHash() != signer.KeyHash() {
+		return nil, fmt.Errorf("%w: verifier key in %s does not belong to the signing key", ErrBadCheckpoint, kdir)
+	}
+	return &Keys{Signer: signer, Verifier: verifier, VerifierKey: vkey}, nil
+}
+
+// LoadVerifierKey returns the verifier key stored in a data directory.
+func LoadVerifierKey(dir string) (string, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "keys", verifierKeyFile))
+	if err != nil {
+		return "", fmt.Errorf("read verifier key: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func signCheckpoint(k *Keys, size uint64, root []byte) (*Checkpoint, error) {
+	msg, err := note.Sign(&note.Note{Text: checkpointText(k.Signer.Name(), size, root)}, k.Signer)
+	if err != nil {
+		return nil, fmt.Errorf("sign checkpoint: %w", err)
+	}
+	return &Checkpoint{Origin: k.Signer.Name(), Size: size, Root: bytes.Clone(root), Note: msg}, nil
+}
+
+func writeFileSync(path string, data []byte, perm os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return fmt.Errorf("create %s: %w", path, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	return f.Close()
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open dir %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync dir %s: %w", dir, err)
+	}
+	return nil
+}

@@ -1,0 +1,114 @@
+package log_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
+
+	steleLog "github.com/stele/stele/log"
+	"github.com/stele/stele/record"
+)
+
+func testRecord(i int) *record.Record {
+	return &record.Record{
+		ID:         fmt.Sprintf("id-%d", i),
+		Source:     record.Source{Name: "crm", Kind: "http", Table: "customers"},
+		Op:         record.OpUpdate,
+		Key:        json.RawMessage(fmt.Sprintf(`{"id":%d}`, i%10)),
+		After:      json.RawMessage(fmt.Sprintf(`{"id":%d,"name":"n%d"}`, i%10, i)),
+		OccurredAt: time.Unix(1700000000+int64(i), 0).UTC(),
+	}
+}
+
+func openStore(t *testing.T, dir string) *steleLog.Store {
+	t.Helper()
+	s, err := steleLog.Open(context.Background(), dir, steleLog.Options{Origin: "test.example/log"})
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	return s
+}
+
+func appendN(t *testing.T, s *steleLog.Store, from, n int) {
+	t.Helper()
+	recs := make([]*record.Record, n)
+	for i := range recs {
+		recs[i] = testRecord(from + i)
+	}
+	res, err := s.Append(context.Background(), recs)
+	if err != nil {
+		t.Fatalf("append: %v", err)
+	}
+	for i, r := range res {
+		if r.Duplicate || r.Seq != uint64(from+i) {
+			t.Fatalf("record %d: got %+v, want seq %d", i, r, from+i)
+		}
+	}
+}
+
+func TestAppendReadProveReopen(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	appendN(t, s, 0, 1000)
+	appendN(t, s, 1000, 37)
+	if got := s.Size(); got != 1037 {
+		t.Fatalf("size %d, want 1037", got)
+	}
+	cp, err := s.Checkpoint(context.Background())
+	if err != nil || cp.Size != 1037 {
+		t.Fatalf("checkpoint: %v %+v", err, cp)
+	}
+	for _, seq := range []uint64{0, 1, 511, 1000, 1036} {
+		raw, err := s.ReadRaw(seq)
+		if err != nil {
+			t.Fatalf("read %d: %v", seq, err)
+		}
+		r, err := record.Decode(raw)
+		if err != nil || r.Seq != seq || r.ID != fmt.Sprintf("id-%d", seq) {
+			t.Fatalf("read %d: %v %+v", seq, err, r)
+		}
+		p, err := s.InclusionProof(seq, cp.Size)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := proof.VerifyInclusion(rfc6962.DefaultHasher, seq, cp.Size, rfc6962.DefaultHasher.HashLeaf(raw), p, cp.Root); err != nil {
+			t.Fatalf("inclusion %d: %v", seq, err)
+		}
+	}
+	root500, err := s.RootAt(500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := s.ConsistencyProof(500, cp.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := proof.VerifyConsistency(rfc6962.DefaultHasher, 500, cp.Size, cons, root500, cp.Root); err != nil {
+		t.Fatalf("consistency: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := steleLog.VerifyDir(context.Background(), dir, steleLog.VerifyOptions{})
+	if err != nil {
+		t.Fatalf("verify: %v", err)
+	}
+	if rep.Records != 1037 {
+		t.Fatalf("verified %d records", rep.Records)
+	}
+	s = openStore(t, dir)
+	defer s.Close()
+	if s.Size() != 1037 {
+		t.Fatalf("size after reopen %d", s.Size())
+	}
+	size, root := s.Root()
+	if size != cp.Size || string(root) != string(cp.Root) {
+		t.Fatalf("root after reopen differs")
+	}
+	appendN(t, s, 1037, 5)
+}

@@ -1,0 +1,282 @@
+package log
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/stele/stele/record"
+)
+
+// Appended is the outcome of appending one record.
+type Appended struct {
+	Seq uint64 `json:"seq"`
+	ID  string `json:"id"`
+	// Duplicate is true when a record with this id was already stored; Seq
+	// is then the stored record's.
+	Duplicate bool `json:"duplicate,omitempty"`
+}
+
+type appendReq struct {
+	recs []*record.Record
+	done chan appendResult
+}
+
+type appendResult struct {
+	res []Appended
+	err error
+}
+
+type writerScratch struct {
+	frames  []byte
+	hashes  []byte
+	offsets []byte
+	fresh   []*record.Record
+	ids     map[string]uint64
+	sha     hashWriter
+}
+
+// Append makes recs durable and returns their seqs, in order. The store
+// takes ownership of recs: it sets Seq and RecordedAt. A record whose id is
+// already stored (or appears earlier in the same commit) is not stored again.
+// Append returns only after the records are fsync'd and indexed, or with an
+// error, in which case none of them was acknowledged (a retry with the same
+// ids is safe: duplicates are recognised).
+func (s *Store) Append(ctx context.Context, recs []*record.Record) ([]Appended, error) {
+	if len(recs) == 0 {
+		return nil, nil
+	}
+	if err := s.Err(); err != nil {
+		return nil, err
+	}
+	req := &appendReq{recs: recs, done: make(chan appendResult, 1)}
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return nil, ErrClosed
+	}
+	select {
+	case s.reqs <- req:
+	default:
+		s.closeMu.RUnlock()
+		return nil, ErrOverloaded
+	}
+	s.closeMu.RUnlock()
+	select {
+	case r := <-req.done:
+		return r.res, r.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("append not acknowledged: %w", ctx.Err())
+	}
+}
+
+func (s *Store) writeLoop() {
+	defer s.wg.Done()
+	s.w.ids = make(map[string]uint64)
+	s.w.sha = sha256.New()
+	var batch []*appendReq
+	for {
+		batch = batch[:0]
+		select {
+		case req := <-s.reqs:
+			batch = append(batch, req)
+		case <-s.stop:
+			// Finish what was enqueued before Close.
+			for {
+				select {
+				case req := <-s.reqs:
+					s.commit([]*appendReq{req})
+				default:
+					return
+				}
+			}
+		}
+		n := len(batch[0].recs)
+	drain:
+		for n < s.opts.MaxBatchRecords {
+			select {
+			case req := <-s.reqs:
+				batch = append(batch, req)
+				n += len(req.recs)
+			default:
+				break drain
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+// commit writes one group of append requests with a single fsync.
+func (s *Store) commit(batch []*appendReq) {
+	if err := s.Err(); err != nil {
+		for _, req := range batch {
+			req.done <- appendResult{err: err}
+		}
+		return
+	}
+	w := &s.w
+	w.frames, w.hashes, w.offsets, w.fresh = w.frames[:0], w.hashes[:0], w.offsets[:0], w.fresh[:0]
+	clear(w.ids)
+	now := s.opts.Now().UTC()
+	seq := s.next
+	results := make([][]Appended, len(batch))
+	for bi, req := range batch {
+		res := make([]Appended, len(req.recs))
+		for i, r := range req.recs {
+			if prev, ok := w.ids[r.ID]; ok {
+				res[i] = Appended{Seq: prev, ID: r.ID, Duplicate: true}
+				continue
+			}
+			if s.opts.Hook != nil {
+				prev, ok, err := s.opts.Hook.LookupID(r.ID)
+				if err != nil {
+					s.failBatch(batch, fmt.Errorf("look up id %q: %w", r.ID, err))
+					return
+				}
+				if ok {
+					res[i] = Appended{Seq: prev, ID: r.ID, Duplicate: true}
+					continue
+				}
+			}
+			r.Seq, r.RecordedAt = seq, now
+			w.ids[r.ID] = seq
+			start := len(w.frames)
+			w.offsets = binary.LittleEndian.AppendUint64(w.offsets, uint64(s.recEnd)+uint64(start))
+			w.frames = appendRecordFrame(w.frames, r)
+			w.hashes = appendLeafHash(w.hashes, w.sha, w.frames[start+frameHeader:])
+			w.fresh = append(w.fresh, r)
+			res[i] = Appended{Seq: seq, ID: r.ID}
+			seq++
+		}
+		results[bi] = res
+	}
+	if len(w.fresh) > 0 {
+		if err := s.persist(seq); err != nil {
+			s.fail(err)
+			s.failBatch(batch, err)
+			return
+		}
+	}
+	for bi, req := range batch {
+		req.done <- appendResult{res: results[bi]}
+	}
+}
+
+// appendRecordFrame encodes r straight into the frame buffer and fills in
+// the header afterwards, avoiding a copy of every record.
+func appendRecordFrame(dst []byte, r *record.Record) []byte {
+	start := len(dst)
+	dst = append(dst, make([]byte, frameHeader)...)
+	dst = record.AppendEncoded(dst, r)
+	payload := dst[start+frameHeader:]
+	binary.LittleEndian.PutUint32(dst[start:], uint32(len(payload)))
+	crc := crc32.Update(0, castagnoli, dst[start:start+4])
+	crc = crc32.Update(crc, castagnoli, payload)
+	binary.LittleEndian.PutUint32(dst[start+4:], crc)
+	return dst
+}
+
+// persist makes the commit durable, then updates derived files and the
+// index, then publishes the new size.
+func (s *Store) persist(next uint64) error {
+	w := &s.w
+	if _, err := s.rec.WriteAt(w.frames, s.recEnd); err != nil {
+		return fmt.Errorf("write records.log: %w", err)
+	}
+	if err := unix.Fdatasync(int(s.rec.Fd())); err != nil {
+		return fmt.Errorf("fsync records.log: %w", err)
+	}
+	if _, err := s.idx.WriteAt(w.offsets, int64(s.next)*8); err != nil {
+		return fmt.Errorf("write records.idx: %w", err)
+	}
+	if err := s.tree.appendLeaves(w.hashes); err != nil {
+		return err
+	}
+	root, err := s.tree.root()
+	if err != nil {
+		return err
+	}
+	if s.opts.Hook != nil {
+		if err := s.opts.Hook.Apply(w.fresh); err != nil {
+			return fmt.Errorf("index records %d..%d: %w", s.next, next-1, err)
+		}
+	}
+	s.recEnd += int64(len(w.frames))
+	s.next = next
+	s.state.Store(&treeState{size: next, root: root})
+	return nil
+}
+
+func (s *Store) failBatch(batch []*appendReq, err error) {
+	for _, req := range batch {
+		req.done <- appendResult{err: err}
+	}
+}
+
+func (s *Store) checkpointLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.opts.CheckpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		case <-s.cpKick:
+		}
+		if _, err := s.Checkpoint(context.Background()); err != nil {
+			s.opts.Logger.Error("issue checkpoint", "err", err)
+		}
+	}
+}
+
+// Checkpoint signs and stores a checkpoint for the current tree unless the
+// latest one already covers it, and returns the latest checkpoint.
+func (s *Store) Checkpoint(ctx context.Context) (*Checkpoint, error) {
+	s.cpMu.Lock()
+	defer s.cpMu.Unlock()
+	st := s.state.Load()
+	if cp := s.latest.Load(); cp != nil && cp.Size >= st.size {
+		return cp, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	// Derived files must be durable before a checkpoint vouches for them:
+	// recovery trusts them up to the latest checkpoint.
+	if err := s.idx.Sync(); err != nil {
+		return nil, fmt.Errorf("sync records.idx: %w", err)
+	}
+	if err := s.tree.sync(); err != nil {
+		return nil, err
+	}
+	cp, err := signCheckpoint(s.keys, st.size, st.root)
+	if err != nil {
+		return nil, err
+	}
+	off, err := s.cps.Seek(0, 2)
+	if err != nil {
+		return nil, fmt.Errorf("seek checkpoints.log: %w", err)
+	}
+	if _, err := s.cps.WriteAt(appendFrame(nil, cp.Note), off); err != nil {
+		return nil, fmt.Errorf("write checkpoints.log: %w", err)
+	}
+	if err := unix.Fdatasync(int(s.cps.Fd())); err != nil {
+		return nil, fmt.Errorf("fsync checkpoints.log: %w", err)
+	}
+	s.latest.Store(cp)
+	return cp, nil
+}
+
+// KickCheckpoint asks for a checkpoint soon without waiting for it.
+func (s *Store) KickCheckpoint() {
+	select {
+	case s.cpKick <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,552 @@
+package record
+
+import (
+	"bytes"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/go-json-experiment/json/jsontext"
+)
+
+// Limits on client input. They protect the writer and the index from
+// pathological records; the HTTP layer enforces the body-size limit.
+const (
+	MaxRecordBytes = 1 << 20
+	MaxIDBytes     = 200
+	MaxNameBytes   = 256
+)
+
+// Kinds of source a record may name.
+var Kinds = []string{"postgres", "mysql", "dynamodb", "http", "debezium"}
+
+// FieldError says which input field is wrong and why. Field is a dotted path
+// such as "source.table"; it is empty when the whole input is at fault.
+type FieldError struct {
+	Field  string
+	Reason string
+}
+
+func (e *FieldError) Error() string {
+	if e.Field == "" {
+		return e.Reason
+	}
+	return e.Field + ": " + e.Reason
+}
+
+// ErrInvalid is wrapped by every FieldError-producing failure so callers can
+// test for "the client sent something wrong" with errors.Is.
+var ErrInvalid = errors.New("invalid record")
+
+// Is makes errors.Is(err, ErrInvalid) true for every FieldError.
+func (e *FieldError) Is(target error) bool { return target == ErrInvalid }
+
+func fieldErr(field, format string, args ...any) error {
+	return &FieldError{Field: field, Reason: fmt.Sprintf(format, args...)}
+}
+
+// IngestOptions fill in what the client may leave out.
+type IngestOptions struct {
+	// DefaultKind is the source kind assumed when the record names none.
+	DefaultKind string
+	// Now gives occurred_at when the record has none.
+	Now time.Time
+}
+
+// ParseIngest validates one client-supplied record (a JSON object) and
+// returns it ready to append: images canonical, changed computed, id set.
+func ParseIngest(data []byte, opts IngestOptions) (*Record, error) {
+	if len(data) > MaxRecordBytes {
+		return nil, fieldErr("", "record is %d bytes, more than the %d-byte limit", len(data), MaxRecordBytes)
+	}
+	if !utf8.Valid(data) {
+		return nil, fieldErr("", "record is not valid UTF-8")
+	}
+	members, err := objectMembers(data, "")
+	if err != nil {
+		return nil, err
+	}
+	r := &Record{}
+	var clientChanged []string
+	haveChanged := false
+	for _, m := range members {
+		switch m.name {
+		case "id":
+			if r.ID, err = stringField(m, MaxIDBytes); err == nil && r.ID == "" {
+				err = fieldErr("id", "must not be empty when given")
+			}
+		case "source":
+			err = parseSource(m.value, &r.Source)
+		case "op":
+			var s string
+			if s, err = stringField(m, 32); err == nil {
+				r.Op = Op(s)
+				if !r.Op.Valid() {
+					err = fieldErr("op", "%q is not one of %s", s, joinOps())
+				}
+			}
+		case "key":
+			r.Key, err = parseKey(m.value)
+		case "before":
+			r.Before, err = optionalObject("before", m.value)
+		case "after":
+			r.After, err = optionalObject("after", m.value)
+		case "changed":
+			haveChanged = true
+			clientChanged, err = stringArray("changed", m.value)
+		case "actor":
+			r.Actor, err = parseActor(m.value)
+		case "tx":
+			r.Tx, err = parseTx(m.value)
+		case "cause":
+			r.Cause, err = optionalObject("cause", m.value)
+		case "schema":
+			r.Schema, err = parseSchemaRef(m.value)
+		case "occurred_at":
+			r.OccurredAt, err = timeField("occurred_at", m.value)
+		case "seq", "recorded_at":
+			err = fieldErr(m.name, "is assigned by the log and must not be sent")
+		default:
+			err = fieldErr(m.name, "unknown field")
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if err := requireFields(r); err != nil {
+		return nil, err
+	}
+	if r.Source.Kind == "" {
+		r.Source.Kind = opts.DefaultKind
+		if r.Source.Kind == "" {
+			r.Source.Kind = "http"
+		}
+	}
+	if r.OccurredAt.IsZero() {
+		r.OccurredAt = opts.Now
+		if r.OccurredAt.IsZero() {
+			r.OccurredAt = time.Now()
+		}
+	}
+	r.OccurredAt = r.OccurredAt.UTC()
+	computed, err := ChangedFields(r.Before, r.After)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case !haveChanged:
+		r.Changed = computed
+	case len(r.Before) > 0 && len(r.After) > 0 && !slices.Equal(sortedCopy(clientChanged), computed):
+		return nil, fieldErr("changed", "does not match the fields that differ between before and after (%s)", strings.Join(computed, ","))
+	default:
+		r.Changed = sortedCopy(clientChanged)
+	}
+	if r.ID == "" {
+		r.ID = DeriveID(r)
+	}
+	return r, nil
+}
+
+func requireFields(r *Record) error {
+	switch {
+	case r.Source.Name == "":
+		return fieldErr("source.name", "is required")
+	case r.Source.Table == "":
+		return fieldErr("source.table", "is required")
+	case r.Op == "":
+		return fieldErr("op", "is required")
+	case len(r.Key) == 0:
+		return fieldErr("key", "is required")
+	}
+	return nil
+}
+
+func joinOps() string {
+	s := make([]string, len(Ops))
+	for i, op := range Ops {
+		s[i] = string(op)
+	}
+	return strings.Join(s, ", ")
+}
+
+var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// DeriveID returns the record id for a change that names its source position
+// (tx.position, with tx.index inside the transaction): the same change
+// captured twice gets the same id and so is stored once. Without a position
+// the change cannot be recognised again, so it gets a random id.
+func DeriveID(r *Record) string {
+	if r.Tx == nil || r.Tx.Position == "" {
+		var b [16]byte
+		_, _ = rand.Read(b[:])
+		return "r" + strings.ToLower(idEncoding.EncodeToString(b[:]))
+	}
+	h := sha256.New()
+	for _, part := range []string{r.Source.Kind, r.Source.Name, r.Source.Database, r.Source.Schema, r.Source.Table, r.Tx.Position} {
+		h.Write([]byte(part))
+		h.Write([]byte{0})
+	}
+	if r.Tx.Index != nil {
+		h.Write(strconv.AppendInt(nil, *r.Tx.Index, 10))
+	}
+	sum := h.Sum(nil)
+	return "p" + strings.ToLower(idEncoding.EncodeToString(sum[:16]))
+}
+
+type member struct {
+	name  string
+	path  string
+	value jsontext.Value
+}
+
+// objectMembers splits a JSON object into its members in input order,
+// rejecting duplicates, trailing data and non-objects with the field named.
+func objectMembers(data []byte, path string) ([]member, error) {
+	dec := jsontext.NewDecoder(bytes.NewReader(data))
+	tok, err := dec.ReadToken()
+	if err != nil {
+		return nil, syntaxErr(path, err)
+	}
+	if tok.Kind() != '{' {
+		return nil, fieldErr(path, "expected a JSON object, got %s", kindName(tok.Kind()))
+	}
+	var out []member
+	for dec.PeekKind() != '}' {
+		nameTok, err := dec.ReadToken()
+		if err != nil {
+			return nil, syntaxErr(path, err)
+		}
+		name := nameTok.String()
+		val, err := dec.ReadValue()
+		if err != nil {
+			return nil, syntaxErr(join(path, name), err)
+		}
+		out = append(out, member{name: name, path: join(path, name), value: slices.Clone(val)})
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return nil, syntaxErr(path, err)
+	}
+	if _, err := dec.ReadToken(); err == nil {
+		return nil, fieldErr(path, "unexpected data after the JSON object")
+	}
+	return out, nil
+}
+
+func join(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
+}
+
+func syntaxErr(path string, err error) error {
+	var se *jsontext.SyntacticError
+	if errors.As(err, &se) {
+		return fieldErr(path, "malformed JSON at byte %d: %v", se.ByteOffset, se.Err)
+	}
+	return fieldErr(path, "malformed JSON: %v", err)
+}
+
+func kindName(k jsontext.Kind) string {
+	switch k {
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case '"':
+		return "a string"
+	case '0':
+		return "a number"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	}
+	return "invalid JSON"
+}
+
+func stringField(m member, max int) (string, error) {
+	if m.value.Kind() != '"' {
+		return "", fieldErr(m.path, "expected a string, got %s", kindName(m.value.Kind()))
+	}
+	var s string
+	if err := json.Unmarshal(m.value, &s); err != nil {
+		return "", fieldErr(m.path, "bad string: %v", err)
+	}
+	if len(s) > max {
+		return "", fieldErr(m.path, "is %d bytes, more than the %d-byte limit", len(s), max)
+	}
+	for _, c := range s {
+		if c < 0x20 || c == 0x7f {
+			return "", fieldErr(m.path, "must not contain control characters")
+		}
+	}
+	return s, nil
+}
+
+func parseSource(v jsontext.Value, s *Source) error {
+	members, err := objectMembers(v, "source")
+	if err != nil {
+		return err
+	}
+	for _, m := range members {
+		var dst *string
+		switch m.name {
+		case "name":
+			dst = &s.Name
+		case "kind":
+			dst = &s.Kind
+		case "database":
+			dst = &s.Database
+		case "schema":
+			dst = &s.Schema
+		case "table":
+			dst = &s.Table
+		default:
+			return fieldErr(m.path, "unknown field")
+		}
+		if *dst, err = stringField(m, MaxNameBytes); err != nil {
+			return err
+		}
+	}
+	if s.Kind != "" && !slices.Contains(Kinds, s.Kind) {
+		return fieldErr("source.kind", "%q is not one of %s", s.Kind, strings.Join(Kinds, ", "))
+	}
+	return nil
+}
+
+// canonicalOptions sort object members and minimise strings but keep number
+// literals exactly as sent, so 12345678901234567890.123 stays that.
+var canonicalOptions = []jsontext.Options{jsontext.CanonicalizeRawInts(false), jsontext.CanonicalizeRawFloats(false)}
+
+// Canonical returns v in Stele's canonical JSON form.
+func Canonical(v []byte) ([]byte, error) {
+	val := jsontext.Value(slices.Clone(v))
+	if err := val.Canonicalize(canonicalOptions...); err != nil {
+		return nil, err
+	}
+	return val, nil
+}
+
+func canonicalObject(path string, v jsontext.Value, keepOrder bool) (json.RawMessage, error) {
+	if v.Kind() != '{' {
+		return nil, fieldErr(path, "expected a JSON object, got %s", kindName(v.Kind()))
+	}
+	opts := canonicalOptions
+	if keepOrder {
+		opts = append(slices.Clone(opts), jsontext.ReorderRawObjects(false))
+	}
+	val := slices.Clone(v)
+	if err := val.Canonicalize(opts...); err != nil {
+		return nil, syntaxErr(path, err)
+	}
+	return json.RawMessage(val), nil
+}
+
+func optionalObject(path string, v jsontext.Value) (json.RawMessage, error) {
+	if v.Kind() == 'n' {
+		return nil, nil
+	}
+	return canonicalObject(path, v, false)
+}
+
+func parseKey(v jsontext.Value) (json.RawMessage, error) {
+	key, err := canonicalObject("key", v, true)
+	if err != nil {
+		return nil, err
+	}
+	if string(key) == "{}" {
+		return nil, fieldErr("key", "must name at least one column")
+	}
+	return key, nil
+}
+
+func parseActor(v jsontext.Value) (json.RawMessage, error) {
+	if v.Kind() == 'n' {
+		return nil, nil
+	}
+	members, err := objectMembers(v, "actor")
+	if err != nil {
+		return nil, err
+	}
+	for _, m := range members {
+		switch m.name {
+		case "id", "type", "app", "ip", "request_id":
+			if _, err := stringField(m, MaxNameBytes); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return canonicalObject("actor", v, false)
+}
+
+func parseTx(v jsontext.Value) (*Tx, error) {
+	if v.Kind() == 'n' {
+		return nil, nil
+	}
+	members, err := objectMembers(v, "tx")
+	if err != nil {
+		return nil, err
+	}
+	tx := &Tx{}
+	for _, m := range members {
+		switch m.name {
+		case "id":
+			tx.ID, err = stringField(m, MaxNameBytes)
+		case "position":
+			tx.Position, err = stringField(m, MaxNameBytes)
+		case "index":
+			var n int64
+			if n, err = intField(m); err == nil {
+				if n < 0 {
+					err = fieldErr(m.path, "must not be negative")
+				}
+				tx.Index = &n
+			}
+		case "commit_time":
+			var t time.Time
+			if t, err = timeField(m.path, m.value); err == nil {
+				t = t.UTC()
+				tx.CommitTime = &t
+			}
+		default:
+			err = fieldErr(m.path, "unknown field")
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	return tx, nil
+}
+
+func parseSchemaRef(v jsontext.Value) (*SchemaRef, error) {
+	if v.Kind() == 'n' {
+		return nil, nil
+	}
+	members, err := objectMembers(v, "schema")
+	if err != nil {
+		return nil, err
+	}
+	ref := &SchemaRef{}
+	for _, m := range members {
+		switch m.name {
+		case "subject":
+			ref.Subject, err = stringField(m, MaxNameBytes)
+		case "version":
+			ref.Version, err = intField(m)
+			if err == nil && ref.Version < 1 {
+				err = fieldErr(m.path, "must be 1 or more")
+			}
+		default:
+			err = fieldErr(m.path, "unknown field")
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if ref.Subject == "" {
+		return nil, fieldErr("schema.subject", "is required when schema is given")
+	}
+	return ref, nil
+}
+
+func intField(m member) (int64, error) {
+	if m.value.Kind() != '0' {
+		return 0, fieldErr(m.path, "expected an integer, got %s", kindName(m.value.Kind()))
+	}
+	n, err := strconv.ParseInt(string(m.value), 10, 64)
+	if err != nil {
+		return 0, fieldErr(m.path, "expected an integer, got %s", m.value)
+	}
+	return n, nil
+}
+
+func timeField(path string, v jsontext.Value) (time.Time, error) {
+	if v.Kind() != '"' {
+		return time.Time{}, fieldErr(path, "expected an RFC 3339 timestamp string, got %s", kindName(v.Kind()))
+	}
+	var s string
+	if err := json.Unmarshal(v, &s); err != nil {
+		return time.Time{}, fieldErr(path, "bad string: %v", err)
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fieldErr(path, "%q is not an RFC 3339 timestamp (like 2026-01-02T15:04:05Z)", s)
+	}
+	return t, nil
+}
+
+func stringArray(path string, v jsontext.Value) ([]string, error) {
+	if v.Kind() != '[' {
+		return nil, fieldErr(path, "expected an array of strings, got %s", kindName(v.Kind()))
+	}
+	var raw []json.RawMessage
+	if err := json.Unmarshal(v, &raw); err != nil {
+		return nil, fieldErr(path, "bad array: %v", err)
+	}
+	out := make([]string, len(raw))
+	for i, item := range raw {
+		s, err := stringField(member{path: fmt.Sprintf("%s[%d]", path, i), value: jsontext.Value(item)}, MaxNameBytes)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = s
+	}
+	return out, nil
+}
+
+func sortedCopy(s []string) []string {
+	out := slices.Clone(s)
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
+// ChangedFields names the top-level fields whose canonical value differs
+// between two images. With one image missing, every field of the other has
+// changed (an insert or a delete).
+func ChangedFields(before, after json.RawMessage) ([]string, error) {
+	b, err := topLevel("before", before)
+	if err != nil {
+		return nil, err
+	}
+	a, err := topLevel("after", after)
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for name, av := range a {
+		if bv, ok := b[name]; !ok || !bytes.Equal(av, bv) {
+			out = append(out, name)
+		}
+	}
+	for name := range b {
+		if _, ok := a[name]; !ok {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+func topLevel(path string, obj json.RawMessage) (map[string][]byte, error) {
+	if len(obj) == 0 {
+		return nil, nil
+	}
+	members, err := objectMembers(obj, path)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string][]byte, len(members))
+	for _, m := range members {
+		out[m.name] = m.value
+	}
+	return out, nil
+}

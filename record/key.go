@@ -1,0 +1,58 @@
+package record
+
+import (
+	"encoding/json"
+	"strings"
+)
+
+// keyValueEscaper keeps multi-column key strings unambiguous: a value holding
+// ',' or '=' cannot be mistaken for a column boundary.
+var keyValueEscaper = strings.NewReplacer("%", "%25", ",", "%2C", "=", "%3D")
+
+// KeyString returns the canonical key string used in entity URLs and the
+// entity index: the bare value for a single-column key, otherwise col=value
+// pairs in key column order joined by ','. Strings appear unquoted, other
+// values as their JSON text.
+func KeyString(key json.RawMessage) (string, error) {
+	members, err := objectMembers(key, "key")
+	if err != nil {
+		return "", err
+	}
+	if len(members) == 1 {
+		return scalarText(members[0].value), nil
+	}
+	var b strings.Builder
+	for i, m := range members {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(keyValueEscaper.Replace(m.name))
+		b.WriteByte('=')
+		b.WriteString(keyValueEscaper.Replace(scalarText(m.value)))
+	}
+	return b.String(), nil
+}
+
+func scalarText(v []byte) string {
+	if len(v) > 0 && v[0] == '"' {
+		var s string
+		if json.Unmarshal(v, &s) == nil {
+			return s
+		}
+	}
+	return string(v)
+}
+
+// ActorID returns actor.id, or "" when the record names no actor id.
+func (r *Record) ActorID() string {
+	if len(r.Actor) == 0 {
+		return ""
+	}
+	var a struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(r.Actor, &a) != nil {
+		return ""
+	}
+	return a.ID
+}

@@ -188,5 +188,20 @@ func Decode(stored []byte) (*Record, error) {
 		return nil, fmt.Errorf("%w: body of seq %d: %w", ErrFormat, seq, err)
 	}
 	r.Seq = seq
+	// Reject what Encode could not write back: a body without a key, or a
+	// time whose UTC year has no four-digit RFC 3339 form.
+	if len(r.Key) == 0 {
+		return nil, fmt.Errorf("%w: body of seq %d has no key", ErrFormat, seq)
+	}
+	if !encodableTime(r.OccurredAt) || !encodableTime(r.RecordedAt) || (r.Tx != nil && r.Tx.CommitTime != nil && !encodableTime(*r.Tx.CommitTime)) {
+		return nil, fmt.Errorf("%w: body of seq %d has a time outside the years 0000 to 9999 in UTC", ErrFormat, seq)
+	}
 	return r, nil
+}
+
+// encodableTime reports whether t, written in UTC, has the four-digit year
+// that RFC 3339 (and so Decode) requires.
+func encodableTime(t time.Time) bool {
+	y := t.UTC().Year()
+	return y >= 0 && y <= 9999
 }

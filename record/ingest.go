@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
@@ -234,7 +235,7 @@ func objectMembers(data []byte, path string) ([]member, error) {
 	if _, err := dec.ReadToken(); err != nil {
 		return nil, syntaxErr(path, err)
 	}
-	if _, err := dec.ReadToken(); err == nil {
+	if _, err := dec.ReadToken(); err != io.EOF {
 		return nil, fieldErr(path, "unexpected data after the JSON object")
 	}
 	return out, nil
@@ -481,6 +482,9 @@ func timeField(path string, v jsontext.Value) (time.Time, error) {
 	if err != nil {
 		return time.Time{}, fieldErr(path, "%q is not an RFC 3339 timestamp (like 2026-01-02T15:04:05Z)", s)
 	}
+	if !encodableTime(t) {
+		return time.Time{}, fieldErr(path, "%q is outside the years 0000 to 9999 in UTC", s)
+	}
 	return t, nil
 }
 
@@ -546,7 +550,12 @@ func topLevel(path string, obj json.RawMessage) (map[string][]byte, error) {
 	}
 	out := make(map[string][]byte, len(members))
 	for _, m := range members {
-		out[m.name] = m.value
+		// Compare canonical forms, so member order and spacing inside a
+		// value are not changes even when the caller's images are not
+		// canonical.
+		if out[m.name], err = Canonical(m.value); err != nil {
+			return nil, syntaxErr(m.path, err)
+		}
 	}
 	return out, nil
 }

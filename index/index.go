@@ -1,0 +1,168 @@
+// Package index keeps the secondary indexes that answer Stele's queries
+// (by id, source, table, entity, actor, op and time). It is derived data:
+// everything in it is rebuilt from the log by replay, so it is written
+// without fsync and a lost or damaged index never loses a record.
+package index
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/bloom"
+
+	"github.com/stele/stele/record"
+)
+
+// Key layout. Variable-length parts are length-prefixed so no value can
+// collide with a separator; seqs are big-endian so keys sort in log order.
+//
+//	W                         -> watermark (records indexed)
+//	I id                      -> seq
+//	R seq                     -> occurred_at   (every record)
+//	S source seq              -> occurred_at
+//	T source table seq        -> occurred_at
+//	E source table key seq    -> occurred_at   (entity history)
+//	A actor seq               -> occurred_at
+//	O op seq                  -> occurred_at
+//	X source table seq        -> occurred_at   (truncates of a table)
+const (
+	pWatermark = 'W'
+	pID        = 'I'
+	pAll       = 'R'
+	pSource    = 'S'
+	pTable     = 'T'
+	pEntity    = 'E'
+	pActor     = 'A'
+	pOp        = 'O'
+	pTruncate  = 'X'
+)
+
+// Index is an open index database.
+type Index struct {
+	db *pebble.DB
+}
+
+// Open opens or creates the index in dir.
+func Open(dir string, logger *slog.Logger) (*Index, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	opts := &pebble.Options{Logger: pebbleLogger{logger}}
+	opts.EnsureDefaults()
+	for i := range opts.Levels {
+		// Bloom filters make the id lookup done for every append cheap when
+		// the id is new, which is the common case.
+		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
+	}
+	db, err := pebble.Open(dir, opts)
+	if err != nil {
+		return nil, fmt.Errorf("open index %s: %w", dir, err)
+	}
+	return &Index{db: db}, nil
+}
+
+// Close flushes and closes the index.
+func (ix *Index) Close() error {
+	if err := ix.db.Flush(); err != nil {
+		ix.db.Close()
+		return fmt.Errorf("flush index: %w", err)
+	}
+	return ix.db.Close()
+}
+
+// Watermark is the number of leading log records indexed.
+func (ix *Index) Watermark() (uint64, error) {
+	v, closer, err := ix.db.Get([]byte{pWatermark})
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read index watermark: %w", err)
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return 0, fmt.Errorf("index watermark is %d bytes, want 8: the index is damaged; run `stele reindex`", len(v))
+	}
+	return binary.BigEndian.Uint64(v), nil
+}
+
+// LookupID returns the seq of the record with this id.
+func (ix *Index) LookupID(id string) (uint64, bool, error) {
+	v, closer, err := ix.db.Get(append([]byte{pID}, id...))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return 0, false, nil
+	}
+	if err != nil {
+		return 0, false, fmt.Errorf("look up record id: %w", err)
+	}
+	defer closer.Close()
+	if len(v) != 8 {
+		return 0, false, fmt.Errorf("index entry for a record id is %d bytes, want 8: run `stele reindex`", len(v))
+	}
+	return binary.BigEndian.Uint64(v), true, nil
+}
+
+// Apply indexes a batch of records that directly follow the watermark.
+func (ix *Index) Apply(recs []*record.Record) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	b := ix.db.NewBatch()
+	defer b.Close()
+	key := make([]byte, 0, 256)
+	var val, seqBuf [8]byte
+	for _, r := range recs {
+		binary.BigEndian.PutUint64(val[:], uint64(r.OccurredAt.UnixNano()))
+		binary.BigEndian.PutUint64(seqBuf[:], r.Seq)
+		keyStr, err := record.KeyString(r.Key)
+		if err != nil {
+			return fmt.Errorf("index seq %d: %w", r.Seq, err)
+		}
+		put := func(k []byte, v []byte) error { return b.Set(k, v, nil) }
+		if err := put(append(append(key[:0], pID), r.ID...), seqBuf[:]); err != nil {
+			return err
+		}
+		postings := [][]byte{
+			AllList().key(key[:0], r.Seq),
+			SourceList(r.Source.Name).key(nil, r.Seq),
+			TableList(r.Source.Name, r.Source.Table).key(nil, r.Seq),
+			EntityList(r.Source.Name, r.Source.Table, keyStr).key(nil, r.Seq),
+			OpList(r.Op).key(nil, r.Seq),
+		}
+		if actor := r.ActorID(); actor != "" {
+			postings = append(postings, ActorList(actor).key(nil, r.Seq))
+		}
+		if r.Op == record.OpTruncate {
+			postings = append(postings, TruncateList(r.Source.Name, r.Source.Table).key(nil, r.Seq))
+		}
+		for _, k := range postings {
+			if err := put(k, val[:]); err != nil {
+				return err
+			}
+		}
+	}
+	binary.BigEndian.PutUint64(seqBuf[:], recs[len(recs)-1].Seq+1)
+	if err := b.Set([]byte{pWatermark}, seqBuf[:], nil); err != nil {
+		return err
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("write index: %w", err)
+	}
+	return nil
+}
+
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	p.l.Debug(fmt.Sprintf(format, args...), "component", "index")
+}
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...), "component", "index")
+}
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	p.l.Error(fmt.Sprintf(format, args...), "component", "index", "fatal", true)
+	panic(fmt.Sprintf(format, args...))
+}

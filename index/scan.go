@@ -1,0 +1,93 @@
+package index
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/stele/stele/record"
+)
+
+// List names one posting list: the seqs of records sharing an attribute.
+type List struct {
+	prefix []byte
+}
+
+func list(p byte, parts ...string) List {
+	b := []byte{p}
+	for _, s := range parts {
+		b = binary.AppendUvarint(b, uint64(len(s)))
+		b = append(b, s...)
+	}
+	return List{prefix: b}
+}
+
+// The posting lists a query can scan.
+func AllList() List                             { return list(pAll) }
+func SourceList(source string) List             { return list(pSource, source) }
+func TableList(source, table string) List       { return list(pTable, source, table) }
+func EntityList(source, table, key string) List { return list(pEntity, source, table, key) }
+func ActorList(actor string) List               { return list(pActor, actor) }
+func OpList(op record.Op) List                  { return list(pOp, string(op)) }
+func TruncateList(source, table string) List    { return list(pTruncate, source, table) }
+
+func (l List) key(dst []byte, seq uint64) []byte {
+	dst = append(dst, l.prefix...)
+	return binary.BigEndian.AppendUint64(dst, seq)
+}
+
+func (l List) upper() []byte {
+	// Every key of the list is prefix + 8 bytes, so prefix + 9 x 0xff bounds it.
+	return append(append([]byte(nil), l.prefix...), 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff)
+}
+
+// Posting is one entry of a list.
+type Posting struct {
+	Seq        uint64
+	OccurredAt time.Time
+}
+
+// Scan walks l in seq order starting at from (inclusive), newest first when
+// desc, calling fn until it returns false.
+func (ix *Index) Scan(l List, desc bool, from uint64, fn func(Posting) bool) error {
+	it, err := ix.db.NewIter(&pebble.IterOptions{LowerBound: l.prefix, UpperBound: l.upper()})
+	if err != nil {
+		return fmt.Errorf("scan index: %w", err)
+	}
+	defer it.Close()
+	var valid bool
+	if desc {
+		if from == math.MaxUint64 {
+			valid = it.Last()
+		} else {
+			valid = it.SeekLT(l.key(nil, from+1))
+		}
+	} else {
+		valid = it.SeekGE(l.key(nil, from))
+	}
+	n := len(l.prefix)
+	for ; valid; valid = step(it, desc) {
+		k, v := it.Key(), it.Value()
+		if len(k) != n+8 || len(v) != 8 {
+			return fmt.Errorf("index entry of %d/%d bytes is damaged: run `stele reindex`", len(k), len(v))
+		}
+		p := Posting{Seq: binary.BigEndian.Uint64(k[n:]), OccurredAt: time.Unix(0, int64(binary.BigEndian.Uint64(v))).UTC()}
+		if !fn(p) {
+			break
+		}
+	}
+	if err := it.Error(); err != nil {
+		return fmt.Errorf("scan index: %w", err)
+	}
+	return nil
+}
+
+func step(it *pebble.Iterator, desc bool) bool {
+	if desc {
+		return it.Prev()
+	}
+	return it.Next()
+}

@@ -1,0 +1,246 @@
+// Package query answers Stele's read questions — filtered record lists,
+// entity history and entity state at an instant — from the index's posting
+// lists and the log's records.
+package query
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/stele/stele/index"
+	"github.com/stele/stele/record"
+)
+
+// Errors callers test with errors.Is.
+var (
+	// ErrNotFound: the unit did not exist at the instant asked.
+	ErrNotFound = errors.New("not found")
+	// ErrBadCursor: the cursor was not issued by this server.
+	ErrBadCursor = errors.New("bad cursor")
+)
+
+// FieldError names a bad query parameter.
+type FieldError = record.FieldError
+
+// Filter selects records; zero fields do not filter.
+type Filter struct {
+	Source, Table, Key, Actor string
+	Op                        record.Op
+	// Since is inclusive and Until exclusive, on occurred_at.
+	Since, Until time.Time
+}
+
+// Order of results by seq.
+type Order int
+
+// Orders.
+const (
+	Desc Order = iota
+	Asc
+)
+
+// Page limits.
+const (
+	DefaultLimit = 100
+	MaxLimit     = 1000
+	// maxScan bounds the index entries one request examines, so a filter
+	// that matches little cannot pin a core; the caller gets a cursor to
+	// continue from.
+	maxScan = 100_000
+)
+
+// PageRequest asks for one page.
+type PageRequest struct {
+	Order  Order
+	Limit  int
+	Cursor string
+}
+
+// Page is one page of records. NextCursor is empty at the end.
+type Page struct {
+	Records    []*record.Record
+	NextCursor string
+}
+
+// State is a unit as it was at an instant.
+type State struct {
+	Source, Table, Key string
+	At                 time.Time
+	State              json.RawMessage
+	// Seq is the last record folded into State.
+	Seq        uint64
+	OccurredAt time.Time
+}
+
+// Log is what queries need from the log.
+type Log interface {
+	Size() uint64
+	Read(seq uint64) (*record.Record, error)
+}
+
+// Engine runs queries.
+type Engine struct {
+	log Log
+	ix  *index.Index
+}
+
+// New returns an engine over a log and its index.
+func New(l Log, ix *index.Index) *Engine { return &Engine{log: l, ix: ix} }
+
+// Records lists records matching f.
+func (e *Engine) Records(ctx context.Context, f Filter, req PageRequest) (*Page, error) {
+	if f.Key != "" && (f.Source == "" || f.Table == "") {
+		return nil, &FieldError{Field: "key", Reason: "needs source and table"}
+	}
+	if f.Table != "" && f.Source == "" {
+		return nil, &FieldError{Field: "table", Reason: "needs source"}
+	}
+	if f.Op != "" && !f.Op.Valid() {
+		return nil, &FieldError{Field: "op", Reason: fmt.Sprintf("%q is not a known op", f.Op)}
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Until.After(f.Since) {
+		return nil, &FieldError{Field: "until", Reason: "must be after since"}
+	}
+	l, residual := plan(f)
+	return e.page(ctx, l, req, f, func(r *record.Record) bool { return residual(r) })
+}
+
+// History lists every change to one unit, oldest first.
+func (e *Engine) History(ctx context.Context, source, table, key string, req PageRequest) (*Page, error) {
+	req.Order = Asc
+	return e.page(ctx, index.EntityList(source, table, key), req, Filter{}, func(*record.Record) bool { return true })
+}
+
+// plan picks the most selective posting list for f and returns the checks
+// the list does not already guarantee.
+func plan(f Filter) (index.List, func(*record.Record) bool) {
+	var l index.List
+	checkSource, checkTable, checkActor, checkOp := f.Source != "", f.Table != "", f.Actor != "", f.Op != ""
+	switch {
+	case f.Key != "":
+		l = index.EntityList(f.Source, f.Table, f.Key)
+		checkSource, checkTable = false, false
+	case f.Actor != "":
+		l = index.ActorList(f.Actor)
+		checkActor = false
+	case f.Table != "":
+		l = index.TableList(f.Source, f.Table)
+		checkSource, checkTable = false, false
+	case f.Op != "":
+		l = index.OpList(f.Op)
+		checkOp = false
+	case f.Source != "":
+		l = index.SourceList(f.Source)
+		checkSource = false
+	default:
+		l = index.AllList()
+	}
+	return l, func(r *record.Record) bool {
+		return (!checkSource || r.Source.Name == f.Source) &&
+			(!checkTable || r.Source.Table == f.Table) &&
+			(!checkActor || r.ActorID() == f.Actor) &&
+			(!checkOp || r.Op == f.Op)
+	}
+}
+
+func (e *Engine) page(ctx context.Context, l index.List, req PageRequest, f Filter, keep func(*record.Record) bool) (*Page, error) {
+	limit := req.Limit
+	if limit <= 0 {
+		limit = DefaultLimit
+	}
+	if limit > MaxLimit {
+		return nil, &FieldError{Field: "limit", Reason: fmt.Sprintf("must be at most %d", MaxLimit)}
+	}
+	desc := req.Order == Desc
+	from := uint64(0)
+	if desc {
+		from = math.MaxUint64
+	}
+	if req.Cursor != "" {
+		c, err := decodeCursor(req.Cursor, desc)
+		if err != nil {
+			return nil, err
+		}
+		from = c
+	}
+	size := e.log.Size()
+	page := &Page{}
+	scanned := 0
+	var last uint64
+	var scanErr error
+	more := false
+	err := e.ix.Scan(l, desc, from, func(p index.Posting) bool {
+		if p.Seq >= size {
+			// Indexed a moment before the log published its new size.
+			return !desc
+		}
+		if scanned == maxScan || len(page.Records) == limit {
+			more = true
+			return false
+		}
+		scanned++
+		last = p.Seq
+		if scanned%1024 == 0 && ctx.Err() != nil {
+			scanErr = ctx.Err()
+			return false
+		}
+		if (!f.Since.IsZero() && p.OccurredAt.Before(f.Since)) || (!f.Until.IsZero() && !p.OccurredAt.Before(f.Until)) {
+			return true
+		}
+		r, err := e.log.Read(p.Seq)
+		if err != nil {
+			scanErr = err
+			return false
+		}
+		if keep(r) {
+			page.Records = append(page.Records, r)
+		}
+		return true
+	})
+	if err == nil {
+		err = scanErr
+	}
+	if err != nil {
+		return nil, err
+	}
+	if more {
+		page.NextCursor = encodeCursor(last, desc)
+	}
+	return page, nil
+}
+
+// A cursor names the next seq to look at and the direction it was issued
+// for, so it cannot be replayed in the other order by mistake.
+func encodeCursor(last uint64, desc bool) string {
+	dir, next := "a", last+1
+	if desc {
+		dir, next = "d", last-1
+	}
+	return base64.RawURLEncoding.EncodeToString([]byte("v1:" + dir + ":" + strconv.FormatUint(next, 10)))
+}
+
+func decodeCursor(c string, desc bool) (uint64, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return 0, fmt.Errorf("%w: not base64url", ErrBadCursor)
+	}
+	parts := strings.Split(string(raw), ":")
+	if len(parts) != 3 || parts[0] != "v1" || (parts[1] != "a" && parts[1] != "d") {
+		return 0, fmt.Errorf("%w: unknown format", ErrBadCursor)
+	}
+	if (parts[1] == "d") != desc {
+		return 0, fmt.Errorf("%w: issued for the other order", ErrBadCursor)
+	}
+	n, err := strconv.ParseUint(parts[2], 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("%w: bad position", ErrBadCursor)
+	}
+	return n, nil
+}

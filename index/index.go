@@ -21,24 +21,22 @@ import (
 //
 //	W                         -> watermark (records indexed)
 //	I id                      -> seq
-//	R seq                     -> occurred_at   (every record)
 //	S source seq              -> occurred_at
 //	T source table seq        -> occurred_at
 //	E source table key seq    -> occurred_at   (entity history)
 //	A actor seq               -> occurred_at
-//	O op seq                  -> occurred_at
 //	X source table seq        -> occurred_at   (truncates of a table)
 const (
 	pWatermark = 'W'
 	pID        = 'I'
-	pAll       = 'R'
 	pSource    = 'S'
 	pTable     = 'T'
 	pEntity    = 'E'
 	pActor     = 'A'
-	pOp        = 'O'
 	pTruncate  = 'X'
 )
+
+const cacheBytes = 128 << 20
 
 // Index is an open index database.
 type Index struct {
@@ -50,7 +48,15 @@ func Open(dir string, logger *slog.Logger) (*Index, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	opts := &pebble.Options{Logger: pebbleLogger{logger}}
+	cache := pebble.NewCache(cacheBytes)
+	defer cache.Unref()
+	// A cache large enough to hold the filter and index blocks keeps the
+	// per-append id lookup off the disk; a large memtable batches the
+	// scattered entity and actor keys before they reach compaction.
+	// No WAL: the log is this index's write-ahead log. After a crash the
+	// index reopens at the watermark of its last flushed memtable and the
+	// log replays the rest (log.Store's catch-up).
+	opts := &pebble.Options{Logger: pebbleLogger{logger}, Cache: cache, MemTableSize: 64 << 20, DisableWAL: true}
 	opts.EnsureDefaults()
 	for i := range opts.Levels {
 		// Bloom filters make the id lookup done for every append cheap when
@@ -126,11 +132,9 @@ func (ix *Index) Apply(recs []*record.Record) error {
 			return err
 		}
 		postings := [][]byte{
-			AllList().key(key[:0], r.Seq),
-			SourceList(r.Source.Name).key(nil, r.Seq),
+			SourceList(r.Source.Name).key(key[:0], r.Seq),
 			TableList(r.Source.Name, r.Source.Table).key(nil, r.Seq),
 			EntityList(r.Source.Name, r.Source.Table, keyStr).key(nil, r.Seq),
-			OpList(r.Op).key(nil, r.Seq),
 		}
 		if actor := r.ActorID(); actor != "" {
 			postings = append(postings, ActorList(actor).key(nil, r.Seq))

@@ -7,8 +7,6 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
-
-	"github.com/stele/stele/record"
 )
 
 // List names one posting list: the seqs of records sharing an attribute.
@@ -26,12 +24,10 @@ func list(p byte, parts ...string) List {
 }
 
 // The posting lists a query can scan.
-func AllList() List                             { return list(pAll) }
 func SourceList(source string) List             { return list(pSource, source) }
 func TableList(source, table string) List       { return list(pTable, source, table) }
 func EntityList(source, table, key string) List { return list(pEntity, source, table, key) }
 func ActorList(actor string) List               { return list(pActor, actor) }
-func OpList(op record.Op) List                  { return list(pOp, string(op)) }
 func TruncateList(source, table string) List    { return list(pTruncate, source, table) }
 
 func (l List) key(dst []byte, seq uint64) []byte {

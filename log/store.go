@@ -36,7 +36,8 @@ var (
 type Hook interface {
 	// LookupID returns the seq of the stored record with this id, if any.
 	LookupID(id string) (seq uint64, ok bool, err error)
-	// Apply indexes a durable batch, in log order, before it is acknowledged.
+	// Apply indexes a durable batch. Batches arrive in log order from one
+	// goroutine, shortly after they were acknowledged.
 	Apply(recs []*record.Record) error
 	// Watermark is the number of leading records already indexed.
 	Watermark() (uint64, error)
@@ -117,6 +118,8 @@ type Store struct {
 	cpMu    sync.Mutex
 	cpKick  chan struct{}
 
+	follow *follower
+
 	// writer-owned
 	next   uint64
 	recEnd int64
@@ -157,6 +160,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 			return nil, err
 		}
 	}
+	s.follow = newFollower(s)
 	s.wg.Add(2)
 	go s.writeLoop()
 	go s.checkpointLoop()
@@ -319,6 +323,7 @@ func (s *Store) Close() error {
 	close(s.stop)
 	s.closeMu.Unlock()
 	s.wg.Wait()
+	s.follow.close()
 	var first error
 	if s.Err() == nil {
 		if _, err := s.Checkpoint(context.Background()); err != nil {

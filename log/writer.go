@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -44,7 +45,7 @@ type writerScratch struct {
 // Append makes recs durable and returns their seqs, in order. The store
 // takes ownership of recs: it sets Seq and RecordedAt. A record whose id is
 // already stored (or appears earlier in the same commit) is not stored again.
-// Append returns only after the records are fsync'd and indexed, or with an
+// Append returns only after the records are fsync'd, or with an
 // error, in which case none of them was acknowledged (a retry with the same
 // ids is safe: duplicates are recognised).
 func (s *Store) Append(ctx context.Context, recs []*record.Record) ([]Appended, error) {
@@ -132,6 +133,10 @@ func (s *Store) commit(batch []*appendReq) {
 				res[i] = Appended{Seq: prev, ID: r.ID, Duplicate: true}
 				continue
 			}
+			if prev, ok := s.follow.pendingSeq(r.ID); ok {
+				res[i] = Appended{Seq: prev, ID: r.ID, Duplicate: true}
+				continue
+			}
 			if s.opts.Hook != nil {
 				prev, ok, err := s.opts.Hook.LookupID(r.ID)
 				if err != nil {
@@ -201,14 +206,12 @@ func (s *Store) persist(next uint64) error {
 	if err != nil {
 		return err
 	}
-	if s.opts.Hook != nil {
-		if err := s.opts.Hook.Apply(w.fresh); err != nil {
-			return fmt.Errorf("index records %d..%d: %w", s.next, next-1, err)
-		}
-	}
 	s.recEnd += int64(len(w.frames))
 	s.next = next
 	s.state.Store(&treeState{size: next, root: root})
+	// The batch is durable; indexing follows without holding up the ack.
+	// The follower's queue is bounded, so a slow index pushes back here.
+	s.follow.enqueue(slices.Clone(w.fresh))
 	return nil
 }
 

@@ -115,32 +115,27 @@ func (e *Engine) Records(ctx context.Context, f Filter, req PageRequest) (*Page,
 // History lists every change to one unit, oldest first.
 func (e *Engine) History(ctx context.Context, source, table, key string, req PageRequest) (*Page, error) {
 	req.Order = Asc
-	return e.page(ctx, index.EntityList(source, table, key), req, Filter{}, func(*record.Record) bool { return true })
+	return e.page(ctx, ptr(index.EntityList(source, table, key)), req, Filter{}, func(*record.Record) bool { return true })
 }
 
 // plan picks the most selective posting list for f and returns the checks
 // the list does not already guarantee.
-func plan(f Filter) (index.List, func(*record.Record) bool) {
-	var l index.List
+func plan(f Filter) (*index.List, func(*record.Record) bool) {
+	var l *index.List
 	checkSource, checkTable, checkActor, checkOp := f.Source != "", f.Table != "", f.Actor != "", f.Op != ""
 	switch {
 	case f.Key != "":
-		l = index.EntityList(f.Source, f.Table, f.Key)
+		l = ptr(index.EntityList(f.Source, f.Table, f.Key))
 		checkSource, checkTable = false, false
 	case f.Actor != "":
-		l = index.ActorList(f.Actor)
+		l = ptr(index.ActorList(f.Actor))
 		checkActor = false
 	case f.Table != "":
-		l = index.TableList(f.Source, f.Table)
+		l = ptr(index.TableList(f.Source, f.Table))
 		checkSource, checkTable = false, false
-	case f.Op != "":
-		l = index.OpList(f.Op)
-		checkOp = false
 	case f.Source != "":
-		l = index.SourceList(f.Source)
+		l = ptr(index.SourceList(f.Source))
 		checkSource = false
-	default:
-		l = index.AllList()
 	}
 	return l, func(r *record.Record) bool {
 		return (!checkSource || r.Source.Name == f.Source) &&
@@ -150,7 +145,33 @@ func plan(f Filter) (index.List, func(*record.Record) bool) {
 	}
 }
 
-func (e *Engine) page(ctx context.Context, l index.List, req PageRequest, f Filter, keep func(*record.Record) bool) (*Page, error) {
+func ptr[T any](v T) *T { return &v }
+
+// scanSeqs walks the posting list l, or with no list every seq of the log,
+// which needs no index at all.
+func (e *Engine) scanSeqs(l *index.List, desc bool, from, size uint64, fn func(index.Posting) bool) error {
+	if l != nil {
+		return e.ix.Scan(*l, desc, from, fn)
+	}
+	if size == 0 {
+		return nil
+	}
+	if desc {
+		for seq := min(from, size-1); ; seq-- {
+			if !fn(index.Posting{Seq: seq}) || seq == 0 {
+				return nil
+			}
+		}
+	}
+	for seq := from; seq < size; seq++ {
+		if !fn(index.Posting{Seq: seq}) {
+			return nil
+		}
+	}
+	return nil
+}
+
+func (e *Engine) page(ctx context.Context, l *index.List, req PageRequest, f Filter, keep func(*record.Record) bool) (*Page, error) {
 	limit := req.Limit
 	if limit <= 0 {
 		limit = DefaultLimit
@@ -176,7 +197,7 @@ func (e *Engine) page(ctx context.Context, l index.List, req PageRequest, f Filt
 	var last uint64
 	var scanErr error
 	more := false
-	err := e.ix.Scan(l, desc, from, func(p index.Posting) bool {
+	err := e.scanSeqs(l, desc, from, size, func(p index.Posting) bool {
 		if p.Seq >= size {
 			// Indexed a moment before the log published its new size.
 			return !desc
@@ -191,7 +212,7 @@ func (e *Engine) page(ctx context.Context, l index.List, req PageRequest, f Filt
 			scanErr = ctx.Err()
 			return false
 		}
-		if (!f.Since.IsZero() && p.OccurredAt.Before(f.Since)) || (!f.Until.IsZero() && !p.OccurredAt.Before(f.Until)) {
+		if !p.OccurredAt.IsZero() && !inWindow(p.OccurredAt, f) {
 			return true
 		}
 		r, err := e.log.Read(p.Seq)
@@ -199,7 +220,7 @@ func (e *Engine) page(ctx context.Context, l index.List, req PageRequest, f Filt
 			scanErr = err
 			return false
 		}
-		if keep(r) {
+		if inWindow(r.OccurredAt, f) && keep(r) {
 			page.Records = append(page.Records, r)
 		}
 		return true
@@ -243,4 +264,8 @@ func decodeCursor(c string, desc bool) (uint64, error) {
 		return 0, fmt.Errorf("%w: bad position", ErrBadCursor)
 	}
 	return n, nil
+}
+
+func inWindow(t time.Time, f Filter) bool {
+	return (f.Since.IsZero() || !t.Before(f.Since)) && (f.Until.IsZero() || t.Before(f.Until))
 }

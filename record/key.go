@@ -1,8 +1,11 @@
 package record
 
 import (
+	"bytes"
 	"encoding/json"
 	"strings"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // keyValueEscaper keeps multi-column key strings unambiguous: a value holding
@@ -48,11 +51,28 @@ func (r *Record) ActorID() string {
 	if len(r.Actor) == 0 {
 		return ""
 	}
-	var a struct {
-		ID string `json:"id"`
-	}
-	if json.Unmarshal(r.Actor, &a) != nil {
+	// Walk the members instead of unmarshalling: this runs for every
+	// indexed record.
+	dec := jsontext.NewDecoder(bytes.NewReader(r.Actor))
+	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
 		return ""
 	}
-	return a.ID
+	for dec.PeekKind() == '"' {
+		name, err := dec.ReadToken()
+		if err != nil {
+			return ""
+		}
+		if name.String() != "id" {
+			if dec.SkipValue() != nil {
+				return ""
+			}
+			continue
+		}
+		v, err := dec.ReadToken()
+		if err != nil || v.Kind() != '"' {
+			return ""
+		}
+		return v.String()
+	}
+	return ""
 }

@@ -316,7 +316,7 @@ func (s *Store) catchUpHook(ctx context.Context) error {
 	}
 	n := s.Size()
 	if w > n {
-		return fmt.Errorf("index is ahead of the log (%d > %d records): it belongs to another data directory; run `stele reindex`", w, n)
+		return fmt.Errorf("%w (%d > %d records): it belongs to another data directory; run `stele reindex`", ErrIndexAhead, w, n)
 	}
 	if w < n {
 		s.opts.Logger.Info("indexing records the index missed", "from", w, "to", n)

@@ -26,6 +26,9 @@ var (
 	ErrClosed = errors.New("log closed")
 	// ErrNotFound: no record at that seq.
 	ErrNotFound = errors.New("no such record")
+	// ErrIndexAhead: the index claims more records than the log holds, so
+	// it belongs to another data directory; set it aside and rebuild it.
+	ErrIndexAhead = errors.New("index is ahead of the log")
 	// ErrFailed: a write or sync failed; the store accepts no more appends
 	// until it is reopened, because what reached the disk is unknown.
 	ErrFailed = errors.New("log failed")

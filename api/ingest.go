@@ -1,0 +1,231 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/stele/stele/log"
+	"github.com/stele/stele/record"
+)
+
+// postRecords ingests one object, an array of objects or NDJSON. The batch
+// is validated in full before anything is appended, so a 400 leaves the log
+// untouched, and the 201 is sent only once Append reports the batch durable.
+func (s *Server) postRecords(w http.ResponseWriter, r *http.Request) {
+	ndjson, aerr := bodyFormat(r.Header.Get("Content-Type"))
+	if aerr != nil {
+		writeError(w, http.StatusUnsupportedMediaType, aerr)
+		return
+	}
+	tooBig := &apiError{Status: http.StatusRequestEntityTooLarge,
+		Msg: fmt.Sprintf("request body is larger than the %d-byte limit; send fewer records per request", s.cfg.MaxBodyBytes)}
+	if r.ContentLength > s.cfg.MaxBodyBytes {
+		// Refuse before reading: the client announced it.
+		writeError(w, tooBig.status(), tooBig)
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, tooBig.status(), tooBig)
+			return
+		}
+		writeError(w, http.StatusBadRequest, &apiError{Msg: "reading the request body failed: " + err.Error()})
+		return
+	}
+	if !utf8.Valid(body) {
+		writeError(w, http.StatusBadRequest, &apiError{Msg: "request body is not valid UTF-8"})
+		return
+	}
+	var items [][]byte
+	batch := true
+	if ndjson {
+		items, aerr = splitNDJSON(body, s.cfg.MaxBatch)
+	} else {
+		items, batch, aerr = splitJSON(body, s.cfg.MaxBatch)
+	}
+	if aerr != nil {
+		writeError(w, aerr.status(), aerr)
+		return
+	}
+	if len(items) == 0 {
+		writeError(w, http.StatusBadRequest, &apiError{Msg: "request body holds no records"})
+		return
+	}
+	recs, aerr := s.parseBatch(items, batch)
+	if aerr != nil {
+		writeError(w, http.StatusBadRequest, aerr)
+		return
+	}
+	res, err := s.cfg.Log.Append(r.Context(), recs)
+	if err != nil {
+		s.appendFailed(w, r, err)
+		return
+	}
+	fresh := 0
+	for _, a := range res {
+		if !a.Duplicate {
+			fresh++
+		}
+	}
+	s.metrics.appended.Add(float64(fresh))
+	writeJSON(w, http.StatusCreated, struct {
+		Records []log.Appended `json:"records"`
+	}{res})
+}
+
+// parseBatch validates every item and rejects ids repeated inside the
+// batch: the log would store the second as a duplicate of the first, which
+// for two different records would silently drop one.
+func (s *Server) parseBatch(items [][]byte, batch bool) ([]*record.Record, *apiError) {
+	opts := record.IngestOptions{DefaultKind: "http", Now: s.cfg.Now()}
+	recs := make([]*record.Record, len(items))
+	seen := make(map[string]int, len(items))
+	for i, item := range items {
+		rec, err := record.ParseIngest(item, opts)
+		if err != nil {
+			e := &apiError{Msg: err.Error()}
+			var fe *record.FieldError
+			if errors.As(err, &fe) {
+				e.Field = fe.Field
+			}
+			if batch {
+				e.Index = indexPtr(i)
+			}
+			return nil, e
+		}
+		if first, dup := seen[rec.ID]; dup {
+			return nil, &apiError{
+				Msg:   fmt.Sprintf("id: same id as record %d of this batch (ids, given or derived from source and tx.position, must be unique within a batch)", first),
+				Field: "id", Index: indexPtr(i)}
+		}
+		seen[rec.ID] = i
+		recs[i] = rec
+	}
+	return recs, nil
+}
+
+func (s *Server) appendFailed(w http.ResponseWriter, r *http.Request, err error) {
+	switch {
+	case errors.Is(err, log.ErrOverloaded):
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "the log is overloaded; retry after a second (resubmitting the same records is safe)"})
+	case errors.Is(err, log.ErrClosed):
+		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "the server is shutting down; retry against a running one"})
+	case errors.Is(err, log.ErrFailed):
+		// The cause (a path, an errno) is for the operator, not the client.
+		s.log.ErrorContext(r.Context(), "append refused", "err", err)
+		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "the log stopped accepting records after a storage failure; the operator must restart it"})
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+		// The client gave up; whether the batch became durable is unknown to
+		// it, and resubmitting is safe because ids are deduplicated.
+		s.log.Warn("append not acknowledged before the request ended", "err", err)
+		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "request ended before the append was acknowledged; resubmitting the same records is safe"})
+	default:
+		s.internalError(w, r, "append", err)
+	}
+}
+
+func (s *Server) internalError(w http.ResponseWriter, r *http.Request, what string, err error) {
+	s.log.ErrorContext(r.Context(), what+" failed", "err", err)
+	writeError(w, http.StatusInternalServerError, &apiError{Msg: "internal error during " + what + "; see the server log"})
+}
+
+// bodyFormat reports whether the Content-Type announces NDJSON, or an error
+// for a type the API does not read.
+func bodyFormat(ct string) (ndjson bool, _ *apiError) {
+	if ct == "" {
+		return false, nil
+	}
+	mt, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return false, &apiError{Msg: "malformed Content-Type header: " + err.Error()}
+	}
+	if cs, ok := params["charset"]; ok && !strings.EqualFold(cs, "utf-8") {
+		return false, &apiError{Msg: "unsupported charset " + strconv.Quote(cs) + ": the body must be UTF-8"}
+	}
+	switch mt {
+	case "application/json":
+		return false, nil
+	case "application/x-ndjson":
+		return true, nil
+	}
+	return false, &apiError{Msg: "unsupported Content-Type " + strconv.Quote(mt) + ": send application/json or application/x-ndjson"}
+}
+
+func tooMany(max int) *apiError {
+	return &apiError{Status: http.StatusRequestEntityTooLarge,
+		Msg: fmt.Sprintf("more than %d records in one request; split the batch", max)}
+}
+
+// splitJSON splits a JSON body into raw record objects. batch is false for
+// a single bare object, whose errors then carry no index.
+func splitJSON(body []byte, max int) (items [][]byte, batch bool, _ *apiError) {
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) == 0 {
+		return nil, false, &apiError{Msg: "request body is empty; send a JSON object, an array of objects or NDJSON"}
+	}
+	if trimmed[0] != '[' {
+		// ParseIngest reports what is wrong with a non-object itself.
+		return [][]byte{body}, false, nil
+	}
+	dec := jsontext.NewDecoder(bytes.NewReader(body))
+	if _, err := dec.ReadToken(); err != nil {
+		return nil, true, &apiError{Msg: jsonErrMsg(err)}
+	}
+	for i := 0; dec.PeekKind() != ']'; i++ {
+		if i == max {
+			return nil, true, tooMany(max)
+		}
+		v, err := dec.ReadValue()
+		if err != nil {
+			return nil, true, &apiError{Msg: jsonErrMsg(err), Index: indexPtr(i)}
+		}
+		items = append(items, bytes.Clone(v))
+	}
+	if _, err := dec.ReadToken(); err != nil {
+		return nil, true, &apiError{Msg: jsonErrMsg(err)}
+	}
+	if _, err := dec.ReadToken(); err != io.EOF {
+		return nil, true, &apiError{Msg: "unexpected data after the JSON array"}
+	}
+	return items, true, nil
+}
+
+// splitNDJSON returns one item per non-blank line.
+func splitNDJSON(body []byte, max int) ([][]byte, *apiError) {
+	var items [][]byte
+	for line := range bytes.Lines(body) {
+		line = bytes.TrimSpace(line)
+		if len(line) == 0 {
+			continue
+		}
+		if len(items) == max {
+			return nil, tooMany(max)
+		}
+		items = append(items, line)
+	}
+	return items, nil
+}
+
+func jsonErrMsg(err error) string {
+	var se *jsontext.SyntacticError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("malformed JSON at byte %d: %v", se.ByteOffset, se.Err)
+	}
+	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
+		return "malformed JSON: the body ends before the JSON array does"
+	}
+	return "malformed JSON: " + err.Error()
+}

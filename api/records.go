@@ -1,0 +1,233 @@
+package api
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/go-json-experiment/json/jsontext"
+	"github.com/transparency-dev/merkle/rfc6962"
+
+	"github.com/stele/stele/log"
+	"github.com/stele/stele/query"
+	"github.com/stele/stele/record"
+)
+
+// listRecords answers GET /v1/records: a filtered search, newest first
+// unless order=asc.
+func (s *Server) listRecords(w http.ResponseWriter, r *http.Request) {
+	p, aerr := params(r.URL.RawQuery, "source", "table", "key", "actor", "op", "since", "until", "limit", "cursor", "order")
+	if aerr != nil {
+		writeError(w, aerr.status(), aerr)
+		return
+	}
+	f := query.Filter{Source: p["source"], Table: p["table"], Key: p["key"], Actor: p["actor"]}
+	if v, ok := p["op"]; ok {
+		f.Op = record.Op(v)
+		if !f.Op.Valid() {
+			writeError(w, http.StatusBadRequest, &apiError{Msg: fmt.Sprintf("op: %q is not one of %v", v, record.Ops), Field: "op"})
+			return
+		}
+	}
+	if f.Key != "" && (f.Source == "" || f.Table == "") {
+		writeError(w, http.StatusBadRequest, &apiError{Msg: "key: requires source and table (a key is unique only within its table)", Field: "key"})
+		return
+	}
+	for _, tp := range []struct {
+		name string
+		dst  *time.Time
+	}{{"since", &f.Since}, {"until", &f.Until}} {
+		if v, ok := p[tp.name]; ok {
+			t, aerr := parseTime(tp.name, v)
+			if aerr != nil {
+				writeError(w, aerr.status(), aerr)
+				return
+			}
+			*tp.dst = t
+		}
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && f.Until.Before(f.Since) {
+		writeError(w, http.StatusBadRequest, &apiError{Msg: "until: is before since", Field: "until"})
+		return
+	}
+	page, aerr := pageRequest(p, query.Desc)
+	if aerr != nil {
+		writeError(w, aerr.status(), aerr)
+		return
+	}
+	if s.cfg.Query == nil {
+		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "queries are not available on this server"})
+		return
+	}
+	res, err := s.cfg.Query.Records(r.Context(), f, page)
+	if err != nil {
+		s.queryFailed(w, r, err)
+		return
+	}
+	writeRaw(w, http.StatusOK, appendPage(nil, res))
+}
+
+// pageRequest reads limit, cursor and (when the endpoint allows it) order.
+func pageRequest(p map[string]string, order query.Order) (query.PageRequest, *apiError) {
+	var page query.PageRequest
+	limit, aerr := parseLimit(p["limit"])
+	if aerr != nil {
+		return page, aerr
+	}
+	switch v := p["order"]; v {
+	case "":
+	case "asc":
+		order = query.Asc
+	case "desc":
+		order = query.Desc
+	default:
+		return page, &apiError{Msg: fmt.Sprintf("order: %q is not asc or desc", v), Field: "order"}
+	}
+	return query.PageRequest{Order: order, Limit: limit, Cursor: p["cursor"]}, nil
+}
+
+// appendPage renders {"records":[...],"next_cursor":...} by appending each
+// record's canonical JSON, which is also how it is hashed: no reflection,
+// and the bytes a client sees are the ones it can check against a leaf.
+func appendPage(dst []byte, page *query.Page) []byte {
+	dst = append(dst, `{"records":[`...)
+	for i, rec := range page.Records {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		dst = record.AppendJSON(dst, rec)
+	}
+	dst = append(dst, ']')
+	if page.NextCursor != "" {
+		dst = append(dst, `,"next_cursor":`...)
+		dst, _ = jsontext.AppendQuote(dst, page.NextCursor)
+	}
+	return append(dst, "}\n"...)
+}
+
+func (s *Server) queryFailed(w http.ResponseWriter, r *http.Request, err error) {
+	var fe *record.FieldError
+	switch {
+	case errors.As(err, &fe):
+		writeError(w, http.StatusBadRequest, &apiError{Msg: fe.Error(), Field: fe.Field})
+	case errors.Is(err, query.ErrBadCursor):
+		writeError(w, http.StatusBadRequest, &apiError{Msg: "cursor: not a cursor this server issued for this query", Field: "cursor"})
+	case errors.Is(err, context.Canceled):
+		// The client left; nobody reads the answer.
+		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "request cancelled"})
+	case errors.Is(err, context.DeadlineExceeded):
+		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "query took too long; narrow the filter or lower the limit"})
+	default:
+		s.internalError(w, r, "query", err)
+	}
+}
+
+// recordResponse is the body of GET /v1/records/{seq}.
+type recordResponse struct {
+	Record     json.RawMessage `json:"record"`
+	Leaf       string          `json:"leaf"`
+	LeafHash   string          `json:"leaf_hash"`
+	Proof      inclusion       `json:"proof"`
+	Checkpoint string          `json:"checkpoint,omitempty"`
+}
+
+type inclusion struct {
+	LeafIndex uint64   `json:"leaf_index"`
+	TreeSize  uint64   `json:"tree_size"`
+	Hashes    []string `json:"hashes"`
+}
+
+// getRecord answers GET /v1/records/{seq}: the record, its stored bytes and
+// an inclusion proof, so a client can verify it without trusting us. Without
+// tree_size the proof is against a checkpoint sent along, signed if needed.
+func (s *Server) getRecord(w http.ResponseWriter, r *http.Request) {
+	seq, aerr := parseUint("seq", r.PathValue("seq"))
+	if aerr != nil {
+		writeError(w, aerr.status(), aerr)
+		return
+	}
+	p, aerr := params(r.URL.RawQuery, "tree_size")
+	if aerr != nil {
+		writeError(w, aerr.status(), aerr)
+		return
+	}
+	size := s.cfg.Log.Size()
+	if seq >= size {
+		writeError(w, http.StatusNotFound, &apiError{Msg: fmt.Sprintf("no record with seq %d: the log holds %d records", seq, size)})
+		return
+	}
+	var cp *log.Checkpoint
+	treeSize := uint64(0)
+	if v, ok := p["tree_size"]; ok {
+		if treeSize, aerr = parseUint("tree_size", v); aerr != nil {
+			writeError(w, aerr.status(), aerr)
+			return
+		}
+		if treeSize <= seq || treeSize > size {
+			writeError(w, http.StatusBadRequest, &apiError{
+				Msg:   fmt.Sprintf("tree_size: %d must be greater than seq %d and at most the log size %d", treeSize, seq, size),
+				Field: "tree_size"})
+			return
+		}
+	} else {
+		if cp = s.cfg.Log.LatestCheckpoint(); cp == nil || cp.Size <= seq {
+			var err error
+			if cp, err = s.cfg.Log.Checkpoint(r.Context()); err != nil {
+				s.internalError(w, r, "checkpoint", err)
+				return
+			}
+		}
+		treeSize = cp.Size
+	}
+	raw, err := s.cfg.Log.ReadRaw(seq)
+	if err != nil {
+		s.readFailed(w, r, seq, err)
+		return
+	}
+	rec, err := record.Decode(raw)
+	if err != nil {
+		s.readFailed(w, r, seq, err)
+		return
+	}
+	hashes, err := s.cfg.Log.InclusionProof(seq, treeSize)
+	if err != nil {
+		s.readFailed(w, r, seq, err)
+		return
+	}
+	resp := recordResponse{
+		Record:   record.AppendJSON(nil, rec),
+		Leaf:     base64.StdEncoding.EncodeToString(raw),
+		LeafHash: base64.StdEncoding.EncodeToString(rfc6962.DefaultHasher.HashLeaf(raw)),
+		Proof:    inclusion{LeafIndex: seq, TreeSize: treeSize, Hashes: encodeHashes(hashes)},
+	}
+	if cp != nil {
+		resp.Checkpoint = string(cp.Note)
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+func (s *Server) readFailed(w http.ResponseWriter, r *http.Request, seq uint64, err error) {
+	switch {
+	case errors.Is(err, log.ErrNotFound):
+		writeError(w, http.StatusNotFound, &apiError{Msg: "no record with seq " + strconv.FormatUint(seq, 10)})
+	case errors.Is(err, log.ErrTampered), errors.Is(err, record.ErrFormat):
+		// Never serve what may be tampered bytes as evidence.
+		s.log.ErrorContext(r.Context(), "stored record failed its integrity check", "seq", seq, "err", err)
+		writeError(w, http.StatusInternalServerError, &apiError{Msg: fmt.Sprintf("stored record %d failed its integrity check; run `stele verify`", seq)})
+	default:
+		s.internalError(w, r, "read", err)
+	}
+}
+
+func encodeHashes(hashes [][]byte) []string {
+	out := make([]string, len(hashes))
+	for i, h := range hashes {
+		out[i] = base64.StdEncoding.EncodeToString(h)
+	}
+	return out
+}

@@ -1,0 +1,198 @@
+// Package api serves Stele's HTTP API v1 (docs/api.md): ingest of lineage
+// records, record reads with inclusion proofs, entity history and state,
+// signed checkpoints, consistency proofs, health and metrics.
+//
+// The package defines the small interfaces it needs from the log and the
+// query engine (Log, Query) so it depends on their behaviour, not on their
+// implementations; only cmd/stele wires the real ones in.
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/stele/stele/log"
+	"github.com/stele/stele/query"
+	"github.com/stele/stele/record"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultMaxBodyBytes int64 = 16 << 20
+	DefaultMaxBatch           = 10000
+)
+
+// Log is what the API needs from the store of record.
+type Log interface {
+	// Append makes recs durable and returns their seqs in order.
+	Append(ctx context.Context, recs []*record.Record) ([]log.Appended, error)
+	// Size is the number of durable records.
+	Size() uint64
+	// ReadRaw returns the stored (hashed) bytes of the record at seq.
+	ReadRaw(seq uint64) ([]byte, error)
+	// InclusionProof proves seq is in the tree of the given size.
+	InclusionProof(seq, size uint64) ([][]byte, error)
+	// ConsistencyProof proves the tree of size from is a prefix of size to.
+	ConsistencyProof(from, to uint64) ([][]byte, error)
+	// LatestCheckpoint is the most recent signed checkpoint, or nil.
+	LatestCheckpoint() *log.Checkpoint
+	// Checkpoint returns a checkpoint covering every durable record,
+	// signing one if needed.
+	Checkpoint(ctx context.Context) (*log.Checkpoint, error)
+	// Keys holds the public verifier key of the checkpoints.
+	Keys() *log.Keys
+}
+
+// Query is what the API needs from the query engine.
+type Query interface {
+	Records(ctx context.Context, f query.Filter, page query.PageRequest) (*query.Page, error)
+	History(ctx context.Context, source, table, key string, page query.PageRequest) (*query.Page, error)
+	StateAt(ctx context.Context, source, table, key string, at time.Time) (*query.State, error)
+}
+
+// HealthFunc reports the server's health: "ok" when the log verified, or
+// "verifying", "tampered" or another status with a human-readable detail.
+type HealthFunc func() (status string, detail string)
+
+// Health statuses with a meaning to the API.
+const (
+	StatusOK        = "ok"
+	StatusVerifying = "verifying"
+	StatusTampered  = "tampered"
+)
+
+// Config wires a Server. Log is required; zero values of the other fields
+// give the documented defaults.
+type Config struct {
+	Log   Log
+	Query Query
+	// Health is consulted by /healthz and, for "tampered", by every /v1/
+	// endpoint but the checkpoint and the key. Nil means always "ok".
+	Health HealthFunc
+	Logger *slog.Logger
+	// Registry receives the API's metrics and is served at /metrics. Nil
+	// means a fresh registry. Metrics are never put in the global registry,
+	// so two servers in one process (tests) do not collide.
+	Registry *prometheus.Registry
+	// MaxBodyBytes bounds a POST body (default 16 MiB).
+	MaxBodyBytes int64
+	// MaxBatch bounds the records in one POST (default 10000).
+	MaxBatch int
+	// Now gives occurred_at for records that carry none and the default
+	// "at" of state queries (default time.Now).
+	Now func() time.Time
+}
+
+// Server is the HTTP API v1 handler.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	mux     *http.ServeMux
+	metrics *metrics
+}
+
+// New builds the API handler. It panics if cfg.Log is nil, a wiring mistake
+// that no request could recover from.
+func New(cfg Config) *Server {
+	if cfg.Log == nil {
+		panic("api: Config.Log is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Registry == nil {
+		cfg.Registry = prometheus.NewRegistry()
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = DefaultMaxBatch
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	s.metrics = newMetrics(cfg.Registry, cfg.Log, cfg.Logger)
+	s.routes()
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mux.ServeHTTP(w, r)
+}
+
+func (s *Server) routes() {
+	// Each path gets its method-qualified patterns plus a method-less
+	// fallback that answers 405 in JSON: the mux's own 405 is plain text,
+	// and no method may ever update or delete a record.
+	s.handle("POST /v1/records", s.gated(s.postRecords))
+	s.handle("GET /v1/records", s.gated(s.listRecords))
+	s.handle("/v1/records", methodNotAllowed("GET, HEAD, POST"))
+	s.handle("GET /v1/records/{seq}", s.gated(s.getRecord))
+	s.handle("/v1/records/{seq}", methodNotAllowed("GET, HEAD"))
+
+	s.handle("GET /v1/entities/{source}/{table}/{key}/history", s.gated(s.entityHistory))
+	s.handle("/v1/entities/{source}/{table}/{key}/history", methodNotAllowed("GET, HEAD"))
+	s.handle("GET /v1/entities/{source}/{table}/{key}/state", s.gated(s.entityState))
+	s.handle("/v1/entities/{source}/{table}/{key}/state", methodNotAllowed("GET, HEAD"))
+
+	// The checkpoint and the key stay available on a tampered log: they
+	// are what an auditor needs to prove what the log signed before.
+	s.handle("GET /v1/checkpoint", s.getCheckpoint)
+	s.handle("/v1/checkpoint", methodNotAllowed("GET, HEAD"))
+	s.handle("GET /v1/log/key", s.getKey)
+	s.handle("/v1/log/key", methodNotAllowed("GET, HEAD"))
+	s.handle("GET /v1/proof/consistency", s.gated(s.consistencyProof))
+	s.handle("/v1/proof/consistency", methodNotAllowed("GET, HEAD"))
+
+	s.handle("GET /healthz", s.healthz)
+	s.handle("/healthz", methodNotAllowed("GET, HEAD"))
+	s.handle("GET /metrics", s.metrics.handler().ServeHTTP)
+	s.handle("/metrics", methodNotAllowed("GET, HEAD"))
+
+	s.handle("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, &apiError{Msg: "no such endpoint; see docs/api.md"})
+	})
+}
+
+// handle registers h under pattern, labelled by the pattern for metrics and
+// logs so label cardinality stays bounded whatever paths clients send.
+func (s *Server) handle(pattern string, h http.HandlerFunc) {
+	route := pattern
+	if pattern == "/" {
+		route = "unmatched"
+	}
+	// An unhealthy /healthz is a report, not a server error: monitors poll
+	// it, and logging each poll at Error would bury real errors.
+	quiet := pattern == "GET /healthz"
+	s.mux.Handle(pattern, s.instrument(route, quiet, h))
+}
+
+// gated refuses service on a log that failed verification: answering from
+// it would present tampered data as evidence.
+func (s *Server) gated(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.Health != nil {
+			if status, detail := s.cfg.Health(); status == StatusTampered {
+				writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "log failed verification: " + detail})
+				return
+			}
+		}
+		h(w, r)
+	}
+}
+
+func methodNotAllowed(allow string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		writeError(w, http.StatusMethodNotAllowed, &apiError{
+			Msg: "method " + r.Method + " is not allowed here (allowed: " + allow + "); records are never updated or deleted",
+		})
+	}
+}

@@ -1,0 +1,397 @@
+// Package bench measures Stele's headline figures on the machine it runs
+// on, each next to a baseline measured in the same run, because shared
+// machines are too noisy for absolute numbers to mean much alone.
+package bench
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/stele/stele/index"
+	steleLog "github.com/stele/stele/log"
+	"github.com/stele/stele/query"
+	"github.com/stele/stele/record"
+)
+
+// Options size the run. Zero values give the defaults.
+type Options struct {
+	// Dir holds the throwaway stores (default: a new temp dir, removed after).
+	Dir string
+	// Records is the store size for the query and verify figures (1,000,000).
+	Records int
+	// Throughput is how many records each append figure writes (300,000).
+	Throughput int
+	// Clients is the number of concurrent single-record writers (256).
+	Clients int
+	// Queries is how many history/search queries are timed (5,000).
+	Queries int
+	Out     io.Writer
+	// Progress, when set, is told how far the current phase is.
+	Progress func(phase string, done, total int)
+}
+
+func (o *Options) fill() {
+	if o.Records <= 0 {
+		o.Records = 1_000_000
+	}
+	if o.Throughput <= 0 {
+		o.Throughput = 300_000
+	}
+	if o.Clients <= 0 {
+		o.Clients = 256
+	}
+	if o.Queries <= 0 {
+		o.Queries = 5000
+	}
+	if o.Out == nil {
+		o.Out = io.Discard
+	}
+	if o.Progress == nil {
+		o.Progress = func(string, int, int) {}
+	}
+}
+
+// Results are the measured figures.
+type Results struct {
+	RecordBytes        int
+	BaselineRecordsSec float64 // plain file, one fsync per 1,000-record batch
+	BatchedRecordsSec  float64 // durable (acknowledged) appends, batches of 1,000
+	BatchedIndexedSec  float64 // same run, until the index had caught up
+	ConcurrentSec      float64 // single-record appends from Clients goroutines
+	SHA256MBs          float64
+	VerifyMBs          float64
+	HistoryP50         time.Duration
+	HistoryP99         time.Duration
+	SearchP50          time.Duration
+	SearchP99          time.Duration
+	StoreRecords       int
+	PeakRSSBytes       map[string]int64
+}
+
+// Run measures everything and prints a report as it goes.
+func Run(ctx context.Context, opts Options) (*Results, error) {
+	opts.fill()
+	if opts.Dir == "" {
+		dir, err := os.MkdirTemp("", "stele-bench-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		opts.Dir = dir
+	}
+	res := &Results{PeakRSSBytes: map[string]int64{}, RecordBytes: len(record.Encode(Record(0, 1)))}
+	out := opts.Out
+	fmt.Fprintf(out, "Stele bench: %d-byte records, %d per append figure, %d-record store for queries\n\n", res.RecordBytes, opts.Throughput, opts.Records)
+
+	var err error
+	if res.BaselineRecordsSec, err = baselineFile(ctx, opts, res.RecordBytes); err != nil {
+		return nil, fmt.Errorf("baseline: %w", err)
+	}
+	res.PeakRSSBytes["baseline"] = peakRSS()
+	if res.BatchedRecordsSec, res.BatchedIndexedSec, err = batchedAppends(ctx, opts); err != nil {
+		return nil, fmt.Errorf("batched appends: %w", err)
+	}
+	res.PeakRSSBytes["append"] = peakRSS()
+	fmt.Fprintf(out, "append, batches of 1,000   %10.0f records/s durable   (%.2fx the plain-file limit of %.0f records/s)\n",
+		res.BatchedRecordsSec, res.BatchedRecordsSec/res.BaselineRecordsSec, res.BaselineRecordsSec)
+	fmt.Fprintf(out, "  ... and indexed          %10.0f records/s queryable\n", res.BatchedIndexedSec)
+	if res.ConcurrentSec, err = concurrentAppends(ctx, opts); err != nil {
+		return nil, fmt.Errorf("concurrent appends: %w", err)
+	}
+	res.PeakRSSBytes["concurrent"] = peakRSS()
+	fmt.Fprintf(out, "append, %d single clients %9.0f records/s durable\n", opts.Clients, res.ConcurrentSec)
+
+	res.SHA256MBs = sha256Speed()
+	storeDir := filepath.Join(opts.Dir, "scale")
+	if err := buildStore(ctx, opts, storeDir); err != nil {
+		return nil, fmt.Errorf("build %d-record store: %w", opts.Records, err)
+	}
+	res.StoreRecords = opts.Records
+	res.PeakRSSBytes["build"] = peakRSS()
+	if res.VerifyMBs, err = verifySpeed(ctx, opts, storeDir); err != nil {
+		return nil, fmt.Errorf("verify: %w", err)
+	}
+	res.PeakRSSBytes["verify"] = peakRSS()
+	fmt.Fprintf(out, "verify                     %10.0f MB/s   (%.2fx raw SHA-256 at %.0f MB/s on one core)\n",
+		res.VerifyMBs, res.VerifyMBs/res.SHA256MBs, res.SHA256MBs)
+	if err := queryLatency(ctx, opts, storeDir, res); err != nil {
+		return nil, fmt.Errorf("queries: %w", err)
+	}
+	res.PeakRSSBytes["query"] = peakRSS()
+	fmt.Fprintf(out, "entity history at %d     p50 %v  p99 %v\n", opts.Records, res.HistoryP50.Round(time.Microsecond), res.HistoryP99.Round(time.Microsecond))
+	fmt.Fprintf(out, "search by actor (100 rows)  p50 %v  p99 %v\n", res.SearchP50.Round(time.Microsecond), res.SearchP99.Round(time.Microsecond))
+	fmt.Fprintf(out, "peak RSS                   baseline %s, append %s, concurrent %s, build %s, verify %s, query %s (peak so far, per phase)\n",
+		mib(res.PeakRSSBytes["baseline"]), mib(res.PeakRSSBytes["append"]), mib(res.PeakRSSBytes["concurrent"]),
+		mib(res.PeakRSSBytes["build"]), mib(res.PeakRSSBytes["verify"]), mib(res.PeakRSSBytes["query"]))
+	return res, nil
+}
+
+func mib(b int64) string { return fmt.Sprintf("%d MiB", b>>20) }
+
+func peakRSS() int64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return ru.Maxrss * 1024
+}
+
+// Record returns the i-th benchmark record: an update to one of entities
+// customers, about 512 bytes stored.
+func Record(i, entities int) *record.Record {
+	pad := strings.Repeat("x", 41)
+	key := i % entities
+	return &record.Record{
+		ID:         fmt.Sprintf("bench-%d", i),
+		Source:     record.Source{Name: "crm", Kind: "postgres", Schema: "public", Table: "customers"},
+		Op:         record.OpUpdate,
+		Key:        json.RawMessage(fmt.Sprintf(`{"id":%d}`, key)),
+		Before:     json.RawMessage(fmt.Sprintf(`{"email":"old%d@example.com","id":%d,"name":"Ada"}`, key, key)),
+		After:      json.RawMessage(fmt.Sprintf(`{"email":"new%d@example.com","id":%d,"name":"Ada","note":"%s"}`, i, key, pad)),
+		Changed:    []string{"email", "note"},
+		Actor:      json.RawMessage(fmt.Sprintf(`{"app":"billing","id":"user-%d"}`, i%500)),
+		Tx:         &record.Tx{ID: fmt.Sprint(1000 + i/10), Position: fmt.Sprintf("0/%X", 0x1000000+i*600)},
+		OccurredAt: time.Unix(1767225600+int64(i), 0).UTC(),
+	}
+}
+
+// baselineFile is the physical limit for a durable append-only log here:
+// the same bytes written sequentially with one fdatasync per batch.
+func baselineFile(ctx context.Context, opts Options, recBytes int) (float64, error) {
+	f, err := os.Create(filepath.Join(opts.Dir, "baseline.dat"))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	batch := make([]byte, 1000*(recBytes+8))
+	for i := range batch {
+		batch[i] = byte(i)
+	}
+	batches := opts.Throughput / 1000
+	start := time.Now()
+	for b := 0; b < batches; b++ {
+		if _, err := f.Write(batch); err != nil {
+			return 0, err
+		}
+		if err := unix.Fdatasync(int(f.Fd())); err != nil {
+			return 0, err
+		}
+		if b%20 == 0 {
+			opts.Progress("baseline", b, batches)
+			if err := ctx.Err(); err != nil {
+				return 0, err
+			}
+		}
+	}
+	return float64(batches*1000) / time.Since(start).Seconds(), nil
+}
+
+type stack struct {
+	ix    *index.Index
+	store *steleLog.Store
+}
+
+func openStack(ctx context.Context, dir string) (*stack, error) {
+	ix, err := index.Open(filepath.Join(dir, "index"), nil)
+	if err != nil {
+		return nil, err
+	}
+	store, err := steleLog.Open(ctx, dir, steleLog.Options{Hook: ix, Origin: "bench.stele.local/log"})
+	if err != nil {
+		ix.Close()
+		return nil, err
+	}
+	return &stack{ix: ix, store: store}, nil
+}
+
+func (s *stack) close() {
+	s.store.Close()
+	s.ix.Close()
+}
+
+// batchedAppends returns the acknowledged rate and the rate at which the
+// same records became queryable.
+func batchedAppends(ctx context.Context, opts Options) (durable, indexed float64, err error) {
+	st, err := openStack(ctx, filepath.Join(opts.Dir, "batched"))
+	if err != nil {
+		return 0, 0, err
+	}
+	defer st.close()
+	batches := opts.Throughput / 1000
+	pre := make([][]*record.Record, batches)
+	for b := range pre {
+		pre[b] = make([]*record.Record, 1000)
+		for i := range pre[b] {
+			pre[b][i] = Record(b*1000+i, 100_000)
+		}
+	}
+	start := time.Now()
+	for b, recs := range pre {
+		if _, err := st.store.Append(ctx, recs); err != nil {
+			return 0, 0, err
+		}
+		if b%20 == 0 {
+			opts.Progress("append", b, batches)
+		}
+	}
+	ack := time.Since(start)
+	if err := st.store.WaitIndexed(ctx, st.store.Size()); err != nil {
+		return 0, 0, err
+	}
+	all := time.Since(start)
+	n := float64(batches * 1000)
+	return n / ack.Seconds(), n / all.Seconds(), nil
+}
+
+func concurrentAppends(ctx context.Context, opts Options) (float64, error) {
+	st, err := openStack(ctx, filepath.Join(opts.Dir, "concurrent"))
+	if err != nil {
+		return 0, err
+	}
+	defer st.close()
+	total := opts.Throughput / 3
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, opts.Clients)
+	start := time.Now()
+	for c := 0; c < opts.Clients; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= total {
+					return
+				}
+				for {
+					_, err := st.store.Append(ctx, []*record.Record{Record(i, 100_000)})
+					if err == nil {
+						break
+					}
+					if err != steleLog.ErrOverloaded {
+						errs <- err
+						return
+					}
+					time.Sleep(time.Millisecond)
+				}
+				if i%5000 == 0 {
+					opts.Progress("concurrent", i, total)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, err
+	}
+	return float64(total) / elapsed.Seconds(), nil
+}
+
+// sha256Speed hashes a large buffer on one core: the raw speed verify is
+// compared with.
+func sha256Speed() float64 {
+	buf := make([]byte, 64<<20)
+	for i := range buf {
+		buf[i] = byte(i * 7)
+	}
+	start := time.Now()
+	rounds := 0
+	for time.Since(start) < time.Second {
+		sha256.Sum256(buf)
+		rounds++
+	}
+	return float64(rounds*len(buf)) / 1e6 / time.Since(start).Seconds()
+}
+
+func buildStore(ctx context.Context, opts Options, dir string) error {
+	st, err := openStack(ctx, dir)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	entities := max(opts.Records/10, 1)
+	for b := 0; b < opts.Records; b += 1000 {
+		recs := make([]*record.Record, min(1000, opts.Records-b))
+		for i := range recs {
+			recs[i] = Record(b+i, entities)
+		}
+		if _, err := st.store.Append(ctx, recs); err != nil {
+			return err
+		}
+		if b%20000 == 0 {
+			opts.Progress("build store", b, opts.Records)
+		}
+	}
+	return st.store.WaitIndexed(ctx, st.store.Size())
+}
+
+func verifySpeed(ctx context.Context, opts Options, dir string) (float64, error) {
+	rep, err := steleLog.VerifyDir(ctx, dir, steleLog.VerifyOptions{Progress: func(done, total int64) {
+		opts.Progress("verify", int(done>>20), int(total>>20))
+	}})
+	if err != nil {
+		return 0, err
+	}
+	if rep.Records != uint64(opts.Records) {
+		return 0, fmt.Errorf("verified %d records, want %d", rep.Records, opts.Records)
+	}
+	return float64(rep.Bytes) / 1e6 / rep.Elapsed.Seconds(), nil
+}
+
+func queryLatency(ctx context.Context, opts Options, dir string, res *Results) error {
+	st, err := openStack(ctx, dir)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	eng := query.New(st.store, st.ix)
+	entities := max(opts.Records/10, 1)
+	rng := rand.New(rand.NewPCG(1, 2))
+	hist := make([]time.Duration, opts.Queries)
+	search := make([]time.Duration, opts.Queries)
+	for q := 0; q < opts.Queries; q++ {
+		key := fmt.Sprint(rng.IntN(entities))
+		t0 := time.Now()
+		page, err := eng.History(ctx, "crm", "customers", key, query.PageRequest{})
+		if err != nil {
+			return err
+		}
+		hist[q] = time.Since(t0)
+		if len(page.Records) == 0 {
+			return fmt.Errorf("history of customer %s is empty", key)
+		}
+		t0 = time.Now()
+		if _, err := eng.Records(ctx, query.Filter{Actor: fmt.Sprintf("user-%d", rng.IntN(500))}, query.PageRequest{Limit: 100}); err != nil {
+			return err
+		}
+		search[q] = time.Since(t0)
+		if q%500 == 0 {
+			opts.Progress("queries", q, opts.Queries)
+		}
+	}
+	res.HistoryP50, res.HistoryP99 = percentile(hist, 0.50), percentile(hist, 0.99)
+	res.SearchP50, res.SearchP99 = percentile(search, 0.50), percentile(search, 0.99)
+	return nil
+}
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(float64(len(s))*p))]
+}

@@ -1,0 +1,246 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/stele/stele/api"
+)
+
+// Config is the server configuration. Precedence, lowest first: defaults,
+// the YAML file (--config or STELE_CONFIG), STELE_* environment variables,
+// command-line flags.
+type Config struct {
+	Data               string
+	Addr               string
+	Origin             string
+	LogLevel           slog.Level
+	CheckpointInterval time.Duration
+	MaxBodyBytes       int64
+	MaxBatch           int
+}
+
+func defaultConfig() Config {
+	return Config{
+		Data:               "./stele-data",
+		Addr:               "127.0.0.1:7070",
+		Origin:             "stele.local/log",
+		LogLevel:           slog.LevelInfo,
+		CheckpointInterval: 500 * time.Millisecond,
+		MaxBodyBytes:       api.DefaultMaxBodyBytes,
+		MaxBatch:           api.DefaultMaxBatch,
+	}
+}
+
+// option is one configuration setting. The same parser serves the YAML
+// file, the environment and the flags, so every source accepts the same
+// syntax and reports errors the same way.
+type option struct {
+	name  string // YAML key; the flag is the same with '-' for '_'
+	usage string
+	set   func(c *Config, v string) error
+}
+
+func (o option) env() string  { return "STELE_" + strings.ToUpper(o.name) }
+func (o option) flag() string { return strings.ReplaceAll(o.name, "_", "-") }
+
+var errEmpty = errors.New("must not be empty")
+
+// options lists every setting. It is a function, not a package variable,
+// so nothing at package level is mutable.
+func options() []option {
+	return []option{
+		{"data", "data `directory` holding the log, its keys and the index (default ./stele-data)", func(c *Config, v string) error {
+			if v == "" {
+				return errEmpty
+			}
+			c.Data = v
+			return nil
+		}},
+		{"addr", "listen `address` host:port (default 127.0.0.1:7070, loopback only: there is no authentication yet)", func(c *Config, v string) error {
+			if v == "" {
+				return errEmpty
+			}
+			if !strings.Contains(v, ":") {
+				return errors.New("want host:port, e.g. 127.0.0.1:7070")
+			}
+			c.Addr = v
+			return nil
+		}},
+		{"origin", "log `origin` named in checkpoints, e.g. stele.example.com/log, fixed when the data directory is created (default stele.local/log)", func(c *Config, v string) error {
+			if v == "" || strings.ContainsAny(v, " +\n\t") {
+				return errors.New("want a non-empty name without spaces or '+', e.g. stele.example.com/log")
+			}
+			c.Origin = v
+			return nil
+		}},
+		{"log_level", "log `level`: debug, info, warn or error (default info)", func(c *Config, v string) error {
+			return c.LogLevel.UnmarshalText([]byte(v))
+		}},
+		{"checkpoint_interval", "how often a checkpoint is signed while records arrive, a `duration` (default 500ms)", func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				return fmt.Errorf("want a duration such as 500ms or 1s")
+			}
+			if d <= 0 {
+				return errors.New("must be positive")
+			}
+			c.CheckpointInterval = d
+			return nil
+		}},
+		{"max_body_bytes", "largest POST body in `bytes`; KiB, MiB, GiB suffixes allowed (default 16MiB)", func(c *Config, v string) error {
+			n, err := parseBytes(v)
+			if err != nil {
+				return err
+			}
+			c.MaxBodyBytes = n
+			return nil
+		}},
+		{"max_batch", "most `records` accepted in one POST (default 10000)", func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return errors.New("want a positive integer")
+			}
+			c.MaxBatch = n
+			return nil
+		}},
+	}
+}
+
+func parseBytes(v string) (int64, error) {
+	mult := int64(1)
+	for _, u := range []struct {
+		suffix string
+		mult   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}} {
+		if s, ok := strings.CutSuffix(v, u.suffix); ok {
+			v, mult = strings.TrimSpace(s), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 1 || n > (1<<62)/mult {
+		return 0, errors.New("want a positive number of bytes, e.g. 16777216 or 16MiB")
+	}
+	return n * mult, nil
+}
+
+// configFlags binds the --config flag and one flag per named option to fs.
+type configFlags struct {
+	fs     *flag.FlagSet
+	config string
+	values map[string]*string
+	opts   []option
+}
+
+// addConfigFlags registers --config and the flags of the named options (all
+// of them when none is named).
+func addConfigFlags(fs *flag.FlagSet, names ...string) *configFlags {
+	cf := &configFlags{fs: fs, values: make(map[string]*string)}
+	fs.StringVar(&cf.config, "config", "", "YAML configuration `file` (default $STELE_CONFIG)")
+	for _, o := range options() {
+		if len(names) > 0 && !slices.Contains(names, o.name) {
+			continue
+		}
+		cf.opts = append(cf.opts, o)
+		cf.values[o.name] = fs.String(o.flag(), "", o.usage+" (env "+o.env()+")")
+	}
+	return cf
+}
+
+// load builds the configuration after fs has been parsed. getenv is
+// os.Getenv outside tests.
+func (cf *configFlags) load(getenv func(string) string) (Config, error) {
+	cfg := defaultConfig()
+	path := cf.config
+	if path == "" {
+		path = getenv("STELE_CONFIG")
+	}
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, fmt.Errorf("read config file: %w", err)
+		}
+		if err := applyYAML(&cfg, path, data); err != nil {
+			return cfg, err
+		}
+	}
+	for _, o := range options() {
+		if v := getenv(o.env()); v != "" {
+			if err := o.set(&cfg, v); err != nil {
+				return cfg, fmt.Errorf("environment variable %s=%q: %w", o.env(), v, err)
+			}
+		}
+	}
+	var err error
+	cf.fs.Visit(func(f *flag.Flag) {
+		if err != nil {
+			return
+		}
+		for _, o := range cf.opts {
+			if o.flag() == f.Name {
+				if e := o.set(&cfg, *cf.values[o.name]); e != nil {
+					err = fmt.Errorf("flag --%s=%q: %w", f.Name, *cf.values[o.name], e)
+				}
+			}
+		}
+	})
+	return cfg, err
+}
+
+// applyYAML reads the file as a mapping of option names to scalars. It
+// walks the YAML nodes itself rather than decoding into a struct so that an
+// unknown key and a bad value are reported with the key, file and line.
+func applyYAML(cfg *Config, path string, data []byte) error {
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		return fmt.Errorf("config file %s: %w", path, err)
+	}
+	if doc.Kind != yaml.DocumentNode || len(doc.Content) == 0 {
+		return nil
+	}
+	root := doc.Content[0]
+	if root.Kind != yaml.MappingNode {
+		return fmt.Errorf("config file %s: line %d: want a mapping of option: value", path, root.Line)
+	}
+	byName := make(map[string]option)
+	for _, o := range options() {
+		byName[o.name] = o
+	}
+	seen := make(map[string]bool)
+	for i := 0; i+1 < len(root.Content); i += 2 {
+		k, v := root.Content[i], root.Content[i+1]
+		o, ok := byName[k.Value]
+		if !ok {
+			known := make([]string, 0, len(byName))
+			for _, o := range options() {
+				known = append(known, o.name)
+			}
+			return fmt.Errorf("config file %s: line %d: unknown key %q (known keys: %s)", path, k.Line, k.Value, strings.Join(known, ", "))
+		}
+		if seen[k.Value] {
+			return fmt.Errorf("config file %s: line %d: key %q given twice", path, k.Line, k.Value)
+		}
+		seen[k.Value] = true
+		if v.Kind != yaml.ScalarNode {
+			return fmt.Errorf("config file %s: line %d: option %s: want a single value", path, v.Line, k.Value)
+		}
+		if err := o.set(cfg, v.Value); err != nil {
+			return fmt.Errorf("config file %s: line %d: option %s=%q: %w", path, v.Line, k.Value, v.Value, err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/stele/stele/index"
+	"github.com/stele/stele/log"
+	"github.com/stele/stele/record"
+)
+
+const reindexUsage = `[--config FILE] [--data DIR]
+
+Rebuild the index of a stopped server's data directory from its log: the old
+index is set aside, a fresh one is filled by replaying every record, and the
+old one is removed once that succeeded (restored if it failed). The log
+itself is only read.`
+
+func runReindex(ctx context.Context, args []string) error {
+	fs := newFlagSet("reindex", reindexUsage)
+	cf := addConfigFlags(fs, "data", "log_level")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := cf.load(os.Getenv)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	return reindex(ctx, cfg.Data, logger, isTerminal(os.Stderr), os.Stdout, os.Stderr)
+}
+
+func reindex(ctx context.Context, data string, logger *slog.Logger, progress bool, stdout, stderr io.Writer) error {
+	if _, err := os.Stat(filepath.Join(data, "records.log")); err != nil {
+		return fmt.Errorf("%s is not a Stele data directory: %w", data, err)
+	}
+	unlock, err := lockDataDir(data)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	// The log refuses to open under another origin than its key's, so take
+	// the origin from the key rather than from configuration.
+	vkey, err := log.LoadVerifierKey(data)
+	if err != nil {
+		return err
+	}
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		return fmt.Errorf("verifier key in %s: %w", data, err)
+	}
+
+	dir := filepath.Join(data, "index")
+	old := ""
+	if _, err := os.Stat(dir); err == nil {
+		old = filepath.Join(data, "index.old-"+strconv.FormatInt(time.Now().Unix(), 10))
+		if err := os.Rename(dir, old); err != nil {
+			return fmt.Errorf("set the old index aside: %w", err)
+		}
+	}
+	restore := func(cause error) error {
+		if rerr := os.RemoveAll(dir); rerr != nil {
+			return fmt.Errorf("%w (removing the partial index also failed: %w; the old one is in %s)", cause, rerr, old)
+		}
+		if old != "" {
+			if rerr := os.Rename(old, dir); rerr != nil {
+				return fmt.Errorf("%w (restoring the old index from %s also failed: %w)", cause, old, rerr)
+			}
+		}
+		return cause
+	}
+
+	start := time.Now()
+	ix, err := index.Open(dir, logger)
+	if err != nil {
+		return restore(fmt.Errorf("create index: %w", err))
+	}
+	hook := &countingHook{Index: ix, total: approxRecords(data)}
+	if progress {
+		hook.progress = func(n, total uint64) {
+			if total > 0 {
+				fmt.Fprintf(stderr, "\rreindexing: %d/%d records (%.0f%%) ", n, total, 100*float64(n)/float64(total))
+			} else {
+				fmt.Fprintf(stderr, "\rreindexing: %d records ", n)
+			}
+		}
+	}
+	// Opening the log replays every record the (empty) index has not seen.
+	store, err := log.Open(ctx, data, log.Options{Origin: v.Name(), Hook: hook, Logger: logger})
+	if progress {
+		fmt.Fprint(stderr, "\r\033[K")
+	}
+	if err != nil {
+		ix.Close()
+		if errors.Is(err, log.ErrTampered) {
+			err = fmt.Errorf("%w; run `stele verify --data %s` to find the first bad seq", err, data)
+		}
+		return restore(fmt.Errorf("replay the log: %w", err))
+	}
+	n := store.Size()
+	if err := store.Close(); err != nil {
+		ix.Close()
+		return restore(fmt.Errorf("close log: %w", err))
+	}
+	if err := ix.Close(); err != nil {
+		return restore(fmt.Errorf("close index: %w", err))
+	}
+	if old != "" {
+		if err := os.RemoveAll(old); err != nil {
+			logger.Warn("the new index is in place, but the old one could not be removed", "dir", old, "err", err)
+		}
+	}
+	fmt.Fprintf(stdout, "reindexed %d records in %s\n", n, time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// countingHook reports replay progress while passing everything through.
+type countingHook struct {
+	*index.Index
+	n        uint64
+	total    uint64
+	progress func(n, total uint64)
+	last     time.Time
+}
+
+func (h *countingHook) Apply(recs []*record.Record) error {
+	if err := h.Index.Apply(recs); err != nil {
+		return err
+	}
+	h.n += uint64(len(recs))
+	if h.progress != nil {
+		if now := time.Now(); now.Sub(h.last) >= 200*time.Millisecond {
+			h.last = now
+			h.progress(h.n, h.total)
+		}
+	}
+	return nil
+}
+
+// approxRecords estimates the log size from records.idx (8 bytes a record)
+// for the progress line; recovery may correct it.
+func approxRecords(data string) uint64 {
+	st, err := os.Stat(filepath.Join(data, "records.idx"))
+	if err != nil {
+		return 0
+	}
+	return uint64(st.Size() / 8)
+}

@@ -1,0 +1,305 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sys/unix"
+
+	"github.com/stele/stele/api"
+	"github.com/stele/stele/index"
+	"github.com/stele/stele/log"
+	"github.com/stele/stele/query"
+)
+
+// shutdownTimeout bounds how long in-flight requests may run after a
+// signal; appends waiting on fsync finish well within it.
+const shutdownTimeout = 15 * time.Second
+
+func runServe(ctx context.Context, args []string) error {
+	fs := newFlagSet("serve", "[--config FILE] [--data DIR] [--addr HOST:PORT] [--origin ORIGIN] [--addr-file FILE]")
+	cf := addConfigFlags(fs)
+	addrFile := fs.String("addr-file", "", "after listening, write the actual listen address to this `file` (useful with --addr 127.0.0.1:0)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := cf.load(os.Getenv)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	return serve(ctx, cfg, *addrFile, logger)
+}
+
+// health is the server's health as /healthz reports it; it changes once,
+// from "verifying" to "ok" or "tampered", when the start-up check ends.
+type health struct {
+	v atomic.Pointer[[2]string]
+}
+
+func newHealth(status, detail string) *health {
+	h := &health{}
+	h.set(status, detail)
+	return h
+}
+
+func (h *health) set(status, detail string) { h.v.Store(&[2]string{status, detail}) }
+
+func (h *health) get() (string, string) {
+	v := h.v.Load()
+	return v[0], v[1]
+}
+
+func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger) error {
+	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	unlock, err := lockDataDir(cfg.Data)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	logger.Warn("NO AUTHENTICATION: anyone who can reach the listen address can append and read every record; "+
+		"the default address is loopback only — put an authenticating proxy in front before listening elsewhere",
+		"addr", cfg.Addr)
+
+	ix, err := openIndex(cfg.Data, logger)
+	if err != nil {
+		return err
+	}
+	logOpts := log.Options{Origin: cfg.Origin, Hook: ix, Logger: logger, CheckpointInterval: cfg.CheckpointInterval}
+	store, err := log.Open(ctx, cfg.Data, logOpts)
+	if errors.Is(err, log.ErrIndexAhead) {
+		ix.Close()
+		if ix, err = setIndexAside(cfg.Data, err, logger); err != nil {
+			return err
+		}
+		logOpts.Hook = ix
+		store, err = log.Open(ctx, cfg.Data, logOpts)
+	}
+	if errors.Is(err, log.ErrTampered) {
+		ix.Close()
+		logger.Error("the stored log failed verification; serving only the reason until an operator intervenes", "err", err)
+		return listenAndServe(ctx, cfg, addrFile, logger, tamperedHandler(cfg.Data, err.Error()))
+	}
+	if err != nil {
+		ix.Close()
+		return fmt.Errorf("open log in %s: %w", cfg.Data, err)
+	}
+	defer func() {
+		// The final checkpoint is signed here, after the last append.
+		if err := store.Close(); err != nil {
+			logger.Error("close log", "err", err)
+		}
+		if err := ix.Close(); err != nil {
+			logger.Error("close index", "err", err)
+		}
+	}()
+
+	h := newHealth(api.StatusVerifying, "checking the stored log against its tree and checkpoints")
+	verifyCtx, stopVerify := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { verifyAtStart(verifyCtx, cfg.Data, store.Size(), h, logger) })
+	defer wg.Wait()
+	defer stopVerify()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	handler := api.New(api.Config{
+		Log:          store,
+		Query:        query.New(store, ix),
+		Health:       h.get,
+		Logger:       logger,
+		Registry:     reg,
+		MaxBodyBytes: cfg.MaxBodyBytes,
+		MaxBatch:     cfg.MaxBatch,
+	})
+	logger.Info("log open", "data", cfg.Data, "records", store.Size(), "origin", cfg.Origin, "verifier_key", store.Keys().VerifierKey)
+	return listenAndServe(ctx, cfg, addrFile, logger, handler)
+}
+
+// verifyAtStart checks the records that existed at start-up, while the
+// server already answers: a large log takes a while, and reads and writes
+// need not wait, but /healthz says "verifying" until it is done.
+func verifyAtStart(ctx context.Context, dir string, size uint64, h *health, logger *slog.Logger) {
+	if size == 0 {
+		// Nothing to check; verifying "all" of an empty log would race with
+		// the first appends.
+		h.set(api.StatusOK, "")
+		return
+	}
+	start := time.Now()
+	rep, err := log.VerifyDir(ctx, dir, log.VerifyOptions{Size: size})
+	switch {
+	case err == nil:
+		h.set(api.StatusOK, "")
+		logger.Info("stored log verified", "records", rep.Records, "bytes", rep.Bytes, "elapsed", time.Since(start).Round(time.Millisecond))
+	case ctx.Err() != nil:
+		// Shutting down before the check finished.
+	default:
+		h.set(api.StatusTampered, err.Error())
+		logger.Error("the stored log failed verification; reads and appends are refused", "err", err)
+	}
+}
+
+// openIndex opens the index, setting a damaged one aside: it is derived
+// data, and the log's catch-up rebuilds a fresh one.
+func openIndex(data string, logger *slog.Logger) (*index.Index, error) {
+	dir := filepath.Join(data, "index")
+	ix, err := index.Open(dir, logger)
+	if err == nil {
+		return ix, nil
+	}
+	return setIndexAside(data, err, logger)
+}
+
+// setIndexAside moves an unusable index out of the way and opens a fresh one.
+func setIndexAside(data string, err error, logger *slog.Logger) (*index.Index, error) {
+	dir := filepath.Join(data, "index")
+	aside := filepath.Join(data, "index.corrupt-"+strconv.FormatInt(time.Now().Unix(), 10))
+	logger.Warn("index cannot be opened; setting it aside and rebuilding it from the log", "err", err, "moved_to", aside)
+	if rerr := os.Rename(dir, aside); rerr != nil {
+		return nil, fmt.Errorf("open index: %w (and moving it aside failed: %w)", err, rerr)
+	}
+	ix, err := index.Open(dir, logger)
+	if err != nil {
+		return nil, fmt.Errorf("open fresh index: %w", err)
+	}
+	return ix, nil
+}
+
+func listenAndServe(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger, handler http.Handler) error {
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	}
+	addr := ln.Addr().String()
+	if addrFile != "" {
+		if err := writeFileAtomic(addrFile, []byte(addr+"\n")); err != nil {
+			ln.Close()
+			return fmt.Errorf("write --addr-file: %w", err)
+		}
+	}
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		// A 16 MiB batch on a slow link needs time; a stuck client must not
+		// hold a connection forever.
+		ReadTimeout:    2 * time.Minute,
+		WriteTimeout:   2 * time.Minute,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	logger.Info("listening", "addr", addr, "url", "http://"+addr)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down: finishing in-flight requests")
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		logger.Warn("requests still running at the shutdown deadline were cut off", "err", err)
+		srv.Close()
+	}
+	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}
+
+// tamperedHandler serves a data directory that failed verification at open:
+// no record is served as evidence, but operators and monitors see why, and
+// auditors can still fetch the verifier key.
+func tamperedHandler(data, detail string) http.Handler {
+	mux := http.NewServeMux()
+	unavailable := func(w http.ResponseWriter, v any) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusServiceUnavailable)
+		_ = json.NewEncoder(w).Encode(v)
+	}
+	type errorBody struct {
+		Error string `json:"error"`
+	}
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		unavailable(w, struct {
+			Status string `json:"status"`
+			Detail string `json:"detail"`
+		}{api.StatusTampered, detail})
+	})
+	mux.HandleFunc("GET /v1/log/key", func(w http.ResponseWriter, r *http.Request) {
+		key, err := log.LoadVerifierKey(data)
+		if err != nil {
+			unavailable(w, errorBody{"verifier key unavailable: " + err.Error()})
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte(key + "\n"))
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		unavailable(w, errorBody{"log failed verification: " + detail})
+	})
+	return mux
+}
+
+// lockDataDir takes an exclusive lock on <data>/LOCK so a second server, or
+// a reindex, cannot open the same log: two writers would interleave frames.
+// The lock is released when the process exits, however it exits.
+func lockDataDir(data string) (unlock func(), err error) {
+	path := filepath.Join(data, "LOCK")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("open lock file: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("data directory %s is in use by another stele process (it holds %s); stop it first", data, path)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() {
+		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		f.Close()
+	}, nil
+}
+
+// writeFileAtomic writes data to path via a rename so a reader polling for
+// the file never sees it half written.
+func writeFileAtomic(path string, data []byte) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		os.Remove(tmp.Name())
+		return err
+	}
+	return nil
+}

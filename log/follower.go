@@ -40,6 +40,14 @@ func (f *follower) pendingSeq(id string) (uint64, bool) {
 }
 
 func (f *follower) enqueue(recs []*record.Record) {
+	if f.s.opts.Hook == nil {
+		f.mu.Lock()
+		f.indexed = recs[len(recs)-1].Seq + 1
+		close(f.changed)
+		f.changed = make(chan struct{})
+		f.mu.Unlock()
+		return
+	}
 	f.mu.Lock()
 	for _, r := range recs {
 		f.pending[r.ID] = r.Seq

@@ -88,6 +88,13 @@ func (s *Store) loadLatestCheckpoint() (*Checkpoint, error) {
 			break
 		}
 		if errors.Is(err, errTorn) {
+			damaged, derr := lengthDamaged(s.cps, off, maxCheckpointFrame)
+			if derr != nil {
+				return nil, derr
+			}
+			if damaged {
+				return nil, fmt.Errorf("%w: checkpoints.log at offset %d: frame length runs past the end of the file, yet checkpoints follow it", ErrTampered, off)
+			}
 			s.opts.Logger.Warn("cutting torn final checkpoint frame", "offset", off)
 			if err := s.cps.Truncate(off); err != nil {
 				return nil, fmt.Errorf("truncate checkpoints.log: %w", err)

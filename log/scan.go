@@ -1,8 +1,10 @@
 package log
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 )
@@ -75,4 +77,44 @@ func (s *frameScanner) fill() error {
 		return fmt.Errorf("read %s at %d: %w", s.f.Name(), readAt, err)
 	}
 	return nil
+}
+
+// maxCheckpointFrame bounds a checkpoint note: an origin line, a size, a
+// root and a few signature lines.
+const maxCheckpointFrame = 64 << 10
+
+// lengthDamaged tells a frame at off that the scanner found running past the
+// end of f (errTorn) from a torn final write. A torn write leaves a prefix of
+// one frame, so if a complete frame starts anywhere after off, or more bytes
+// follow than one frame of at most maxLen can hold, the length field itself
+// was changed and every frame after it would silently be dropped.
+func lengthDamaged(f *os.File, off int64, maxLen int) (bool, error) {
+	st, err := f.Stat()
+	if err != nil {
+		return false, fmt.Errorf("stat %s: %w", f.Name(), err)
+	}
+	rest := st.Size() - off
+	if rest > int64(frameHeader+maxLen) {
+		return true, nil
+	}
+	buf := make([]byte, rest)
+	if _, err := f.ReadAt(buf, off); err != nil && err != io.EOF {
+		return false, fmt.Errorf("read %s at %d: %w", f.Name(), off, err)
+	}
+	if len(buf) > frameHeader {
+		// A whole final frame whose length alone was changed still matches
+		// its checksum once the length is put right.
+		var lb [4]byte
+		binary.LittleEndian.PutUint32(lb[:], uint32(len(buf)-frameHeader))
+		crc := crc32.Update(crc32.Update(0, castagnoli, lb[:]), castagnoli, buf[frameHeader:])
+		if crc == binary.LittleEndian.Uint32(buf[4:8]) {
+			return true, nil
+		}
+	}
+	for i := 1; i+frameHeader <= len(buf); i++ {
+		if _, _, err := parseFrame(buf[i:]); err == nil {
+			return true, nil
+		}
+	}
+	return false, nil
 }

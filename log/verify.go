@@ -130,8 +130,18 @@ func readCheckpoints(path string, v note.Verifier) ([]*Checkpoint, error) {
 	var out []*Checkpoint
 	for i := 0; ; i++ {
 		p, off, err := sc.next()
-		if errors.Is(err, io.EOF) || errors.Is(err, errTorn) {
-			break // a torn final checkpoint was never relied on
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if errors.Is(err, errTorn) {
+			damaged, derr := lengthDamaged(f, off, maxCheckpointFrame)
+			if derr != nil {
+				return nil, &VerifyError{Seq: -1, File: checkpointsFile, Reason: derr.Error()}
+			}
+			if !damaged {
+				break // a torn final checkpoint was never relied on
+			}
+			err = errors.New("frame length runs past the end of the file, yet checkpoints follow it")
 		}
 		if err != nil {
 			return nil, &VerifyError{Seq: -1, File: checkpointsFile, Reason: fmt.Sprintf("checkpoint #%d at offset %d: %v", i, off, err)}

@@ -25,7 +25,10 @@ type Appended struct {
 
 type appendReq struct {
 	recs []*record.Record
-	done chan appendResult
+	// bodies are encoded by the caller, so the single writer only stamps
+	// each record's header.
+	bodies [][]byte
+	done   chan appendResult
 }
 
 type appendResult struct {
@@ -55,7 +58,11 @@ func (s *Store) Append(ctx context.Context, recs []*record.Record) ([]Appended, 
 	if err := s.Err(); err != nil {
 		return nil, err
 	}
-	req := &appendReq{recs: recs, done: make(chan appendResult, 1)}
+	bodies := make([][]byte, len(recs))
+	for i, r := range recs {
+		bodies[i] = record.AppendBody(nil, r)
+	}
+	req := &appendReq{recs: recs, bodies: bodies, done: make(chan appendResult, 1)}
 	s.closeMu.RLock()
 	if s.closed {
 		s.closeMu.RUnlock()
@@ -152,7 +159,7 @@ func (s *Store) commit(batch []*appendReq) {
 			w.ids[r.ID] = seq
 			start := len(w.frames)
 			w.offsets = binary.LittleEndian.AppendUint64(w.offsets, uint64(s.recEnd)+uint64(start))
-			w.frames = appendRecordFrame(w.frames, r)
+			w.frames = appendRecordFrame(w.frames, r, req.bodies[i])
 			w.hashes = appendLeafHash(w.hashes, w.sha, w.frames[start+frameHeader:])
 			w.fresh = append(w.fresh, r)
 			res[i] = Appended{Seq: seq, ID: r.ID}
@@ -172,12 +179,13 @@ func (s *Store) commit(batch []*appendReq) {
 	}
 }
 
-// appendRecordFrame encodes r straight into the frame buffer and fills in
-// the header afterwards, avoiding a copy of every record.
-func appendRecordFrame(dst []byte, r *record.Record) []byte {
+// appendRecordFrame writes r's stored bytes straight into the frame buffer
+// and fills in the frame header afterwards.
+func appendRecordFrame(dst []byte, r *record.Record, body []byte) []byte {
 	start := len(dst)
 	dst = append(dst, make([]byte, frameHeader)...)
-	dst = record.AppendEncoded(dst, r)
+	dst = record.AppendHeader(dst, r.Seq, r.RecordedAt)
+	dst = append(dst, body...)
 	payload := dst[start+frameHeader:]
 	binary.LittleEndian.PutUint32(dst[start:], uint32(len(payload)))
 	crc := crc32.Update(0, castagnoli, dst[start:start+4])

@@ -13,23 +13,27 @@ import (
 
 // Stored layout of a record (the Merkle leaf is SHA-256(0x00 || these bytes)):
 //
-//	+---------+----------------+-------------------------------------+
-//	| version | seq            | body                                |
-//	| 1 byte  | 8 bytes, BE    | canonical JSON object, no "seq"     |
-//	+---------+----------------+-------------------------------------+
+//	+---------+-------------+-----------------------+------------------------------+
+//	| version | seq         | recorded_at           | body                         |
+//	| 1 byte  | 8 bytes, BE | 8 bytes, BE, Unix ns  | canonical JSON object,       |
+//	|         |             |                       | without seq and recorded_at  |
+//	+---------+-------------+-----------------------+------------------------------+
 //
-// The seq sits in a fixed header so a verifier can check a record's position
-// without parsing JSON; it is inside the hashed bytes, so a record moved,
-// dropped or inserted is caught at the exact seq where it happened. The body's
+// The two values the log assigns at append time sit in a fixed header: the
+// body can then be encoded by the caller, in parallel, before the single
+// writer stamps the header. The seq is inside the hashed bytes, so a record
+// moved, dropped or inserted is caught at the exact seq where it happened,
+// and a verifier reads it without parsing JSON. The body's
 // top-level members always appear in the order of the Record struct; objects
 // inside images, actor and cause are sorted by name, except key, which keeps
 // the primary-key column order. Numbers keep their literal text so numeric
 // columns never lose precision.
 const (
 	// FormatV1 is the only encoding version so far.
-	FormatV1   byte = 1
-	headerSize      = 1 + 8
-	timeLayout      = time.RFC3339Nano
+	FormatV1 byte = 1
+	// HeaderSize is the fixed header before the JSON body.
+	HeaderSize = 1 + 8 + 8
+	timeLayout = time.RFC3339Nano
 )
 
 // ErrFormat reports stored bytes that are not a valid encoded record.
@@ -43,22 +47,42 @@ func Encode(r *Record) []byte {
 
 // AppendEncoded appends the stored bytes of r to dst.
 func AppendEncoded(dst []byte, r *Record) []byte {
-	dst = append(dst, FormatV1)
-	dst = binary.BigEndian.AppendUint64(dst, r.Seq)
+	dst = AppendHeader(dst, r.Seq, r.RecordedAt)
 	return appendBody(dst, r)
 }
 
-// AppendJSON appends the API representation of r: the stored body with seq
-// as its first member.
+// AppendBody appends the body of r's stored bytes: everything but the
+// header, so it does not depend on r.Seq or r.RecordedAt.
+func AppendBody(dst []byte, r *Record) []byte { return appendBody(dst, r) }
+
+// AppendHeader appends the header of the stored bytes; a body from
+// AppendBody follows it.
+func AppendHeader(dst []byte, seq uint64, recordedAt time.Time) []byte {
+	dst = append(dst, FormatV1)
+	dst = binary.BigEndian.AppendUint64(dst, seq)
+	var ns int64
+	if !recordedAt.IsZero() {
+		// The zero time (a record never appended) has no Unix-ns form; 0
+		// stands for it.
+		ns = recordedAt.UnixNano()
+	}
+	return binary.BigEndian.AppendUint64(dst, uint64(ns))
+}
+
+// AppendJSON appends the API representation of r: seq first, then the
+// stored body's members, then recorded_at.
 func AppendJSON(dst []byte, r *Record) []byte {
 	dst = append(dst, `{"seq":`...)
 	dst = strconv.AppendUint(dst, r.Seq, 10)
 	dst = append(dst, ',')
 	start := len(dst)
 	dst = appendBody(dst, r)
-	// appendBody wrote a full object; drop its opening brace.
+	// appendBody wrote a full object; drop its braces.
 	copy(dst[start:], dst[start+1:])
-	return dst[:len(dst)-1]
+	dst = dst[:len(dst)-2]
+	dst = append(dst, `,"recorded_at":`...)
+	dst = appendTime(dst, r.RecordedAt)
+	return append(dst, '}')
 }
 
 // MarshalJSON renders the API representation.
@@ -111,8 +135,6 @@ func appendBody(dst []byte, r *Record) []byte {
 	}
 	dst = append(dst, `,"occurred_at":`...)
 	dst = appendTime(dst, r.OccurredAt)
-	dst = append(dst, `,"recorded_at":`...)
-	dst = appendTime(dst, r.RecordedAt)
 	return append(dst, '}')
 }
 
@@ -168,13 +190,13 @@ func appendTime(dst []byte, t time.Time) []byte {
 // Seq returns the seq stored in the header of encoded record bytes without
 // decoding the body.
 func Seq(stored []byte) (uint64, error) {
-	if len(stored) < headerSize {
-		return 0, fmt.Errorf("%w: %d bytes is shorter than the %d-byte header", ErrFormat, len(stored), headerSize)
+	if len(stored) < HeaderSize {
+		return 0, fmt.Errorf("%w: %d bytes is shorter than the %d-byte header", ErrFormat, len(stored), HeaderSize)
 	}
 	if stored[0] != FormatV1 {
 		return 0, fmt.Errorf("%w: unknown format version %d", ErrFormat, stored[0])
 	}
-	return binary.BigEndian.Uint64(stored[1:headerSize]), nil
+	return binary.BigEndian.Uint64(stored[1:HeaderSize]), nil
 }
 
 // Decode parses stored record bytes.
@@ -184,10 +206,16 @@ func Decode(stored []byte) (*Record, error) {
 		return nil, err
 	}
 	r := new(Record)
-	if err := json.Unmarshal(stored[headerSize:], r); err != nil {
+	if err := json.Unmarshal(stored[HeaderSize:], r); err != nil {
 		return nil, fmt.Errorf("%w: body of seq %d: %w", ErrFormat, seq, err)
 	}
+	if r.Seq != 0 || !r.RecordedAt.IsZero() {
+		return nil, fmt.Errorf("%w: body of seq %d holds seq or recorded_at, which belong in the header", ErrFormat, seq)
+	}
 	r.Seq = seq
+	if ns := int64(binary.BigEndian.Uint64(stored[9:HeaderSize])); ns != 0 {
+		r.RecordedAt = time.Unix(0, ns).UTC()
+	}
 	// Reject what Encode could not write back: a body without a key, or a
 	// time whose UTC year has no four-digit RFC 3339 form.
 	if len(r.Key) == 0 {

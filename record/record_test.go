@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -184,8 +185,8 @@ func TestEncodeDecodeRoundTripBuilt(t *testing.T) {
 	for name, r := range builtRecords() {
 		t.Run(name, func(t *testing.T) {
 			b := record.Encode(r)
-			if !json.Valid(b[9:]) {
-				t.Fatalf("body is not valid JSON: %s", b[9:])
+			if !json.Valid(b[record.HeaderSize:]) {
+				t.Fatalf("body is not valid JSON: %s", b[record.HeaderSize:])
 			}
 			got, err := record.Decode(b)
 			if err != nil {
@@ -260,8 +261,8 @@ func TestEncodeIsCanonical(t *testing.T) {
 	want := `{"id":"x","source":{"name":"s","kind":"mysql","table":"t"},"op":"update","key":{"id":1},` +
 		`"before":{"a":1,"b":{"x":2,"y":1}},"after":{"a":2,"b":{"x":2,"y":1}},"changed":["a"],` +
 		`"actor":{"id":"u","type":"user"},"tx":{"position":"p","index":1},"cause":{"a":2,"z":1},` +
-		`"schema":{"subject":"s","version":2},"occurred_at":"2026-01-02T03:04:05Z","recorded_at":"0001-01-01T00:00:00Z"}`
-	if got := string(ea[9:]); got != want {
+		`"schema":{"subject":"s","version":2},"occurred_at":"2026-01-02T03:04:05Z"}`
+	if got := string(ea[record.HeaderSize:]); got != want {
 		t.Fatalf("body:\n got %s\nwant %s", got, want)
 	}
 }
@@ -277,17 +278,19 @@ func TestEncodeLayout(t *testing.T) {
 	if got := binary.BigEndian.Uint64(b[1:9]); got != r.Seq {
 		t.Fatalf("header seq = %#x, want %#x", got, r.Seq)
 	}
-	names := topLevelNames(t, b[9:])
-	want := []string{"id", "source", "op", "key", "before", "after", "changed", "actor", "tx", "cause", "schema", "occurred_at", "recorded_at"}
+	names := topLevelNames(t, b[record.HeaderSize:])
+	want := []string{"id", "source", "op", "key", "before", "after", "changed", "actor", "tx", "cause", "schema", "occurred_at"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("body members = %q, want %q", names, want)
 	}
-	body := string(b[9:])
+	if got := int64(binary.BigEndian.Uint64(b[9:record.HeaderSize])); got != r.RecordedAt.UnixNano() {
+		t.Fatalf("header recorded_at = %d, want %d", got, r.RecordedAt.UnixNano())
+	}
+	body := string(b[record.HeaderSize:])
 	for _, s := range []string{
 		`"source":{"name":"crm","kind":"postgres","database":"crm","schema":"public","table":"customers"}`,
 		`"tx":{"id":"tx-1","position":"0/16B3748","index":3,"commit_time":"2026-01-02T13:04:05.123456Z"}`,
 		`"occurred_at":"2026-01-02T13:04:05.5Z"`,
-		`"recorded_at":"2026-03-04T05:06:07.89Z"`,
 		`"changed":["address","email"]`,
 	} {
 		if !strings.Contains(body, s) {
@@ -335,7 +338,7 @@ func TestSeq(t *testing.T) {
 		}
 	}
 	// Seq reads only the header: a body that is not JSON does not matter.
-	hdr := []byte{record.FormatV1, 0, 0, 0, 0, 0, 0, 1, 2}
+	hdr := []byte{record.FormatV1, 0, 0, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 0, 0, 0, 0}
 	for _, body := range []string{"", "not json", "{"} {
 		got, err := record.Seq(append(slices.Clone(hdr), body...))
 		if err != nil || got != 258 {
@@ -361,7 +364,7 @@ func TestSeq(t *testing.T) {
 
 func TestDecodeErrors(t *testing.T) {
 	good := record.Encode(builtRecords()["full"])
-	hdr := good[:9]
+	hdr := good[:record.HeaderSize]
 	body := func(s string) []byte { return append(slices.Clone(hdr), s...) }
 	withVersion := func(v byte) []byte { b := slices.Clone(good); b[0] = v; return b }
 	tests := map[string][]byte{
@@ -369,7 +372,7 @@ func TestDecodeErrors(t *testing.T) {
 		"empty":                 {},
 		"one byte":              {record.FormatV1},
 		"short header":          good[:8],
-		"header only":           good[:9],
+		"header only":           good[:record.HeaderSize],
 		"version 0":             withVersion(0),
 		"version 2":             withVersion(2),
 		"version 0xff":          withVersion(0xff),
@@ -423,16 +426,19 @@ func TestAppendJSON(t *testing.T) {
 			if len(names) == 0 || names[0] != "seq" {
 				t.Fatalf("first member = %q, want seq", names)
 			}
-			bodyNames := topLevelNames(t, record.Encode(r)[9:])
-			if !slices.Equal(names[1:], bodyNames) {
-				t.Fatalf("API members %q != body members %q", names[1:], bodyNames)
+			bodyNames := topLevelNames(t, record.Encode(r)[record.HeaderSize:])
+			if !slices.Equal(names[1:], append(bodyNames, "recorded_at")) {
+				t.Fatalf("API members %q != seq, body members %q, recorded_at", names, bodyNames)
 			}
 			wantPrefix := fmt.Sprintf(`{"seq":%d,`, r.Seq)
 			if !strings.HasPrefix(string(out), wantPrefix) {
 				t.Fatalf("API JSON starts %.40s, want %s", out, wantPrefix)
 			}
-			// Apart from seq, the API form is the body byte for byte.
-			if got, want := string(out[len(wantPrefix):]), string(record.Encode(r)[10:]); got != want {
+			// Between seq and recorded_at, the API form is the body's members
+			// byte for byte.
+			enc := record.Encode(r)
+			wantRest := string(enc[record.HeaderSize+1:len(enc)-1]) + `,"recorded_at":` + strconv.Quote(r.RecordedAt.UTC().Format(time.RFC3339Nano)) + "}"
+			if got, want := string(out[len(wantPrefix):]), wantRest; got != want {
 				t.Fatalf("API JSON after seq:\n%s\nbody:\n%s", got, want)
 			}
 

@@ -3,6 +3,7 @@ package log
 import (
 	"bytes"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -56,6 +57,15 @@ func openTree(dir string) (*tree, error) {
 	for level := 0; level < 64; level++ {
 		path := t.levelPath(level)
 		if _, err := os.Stat(path); err != nil {
+			// Levels above a missing one are never opened here, so reset
+			// would not cut them, and when the tree grows back into them
+			// file() would append rebuilt nodes after their stale ones.
+			for l := level + 1; l < 64; l++ {
+				if err := os.Remove(t.levelPath(l)); err != nil && !errors.Is(err, os.ErrNotExist) {
+					t.close()
+					return nil, fmt.Errorf("remove orphaned tree level %d: %w", l, err)
+				}
+			}
 			break
 		}
 		if _, err := t.file(level); err != nil {
@@ -117,8 +127,10 @@ func (t *tree) reset(size uint64) error {
 	if err != nil {
 		return err
 	}
-	t.rng = rng
-	return nil
+	// Appends run on the writer goroutine only, so its range may reuse one
+	// hash state; ranges built for readers use the stateless hasher.
+	t.rng, err = (&compact.RangeFactory{Hash: newNodeHasher().hashChildren}).NewRange(0, size, rng.Hashes())
+	return err
 }
 
 // rangeAt builds the compact range [0,size) from the stored perfect subtrees.
@@ -256,6 +268,22 @@ func (t *tree) consistencyProof(from, to uint64) ([][]byte, error) {
 		return nil, err
 	}
 	return t.proofHashes(nodes)
+}
+
+// nodeHasher computes RFC 6962 interior node hashes with one reused SHA-256
+// state; it is for a single goroutine (the writer, or a verifier).
+type nodeHasher struct {
+	h hashWriter
+}
+
+func newNodeHasher() *nodeHasher { return &nodeHasher{h: sha256.New()} }
+
+func (n *nodeHasher) hashChildren(l, r []byte) []byte {
+	n.h.Reset()
+	n.h.Write([]byte{rfc6962.RFC6962NodeHashPrefix})
+	n.h.Write(l)
+	n.h.Write(r)
+	return n.h.Sum(make([]byte, 0, hashSize))
 }
 
 func emptyRoot() []byte { return rfc6962.DefaultHasher.EmptyRoot() }

@@ -204,6 +204,67 @@ func (v *dirVerifier) close() {
 	}
 }
 
+// verifyChunk is a run of consecutive frames whose checksums, seq headers
+// and leaf hashes have been checked by the hashing stage.
+type verifyChunk struct {
+	first   uint64
+	offsets []int64
+	ends    []int64
+	leaves  []byte // hashSize per frame
+	// err ends the stream: a bad frame at seq first+len(offsets), or io.EOF.
+	err     error
+	errOff  int64
+	tornEnd bool
+}
+
+const verifyChunkFrames = 4096
+
+// hashFrames is the first stage of verification: it reads records.log in
+// order, checks each frame's checksum and seq header and computes its leaf
+// hash. It runs on its own core while the caller rebuilds the tree.
+func hashFrames(ctx context.Context, sc *frameScanner, limit uint64, out chan<- *verifyChunk) {
+	defer close(out)
+	h := sha256.New()
+	var seq uint64
+	for {
+		c := &verifyChunk{first: seq, leaves: make([]byte, 0, verifyChunkFrames*hashSize)}
+		for len(c.offsets) < verifyChunkFrames {
+			if limit != 0 && seq >= limit {
+				c.err = io.EOF
+				break
+			}
+			p, off, err := sc.next()
+			if err != nil {
+				c.err, c.errOff, c.tornEnd = err, off, errors.Is(err, errTorn)
+				break
+			}
+			got, err := record.Seq(p)
+			if err == nil && got != seq {
+				err = fmt.Errorf("offset %d holds the record for seq %d: a record is missing, inserted or out of order", off, got)
+			}
+			if err != nil {
+				c.err, c.errOff = err, off
+				break
+			}
+			c.offsets = append(c.offsets, off)
+			c.ends = append(c.ends, off+frameHeader+int64(len(p)))
+			c.leaves = appendLeafHash(c.leaves, h, p)
+			seq++
+		}
+		if ctx.Err() != nil {
+			c.err = ctx.Err()
+		}
+		select {
+		case out <- c:
+		case <-ctx.Done():
+			return
+		}
+		if c.err != nil {
+			return
+		}
+	}
+}
+
 func (v *dirVerifier) run(ctx context.Context) (*VerifyReport, error) {
 	st, err := v.rec.Stat()
 	if err != nil {
@@ -218,68 +279,69 @@ func (v *dirVerifier) run(ctx context.Context) (*VerifyReport, error) {
 	if len(v.cps) > 0 {
 		covered = v.cps[len(v.cps)-1].Size
 	}
-	rng := rangeFactory.NewEmptyRange(0)
-	h := sha256.New()
-	var leaf []byte
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	chunks := make(chan *verifyChunk, 4)
+	go hashFrames(ctx, sc, v.opts.Size, chunks)
+
+	nh := newNodeHasher()
+	rng := (&compact.RangeFactory{Hash: nh.hashChildren}).NewEmptyRange(0)
 	stored := make([]byte, hashSize)
 	var ob [8]byte
 	cpi := 0
 	rep := &VerifyReport{}
 	visit := func(id compact.NodeID, hash []byte) { v.checkNode(id, hash, stored) }
-	var seq uint64
-	for ; v.opts.Size == 0 || seq < v.opts.Size; seq++ {
-		// Checkpoints of this size vouch for the first seq leaves.
-		for cpi < len(v.cps) && v.cps[cpi].Size == seq {
+	checkpointsAt := func(size uint64) error {
+		for cpi < len(v.cps) && v.cps[cpi].Size == size {
 			if err := v.checkRoot(rng, v.cps[cpi], cpi); err != nil {
-				return nil, err
+				return err
 			}
 			cpi++
 		}
-		p, off, err := sc.next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if errors.Is(err, errTorn) && seq >= covered {
-			rep.TornTail = total - off
-			break
-		}
-		if err != nil {
-			return nil, &VerifyError{Seq: int64(seq), File: recordsFile, Reason: fmt.Sprintf("frame at offset %d: %v", off, err)}
-		}
-		got, err := record.Seq(p)
-		if err != nil {
-			return nil, &VerifyError{Seq: int64(seq), File: recordsFile, Reason: fmt.Sprintf("offset %d: %v", off, err)}
-		}
-		if got != seq {
-			return nil, &VerifyError{Seq: int64(seq), File: recordsFile, Reason: fmt.Sprintf("offset %d holds the record for seq %d: a record is missing, inserted or out of order", off, got)}
-		}
-		if _, err := io.ReadFull(v.idx, ob[:]); err != nil || int64(binary.LittleEndian.Uint64(ob[:])) != off {
-			return nil, &VerifyError{Seq: int64(seq), File: indexFile, Reason: fmt.Sprintf("entry does not point at offset %d", off)}
-		}
-		// The range keeps the slice, so each leaf needs its own.
-		leaf = appendLeafHash(make([]byte, 0, hashSize), h, p)
-		if err := rng.Append(leaf, visit); err != nil {
-			return nil, err
-		}
-		if v.failed != nil {
-			return nil, v.failed
-		}
-		rep.Bytes = off + frameHeader + int64(len(p))
-		if seq%4096 == 0 {
-			if err := ctx.Err(); err != nil {
+		return nil
+	}
+	var seq uint64
+	for c := range chunks {
+		for i, off := range c.offsets {
+			if err := checkpointsAt(seq); err != nil {
 				return nil, err
 			}
-			if v.opts.Progress != nil {
-				v.opts.Progress(rep.Bytes, total)
+			if _, err := io.ReadFull(v.idx, ob[:]); err != nil || int64(binary.LittleEndian.Uint64(ob[:])) != off {
+				return nil, &VerifyError{Seq: int64(seq), File: indexFile, Reason: fmt.Sprintf("entry does not point at offset %d", off)}
 			}
+			// The range keeps the slice it is given; the chunk's buffer is
+			// never reused, so sub-slices are safe.
+			if err := rng.Append(c.leaves[i*hashSize:(i+1)*hashSize:(i+1)*hashSize], visit); err != nil {
+				return nil, err
+			}
+			if v.failed != nil {
+				return nil, v.failed
+			}
+			rep.Bytes = c.ends[i]
+			seq++
 		}
+		if v.opts.Progress != nil {
+			v.opts.Progress(rep.Bytes, total)
+		}
+		switch {
+		case c.err == nil:
+			continue
+		case errors.Is(c.err, io.EOF):
+		case c.tornEnd && seq >= covered:
+			rep.TornTail = total - c.errOff
+		case errors.Is(c.err, context.Canceled) || errors.Is(c.err, context.DeadlineExceeded):
+			return nil, c.err
+		default:
+			return nil, &VerifyError{Seq: int64(seq), File: recordsFile, Reason: fmt.Sprintf("frame at offset %d: %v", c.errOff, c.err)}
+		}
+		break
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	rep.Records = seq
-	for cpi < len(v.cps) && v.cps[cpi].Size == seq {
-		if err := v.checkRoot(rng, v.cps[cpi], cpi); err != nil {
-			return nil, err
-		}
-		cpi++
+	if err := checkpointsAt(seq); err != nil {
+		return nil, err
 	}
 	if v.opts.Size == 0 && cpi < len(v.cps) {
 		return nil, &VerifyError{Seq: int64(seq), File: recordsFile, Reason: fmt.Sprintf("log ends after %d records but checkpoint #%d covers %d: records from seq %d on are missing", seq, cpi, v.cps[cpi].Size, seq)}
@@ -297,13 +359,13 @@ func (v *dirVerifier) checkNode(id compact.NodeID, hash, buf []byte) {
 		return
 	}
 	first, _ := id.Coverage()
-	file := fmt.Sprintf("%s/L%02d", treeDir, id.Level)
+	file := func() string { return fmt.Sprintf("%s/L%02d", treeDir, id.Level) }
 	if int(id.Level) >= len(v.levels) {
-		v.failed = &VerifyError{Seq: int64(first), File: file, Reason: "tree level file is missing"}
+		v.failed = &VerifyError{Seq: int64(first), File: file(), Reason: "tree level file is missing"}
 		return
 	}
 	if _, err := io.ReadFull(v.levels[id.Level], buf); err != nil {
-		v.failed = &VerifyError{Seq: int64(first), File: file, Reason: fmt.Sprintf("node %d is missing: %v", id.Index, err)}
+		v.failed = &VerifyError{Seq: int64(first), File: file(), Reason: fmt.Sprintf("node %d is missing: %v", id.Index, err)}
 		return
 	}
 	if !bytes.Equal(buf, hash) {
@@ -311,7 +373,7 @@ func (v *dirVerifier) checkNode(id compact.NodeID, hash, buf []byte) {
 		if id.Level == 0 {
 			reason = "stored leaf hash differs from the hash of the record in records.log"
 		}
-		v.failed = &VerifyError{Seq: int64(first), File: file, Reason: reason}
+		v.failed = &VerifyError{Seq: int64(first), File: file(), Reason: reason}
 	}
 }
 

@@ -701,3 +701,12 @@ func mustVerifier(t *testing.T, dir string) note.Verifier {
 	}
 	return v
 }
+
+func newNoteKey(t *testing.T) (skey, vkey string) {
+	t.Helper()
+	skey, vkey, err := note.GenerateKey(rand.Reader, testOrigin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return skey, vkey
+}

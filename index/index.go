@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -18,6 +19,10 @@ import (
 
 // Key layout. Variable-length parts are length-prefixed so no value can
 // collide with a separator; seqs are big-endian so keys sort in log order.
+//
+// Posting values hold occurred_at as 8-byte Unix seconds and 4-byte
+// nanoseconds (big endian): Unix nanoseconds alone would overflow outside
+// the years 1678-2262, and records may carry any year 0000-9999.
 //
 //	W                         -> watermark (records indexed)
 //	I id                      -> seq
@@ -112,45 +117,68 @@ func (ix *Index) LookupID(id string) (uint64, bool, error) {
 }
 
 // Apply indexes a batch of records that directly follow the watermark.
+// Large batches are split across two goroutines, each committing its own
+// Pebble batch, so memtable inserts use both cores; the watermark moves in a
+// last, separate commit. A crash in between leaves the old watermark, and
+// replaying sets the same keys again.
 func (ix *Index) Apply(recs []*record.Record) error {
 	if len(recs) == 0 {
 		return nil
 	}
+	parts := 1
+	if len(recs) >= 512 {
+		parts = 2
+	}
+	errs := make([]error, parts)
+	var wg sync.WaitGroup
+	for p := 0; p < parts; p++ {
+		lo, hi := p*len(recs)/parts, (p+1)*len(recs)/parts
+		wg.Go(func() { errs[p] = ix.applyPart(recs[lo:hi]) })
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	var seqBuf [8]byte
+	binary.BigEndian.PutUint64(seqBuf[:], recs[len(recs)-1].Seq+1)
+	if err := ix.db.Set([]byte{pWatermark}, seqBuf[:], pebble.NoSync); err != nil {
+		return fmt.Errorf("write index watermark: %w", err)
+	}
+	return nil
+}
+
+func (ix *Index) applyPart(recs []*record.Record) error {
 	b := ix.db.NewBatch()
 	defer b.Close()
 	key := make([]byte, 0, 256)
-	var val, seqBuf [8]byte
+	var val [postingValueSize]byte
+	var seqBuf [8]byte
 	for _, r := range recs {
-		binary.BigEndian.PutUint64(val[:], uint64(r.OccurredAt.UnixNano()))
+		putOccurredAt(val[:], r.OccurredAt)
 		binary.BigEndian.PutUint64(seqBuf[:], r.Seq)
 		keyStr, err := record.KeyString(r.Key)
 		if err != nil {
 			return fmt.Errorf("index seq %d: %w", r.Seq, err)
 		}
-		put := func(k []byte, v []byte) error { return b.Set(k, v, nil) }
-		if err := put(append(append(key[:0], pID), r.ID...), seqBuf[:]); err != nil {
+		if err := b.Set(append(append(key[:0], pID), r.ID...), seqBuf[:], nil); err != nil {
 			return err
 		}
-		postings := [][]byte{
-			SourceList(r.Source.Name).key(key[:0], r.Seq),
-			TableList(r.Source.Name, r.Source.Table).key(nil, r.Seq),
-			EntityList(r.Source.Name, r.Source.Table, keyStr).key(nil, r.Seq),
+		lists := []List{
+			SourceList(r.Source.Name),
+			TableList(r.Source.Name, r.Source.Table),
+			EntityList(r.Source.Name, r.Source.Table, keyStr),
 		}
 		if actor := r.ActorID(); actor != "" {
-			postings = append(postings, ActorList(actor).key(nil, r.Seq))
+			lists = append(lists, ActorList(actor))
 		}
 		if r.Op == record.OpTruncate {
-			postings = append(postings, TruncateList(r.Source.Name, r.Source.Table).key(nil, r.Seq))
+			lists = append(lists, TruncateList(r.Source.Name, r.Source.Table))
 		}
-		for _, k := range postings {
-			if err := put(k, val[:]); err != nil {
+		for _, l := range lists {
+			if err := b.Set(l.key(key[:0], r.Seq), val[:], nil); err != nil {
 				return err
 			}
 		}
-	}
-	binary.BigEndian.PutUint64(seqBuf[:], recs[len(recs)-1].Seq+1)
-	if err := b.Set([]byte{pWatermark}, seqBuf[:], nil); err != nil {
-		return err
 	}
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("write index: %w", err)

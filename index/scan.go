@@ -67,10 +67,10 @@ func (ix *Index) Scan(l List, desc bool, from uint64, fn func(Posting) bool) err
 	n := len(l.prefix)
 	for ; valid; valid = step(it, desc) {
 		k, v := it.Key(), it.Value()
-		if len(k) != n+8 || len(v) != 8 {
+		if len(k) != n+8 || len(v) != postingValueSize {
 			return fmt.Errorf("index entry of %d/%d bytes is damaged: run `stele reindex`", len(k), len(v))
 		}
-		p := Posting{Seq: binary.BigEndian.Uint64(k[n:]), OccurredAt: time.Unix(0, int64(binary.BigEndian.Uint64(v))).UTC()}
+		p := Posting{Seq: binary.BigEndian.Uint64(k[n:]), OccurredAt: occurredAt(v)}
 		if !fn(p) {
 			break
 		}
@@ -86,4 +86,15 @@ func step(it *pebble.Iterator, desc bool) bool {
 		return it.Prev()
 	}
 	return it.Next()
+}
+
+const postingValueSize = 12
+
+func putOccurredAt(dst []byte, t time.Time) {
+	binary.BigEndian.PutUint64(dst[0:8], uint64(t.Unix()))
+	binary.BigEndian.PutUint32(dst[8:12], uint32(t.Nanosecond()))
+}
+
+func occurredAt(v []byte) time.Time {
+	return time.Unix(int64(binary.BigEndian.Uint64(v[0:8])), int64(binary.BigEndian.Uint32(v[8:12]))).UTC()
 }

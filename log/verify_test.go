@@ -309,14 +309,15 @@ func TestVerifyFlippedRecordBytes(t *testing.T) {
 	path := filepath.Join(dir, "records.log")
 	frames := recordFrames(t, dir)
 	orig := readFile(t, path)
-	chosen := []int{0, 1, 2, 49, 50, 51, 127, 128, 150, 199, 200, 255, 298, 299}
+	chosen := []int{0, 1, 50, 128, 199, 255, 299}
 	for _, seq := range chosen {
 		f := frames[seq]
 		var positions []int64
-		for i := int64(0); i < 8+9; i++ { // frame header, version, seq header
+		// Frame header, then the record header (version, seq, recorded_at).
+		for i := int64(0); i < 8+record.HeaderSize; i++ {
 			positions = append(positions, f.off+i)
 		}
-		positions = append(positions, f.off+8+9, f.off+8+int64(len(f.payload))/2, f.end()-1)
+		positions = append(positions, f.off+8+record.HeaderSize, f.off+8+int64(len(f.payload))/2, f.end()-1)
 		for i, pos := range positions {
 			// Vary the flip: a low bit, a high bit, a whole byte.
 			mask := []byte{0x01, 0x80, 0xff}[(i+seq)%3]

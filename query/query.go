@@ -83,6 +83,18 @@ type State struct {
 type Log interface {
 	Size() uint64
 	Read(seq uint64) (*record.Record, error)
+	// WaitIndexed returns once the index covers the first n records.
+	WaitIndexed(ctx context.Context, n uint64) error
+}
+
+// snapshot returns the log size a query answers for, after the index has
+// caught up with it: a record acknowledged before the query is always seen.
+func (e *Engine) snapshot(ctx context.Context) (uint64, error) {
+	size := e.log.Size()
+	if err := e.log.WaitIndexed(ctx, size); err != nil {
+		return 0, err
+	}
+	return size, nil
 }
 
 // Engine runs queries.
@@ -191,16 +203,21 @@ func (e *Engine) page(ctx context.Context, l *index.List, req PageRequest, f Fil
 		}
 		from = c
 	}
-	size := e.log.Size()
+	size, err := e.snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
 	page := &Page{}
 	scanned := 0
 	var last uint64
 	var scanErr error
 	more := false
-	err := e.scanSeqs(l, desc, from, size, func(p index.Posting) bool {
+	err = e.scanSeqs(l, desc, from, size, func(p index.Posting) bool {
 		if p.Seq >= size {
-			// Indexed a moment before the log published its new size.
-			return !desc
+			// Appended after this query's snapshot: descending scans meet
+			// such postings first and skip them; ascending ones meet them
+			// last and stop.
+			return desc
 		}
 		if scanned == maxScan || len(page.Records) == limit {
 			more = true

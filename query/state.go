@@ -17,7 +17,10 @@ import (
 // over it field by field (so partial images work), delete and a truncate of
 // the table remove it; ddl and event records leave it unchanged.
 func (e *Engine) StateAt(ctx context.Context, source, table, key string, at time.Time) (*State, error) {
-	size := e.log.Size()
+	size, err := e.snapshot(ctx)
+	if err != nil {
+		return nil, err
+	}
 	var seqs []uint64
 	collect := func(p index.Posting) bool {
 		if p.Seq < size && !p.OccurredAt.After(at) {

@@ -171,12 +171,16 @@ func (s *Store) findEnd(ctx context.Context, covered uint64) (n uint64, end int6
 				}
 				continue
 			}
-			err = fmt.Errorf("holds seq %d: %w", seq, serr)
+			if serr != nil {
+				err = serr
+			} else {
+				err = fmt.Errorf("it holds the record for seq %d", seq)
+			}
 		}
 		// A bad frame: a torn tail after a crash, or damage. Damage inside
 		// the checkpointed prefix, or followed by a good next record, is
 		// never cut: that would destroy acknowledged records.
-		if k < covered || s.validFrameFollows(off, k+1) {
+		if k < covered || validFrameFollows(s.rec, off, k+1) {
 			return 0, 0, fmt.Errorf("%w: seq %d at offset %d of records.log is damaged: %w; run `stele verify`", ErrTampered, k, off, err)
 		}
 		break
@@ -194,7 +198,7 @@ func (s *Store) frameEndAt(seq uint64) (int64, bool) {
 		return 0, false
 	}
 	off := int64(binary.LittleEndian.Uint64(ob[:]))
-	p, ok := s.frameAt(off)
+	p, ok := frameAt(s.rec, off)
 	if !ok {
 		return 0, false
 	}
@@ -204,9 +208,9 @@ func (s *Store) frameEndAt(seq uint64) (int64, bool) {
 	return off + frameHeader + int64(len(p)), true
 }
 
-func (s *Store) frameAt(off int64) ([]byte, bool) {
+func frameAt(f *os.File, off int64) ([]byte, bool) {
 	var hdr [frameHeader]byte
-	if _, err := s.rec.ReadAt(hdr[:], off); err != nil {
+	if _, err := f.ReadAt(hdr[:], off); err != nil {
 		return nil, false
 	}
 	length := binary.LittleEndian.Uint32(hdr[0:4])
@@ -214,7 +218,7 @@ func (s *Store) frameAt(off int64) ([]byte, bool) {
 		return nil, false
 	}
 	buf := make([]byte, frameHeader+int(length))
-	if _, err := s.rec.ReadAt(buf, off); err != nil {
+	if _, err := f.ReadAt(buf, off); err != nil {
 		return nil, false
 	}
 	p, _, err := parseFrame(buf)
@@ -223,16 +227,16 @@ func (s *Store) frameAt(off int64) ([]byte, bool) {
 
 // validFrameFollows reports whether, assuming the frame at off has an intact
 // length, the next frame is a good record with seq want.
-func (s *Store) validFrameFollows(off int64, want uint64) bool {
+func validFrameFollows(f *os.File, off int64, want uint64) bool {
 	var hdr [frameHeader]byte
-	if _, err := s.rec.ReadAt(hdr[:], off); err != nil {
+	if _, err := f.ReadAt(hdr[:], off); err != nil {
 		return false
 	}
 	length := binary.LittleEndian.Uint32(hdr[0:4])
 	if length > maxFrame {
 		return false
 	}
-	p, ok := s.frameAt(off + frameHeader + int64(length))
+	p, ok := frameAt(f, off + frameHeader + int64(length))
 	if !ok {
 		return false
 	}

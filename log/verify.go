@@ -327,7 +327,11 @@ func (v *dirVerifier) run(ctx context.Context) (*VerifyReport, error) {
 		case c.err == nil:
 			continue
 		case errors.Is(c.err, io.EOF):
-		case c.tornEnd && seq >= covered:
+		case seq >= covered && (c.tornEnd || errors.Is(c.err, errChecksum)) && !validFrameFollows(v.rec, c.errOff, seq+1):
+			// The same rule recovery applies: a bad final frame past the last
+			// checkpoint, with no good record after it, is an interrupted
+			// write (ext4 may leave zeros after a power loss) that the next
+			// start cuts off.
 			rep.TornTail = total - c.errOff
 		case errors.Is(c.err, context.Canceled) || errors.Is(c.err, context.DeadlineExceeded):
 			return nil, c.err
@@ -393,4 +397,27 @@ func (v *dirVerifier) checkRoot(rng *compact.Range, cp *Checkpoint, i int) error
 		return &VerifyError{Seq: int64(first), File: recordsFile, Reason: fmt.Sprintf("records up to seq %d do not match signed checkpoint #%d (size %d); the first bad seq is at or after %d", cp.Size-1, i, cp.Size, first)}
 	}
 	return nil
+}
+
+// LatestCheckpointInDir returns the newest checkpoint stored in a data
+// directory, its signature checked with the directory's verifier key,
+// without opening the log: a server that refuses to open a tampered store
+// can still show auditors the last state it signed.
+func LatestCheckpointInDir(dir string) (*Checkpoint, error) {
+	vkey, err := LoadVerifierKey(dir)
+	if err != nil {
+		return nil, err
+	}
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		return nil, fmt.Errorf("verifier key: %w", err)
+	}
+	cps, err := readCheckpoints(filepath.Join(dir, checkpointsFile), v)
+	if err != nil {
+		return nil, err
+	}
+	if len(cps) == 0 {
+		return nil, fmt.Errorf("%w: no checkpoint in %s", ErrNotFound, dir)
+	}
+	return cps[len(cps)-1], nil
 }

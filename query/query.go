@@ -111,9 +111,6 @@ func (e *Engine) Records(ctx context.Context, f Filter, req PageRequest) (*Page,
 	if f.Key != "" && (f.Source == "" || f.Table == "") {
 		return nil, &FieldError{Field: "key", Reason: "needs source and table"}
 	}
-	if f.Table != "" && f.Source == "" {
-		return nil, &FieldError{Field: "table", Reason: "needs source"}
-	}
 	if f.Op != "" && !f.Op.Valid() {
 		return nil, &FieldError{Field: "op", Reason: fmt.Sprintf("%q is not a known op", f.Op)}
 	}
@@ -142,7 +139,9 @@ func plan(f Filter) (*index.List, func(*record.Record) bool) {
 	case f.Actor != "":
 		l = ptr(index.ActorList(f.Actor))
 		checkActor = false
-	case f.Table != "":
+	case f.Table != "" && f.Source != "":
+		// Table lists are per source; a table name alone is checked on
+		// each record instead.
 		l = ptr(index.TableList(f.Source, f.Table))
 		checkSource, checkTable = false, false
 	case f.Source != "":

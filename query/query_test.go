@@ -258,6 +258,7 @@ func TestRecordsFilters(t *testing.T) {
 		{Source: "nope"},
 		{Source: "crm", Table: "customers"},
 		{Source: "billing", Table: "customers"},
+		{Table: "customers"}, // across sources, without an index list
 		{Source: "crm", Table: "orders"},
 		{Source: "crm", Table: "customers", Key: "3"},
 		{Source: "billing", Table: "customers", Key: "2"},
@@ -361,7 +362,6 @@ func TestRecordsRejectsBadRequests(t *testing.T) {
 		{"key", query.Filter{Key: "3"}, 0},
 		{"key", query.Filter{Source: "crm", Key: "3"}, 0},
 		{"key", query.Filter{Table: "customers", Key: "3"}, 0},
-		{"table", query.Filter{Table: "customers"}, 0},
 		{"op", query.Filter{Op: "upsert"}, 0},
 		{"until", query.Filter{Since: base.Add(time.Hour), Until: base}, 0},
 		{"until", query.Filter{Since: base, Until: base}, 0},

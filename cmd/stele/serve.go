@@ -227,7 +227,7 @@ func listenAndServe(ctx context.Context, cfg Config, addrFile string, logger *sl
 
 // tamperedHandler serves a data directory that failed verification at open:
 // no record is served as evidence, but operators and monitors see why, and
-// auditors can still fetch the verifier key.
+// auditors can still fetch the verifier key and the last signed checkpoint.
 func tamperedHandler(data, detail string) http.Handler {
 	mux := http.NewServeMux()
 	unavailable := func(w http.ResponseWriter, v any) {
@@ -252,6 +252,15 @@ func tamperedHandler(data, detail string) http.Handler {
 		}
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		_, _ = w.Write([]byte(key + "\n"))
+	})
+	mux.HandleFunc("GET /v1/checkpoint", func(w http.ResponseWriter, r *http.Request) {
+		cp, err := log.LatestCheckpointInDir(data)
+		if err != nil {
+			unavailable(w, errorBody{"no trustworthy checkpoint: " + err.Error()})
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write(cp.Note)
 	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		unavailable(w, errorBody{"log failed verification: " + detail})

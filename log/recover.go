@@ -236,7 +236,7 @@ func validFrameFollows(f *os.File, off int64, want uint64) bool {
 	if length > maxFrame {
 		return false
 	}
-	p, ok := frameAt(f, off + frameHeader + int64(length))
+	p, ok := frameAt(f, off+frameHeader+int64(length))
 	if !ok {
 		return false
 	}

@@ -727,7 +727,7 @@ func TestTamperedRecords(t *testing.T) {
 			r.LeafHash = b64(rfc6962.DefaultHasher.HashLeaf(leaf))
 		}, "carries seq 4"},
 		"leaf not a record": {func(r *recordBody) {
-			leaf := []byte{9, 0, 0, 0, 0, 0, 0, 0, 5, '{', '}'}
+			leaf := []byte{9, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, '{', '}'}
 			r.Leaf = base64.StdEncoding.EncodeToString(leaf)
 			r.LeafHash = b64(rfc6962.DefaultHasher.HashLeaf(leaf))
 		}, "version 9"},

@@ -116,66 +116,124 @@ func (ix *Index) LookupID(id string) (uint64, bool, error) {
 	return binary.BigEndian.Uint64(v), true, nil
 }
 
-// Apply indexes a batch of records that directly follow the watermark.
-// Large batches are split across two goroutines, each committing its own
-// Pebble batch, so memtable inserts use both cores; the watermark moves in a
-// last, separate commit. A crash in between leaves the old watermark, and
-// replaying sets the same keys again.
+// Prepare derives a record's index entries. The log calls it on the
+// appending goroutine, before the record has a seq, so parsing the key and
+// actor spreads over every core instead of the single goroutine that
+// applies entries in order. The entry is compact, so a lagging index costs
+// little memory.
+//
+// Entry layout: occurred_at (12 bytes, see putOccurredAt), uvarint length +
+// id, then per posting list: uvarint length + list prefix.
+func (ix *Index) Prepare(r *record.Record) ([]byte, error) {
+	keyStr, err := record.KeyString(r.Key)
+	if err != nil {
+		return nil, fmt.Errorf("index record %s: %w", r.ID, err)
+	}
+	lists := []List{
+		SourceList(r.Source.Name),
+		TableList(r.Source.Name, r.Source.Table),
+		EntityList(r.Source.Name, r.Source.Table, keyStr),
+	}
+	if actor := r.ActorID(); actor != "" {
+		lists = append(lists, ActorList(actor))
+	}
+	if r.Op == record.OpTruncate {
+		lists = append(lists, TruncateList(r.Source.Name, r.Source.Table))
+	}
+	e := make([]byte, postingValueSize, 64+len(r.ID)+len(keyStr))
+	putOccurredAt(e, r.OccurredAt)
+	e = binary.AppendUvarint(e, uint64(len(r.ID)))
+	e = append(e, r.ID...)
+	for _, l := range lists {
+		e = binary.AppendUvarint(e, uint64(len(l.prefix)))
+		e = append(e, l.prefix...)
+	}
+	return e, nil
+}
+
+// Apply prepares and indexes records; each must carry its seq.
 func (ix *Index) Apply(recs []*record.Record) error {
 	if len(recs) == 0 {
 		return nil
 	}
+	seqs := make([]uint64, len(recs))
+	entries := make([][]byte, len(recs))
+	for i, r := range recs {
+		e, err := ix.Prepare(r)
+		if err != nil {
+			return err
+		}
+		seqs[i], entries[i] = r.Seq, e
+	}
+	return ix.apply(seqs, entries)
+}
+
+// ApplyPrepared indexes entries from Prepare for the records with seqs
+// first, first+1, … . Batches arrive in log order.
+func (ix *Index) ApplyPrepared(first uint64, entries [][]byte) error {
+	seqs := make([]uint64, len(entries))
+	for i := range seqs {
+		seqs[i] = first + uint64(i)
+	}
+	return ix.apply(seqs, entries)
+}
+
+// apply splits large batches across two goroutines, each committing its
+// own Pebble batch, so memtable inserts use both cores; the watermark moves
+// in a last, separate commit. A crash in between leaves the old watermark,
+// and replaying sets the same keys again.
+func (ix *Index) apply(seqs []uint64, entries [][]byte) error {
+	if len(entries) == 0 {
+		return nil
+	}
 	parts := 1
-	if len(recs) >= 512 {
+	if len(entries) >= 512 {
 		parts = 2
 	}
 	errs := make([]error, parts)
 	var wg sync.WaitGroup
 	for p := 0; p < parts; p++ {
-		lo, hi := p*len(recs)/parts, (p+1)*len(recs)/parts
-		wg.Go(func() { errs[p] = ix.applyPart(recs[lo:hi]) })
+		lo, hi := p*len(entries)/parts, (p+1)*len(entries)/parts
+		wg.Go(func() { errs[p] = ix.applyPart(seqs[lo:hi], entries[lo:hi]) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
 	var seqBuf [8]byte
-	binary.BigEndian.PutUint64(seqBuf[:], recs[len(recs)-1].Seq+1)
+	binary.BigEndian.PutUint64(seqBuf[:], seqs[len(seqs)-1]+1)
 	if err := ix.db.Set([]byte{pWatermark}, seqBuf[:], pebble.NoSync); err != nil {
 		return fmt.Errorf("write index watermark: %w", err)
 	}
 	return nil
 }
 
-func (ix *Index) applyPart(recs []*record.Record) error {
+var errBadEntry = errors.New("malformed prepared index entry")
+
+func (ix *Index) applyPart(seqs []uint64, entries [][]byte) error {
 	b := ix.db.NewBatch()
 	defer b.Close()
 	key := make([]byte, 0, 256)
-	var val [postingValueSize]byte
 	var seqBuf [8]byte
-	for _, r := range recs {
-		putOccurredAt(val[:], r.OccurredAt)
-		binary.BigEndian.PutUint64(seqBuf[:], r.Seq)
-		keyStr, err := record.KeyString(r.Key)
-		if err != nil {
-			return fmt.Errorf("index seq %d: %w", r.Seq, err)
+	for i, e := range entries {
+		if len(e) < postingValueSize {
+			return errBadEntry
 		}
-		if err := b.Set(append(append(key[:0], pID), r.ID...), seqBuf[:], nil); err != nil {
+		occ, rest := e[:postingValueSize], e[postingValueSize:]
+		binary.BigEndian.PutUint64(seqBuf[:], seqs[i])
+		id, rest, ok := cutUvarintBytes(rest)
+		if !ok {
+			return errBadEntry
+		}
+		if err := b.Set(append(append(key[:0], pID), id...), seqBuf[:], nil); err != nil {
 			return err
 		}
-		lists := []List{
-			SourceList(r.Source.Name),
-			TableList(r.Source.Name, r.Source.Table),
-			EntityList(r.Source.Name, r.Source.Table, keyStr),
-		}
-		if actor := r.ActorID(); actor != "" {
-			lists = append(lists, ActorList(actor))
-		}
-		if r.Op == record.OpTruncate {
-			lists = append(lists, TruncateList(r.Source.Name, r.Source.Table))
-		}
-		for _, l := range lists {
-			if err := b.Set(l.key(key[:0], r.Seq), val[:], nil); err != nil {
+		for len(rest) > 0 {
+			var prefix []byte
+			if prefix, rest, ok = cutUvarintBytes(rest); !ok {
+				return errBadEntry
+			}
+			if err := b.Set(binary.BigEndian.AppendUint64(append(key[:0], prefix...), seqs[i]), occ, nil); err != nil {
 				return err
 			}
 		}
@@ -184,6 +242,14 @@ func (ix *Index) applyPart(recs []*record.Record) error {
 		return fmt.Errorf("write index: %w", err)
 	}
 	return nil
+}
+
+func cutUvarintBytes(b []byte) (field, rest []byte, ok bool) {
+	n, w := binary.Uvarint(b)
+	if w <= 0 || uint64(len(b)-w) < n {
+		return nil, nil, false
+	}
+	return b[w : w+int(n)], b[w+int(n):], true
 }
 
 type pebbleLogger struct{ l *slog.Logger }

@@ -53,11 +53,17 @@ func openBenchStore(b *testing.B, withIndex bool) *steleLog.Store {
 func benchBatches(b *testing.B, withIndex bool, batch int) {
 	s := openBenchStore(b, withIndex)
 	b.SetBytes(int64(len(record.Encode(benchRecord(0)))) * int64(batch))
+	templates := make([]record.Record, batch)
+	for i := range templates {
+		templates[i] = *benchRecord(i)
+	}
 	n := 0
 	for b.Loop() {
 		recs := make([]*record.Record, batch)
 		for i := range recs {
-			recs[i] = benchRecord(n)
+			c := templates[i]
+			c.ID = fmt.Sprint("bench-", n)
+			recs[i] = &c
 			n++
 		}
 		if _, err := s.Append(context.Background(), recs); err != nil {

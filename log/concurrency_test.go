@@ -15,23 +15,31 @@ import (
 	"github.com/stele/stele/record"
 )
 
-// gatedIndex is the real index with a fault-injection seam: while a gate is
-// held, LookupID (called by the log's writer) or Apply (called by the
-// follower) waits, which opens the windows these tests need on purpose.
+// gatedIndex is the real index with fault-injection seams: while a gate is
+// held, ApplyPrepared (called by the follower) or the store's clock (called
+// by the writer once per commit, via now) waits, which opens the windows
+// these tests need on purpose.
 type gatedIndex struct {
 	*index.Index
 	mu            sync.Mutex
-	lookupGate    chan struct{}
 	applyGate     chan struct{}
-	lookupEntered chan struct{}
+	writerGate    chan struct{}
 	applyEntered  chan struct{}
+	writerEntered chan struct{}
+}
+
+// now is the clock to give the store as Options.Now: the writer reads it at
+// the start of every commit, so holding writerGate holds the writer.
+func (g *gatedIndex) now() time.Time {
+	g.wait(&g.writerGate, g.writerEntered)
+	return time.Now()
 }
 
 func newGatedIndex(t *testing.T, dir string) *gatedIndex {
 	t.Helper()
 	ix := openIndex(t, dir)
 	t.Cleanup(func() { ix.Close() })
-	return &gatedIndex{Index: ix, lookupEntered: make(chan struct{}, 1), applyEntered: make(chan struct{}, 1)}
+	return &gatedIndex{Index: ix, applyEntered: make(chan struct{}, 1), writerEntered: make(chan struct{}, 1)}
 }
 
 func (g *gatedIndex) wait(gate *chan struct{}, entered chan struct{}) {
@@ -48,14 +56,9 @@ func (g *gatedIndex) wait(gate *chan struct{}, entered chan struct{}) {
 	<-ch
 }
 
-func (g *gatedIndex) LookupID(id string) (uint64, bool, error) {
-	g.wait(&g.lookupGate, g.lookupEntered)
-	return g.Index.LookupID(id)
-}
-
-func (g *gatedIndex) Apply(recs []*record.Record) error {
+func (g *gatedIndex) ApplyPrepared(first uint64, entries [][]byte) error {
 	g.wait(&g.applyGate, g.applyEntered)
-	return g.Index.Apply(recs)
+	return g.Index.ApplyPrepared(first, entries)
 }
 
 // hold closes gate *which for the returned release function to open.
@@ -391,14 +394,14 @@ func TestAppendContextCancelled(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	g := newGatedIndex(t, filepath.Join(dir, "index"))
-	s, err := steleLog.Open(ctx, dir, steleLog.Options{Origin: testOrigin, Hook: g})
+	s, err := steleLog.Open(ctx, dir, steleLog.Options{Origin: testOrigin, Hook: g, Now: g.now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
 	appendN(t, s, 0, 3)
 
-	release := g.hold(&g.lookupGate)
+	release := g.hold(&g.writerGate)
 	defer release()
 	cctx, cancel := context.WithCancel(ctx)
 	errc := make(chan error, 1)
@@ -406,7 +409,7 @@ func TestAppendContextCancelled(t *testing.T) {
 		_, err := s.Append(cctx, []*record.Record{testRecord(3)})
 		errc <- err
 	}()
-	waitFor(t, g.lookupEntered, "the writer to take the append")
+	waitFor(t, g.writerEntered, "the writer to take the append")
 	cancel()
 	select {
 	case err := <-errc:
@@ -429,7 +432,7 @@ func TestAppendContextCancelled(t *testing.T) {
 
 	// A context cancelled before the call returns an error too; the held
 	// writer cannot acknowledge first.
-	release = g.hold(&g.lookupGate)
+	release = g.hold(&g.writerGate)
 	done, cancel2 := context.WithCancel(ctx)
 	cancel2()
 	if _, err := s.Append(done, []*record.Record{testRecord(4)}); !errors.Is(err, context.Canceled) {
@@ -448,19 +451,19 @@ func TestAppendOverloaded(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	g := newGatedIndex(t, filepath.Join(dir, "index"))
-	s, err := steleLog.Open(ctx, dir, steleLog.Options{Origin: testOrigin, Hook: g, QueueDepth: 1})
+	s, err := steleLog.Open(ctx, dir, steleLog.Options{Origin: testOrigin, Hook: g, QueueDepth: 1, Now: g.now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	release := g.hold(&g.lookupGate)
+	release := g.hold(&g.writerGate)
 	defer release()
 	errs := make(chan error, 3)
 	go func() {
 		_, err := s.Append(ctx, []*record.Record{testRecord(0)})
 		errs <- err
 	}()
-	waitFor(t, g.lookupEntered, "the writer to take the first append")
+	waitFor(t, g.writerEntered, "the writer to take the first append")
 	// The writer is busy with the first append: one more fits the queue,
 	// the next is pushed back.
 	for i := 1; i <= 2; i++ {
@@ -571,5 +574,54 @@ func TestCloseWhileAppending(t *testing.T) {
 	}
 	if s.LatestCheckpoint().Size != s.Size() {
 		t.Fatalf("close left records past the last checkpoint: %d of %d", s.LatestCheckpoint().Size, s.Size())
+	}
+}
+
+// An appender looks its ids up in the index before the writer commits. An
+// id indexed in between (its first copy was committed earlier but not yet
+// indexed at the lookup) must still be recognised as a duplicate.
+func TestDuplicateIndexedBetweenLookupAndCommit(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	g := newGatedIndex(t, filepath.Join(dir, "index"))
+	s, err := steleLog.Open(ctx, dir, steleLog.Options{Origin: testOrigin, Hook: g, Now: g.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	// The first copy is durable but not yet indexed.
+	releaseApply := g.hold(&g.applyGate)
+	first, err := s.Append(ctx, []*record.Record{testRecord(0)})
+	if err != nil || first[0].Seq != 0 {
+		t.Fatalf("first append: %+v %v", first, err)
+	}
+	waitFor(t, g.applyEntered, "the follower to start indexing")
+
+	// The second copy's lookup misses (not indexed yet); hold the writer
+	// before it commits.
+	releaseWriter := g.hold(&g.writerGate)
+	res := make(chan []steleLog.Appended, 1)
+	go func() {
+		out, err := s.Append(ctx, []*record.Record{testRecord(0)})
+		if err != nil {
+			t.Error(err)
+		}
+		res <- out
+	}()
+	waitFor(t, g.writerEntered, "the writer to take the second copy")
+
+	// Now the first copy reaches the index, then the writer commits.
+	releaseApply()
+	if err := s.WaitIndexed(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	releaseWriter()
+	out := <-res
+	if len(out) != 1 || !out[0].Duplicate || out[0].Seq != 0 {
+		t.Fatalf("second copy: %+v, want a duplicate of seq 0", out)
+	}
+	if s.Size() != 1 {
+		t.Fatalf("size %d, want 1", s.Size())
 	}
 }

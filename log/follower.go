@@ -4,29 +4,53 @@ import (
 	"context"
 	"fmt"
 	"sync"
-
-	"github.com/stele/stele/record"
 )
 
-// follower feeds durable batches to the Hook (the index) off the append
-// path. Until a record is indexed its id stays in pending, so duplicate
-// detection never has a gap between the log and the index.
+// follower feeds durable records to the Hook (the index) off the append
+// path.
+//
+// Duplicate detection without a gap: appenders look ids up in the index on
+// their own goroutines (in parallel) and note the follower's epoch first;
+// the writer then only consults pending. An id stays in pending from its
+// commit until followEpochs index batches after it was indexed, so any id
+// that reached the index after an appender's lookup is still in pending
+// when the writer commits — unless more than followEpochs batches passed,
+// and then the writer looks the id up again itself.
 type follower struct {
 	s     *Store
-	queue chan []*record.Record
+	queue chan followItem
 	done  chan struct{}
 
 	mu      sync.Mutex
 	pending map[string]uint64
 	indexed uint64
-	changed chan struct{} // closed and replaced whenever indexed advances
+	epoch   uint64                 // index batches applied
+	expire  [followEpochs][]string // ids indexed in each of the last epochs
+	changed chan struct{}          // closed and replaced whenever indexed advances
 }
 
-// followerQueue bounds how many acknowledged batches may wait for the index.
-const followerQueue = 64
+// followEpochs is how many index batches an indexed id stays in pending.
+const followEpochs = 64
+
+// followItem is one commit's new records: consecutive seqs from first,
+// their ids and their prepared index entries.
+type followItem struct {
+	first   uint64
+	ids     []string
+	entries [][]byte
+}
+
+// followerQueue bounds how many acknowledged commits may wait for the
+// index. Items hold compact prepared entries (~100 bytes a record), so even
+// a full queue of 1,000-record commits costs tens of MB, and a burst of
+// appends is absorbed at the log's speed while the index catches up.
+const followerQueue = 256
+
+// maxApply bounds one index batch when the follower merges queued commits.
+const maxApply = 65536
 
 func newFollower(s *Store) *follower {
-	f := &follower{s: s, queue: make(chan []*record.Record, followerQueue), done: make(chan struct{}),
+	f := &follower{s: s, queue: make(chan followItem, followerQueue), done: make(chan struct{}),
 		pending: make(map[string]uint64), indexed: s.Size(), changed: make(chan struct{})}
 	go f.run()
 	return f
@@ -39,56 +63,72 @@ func (f *follower) pendingSeq(id string) (uint64, bool) {
 	return seq, ok
 }
 
-func (f *follower) enqueue(recs []*record.Record) {
+func (f *follower) enqueue(item followItem) {
 	if f.s.opts.Hook == nil {
-		f.mu.Lock()
-		f.indexed = recs[len(recs)-1].Seq + 1
-		close(f.changed)
-		f.changed = make(chan struct{})
-		f.mu.Unlock()
+		f.advance(item, false)
 		return
 	}
 	f.mu.Lock()
-	for _, r := range recs {
-		f.pending[r.ID] = r.Seq
+	for i, id := range item.ids {
+		f.pending[id] = item.first + uint64(i)
 	}
 	f.mu.Unlock()
-	f.queue <- recs
+	f.queue <- item
+}
+
+func (f *follower) currentEpoch() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.epoch
+}
+
+func (f *follower) advance(item followItem, indexedNow bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if indexedNow {
+		f.epoch++
+		slot := &f.expire[f.epoch%followEpochs]
+		for _, id := range *slot {
+			delete(f.pending, id)
+		}
+		*slot = item.ids
+	}
+	f.indexed = item.first + uint64(len(item.ids))
+	close(f.changed)
+	f.changed = make(chan struct{})
 }
 
 func (f *follower) run() {
 	defer close(f.done)
-	for recs := range f.queue {
-		// Merge whatever else is queued into one index batch.
+	for item := range f.queue {
+		// Merge whatever else is queued into one index batch; commits are
+		// consecutive, so their seqs join up.
 	merge:
-		for len(recs) < 65536 {
+		for len(item.ids) < maxApply {
 			select {
 			case more, ok := <-f.queue:
 				if !ok {
 					break merge
 				}
-				recs = append(recs, more...)
+				item.ids = append(item.ids, more.ids...)
+				item.entries = append(item.entries, more.entries...)
 			default:
 				break merge
 			}
 		}
-		if h := f.s.opts.Hook; h != nil && f.s.Err() == nil {
-			if err := h.Apply(recs); err != nil {
-				// Without the index, duplicates could slip through once
-				// pending is cleared; stop taking appends until a restart
-				// replays the index from its watermark.
-				f.s.fail(fmt.Errorf("index records %d..%d: %w", recs[0].Seq, recs[len(recs)-1].Seq, err))
-				continue
-			}
+		if f.s.Err() != nil {
+			// The store has failed: leave indexed behind, so WaitIndexed
+			// reports the failure instead of a stale answer.
+			continue
 		}
-		f.mu.Lock()
-		for _, r := range recs {
-			delete(f.pending, r.ID)
+		if err := f.s.opts.Hook.ApplyPrepared(item.first, item.entries); err != nil {
+			// Without the index, duplicates could slip through once pending
+			// is cleared; stop taking appends until a restart replays the
+			// index from its watermark.
+			f.s.fail(fmt.Errorf("index records %d..%d: %w", item.first, item.first+uint64(len(item.ids))-1, err))
+			continue
 		}
-		f.indexed = recs[len(recs)-1].Seq + 1
-		close(f.changed)
-		f.changed = make(chan struct{})
-		f.mu.Unlock()
+		f.advance(item, true)
 	}
 }
 

@@ -332,7 +332,18 @@ func (s *Store) catchUpHook(ctx context.Context) error {
 	if w < n {
 		s.opts.Logger.Info("indexing records the index missed", "from", w, "to", n)
 	}
-	return s.Replay(ctx, w, n, 4096, s.opts.Hook.Apply)
+	h := s.opts.Hook
+	return s.Replay(ctx, w, n, 4096, func(recs []*record.Record) error {
+		entries := make([][]byte, len(recs))
+		for i, r := range recs {
+			e, err := h.Prepare(r)
+			if err != nil {
+				return err
+			}
+			entries[i] = e
+		}
+		return h.ApplyPrepared(recs[0].Seq, entries)
+	})
 }
 
 // Replay decodes records [from, to) in order and hands them to fn in batches.

@@ -39,9 +39,14 @@ var (
 type Hook interface {
 	// LookupID returns the seq of the stored record with this id, if any.
 	LookupID(id string) (seq uint64, ok bool, err error)
-	// Apply indexes a durable batch. Batches arrive in log order from one
-	// goroutine, shortly after they were acknowledged.
-	Apply(recs []*record.Record) error
+	// Prepare derives a record's index entry. It runs on the appending
+	// goroutine, before the record has a seq, so that work spreads over
+	// all cores; the entry is what waits in memory while the index lags.
+	Prepare(r *record.Record) ([]byte, error)
+	// ApplyPrepared indexes durable records with seqs first, first+1, …,
+	// from their prepared entries. Calls come in log order from one
+	// goroutine, shortly after the records were acknowledged.
+	ApplyPrepared(first uint64, entries [][]byte) error
 	// Watermark is the number of leading records already indexed.
 	Watermark() (uint64, error)
 }

@@ -4,9 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
-	"slices"
+	"runtime"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -26,9 +28,14 @@ type Appended struct {
 type appendReq struct {
 	recs []*record.Record
 	// bodies are encoded by the caller, so the single writer only stamps
-	// each record's header.
-	bodies [][]byte
-	done   chan appendResult
+	// each record's header; prepared holds the index entries (Hook.Prepare).
+	bodies   [][]byte
+	prepared [][]byte
+	// known[i] is the seq+1 of an already indexed record with recs[i]'s id
+	// (0: none), looked up at follower epoch.
+	known []uint64
+	epoch uint64
+	done  chan appendResult
 }
 
 type appendResult struct {
@@ -40,9 +47,12 @@ type writerScratch struct {
 	frames  []byte
 	hashes  []byte
 	offsets []byte
-	fresh   []*record.Record
 	ids     map[string]uint64
 	sha     hashWriter
+	// for the index follower: ids and prepared entries of this commit's
+	// new records, whose seqs are consecutive from the commit's first.
+	freshIDs     []string
+	freshEntries [][]byte
 }
 
 // Append makes recs durable and returns their seqs, in order. The store
@@ -58,11 +68,15 @@ func (s *Store) Append(ctx context.Context, recs []*record.Record) ([]Appended, 
 	if err := s.Err(); err != nil {
 		return nil, err
 	}
-	bodies := make([][]byte, len(recs))
-	for i, r := range recs {
-		bodies[i] = record.AppendBody(nil, r)
+	req := &appendReq{recs: recs, bodies: make([][]byte, len(recs)), done: make(chan appendResult, 1)}
+	if s.opts.Hook != nil {
+		req.prepared = make([][]byte, len(recs))
+		req.known = make([]uint64, len(recs))
+		req.epoch = s.follow.currentEpoch()
 	}
-	req := &appendReq{recs: recs, bodies: bodies, done: make(chan appendResult, 1)}
+	if err := s.prepare(req); err != nil {
+		return nil, err
+	}
 	s.closeMu.RLock()
 	if s.closed {
 		s.closeMu.RUnlock()
@@ -81,6 +95,46 @@ func (s *Store) Append(ctx context.Context, recs []*record.Record) ([]Appended, 
 	case <-ctx.Done():
 		return nil, fmt.Errorf("append not acknowledged: %w", ctx.Err())
 	}
+}
+
+// prepare encodes each record's body and index entry and looks its id up
+// in the index, on the caller's side of the queue; a large batch is split
+// over all cores, so one producer sending big batches is not limited to one
+// core.
+func (s *Store) prepare(req *appendReq) error {
+	one := func(lo, hi int) error {
+		for i := lo; i < hi; i++ {
+			r := req.recs[i]
+			req.bodies[i] = record.AppendBody(nil, r)
+			if req.prepared != nil {
+				e, err := s.opts.Hook.Prepare(r)
+				if err != nil {
+					return fmt.Errorf("prepare index entry: %w", err)
+				}
+				req.prepared[i] = e
+				seq, ok, err := s.opts.Hook.LookupID(r.ID)
+				if err != nil {
+					return fmt.Errorf("look up id %q: %w", r.ID, err)
+				}
+				if ok {
+					req.known[i] = seq + 1
+				}
+			}
+		}
+		return nil
+	}
+	n := len(req.recs)
+	workers := min(runtime.GOMAXPROCS(0), n/256)
+	if workers <= 1 {
+		return one(0, n)
+	}
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Go(func() { errs[w] = one(w*n/workers, (w+1)*n/workers) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func (s *Store) writeLoop() {
@@ -128,10 +182,12 @@ func (s *Store) commit(batch []*appendReq) {
 		return
 	}
 	w := &s.w
-	w.frames, w.hashes, w.offsets, w.fresh = w.frames[:0], w.hashes[:0], w.offsets[:0], w.fresh[:0]
+	w.frames, w.hashes, w.offsets = w.frames[:0], w.hashes[:0], w.offsets[:0]
+	w.freshIDs, w.freshEntries = nil, nil
 	clear(w.ids)
 	now := s.opts.Now().UTC()
 	seq := s.next
+	epoch := s.follow.currentEpoch()
 	results := make([][]Appended, len(batch))
 	for bi, req := range batch {
 		res := make([]Appended, len(req.recs))
@@ -144,7 +200,13 @@ func (s *Store) commit(batch []*appendReq) {
 				res[i] = Appended{Seq: prev, ID: r.ID, Duplicate: true}
 				continue
 			}
-			if s.opts.Hook != nil {
+			if req.known != nil && req.known[i] != 0 {
+				res[i] = Appended{Seq: req.known[i] - 1, ID: r.ID, Duplicate: true}
+				continue
+			}
+			if s.opts.Hook != nil && epoch-req.epoch >= followEpochs {
+				// Too many index batches since the appender's lookup: ids
+				// indexed meanwhile may have left pending.
 				prev, ok, err := s.opts.Hook.LookupID(r.ID)
 				if err != nil {
 					s.failBatch(batch, fmt.Errorf("look up id %q: %w", r.ID, err))
@@ -161,13 +223,16 @@ func (s *Store) commit(batch []*appendReq) {
 			w.offsets = binary.LittleEndian.AppendUint64(w.offsets, uint64(s.recEnd)+uint64(start))
 			w.frames = appendRecordFrame(w.frames, r, req.bodies[i])
 			w.hashes = appendLeafHash(w.hashes, w.sha, w.frames[start+frameHeader:])
-			w.fresh = append(w.fresh, r)
+			w.freshIDs = append(w.freshIDs, r.ID)
+			if req.prepared != nil {
+				w.freshEntries = append(w.freshEntries, req.prepared[i])
+			}
 			res[i] = Appended{Seq: seq, ID: r.ID}
 			seq++
 		}
 		results[bi] = res
 	}
-	if len(w.fresh) > 0 {
+	if len(w.freshIDs) > 0 {
 		if err := s.persist(seq); err != nil {
 			s.fail(err)
 			s.failBatch(batch, err)
@@ -219,7 +284,7 @@ func (s *Store) persist(next uint64) error {
 	s.state.Store(&treeState{size: next, root: root})
 	// The batch is durable; indexing follows without holding up the ack.
 	// The follower's queue is bounded, so a slow index pushes back here.
-	s.follow.enqueue(slices.Clone(w.fresh))
+	s.follow.enqueue(followItem{first: s.next - uint64(len(w.freshIDs)), ids: w.freshIDs, entries: w.freshEntries})
 	return nil
 }
 

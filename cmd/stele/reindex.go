@@ -15,7 +15,6 @@ import (
 
 	"github.com/stele/stele/index"
 	"github.com/stele/stele/log"
-	"github.com/stele/stele/record"
 )
 
 const reindexUsage = `[--config FILE] [--data DIR]
@@ -132,11 +131,11 @@ type countingHook struct {
 	last     time.Time
 }
 
-func (h *countingHook) Apply(recs []*record.Record) error {
-	if err := h.Index.Apply(recs); err != nil {
+func (h *countingHook) ApplyPrepared(first uint64, entries [][]byte) error {
+	if err := h.Index.ApplyPrepared(first, entries); err != nil {
 		return err
 	}
-	h.n += uint64(len(recs))
+	h.n += uint64(len(entries))
 	if h.progress != nil {
 		if now := time.Now(); now.Sub(h.last) >= 200*time.Millisecond {
 			h.last = now

@@ -45,7 +45,8 @@ const cacheBytes = 128 << 20
 
 // Index is an open index database.
 type Index struct {
-	db *pebble.DB
+	db  *pebble.DB
+	ids *idFilter
 }
 
 // Open opens or creates the index in dir.
@@ -72,11 +73,20 @@ func Open(dir string, logger *slog.Logger) (*Index, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open index %s: %w", dir, err)
 	}
-	return &Index{db: db}, nil
+	ix := &Index{db: db}
+	w, err := ix.Watermark()
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	// Room for the log to double before the filter is rebuilt bigger.
+	ix.ids = newIDFilter(db, max(2*uint(w), 1<<20), logger)
+	return ix, nil
 }
 
 // Close flushes and closes the index.
 func (ix *Index) Close() error {
+	ix.ids.close()
 	if err := ix.db.Flush(); err != nil {
 		ix.db.Close()
 		return fmt.Errorf("flush index: %w", err)
@@ -102,6 +112,9 @@ func (ix *Index) Watermark() (uint64, error) {
 
 // LookupID returns the seq of the record with this id.
 func (ix *Index) LookupID(id string) (uint64, bool, error) {
+	if !ix.ids.mayContain([]byte(id)) {
+		return 0, false, nil
+	}
 	v, closer, err := ix.db.Get(append([]byte{pID}, id...))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return 0, false, nil
@@ -186,6 +199,18 @@ func (ix *Index) apply(seqs []uint64, entries [][]byte) error {
 	if len(entries) == 0 {
 		return nil
 	}
+	ids := make([][]byte, len(entries))
+	for i, e := range entries {
+		if len(e) < postingValueSize {
+			return errBadEntry
+		}
+		id, _, ok := cutUvarintBytes(e[postingValueSize:])
+		if !ok {
+			return errBadEntry
+		}
+		ids[i] = id
+	}
+	ix.ids.add(ids)
 	parts := 1
 	if len(entries) >= 512 {
 		parts = 2

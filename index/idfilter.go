@@ -1,0 +1,133 @@
+package index
+
+import (
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"github.com/bits-and-blooms/bloom/v3"
+	"github.com/cockroachdb/pebble/v2"
+)
+
+// idFilter is an in-memory Bloom filter over every indexed record id. Almost
+// every id the log checks before an append is new, and the filter answers
+// "certainly new" without a Pebble lookup (which seeks a large memtable).
+// It is rebuilt from the index's id keys at open and when it outgrows its
+// size; until a build finishes, lookups fall through to Pebble, so it never
+// answers wrongly.
+type idFilter struct {
+	db     *pebble.DB
+	logger *slog.Logger
+
+	mu       sync.RWMutex
+	f        *bloom.BloomFilter
+	capacity uint
+	count    uint
+	ready    bool
+	gen      uint64 // build generation; a superseded build must not set ready
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// falsePositives is the filter's target rate: 1% of new ids still pay for
+// a Pebble lookup.
+const falsePositives = 0.01
+
+func newIDFilter(db *pebble.DB, capacity uint, logger *slog.Logger) *idFilter {
+	f := &idFilter{db: db, logger: logger, stop: make(chan struct{})}
+	f.mu.Lock()
+	f.rebuildLocked(capacity)
+	f.mu.Unlock()
+	return f
+}
+
+// rebuildLocked replaces the filter with an empty one of the given capacity
+// and fills it from the index in the background.
+func (f *idFilter) rebuildLocked(capacity uint) {
+	f.f = bloom.NewWithEstimates(capacity, falsePositives)
+	f.capacity, f.count, f.ready = capacity, 0, false
+	f.gen++
+	gen := f.gen
+	f.wg.Go(func() {
+		if err := f.build(gen); err != nil {
+			f.logger.Warn("id filter build failed; id lookups use the index directly", "err", err)
+		}
+	})
+}
+
+func (f *idFilter) build(gen uint64) error {
+	it, err := f.db.NewIter(&pebble.IterOptions{LowerBound: []byte{pID}, UpperBound: []byte{pID + 1}})
+	if err != nil {
+		return fmt.Errorf("scan ids: %w", err)
+	}
+	defer it.Close()
+	const chunk = 4096
+	ids := make([][]byte, 0, chunk)
+	flush := func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		if f.gen != gen {
+			return false
+		}
+		for _, id := range ids {
+			f.f.Add(id)
+		}
+		f.count += uint(len(ids))
+		ids = ids[:0]
+		return true
+	}
+	for valid := it.First(); valid; valid = it.Next() {
+		ids = append(ids, append([]byte(nil), it.Key()[1:]...))
+		if len(ids) == chunk {
+			if !flush() {
+				return nil
+			}
+			select {
+			case <-f.stop:
+				return nil
+			default:
+			}
+		}
+	}
+	if err := it.Error(); err != nil {
+		return fmt.Errorf("scan ids: %w", err)
+	}
+	if !flush() {
+		return nil
+	}
+	f.mu.Lock()
+	if f.gen == gen {
+		f.ready = true
+	}
+	f.mu.Unlock()
+	return nil
+}
+
+// mayContain is false only when id is certainly not indexed.
+func (f *idFilter) mayContain(id []byte) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return !f.ready || f.f.Test(id)
+}
+
+// add records ids about to be indexed. It must run before they reach Pebble,
+// so a lookup never finds an id in Pebble that the filter denies.
+func (f *idFilter) add(ids [][]byte) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.count+uint(len(ids)) > f.capacity {
+		// Grow first: these ids are not in Pebble yet, so the rebuild's scan
+		// cannot find them; they go into the new filter below.
+		f.rebuildLocked(max(2*f.capacity, f.count+uint(len(ids))))
+	}
+	for _, id := range ids {
+		f.f.Add(id)
+	}
+	f.count += uint(len(ids))
+}
+
+func (f *idFilter) close() {
+	close(f.stop)
+	f.wg.Wait()
+}

@@ -22,8 +22,7 @@ func (s *Server) entityHistory(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr.status(), aerr)
 		return
 	}
-	if s.cfg.Query == nil {
-		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "queries are not available on this server"})
+	if !s.queryAvailable(w) {
 		return
 	}
 	res, err := s.cfg.Query.History(r.Context(), r.PathValue("source"), r.PathValue("table"), r.PathValue("key"), page)
@@ -59,8 +58,7 @@ func (s *Server) entityState(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if s.cfg.Query == nil {
-		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "queries are not available on this server"})
+	if !s.queryAvailable(w) {
 		return
 	}
 	st, err := s.cfg.Query.StateAt(r.Context(), r.PathValue("source"), r.PathValue("table"), r.PathValue("key"), at)

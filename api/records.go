@@ -60,8 +60,7 @@ func (s *Server) listRecords(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr.status(), aerr)
 		return
 	}
-	if s.cfg.Query == nil {
-		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "queries are not available on this server"})
+	if !s.queryAvailable(w) {
 		return
 	}
 	res, err := s.cfg.Query.Records(r.Context(), f, page)

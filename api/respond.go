@@ -78,3 +78,12 @@ func writeRaw(w http.ResponseWriter, status int, body []byte) {
 func writeError(w http.ResponseWriter, status int, e *apiError) {
 	writeJSON(w, status, e)
 }
+
+// queryAvailable answers 503 when the server runs without a query engine.
+func (s *Server) queryAvailable(w http.ResponseWriter) bool {
+	if s.cfg.Query == nil {
+		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "queries are not available on this server"})
+		return false
+	}
+	return true
+}

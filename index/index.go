@@ -140,7 +140,7 @@ func (ix *Index) LookupID(id string) (uint64, bool, error) {
 func (ix *Index) Prepare(r *record.Record) ([]byte, error) {
 	keyStr, err := record.KeyString(r.Key)
 	if err != nil {
-		return nil, fmt.Errorf("index record %s: %w", r.ID, err)
+		return nil, fmt.Errorf("index a record key: %w", err)
 	}
 	lists := []List{
 		SourceList(r.Source.Name),

@@ -56,11 +56,15 @@ func newFollower(s *Store) *follower {
 	return f
 }
 
-func (f *follower) pendingSeq(id string) (uint64, bool) {
+// check looks id up in pending. stale reports that more than followEpochs
+// index batches were applied since an appender's lookup at lookupEpoch, so
+// pending may no longer hold every id indexed since. Both are read under one
+// lock: an id cannot expire between the two.
+func (f *follower) check(id string, lookupEpoch uint64) (seq uint64, ok, stale bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	seq, ok := f.pending[id]
-	return seq, ok
+	seq, ok = f.pending[id]
+	return seq, ok, f.epoch-lookupEpoch >= followEpochs
 }
 
 func (f *follower) enqueue(item followItem) {

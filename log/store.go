@@ -244,7 +244,8 @@ func (s *Store) fail(err error) {
 	s.opts.Logger.Error("log write failed; refusing appends until restart", "err", err)
 }
 
-// Read returns the stored bytes of the record at seq.
+// ReadRaw returns the stored bytes of the record at seq, checked against
+// their frame checksum and seq header.
 func (s *Store) ReadRaw(seq uint64) ([]byte, error) {
 	if seq >= s.Size() {
 		return nil, fmt.Errorf("%w: seq %d (log size %d)", ErrNotFound, seq, s.Size())

@@ -114,7 +114,9 @@ func (s *Store) prepare(req *appendReq) error {
 				req.prepared[i] = e
 				seq, ok, err := s.opts.Hook.LookupID(r.ID)
 				if err != nil {
-					return fmt.Errorf("look up id %q: %w", r.ID, err)
+					// No id in the message: clients may choose ids from
+					// personal data.
+					return fmt.Errorf("look up a record id: %w", err)
 				}
 				if ok {
 					req.known[i] = seq + 1
@@ -187,7 +189,6 @@ func (s *Store) commit(batch []*appendReq) {
 	clear(w.ids)
 	now := s.opts.Now().UTC()
 	seq := s.next
-	epoch := s.follow.currentEpoch()
 	results := make([][]Appended, len(batch))
 	for bi, req := range batch {
 		res := make([]Appended, len(req.recs))
@@ -196,7 +197,8 @@ func (s *Store) commit(batch []*appendReq) {
 				res[i] = Appended{Seq: prev, ID: r.ID, Duplicate: true}
 				continue
 			}
-			if prev, ok := s.follow.pendingSeq(r.ID); ok {
+			prev, ok, stale := s.follow.check(r.ID, req.epoch)
+			if ok {
 				res[i] = Appended{Seq: prev, ID: r.ID, Duplicate: true}
 				continue
 			}
@@ -204,12 +206,12 @@ func (s *Store) commit(batch []*appendReq) {
 				res[i] = Appended{Seq: req.known[i] - 1, ID: r.ID, Duplicate: true}
 				continue
 			}
-			if s.opts.Hook != nil && epoch-req.epoch >= followEpochs {
+			if s.opts.Hook != nil && stale {
 				// Too many index batches since the appender's lookup: ids
 				// indexed meanwhile may have left pending.
 				prev, ok, err := s.opts.Hook.LookupID(r.ID)
 				if err != nil {
-					s.failBatch(batch, fmt.Errorf("look up id %q: %w", r.ID, err))
+					s.failBatch(batch, fmt.Errorf("look up a record id: %w", err))
 					return
 				}
 				if ok {

@@ -21,5 +21,6 @@ echo "== fuzz (short)"
 fuzztime="${STELE_FUZZTIME:-15s}"
 go test -run='^$' -fuzz='^FuzzParseIngest$' -fuzztime="$fuzztime" ./record
 go test -run='^$' -fuzz='^FuzzDecode$' -fuzztime="$fuzztime" ./record
+go test -run='^$' -fuzz='^FuzzKeyFastPaths$' -fuzztime="$fuzztime" ./record
 
 echo "== all tests passed"

@@ -21,6 +21,10 @@ var errChecksum = errors.New("frame checksum mismatch")
 // reader allocate gigabytes.
 const maxFrame = 64 << 20
 
+// MaxRecordSize is the largest stored record Append accepts: one frame.
+// Recovery treats a longer frame as damage, so Append must never write one.
+const MaxRecordSize = maxFrame
+
 func appendFrame(dst, payload []byte) []byte {
 	var hdr [frameHeader]byte
 	binary.LittleEndian.PutUint32(hdr[0:4], uint32(len(payload)))

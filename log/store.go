@@ -26,6 +26,8 @@ var (
 	ErrClosed = errors.New("log closed")
 	// ErrNotFound: no record at that seq.
 	ErrNotFound = errors.New("no such record")
+	// ErrTooLarge: a record does not fit in one frame; nothing was appended.
+	ErrTooLarge = errors.New("record too large")
 	// ErrIndexAhead: the index claims more records than the log holds, so
 	// it belongs to another data directory; set it aside and rebuild it.
 	ErrIndexAhead = errors.New("index is ahead of the log")
@@ -55,6 +57,8 @@ type Hook interface {
 type Options struct {
 	// Origin names the log in its checkpoints (default "stele.local/log").
 	Origin string
+	// Hook is the index. Without one, duplicate ids are recognised only
+	// within a single commit; the server always runs with one.
 	Hook   Hook
 	Logger *slog.Logger
 	// CheckpointInterval is how often a checkpoint is issued while records

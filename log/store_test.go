@@ -3,7 +3,9 @@ package log_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -111,4 +113,27 @@ func TestAppendReadProveReopen(t *testing.T) {
 		t.Fatalf("root after reopen differs")
 	}
 	appendN(t, s, 1037, 5)
+}
+
+// A record too large for one frame is refused up front: recovery would
+// treat such a frame as damage and refuse to open the store.
+func TestAppendRefusesOversizedRecord(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	appendN(t, s, 0, 2)
+	big := testRecord(2)
+	big.After = json.RawMessage(`{"blob":"` + strings.Repeat("x", steleLog.MaxRecordSize) + `"}`)
+	_, err := s.Append(context.Background(), []*record.Record{testRecord(3), big})
+	if !errors.Is(err, steleLog.ErrTooLarge) {
+		t.Fatalf("append of an oversized record: %v, want ErrTooLarge", err)
+	}
+	if s.Size() != 2 {
+		t.Fatalf("size %d after a refused batch, want 2", s.Size())
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openStore(t, dir)
+	defer s.Close()
+	appendN(t, s, 2, 1)
 }

@@ -106,6 +106,9 @@ func (s *Store) prepare(req *appendReq) error {
 		for i := lo; i < hi; i++ {
 			r := req.recs[i]
 			req.bodies[i] = record.AppendBody(nil, r)
+			if size := record.HeaderSize + len(req.bodies[i]); size > MaxRecordSize {
+				return fmt.Errorf("%w: record %d of the batch encodes to %d bytes, more than %d", ErrTooLarge, i, size, MaxRecordSize)
+			}
 			if req.prepared != nil {
 				e, err := s.opts.Hook.Prepare(r)
 				if err != nil {

@@ -28,6 +28,9 @@ type Config struct {
 	CheckpointInterval time.Duration
 	MaxBodyBytes       int64
 	MaxBatch           int
+	// Sources are the capture sources (sources: in the file, repeatable
+	// --source URL); a pointer keeps Config comparable. See SourceConfig.
+	Sources *[]SourceConfig
 }
 
 func defaultConfig() Config {
@@ -141,6 +144,8 @@ type configFlags struct {
 	config string
 	values map[string]*string
 	opts   []option
+	// sources holds --source values (serve only).
+	sources *sourceFlag
 }
 
 // addConfigFlags registers --config and the flags of the named options (all
@@ -154,6 +159,10 @@ func addConfigFlags(fs *flag.FlagSet, names ...string) *configFlags {
 		}
 		cf.opts = append(cf.opts, o)
 		cf.values[o.name] = fs.String(o.flag(), "", o.usage+" (env "+o.env()+")")
+	}
+	if len(names) == 0 {
+		cf.sources = &sourceFlag{}
+		fs.Var(cf.sources, "source", "capture changes from this database `URL` (postgres://user@host:5432/db); repeatable, added to the config file's sources:")
 	}
 	return cf
 }
@@ -195,7 +204,24 @@ func (cf *configFlags) load(getenv func(string) string) (Config, error) {
 			}
 		}
 	})
-	return cfg, err
+	if err != nil || cf.sources == nil {
+		return cfg, err
+	}
+	var flagSources []SourceConfig
+	for _, raw := range *cf.sources {
+		sc, err := sourceFromURL(raw)
+		if err == nil {
+			err = sc.validate()
+		}
+		if err != nil {
+			return cfg, fmt.Errorf("flag --source: %w", err)
+		}
+		flagSources = append(flagSources, sc)
+	}
+	if err := cfg.addSources(flagSources); err != nil {
+		return cfg, fmt.Errorf("flag --source: %w", err)
+	}
+	return cfg, nil
 }
 
 // applyYAML reads the file as a mapping of option names to scalars. It
@@ -223,12 +249,27 @@ func applyYAML(cfg *Config, path string, data []byte) error {
 	seen := make(map[string]bool)
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
+		if k.Value == "sources" {
+			if seen[k.Value] {
+				return fmt.Errorf("config file %s: line %d: key %q given twice", path, k.Line, k.Value)
+			}
+			seen[k.Value] = true
+			list, err := parseSourcesYAML(path, v)
+			if err != nil {
+				return err
+			}
+			if err := cfg.addSources(list); err != nil {
+				return fmt.Errorf("config file %s: line %d: sources: %w", path, v.Line, err)
+			}
+			continue
+		}
 		o, ok := byName[k.Value]
 		if !ok {
-			known := make([]string, 0, len(byName))
+			known := make([]string, 0, len(byName)+1)
 			for _, o := range options() {
 				known = append(known, o.name)
 			}
+			known = append(known, "sources")
 			return fmt.Errorf("config file %s: line %d: unknown key %q (known keys: %s)", path, k.Line, k.Value, strings.Join(known, ", "))
 		}
 		if seen[k.Value] {

@@ -30,7 +30,7 @@ import (
 const shutdownTimeout = 15 * time.Second
 
 func runServe(ctx context.Context, args []string) error {
-	fs := newFlagSet("serve", "[--config FILE] [--data DIR] [--addr HOST:PORT] [--origin ORIGIN] [--addr-file FILE]")
+	fs := newFlagSet("serve", "[--config FILE] [--data DIR] [--addr HOST:PORT] [--origin ORIGIN] [--addr-file FILE] [--source URL ...]")
 	cf := addConfigFlags(fs)
 	addrFile := fs.String("addr-file", "", "after listening, write the actual listen address to this `file` (useful with --addr 127.0.0.1:0)")
 	if err := parseFlags(fs, args); err != nil {
@@ -127,6 +127,7 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		MaxBatch:     cfg.MaxBatch,
 	})
+	defer startSources(ctx, cfg, store, logger)()
 	logger.Info("log open", "data", cfg.Data, "records", store.Size(), "origin", cfg.Origin, "verifier_key", store.Keys().VerifierKey)
 	return listenAndServe(ctx, cfg, addrFile, logger, handler)
 }

@@ -1,0 +1,632 @@
+package postgres
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/gob"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgproto3"
+	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/stele/stele/capture"
+	"github.com/stele/stele/capture/pgctx"
+	"github.com/stele/stele/log"
+	"github.com/stele/stele/record"
+)
+
+var unknownActor = json.RawMessage(`{"id":"unknown","type":"unknown"}`)
+
+// relation is what a Relation message told us about a table.
+type relation struct {
+	schema, table string
+	cols          []*pglogrepl.RelationMessageColumn
+	key           []string // key columns, in key order; nil: the full row
+	skip          bool
+}
+
+// txBuf holds one transaction's records until its COMMIT. Past
+// Config.SpillBytes of images the records move to a temporary file, so a
+// large transaction is not held whole in memory.
+type txBuf struct {
+	xid   uint32
+	recs  []*record.Record // in memory, after the spilled ones
+	bytes int              // image bytes in recs
+	actor json.RawMessage
+	cause json.RawMessage
+
+	spill   *os.File
+	spillW  *bufio.Writer
+	enc     *gob.Encoder
+	spilled int
+}
+
+// discard removes the spill file of a transaction that will not commit
+// here (the connection was lost; the server sends it again).
+func (tx *txBuf) discard() {
+	if tx != nil && tx.spill != nil {
+		tx.spill.Close()
+		os.Remove(tx.spill.Name())
+		tx.spill = nil
+	}
+}
+
+// state survives reconnections.
+type state struct {
+	flushed pglogrepl.LSN
+	toast   *imageCache
+	types   *pgtype.Map
+}
+
+func newState(s *Source) *state {
+	return &state{toast: newImageCache(s.cfg.ToastCacheRows), types: pgtype.NewMap()}
+}
+
+// session connects, sets up and streams until an error. progressed reports
+// whether replication started, so the backoff can start over.
+func (s *Source) session(ctx context.Context, sink capture.Sink, st *state) (progressed bool, err error) {
+	sqlCfg, err := pgx.ParseConfig(s.cfg.ConnString)
+	if err != nil {
+		return false, fmt.Errorf("%w: connection string: %w", ErrConfig, err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, sqlCfg)
+	if err != nil {
+		return false, fmt.Errorf("connect to %s: %w", s.Redacted(), classify(err))
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if err := s.setup(ctx, conn); err != nil {
+		return false, err
+	}
+
+	replCfg := s.pgcfg.Copy()
+	if replCfg.RuntimeParams == nil {
+		replCfg.RuntimeParams = map[string]string{}
+	}
+	replCfg.RuntimeParams["replication"] = "database"
+	repl, err := pgconn.ConnectConfig(ctx, replCfg)
+	if err != nil {
+		return false, fmt.Errorf("open replication connection to %s: %w", s.Redacted(), classify(err))
+	}
+	defer repl.Close(context.WithoutCancel(ctx))
+	args := []string{"proto_version '2'", "publication_names " + quoteLiteral(s.cfg.Publication), "messages 'true'"}
+	if err := pglogrepl.StartReplication(ctx, repl, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{PluginArgs: args}); err != nil {
+		return false, fmt.Errorf("start replication on slot %s: %w", s.cfg.Slot, classify(err))
+	}
+	s.logger.Info("streaming changes", "slot", s.cfg.Slot, "publication", s.cfg.Publication)
+	str := &stream{src: s, sink: sink, st: st, conn: conn, repl: repl, rels: map[uint32]*relation{}}
+	return true, str.loop(ctx)
+}
+
+func quoteLiteral(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
+
+type stream struct {
+	src  *Source
+	sink capture.Sink
+	st   *state
+	conn *pgx.Conn // catalog look-ups
+	repl *pgconn.PgConn
+	rels map[uint32]*relation
+	tx   *txBuf
+}
+
+func (x *stream) sendStatus(ctx context.Context) error {
+	err := pglogrepl.SendStandbyStatusUpdate(ctx, x.repl, pglogrepl.StandbyStatusUpdate{WALWritePosition: x.st.flushed})
+	if err != nil {
+		return fmt.Errorf("send standby status: %w", err)
+	}
+	return nil
+}
+
+func (x *stream) loop(ctx context.Context) error {
+	defer func() {
+		x.tx.discard()
+		// Best effort: acknowledge what is durable before leaving.
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		defer cancel()
+		if x.st.flushed != 0 {
+			_ = x.sendStatus(sctx)
+		}
+	}()
+	next := time.Now().Add(x.src.cfg.Heartbeat)
+	for {
+		if !time.Now().Before(next) {
+			if x.st.flushed != 0 {
+				if err := x.sendStatus(ctx); err != nil {
+					return err
+				}
+			}
+			next = time.Now().Add(x.src.cfg.Heartbeat)
+		}
+		rctx, cancel := context.WithDeadline(ctx, next)
+		raw, err := x.repl.ReceiveMessage(rctx)
+		cancel()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			if pgconn.Timeout(err) {
+				continue
+			}
+			return fmt.Errorf("receive: %w", classify(err))
+		}
+		switch m := raw.(type) {
+		case *pgproto3.ErrorResponse:
+			return fmt.Errorf("replication stream: %w", classify(pgconn.ErrorResponseToPgError(m)))
+		case *pgproto3.CopyData:
+			if len(m.Data) == 0 {
+				continue
+			}
+			switch m.Data[0] {
+			case pglogrepl.PrimaryKeepaliveMessageByteID:
+				ka, err := pglogrepl.ParsePrimaryKeepaliveMessage(m.Data[1:])
+				if err != nil {
+					return fmt.Errorf("parse keepalive: %w", err)
+				}
+				// Nothing in flight: every transaction the server has
+				// sent so far is durable, so its position may be
+				// acknowledged and an idle database pins no WAL.
+				if x.tx == nil && ka.ServerWALEnd > x.st.flushed {
+					x.st.flushed = ka.ServerWALEnd
+				}
+				if ka.ReplyRequested {
+					next = time.Time{}
+				}
+			case pglogrepl.XLogDataByteID:
+				xld, err := pglogrepl.ParseXLogData(m.Data[1:])
+				if err != nil {
+					return fmt.Errorf("parse XLogData: %w", err)
+				}
+				if err := x.handle(ctx, xld.WALData); err != nil {
+					return err
+				}
+			}
+		}
+	}
+}
+
+func (x *stream) handle(ctx context.Context, data []byte) error {
+	msg, err := pglogrepl.ParseV2(data, false)
+	if err != nil {
+		return fmt.Errorf("parse pgoutput message: %w", err)
+	}
+	switch m := msg.(type) {
+	case *pglogrepl.RelationMessageV2:
+		return x.relation(ctx, &m.RelationMessage)
+	case *pglogrepl.BeginMessage:
+		x.tx.discard()
+		x.tx = &txBuf{xid: m.Xid}
+	case *pglogrepl.LogicalDecodingMessageV2:
+		x.message(&m.LogicalDecodingMessage)
+	case *pglogrepl.InsertMessageV2:
+		return x.row(record.OpInsert, m.RelationID, nil, 0, m.Tuple)
+	case *pglogrepl.UpdateMessageV2:
+		return x.row(record.OpUpdate, m.RelationID, m.OldTuple, m.OldTupleType, m.NewTuple)
+	case *pglogrepl.DeleteMessageV2:
+		return x.row(record.OpDelete, m.RelationID, m.OldTuple, m.OldTupleType, nil)
+	case *pglogrepl.TruncateMessageV2:
+		for _, id := range m.RelationIDs {
+			rel, ok := x.rels[id]
+			if !ok {
+				return fmt.Errorf("truncate of unknown relation %d", id)
+			}
+			if rel.skip {
+				continue
+			}
+			key, _ := json.Marshal(map[string]string{"table": rel.schema + "." + rel.table})
+			if err := x.add(&record.Record{Op: record.OpTruncate, Source: x.source(rel), Key: key}); err != nil {
+				return err
+			}
+		}
+	case *pglogrepl.CommitMessage:
+		return x.commit(ctx, m)
+	}
+	return nil
+}
+
+func (x *stream) source(rel *relation) record.Source {
+	return record.Source{Name: x.src.cfg.Name, Kind: "postgres", Database: x.src.database, Schema: rel.schema, Table: rel.table}
+}
+
+func (x *stream) relation(ctx context.Context, m *pglogrepl.RelationMessage) error {
+	rel := &relation{schema: m.Namespace, table: m.RelationName, cols: m.Columns}
+	full := m.Namespace + "." + m.RelationName
+	rel.skip = slices.Contains(x.src.cfg.ExcludeTables, full) || m.Namespace == "public" && slices.Contains(x.src.cfg.ExcludeTables, m.RelationName)
+	pk, err := primaryKey(ctx, x.conn, m.RelationID)
+	if err != nil {
+		return err
+	}
+	switch {
+	case len(pk) > 0:
+		rel.key = pk
+	case m.ReplicaIdentity == 'i':
+		for _, c := range m.Columns {
+			if c.Flags&1 != 0 {
+				rel.key = append(rel.key, c.Name)
+			}
+		}
+	}
+	if rel.key == nil && !rel.skip {
+		x.src.logger.Warn("table has no primary key; its records are keyed by the full row", "table", full)
+	}
+	x.rels[m.RelationID] = rel
+	return nil
+}
+
+// message applies a "stele" context message to the open transaction.
+func (x *stream) message(m *pglogrepl.LogicalDecodingMessage) {
+	if m.Prefix != pgctx.Prefix {
+		return
+	}
+	if !m.Transactional || x.tx == nil {
+		x.src.logger.Warn("ignoring a non-transactional stele context message: emit it with pg_logical_emit_message(true, 'stele', …) inside the transaction")
+		return
+	}
+	var c struct {
+		Actor json.RawMessage `json:"actor"`
+		Cause json.RawMessage `json:"cause"`
+	}
+	if err := json.Unmarshal(m.Content, &c); err != nil {
+		x.src.logger.Warn("ignoring a stele context message that is not a JSON object with actor and cause objects", "err", err, "xid", x.tx.xid)
+		return
+	}
+	for _, f := range []struct {
+		name string
+		raw  json.RawMessage
+		dst  *json.RawMessage
+	}{{"actor", c.Actor, &x.tx.actor}, {"cause", c.Cause, &x.tx.cause}} {
+		if len(f.raw) == 0 || string(f.raw) == "null" {
+			continue
+		}
+		canon, err := record.Canonical(f.raw)
+		if err != nil || canon[0] != '{' {
+			x.src.logger.Warn("ignoring the "+f.name+" of a stele context message: want a JSON object", "xid", x.tx.xid)
+			continue
+		}
+		*f.dst = canon
+	}
+}
+
+func (x *stream) add(r *record.Record) error {
+	if x.tx == nil {
+		x.tx = &txBuf{}
+	}
+	tx := x.tx
+	tx.recs = append(tx.recs, r)
+	tx.bytes += len(r.Key) + len(r.Before) + len(r.After) + 256
+	if tx.bytes <= x.src.cfg.SpillBytes {
+		return nil
+	}
+	if tx.spill == nil {
+		f, err := os.CreateTemp(x.src.cfg.SpillDir, "stele-tx-*.gob")
+		if err != nil {
+			return fmt.Errorf("spill a large transaction to disk (set the spill directory to a writable place): %w", err)
+		}
+		tx.spill, tx.spillW = f, bufio.NewWriterSize(f, 1<<20)
+		tx.enc = gob.NewEncoder(tx.spillW)
+		x.src.logger.Info("transaction exceeds the in-memory limit; spilling its records to disk", "xid", tx.xid, "limit_bytes", x.src.cfg.SpillBytes, "file", f.Name())
+	}
+	for _, r := range tx.recs {
+		if err := tx.enc.Encode(r); err != nil {
+			return fmt.Errorf("spill transaction %d to %s: %w", tx.xid, tx.spill.Name(), err)
+		}
+	}
+	tx.spilled += len(tx.recs)
+	tx.recs, tx.bytes = tx.recs[:0], 0
+	return nil
+}
+
+// row turns one insert, update or delete into a record.
+func (x *stream) row(op record.Op, relID uint32, old *pglogrepl.TupleData, oldType uint8, tuple *pglogrepl.TupleData) error {
+	rel, ok := x.rels[relID]
+	if !ok {
+		return fmt.Errorf("change to relation %d before its Relation message", relID)
+	}
+	if rel.skip {
+		return nil
+	}
+	table := rel.schema + "." + rel.table
+	oldCols, err := x.columns(rel, old)
+	if err != nil {
+		return fmt.Errorf("table %s: old row: %w", table, err)
+	}
+	if oldType == 'K' {
+		// A key-only old tuple sends NULL for the other columns.
+		for _, c := range rel.cols {
+			if c.Flags&1 == 0 {
+				delete(oldCols, c.Name)
+			}
+		}
+	}
+	newCols, err := x.columns(rel, tuple)
+	if err != nil {
+		return fmt.Errorf("table %s: new row: %w", table, err)
+	}
+	r := &record.Record{Op: op, Source: x.source(rel)}
+
+	// The row's key, from the new image or else the old one.
+	keySrc := newCols
+	if keySrc == nil {
+		keySrc = oldCols
+	}
+	key, err := x.key(rel, keySrc)
+	if err != nil {
+		return fmt.Errorf("table %s: %w", table, err)
+	}
+	keyStr := string(key)
+
+	// Fill unchanged TOAST values.
+	for name, v := range newCols {
+		if v != nil {
+			continue
+		}
+		if ov, ok := oldCols[name]; ok && ov != nil {
+			newCols[name] = ov
+		} else if last, ok := x.st.toast.get(table, keyStr); ok && last[name] != nil {
+			newCols[name] = last[name]
+		} else {
+			x.src.logger.Warn("unchanged TOAST value not sent by PostgreSQL and not known from an earlier image; recorded as {\"$unchanged_toast\": true} (replica_identity: full avoids this)", "table", table, "column", name)
+			newCols[name] = json.RawMessage(`{"$unchanged_toast":true}`)
+		}
+	}
+	for name, v := range oldCols {
+		if v == nil {
+			oldCols[name] = json.RawMessage(`{"$unchanged_toast":true}`)
+		}
+	}
+	switch op {
+	case record.OpInsert, record.OpUpdate:
+		x.st.toast.put(table, keyStr, newCols)
+	case record.OpDelete:
+		x.st.toast.remove(table, keyStr)
+	}
+
+	x.capValues(table, oldCols)
+	x.capValues(table, newCols)
+	r.Key = key
+	if op == record.OpUpdate && oldCols == nil {
+		// Default replica identity and an unchanged key: the before image
+		// holds the key only.
+		oldCols = map[string]json.RawMessage{}
+		for _, k := range rel.key {
+			oldCols[k] = newCols[k]
+		}
+	}
+	if r.Before, err = image(oldCols); err != nil {
+		return fmt.Errorf("table %s: before image: %w", table, err)
+	}
+	if r.After, err = image(newCols); err != nil {
+		return fmt.Errorf("table %s: after image: %w", table, err)
+	}
+	if r.Changed, err = record.ChangedFields(r.Before, r.After); err != nil {
+		return fmt.Errorf("table %s: changed fields: %w", table, err)
+	}
+	return x.add(r)
+}
+
+// capValues replaces a value larger than Config.MaxValueBytes by a stand-in
+// naming its size and SHA-256, so one huge value cannot make a record larger
+// than the log accepts; a warning names the table and column.
+func (x *stream) capValues(table string, cols map[string]json.RawMessage) {
+	for name, v := range cols {
+		if len(v) <= x.src.cfg.MaxValueBytes {
+			continue
+		}
+		sum := sha256.Sum256(v)
+		x.src.logger.Warn("value too large for a record; recorded as its size and SHA-256", "table", table, "column", name, "bytes", len(v), "limit", x.src.cfg.MaxValueBytes)
+		cols[name] = json.RawMessage(fmt.Sprintf(`{"$too_large":{"bytes":%d,"sha256":"%x"}}`, len(v), sum))
+	}
+}
+
+// columns types a tuple's values; an unchanged TOAST value maps to nil.
+func (x *stream) columns(rel *relation, t *pglogrepl.TupleData) (map[string]json.RawMessage, error) {
+	if t == nil {
+		return nil, nil
+	}
+	out := make(map[string]json.RawMessage, len(t.Columns))
+	for i, c := range t.Columns {
+		if i >= len(rel.cols) {
+			return nil, fmt.Errorf("tuple has more columns than the relation")
+		}
+		col := rel.cols[i]
+		switch c.DataType {
+		case pglogrepl.TupleDataTypeNull:
+			out[col.Name] = json.RawMessage("null")
+		case pglogrepl.TupleDataTypeToast:
+			out[col.Name] = nil
+		case pglogrepl.TupleDataTypeText:
+			v, err := columnJSON(x.st.types, col.DataType, c.Data)
+			if err != nil {
+				return nil, fmt.Errorf("column %s: %w", col.Name, err)
+			}
+			out[col.Name] = v
+		default:
+			return nil, fmt.Errorf("column %s: unexpected tuple data kind %q", col.Name, c.DataType)
+		}
+	}
+	return out, nil
+}
+
+// key builds the key object, members in key order (the full row, in column
+// order, without a key).
+func (x *stream) key(rel *relation, cols map[string]json.RawMessage) (json.RawMessage, error) {
+	names := rel.key
+	if names == nil {
+		for _, c := range rel.cols {
+			names = append(names, c.Name)
+		}
+	}
+	var b []byte
+	b = append(b, '{')
+	for i, n := range names {
+		v, ok := cols[n]
+		if !ok || v == nil {
+			return nil, fmt.Errorf("key column %s missing from the row", n)
+		}
+		canon, err := record.Canonical(v)
+		if err != nil {
+			return nil, fmt.Errorf("key column %s: %w", n, err)
+		}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		name, _ := record.Canonical(quote(n))
+		b = append(b, name...)
+		b = append(b, ':')
+		b = append(b, canon...)
+	}
+	b = append(b, '}')
+	return b, nil
+}
+
+// image encodes columns as a canonical JSON object (nil for no image).
+func image(cols map[string]json.RawMessage) (json.RawMessage, error) {
+	if cols == nil {
+		return nil, nil
+	}
+	raw, err := json.Marshal(cols)
+	if err != nil {
+		return nil, err
+	}
+	return record.Canonical(raw)
+}
+
+// commit stamps the transaction's records and appends them; only then does
+// the flush position move past the transaction.
+func (x *stream) commit(ctx context.Context, m *pglogrepl.CommitMessage) error {
+	tx := x.tx
+	x.tx = nil
+	if tx != nil {
+		defer tx.discard()
+		if err := x.appendTx(ctx, tx, m); err != nil {
+			return err
+		}
+	}
+	x.st.flushed = max(x.st.flushed, m.TransactionEndLSN)
+	return nil
+}
+
+func (x *stream) appendTx(ctx context.Context, tx *txBuf, m *pglogrepl.CommitMessage) error {
+	actor := tx.actor
+	if actor == nil {
+		actor = unknownActor
+	}
+	commitTime := m.CommitTime.UTC()
+	pos := m.CommitLSN.String()
+	xid := strconv.FormatUint(uint64(tx.xid), 10)
+	next := int64(0)
+	stamp := func(recs []*record.Record) {
+		for _, r := range recs {
+			idx := next
+			next++
+			r.Actor, r.Cause = actor, tx.cause
+			r.Tx = &record.Tx{ID: xid, Position: pos, Index: &idx, CommitTime: &commitTime}
+			r.OccurredAt = commitTime
+			r.ID = record.DeriveID(r)
+		}
+	}
+	batchSize := x.src.cfg.BatchSize
+	if tx.spill != nil {
+		if err := tx.spillW.Flush(); err != nil {
+			return fmt.Errorf("spill transaction %d: %w", tx.xid, err)
+		}
+		if _, err := tx.spill.Seek(0, io.SeekStart); err != nil {
+			return fmt.Errorf("read back spilled transaction %d: %w", tx.xid, err)
+		}
+		dec := gob.NewDecoder(bufio.NewReaderSize(tx.spill, 1<<20))
+		batch := make([]*record.Record, 0, batchSize)
+		for i := 0; i < tx.spilled; i++ {
+			r := &record.Record{}
+			if err := dec.Decode(r); err != nil {
+				return fmt.Errorf("read back spilled transaction %d, record %d: %w", tx.xid, i, err)
+			}
+			batch = append(batch, r)
+			if len(batch) == batchSize || i == tx.spilled-1 {
+				stamp(batch)
+				if err := x.appendBatch(ctx, batch); err != nil {
+					return err
+				}
+				batch = make([]*record.Record, 0, batchSize)
+			}
+		}
+	}
+	stamp(tx.recs)
+	for lo := 0; lo < len(tx.recs); lo += batchSize {
+		if err := x.appendBatch(ctx, tx.recs[lo:min(lo+batchSize, len(tx.recs))]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// appendBatch appends, waiting out a full append queue.
+func (x *stream) appendBatch(ctx context.Context, batch []*record.Record) error {
+	wait := 10 * time.Millisecond
+	for {
+		_, err := x.sink.Append(ctx, batch)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, log.ErrOverloaded) {
+			return fmt.Errorf("append %d records to the log: %w", len(batch), err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+		wait = min(wait*2, time.Second)
+	}
+}
+
+// imageCache keeps the last after image of up to n rows, evicting the
+// oldest entry first.
+type imageCache struct {
+	n     int
+	m     map[string]map[string]json.RawMessage
+	order []string
+}
+
+func newImageCache(n int) *imageCache {
+	return &imageCache{n: n, m: map[string]map[string]json.RawMessage{}}
+}
+
+func cacheKey(table, key string) string { return table + "\x00" + key }
+
+func (c *imageCache) get(table, key string) (map[string]json.RawMessage, bool) {
+	v, ok := c.m[cacheKey(table, key)]
+	return v, ok
+}
+
+func (c *imageCache) put(table, key string, cols map[string]json.RawMessage) {
+	k := cacheKey(table, key)
+	if _, ok := c.m[k]; !ok {
+		c.order = append(c.order, k)
+		for len(c.order) > c.n {
+			delete(c.m, c.order[0])
+			c.order = c.order[1:]
+		}
+	}
+	c.m[k] = maps(cols)
+}
+
+func (c *imageCache) remove(table, key string) { delete(c.m, cacheKey(table, key)) }
+
+func maps(m map[string]json.RawMessage) map[string]json.RawMessage {
+	out := make(map[string]json.RawMessage, len(m))
+	for k, v := range m {
+		out[k] = v
+	}
+	return out
+}

@@ -101,6 +101,13 @@ type Config struct {
 	// publication or slot (their absence is an ErrConfig) and alters no
 	// table.
 	SkipSetup bool
+	// Snapshot is "" (no snapshot) or "initial": when the source creates
+	// its slot, the published tables' rows become op "snapshot" records
+	// consistent with the slot's start (see snapshot.go).
+	Snapshot string
+	// CaptureDDL makes set-up install an event trigger that reports DDL
+	// as logical messages, recorded as op "ddl" records (see ddl.go).
+	CaptureDDL bool
 	// Heartbeat is how often the flush position is reported (default 10s).
 	Heartbeat time.Duration
 	// MinBackoff and MaxBackoff bound the reconnection delay (default 500ms
@@ -129,6 +136,7 @@ type Source struct {
 	pgcfg    *pgconn.Config
 	database string
 	logger   *slog.Logger
+	stats    sourceStats
 }
 
 var _ capture.Source = (*Source)(nil)
@@ -181,6 +189,9 @@ func New(cfg Config) (*Source, error) {
 	if s.cfg.ToastCacheRows <= 0 {
 		s.cfg.ToastCacheRows = 10000
 	}
+	if s.cfg.Snapshot != "" && s.cfg.Snapshot != SnapshotInitial {
+		return nil, fmt.Errorf("%w: snapshot %q: want \"initial\" or nothing", ErrConfig, s.cfg.Snapshot)
+	}
 	if s.cfg.Logger == nil {
 		s.cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -221,6 +232,7 @@ func (s *Source) Run(ctx context.Context, sink capture.Sink) error {
 	backoff := s.cfg.MinBackoff
 	slotBusy := 0
 	for {
+		s.stats.setState(StateConnecting)
 		progressed, err := s.session(ctx, sink, st)
 		if ctx.Err() != nil {
 			return nil
@@ -237,6 +249,8 @@ func (s *Source) Run(ctx context.Context, sink capture.Sink) error {
 			slotBusy = 0
 		}
 		if err != nil && permanent(err) {
+			s.setError(err)
+			s.stats.setState(StateFailed)
 			s.logger.Error("source stopped: permanent failure", "err", err)
 			return err
 		}
@@ -244,8 +258,10 @@ func (s *Source) Run(ctx context.Context, sink capture.Sink) error {
 			backoff = s.cfg.MinBackoff
 		}
 		if err != nil {
+			s.setError(err)
 			s.logger.Warn("connection to PostgreSQL lost; reconnecting", "err", err, "retry_in", backoff)
 		}
+		s.stats.setState(StateRetrying)
 		select {
 		case <-ctx.Done():
 			return nil

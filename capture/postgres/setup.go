@@ -49,6 +49,8 @@ func (s *Source) setup(ctx context.Context, conn *pgx.Conn) error {
 	switch {
 	case err == pgx.ErrNoRows && s.cfg.SkipSetup:
 		return fmt.Errorf("%w: replication slot %s does not exist and set-up is skipped: create it (SELECT pg_create_logical_replication_slot('%s', 'pgoutput')) or let Stele do it", ErrConfig, s.cfg.Slot, s.cfg.Slot)
+	case err == pgx.ErrNoRows && s.cfg.Snapshot == SnapshotInitial:
+		s.logger.Info("set-up: replication slot missing; it is created with an exported snapshot for the initial snapshot", "slot", s.cfg.Slot)
 	case err == pgx.ErrNoRows:
 		if _, err := conn.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", s.cfg.Slot); err != nil {
 			return fmt.Errorf("create replication slot %s: %w", s.cfg.Slot, classify(err))
@@ -110,6 +112,9 @@ ORDER BY 1, 2`, s.cfg.Publication)
 			continue
 		}
 		s.logger.Warn("set-up: table's REPLICA IDENTITY is not FULL; before images of updates and deletes hold only the key (set replica_identity: full for complete before images)", "table", name)
+	}
+	if err := s.setupDDL(ctx, conn); err != nil {
+		return err
 	}
 	return nil
 }

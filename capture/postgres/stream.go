@@ -35,6 +35,7 @@ type relation struct {
 	cols          []*pglogrepl.RelationMessageColumn
 	key           []string // key columns, in key order; nil: the full row
 	skip          bool
+	schemaRef     *record.SchemaRef // see ddl.go
 }
 
 // txBuf holds one transaction's records until its COMMIT. Past
@@ -67,6 +68,7 @@ func (tx *txBuf) discard() {
 type state struct {
 	flushed pglogrepl.LSN
 	toast   *imageCache
+	ddl     *ddlState // see ddl.go
 	types   *pgtype.Map
 }
 
@@ -100,11 +102,15 @@ func (s *Source) session(ctx context.Context, sink capture.Sink, st *state) (pro
 		return false, fmt.Errorf("open replication connection to %s: %w", s.Redacted(), classify(err))
 	}
 	defer repl.Close(context.WithoutCancel(ctx))
+	if err := s.initialSnapshot(ctx, conn, repl, sink, st); err != nil {
+		return false, err
+	}
 	args := []string{"proto_version '2'", "publication_names " + quoteLiteral(s.cfg.Publication), "messages 'true'"}
 	if err := pglogrepl.StartReplication(ctx, repl, s.cfg.Slot, 0, pglogrepl.StartReplicationOptions{PluginArgs: args}); err != nil {
 		return false, fmt.Errorf("start replication on slot %s: %w", s.cfg.Slot, classify(err))
 	}
 	s.logger.Info("streaming changes", "slot", s.cfg.Slot, "publication", s.cfg.Publication)
+	s.stats.setState(StateStreaming)
 	str := &stream{src: s, sink: sink, st: st, conn: conn, repl: repl, rels: map[uint32]*relation{}}
 	return true, str.loop(ctx)
 }
@@ -180,6 +186,7 @@ func (x *stream) loop(ctx context.Context) error {
 				if x.tx == nil && ka.ServerWALEnd > x.st.flushed {
 					x.st.flushed = ka.ServerWALEnd
 				}
+				x.src.stats.observe(ka.ServerWALEnd, x.st.flushed)
 				if ka.ReplyRequested {
 					next = time.Time{}
 				}
@@ -188,6 +195,7 @@ func (x *stream) loop(ctx context.Context) error {
 				if err != nil {
 					return fmt.Errorf("parse XLogData: %w", err)
 				}
+				x.src.stats.observe(xld.ServerWALEnd, x.st.flushed)
 				if err := x.handle(ctx, xld.WALData); err != nil {
 					return err
 				}
@@ -207,7 +215,11 @@ func (x *stream) handle(ctx context.Context, data []byte) error {
 	case *pglogrepl.BeginMessage:
 		x.tx.discard()
 		x.tx = &txBuf{xid: m.Xid}
+		x.src.stats.pending.Store(m.CommitTime.UnixNano())
 	case *pglogrepl.LogicalDecodingMessageV2:
+		if m.Prefix == DDLPrefix {
+			return x.ddlMessage(&m.LogicalDecodingMessage)
+		}
 		x.message(&m.LogicalDecodingMessage)
 	case *pglogrepl.InsertMessageV2:
 		return x.row(record.OpInsert, m.RelationID, nil, 0, m.Tuple)
@@ -259,6 +271,9 @@ func (x *stream) relation(ctx context.Context, m *pglogrepl.RelationMessage) err
 	}
 	if rel.key == nil && !rel.skip {
 		x.src.logger.Warn("table has no primary key; its records are keyed by the full row", "table", full)
+	}
+	if err := x.relationVersion(ctx, rel); err != nil {
+		return err
 	}
 	x.rels[m.RelationID] = rel
 	return nil
@@ -353,7 +368,7 @@ func (x *stream) row(op record.Op, relID uint32, old *pglogrepl.TupleData, oldTy
 	if err != nil {
 		return fmt.Errorf("table %s: new row: %w", table, err)
 	}
-	r := &record.Record{Op: op, Source: x.source(rel)}
+	r := &record.Record{Op: op, Source: x.source(rel), Schema: rel.schemaRef}
 
 	// The row's key, from the new image or else the old one.
 	keySrc := newCols
@@ -505,6 +520,9 @@ func image(cols map[string]json.RawMessage) (json.RawMessage, error) {
 // commit stamps the transaction's records and appends them; only then does
 // the flush position move past the transaction.
 func (x *stream) commit(ctx context.Context, m *pglogrepl.CommitMessage) error {
+	if err := x.flushRelationDDL(); err != nil {
+		return err
+	}
 	tx := x.tx
 	x.tx = nil
 	if tx != nil {
@@ -514,6 +532,8 @@ func (x *stream) commit(ctx context.Context, m *pglogrepl.CommitMessage) error {
 		}
 	}
 	x.st.flushed = max(x.st.flushed, m.TransactionEndLSN)
+	x.src.stats.observe(0, x.st.flushed)
+	x.src.stats.pending.Store(0)
 	return nil
 }
 
@@ -576,6 +596,7 @@ func (x *stream) appendBatch(ctx context.Context, batch []*record.Record) error 
 	for {
 		_, err := x.sink.Append(ctx, batch)
 		if err == nil {
+			x.src.stats.records.Add(uint64(len(batch)))
 			return nil
 		}
 		if !errors.Is(err, log.ErrOverloaded) {

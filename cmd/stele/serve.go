@@ -127,7 +127,7 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		MaxBatch:     cfg.MaxBatch,
 	})
-	defer startSources(ctx, cfg, store, logger)()
+	defer startSources(ctx, cfg, indexedSink{store, ix}, reg, logger)()
 	logger.Info("log open", "data", cfg.Data, "records", store.Size(), "origin", cfg.Origin, "verifier_key", store.Keys().VerifierKey)
 	return listenAndServe(ctx, cfg, addrFile, logger, handler)
 }

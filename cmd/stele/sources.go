@@ -3,12 +3,15 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/stele/stele/index"
+	"github.com/stele/stele/log"
 	"log/slog"
 	"net/url"
 	"slices"
 	"strings"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v3"
 
 	"github.com/stele/stele/capture"
@@ -28,6 +31,8 @@ import (
 //	    exclude_tables: [public.sessions]
 //	    replica_identity: full     # full | default (default: default)
 //	    setup: skip                # auto | skip: skip creating publication/slot (default auto)
+//	    snapshot: initial          # snapshot existing rows when the slot is created (default: none)
+//	    capture_ddl: true          # install a DDL event trigger (needs a superuser; default false)
 type SourceConfig struct {
 	Name            string
 	Kind            string
@@ -38,11 +43,13 @@ type SourceConfig struct {
 	ExcludeTables   []string
 	ReplicaIdentity string
 	Setup           string
+	Snapshot        string
+	CaptureDDL      bool
 }
 
 // sourceKeys lists the keys a sources: entry may have.
 func sourceKeys() []string {
-	return []string{"name", "kind", "url", "slot", "publication", "tables", "exclude_tables", "replica_identity", "setup"}
+	return []string{"name", "kind", "url", "slot", "publication", "tables", "exclude_tables", "replica_identity", "setup", "snapshot", "capture_ddl"}
 }
 
 // postgresConfig builds the adapter's configuration.
@@ -56,6 +63,8 @@ func (sc SourceConfig) postgresConfig(logger *slog.Logger) postgres.Config {
 		ExcludeTables:       sc.ExcludeTables,
 		ReplicaIdentityFull: sc.ReplicaIdentity == "full",
 		SkipSetup:           sc.Setup == "skip",
+		Snapshot:            sc.Snapshot,
+		CaptureDDL:          sc.CaptureDDL,
 		Logger:              logger,
 	}
 }
@@ -143,6 +152,12 @@ func parseSourcesYAML(path string, v *yaml.Node) ([]SourceConfig, error) {
 				sc.ReplicaIdentity = val.Value
 			case "setup":
 				sc.Setup = val.Value
+			case "snapshot":
+				sc.Snapshot = val.Value
+			case "capture_ddl":
+				if err := val.Decode(&sc.CaptureDDL); err != nil {
+					return nil, fmt.Errorf("%s: capture_ddl: want true or false: %w", where, err)
+				}
 			}
 		}
 		if err := sc.validate(); err != nil {
@@ -230,15 +245,17 @@ func (c *Config) addSources(more []SourceConfig) error {
 // its own goroutine. A source that fails permanently is logged at Error
 // level; the others and the server keep running. The returned function
 // stops them and waits; call it before closing the sink.
-func startSources(ctx context.Context, cfg Config, sink capture.Sink, logger *slog.Logger) (stop func()) {
+func startSources(ctx context.Context, cfg Config, sink capture.Sink, reg prometheus.Registerer, logger *slog.Logger) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
+	coll := &sourceCollector{}
 	for _, sc := range cfg.sourceList() {
 		src, err := postgres.New(sc.postgresConfig(logger))
 		if err != nil {
 			logger.Error("capture source not started", "source", sc.Name, "err", err)
 			continue
 		}
+		coll.sources = append(coll.sources, src)
 		wg.Go(func() {
 			logger.Info("capture source starting", "source", src.Name(), "kind", sc.Kind, "conn", src.Redacted())
 			if err := src.Run(ctx, sink); err != nil {
@@ -246,8 +263,72 @@ func startSources(ctx context.Context, cfg Config, sink capture.Sink, logger *sl
 			}
 		})
 	}
+	if len(coll.sources) > 0 {
+		if err := reg.Register(coll); err != nil {
+			logger.Warn("capture source metrics not exported", "err", err)
+		}
+	}
 	return func() {
 		cancel()
 		wg.Wait()
 	}
+}
+
+// sourceCollector exports the running sources' Stats as Prometheus metrics,
+// read at scrape time.
+type sourceCollector struct {
+	sources []*postgres.Source
+}
+
+var (
+	sourceLagBytesDesc = prometheus.NewDesc("stele_source_lag_bytes",
+		"WAL bytes the source's server has written past the position acknowledged as durable in the log.", []string{"source"}, nil)
+	sourceLagSecondsDesc = prometheus.NewDesc("stele_source_lag_seconds",
+		"Age of the oldest transaction committed at the source but not yet appended to the log (0 when caught up).", []string{"source"}, nil)
+	sourceRecordsDesc = prometheus.NewDesc("stele_source_records_total",
+		"Records the source appended to the log since the server started.", []string{"source"}, nil)
+	sourceUpDesc = prometheus.NewDesc("stele_source_up",
+		"1 for the source's current state (connecting, streaming, retrying, failed), 0 for the others.", []string{"source", "state"}, nil)
+)
+
+// sourceStates are the values of stele_source_up's state label.
+var sourceStates = []string{postgres.StateConnecting, postgres.StateStreaming, postgres.StateRetrying, postgres.StateFailed}
+
+func (c *sourceCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{sourceLagBytesDesc, sourceLagSecondsDesc, sourceRecordsDesc, sourceUpDesc} {
+		ch <- d
+	}
+}
+
+func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, src := range c.sources {
+		st, name := src.Stats(), src.Name()
+		ch <- prometheus.MustNewConstMetric(sourceLagBytesDesc, prometheus.GaugeValue, float64(st.LagBytes), name)
+		ch <- prometheus.MustNewConstMetric(sourceLagSecondsDesc, prometheus.GaugeValue, st.LagSeconds, name)
+		ch <- prometheus.MustNewConstMetric(sourceRecordsDesc, prometheus.CounterValue, float64(st.RecordsTotal), name)
+		for _, state := range sourceStates {
+			v := 0.0
+			if st.State == state {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(sourceUpDesc, prometheus.GaugeValue, v, name, state)
+		}
+	}
+}
+
+// indexedSink is the log as capture sources see it: appends go to the log,
+// and HasID (postgres.IDLookup) answers from the index once it covers every
+// acknowledged record, so a source can tell whether its initial snapshot
+// completed before a crash.
+type indexedSink struct {
+	*log.Store
+	ix *index.Index
+}
+
+func (s indexedSink) HasID(ctx context.Context, id string) (bool, error) {
+	if err := s.WaitIndexed(ctx, s.Size()); err != nil {
+		return false, err
+	}
+	_, ok, err := s.ix.LookupID(id)
+	return ok, err
 }

@@ -1,8 +1,20 @@
 package main
 
 import (
+	"context"
+	"encoding/json"
+	"github.com/stele/stele/index"
+	"github.com/stele/stele/log"
+	"github.com/stele/stele/record"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/stele/stele/capture/postgres"
 )
 
 func TestConfigSources(t *testing.T) {
@@ -83,5 +95,85 @@ func TestConfigSourceErrors(t *testing.T) {
 				t.Errorf("error reveals a password: %v", err)
 			}
 		})
+	}
+}
+
+func TestSourceCollector(t *testing.T) {
+	// A real source, constructed but never connected: its Stats say it is
+	// connecting, with nothing captured.
+	src, err := postgres.New(postgres.Config{Name: "shop", ConnString: "postgres://stele:topsecret@127.0.0.1:1/shop"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(&sourceCollector{sources: []*postgres.Source{src}})
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			labels := ""
+			for _, l := range m.GetLabel() {
+				labels += "," + l.GetName() + "=" + l.GetValue()
+			}
+			v := m.GetGauge().GetValue()
+			if mf.GetType() == dto.MetricType_COUNTER {
+				v = m.GetCounter().GetValue()
+			}
+			got[mf.GetName()+labels] = v
+		}
+	}
+	for key, want := range map[string]float64{
+		"stele_source_lag_bytes,source=shop":           0,
+		"stele_source_lag_seconds,source=shop":         0,
+		"stele_source_records_total,source=shop":       0,
+		"stele_source_up,source=shop,state=connecting": 1,
+		"stele_source_up,source=shop,state=streaming":  0,
+		"stele_source_up,source=shop,state=retrying":   0,
+		"stele_source_up,source=shop,state=failed":     0,
+	} {
+		if v, ok := got[key]; !ok || v != want {
+			t.Errorf("%s = %v (present %v), want %v; all: %v", key, v, ok, want, got)
+		}
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "stele_source_records_total" && mf.GetType() != dto.MetricType_COUNTER {
+			t.Errorf("stele_source_records_total is a %v, want a counter", mf.GetType())
+		}
+	}
+}
+
+// The server's sink must offer the id lookup capture sources use to detect
+// an interrupted initial snapshot.
+var _ postgres.IDLookup = indexedSink{}
+
+func TestIndexedSinkHasID(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	ix, err := index.Open(filepath.Join(dir, "index"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	store, err := log.Open(ctx, dir, log.Options{Hook: ix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	sink := indexedSink{store, ix}
+	r := &record.Record{ID: "marker-1", Source: record.Source{Name: "s", Kind: "postgres", Table: "t"},
+		Op: record.OpSnapshot, Key: json.RawMessage(`{"k":1}`), OccurredAt: time.Now()}
+	if _, err := sink.Append(ctx, []*record.Record{r}); err != nil {
+		t.Fatal(err)
+	}
+	// Right after the acknowledgement, before the index has necessarily
+	// caught up: HasID must still see it.
+	if ok, err := sink.HasID(ctx, "marker-1"); err != nil || !ok {
+		t.Fatalf("HasID(stored id) = %v, %v", ok, err)
+	}
+	if ok, err := sink.HasID(ctx, "marker-2"); err != nil || ok {
+		t.Fatalf("HasID(unknown id) = %v, %v", ok, err)
 	}
 }

@@ -1,0 +1,225 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+func runStatus(ctx context.Context, args []string) error {
+	fs := newFlagSet("status", "[--url URL]")
+	base := fs.String("url", "http://127.0.0.1:7070", "`URL` of the running stele server")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	return printStatus(ctx, strings.TrimRight(*base, "/"), os.Stdout, time.Second)
+}
+
+// sourceStatus is one source's figures from /metrics.
+type sourceStatus struct {
+	state            string
+	lagBytes, lagSec float64
+	records          float64
+}
+
+// printStatus prints the server's health, log and checkpoint size and, per
+// capture source, its state, lag and throughput; records/s comes from two
+// /metrics samples interval apart.
+func printStatus(ctx context.Context, base string, out io.Writer, interval time.Duration) error {
+	client := &http.Client{Timeout: 10 * time.Second}
+	var health struct {
+		Status string `json:"status"`
+		Detail string `json:"detail"`
+		Size   uint64 `json:"size"`
+	}
+	body, _, err := fetch(ctx, client, base+"/healthz")
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(body, &health); err != nil {
+		return fmt.Errorf("%s/healthz: not a stele health answer: %w", base, err)
+	}
+	fmt.Fprintf(out, "server      %s\n", base)
+	fmt.Fprintf(out, "health      %s", health.Status)
+	if health.Detail != "" {
+		fmt.Fprintf(out, " (%s)", health.Detail)
+	}
+	fmt.Fprintf(out, "\nlog size    %d records\n", health.Size)
+
+	note, code, err := fetch(ctx, client, base+"/v1/checkpoint")
+	switch {
+	case err != nil && code == 0:
+		return err
+	case err != nil:
+		fmt.Fprintf(out, "checkpoint  unavailable: %v\n", err)
+	default:
+		lines := strings.SplitN(string(note), "\n", 4)
+		if len(lines) < 3 {
+			return fmt.Errorf("%s/v1/checkpoint: not a signed checkpoint note", base)
+		}
+		fmt.Fprintf(out, "checkpoint  size %s, root %s (origin %s)\n", lines[1], lines[2], lines[0])
+	}
+
+	first, err := scrapeSources(ctx, client, base)
+	if err != nil {
+		// A server serving a tampered log answers only health and the
+		// checkpoint; what was printed so far says so.
+		fmt.Fprintf(out, "sources     unavailable: %v\n", err)
+		return &exitError{code: exitFailure}
+	}
+	t0 := time.Now()
+	if len(first) == 0 {
+		fmt.Fprintln(out, "sources     none")
+		return nil
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(interval):
+	}
+	second, err := scrapeSources(ctx, client, base)
+	if err != nil {
+		return err
+	}
+	elapsed := time.Since(t0).Seconds()
+	names := make([]string, 0, len(second))
+	for name := range second {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	fmt.Fprintf(out, "\n%-20s %-11s %12s %10s %14s %10s\n", "SOURCE", "STATE", "LAG BYTES", "LAG S", "RECORDS", "RECORDS/S")
+	for _, name := range names {
+		s := second[name]
+		rate := 0.0
+		if f, ok := first[name]; ok && s.records >= f.records {
+			rate = (s.records - f.records) / elapsed
+		}
+		fmt.Fprintf(out, "%-20s %-11s %12.0f %10.3f %14.0f %10.1f\n", name, s.state, s.lagBytes, s.lagSec, s.records, rate)
+	}
+	return nil
+}
+
+// fetch GETs url; code is the HTTP status (0 when no answer came).
+func fetch(ctx context.Context, client *http.Client, url string) (body []byte, code int, err error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return nil, 0, fmt.Errorf("GET %s: %w", url, err)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, 0, fmt.Errorf("GET %s: %w (is `stele serve` running there?)", url, err)
+	}
+	defer resp.Body.Close()
+	body, err = io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return nil, resp.StatusCode, fmt.Errorf("GET %s: %w", url, err)
+	}
+	// /healthz answers 503 with a body when the log is not (yet) verified.
+	if resp.StatusCode != http.StatusOK && !strings.HasSuffix(url, "/healthz") {
+		return nil, resp.StatusCode, fmt.Errorf("GET %s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
+	}
+	return body, resp.StatusCode, nil
+}
+
+// scrapeSources reads the stele_source_* metrics.
+func scrapeSources(ctx context.Context, client *http.Client, base string) (map[string]*sourceStatus, error) {
+	body, _, err := fetch(ctx, client, base+"/metrics")
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]*sourceStatus{}
+	sc := bufio.NewScanner(strings.NewReader(string(body)))
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() {
+		name, labels, value, ok := parseSample(sc.Text())
+		if !ok || !strings.HasPrefix(name, "stele_source_") {
+			continue
+		}
+		src := labels["source"]
+		s := out[src]
+		if s == nil {
+			s = &sourceStatus{}
+			out[src] = s
+		}
+		switch name {
+		case "stele_source_lag_bytes":
+			s.lagBytes = value
+		case "stele_source_lag_seconds":
+			s.lagSec = value
+		case "stele_source_records_total":
+			s.records = value
+		case "stele_source_up":
+			if value == 1 {
+				s.state = labels["state"]
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read %s/metrics: %w", base, err)
+	}
+	return out, nil
+}
+
+// parseSample parses one sample line of the Prometheus text format:
+// name{label="value",…} value.
+func parseSample(line string) (name string, labels map[string]string, value float64, ok bool) {
+	if line == "" || line[0] == '#' {
+		return "", nil, 0, false
+	}
+	labels = map[string]string{}
+	rest := line
+	if i := strings.IndexAny(line, "{ "); i < 0 {
+		return "", nil, 0, false
+	} else {
+		name, rest = line[:i], line[i:]
+	}
+	if strings.HasPrefix(rest, "{") {
+		rest = rest[1:]
+		for !strings.HasPrefix(rest, "}") {
+			eq := strings.Index(rest, `="`)
+			if eq < 0 {
+				return "", nil, 0, false
+			}
+			key := strings.TrimLeft(rest[:eq], ",")
+			rest = rest[eq+2:]
+			var val strings.Builder
+			i := 0
+			for ; i < len(rest) && rest[i] != '"'; i++ {
+				if rest[i] == '\\' && i+1 < len(rest) {
+					i++
+					switch rest[i] {
+					case 'n':
+						val.WriteByte('\n')
+					default:
+						val.WriteByte(rest[i])
+					}
+					continue
+				}
+				val.WriteByte(rest[i])
+			}
+			if i >= len(rest) {
+				return "", nil, 0, false
+			}
+			labels[key] = val.String()
+			rest = strings.TrimPrefix(rest[i+1:], ",")
+		}
+		rest = rest[1:]
+	}
+	fields := strings.Fields(rest)
+	if len(fields) == 0 {
+		return "", nil, 0, false
+	}
+	v, err := strconv.ParseFloat(fields[0], 64)
+	if err != nil {
+		return "", nil, 0, false
+	}
+	return name, labels, v, true
+}

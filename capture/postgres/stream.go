@@ -125,7 +125,31 @@ type stream struct {
 	repl *pgconn.PgConn
 	rels map[uint32]*relation
 	tx   *txBuf
+	// pend holds stamped records of committed transactions not yet
+	// appended, and pendEnd the end LSN of the last of them: consecutive
+	// small transactions share one append (one fsync) instead of one each.
+	pend      []*record.Record
+	pendEnd   pglogrepl.LSN
+	pendSince time.Time
+	app       *appender
 }
+
+// syncFlushed moves the acknowledged position up to what the appender has
+// made durable.
+func (x *stream) syncFlushed() {
+	if d := x.app.durable(); d > x.st.flushed {
+		x.st.flushed = d
+	}
+}
+
+// quietFlush is how long the stream may be silent before pending
+// transactions are appended without waiting for a full batch.
+const quietFlush = 2 * time.Millisecond
+
+// maxPendAge bounds how long a committed transaction may wait for its
+// append while messages keep arriving, so a busy stream still makes
+// changes queryable (and acknowledges them) promptly.
+const maxPendAge = 20 * time.Millisecond
 
 func (x *stream) sendStatus(ctx context.Context) error {
 	err := pglogrepl.SendStandbyStatusUpdate(ctx, x.repl, pglogrepl.StandbyStatusUpdate{WALWritePosition: x.st.flushed})
@@ -136,7 +160,10 @@ func (x *stream) sendStatus(ctx context.Context) error {
 }
 
 func (x *stream) loop(ctx context.Context) error {
+	x.app = newAppender(ctx, x)
 	defer func() {
+		x.app.stop()
+		x.syncFlushed()
 		x.tx.discard()
 		// Best effort: acknowledge what is durable before leaving.
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
@@ -147,6 +174,10 @@ func (x *stream) loop(ctx context.Context) error {
 	}()
 	next := time.Now().Add(x.src.cfg.Heartbeat)
 	for {
+		if err := x.app.failed(); err != nil {
+			return err
+		}
+		x.syncFlushed()
 		if !time.Now().Before(next) {
 			if x.st.flushed != 0 {
 				if err := x.sendStatus(ctx); err != nil {
@@ -155,7 +186,11 @@ func (x *stream) loop(ctx context.Context) error {
 			}
 			next = time.Now().Add(x.src.cfg.Heartbeat)
 		}
-		rctx, cancel := context.WithDeadline(ctx, next)
+		deadline := next
+		if quiet := time.Now().Add(quietFlush); len(x.pend) > 0 && quiet.Before(deadline) {
+			deadline = quiet
+		}
+		rctx, cancel := context.WithDeadline(ctx, deadline)
 		raw, err := x.repl.ReceiveMessage(rctx)
 		cancel()
 		if err != nil {
@@ -163,6 +198,9 @@ func (x *stream) loop(ctx context.Context) error {
 				return ctx.Err()
 			}
 			if pgconn.Timeout(err) {
+				if err := x.flushPending(ctx); err != nil {
+					return err
+				}
 				continue
 			}
 			return fmt.Errorf("receive: %w", classify(err))
@@ -183,7 +221,7 @@ func (x *stream) loop(ctx context.Context) error {
 				// Nothing in flight: every transaction the server has
 				// sent so far is durable, so its position may be
 				// acknowledged and an idle database pins no WAL.
-				if x.tx == nil && ka.ServerWALEnd > x.st.flushed {
+				if x.tx == nil && len(x.pend) == 0 && x.app.inflight.Load() == 0 && ka.ServerWALEnd > x.st.flushed {
 					x.st.flushed = ka.ServerWALEnd
 				}
 				x.src.stats.observe(ka.ServerWALEnd, x.st.flushed)
@@ -198,6 +236,11 @@ func (x *stream) loop(ctx context.Context) error {
 				x.src.stats.observe(xld.ServerWALEnd, x.st.flushed)
 				if err := x.handle(ctx, xld.WALData); err != nil {
 					return err
+				}
+				if len(x.pend) > 0 && time.Since(x.pendSince) >= maxPendAge {
+					if err := x.flushPending(ctx); err != nil {
+						return err
+					}
 				}
 			}
 		}
@@ -215,7 +258,8 @@ func (x *stream) handle(ctx context.Context, data []byte) error {
 	case *pglogrepl.BeginMessage:
 		x.tx.discard()
 		x.tx = &txBuf{xid: m.Xid}
-		x.src.stats.pending.Store(m.CommitTime.UnixNano())
+		// The oldest transaction not yet appended sets the lag.
+		x.src.stats.pending.CompareAndSwap(0, m.CommitTime.UnixNano())
 	case *pglogrepl.LogicalDecodingMessageV2:
 		if m.Prefix == DDLPrefix {
 			return x.ddlMessage(&m.LogicalDecodingMessage)
@@ -527,17 +571,54 @@ func (x *stream) commit(ctx context.Context, m *pglogrepl.CommitMessage) error {
 	x.tx = nil
 	if tx != nil {
 		defer tx.discard()
-		if err := x.appendTx(ctx, tx, m); err != nil {
-			return err
+		if tx.spill != nil {
+			// A spilled transaction streams from its file; everything
+			// before it must be durable first so the log keeps commit order.
+			if err := x.flushPending(ctx); err != nil {
+				return err
+			}
+			if err := x.app.drain(ctx); err != nil {
+				return err
+			}
+			x.syncFlushed()
+			if err := x.appendTx(ctx, tx, m); err != nil {
+				return err
+			}
+		} else {
+			x.stamper(tx, m)(tx.recs)
+			if len(x.pend) == 0 {
+				x.pendSince = time.Now()
+			}
+			x.pend = append(x.pend, tx.recs...)
 		}
 	}
-	x.st.flushed = max(x.st.flushed, m.TransactionEndLSN)
-	x.src.stats.observe(0, x.st.flushed)
-	x.src.stats.pending.Store(0)
+	x.pendEnd = max(x.pendEnd, m.TransactionEndLSN)
+	if len(x.pend) >= x.src.cfg.BatchSize || len(x.pend) == 0 || time.Since(x.pendSince) >= maxPendAge {
+		return x.flushPending(ctx)
+	}
 	return nil
 }
 
-func (x *stream) appendTx(ctx context.Context, tx *txBuf, m *pglogrepl.CommitMessage) error {
+// flushPending hands the pending transactions to the appender; the flush
+// position moves past them once the appender reports them durable.
+func (x *stream) flushPending(ctx context.Context) error {
+	if len(x.pend) == 0 && x.app.inflight.Load() == 0 {
+		// Nothing in flight: an empty transaction can be acknowledged now.
+		x.st.flushed = max(x.st.flushed, x.pendEnd)
+		x.src.stats.observe(0, x.st.flushed)
+		return nil
+	}
+	if len(x.pend) == 0 && x.pendEnd <= x.app.durable() {
+		return nil
+	}
+	job := appendJob{recs: x.pend, end: x.pendEnd}
+	x.pend = nil
+	return x.app.submit(ctx, job)
+}
+
+// stamper returns a function that gives a committed transaction's records,
+// in order, their actor, cause, tx position and index, and so their ids.
+func (x *stream) stamper(tx *txBuf, m *pglogrepl.CommitMessage) func([]*record.Record) {
 	actor := tx.actor
 	if actor == nil {
 		actor = unknownActor
@@ -546,7 +627,7 @@ func (x *stream) appendTx(ctx context.Context, tx *txBuf, m *pglogrepl.CommitMes
 	pos := m.CommitLSN.String()
 	xid := strconv.FormatUint(uint64(tx.xid), 10)
 	next := int64(0)
-	stamp := func(recs []*record.Record) {
+	return func(recs []*record.Record) {
 		for _, r := range recs {
 			idx := next
 			next++
@@ -556,6 +637,11 @@ func (x *stream) appendTx(ctx context.Context, tx *txBuf, m *pglogrepl.CommitMes
 			r.ID = record.DeriveID(r)
 		}
 	}
+}
+
+// appendTx appends a spilled transaction, reading it back from its file.
+func (x *stream) appendTx(ctx context.Context, tx *txBuf, m *pglogrepl.CommitMessage) error {
+	stamp := x.stamper(tx, m)
 	batchSize := x.src.cfg.BatchSize
 	if tx.spill != nil {
 		if err := tx.spillW.Flush(); err != nil {

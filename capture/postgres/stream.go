@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/gob"
@@ -9,12 +10,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -468,9 +471,7 @@ func (x *stream) row(op record.Op, relID uint32, old *pglogrepl.TupleData, oldTy
 	if r.After, err = image(newCols); err != nil {
 		return fmt.Errorf("table %s: after image: %w", table, err)
 	}
-	if r.Changed, err = record.ChangedFields(r.Before, r.After); err != nil {
-		return fmt.Errorf("table %s: changed fields: %w", table, err)
-	}
+	r.Changed = changedColumns(oldCols, newCols)
 	return x.add(r)
 }
 
@@ -550,15 +551,56 @@ func (x *stream) key(rel *relation, cols map[string]json.RawMessage) (json.RawMe
 }
 
 // image encodes columns as a canonical JSON object (nil for no image).
+// image builds a row image: the object is assembled directly (column names
+// sorted) and canonicalised once, which matters per captured row.
 func image(cols map[string]json.RawMessage) (json.RawMessage, error) {
 	if cols == nil {
 		return nil, nil
 	}
-	raw, err := json.Marshal(cols)
-	if err != nil {
-		return nil, err
+	names := slices.Sorted(maps.Keys(cols))
+	raw := make([]byte, 0, 64*len(cols))
+	raw = append(raw, '{')
+	for i, name := range names {
+		if i > 0 {
+			raw = append(raw, ',')
+		}
+		var err error
+		if raw, err = jsontext.AppendQuote(raw, name); err != nil {
+			return nil, fmt.Errorf("column name: %w", err)
+		}
+		raw = append(raw, ':')
+		raw = append(raw, cols[name]...)
 	}
+	raw = append(raw, '}')
 	return record.Canonical(raw)
+}
+
+// changedColumns names the columns whose values differ between the two
+// images, as record.ChangedFields would on the canonical images: equal
+// bytes are equal, and values that differ only in formatting (a json
+// column's whitespace) compare by their canonical form.
+func changedColumns(before, after map[string]json.RawMessage) []string {
+	var out []string
+	differ := func(a, b json.RawMessage) bool {
+		if bytes.Equal(a, b) {
+			return false
+		}
+		ca, errA := record.Canonical(a)
+		cb, errB := record.Canonical(b)
+		return errA != nil || errB != nil || !bytes.Equal(ca, cb)
+	}
+	for name, av := range after {
+		if bv, ok := before[name]; !ok || differ(av, bv) {
+			out = append(out, name)
+		}
+	}
+	for name := range before {
+		if _, ok := after[name]; !ok {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // commit stamps the transaction's records and appends them; only then does
@@ -725,15 +767,7 @@ func (c *imageCache) put(table, key string, cols map[string]json.RawMessage) {
 			c.order = c.order[1:]
 		}
 	}
-	c.m[k] = maps(cols)
+	c.m[k] = maps.Clone(cols)
 }
 
 func (c *imageCache) remove(table, key string) { delete(c.m, cacheKey(table, key)) }
-
-func maps(m map[string]json.RawMessage) map[string]json.RawMessage {
-	out := make(map[string]json.RawMessage, len(m))
-	for k, v := range m {
-		out[k] = v
-	}
-	return out
-}

@@ -112,7 +112,7 @@ func singleScalarKey(key []byte) (string, bool) {
 	case '{', '[':
 		return "", false
 	}
-	if bytes.IndexByte(v, ',') >= 0 || bytes.IndexByte(v, '"') >= 0 || !json.Valid(v) {
+	if bytes.ContainsAny(v, ",\" \t\r\n") || !json.Valid(v) {
 		return "", false
 	}
 	return string(v), true
@@ -134,10 +134,14 @@ func plainText(b []byte) bool {
 // top-level id.
 func flatActorID(actor []byte) (string, bool) {
 	if len(actor) < 2 || actor[0] != '{' || bytes.IndexByte(actor[1:], '{') >= 0 ||
-		bytes.IndexByte(actor, '[') >= 0 || bytes.IndexByte(actor, '\\') >= 0 || !plainText(actor) || !json.Valid(actor) {
+		bytes.IndexByte(actor, '[') >= 0 || bytes.IndexByte(actor, '\\') >= 0 || !plainText(actor) ||
+		bytes.ContainsAny(actor, " \t\r\n") || !json.Valid(actor) {
 		return "", false
 	}
 	const needle = `"id":`
+	if bytes.Count(actor, []byte(needle)) > 1 {
+		return "", false // a duplicate member: let the parser decide
+	}
 	for i := 1; i+len(needle) <= len(actor); i++ {
 		j := bytes.Index(actor[i:], []byte(needle))
 		if j < 0 {

@@ -20,8 +20,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/stele/stele/capture/internal/pgtest"
 	"github.com/stele/stele/capture/pgctx"
+	"github.com/stele/stele/internal/pgtest"
 	"github.com/stele/stele/log"
 )
 

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/stele/stele/capture/internal/pgtest"
+	"github.com/stele/stele/internal/pgtest"
 	"github.com/stele/stele/record"
 )
 

@@ -18,9 +18,9 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/stele/stele/capture"
-	"github.com/stele/stele/capture/internal/pgtest"
 	"github.com/stele/stele/capture/pgctx"
 	"github.com/stele/stele/index"
+	"github.com/stele/stele/internal/pgtest"
 	"github.com/stele/stele/log"
 	"github.com/stele/stele/record"
 )

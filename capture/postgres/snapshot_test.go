@@ -12,7 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/stele/stele/capture/internal/pgtest"
+	"github.com/stele/stele/internal/pgtest"
 	"github.com/stele/stele/record"
 )
 

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stele/stele/capture/internal/pgtest"
+	"github.com/stele/stele/internal/pgtest"
 )
 
 func TestStats(t *testing.T) {

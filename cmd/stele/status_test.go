@@ -10,10 +10,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/stele/stele/internal/pgtest"
 )
 
 func TestStatus(t *testing.T) {
-	url := startPostgres(t)
+	url := pgtest.Start(t, pgtest.Options{}).URL("postgres")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, url)

@@ -85,6 +85,8 @@ type Config struct {
 	// Now gives occurred_at for records that carry none and the default
 	// "at" of state queries (default time.Now).
 	Now func() time.Time
+	// Schemas serves /v1/schemas when set (nil: those routes answer 404).
+	Schemas SchemaRegistry
 }
 
 // Server is the HTTP API v1 handler.
@@ -150,6 +152,10 @@ func (s *Server) routes() {
 	s.handle("/v1/log/key", methodNotAllowed("GET, HEAD"))
 	s.handle("GET /v1/proof/consistency", s.gated(s.consistencyProof))
 	s.handle("/v1/proof/consistency", methodNotAllowed("GET, HEAD"))
+
+	if s.cfg.Schemas != nil {
+		s.schemaRoutes()
+	}
 
 	s.handle("GET /healthz", s.healthz)
 	s.handle("/healthz", methodNotAllowed("GET, HEAD"))

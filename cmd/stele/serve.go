@@ -116,6 +116,15 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 	defer wg.Wait()
 	defer stopVerify()
 
+	var schemaFiles []SchemaFile
+	if cfg.Schemas != nil {
+		schemaFiles = *cfg.Schemas
+	}
+	schemas, err := openSchemas(ctx, cfg.Data, schemaFiles, logger)
+	if err != nil {
+		return err
+	}
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	handler := api.New(api.Config{
@@ -126,6 +135,7 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		Registry:     reg,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		MaxBatch:     cfg.MaxBatch,
+		Schemas:      schemas,
 	})
 	defer startSources(ctx, cfg, indexedSink{store, ix}, reg, logger)()
 	logger.Info("log open", "data", cfg.Data, "records", store.Size(), "origin", cfg.Origin, "verifier_key", store.Keys().VerifierKey)

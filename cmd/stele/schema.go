@@ -38,10 +38,13 @@ func runSchema(ctx context.Context, args []string) error {
 		return runSchemaInfer(ctx, args[1:], os.Stdout)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(os.Stdout, "Usage:\n\n"+
-			"  stele schema put [--url URL] SUBJECT FILE        register FILE (- for stdin) as SUBJECT's next version\n"+
-			"  stele schema get [--url URL] [--version N] SUBJECT  print SUBJECT's latest (or N-th) schema\n"+
+			"  stele schema put [--url URL] SUBJECT FILE\n"+
+			"      register FILE (- for stdin) as SUBJECT's next version\n"+
+			"  stele schema get [--url URL] [--version N] SUBJECT\n"+
+			"      print SUBJECT's latest (or N-th) schema\n"+
 			"  stele schema infer --pg CONNSTRING --table SCHEMA.TABLE [--annotations FILE]\n"+
-			"                                                   print a schema inferred from a PostgreSQL table\n")
+			"      print a schema inferred from a PostgreSQL table\n\n"+
+			"SUBJECT is <source>.<table> or <source>.<schema>.<table>, e.g. crm.public.customers.\n")
 		return nil
 	}
 	return usagef("unknown subcommand %q: want %s", args[0], subs)

@@ -132,3 +132,18 @@ func (s *Server) recordAccess(w http.ResponseWriter, r *http.Request, acc *readA
 	}
 	return true
 }
+
+// recordAdmin appends an admin action to the log; on failure it answers
+// 503 and returns false.
+func (s *Server) recordAdmin(w http.ResponseWriter, r *http.Request, action string, detail map[string]any) bool {
+	rec, err := privacy.AdminRecord(principal(r.Context()), action, detail, s.cfg.Now())
+	if err == nil {
+		_, err = s.cfg.Log.Append(r.Context(), []*record.Record{rec})
+	}
+	if err != nil {
+		s.log.ErrorContext(r.Context(), "could not record an admin action", "action", action, "err", err)
+		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: action + " took effect, but recording it in the log failed; retry (it is idempotent)"})
+		return false
+	}
+	return true
+}

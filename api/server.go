@@ -91,6 +91,8 @@ type Config struct {
 	// Now gives occurred_at for records that carry none and the default
 	// "at" of state queries (default time.Now).
 	Now func() time.Time
+	// Schemas serves /v1/schemas when set (nil: those routes answer 404).
+	Schemas SchemaRegistry
 }
 
 // Server is the HTTP API v1 handler.
@@ -160,6 +162,9 @@ func (s *Server) routes() {
 	if s.cfg.Privacy != nil {
 		s.handle("POST /v1/subjects/{id}/erase", s.gated(s.authorize(adminRole, s.eraseSubject)))
 		s.handle("/v1/subjects/{id}/erase", methodNotAllowed("POST"))
+	}
+	if s.cfg.Schemas != nil {
+		s.schemaRoutes()
 	}
 
 	s.handle("GET /healthz", s.healthz)

@@ -41,6 +41,9 @@ type Config struct {
 	// Sources are the capture sources (sources: in the file, repeatable
 	// --source URL); a pointer keeps Config comparable. See SourceConfig.
 	Sources *[]SourceConfig
+	// Schemas are schema files registered at serve start (schemas: in the
+	// file, subject: path); a pointer keeps Config comparable.
+	Schemas *[]SchemaFile
 }
 
 func defaultConfig() Config {
@@ -309,13 +312,25 @@ func applyYAML(cfg *Config, path string, data []byte) error {
 			}
 			continue
 		}
+		if k.Value == "schemas" {
+			if seen[k.Value] {
+				return fmt.Errorf("config file %s: line %d: key %q given twice", path, k.Line, k.Value)
+			}
+			seen[k.Value] = true
+			list, err := parseSchemasYAML(path, v)
+			if err != nil {
+				return err
+			}
+			cfg.Schemas = &list
+			continue
+		}
 		o, ok := byName[k.Value]
 		if !ok {
 			known := make([]string, 0, len(byName)+1)
 			for _, o := range options() {
 				known = append(known, o.name)
 			}
-			known = append(known, "sources")
+			known = append(known, "sources", "schemas")
 			return fmt.Errorf("config file %s: line %d: unknown key %q (known keys: %s)", path, k.Line, k.Value, strings.Join(known, ", "))
 		}
 		if seen[k.Value] {

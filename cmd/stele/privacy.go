@@ -57,7 +57,11 @@ func openPrivacy(ctx context.Context, cfg Config, logger *slog.Logger) (*privacy
 	if err != nil {
 		return nil, err
 	}
-	schemas, err := schema.Open(filepath.Join(cfg.Data, "schemas"))
+	var schemaFiles []SchemaFile
+	if cfg.Schemas != nil {
+		schemaFiles = *cfg.Schemas
+	}
+	schemas, err := openSchemas(ctx, cfg.Data, schemaFiles, logger)
 	if err != nil {
 		keys.Close()
 		return nil, err

@@ -146,6 +146,7 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		MaxBatch:     cfg.MaxBatch,
 		Auth:         tokens,
 		Privacy:      apiPrivacy{priv.guard, ledger},
+		Schemas:      priv.schemas,
 	})
 	defer startSources(ctx, cfg, indexedSink{store, ix, &deadLetter{path: filepath.Join(cfg.Data, "deadletter", "records.jsonl"), guard: priv.guard, log: logger}}, reg, logger)()
 	logger.Info("log open", "data", cfg.Data, "records", store.Size(), "origin", cfg.Origin, "verifier_key", store.Keys().VerifierKey)

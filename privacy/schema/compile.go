@@ -89,12 +89,12 @@ func Compile(subject string, version int, schemaJSON []byte) (*Schema, error) {
 	if err != nil {
 		return nil, err
 	}
-	if t, ok := doc["type"]; ok && !typeAllows(t, "object") {
-		return nil, &SchemaError{Pointer: "/type", Reason: "the root must accept objects: images are JSON objects"}
-	}
 	compiled, err := compileJSONSchema(subject, doc)
 	if err != nil {
 		return nil, err
+	}
+	if t, ok := doc["type"]; ok && !typeAllows(t, "object") {
+		return nil, &SchemaError{Pointer: "/type", Reason: "the root must accept objects: images are JSON objects"}
 	}
 	s := &Schema{Subject: subject, Version: version, Raw: raw, compiled: compiled, doc: doc}
 	if err := annotate(s, doc); err != nil {

@@ -26,7 +26,10 @@ import (
 type Registry struct {
 	dir string
 
-	// mu serialises Puts (so version numbers are dense) and guards subjects.
+	// putMu serialises Puts, so version numbers are dense, and is held
+	// across the fsyncs; mu guards subjects and is held only to read or
+	// publish, so lookups on the append path never wait for a disk.
+	putMu    sync.Mutex
 	mu       sync.RWMutex
 	subjects map[string][]*Schema // versions in order; index i is version i+1
 }
@@ -110,9 +113,11 @@ func (r *Registry) Put(ctx context.Context, subject string, schemaJSON []byte) (
 	if err != nil {
 		return 0, false, err
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
+	r.putMu.Lock()
+	defer r.putMu.Unlock()
+	r.mu.RLock()
 	versions := r.subjects[subject]
+	r.mu.RUnlock()
 	if n := len(versions); n > 0 {
 		latest := versions[n-1]
 		if string(latest.Raw) == string(s.Raw) {
@@ -129,7 +134,9 @@ func (r *Registry) Put(ctx context.Context, subject string, schemaJSON []byte) (
 	if err := r.write(subject, s.Version, s.Raw); err != nil {
 		return 0, false, fmt.Errorf("schema registry: store %s version %d: %w", subject, s.Version, err)
 	}
-	r.subjects[subject] = append(versions, s)
+	r.mu.Lock()
+	r.subjects[subject] = append(slices.Clip(versions), s)
+	r.mu.Unlock()
 	return s.Version, true, nil
 }
 

@@ -21,9 +21,9 @@ import (
 
 	"github.com/stele/stele/api"
 	"github.com/stele/stele/auth"
-	"github.com/stele/stele/privacy"
 	"github.com/stele/stele/index"
 	"github.com/stele/stele/log"
+	"github.com/stele/stele/privacy"
 	"github.com/stele/stele/query"
 )
 

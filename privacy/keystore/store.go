@@ -800,14 +800,24 @@ func (s *Store) flush() error {
 			return fail(j.i, err)
 		}
 	}
-	for _, j := range jobs {
-		if err := s.shards[j.i].f.Sync(); err != nil {
-			return fail(j.i, err)
-		}
+	// fsync the touched shards (and the directory, for new files) at once:
+	// concurrent fsyncs on one file system share journal commits.
+	errs := make([]error, len(jobs)+1)
+	var wg sync.WaitGroup
+	for n, j := range jobs {
+		wg.Go(func() { errs[n] = s.shards[j.i].f.Sync() })
 	}
 	if created {
-		if err := syncDir(s.genDir); err != nil {
-			return fail(jobs[0].i, err)
+		wg.Go(func() { errs[len(jobs)] = syncDir(s.genDir) })
+	}
+	wg.Wait()
+	for n, err := range errs {
+		if err != nil {
+			i := 0
+			if n < len(jobs) {
+				i = jobs[n].i
+			}
+			return fail(i, err)
 		}
 	}
 	for _, i := range scrubs {

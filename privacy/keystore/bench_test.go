@@ -1,0 +1,155 @@
+package keystore
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// BenchmarkBaselineFsync is the floor for Sync: one append of a batch's
+// worth of frames (~140 KB) and one fsync, measured in the same run.
+func BenchmarkBaselineFsync(b *testing.B) {
+	f, err := os.Create(filepath.Join(b.TempDir(), "f"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	buf := make([]byte, 1000*140)
+	for b.Loop() {
+		if _, err := f.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkGetOrCreateSync1000: one op = 1,000 new subject keys + Sync.
+func BenchmarkGetOrCreateSync1000(b *testing.B) {
+	ctx := context.Background()
+	s := openT(b, b.TempDir(), testMaster(b, 1), Options{})
+	defer s.Close()
+	n := 0
+	var syncTime time.Duration
+	for b.Loop() {
+		for range 1000 {
+			n++
+			if _, _, err := s.GetOrCreate(ctx, KindSubject, fmt.Sprintf("subject-hmac-%012d", n)); err != nil {
+				b.Fatal(err)
+			}
+		}
+		t0 := time.Now()
+		if err := s.Sync(ctx); err != nil {
+			b.Fatal(err)
+		}
+		syncTime += time.Since(t0)
+	}
+	b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "keys/s")
+	b.ReportMetric(float64(syncTime.Microseconds())/1000/float64(b.N), "sync-ms/op")
+}
+
+func benchKey(b *testing.B, cacheSize int) {
+	ctx := context.Background()
+	s := openT(b, b.TempDir(), testMaster(b, 1), Options{CacheSize: cacheSize})
+	defer s.Close()
+	kids := make([]string, 1024)
+	for i := range kids {
+		kids[i], _, _ = s.GetOrCreate(ctx, KindSubject, fmt.Sprint("s", i))
+	}
+	i := 0
+	for b.Loop() {
+		if _, err := s.Key(ctx, kids[i%len(kids)]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
+}
+
+func BenchmarkKeyCached(b *testing.B)   { benchKey(b, 0) }
+func BenchmarkKeyUncached(b *testing.B) { benchKey(b, -1) }
+
+// BenchmarkBaselineGCMOpen is the cost of the AES-GCM unwrap alone, the floor
+// for an uncached Key with a local master.
+func BenchmarkBaselineGCMOpen(b *testing.B) {
+	k := make([]byte, 32)
+	rand.Read(k)
+	blk, _ := aes.NewCipher(k)
+	a, _ := cipher.NewGCM(blk)
+	nonce := make([]byte, 12)
+	ct := a.Seal(nil, nonce, make([]byte, 16+1+32+24), localWrapAAD)
+	for b.Loop() {
+		if _, err := a.Open(nil, nonce, ct, localWrapAAD); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkDestroy1M: erasure cost with 1,000,000 keys in the store (about
+// 3,900 per shard). The baseline sub-benchmark writes, fsyncs and renames a
+// file of one shard's size, i.e. the I/O floor of the rewrite.
+func BenchmarkDestroy1M(b *testing.B) {
+	if testing.Short() {
+		b.Skip("builds 1M keys")
+	}
+	const total = 1_000_000
+	ctx := context.Background()
+	dir := b.TempDir()
+	s := openT(b, dir, testMaster(b, 1), Options{CacheSize: 1024})
+	defer s.Close()
+	start := time.Now()
+	for i := range total {
+		if _, _, err := s.GetOrCreate(ctx, KindSubject, fmt.Sprintf("subject-hmac-%012d", i)); err != nil {
+			b.Fatal(err)
+		}
+		if i%10000 == 9999 {
+			if err := s.Sync(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if err := s.Sync(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.Logf("built %d keys in %v", total, time.Since(start))
+	shardBytes := 0
+	for _, p := range shardFiles(&testing.T{}, dir) {
+		if st, err := os.Stat(p); err == nil && st.Size() > int64(shardBytes) {
+			shardBytes = int(st.Size())
+		}
+	}
+	b.Run("destroy", func(b *testing.B) {
+		i := 0
+		for b.Loop() {
+			kids, err := s.Destroy(ctx, KindSubject, fmt.Sprintf("subject-hmac-%012d", i*7919%total))
+			if err != nil || len(kids) != 1 {
+				b.Fatalf("destroy %d: %v %v", i, kids, err)
+			}
+			i++
+		}
+		b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/destroy")
+	})
+	b.Run("baseline-rewrite-one-shard", func(b *testing.B) {
+		buf := make([]byte, shardBytes)
+		d := b.TempDir()
+		for b.Loop() {
+			tmp := filepath.Join(d, "x.tmp")
+			if err := writeFileSync(tmp, buf); err != nil {
+				b.Fatal(err)
+			}
+			if err := os.Rename(tmp, filepath.Join(d, "x")); err != nil {
+				b.Fatal(err)
+			}
+			if err := syncDir(d); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(shardBytes), "shard-bytes")
+	})
+}

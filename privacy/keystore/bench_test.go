@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -117,7 +118,12 @@ func BenchmarkDestroy1M(b *testing.B) {
 	if err := s.Sync(ctx); err != nil {
 		b.Fatal(err)
 	}
-	b.Logf("built %d keys in %v", total, time.Since(start))
+	built := time.Since(start)
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	heapPerKey := float64(ms.HeapAlloc) / total
+	b.Logf("built %d keys in %v; live heap %.0f bytes/key", total, built, heapPerKey)
 	shardBytes := 0
 	for _, p := range shardFiles(&testing.T{}, dir) {
 		if st, err := os.Stat(p); err == nil && st.Size() > int64(shardBytes) {
@@ -133,7 +139,8 @@ func BenchmarkDestroy1M(b *testing.B) {
 			}
 			i++
 		}
-		b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/destroy")
+		b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/destroy")
+		b.ReportMetric(heapPerKey, "heap-bytes/key")
 	})
 	b.Run("baseline-rewrite-one-shard", func(b *testing.B) {
 		buf := make([]byte, shardBytes)

@@ -103,7 +103,8 @@ type Store struct {
 	gen         uint64
 	genDir      string
 	shards      [numShards]*shard
-	names       map[nameKey][]kidT
+	names       map[nameKey]kidT   // live generation of each name
+	older       map[nameKey][]kidT // extra live generations; empty unless a file had duplicates
 	destroyed   map[kidT]struct{}
 	cache       *keyCache
 	active      int
@@ -115,6 +116,7 @@ type Store struct {
 	failed      error
 	closed      bool
 	liveEntries int
+	flushes     int // flushes run; lets tests observe group commit
 }
 
 type nameKey struct {
@@ -153,7 +155,8 @@ func Open(ctx context.Context, dir string, master MasterKey, opts Options) (*Sto
 		log:       logger.With("component", "keystore"),
 		lock:      lock,
 		master:    master,
-		names:     make(map[nameKey][]kidT),
+		names:     make(map[nameKey]kidT),
+		older:     make(map[nameKey][]kidT),
 		destroyed: make(map[kidT]struct{}),
 		cache:     newKeyCache(cacheSize),
 	}
@@ -456,7 +459,9 @@ func (s *Store) loadShard(i int) (bool, error) {
 		if int(e.kid[0]) != i {
 			return fmt.Errorf("kid %x does not belong in this shard: %w", e.kid, ErrCorrupt)
 		}
-		if e.masterID != s.master.ID() {
+		if e.masterID == s.master.ID() {
+			e.masterID = s.master.ID() // share one string, not one per key
+		} else {
 			return fmt.Errorf("kid %x is wrapped under master %s, the store under %s: %w", e.kid, e.masterID, s.master.ID(), ErrCorrupt)
 		}
 		if _, dup := sh.entries[e.kid]; dup {
@@ -481,7 +486,12 @@ func (s *Store) loadShard(i int) (bool, error) {
 func (s *Store) addEntry(e *entry) {
 	s.shards[e.kid[0]].entries[e.kid] = e
 	nk := nameKey{e.kind, e.name}
-	s.names[nk] = append(s.names[nk], e.kid)
+	if old, dup := s.names[nk]; dup {
+		// Never written by this code (GetOrCreate checks under the lock),
+		// but if a file holds two live generations, Destroy must get both.
+		s.older[nk] = append(s.older[nk], old)
+	}
+	s.names[nk] = e.kid
 	s.liveEntries++
 }
 
@@ -508,10 +518,27 @@ func parseKid(s string) (kidT, bool) {
 	if len(s) != 2*kidSize {
 		return k, false
 	}
-	if _, err := hex.Decode(k[:], []byte(s)); err != nil {
-		return k, false
+	for i := range k { // by hand: hex.Decode would need a []byte copy per lookup
+		hi, ok1 := unhex(s[2*i])
+		lo, ok2 := unhex(s[2*i+1])
+		if !ok1 || !ok2 {
+			return k, false
+		}
+		k[i] = hi<<4 | lo
 	}
 	return k, true
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
 }
 
 func validName(kind Kind, name string) error {
@@ -553,8 +580,7 @@ func (s *Store) GetOrCreate(ctx context.Context, kind Kind, name string) (kid st
 			s.mu.Unlock()
 			return "", nil, err
 		}
-		if kids := s.names[nk]; len(kids) > 0 {
-			k := kids[len(kids)-1]
+		if k, ok := s.names[nk]; ok {
 			s.mu.Unlock()
 			key, err := s.key(ctx, k)
 			if errors.Is(err, ErrDestroyed) {
@@ -599,7 +625,7 @@ func (s *Store) GetOrCreate(ctx context.Context, kind Kind, name string) (kid st
 			clear(key)
 			return "", nil, err
 		}
-		if s.master != master || len(s.names[nk]) > 0 {
+		if _, exists := s.names[nk]; exists || s.master != master {
 			// Rotated, or another caller created it first: use theirs.
 			s.mu.Unlock()
 			clear(key)
@@ -762,6 +788,7 @@ func (s *Store) flush() error {
 		return ErrClosed
 	}
 	upto := s.seq
+	s.flushes++
 	type job struct {
 		i    int
 		data []byte
@@ -998,7 +1025,10 @@ func (s *Store) Destroy(ctx context.Context, kind Kind, name string) (kids []str
 		s.mu.Unlock()
 		return nil, err
 	}
-	ks := slices.Clone(s.names[nk])
+	var ks []kidT
+	if k, ok := s.names[nk]; ok {
+		ks = append(slices.Clone(s.older[nk]), k)
+	}
 	s.mu.Unlock()
 	if len(ks) == 0 {
 		return nil, nil
@@ -1024,6 +1054,7 @@ func (s *Store) Destroy(ctx context.Context, kind Kind, name string) (kids []str
 
 	s.mu.Lock()
 	delete(s.names, nk)
+	delete(s.older, nk)
 	shardsHit := map[int]bool{}
 	for _, k := range ks {
 		sh := s.shards[k[0]]

@@ -180,6 +180,9 @@ func (s *Store) load(ctx context.Context) error {
 	cur, err := os.ReadFile(filepath.Join(s.dir, "CURRENT"))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
+		if err := s.refuseOrphanKeys(); err != nil {
+			return err
+		}
 		if err := s.initGen(ctx); err != nil {
 			return err
 		}
@@ -222,6 +225,28 @@ func (s *Store) load(ctx context.Context) error {
 	}
 	s.log.Info("keystore opened", "dir", s.dir, "generation", s.gen, "master", s.master.ID(),
 		"keys", s.liveEntries, "destroyed", len(s.destroyed), "torn_tails_cut", torn, "shards_scrubbed", scrubbed)
+	return nil
+}
+
+// refuseOrphanKeys stops Open from initialising over key files whose
+// CURRENT pointer is missing: that would erase every key. The only
+// generation that may exist without CURRENT is an empty first one left by a
+// crash during creation.
+func (s *Store) refuseOrphanKeys() error {
+	ents, err := os.ReadDir(s.dir)
+	if err != nil {
+		return fmt.Errorf("keystore: open %s: %w", s.dir, err)
+	}
+	for _, e := range ents {
+		if !e.IsDir() || !strings.HasPrefix(e.Name(), "g") {
+			continue
+		}
+		keys, _ := filepath.Glob(filepath.Join(s.dir, e.Name(), "*.keys"))
+		if e.Name() != genName(1) || len(keys) > 0 {
+			return fmt.Errorf("keystore: open %s: CURRENT is missing but %s holds keys; refusing to create a new store over them (restore CURRENT with the generation name, e.g. %q): %w",
+				s.dir, e.Name(), e.Name(), ErrCorrupt)
+		}
+	}
 	return nil
 }
 

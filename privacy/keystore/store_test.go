@@ -731,3 +731,30 @@ func TestParseKid(t *testing.T) {
 		}
 	}
 }
+
+func TestMissingCurrentDoesNotWipeKeys(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	m := testMaster(t, 1)
+	s := openT(t, dir, m, Options{})
+	kid, _, _ := s.GetOrCreate(ctx, KindSubject, "a")
+	s.Close()
+	os.Remove(filepath.Join(dir, "CURRENT"))
+	if _, err := Open(ctx, dir, m, Options{}); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "CURRENT is missing") {
+		t.Fatalf("%v", err)
+	}
+	os.WriteFile(filepath.Join(dir, "CURRENT"), []byte(genName(1)+"\n"), 0o600)
+	s = openT(t, dir, m, Options{})
+	defer s.Close()
+	if _, err := s.Key(ctx, kid); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCrashDuringCreationIsRetried(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, genName(1)), 0o700) // created, no CURRENT yet
+	os.WriteFile(filepath.Join(dir, genName(1), "MASTER"), []byte("half"), 0o600)
+	s := openT(t, dir, testMaster(t, 1), Options{})
+	s.Close()
+}

@@ -113,6 +113,17 @@ type Store struct {
 	closed      bool
 	liveEntries int
 	flushes     int // flushes run; lets tests observe group commit
+
+	// faults, when set by a test, fails chosen I/O steps ("fsync" of a
+	// named file, "rewrite" of a shard) to exercise the error paths.
+	faults func(op, file string) error
+}
+
+func (s *Store) inject(op, file string) error {
+	if s.faults == nil {
+		return nil
+	}
+	return s.faults(op, file)
 }
 
 type nameKey struct {
@@ -445,7 +456,11 @@ func (s *Store) flush() error {
 	errs := make([]error, len(jobs)+1)
 	var wg sync.WaitGroup
 	for n, j := range jobs {
-		wg.Go(func() { errs[n] = s.shards[j.i].f.Sync() })
+		wg.Go(func() {
+			if errs[n] = s.inject("fsync", shardName(j.i)); errs[n] == nil {
+				errs[n] = s.shards[j.i].f.Sync()
+			}
+		})
 	}
 	if created {
 		wg.Go(func() { errs[len(jobs)] = syncDir(s.genDir) })
@@ -530,7 +545,11 @@ func (s *Store) rewriteShard(i int, also *os.File) error {
 	var alsoErr error
 	var wg sync.WaitGroup
 	if also != nil {
-		wg.Go(func() { alsoErr = also.Sync() })
+		wg.Go(func() {
+			if alsoErr = s.inject("fsync", filepath.Base(also.Name())); alsoErr == nil {
+				alsoErr = also.Sync()
+			}
+		})
 	}
 	if len(buf) == 0 {
 		wg.Wait()
@@ -539,7 +558,9 @@ func (s *Store) rewriteShard(i int, also *os.File) error {
 		}
 	} else {
 		tmp := path + ".tmp"
-		err = writeFileSync(tmp, buf)
+		if err = s.inject("rewrite", shardName(i)); err == nil {
+			err = writeFileSync(tmp, buf)
+		}
 		wg.Wait()
 		if err == nil && alsoErr == nil {
 			err = os.Rename(tmp, path)

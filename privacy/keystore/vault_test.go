@@ -131,6 +131,13 @@ func TestVaultTransitTestDoubleStoreRoundTripAndRotation(t *testing.T) {
 	if fake.calls.Load() != before+1 {
 		t.Fatal("uncached Key did not call Vault decrypt")
 	}
+	// Token revoked while running: Key reports Vault's 403, not the token.
+	fake.token = "s.rotated"
+	var ve *VaultError
+	if _, err := s.Key(ctx, kid); !errors.As(err, &ve) || ve.StatusCode != 403 || ve.Op != "decrypt" || strings.Contains(err.Error(), "s.goodtoken") || !strings.Contains(err.Error(), kid) {
+		t.Fatalf("Key with revoked token: %v", err)
+	}
+	fake.token = "s.goodtoken"
 	// Rotate off Vault to a local key and back: every wrapping moves.
 	local := testMaster(t, 3)
 	if err := s.Rotate(ctx, local); err != nil {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -39,43 +41,40 @@ func (s *Store) Rotate(ctx context.Context, to MasterKey) error {
 	if err := s.writeGenHeader(ctx, newDir, to, s.destroyed); err != nil {
 		return abort(err)
 	}
+	// Shards are re-wrapped and written by a few workers at once: fsyncs of
+	// different files overlap, and a remote master (Vault) is called
+	// concurrently instead of one round trip at a time.
 	var newEntries [numShards]map[kidT]*entry
-	var scratch []byte
-	n := 0
-	for i, sh := range s.shards {
-		newEntries[i] = make(map[kidT]*entry, len(sh.entries))
-		var buf []byte
-		for k, e := range sh.entries {
-			if n++; n%1024 == 0 {
-				if err := ctx.Err(); err != nil {
-					return abort(err)
+	var n atomic.Int64
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var firstErr error
+	var errOnce sync.Once
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range rotateWorkers {
+		wg.Go(func() {
+			for i := range work {
+				m, err := s.rotateShard(wctx, i, from, to, newDir)
+				if err != nil {
+					errOnce.Do(func() { firstErr = err; cancel() })
+					continue
 				}
+				newEntries[i] = m
+				n.Add(int64(len(m)))
 			}
-			plain, err := from.Unwrap(ctx, e.wrapped)
-			if err != nil {
-				return abort(fmt.Errorf("kid %x: %w", k, err))
-			}
-			key, err := keyFromPlain(e, plain)
-			if err != nil {
-				clear(plain)
-				return abort(err)
-			}
-			ne := &entry{kind: e.kind, kid: e.kid, name: e.name, masterID: to.ID()}
-			np := wrapPlain(ne, key)
-			clear(plain)
-			ne.wrapped, err = to.Wrap(ctx, np)
-			clear(np)
-			if err != nil {
-				return abort(fmt.Errorf("kid %x: wrap: %w", k, err))
-			}
-			newEntries[i][k] = ne
-			buf, scratch = appendEntryFrame(buf, ne, scratch)
-		}
-		if len(buf) > 0 {
-			if err := writeFileSync(filepath.Join(newDir, shardName(i)), buf); err != nil {
-				return abort(err)
-			}
-		}
+		})
+	}
+	for i := range s.shards {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	if firstErr != nil {
+		return abort(firstErr)
+	}
+	if err := ctx.Err(); err != nil {
+		return abort(err)
 	}
 	if err := s.commitGen(newName); err != nil {
 		return abort(err)
@@ -105,6 +104,49 @@ func (s *Store) Rotate(ctx context.Context, to MasterKey) error {
 	if err := syncDir(s.dir); err != nil {
 		return fmt.Errorf("keystore: rotated to %s: %w", to.ID(), err)
 	}
-	s.log.Info("keystore: rotated master key", "from", from.ID(), "to", to.ID(), "keys", n, "took", time.Since(start))
+	s.log.Info("keystore: rotated master key", "from", from.ID(), "to", to.ID(), "keys", n.Load(), "took", time.Since(start))
 	return nil
+}
+
+const rotateWorkers = 8
+
+// rotateShard re-wraps shard i's entries under to and writes them, fsynced,
+// into newDir. s.mu is held by Rotate; the shard is only read.
+func (s *Store) rotateShard(ctx context.Context, i int, from, to MasterKey, newDir string) (map[kidT]*entry, error) {
+	sh := s.shards[i]
+	out := make(map[kidT]*entry, len(sh.entries))
+	var buf, scratch []byte
+	for k, e := range sh.entries {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		plain, err := from.Unwrap(ctx, e.wrapped)
+		if err != nil {
+			return nil, fmt.Errorf("kid %x: %w", k, err)
+		}
+		key, err := keyFromPlain(e, plain)
+		if err != nil {
+			clear(plain)
+			return nil, err
+		}
+		ne := &entry{kind: e.kind, kid: e.kid, name: e.name, masterID: to.ID()}
+		np := wrapPlain(ne, key)
+		clear(plain)
+		ne.wrapped, err = to.Wrap(ctx, np)
+		clear(np)
+		if err != nil {
+			return nil, fmt.Errorf("kid %x: wrap: %w", k, err)
+		}
+		if len(ne.wrapped) > 0xffff {
+			return nil, fmt.Errorf("kid %x: master %s wrapped a key into %d bytes", k, to.ID(), len(ne.wrapped))
+		}
+		out[k] = ne
+		buf, scratch = appendEntryFrame(buf, ne, scratch)
+	}
+	if len(buf) > 0 {
+		if err := writeFileSync(filepath.Join(newDir, shardName(i)), buf); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }

@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -636,4 +637,124 @@ func TestSyncHonoursContextWhileWaiting(t *testing.T) {
 	if err := s.Sync(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func TestSyncGroupCommitSharesOneFlush(t *testing.T) {
+	ctx := context.Background()
+	s := openT(t, t.TempDir(), testMaster(t, 1), Options{})
+	defer s.Close()
+	// Hold the file lock as an in-progress flush would, so every caller
+	// queues behind it; then one flush must make all of them durable.
+	s.fileMu.Lock()
+	const n = 16
+	errs := make(chan error, n)
+	for g := range n {
+		go func() {
+			if _, _, err := s.GetOrCreate(ctx, KindSubject, fmt.Sprint("g", g)); err != nil {
+				errs <- err
+				return
+			}
+			errs <- s.Sync(ctx)
+		}()
+	}
+	for {
+		s.mu.Lock()
+		created := s.seq
+		s.mu.Unlock()
+		if created == n {
+			break
+		}
+		runtime.Gosched()
+	}
+	before := s.flushes
+	s.fileMu.Unlock()
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := s.flushes - before; got != 1 {
+		t.Fatalf("%d concurrent Syncs ran %d flushes, want 1", n, got)
+	}
+}
+
+func TestDuplicateGenerationsOnDiskAreAllDestroyed(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	m := testMaster(t, 1)
+	s := openT(t, dir, m, Options{})
+	kid1, _, _ := s.GetOrCreate(ctx, KindSubject, "twice")
+	k1, _ := parseKid(kid1)
+	e1 := *s.shards[k1[0]].entries[k1]
+	s.Close()
+	// Forge a second live generation of the same name in the same shard.
+	e2 := e1
+	e2.kid[15] ^= 0xff
+	key := bytes.Repeat([]byte{5}, KeySize)
+	w, _ := m.Wrap(ctx, wrapPlain(&e2, key))
+	e2.wrapped = w
+	frame, _ := appendEntryFrame(nil, &e2, nil)
+	f, _ := os.OpenFile(filepath.Join(dir, genName(1), shardName(int(k1[0]))), os.O_APPEND|os.O_WRONLY, 0)
+	f.Write(frame)
+	f.Close()
+
+	s = openT(t, dir, m, Options{})
+	defer s.Close()
+	kids, err := s.Destroy(ctx, KindSubject, "twice")
+	if err != nil || len(kids) != 2 {
+		t.Fatalf("destroyed %v, %v; want both generations", kids, err)
+	}
+	for _, k := range kids {
+		if _, err := s.Key(ctx, k); !errors.Is(err, ErrDestroyed) {
+			t.Fatalf("%s: %v", k, err)
+		}
+	}
+	if found := scan(t, dir, map[string][]byte{"w1": e1.wrapped, "w2": w}); len(found) != 0 {
+		t.Fatal(found)
+	}
+}
+
+func TestParseKid(t *testing.T) {
+	var k kidT
+	for i := range k {
+		k[i] = byte(i*17 + 3)
+	}
+	if got, ok := parseKid(formatKid(k)); !ok || got != k {
+		t.Fatal("round trip")
+	}
+	if got, ok := parseKid(strings.ToUpper(formatKid(k))); !ok || got != k {
+		t.Fatal("upper case")
+	}
+	for _, bad := range []string{"", "00", strings.Repeat("g", 32), strings.Repeat("0", 31) + "x", strings.Repeat("0", 33)} {
+		if _, ok := parseKid(bad); ok {
+			t.Fatalf("accepted %q", bad)
+		}
+	}
+}
+
+func TestMissingCurrentDoesNotWipeKeys(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	m := testMaster(t, 1)
+	s := openT(t, dir, m, Options{})
+	kid, _, _ := s.GetOrCreate(ctx, KindSubject, "a")
+	s.Close()
+	os.Remove(filepath.Join(dir, "CURRENT"))
+	if _, err := Open(ctx, dir, m, Options{}); !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "CURRENT is missing") {
+		t.Fatalf("%v", err)
+	}
+	os.WriteFile(filepath.Join(dir, "CURRENT"), []byte(genName(1)+"\n"), 0o600)
+	s = openT(t, dir, m, Options{})
+	defer s.Close()
+	if _, err := s.Key(ctx, kid); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCrashDuringCreationIsRetried(t *testing.T) {
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, genName(1)), 0o700) // created, no CURRENT yet
+	os.WriteFile(filepath.Join(dir, genName(1), "MASTER"), []byte("half"), 0o600)
+	s := openT(t, dir, testMaster(t, 1), Options{})
+	s.Close()
 }

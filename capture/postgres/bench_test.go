@@ -10,17 +10,21 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/stele/stele/capture"
 	"github.com/stele/stele/internal/pgtest"
+	"github.com/stele/stele/log"
 	"github.com/stele/stele/query"
 	"github.com/stele/stele/record"
 )
@@ -79,25 +83,57 @@ func TestCaptureBenchmark(t *testing.T) {
 	// (a) Stele: from Run until the log holds all N records, durable and
 	// indexed (log.Open with the index as its hook, as serve does).
 	store := openStore(t, t.TempDir())
+	// Diagnostics: STELE_BENCH_SINK=noindex appends to a log without its
+	// index hook, =discard to a sink that only counts; neither is the
+	// issue's figure, they show how much of it the log and index take.
+	var sink capture.Sink = store
+	var size func() uint64 = store.Size
+	switch mode := os.Getenv("STELE_BENCH_SINK"); mode {
+	case "":
+	case "noindex":
+		plain, err := log.Open(ctx, t.TempDir(), log.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer plain.Close()
+		sink, size = plain, plain.Size
+	case "discard":
+		d := &countSink{}
+		sink, size = d, func() uint64 { return d.n.Load() }
+	default:
+		t.Fatalf("STELE_BENCH_SINK=%q: want noindex or discard", mode)
+	}
 	src, err := New(Config{ConnString: url, Name: "bench", Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
+	if prof := os.Getenv("STELE_BENCH_CPUPROFILE"); prof != "" {
+		f, err := os.Create(prof)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		defer pprof.StopCPUProfile() // also stopped right after (a)
+	}
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	start := time.Now()
-	go func() { done <- src.Run(runCtx, store) }()
+	go func() { done <- src.Run(runCtx, sink) }()
 	defer func() {
 		cancel()
 		<-done
 	}()
-	for store.Size() < uint64(n) {
+	for size() < uint64(n) {
 		if time.Since(start) > 10*time.Minute {
-			t.Fatalf("captured %d of %d in 10 minutes", store.Size(), n)
+			t.Fatalf("captured %d of %d in 10 minutes", size(), n)
 		}
 		time.Sleep(time.Millisecond)
 	}
 	steleSecs := time.Since(start).Seconds()
+	pprof.StopCPUProfile()
 	steleRate := float64(n) / steleSecs
 
 	// (b) pg_recvlogical on its own slot, same plugin and protocol, to
@@ -113,8 +149,15 @@ func TestCaptureBenchmark(t *testing.T) {
 	}
 	recvSecs := time.Since(rstart).Seconds()
 	recvRate := float64(n) / recvSecs
-	t.Logf("(a) stele capture: %d changes in %.2fs = %.0f changes/s (durable + indexed)", n, steleSecs, steleRate)
+	what := "durable + indexed"
+	if m := os.Getenv("STELE_BENCH_SINK"); m != "" {
+		what = "DIAGNOSTIC sink=" + m
+	}
+	t.Logf("(a) stele capture: %d changes in %.2fs = %.0f changes/s (%s)", n, steleSecs, steleRate, what)
 	t.Logf("(b) pg_recvlogical: %d changes in %.2fs = %.0f changes/s; ratio stele/pg_recvlogical = %.2f (target >= 0.8)", n, recvSecs, recvRate, steleRate/recvRate)
+	if os.Getenv("STELE_BENCH_ONLY_THROUGHPUT") == "1" {
+		return
+	}
 
 	// (c) commit-to-queryable latency: 500 tx/s for 20 s; every 20th
 	// transaction is sampled from its COMMIT's return until the query
@@ -204,6 +247,14 @@ func TestCaptureBenchmark(t *testing.T) {
 	if _, err := pglogrepl.ParseLSN(end); err != nil {
 		t.Errorf("final LSN %q: %v", end, err)
 	}
+}
+
+// countSink counts appended records and keeps nothing (a diagnostic).
+type countSink struct{ n atomic.Uint64 }
+
+func (c *countSink) Append(_ context.Context, recs []*record.Record) ([]log.Appended, error) {
+	c.n.Add(uint64(len(recs)))
+	return make([]log.Appended, len(recs)), nil
 }
 
 func envInt(name string, def int) int {

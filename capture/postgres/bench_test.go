@@ -80,6 +80,31 @@ func TestCaptureBenchmark(t *testing.T) {
 	}
 	t.Logf("workload: %d inserts in %d transactions written in %v; WAL end %s", n, (n+99)/100, time.Since(wstart).Round(time.Millisecond), end)
 
+	// (b) pg_recvlogical on its own slot, same plugin and protocol, to
+	// /dev/null, until the workload's final LSN.
+	runRecv := func() float64 {
+		recvCmd := pgCommand(filepath.Join(pgtest.BinDir, "pg_recvlogical"),
+			"-d", url, "--slot", "recv_bench", "--start", "--no-loop", "--endpos", end,
+			"-o", "proto_version=2", "-o", "publication_names=stele_bench", "-f", "/dev/null")
+		var recvOut bytes.Buffer
+		recvCmd.Stdout, recvCmd.Stderr = &recvOut, &recvOut
+		rstart := time.Now()
+		if err := recvCmd.Run(); err != nil {
+			t.Fatalf("pg_recvlogical: %v\n%s", err, recvOut.String())
+		}
+		return time.Since(rstart).Seconds()
+	}
+	// Settle the server first (autovacuum would otherwise analyse the new
+	// rows during whichever consumer runs first), and STELE_BENCH_RECV_FIRST=1
+	// swaps the order of (a) and (b) to check for an order bias.
+	if _, err := conn.Exec(ctx, "VACUUM ANALYZE t"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Exec(ctx, "CHECKPOINT"); err != nil {
+		t.Fatal(err)
+	}
+	var recvSecs float64
+	recvFirst := os.Getenv("STELE_BENCH_RECV_FIRST") == "1"
 	// (a) Stele: from Run until the log holds all N records, durable and
 	// indexed (log.Open with the index as its hook, as serve does).
 	store := openStore(t, t.TempDir())
@@ -118,6 +143,9 @@ func TestCaptureBenchmark(t *testing.T) {
 		defer f.Close()
 		defer pprof.StopCPUProfile() // also stopped right after (a)
 	}
+	if recvFirst {
+		recvSecs = runRecv()
+	}
 	runCtx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	start := time.Now()
@@ -133,21 +161,21 @@ func TestCaptureBenchmark(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 	steleSecs := time.Since(start).Seconds()
+	if os.Getenv("STELE_BENCH_SINK") == "" {
+		// Size counts durable records; the index follows them
+		// asynchronously, and queryable means indexed too.
+		if err := store.WaitIndexed(ctx, uint64(n)); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("(a) durable after %.2fs, indexed after %.2fs", steleSecs, time.Since(start).Seconds())
+		steleSecs = time.Since(start).Seconds()
+	}
 	pprof.StopCPUProfile()
 	steleRate := float64(n) / steleSecs
 
-	// (b) pg_recvlogical on its own slot, same plugin and protocol, to
-	// /dev/null, until the workload's final LSN.
-	recvCmd := pgCommand(filepath.Join(pgtest.BinDir, "pg_recvlogical"),
-		"-d", url, "--slot", "recv_bench", "--start", "--no-loop", "--endpos", end,
-		"-o", "proto_version=2", "-o", "publication_names=stele_bench", "-f", "/dev/null")
-	var recvOut bytes.Buffer
-	recvCmd.Stdout, recvCmd.Stderr = &recvOut, &recvOut
-	rstart := time.Now()
-	if err := recvCmd.Run(); err != nil {
-		t.Fatalf("pg_recvlogical: %v\n%s", err, recvOut.String())
+	if !recvFirst {
+		recvSecs = runRecv()
 	}
-	recvSecs := time.Since(rstart).Seconds()
 	recvRate := float64(n) / recvSecs
 	what := "durable + indexed"
 	if m := os.Getenv("STELE_BENCH_SINK"); m != "" {

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -176,6 +177,35 @@ func TestIDDeriverMatchesDeriveID(t *testing.T) {
 		}
 		if got, want := d.derive(r), record.DeriveID(r); got != want {
 			t.Fatalf("record %d: derive %s, DeriveID %s", i, got, want)
+		}
+	}
+}
+
+// BenchmarkRowMessage measures the per-row work of the stream: parsing an
+// Insert message, typing its values and building the record (key, image,
+// changed columns, TOAST cache), as in the capture benchmark's table.
+func BenchmarkRowMessage(b *testing.B) {
+	src, err := New(Config{ConnString: "postgres://bench@localhost/bench", Name: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	x := &stream{src: src, st: newState(src), rels: map[uint32]*relation{}}
+	x.rels[7] = &relation{schema: "public", table: "t", key: []string{"id"}, cols: []*pglogrepl.RelationMessageColumn{
+		{Name: "id", DataType: pgtype.Int8OID, Flags: 1}, {Name: "v", DataType: pgtype.TextOID}, {Name: "at", DataType: pgtype.TimestamptzOID},
+	}}
+	col := func(s string) []byte {
+		return append([]byte{'t', 0, 0, 0, byte(len(s))}, s...)
+	}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		msg := append([]byte{'I', 0, 0, 0, 7, 'N', 0, 3}, col(fmt.Sprint(i))...)
+		msg = append(msg, col("some value of a row")...)
+		msg = append(msg, col("2026-11-25 04:34:54.123456+00")...)
+		if err := x.handle(context.Background(), msg); err != nil {
+			b.Fatal(err)
+		}
+		if len(x.tx.recs) >= 1000 {
+			x.tx = nil
 		}
 	}
 }

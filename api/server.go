@@ -52,6 +52,8 @@ type Query interface {
 	Records(ctx context.Context, f query.Filter, page query.PageRequest) (*query.Page, error)
 	History(ctx context.Context, source, table, key string, page query.PageRequest) (*query.Page, error)
 	StateAt(ctx context.Context, source, table, key string, at time.Time) (*query.State, error)
+	// TableStateAt calls fn with each unit of a table as it was at at.
+	TableStateAt(ctx context.Context, source, table string, at time.Time, fn func(query.Unit) error) error
 }
 
 // HealthFunc reports the server's health: "ok" when the log verified, or
@@ -141,6 +143,9 @@ func (s *Server) routes() {
 	s.handle("/v1/entities/{source}/{table}/{key}/history", methodNotAllowed("GET, HEAD"))
 	s.handle("GET /v1/entities/{source}/{table}/{key}/state", s.gated(s.entityState))
 	s.handle("/v1/entities/{source}/{table}/{key}/state", methodNotAllowed("GET, HEAD"))
+
+	s.handle("GET /v1/tables/{source}/{table}/state", s.gated(s.tableState))
+	s.handle("/v1/tables/{source}/{table}/state", methodNotAllowed("GET, HEAD"))
 
 	// The checkpoint and the key stay available on a tampered log: they
 	// are what an auditor needs to prove what the log signed before.

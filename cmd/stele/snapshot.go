@@ -201,4 +201,3 @@ func snapshotData(ctx context.Context, data, source, table string, at time.Time,
 	})
 	return n, err
 }
-

@@ -84,6 +84,11 @@ type Config struct {
 	MaxBodyBytes int64
 	// MaxBatch bounds the records in one POST (default 10000).
 	MaxBatch int
+	// GraphQL, when set, serves /graphql (GET, POST) and
+	// /graphql/playground (GET); cmd/stele passes api/graphql's handler,
+	// which keeps this package free of the GraphQL library. It is gated
+	// like /v1/ on a tampered log.
+	GraphQL http.Handler
 	// Now gives occurred_at for records that carry none and the default
 	// "at" of state queries (default time.Now).
 	Now func() time.Time
@@ -155,6 +160,14 @@ func (s *Server) routes() {
 	s.handle("/v1/log/key", methodNotAllowed("GET, HEAD"))
 	s.handle("GET /v1/proof/consistency", s.gated(s.consistencyProof))
 	s.handle("/v1/proof/consistency", methodNotAllowed("GET, HEAD"))
+
+	if s.cfg.GraphQL != nil {
+		s.handle("GET /graphql", s.gated(s.cfg.GraphQL.ServeHTTP))
+		s.handle("POST /graphql", s.gated(s.cfg.GraphQL.ServeHTTP))
+		s.handle("/graphql", methodNotAllowed("GET, HEAD, POST"))
+		s.handle("GET /graphql/playground", s.cfg.GraphQL.ServeHTTP)
+		s.handle("/graphql/playground", methodNotAllowed("GET, HEAD"))
+	}
 
 	s.handle("GET /healthz", s.healthz)
 	s.handle("/healthz", methodNotAllowed("GET, HEAD"))

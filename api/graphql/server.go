@@ -81,6 +81,7 @@ func New(cfg Options) http.Handler {
 	srv.Use(extension.Introspection{})
 	srv.Use(depthLimit{max: cfg.MaxDepth})
 	srv.Use(extension.FixedComplexityLimit(cfg.MaxComplexity))
+	srv.SetErrorPresenter(presentError)
 	srv.SetRecoverFunc(func(ctx context.Context, p any) error {
 		cfg.Logger.ErrorContext(ctx, "graphql resolver panicked", "panic", fmt.Sprint(p))
 		return &gqlerror.Error{Message: "internal error", Extensions: map[string]any{"code": CodeInternal}}
@@ -90,6 +91,30 @@ func New(cfg Options) http.Handler {
 	mux.Handle(Path, http.MaxBytesHandler(srv, DefaultMaxBodyBytes))
 	mux.Handle(PlaygroundPath, playground.Handler("Stele GraphQL", Path))
 	return mux
+}
+
+// presentError names the argument in errors gqlgen raises while decoding
+// arguments (a malformed Time, a negative Uint64): those arrive without a
+// code, with the path field, argument[, input field…]. Resolver errors
+// carry a code already (argError, internal).
+func presentError(ctx context.Context, err error) *gqlerror.Error {
+	ge := graphql.DefaultErrorPresenter(ctx, err)
+	if _, coded := ge.Extensions["code"]; coded || len(ge.Path) < 2 {
+		return ge
+	}
+	parts := make([]string, 0, len(ge.Path)-1)
+	for _, el := range ge.Path[1:] {
+		parts = append(parts, fmt.Sprint(el))
+	}
+	arg := strings.Join(parts, ".")
+	if !strings.HasPrefix(ge.Message, arg+": ") {
+		ge.Message = arg + ": " + ge.Message
+	}
+	if ge.Extensions == nil {
+		ge.Extensions = map[string]any{}
+	}
+	ge.Extensions["code"], ge.Extensions["argument"] = CodeBadArgument, arg
+	return ge
 }
 
 // complexity makes a list field cost its page size times the cost of one

@@ -351,13 +351,15 @@ func TestEntityHistoryAndState(t *testing.T) {
 	// null before the first one.
 	for _, seq := range want {
 		at := e.recs[seq].OccurredAt
-		var d struct{ EntityState *struct {
-			Key        string          `json:"key"`
-			At         time.Time       `json:"at"`
-			State      json.RawMessage `json:"state"`
-			Seq        uint64          `json:"seq"`
-			OccurredAt time.Time       `json:"occurredAt"`
-		} }
+		var d struct {
+			EntityState *struct {
+				Key        string          `json:"key"`
+				At         time.Time       `json:"at"`
+				State      json.RawMessage `json:"state"`
+				Seq        uint64          `json:"seq"`
+				OccurredAt time.Time       `json:"occurredAt"`
+			}
+		}
 		e.data(t, `query($at: Time) { entityState(source: "crm", table: "customers", key: "2", at: $at) { key at state seq occurredAt } }`, map[string]any{"at": at}, &d)
 		st, err := e.engine.StateAt(context.Background(), "crm", "customers", "2", at)
 		if err != nil {

@@ -6,7 +6,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/stele/stele/index"
@@ -39,7 +41,9 @@ type UnitPage struct {
 // table: the walk goes entity by entity through the index's entity lists,
 // and for each unit reads back from its newest change only to the last
 // change that set the whole image (insert, snapshot, delete), so a unit
-// with a long history costs the reads of its recent updates alone.
+// with a long history costs the reads of its recent updates alone. Units
+// are folded in batches on up to four goroutines (reading and decoding
+// records dominates), so in flight at once are a few thousand units.
 func (e *Engine) TableStateAt(ctx context.Context, source, table string, at time.Time, fn func(Unit) error) error {
 	return e.tableState(ctx, source, table, at, nil, fn)
 }
@@ -127,47 +131,144 @@ func (e *Engine) tableState(ctx context.Context, source, table string, at time.T
 		return err
 	}
 
-	var (
-		cur      []byte
-		seqs     []uint64
-		stopErr  error
-		examined int
-	)
-	flush := func() error {
-		if len(seqs) == 0 {
-			return nil
-		}
-		u, ok, err := e.foldUnit(seqs)
-		seqs = seqs[:0]
-		if err != nil || !ok {
-			return err
-		}
-		u.Key = string(cur)
-		return fn(u)
-	}
-	err = e.ix.ScanEntities(source, table, after, func(key []byte, p index.Posting) bool {
-		if examined++; examined%4096 == 0 && ctx.Err() != nil {
-			stopErr = ctx.Err()
-			return false
-		}
-		if string(key) != string(cur) {
-			if stopErr = flush(); stopErr != nil {
+	return e.foldTable(ctx, source, table, after, func(p index.Posting) bool {
+		return p.Seq < size && p.OccurredAt.Compare(at) <= 0 && (!truncated || p.Seq > lastTrunc)
+	}, fn)
+}
+
+// unitGroup is one unit's postings in effect at the instant asked.
+type unitGroup struct {
+	key  string
+	seqs []uint64
+}
+
+// unitBatch is a run of consecutive units, folded by one worker.
+type unitBatch struct {
+	groups []unitGroup
+	units  []Unit
+	err    error
+	done   chan struct{}
+}
+
+const (
+	unitBatchSize  = 256
+	maxFoldWorkers = 4
+)
+
+// foldTable walks the table's entity lists on one goroutine and folds
+// batches of units on up to maxFoldWorkers others, since reading and
+// decoding records dominates; fn still sees units one at a time in key
+// order. In flight at once: at most 2×workers+1 batches.
+func (e *Engine) foldTable(ctx context.Context, source, table string, after *string, keep func(index.Posting) bool, fn func(Unit) error) error {
+	parent := ctx
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	workers := min(runtime.GOMAXPROCS(0), maxFoldWorkers)
+	work := make(chan *unitBatch, workers)
+	ordered := make(chan *unitBatch, workers+1)
+	var wg sync.WaitGroup
+	var scanErr error
+	wg.Go(func() {
+		defer close(work)
+		defer close(ordered)
+		b := &unitBatch{done: make(chan struct{})}
+		var cur []byte
+		var seqs []uint64
+		send := func() bool {
+			select {
+			case ordered <- b:
+			case <-ctx.Done():
 				return false
 			}
-			cur = append(cur[:0], key...)
+			select {
+			case work <- b:
+			case <-ctx.Done():
+				close(b.done) // the consumer may wait on it
+				return false
+			}
+			b = &unitBatch{done: make(chan struct{})}
+			return true
 		}
-		if p.Seq < size && p.OccurredAt.Compare(at) <= 0 && (!truncated || p.Seq > lastTrunc) {
-			seqs = append(seqs, p.Seq)
+		flush := func() bool {
+			if len(seqs) > 0 {
+				b.groups = append(b.groups, unitGroup{key: string(cur), seqs: seqs})
+				seqs = nil
+			}
+			return len(b.groups) < unitBatchSize || send()
 		}
-		return true
+		examined := 0
+		err := e.ix.ScanEntities(source, table, after, func(key []byte, p index.Posting) bool {
+			if examined++; examined%4096 == 0 && ctx.Err() != nil {
+				return false
+			}
+			if string(key) != string(cur) {
+				if !flush() {
+					return false
+				}
+				cur = append(cur[:0], key...)
+			}
+			if keep(p) {
+				seqs = append(seqs, p.Seq)
+			}
+			return true
+		})
+		if err != nil {
+			scanErr = err
+			return
+		}
+		if ctx.Err() == nil && flush() && len(b.groups) > 0 {
+			send()
+		}
 	})
-	if err != nil {
-		return err
+	for range workers {
+		wg.Go(func() {
+			for b := range work {
+				for _, g := range b.groups {
+					if ctx.Err() != nil {
+						b.err = ctx.Err()
+						break
+					}
+					u, ok, err := e.foldUnit(g.seqs)
+					if err != nil {
+						b.err = err
+						break
+					}
+					if ok {
+						u.Key = g.key
+						b.units = append(b.units, u)
+					}
+				}
+				close(b.done)
+			}
+		})
 	}
-	if stopErr != nil {
-		return stopErr
+	var err error
+	for b := range ordered {
+		<-b.done
+		if err = b.err; err == nil {
+			for _, u := range b.units {
+				if err = fn(u); err != nil {
+					break
+				}
+			}
+		}
+		if err != nil {
+			break
+		}
 	}
-	return flush()
+	cancel()
+	for range ordered {
+		// Unblock the walker; what it sent is abandoned.
+	}
+	wg.Wait()
+	if err == nil {
+		err = scanErr
+	}
+	if err == nil {
+		// A walk cut short by the caller's context is not a full table.
+		err = parent.Err()
+	}
+	return err
 }
 
 // foldUnit folds the records at seqs (ascending, all in effect at the

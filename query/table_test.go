@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"slices"
 	"strconv"
 	"testing"
@@ -394,4 +395,61 @@ func BenchmarkTableStateAt(b *testing.B) {
 		}
 		b.ReportMetric(float64(size)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
 	})
+}
+
+// Across many batches of units: order, early stop by fn, cancellation
+// mid-walk, and no goroutine left behind.
+func TestTableStateManyUnits(t *testing.T) {
+	v := newEnv(t)
+	src := record.Source{Name: "crm", Kind: "postgres", Table: "big"}
+	const n = 2000
+	var recs []*record.Record
+	for i := range n {
+		recs = append(recs, &record.Record{ID: fmt.Sprintf("b-%d", i), Source: src, Op: record.OpInsert, Key: entityKey(i),
+			After: mustJSON(map[string]int{"id": i}), OccurredAt: base.Add(time.Duration(i) * time.Second)})
+	}
+	v.append(t, recs...)
+	ctx := context.Background()
+	at := base.Add(time.Duration(n) * time.Second)
+	before := runtime.NumGoroutine()
+	var keys []int
+	if err := v.e.TableStateAt(ctx, "crm", "big", at, func(u query.Unit) error {
+		k, _ := strconv.Atoi(u.Key)
+		keys = append(keys, k)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != n || !slices.IsSorted(keys) {
+		t.Fatalf("%d units, sorted %v", len(keys), slices.IsSorted(keys))
+	}
+	stop := errors.New("enough")
+	calls := 0
+	err := v.e.TableStateAt(ctx, "crm", "big", at, func(query.Unit) error {
+		if calls++; calls == 600 {
+			return stop
+		}
+		return nil
+	})
+	if !errors.Is(err, stop) || calls != 600 {
+		t.Fatalf("stop at 600: %v after %d calls", err, calls)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	calls = 0
+	err = v.e.TableStateAt(cctx, "crm", "big", at, func(query.Unit) error {
+		if calls++; calls == 300 {
+			cancel()
+		}
+		return nil
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled mid-walk: %v after %d calls", err, calls)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if g := runtime.NumGoroutine(); g > before {
+		t.Fatalf("%d goroutines after, %d before", g, before)
+	}
 }

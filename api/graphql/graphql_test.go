@@ -664,8 +664,17 @@ func TestMountedInAPIServer(t *testing.T) {
 	if code, body := get("/graphql/playground"); code != 200 || !strings.Contains(body, "graphiql") {
 		t.Fatalf("playground: %d %.200s", code, body)
 	}
+	resp, err := http.Post(srv.URL+"/graphql", "application/json", strings.NewReader(`{"query":"{ checkpoint { nope } }"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(string(b), `Cannot query field \"nope\"`) {
+		t.Fatalf("invalid query: %d %s", resp.StatusCode, b)
+	}
 	req, _ := http.NewRequest(http.MethodPut, srv.URL+"/graphql", strings.NewReader(`{"query":"{ checkpoint { size } }"}`))
-	resp, err := http.DefaultClient.Do(req)
+	resp, err = http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -677,4 +686,61 @@ func TestMountedInAPIServer(t *testing.T) {
 	if code, body := get("/graphql?query=" + url.QueryEscape("{ checkpoint { size } }")); code != http.StatusServiceUnavailable || !strings.Contains(body, "failed verification") {
 		t.Fatalf("tampered: %d %s", code, body)
 	}
+}
+
+// BenchmarkRecordsQuery: one page of 100 records through GraphQL, and the
+// same page through GET /v1/records as the same-run baseline.
+func BenchmarkRecordsQuery(b *testing.B) {
+	dir := b.TempDir()
+	ix, err := index.Open(filepath.Join(dir, "index"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ix.Close()
+	store, err := log.Open(context.Background(), dir, log.Options{Origin: "bench.example/log", Hook: ix})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer store.Close()
+	var recs []*record.Record
+	for i := range 5000 {
+		recs = append(recs, &record.Record{ID: fmt.Sprintf("b-%d", i), Source: record.Source{Name: "crm", Kind: "postgres", Table: "customers"},
+			Op: record.OpUpdate, Key: mustJSON(map[string]int{"id": i % 500}), After: mustJSON(map[string]any{"id": i % 500, "name": fmt.Sprintf("n%d", i)}),
+			Actor: mustJSON(map[string]string{"id": "alice"}), OccurredAt: t0.Add(time.Duration(i) * time.Second)})
+	}
+	if _, err := store.Append(context.Background(), recs); err != nil {
+		b.Fatal(err)
+	}
+	engine := query.New(store, ix)
+	srv := httptest.NewServer(api.New(api.Config{Log: store, Query: engine, GraphQL: graphql.New(graphql.Options{Log: store, Query: engine})}))
+	defer srv.Close()
+	client := srv.Client()
+	run := func(b *testing.B, req func() *http.Request) {
+		for b.Loop() {
+			resp, err := client.Do(req())
+			if err != nil {
+				b.Fatal(err)
+			}
+			n, _ := io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || n < 1000 {
+				b.Fatalf("status %d, %d bytes", resp.StatusCode, n)
+			}
+		}
+		b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pages/s")
+	}
+	body := []byte(`{"query":"{ records(filter: {actor: \"alice\"}, first: 100) { nodes { seq id op key after actor occurredAt recordedAt source { name table } } pageInfo { endCursor } } }"}`)
+	b.Run("graphql", func(b *testing.B) {
+		run(b, func() *http.Request {
+			r, _ := http.NewRequest(http.MethodPost, srv.URL+"/graphql", bytes.NewReader(body))
+			r.Header.Set("Content-Type", "application/json")
+			return r
+		})
+	})
+	b.Run("baseline-rest", func(b *testing.B) {
+		run(b, func() *http.Request {
+			r, _ := http.NewRequest(http.MethodGet, srv.URL+"/v1/records?actor=alice&limit=100", nil)
+			return r
+		})
+	})
 }

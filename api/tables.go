@@ -28,6 +28,10 @@ func AppendUnitJSON(dst []byte, u query.Unit) []byte {
 	return append(dst, `"}`...)
 }
 
+// streamWriteTimeout is how long a table-state stream may take to write
+// the next 1,024 units.
+const streamWriteTimeout = 2 * time.Minute
+
 // tableState answers GET /v1/tables/{source}/{table}/state?at=T: every unit
 // of the table as it was at T (default now), streamed as JSON Lines so a
 // table of millions of rows never sits in memory. An error found before the
@@ -54,7 +58,12 @@ func (s *Server) tableState(w http.ResponseWriter, r *http.Request) {
 		bw      *bufio.Writer
 		line    []byte
 		started bool
+		units   int
 	)
+	// The server's write timeout bounds a whole response; a large table
+	// streams for longer, so each stretch of progress extends it. A stuck
+	// client still times out.
+	rc := http.NewResponseController(w)
 	start := func() {
 		h := w.Header()
 		h.Set("Content-Type", TableStateContentType)
@@ -67,6 +76,9 @@ func (s *Server) tableState(w http.ResponseWriter, r *http.Request) {
 	err := s.cfg.Query.TableStateAt(r.Context(), r.PathValue("source"), r.PathValue("table"), at, func(u query.Unit) error {
 		if !started {
 			start()
+		}
+		if units++; units%1024 == 1 {
+			_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
 		}
 		line = append(AppendUnitJSON(line[:0], u), '\n')
 		_, err := bw.Write(line)

@@ -45,7 +45,7 @@ type UnitPage struct {
 // are folded in batches on up to four goroutines (reading and decoding
 // records dominates), so in flight at once are a few thousand units.
 func (e *Engine) TableStateAt(ctx context.Context, source, table string, at time.Time, fn func(Unit) error) error {
-	return e.tableState(ctx, source, table, at, nil, fn)
+	return e.tableState(ctx, source, table, at, nil, unitBatchSize, fn)
 }
 
 // TableStatePage returns up to limit units (default DefaultLimit, at most
@@ -67,7 +67,9 @@ func (e *Engine) TableStatePage(ctx context.Context, source, table string, at ti
 	}
 	page := &UnitPage{}
 	errFull := errors.New("page full")
-	err := e.tableState(ctx, source, table, at, after, func(u Unit) error {
+	// Small batches keep the units folded past the end of the page few.
+	batch := min(unitBatchSize, max(8, limit/maxFoldWorkers))
+	err := e.tableState(ctx, source, table, at, after, batch, func(u Unit) error {
 		if len(page.Units) == limit {
 			page.NextCursor = encodeUnitCursor(page.Units[limit-1].Key)
 			return errFull
@@ -99,7 +101,7 @@ func decodeUnitCursor(c string) (string, error) {
 	return key, nil
 }
 
-func (e *Engine) tableState(ctx context.Context, source, table string, at time.Time, after *string, fn func(Unit) error) error {
+func (e *Engine) tableState(ctx context.Context, source, table string, at time.Time, after *string, batch int, fn func(Unit) error) error {
 	if source == "" {
 		return &FieldError{Field: "source", Reason: "is required"}
 	}
@@ -131,7 +133,7 @@ func (e *Engine) tableState(ctx context.Context, source, table string, at time.T
 		return err
 	}
 
-	return e.foldTable(ctx, source, table, after, func(p index.Posting) bool {
+	return e.foldTable(ctx, source, table, after, batch, func(p index.Posting) bool {
 		return p.Seq < size && p.OccurredAt.Compare(at) <= 0 && (!truncated || p.Seq > lastTrunc)
 	}, fn)
 }
@@ -159,7 +161,7 @@ const (
 // batches of units on up to maxFoldWorkers others, since reading and
 // decoding records dominates; fn still sees units one at a time in key
 // order. In flight at once: at most 2×workers+1 batches.
-func (e *Engine) foldTable(ctx context.Context, source, table string, after *string, keep func(index.Posting) bool, fn func(Unit) error) error {
+func (e *Engine) foldTable(ctx context.Context, source, table string, after *string, batch int, keep func(index.Posting) bool, fn func(Unit) error) error {
 	parent := ctx
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
@@ -194,7 +196,7 @@ func (e *Engine) foldTable(ctx context.Context, source, table string, after *str
 				b.groups = append(b.groups, unitGroup{key: string(cur), seqs: seqs})
 				seqs = nil
 			}
-			return len(b.groups) < unitBatchSize || send()
+			return len(b.groups) < batch || send()
 		}
 		examined := 0
 		err := e.ix.ScanEntities(source, table, after, func(key []byte, p index.Posting) bool {

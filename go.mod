@@ -3,14 +3,15 @@ module github.com/stele/stele
 go 1.26.8
 
 require (
+	github.com/99designs/gqlgen v0.17.98
 	github.com/go-json-experiment/json v1.27.2
 	github.com/transparency-dev/merkle v0.0.2
+	github.com/vektah/gqlparser/v2 v2.5.64
 	golang.org/x/mod v0.43.0
 	golang.org/x/sys v0.50.0
 )
 
 require (
-	github.com/99designs/gqlgen v0.17.98 // indirect
 	github.com/agnivade/levenshtein v1.2.2 // indirect
 	github.com/coder/websocket v1.8.15 // indirect
 	github.com/go-viper/mapstructure/v2 v2.5.0 // indirect
@@ -19,7 +20,6 @@ require (
 	github.com/hashicorp/golang-lru/v2 v2.0.7 // indirect
 	github.com/sosodev/duration v1.4.0 // indirect
 	github.com/urfave/cli/v3 v3.14.0 // indirect
-	github.com/vektah/gqlparser/v2 v2.5.64 // indirect
 	golang.org/x/sync v0.24.0 // indirect
 	golang.org/x/tools v0.52.0 // indirect
 )

@@ -69,7 +69,7 @@ type RecordConnection struct {
 // Filters of records; absent fields do not filter.
 type RecordFilter struct {
 	Source *string `json:"source,omitempty"`
-	// Needs source.
+	// Alone, matches the table name in every source.
 	Table *string `json:"table,omitempty"`
 	// The canonical key string; needs source and table.
 	Key *string `json:"key,omitempty"`

@@ -32,9 +32,6 @@ func (r *queryResolver) Records(ctx context.Context, filter *RecordFilter, order
 			f.Until = *filter.Until
 		}
 	}
-	if f.Table != "" && f.Source == "" {
-		return nil, argError(ctx, "filter.table", "needs filter.source (a table name is unique only within its source)")
-	}
 	req, err := pageRequest(ctx, first, after)
 	if err != nil {
 		return nil, err

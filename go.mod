@@ -3,13 +3,28 @@ module github.com/stele/stele
 go 1.26.8
 
 require (
+	github.com/99designs/gqlgen v0.17.98
 	github.com/go-json-experiment/json v1.27.2
 	github.com/transparency-dev/merkle v0.0.2
+	github.com/vektah/gqlparser/v2 v2.5.64
 	golang.org/x/mod v0.43.0
 	golang.org/x/sys v0.50.0
 )
 
 require github.com/santhosh-tekuri/jsonschema/v6 v6.0.3
+
+require (
+	github.com/agnivade/levenshtein v1.2.2 // indirect
+	github.com/coder/websocket v1.8.15 // indirect
+	github.com/go-viper/mapstructure/v2 v2.5.0 // indirect
+	github.com/goccy/go-yaml v1.19.2 // indirect
+	github.com/google/uuid v1.6.0 // indirect
+	github.com/hashicorp/golang-lru/v2 v2.0.7 // indirect
+	github.com/sosodev/duration v1.4.0 // indirect
+	github.com/urfave/cli/v3 v3.14.0 // indirect
+	golang.org/x/sync v0.24.0 // indirect
+	golang.org/x/tools v0.52.0 // indirect
+)
 
 require (
 	github.com/DataDog/zstd v1.5.7 // indirect
@@ -47,7 +62,9 @@ require (
 	github.com/rogpeppe/go-internal v1.12.0 // indirect
 	golang.org/x/exp v0.0.0-20230626212559-97b1e661b5df // indirect
 	golang.org/x/term v0.48.0
-	golang.org/x/text v0.42.0
+	golang.org/x/text v0.43.0
 	google.golang.org/protobuf v1.36.12 // indirect
 	gopkg.in/yaml.v3 v3.0.1
 )
+
+tool github.com/99designs/gqlgen

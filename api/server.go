@@ -52,6 +52,8 @@ type Query interface {
 	Records(ctx context.Context, f query.Filter, page query.PageRequest) (*query.Page, error)
 	History(ctx context.Context, source, table, key string, page query.PageRequest) (*query.Page, error)
 	StateAt(ctx context.Context, source, table, key string, at time.Time) (*query.State, error)
+	// TableStateAt calls fn with each unit of a table as it was at at.
+	TableStateAt(ctx context.Context, source, table string, at time.Time, fn func(query.Unit) error) error
 }
 
 // HealthFunc reports the server's health: "ok" when the log verified, or
@@ -88,6 +90,11 @@ type Config struct {
 	// Privacy reveals personal data by role and erases data subjects; nil
 	// serves records as stored.
 	Privacy Privacy
+	// GraphQL, when set, serves /graphql (GET, POST) and
+	// /graphql/playground (GET); cmd/stele passes api/graphql's handler,
+	// which keeps this package free of the GraphQL library. It is gated
+	// like /v1/ on a tampered log.
+	GraphQL http.Handler
 	// Now gives occurred_at for records that carry none and the default
 	// "at" of state queries (default time.Now).
 	Now func() time.Time
@@ -150,6 +157,9 @@ func (s *Server) routes() {
 	s.handle("GET /v1/entities/{source}/{table}/{key}/state", s.gated(s.authorize(anyRole, s.entityState)))
 	s.handle("/v1/entities/{source}/{table}/{key}/state", methodNotAllowed("GET, HEAD"))
 
+	s.handle("GET /v1/tables/{source}/{table}/state", s.gated(s.authorize(anyRole, s.tableState)))
+	s.handle("/v1/tables/{source}/{table}/state", methodNotAllowed("GET, HEAD"))
+
 	// The checkpoint and the key stay available on a tampered log: they
 	// are what an auditor needs to prove what the log signed before.
 	s.handle("GET /v1/checkpoint", s.getCheckpoint)
@@ -165,6 +175,13 @@ func (s *Server) routes() {
 	}
 	if s.cfg.Schemas != nil {
 		s.schemaRoutes()
+	}
+	if s.cfg.GraphQL != nil {
+		s.handle("GET /graphql", s.gated(s.authorize(anyRole, s.cfg.GraphQL.ServeHTTP)))
+		s.handle("POST /graphql", s.gated(s.authorize(anyRole, s.cfg.GraphQL.ServeHTTP)))
+		s.handle("/graphql", methodNotAllowed("GET, HEAD, POST"))
+		s.handle("GET /graphql/playground", s.cfg.GraphQL.ServeHTTP)
+		s.handle("/graphql/playground", methodNotAllowed("GET, HEAD"))
 	}
 
 	s.handle("GET /healthz", s.healthz)

@@ -21,6 +21,7 @@ import (
 
 	"github.com/stele/stele/api"
 	"github.com/stele/stele/auth"
+	"github.com/stele/stele/api/graphql"
 	"github.com/stele/stele/index"
 	"github.com/stele/stele/log"
 	"github.com/stele/stele/privacy"
@@ -136,9 +137,11 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	engine := query.New(store, ix)
 	handler := api.New(api.Config{
 		Log:          store,
-		Query:        query.New(store, ix),
+		Query:        engine,
+		GraphQL:      graphql.New(graphql.Options{Log: store, Query: engine, Logger: logger}),
 		Health:       h.get,
 		Logger:       logger,
 		Registry:     reg,

@@ -1,0 +1,13 @@
+// Package graphql serves Stele's read API as GraphQL at /graphql, with a
+// GraphiQL playground at /graphql/playground. The schema (schema.graphqls)
+// comes first; gqlgen generates the executor from it:
+//
+//	go generate ./api/graphql/
+//
+// which runs `go tool gqlgen` with gqlgen.yml. Resolvers are hand-written
+// (resolver.go) over the same query engine and log as the REST API, through
+// the small interfaces this package defines. Every operation is checked
+// against a depth and a complexity limit before it runs.
+package graphql
+
+//go:generate go tool gqlgen generate --config gqlgen.yml

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/stele/stele/api"
+	"github.com/stele/stele/log"
+	"github.com/stele/stele/query"
+)
+
+const snapshotUsage = `(--url URL | --data DIR) --source S --table T [--at TIME] --out FILE
+
+Write every unit (row, entity) of one table as it was at TIME (RFC 3339,
+default now) to FILE as JSON Lines, one {"key","state","seq","occurred_at"}
+object a line — the lines GET /v1/tables/{source}/{table}/state serves.
+--url asks a running server; --data reads a stopped server's data directory
+(refused while a server holds it). FILE "-" is standard output; any other
+FILE appears only once complete.`
+
+func runSnapshot(ctx context.Context, args []string) error {
+	fs := newFlagSet("snapshot", snapshotUsage)
+	baseURL := fs.String("url", "", "base `URL` of a running server")
+	data := fs.String("data", "", "data `DIR` of a stopped server")
+	source := fs.String("source", "", "source `name`")
+	table := fs.String("table", "", "table `name`")
+	atFlag := fs.String("at", "", "the instant, RFC 3339 (default now)")
+	out := fs.String("out", "", "output `FILE` (- for standard output)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if (*baseURL == "") == (*data == "") {
+		return usagef("give exactly one of --url and --data")
+	}
+	for _, f := range []struct{ name, v string }{{"source", *source}, {"table", *table}, {"out", *out}} {
+		if f.v == "" {
+			return usagef("--%s is required", f.name)
+		}
+	}
+	at := time.Now().UTC()
+	if *atFlag != "" {
+		t, err := time.Parse(time.RFC3339Nano, *atFlag)
+		if err != nil {
+			return usagef("--at: %q is not an RFC 3339 timestamp (like 2026-01-02T15:04:05Z)", *atFlag)
+		}
+		at = t
+	}
+	var n int
+	err := writeOutput(*out, func(w io.Writer) error {
+		var err error
+		if *baseURL != "" {
+			n, err = snapshotURL(ctx, *baseURL, *source, *table, at, w)
+		} else {
+			n, err = snapshotData(ctx, *data, *source, *table, at, w)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(os.Stderr, "wrote %d units of %s/%s at %s to %s\n", n, *source, *table, at.Format(time.RFC3339Nano), *out)
+	return nil
+}
+
+// writeOutput runs write against path through a temporary file renamed
+// into place on success, so a failed snapshot never leaves a plausible but
+// partial file.
+func writeOutput(path string, write func(io.Writer) error) error {
+	if path == "-" {
+		bw := bufio.NewWriterSize(os.Stdout, 64<<10)
+		if err := write(bw); err != nil {
+			return err
+		}
+		return bw.Flush()
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // after a successful rename this fails harmlessly
+	bw := bufio.NewWriterSize(tmp, 256<<10)
+	err = write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("--out: %w", err)
+	}
+	return nil
+}
+
+func snapshotURL(ctx context.Context, base, source, table string, at time.Time, w io.Writer) (int, error) {
+	u, err := url.Parse(strings.TrimRight(base, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return 0, usagef("--url: %q is not an http(s) URL", base)
+	}
+	u = u.JoinPath("v1", "tables", source, table, "state")
+	u.RawQuery = url.Values{"at": {at.Format(time.RFC3339Nano)}}.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("ask %s: %w", base, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return 0, fmt.Errorf("server answered %s: %s", resp.Status, bytes.TrimSpace(body))
+	}
+	r := bufio.NewReaderSize(resp.Body, 64<<10)
+	n := 0
+	for {
+		line, err := r.ReadBytes('\n')
+		if len(line) > 0 {
+			// A unit line starts with "key"; the server ends a stream that
+			// failed midway with an error line instead.
+			if !bytes.HasPrefix(line, []byte(`{"key":`)) {
+				return n, fmt.Errorf("the server's stream failed after %d units: %s", n, bytes.TrimSpace(line))
+			}
+			if line[len(line)-1] != '\n' {
+				return n, fmt.Errorf("the server's stream was cut after %d units", n)
+			}
+			if _, werr := w.Write(line); werr != nil {
+				return n, werr
+			}
+			n++
+		}
+		if errors.Is(err, io.EOF) {
+			return n, nil
+		}
+		if err != nil {
+			return n, fmt.Errorf("read the server's stream after %d units: %w", n, err)
+		}
+	}
+}
+
+func snapshotData(ctx context.Context, data, source, table string, at time.Time, w io.Writer) (int, error) {
+	if _, err := os.Stat(filepath.Join(data, "records.log")); err != nil {
+		return 0, fmt.Errorf("%s is not a Stele data directory: %w", data, err)
+	}
+	// Opening the log may recover a torn tail, which only its one writer
+	// may do: refuse while a server holds the directory.
+	unlock, err := lockDataDir(data)
+	if err != nil {
+		return 0, fmt.Errorf("%w (use --url to ask the running server instead)", err)
+	}
+	defer unlock()
+	vkey, err := log.LoadVerifierKey(data)
+	if err != nil {
+		return 0, err
+	}
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		return 0, fmt.Errorf("verifier key in %s: %w", data, err)
+	}
+	logger := slog.New(slog.DiscardHandler)
+	ix, err := openIndex(data, logger)
+	if err != nil {
+		return 0, err
+	}
+	defer ix.Close()
+	store, err := log.Open(ctx, data, log.Options{Origin: v.Name(), Hook: ix, Logger: logger})
+	if err != nil {
+		if errors.Is(err, log.ErrIndexAhead) {
+			err = fmt.Errorf("%w; run `stele reindex --data %s`", err, data)
+		}
+		return 0, fmt.Errorf("open log in %s: %w", data, err)
+	}
+	defer store.Close()
+	n := 0
+	var line []byte
+	err = query.New(store, ix).TableStateAt(ctx, source, table, at, func(u query.Unit) error {
+		line = append(api.AppendUnitJSON(line[:0], u), '\n')
+		n++
+		_, err := w.Write(line)
+		return err
+	})
+	return n, err
+}

@@ -1,0 +1,347 @@
+package query
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/stele/stele/index"
+	"github.com/stele/stele/record"
+)
+
+// Unit is one unit (row, entity) of a table as it was at an instant.
+type Unit struct {
+	// Key is the canonical key string (record.KeyString), as in entity URLs.
+	Key string
+	// State is the canonical JSON image of the unit.
+	State json.RawMessage
+	// Seq is the last record folded into State; OccurredAt is its time.
+	Seq        uint64
+	OccurredAt time.Time
+}
+
+// UnitPage is one page of a table's state. NextCursor is empty at the end.
+type UnitPage struct {
+	Units      []Unit
+	NextCursor string
+}
+
+// TableStateAt calls fn with every unit of source/table that existed at at,
+// with the same fold as StateAt. Units come in the index's key order
+// (shorter key strings first, then bytewise). It stops at fn's first error
+// and returns it.
+//
+// Memory stays proportional to the longest history of one unit, not to the
+// table: the walk goes entity by entity through the index's entity lists,
+// and for each unit reads back from its newest change only to the last
+// change that set the whole image (insert, snapshot, delete), so a unit
+// with a long history costs the reads of its recent updates alone. Units
+// are folded in batches on up to four goroutines (reading and decoding
+// records dominates), so in flight at once are a few thousand units.
+func (e *Engine) TableStateAt(ctx context.Context, source, table string, at time.Time, fn func(Unit) error) error {
+	return e.tableState(ctx, source, table, at, nil, unitBatchSize, fn)
+}
+
+// TableStatePage returns up to limit units (default DefaultLimit, at most
+// MaxLimit) of source/table at at, continuing after cursor.
+func (e *Engine) TableStatePage(ctx context.Context, source, table string, at time.Time, limit int, cursor string) (*UnitPage, error) {
+	if limit <= 0 {
+		limit = DefaultLimit
+	}
+	if limit > MaxLimit {
+		return nil, &FieldError{Field: "limit", Reason: fmt.Sprintf("must be at most %d", MaxLimit)}
+	}
+	var after *string
+	if cursor != "" {
+		k, err := decodeUnitCursor(cursor)
+		if err != nil {
+			return nil, err
+		}
+		after = &k
+	}
+	page := &UnitPage{}
+	errFull := errors.New("page full")
+	// Small batches keep the units folded past the end of the page few.
+	batch := min(unitBatchSize, max(8, limit/maxFoldWorkers))
+	err := e.tableState(ctx, source, table, at, after, batch, func(u Unit) error {
+		if len(page.Units) == limit {
+			page.NextCursor = encodeUnitCursor(page.Units[limit-1].Key)
+			return errFull
+		}
+		page.Units = append(page.Units, u)
+		return nil
+	})
+	if err != nil && !errors.Is(err, errFull) {
+		return nil, err
+	}
+	return page, nil
+}
+
+// A unit cursor names the last key served; keys are not secret from the
+// caller who received them, and base64 keeps them opaque in URLs.
+func encodeUnitCursor(key string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte("u1:" + key))
+}
+
+func decodeUnitCursor(c string) (string, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return "", fmt.Errorf("%w: not base64url", ErrBadCursor)
+	}
+	key, ok := strings.CutPrefix(string(raw), "u1:")
+	if !ok {
+		return "", fmt.Errorf("%w: not a table-state cursor", ErrBadCursor)
+	}
+	return key, nil
+}
+
+func (e *Engine) tableState(ctx context.Context, source, table string, at time.Time, after *string, batch int, fn func(Unit) error) error {
+	if source == "" {
+		return &FieldError{Field: "source", Reason: "is required"}
+	}
+	if table == "" {
+		return &FieldError{Field: "table", Reason: "is required"}
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	size, err := e.snapshot(ctx)
+	if err != nil {
+		return err
+	}
+	// A truncate empties the table, so only changes after the last
+	// truncate at or before at count; seqs start at 0, so "none" is
+	// recorded separately.
+	var lastTrunc uint64
+	truncated := false
+	err = e.ix.Scan(index.TruncateList(source, table), false, 0, func(p index.Posting) bool {
+		if p.Seq >= size {
+			return false
+		}
+		if !p.OccurredAt.After(at) {
+			lastTrunc, truncated = p.Seq, true
+		}
+		return true
+	})
+	if err != nil {
+		return err
+	}
+
+	return e.foldTable(ctx, source, table, after, batch, func(p index.Posting) bool {
+		return p.Seq < size && p.OccurredAt.Compare(at) <= 0 && (!truncated || p.Seq > lastTrunc)
+	}, fn)
+}
+
+// unitGroup is one unit's postings in effect at the instant asked.
+type unitGroup struct {
+	key  string
+	seqs []uint64
+}
+
+// unitBatch is a run of consecutive units, folded by one worker.
+type unitBatch struct {
+	groups []unitGroup
+	units  []Unit
+	err    error
+	done   chan struct{}
+}
+
+const (
+	unitBatchSize  = 256
+	maxFoldWorkers = 4
+)
+
+// foldTable walks the table's entity lists on one goroutine and folds
+// batches of units on up to maxFoldWorkers others, since reading and
+// decoding records dominates; fn still sees units one at a time in key
+// order. In flight at once: at most 2×workers+1 batches.
+func (e *Engine) foldTable(ctx context.Context, source, table string, after *string, batch int, keep func(index.Posting) bool, fn func(Unit) error) error {
+	parent := ctx
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	workers := min(runtime.GOMAXPROCS(0), maxFoldWorkers)
+	work := make(chan *unitBatch, workers)
+	ordered := make(chan *unitBatch, workers+1)
+	var wg sync.WaitGroup
+	var scanErr error
+	wg.Go(func() {
+		defer close(work)
+		defer close(ordered)
+		b := &unitBatch{done: make(chan struct{})}
+		var cur []byte
+		var seqs []uint64
+		send := func() bool {
+			select {
+			case ordered <- b:
+			case <-ctx.Done():
+				return false
+			}
+			select {
+			case work <- b:
+			case <-ctx.Done():
+				close(b.done) // the consumer may wait on it
+				return false
+			}
+			b = &unitBatch{done: make(chan struct{})}
+			return true
+		}
+		flush := func() bool {
+			if len(seqs) > 0 {
+				b.groups = append(b.groups, unitGroup{key: string(cur), seqs: seqs})
+				seqs = nil
+			}
+			return len(b.groups) < batch || send()
+		}
+		examined := 0
+		err := e.ix.ScanEntities(source, table, after, func(key []byte, p index.Posting) bool {
+			if examined++; examined%4096 == 0 && ctx.Err() != nil {
+				return false
+			}
+			if string(key) != string(cur) {
+				if !flush() {
+					return false
+				}
+				cur = append(cur[:0], key...)
+			}
+			if keep(p) {
+				seqs = append(seqs, p.Seq)
+			}
+			return true
+		})
+		if err != nil {
+			scanErr = err
+			return
+		}
+		if ctx.Err() == nil && flush() && len(b.groups) > 0 {
+			send()
+		}
+	})
+	for range workers {
+		wg.Go(func() {
+			for b := range work {
+				for _, g := range b.groups {
+					if ctx.Err() != nil {
+						b.err = ctx.Err()
+						break
+					}
+					u, ok, err := e.foldUnit(g.seqs)
+					if err != nil {
+						b.err = err
+						break
+					}
+					if ok {
+						u.Key = g.key
+						b.units = append(b.units, u)
+					}
+				}
+				close(b.done)
+			}
+		})
+	}
+	var err error
+	for b := range ordered {
+		<-b.done
+		if err = b.err; err == nil {
+			for _, u := range b.units {
+				if err = fn(u); err != nil {
+					break
+				}
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	cancel()
+	for range ordered {
+		// Unblock the walker; what it sent is abandoned.
+	}
+	wg.Wait()
+	if err == nil {
+		err = scanErr
+	}
+	if err == nil {
+		// A walk cut short by the caller's context is not a full table.
+		err = parent.Err()
+	}
+	return err
+}
+
+// foldUnit folds the records at seqs (ascending, all in effect at the
+// instant asked) into the unit's state; ok is false when the unit did not
+// exist then.
+func (e *Engine) foldUnit(seqs []uint64) (Unit, bool, error) {
+	// Read newest first down to the last record that sets or clears the
+	// whole image: nothing before it can show through.
+	recs := make([]*record.Record, 0, 4)
+	for i := len(seqs) - 1; i >= 0; i-- {
+		r, err := e.log.Read(seqs[i])
+		if err != nil {
+			return Unit{}, false, err
+		}
+		recs = append(recs, r)
+		if resets(r.Op) {
+			break
+		}
+	}
+	last := recs[0]
+	base := recs[len(recs)-1]
+	if len(recs) == 1 || allUnchanged(recs[:len(recs)-1]) {
+		// The common case needs no re-encoding: a stored image is already
+		// canonical.
+		switch base.Op {
+		case record.OpInsert, record.OpSnapshot:
+			img := base.After
+			if len(img) == 0 {
+				img = json.RawMessage("{}")
+			}
+			return Unit{State: img, Seq: last.Seq, OccurredAt: last.OccurredAt}, true, nil
+		case record.OpDelete, record.OpTruncate:
+			return Unit{}, false, nil
+		}
+	}
+	var state map[string]json.RawMessage
+	for i := len(recs) - 1; i >= 0; i-- {
+		next, err := fold(state, recs[i])
+		if err != nil {
+			return Unit{}, false, fmt.Errorf("fold seq %d: %w", recs[i].Seq, err)
+		}
+		state = next
+	}
+	if state == nil {
+		return Unit{}, false, nil
+	}
+	img, err := json.Marshal(state)
+	if err != nil {
+		return Unit{}, false, err
+	}
+	if img, err = record.Canonical(img); err != nil {
+		return Unit{}, false, err
+	}
+	return Unit{State: img, Seq: last.Seq, OccurredAt: last.OccurredAt}, true, nil
+}
+
+// resets reports whether op replaces or removes the whole image.
+func resets(op record.Op) bool {
+	switch op {
+	case record.OpInsert, record.OpSnapshot, record.OpDelete, record.OpTruncate:
+		return true
+	}
+	return false
+}
+
+// allUnchanged reports whether none of recs changes the image (ddl, event).
+func allUnchanged(recs []*record.Record) bool {
+	for _, r := range recs {
+		if r.Op == record.OpUpdate {
+			return false
+		}
+	}
+	return true
+}

@@ -62,9 +62,9 @@ var Columns = []string{
 // flat holds the text of a record's flat columns other than seq, changed
 // and the two times, whose form differs between CSV and Parquet.
 type flat struct {
-	id, sourceName, sourceKind, database, schema, table, op string
-	key, before, after, actorID, actor, txID, txPosition, tx  string
-	cause, schemaRef                                          string
+	id, sourceName, sourceKind, database, schema, table, op  string
+	key, before, after, actorID, actor, txID, txPosition, tx string
+	cause, schemaRef                                         string
 }
 
 func flatten(r *record.Record) (flat, error) {

@@ -73,7 +73,9 @@ type Config struct {
 	// Health is consulted by /healthz and, for "tampered", by every /v1/
 	// endpoint but the checkpoint and the key. Nil means always "ok".
 	Health HealthFunc
-	Logger *slog.Logger
+	// Exporter serves GET /v1/export; nil answers 503.
+	Exporter Exporter
+	Logger   *slog.Logger
 	// Registry receives the API's metrics and is served at /metrics. Nil
 	// means a fresh registry. Metrics are never put in the global registry,
 	// so two servers in one process (tests) do not collide.
@@ -136,6 +138,11 @@ func (s *Server) routes() {
 	s.handle("/v1/records", methodNotAllowed("GET, HEAD, POST"))
 	s.handle("GET /v1/records/{seq}", s.gated(s.getRecord))
 	s.handle("/v1/records/{seq}", methodNotAllowed("GET, HEAD"))
+
+	s.handle("GET /v1/export", s.gated(s.exportData))
+	s.handle("/v1/export", methodNotAllowed("GET, HEAD"))
+	s.handle("GET /v1/export/proof", s.gated(s.exportProof))
+	s.handle("/v1/export/proof", methodNotAllowed("GET, HEAD"))
 
 	s.handle("GET /v1/entities/{source}/{table}/{key}/history", s.gated(s.entityHistory))
 	s.handle("/v1/entities/{source}/{table}/{key}/history", methodNotAllowed("GET, HEAD"))

@@ -154,7 +154,7 @@ func (e *Exporter) Write(ctx context.Context, opts Options, data, proofW io.Writ
 		}
 	}
 	if pw != nil {
-		if sum.Complete {
+		if sum.Complete && opts.Size > 0 {
 			root, err := rng.GetRootHash(nil)
 			if err != nil {
 				return nil, err

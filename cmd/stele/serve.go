@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stele/stele/api"
+	"github.com/stele/stele/export"
 	"github.com/stele/stele/index"
 	"github.com/stele/stele/log"
 	"github.com/stele/stele/query"
@@ -118,9 +119,11 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	engine := query.New(store, ix)
 	handler := api.New(api.Config{
 		Log:          store,
-		Query:        query.New(store, ix),
+		Query:        engine,
+		Exporter:     export.New(store, engine),
 		Health:       h.get,
 		Logger:       logger,
 		Registry:     reg,

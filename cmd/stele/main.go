@@ -26,6 +26,7 @@ func commands() []command {
 	return []command{
 		{"serve", "run the HTTP API over a data directory", runServe},
 		{"verify", "check a data directory offline, or a running server as an outside auditor", runVerify},
+		{"export", "write filtered records as JSON Lines, CSV or Parquet with proofs to verify offline", runExport},
 		{"reindex", "rebuild the index of a data directory from its log", runReindex},
 		{"status", "print a running server's health, checkpoint and capture sources' lag", runStatus},
 		{"demo", "run a demonstration against a fresh log", runDemo},

@@ -25,9 +25,13 @@ func (s *Server) entityHistory(w http.ResponseWriter, r *http.Request) {
 	if !s.queryAvailable(w) {
 		return
 	}
-	res, err := s.cfg.Query.History(r.Context(), r.PathValue("source"), r.PathValue("table"), r.PathValue("key"), page)
+	ctx, acc := s.revealing(r.Context())
+	res, err := s.cfg.Query.History(ctx, r.PathValue("source"), r.PathValue("table"), r.PathValue("key"), page)
 	if err != nil {
 		s.queryFailed(w, r, err)
+		return
+	}
+	if !s.recordAccess(w, r, acc) {
 		return
 	}
 	writeRaw(w, http.StatusOK, appendPage(nil, res))
@@ -61,7 +65,8 @@ func (s *Server) entityState(w http.ResponseWriter, r *http.Request) {
 	if !s.queryAvailable(w) {
 		return
 	}
-	st, err := s.cfg.Query.StateAt(r.Context(), r.PathValue("source"), r.PathValue("table"), r.PathValue("key"), at)
+	ctx, acc := s.revealing(r.Context())
+	st, err := s.cfg.Query.StateAt(ctx, r.PathValue("source"), r.PathValue("table"), r.PathValue("key"), at)
 	if errors.Is(err, query.ErrNotFound) {
 		// The key is not repeated: it may be personal data.
 		writeError(w, http.StatusNotFound, &apiError{Msg: "the entity did not exist at " + at.UTC().Format(time.RFC3339Nano)})
@@ -69,6 +74,9 @@ func (s *Server) entityState(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		s.queryFailed(w, r, err)
+		return
+	}
+	if !s.recordAccess(w, r, acc) {
 		return
 	}
 	writeJSON(w, http.StatusOK, stateResponse{

@@ -117,7 +117,12 @@ func (s *Server) parseBatch(items [][]byte, batch bool) ([]*record.Record, *apiE
 }
 
 func (s *Server) appendFailed(w http.ResponseWriter, r *http.Request, err error) {
+	var re *log.RecordError
+	var fe *record.FieldError
 	switch {
+	case errors.As(err, &re) && errors.As(re.Err, &fe):
+		// The record broke its schema: nothing of the batch was appended.
+		writeError(w, http.StatusBadRequest, &apiError{Msg: fe.Error(), Field: fe.Field, Index: indexPtr(re.Index)})
 	case errors.Is(err, log.ErrOverloaded):
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "the log is overloaded; retry after a second (resubmitting the same records is safe)"})

@@ -21,12 +21,18 @@ import (
 // listRecords answers GET /v1/records: a filtered search, newest first
 // unless order=asc.
 func (s *Server) listRecords(w http.ResponseWriter, r *http.Request) {
-	p, aerr := params(r.URL.RawQuery, "source", "table", "key", "actor", "op", "since", "until", "limit", "cursor", "order")
+	blind, rest, aerr := s.piiParam(r)
+	if aerr != nil {
+		writeError(w, aerr.status(), aerr)
+		return
+	}
+	p, aerr := params(rest, "source", "table", "key", "actor", "op", "since", "until", "limit", "cursor", "order")
 	if aerr != nil {
 		writeError(w, aerr.status(), aerr)
 		return
 	}
 	f, aerr := parseFilter(p)
+	f.Blind = blind
 	if aerr != nil {
 		writeError(w, aerr.status(), aerr)
 		return
@@ -39,9 +45,13 @@ func (s *Server) listRecords(w http.ResponseWriter, r *http.Request) {
 	if !s.queryAvailable(w) {
 		return
 	}
-	res, err := s.cfg.Query.Records(r.Context(), f, page)
+	ctx, acc := s.revealing(r.Context())
+	res, err := s.cfg.Query.Records(ctx, f, page)
 	if err != nil {
 		s.queryFailed(w, r, err)
+		return
+	}
+	if !s.recordAccess(w, r, acc) {
 		return
 	}
 	writeRaw(w, http.StatusOK, appendPage(nil, res))
@@ -209,6 +219,14 @@ func (s *Server) getRecord(w http.ResponseWriter, r *http.Request) {
 	hashes, err := s.cfg.Log.InclusionProof(seq, treeSize)
 	if err != nil {
 		s.readFailed(w, r, seq, err)
+		return
+	}
+	ctx, acc := s.revealing(r.Context())
+	if err := query.ApplyReadHook(ctx, rec); err != nil {
+		s.internalError(w, r, "reveal", err)
+		return
+	}
+	if !s.recordAccess(w, r, acc) {
 		return
 	}
 	resp := recordResponse{

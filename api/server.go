@@ -84,6 +84,12 @@ type Config struct {
 	MaxBodyBytes int64
 	// MaxBatch bounds the records in one POST (default 10000).
 	MaxBatch int
+	// Auth checks bearer tokens; nil (or no tokens) admits every request
+	// as admin, for a server that listens on loopback only.
+	Auth Authenticator
+	// Privacy reveals personal data by role and erases data subjects; nil
+	// serves records as stored.
+	Privacy Privacy
 	// Now gives occurred_at for records that carry none and the default
 	// "at" of state queries (default time.Now).
 	Now func() time.Time
@@ -133,20 +139,22 @@ func (s *Server) routes() {
 	// Each path gets its method-qualified patterns plus a method-less
 	// fallback that answers 405 in JSON: the mux's own 405 is plain text,
 	// and no method may ever update or delete a record.
-	s.handle("POST /v1/records", s.gated(s.postRecords))
-	s.handle("GET /v1/records", s.gated(s.listRecords))
+	s.handle("POST /v1/records", s.gated(s.authorize(writeRoles, s.postRecords)))
+	s.handle("GET /v1/records", s.gated(s.authorize(anyRole, s.listRecords)))
 	s.handle("/v1/records", methodNotAllowed("GET, HEAD, POST"))
-	s.handle("GET /v1/records/{seq}", s.gated(s.getRecord))
+	s.handle("GET /v1/records/{seq}", s.gated(s.authorize(anyRole, s.getRecord)))
 	s.handle("/v1/records/{seq}", methodNotAllowed("GET, HEAD"))
 
-	s.handle("GET /v1/export", s.gated(s.exportData))
+	// Exports are bulk reads of records as stored (sealed fields stay
+	// sealed), open to every role that may read records.
+	s.handle("GET /v1/export", s.gated(s.authorize(anyRole, s.exportData)))
 	s.handle("/v1/export", methodNotAllowed("GET, HEAD"))
-	s.handle("GET /v1/export/proof", s.gated(s.exportProof))
+	s.handle("GET /v1/export/proof", s.gated(s.authorize(anyRole, s.exportProof)))
 	s.handle("/v1/export/proof", methodNotAllowed("GET, HEAD"))
 
-	s.handle("GET /v1/entities/{source}/{table}/{key}/history", s.gated(s.entityHistory))
+	s.handle("GET /v1/entities/{source}/{table}/{key}/history", s.gated(s.authorize(anyRole, s.entityHistory)))
 	s.handle("/v1/entities/{source}/{table}/{key}/history", methodNotAllowed("GET, HEAD"))
-	s.handle("GET /v1/entities/{source}/{table}/{key}/state", s.gated(s.entityState))
+	s.handle("GET /v1/entities/{source}/{table}/{key}/state", s.gated(s.authorize(anyRole, s.entityState)))
 	s.handle("/v1/entities/{source}/{table}/{key}/state", methodNotAllowed("GET, HEAD"))
 
 	// The checkpoint and the key stay available on a tampered log: they
@@ -157,6 +165,11 @@ func (s *Server) routes() {
 	s.handle("/v1/log/key", methodNotAllowed("GET, HEAD"))
 	s.handle("GET /v1/proof/consistency", s.gated(s.consistencyProof))
 	s.handle("/v1/proof/consistency", methodNotAllowed("GET, HEAD"))
+
+	if s.cfg.Privacy != nil {
+		s.handle("POST /v1/subjects/{id}/erase", s.gated(s.authorize(adminRole, s.eraseSubject)))
+		s.handle("/v1/subjects/{id}/erase", methodNotAllowed("POST"))
+	}
 
 	s.handle("GET /healthz", s.healthz)
 	s.handle("/healthz", methodNotAllowed("GET, HEAD"))

@@ -87,7 +87,10 @@ func (fj FilterJSON) filter() (query.Filter, error) {
 }
 
 // unfiltered reports whether f selects every record.
-func unfiltered(f query.Filter) bool { return f == (query.Filter{}) }
+func unfiltered(f query.Filter) bool {
+	return f.Source == "" && f.Table == "" && f.Key == "" && f.Actor == "" && f.Op == "" &&
+		f.Since.IsZero() && f.Until.IsZero() && f.Blind == nil
+}
 
 // matches applies f to r with the query engine's semantics: since is
 // inclusive and until exclusive on occurred_at, key compares canonical key

@@ -233,6 +233,11 @@ func Verify(ctx context.Context, data io.ReaderAt, dataSize int64, proofR io.Rea
 // CheckFilter applies the query engine's rules to f, so an export is
 // refused exactly when the same search would be.
 func CheckFilter(f query.Filter) error {
+	if f.Blind != nil {
+		// A recipient could not check a blind-index match offline, and the
+		// proof would have to name the searched value.
+		return &record.FieldError{Field: "pii", Reason: "searching by a personal value is not available for exports"}
+	}
 	if f.Key != "" && (f.Source == "" || f.Table == "") {
 		return &record.FieldError{Field: "key", Reason: "needs source and table"}
 	}

@@ -5,10 +5,12 @@
 package index
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -47,7 +49,16 @@ const cacheBytes = 128 << 20
 type Index struct {
 	db  *pebble.DB
 	ids *idFilter
+
+	// bg runs purge compactions; Close cancels and waits for them.
+	bg       sync.WaitGroup
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
 }
+
+// ErrIncompatible: the index directory was written by an incompatible
+// version; it is derived data, so set it aside and rebuild it.
+var ErrIncompatible = errors.New("index written by an incompatible version")
 
 // Open opens or creates the index in dir.
 func Open(dir string, logger *slog.Logger) (*Index, error) {
@@ -62,7 +73,7 @@ func Open(dir string, logger *slog.Logger) (*Index, error) {
 	// No WAL: the log is this index's write-ahead log. After a crash the
 	// index reopens at the watermark of its last flushed memtable and the
 	// log replays the rest (log.Store's catch-up).
-	opts := &pebble.Options{Logger: pebbleLogger{logger}, Cache: cache, MemTableSize: 64 << 20, DisableWAL: true}
+	opts := &pebble.Options{Logger: pebbleLogger{logger}, Cache: cache, MemTableSize: 64 << 20, DisableWAL: true, Merger: counterMerger}
 	opts.EnsureDefaults()
 	for i := range opts.Levels {
 		// Bloom filters make the id lookup done for every append cheap when
@@ -70,10 +81,14 @@ func Open(dir string, logger *slog.Logger) (*Index, error) {
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
 	db, err := pebble.Open(dir, opts)
+	if err != nil && strings.Contains(err.Error(), "merger name") {
+		return nil, fmt.Errorf("open index %s: %w: %v", dir, ErrIncompatible, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("open index %s: %w", dir, err)
 	}
 	ix := &Index{db: db}
+	ix.bgCtx, ix.bgCancel = context.WithCancel(context.Background())
 	w, err := ix.Watermark()
 	if err != nil {
 		db.Close()
@@ -86,6 +101,10 @@ func Open(dir string, logger *slog.Logger) (*Index, error) {
 
 // Close flushes and closes the index.
 func (ix *Index) Close() error {
+	// Purge compactions are small; letting them finish keeps erased
+	// subjects' tokens out of the files.
+	ix.bg.Wait()
+	ix.bgCancel()
 	ix.ids.close()
 	if err := ix.db.Flush(); err != nil {
 		ix.db.Close()
@@ -161,6 +180,10 @@ func (ix *Index) Prepare(r *record.Record) ([]byte, error) {
 		e = binary.AppendUvarint(e, uint64(len(l.prefix)))
 		e = append(e, l.prefix...)
 	}
+	for _, p := range derivedLists(r.Derived) {
+		e = binary.AppendUvarint(e, uint64(len(p)))
+		e = append(e, p...)
+	}
 	return e, nil
 }
 
@@ -225,10 +248,61 @@ func (ix *Index) apply(seqs []uint64, entries [][]byte) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
+	// Subject counts move with the watermark, in one atomic batch: were
+	// they merged with the postings, a crash before the watermark would
+	// count the replayed records again.
+	b := ix.db.NewBatch()
+	defer b.Close()
+	one := binary.BigEndian.AppendUint64(nil, 1)
+	var purged [][2][]byte
+	for _, e := range entries {
+		if err := forEachList(e, func(prefix []byte) error {
+			switch prefix[0] {
+			case pSubjectCount:
+				return b.Merge(prefix, one, nil)
+			case pPurge:
+				subject, _, ok := cutUvarintBytes(prefix[1:])
+				if !ok {
+					return errBadEntry
+				}
+				ranges, err := ix.purgeSubject(b, string(subject))
+				purged = append(purged, ranges...)
+				return err
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
 	var seqBuf [8]byte
 	binary.BigEndian.PutUint64(seqBuf[:], seqs[len(seqs)-1]+1)
-	if err := ix.db.Set([]byte{pWatermark}, seqBuf[:], pebble.NoSync); err != nil {
+	if err := b.Set([]byte{pWatermark}, seqBuf[:], nil); err != nil {
 		return fmt.Errorf("write index watermark: %w", err)
+	}
+	if err := b.Commit(pebble.NoSync); err != nil {
+		return fmt.Errorf("write index watermark: %w", err)
+	}
+	ix.compactAway(purged)
+	return nil
+}
+
+// forEachList calls fn with each list prefix of a prepared entry.
+func forEachList(e []byte, fn func(prefix []byte) error) error {
+	if len(e) < postingValueSize {
+		return errBadEntry
+	}
+	_, rest, ok := cutUvarintBytes(e[postingValueSize:])
+	if !ok {
+		return errBadEntry
+	}
+	for len(rest) > 0 {
+		var prefix []byte
+		if prefix, rest, ok = cutUvarintBytes(rest); !ok || len(prefix) == 0 {
+			return errBadEntry
+		}
+		if err := fn(prefix); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -255,8 +329,17 @@ func (ix *Index) applyPart(seqs []uint64, entries [][]byte) error {
 		}
 		for len(rest) > 0 {
 			var prefix []byte
-			if prefix, rest, ok = cutUvarintBytes(rest); !ok {
+			if prefix, rest, ok = cutUvarintBytes(rest); !ok || len(prefix) == 0 {
 				return errBadEntry
+			}
+			switch prefix[0] {
+			case pSubjectCount, pPurge:
+				continue // applied with the watermark, in apply
+			case pSubjectTerms:
+				if err := b.Set(prefix, nil, nil); err != nil {
+					return err
+				}
+				continue
 			}
 			if err := b.Set(binary.BigEndian.AppendUint64(append(key[:0], prefix...), seqs[i]), occ, nil); err != nil {
 				return err

@@ -53,13 +53,40 @@ type Hook interface {
 	Watermark() (uint64, error)
 }
 
+// Sealer protects personal data before a record is encoded (the privacy
+// layer). It is defined here, by its consumer, so the log never imports it.
+type Sealer interface {
+	// Seal validates r and replaces its personal fields in place; it runs
+	// on the appending goroutine. An error wrapping *record.FieldError
+	// means the record itself is unacceptable.
+	Seal(ctx context.Context, r *record.Record) error
+	// Sync makes durable any key Seal created, before the records sealed
+	// under it are acknowledged.
+	Sync(ctx context.Context) error
+}
+
+// RecordError is a refusal of one record of an Append batch, by its index.
+type RecordError struct {
+	Index int
+	Err   error
+}
+
+func (e *RecordError) Error() string {
+	return fmt.Sprintf("record %d of the batch: %v", e.Index, e.Err)
+}
+
+func (e *RecordError) Unwrap() error { return e.Err }
+
 // Options configure a Store. Zero values give the documented defaults.
 type Options struct {
 	// Origin names the log in its checkpoints (default "stele.local/log").
 	Origin string
 	// Hook is the index. Without one, duplicate ids are recognised only
 	// within a single commit; the server always runs with one.
-	Hook   Hook
+	Hook Hook
+	// Sealer, when set, seals personal data in every record before it is
+	// encoded and hashed.
+	Sealer Sealer
 	Logger *slog.Logger
 	// CheckpointInterval is how often a checkpoint is issued while records
 	// arrive (default 500ms, so every record is covered within a second).

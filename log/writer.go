@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"runtime"
@@ -74,8 +73,13 @@ func (s *Store) Append(ctx context.Context, recs []*record.Record) ([]Appended, 
 		req.known = make([]uint64, len(recs))
 		req.epoch = s.follow.currentEpoch()
 	}
-	if err := s.prepare(req); err != nil {
+	if err := s.prepare(ctx, req); err != nil {
 		return nil, err
+	}
+	if s.opts.Sealer != nil {
+		if err := s.opts.Sealer.Sync(ctx); err != nil {
+			return nil, fmt.Errorf("make sealing keys durable: %w", err)
+		}
 	}
 	s.closeMu.RLock()
 	if s.closed {
@@ -101,10 +105,15 @@ func (s *Store) Append(ctx context.Context, recs []*record.Record) ([]Appended, 
 // in the index, on the caller's side of the queue; a large batch is split
 // over all cores, so one producer sending big batches is not limited to one
 // core.
-func (s *Store) prepare(req *appendReq) error {
+func (s *Store) prepare(ctx context.Context, req *appendReq) error {
 	one := func(lo, hi int) error {
 		for i := lo; i < hi; i++ {
 			r := req.recs[i]
+			if s.opts.Sealer != nil {
+				if err := s.opts.Sealer.Seal(ctx, r); err != nil {
+					return &RecordError{Index: i, Err: err}
+				}
+			}
 			req.bodies[i] = record.AppendBody(nil, r)
 			if size := record.HeaderSize + len(req.bodies[i]); size > MaxRecordSize {
 				return fmt.Errorf("%w: record %d of the batch encodes to %d bytes, more than %d", ErrTooLarge, i, size, MaxRecordSize)
@@ -139,7 +148,13 @@ func (s *Store) prepare(req *appendReq) error {
 		wg.Go(func() { errs[w] = one(w*n/workers, (w+1)*n/workers) })
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	for _, err := range errs {
+		// The first failing part holds the lowest failing index.
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *Store) writeLoop() {

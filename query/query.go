@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -35,6 +36,9 @@ type Filter struct {
 	Op                        record.Op
 	// Since is inclusive and Until exclusive, on occurred_at.
 	Since, Until time.Time
+	// Blind selects records whose blind index holds this token (a keyed
+	// hash of a personal field's value; see privacy.Guard.BlindToken).
+	Blind []byte
 }
 
 // Order of results by seq.
@@ -133,6 +137,9 @@ func plan(f Filter) (*index.List, func(*record.Record) bool) {
 	var l *index.List
 	checkSource, checkTable, checkActor, checkOp := f.Source != "", f.Table != "", f.Actor != "", f.Op != ""
 	switch {
+	case f.Blind != nil:
+		// Scanned by scanSeqs from the blind index; every other filter is
+		// checked on each record.
 	case f.Key != "":
 		l = ptr(index.EntityList(f.Source, f.Table, f.Key))
 		checkSource, checkTable = false, false
@@ -160,7 +167,27 @@ func ptr[T any](v T) *T { return &v }
 
 // scanSeqs walks the posting list l, or with no list every seq of the log,
 // which needs no index at all.
-func (e *Engine) scanSeqs(l *index.List, desc bool, from, size uint64, fn func(index.Posting) bool) error {
+func (e *Engine) scanSeqs(l *index.List, blind []byte, desc bool, from, size uint64, fn func(index.Posting) bool) error {
+	if blind != nil {
+		var ps []index.Posting
+		if err := e.ix.SearchBlind(blind, func(p index.Posting) bool {
+			if (desc && p.Seq <= from) || (!desc && p.Seq >= from) {
+				ps = append(ps, p)
+			}
+			return true
+		}); err != nil {
+			return err
+		}
+		if desc {
+			slices.Reverse(ps)
+		}
+		for _, p := range ps {
+			if !fn(p) {
+				return nil
+			}
+		}
+		return nil
+	}
 	if l != nil {
 		return e.ix.Scan(*l, desc, from, fn)
 	}
@@ -211,7 +238,7 @@ func (e *Engine) page(ctx context.Context, l *index.List, req PageRequest, f Fil
 	var last uint64
 	var scanErr error
 	more := false
-	err = e.scanSeqs(l, desc, from, size, func(p index.Posting) bool {
+	err = e.scanSeqs(l, f.Blind, desc, from, size, func(p index.Posting) bool {
 		if p.Seq >= size {
 			// Appended after this query's snapshot: descending scans meet
 			// such postings first and skip them; ascending ones meet them
@@ -237,6 +264,10 @@ func (e *Engine) page(ctx context.Context, l *index.List, req PageRequest, f Fil
 			return false
 		}
 		if inWindow(r.OccurredAt, f) && keep(r) {
+			if err := ApplyReadHook(ctx, r); err != nil {
+				scanErr = err
+				return false
+			}
 			page.Records = append(page.Records, r)
 		}
 		return true

@@ -49,6 +49,9 @@ func (e *Engine) StateAt(ctx context.Context, source, table, key string, at time
 		if err != nil {
 			return nil, err
 		}
+		if err := ApplyReadHook(ctx, r); err != nil {
+			return nil, err
+		}
 		next, err := fold(state, r)
 		if err != nil {
 			return nil, fmt.Errorf("fold seq %d: %w", seq, err)

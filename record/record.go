@@ -76,4 +76,29 @@ type Record struct {
 	Schema     *SchemaRef      `json:"schema,omitempty"`
 	OccurredAt time.Time       `json:"occurred_at"`
 	RecordedAt time.Time       `json:"recorded_at"`
+	// Derived is set by the privacy layer on the append path; never stored.
+	Derived *Derived `json:"-"`
+}
+
+// Derived is what the privacy layer learned from a record's personal data
+// before sealing it: the data subjects it names (as keyed pseudonyms) and
+// blind-index tokens of its searchable fields. It is never encoded into the
+// log — the log holds only sealed envelopes — so only the rebuildable index
+// keeps it, and erasure can purge it there.
+type Derived struct {
+	// Subjects are keystore names of the record's data subjects.
+	Subjects []string
+	// Terms are blind-index entries of searchable personal fields.
+	Terms []Term
+	// Erased are subjects whose blind-index entries this record (an
+	// erasure receipt) removes, at its position in the log, so a replay
+	// after a crash or a rebuild purges them again.
+	Erased []string
+}
+
+// Term is one blind-index entry: a keyed hash of a field and its value, and
+// the subject whose erasure must remove it.
+type Term struct {
+	Token   []byte
+	Subject string
 }

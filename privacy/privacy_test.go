@@ -1,0 +1,332 @@
+package privacy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stele/stele/auth"
+	"github.com/stele/stele/privacy/keystore"
+	"github.com/stele/stele/privacy/schema"
+	"github.com/stele/stele/record"
+)
+
+const customersSchema = `{
+  "type": "object",
+  "x-retention": "P1Y",
+  "properties": {
+    "id":      {"type": "integer", "x-subject": true},
+    "email":   {"type": "string", "x-pii": true, "x-searchable": true, "x-mask": "last4"},
+    "name":    {"type": "string", "x-pii": true},
+    "born":    {"type": "string", "x-pii": true, "x-mask": "year"},
+    "score":   {"type": "number", "x-pii": true, "x-mask": "null"},
+    "vip":     {"type": "boolean", "x-pii": true},
+    "tags":    {"type": "array", "x-pii": true},
+    "address": {"type": "object", "properties": {
+        "street": {"type": "string", "x-pii": true},
+        "city":   {"type": "string"}
+    }},
+    "plan":    {"type": "string"}
+  },
+  "required": ["id"]
+}`
+
+type fixture struct {
+	g       *Guard
+	keys    *keystore.Store
+	schemas *schema.Registry
+	clock   *time.Time
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	master, err := keystore.FileMaster(filepath.Join(dir, "master.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := keystore.Open(ctx, filepath.Join(dir, "keys"), master, keystore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { keys.Close() })
+	reg, err := schema.Open(filepath.Join(dir, "schemas"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := reg.Put(ctx, "crm.public.customers", []byte(customersSchema)); err != nil {
+		t.Fatal(err)
+	}
+	clock := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	f := &fixture{keys: keys, schemas: reg, clock: &clock}
+	f.g, err = New(ctx, keys, reg, Options{Now: func() time.Time { return *f.clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func customer(t *testing.T, id string, after string, at time.Time) *record.Record {
+	t.Helper()
+	a, err := record.Canonical([]byte(after))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &record.Record{
+		ID:         "rec-" + id + "-" + at.Format("20060102"),
+		Source:     record.Source{Name: "crm", Kind: "postgres", Schema: "public", Table: "customers"},
+		Op:         record.OpInsert,
+		Key:        json.RawMessage(`{"id":` + id + `}`),
+		After:      a,
+		OccurredAt: at,
+	}
+}
+
+const alice = `{"id":7,"email":"alice@example.com","name":"Alice Liddell","born":"1990-05-04","score":4.5,"vip":true,"tags":["a","b"],"address":{"street":"1 Rabbit Hole","city":"Oxford"},"plan":"gold"}`
+
+func field(t *testing.T, img []byte, path ...string) json.RawMessage {
+	t.Helper()
+	var cur any
+	if err := json.Unmarshal(img, &cur); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range path {
+		cur = cur.(map[string]any)[p]
+	}
+	out, _ := json.Marshal(cur)
+	return out
+}
+
+func TestSealRoundTripEveryType(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	r := customer(t, "7", alice, f.clock.Add(-time.Hour))
+	orig := bytes.Clone(r.After)
+	if err := f.g.Seal(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.g.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, plain := range []string{"alice@example.com", "Alice Liddell", "1990-05-04", "Rabbit Hole", "4.5", `["a","b"]`} {
+		if bytes.Contains(r.After, []byte(plain)) {
+			t.Errorf("sealed image still holds %s: %s", plain, r.After)
+		}
+	}
+	for _, clear := range []string{`"city":"Oxford"`, `"plan":"gold"`, `"id":7`} {
+		if !bytes.Contains(r.After, []byte(clear)) {
+			t.Errorf("non-PII %s was not kept in clear: %s", clear, r.After)
+		}
+	}
+	if r.Schema == nil || r.Schema.Subject != "crm.public.customers" || r.Schema.Version != 1 {
+		t.Fatalf("schema ref %+v", r.Schema)
+	}
+	if r.Derived == nil || len(r.Derived.Subjects) != 1 || len(r.Derived.Terms) != 1 {
+		t.Fatalf("derived %+v: want one subject and one blind term (email)", r.Derived)
+	}
+	if _, err := record.Canonical(r.After); err != nil {
+		t.Fatal(err)
+	}
+	// The stored form is canonical, so it survives encoding byte for byte.
+	c, _ := record.Canonical(r.After)
+	if !bytes.Equal(c, r.After) {
+		t.Fatalf("sealed image is not canonical:\n%s\n%s", r.After, c)
+	}
+	if err := f.g.Unseal(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(r.After, orig) {
+		t.Fatalf("round trip changed the image:\n got %s\nwant %s", r.After, orig)
+	}
+}
+
+func sealed(t *testing.T, f *fixture, id, after string) *record.Record {
+	t.Helper()
+	r := customer(t, id, after, f.clock.Add(-time.Hour))
+	if err := f.g.Seal(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func TestTamperingIsDetected(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	bob := strings.Replace(strings.Replace(alice, `"id":7`, `"id":8`, 1), "alice@example.com", "bob@example.com", 1)
+
+	cases := map[string]func(a, b *record.Record){
+		"flipped ciphertext byte": func(a, _ *record.Record) {
+			// Another base64 letter, so the envelope still parses.
+			i := bytes.Index(a.After, []byte(`"ct":"`)) + 10
+			if a.After[i] == 'A' {
+				a.After[i] = 'B'
+			} else {
+				a.After[i] = 'A'
+			}
+		},
+		"envelopes swapped between fields": func(a, _ *record.Record) {
+			email, name := field(t, a.After, "email"), field(t, a.After, "name")
+			a.After = bytes.Replace(a.After, email, []byte("@@E@@"), 1)
+			a.After = bytes.Replace(a.After, name, email, 1)
+			a.After = bytes.Replace(a.After, []byte("@@E@@"), name, 1)
+		},
+		"envelope moved from another record": func(a, b *record.Record) {
+			a.After = bytes.Replace(a.After, field(t, a.After, "email"), field(t, b.After, "email"), 1)
+		},
+		"envelope moved from before to after": func(a, _ *record.Record) {
+			a.Before = bytes.Clone(a.After)
+			a.Before = bytes.Replace(a.Before, field(t, a.Before, "email"), []byte(`"x"`), 1)
+			env := field(t, a.After, "name")
+			a.After = bytes.Replace(a.After, env, []byte(`"y"`), 1)
+			a.Before = bytes.Replace(a.Before, field(t, a.Before, "name"), env, 1)
+		},
+		"kid changed to another subject's key": func(a, b *record.Record) {
+			var ea, eb struct {
+				S struct{ Kid string } `json:"$sealed"`
+			}
+			json.Unmarshal(field(t, a.After, "email"), &ea)
+			json.Unmarshal(field(t, b.After, "email"), &eb)
+			a.After = bytes.ReplaceAll(a.After, []byte(ea.S.Kid), []byte(eb.S.Kid))
+		},
+	}
+	for name, mutate := range cases {
+		t.Run(name, func(t *testing.T) {
+			a, b := sealed(t, f, "7", alice), sealed(t, f, "8", bob)
+			mutate(a, b)
+			err := f.g.Unseal(ctx, a)
+			var fe *FieldError
+			if !errors.Is(err, ErrTampered) || !errors.As(err, &fe) || fe.Field == "" || fe.RecordID != a.ID {
+				t.Fatalf("Unseal = %v; want ErrTampered naming the record and field", err)
+			}
+			for _, pii := range []string{"alice", "bob", "Liddell"} {
+				if strings.Contains(err.Error(), pii) {
+					t.Fatalf("error leaks personal data: %v", err)
+				}
+			}
+		})
+	}
+	t.Run("malformed envelope", func(t *testing.T) {
+		a := sealed(t, f, "7", alice)
+		a.After = bytes.Replace(a.After, []byte(`"alg":"A256GCM"`), []byte(`"alg":"none"`), 1)
+		if err := f.g.Unseal(ctx, a); !errors.Is(err, ErrBadEnvelope) {
+			t.Fatalf("Unseal = %v; want ErrBadEnvelope", err)
+		}
+	})
+}
+
+func TestSchemaViolationsAndMissingSubject(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	r := customer(t, "7", `{"id":7,"email":42}`, *f.clock)
+	err := f.g.Seal(ctx, r)
+	var fe *record.FieldError
+	if !errors.As(err, &fe) || fe.Field != "after.email" {
+		t.Fatalf("Seal of a mistyped field = %v; want a FieldError naming after.email", err)
+	}
+	if strings.Contains(err.Error(), "42") {
+		t.Fatalf("error quotes the value: %v", err)
+	}
+	// A delete's before image without its subject field, but with PII.
+	r = customer(t, "9", `{"id":9}`, *f.clock)
+	r.Op, r.Before, r.After = record.OpDelete, json.RawMessage(`{"email":"x@y.z"}`), nil
+	err = f.g.Seal(ctx, r)
+	if !errors.As(err, &fe) || !strings.HasPrefix(fe.Field, "before") || !strings.Contains(fe.Error(), "'id'") {
+		// the schema requires id, so validation names it first
+		t.Fatalf("PII without its subject = %v; want a FieldError naming the subject field", err)
+	}
+	// Records of subjects without a schema pass untouched.
+	other := &record.Record{ID: "x", Source: record.Source{Name: "app", Table: "orders"}, Op: record.OpInsert, Key: json.RawMessage(`{"id":1}`), After: json.RawMessage(`{"email":"a@b.c"}`)}
+	if err := f.g.Seal(ctx, other); err != nil || string(other.After) != `{"email":"a@b.c"}` || other.Derived != nil {
+		t.Fatalf("unschematised record changed: %v %s", err, other.After)
+	}
+}
+
+func TestRevealByRole(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	stored := sealed(t, f, "7", alice)
+	read := func(role auth.Role) (*record.Record, int) {
+		r := *stored
+		r.After = bytes.Clone(stored.After)
+		n, err := f.g.Reveal(ctx, role, &r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &r, n
+	}
+	for _, role := range []auth.Role{auth.RoleAuditor, auth.RoleAdmin} {
+		r, n := read(role)
+		if n != 7 || string(field(t, r.After, "email")) != `"alice@example.com"` || string(field(t, r.After, "address", "street")) != `"1 Rabbit Hole"` {
+			t.Fatalf("%s sees %d clear fields: %s", role, n, r.After)
+		}
+	}
+	r, n := read(auth.RoleAnalyst)
+	want := map[string]string{"email": `"***.com"`, "born": `"1990"`, "score": `null`, "name": `"***"`}
+	for k, v := range want {
+		if got := string(field(t, r.After, k)); got != v {
+			t.Errorf("analyst sees %s = %s, want %s", k, got, v)
+		}
+	}
+	if n != 0 || bytes.Contains(r.After, []byte("alice")) {
+		t.Fatalf("analyst saw clear data (%d): %s", n, r.After)
+	}
+	r, n = read(auth.RoleService)
+	if n != 0 || !bytes.Equal(r.After, stored.After) {
+		t.Fatalf("service must see the stored envelopes: %s", r.After)
+	}
+}
+
+func TestErasedSubjectAndPeriods(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	a := sealed(t, f, "7", alice)
+	b := sealed(t, f, "8", strings.Replace(alice, `"id":7`, `"id":8`, 1))
+	if err := f.g.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	name := f.g.subjectName("default", "7")
+	kids, err := f.keys.Destroy(ctx, keystore.KindSubject, name)
+	if err != nil || len(kids) != 1 {
+		t.Fatalf("destroy: %v %v", kids, err)
+	}
+	f.g.aeads.forget(kids)
+	for _, role := range auth.Roles {
+		r := *a
+		r.After = bytes.Clone(a.After)
+		if _, err := f.g.Reveal(ctx, role, &r); err != nil {
+			t.Fatal(err)
+		}
+		if string(field(t, r.After, "email")) != erasedValue || !bytes.Contains(r.After, []byte(`"plan":"gold"`)) {
+			t.Fatalf("%s after erasure sees %s", role, r.After)
+		}
+	}
+	if err := f.g.Unseal(ctx, a); !errors.Is(err, ErrKeyGone) {
+		t.Fatalf("erased subject's Unseal = %v, want ErrKeyGone", err)
+	}
+	if err := f.g.Unseal(ctx, b); err != nil {
+		t.Fatalf("the other subject is affected: %v", err)
+	}
+	// "7" is also "7" when given as a string: the same subject.
+	if f.g.subjectName("default", "7") != name {
+		t.Fatal("subject naming is not stable")
+	}
+}
+
+func TestPeriodExpiry(t *testing.T) {
+	exp, ok := periodExpiry("P1Y/2025-02")
+	if !ok || !exp.Equal(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)) {
+		t.Fatalf("expiry %v %v", exp, ok)
+	}
+	if _, ok := periodExpiry(noRetention); ok {
+		t.Fatal("the no-retention period expires")
+	}
+	if _, ok := periodExpiry("P1Q/2025-02"); ok {
+		t.Fatal("a bad duration parsed")
+	}
+}

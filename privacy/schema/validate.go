@@ -1,0 +1,112 @@
+package schema
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"strings"
+
+	"github.com/santhosh-tekuri/jsonschema/v6"
+	"github.com/santhosh-tekuri/jsonschema/v6/kind"
+)
+
+// DecodeImage decodes a record image (a JSON object) the way Validate and
+// the annotation helpers expect: numbers as json.Number, so large integers
+// and exact decimals survive.
+func DecodeImage(image []byte) (map[string]any, error) {
+	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(image))
+	if err != nil {
+		// The decoder's message may quote bytes of the image; keep only
+		// the position.
+		reason := "image is not valid JSON"
+		var se *json.SyntaxError
+		if errors.As(err, &se) {
+			reason = fmt.Sprintf("image is not valid JSON (error at byte %d)", se.Offset)
+		}
+		return nil, &ValidationError{Reason: reason}
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, &ValidationError{Reason: fmt.Sprintf("an image must be a JSON object, got %s", jsonKind(v))}
+	}
+	return m, nil
+}
+
+// Validate checks one image (a record's before or after) against the
+// schema. A mismatch is a *ValidationError wrapping ErrInvalidRecord.
+func (s *Schema) Validate(image []byte) error {
+	m, err := DecodeImage(image)
+	if err != nil {
+		var ve *ValidationError
+		if errors.As(err, &ve) {
+			ve.Subject, ve.Version = s.Subject, s.Version
+		}
+		return err
+	}
+	return s.ValidateImage(m)
+}
+
+// ValidateImage is Validate for an image already decoded by DecodeImage,
+// so a caller that also reads subject values decodes once.
+func (s *Schema) ValidateImage(image map[string]any) error {
+	err := s.compiled.Validate(image)
+	if err == nil {
+		return nil
+	}
+	ve, ok := err.(*jsonschema.ValidationError)
+	if !ok {
+		return fmt.Errorf("%w: schema %s version %d: %v", ErrInvalidRecord, s.Subject, s.Version, err)
+	}
+	leaf := firstLeaf(ve)
+	return &ValidationError{Subject: s.Subject, Version: s.Version, Field: jsonPointer(leaf.InstanceLocation), Reason: reason(leaf.ErrorKind)}
+}
+
+// reason describes a failed keyword without quoting the offending value,
+// which may be PII: the library's own messages for format, pattern and
+// numeric bounds include it.
+func reason(k jsonschema.ErrorKind) string {
+	switch k := k.(type) {
+	case *kind.Type, *kind.Required, *kind.Enum, *kind.Const, *kind.AdditionalProperties,
+		*kind.MinLength, *kind.MaxLength, *kind.MinItems, *kind.MaxItems,
+		*kind.MinProperties, *kind.MaxProperties, *kind.UniqueItems, *kind.FalseSchema,
+		*kind.Dependency, *kind.DependentRequired, *kind.AdditionalItems, *kind.OneOf,
+		*kind.AnyOf, *kind.AllOf, *kind.Not, *kind.Contains:
+		return k.LocalizedString(englishPrinter)
+	case *kind.Format:
+		return fmt.Sprintf("value is not a valid %s", k.Want)
+	case *kind.Pattern:
+		return fmt.Sprintf("value does not match pattern %q", k.Want)
+	case *kind.Minimum:
+		return fmt.Sprintf("value is below the minimum %s", ratString(k.Want))
+	case *kind.Maximum:
+		return fmt.Sprintf("value is above the maximum %s", ratString(k.Want))
+	case *kind.ExclusiveMinimum:
+		return fmt.Sprintf("value must be greater than %s", ratString(k.Want))
+	case *kind.ExclusiveMaximum:
+		return fmt.Sprintf("value must be less than %s", ratString(k.Want))
+	case *kind.MultipleOf:
+		return fmt.Sprintf("value is not a multiple of %s", ratString(k.Want))
+	case *kind.ContentEncoding:
+		return fmt.Sprintf("value is not %s encoded", k.Want)
+	case *kind.ContentMediaType:
+		return fmt.Sprintf("value is not of media type %s", k.Want)
+	default:
+		if p := k.KeywordPath(); len(p) > 0 {
+			return "fails keyword " + strings.Join(p, "/")
+		}
+		return "does not match the schema"
+	}
+}
+
+func ratString(r *big.Rat) string {
+	if r == nil {
+		return "?"
+	}
+	if r.IsInt() {
+		return r.Num().String()
+	}
+	f, _ := r.Float64()
+	return fmt.Sprint(f)
+}

@@ -115,35 +115,38 @@ func (e *Exporter) Write(ctx context.Context, opts Options, data, proofW io.Writ
 
 	var enc []byte
 	emit := func(r *record.Record) error {
+		sum.Records++
+		var leaf Leaf
+		if pw != nil {
+			// The leaf is rebuilt from the decoded record exactly as a
+			// recipient will rebuild it from the row, and checked against
+			// the log's tree before the row goes out.
+			enc = record.AppendEncoded(enc[:0], r)
+			leaf = Leaf{Seq: r.Seq, LeafHash: rfc6962.DefaultHasher.HashLeaf(enc)}
+			if sum.Complete {
+				if err := rng.Append(leaf.LeafHash, nil); err != nil {
+					return err
+				}
+			} else {
+				hashes, err := e.log.InclusionProof(r.Seq, cp.Size)
+				if err != nil {
+					return fmt.Errorf("inclusion proof of seq %d: %w", r.Seq, err)
+				}
+				if err := proof.VerifyInclusion(rfc6962.DefaultHasher, r.Seq, cp.Size, leaf.LeafHash, hashes, cp.Root); err != nil {
+					return fmt.Errorf("%w: seq %d: %w", ErrSelfCheck, r.Seq, err)
+				}
+				leaf.Proof = hashes
+			}
+		}
 		if rows != nil {
 			if err := rows.write(r); err != nil {
 				return fmt.Errorf("write seq %d: %w", r.Seq, err)
 			}
 		}
-		sum.Records++
-		if pw == nil {
-			return nil
+		if pw != nil {
+			return pw.leaf(&leaf)
 		}
-		// The leaf is rebuilt from the decoded record exactly as a
-		// recipient will rebuild it from the row; the checks below make
-		// sure that agrees with the log's own tree.
-		enc = record.AppendEncoded(enc[:0], r)
-		leaf := Leaf{Seq: r.Seq, LeafHash: rfc6962.DefaultHasher.HashLeaf(enc)}
-		if sum.Complete {
-			if err := rng.Append(leaf.LeafHash, nil); err != nil {
-				return err
-			}
-		} else {
-			hashes, err := e.log.InclusionProof(r.Seq, cp.Size)
-			if err != nil {
-				return fmt.Errorf("inclusion proof of seq %d: %w", r.Seq, err)
-			}
-			if err := proof.VerifyInclusion(rfc6962.DefaultHasher, r.Seq, cp.Size, leaf.LeafHash, hashes, cp.Root); err != nil {
-				return fmt.Errorf("%w: seq %d: %w", ErrSelfCheck, r.Seq, err)
-			}
-			leaf.Proof = hashes
-		}
-		return pw.leaf(&leaf)
+		return nil
 	}
 	if err := e.scan(ctx, opts.Filter, opts.Size, emit); err != nil {
 		return nil, err
@@ -195,6 +198,9 @@ func (e *Exporter) scan(ctx context.Context, f query.Filter, size uint64, fn fun
 			return nil
 		})
 	}
+	// Exports carry records as stored: no read hook may reveal sealed
+	// fields, whatever the caller's context holds.
+	ctx = query.WithReadHook(ctx, nil)
 	page := query.PageRequest{Order: query.Asc, Limit: query.MaxLimit}
 	for {
 		res, err := e.q.Records(ctx, f, page)

@@ -603,3 +603,25 @@ func TestForeignKeyRefused(t *testing.T) {
 		t.Fatalf("unpinned: %v %+v: the export is self-consistent and must say the key was not pinned", err, rep)
 	}
 }
+
+func TestReadHookNeverReveals(t *testing.T) {
+	e := newEnv(t)
+	e.appendN(t, 0, 8)
+	cp, err := e.store.Checkpoint(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A caller's context that would reveal personal data to a query.
+	ctx := query.WithReadHook(context.Background(), func(_ context.Context, r *record.Record) error {
+		r.After = json.RawMessage(`{"email":"alice@example.com"}`)
+		return nil
+	})
+	var data, pf bytes.Buffer
+	if _, err := e.ex.Write(ctx, export.Options{Format: export.JSONL, Filter: query.Filter{Source: "crm"}, Size: cp.Size,
+		Checkpoint: cp, VerifierKey: e.store.Keys().VerifierKey}, &data, &pf); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(data.Bytes(), []byte("alice@example.com")) || !bytes.Contains(data.Bytes(), []byte(`"$sealed"`)) {
+		t.Fatalf("export passed records through the read hook:\n%s", data.Bytes())
+	}
+}

@@ -625,3 +625,16 @@ func TestReadHookNeverReveals(t *testing.T) {
 		t.Fatalf("export passed records through the read hook:\n%s", data.Bytes())
 	}
 }
+
+func TestEmptyLogExports(t *testing.T) {
+	e := newEnv(t)
+	for _, format := range export.Formats {
+		path, sum := e.export(t, format, query.Filter{})
+		if sum.Records != 0 {
+			t.Fatalf("%s: %d records from an empty log", format, sum.Records)
+		}
+		if rep, err := e.verify(t, path); err != nil || rep.Records != 0 {
+			t.Fatalf("%s: empty export: %v %+v", format, err, rep)
+		}
+	}
+}

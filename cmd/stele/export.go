@@ -33,7 +33,8 @@ FILE.proof.json holds the signed checkpoint and the proofs that let anyone
 check the export offline with 'stele verify --export FILE --key VKEY'.
 
 --data reads a data directory directly; no server may be running on it.
---url asks a running server (GET /v1/export and /v1/export/proof).
+--url asks a running server (GET /v1/export and /v1/export/proof), with the
+bearer token from $STELE_TOKEN if the server requires one.
 The format defaults to FILE's extension (.jsonl, .csv, .parquet). The filter
 flags mean what the query parameters of GET /v1/records mean; --since is
 inclusive and --until exclusive on occurred_at (RFC 3339).`
@@ -87,7 +88,7 @@ func runExport(ctx context.Context, args []string) error {
 	if ef.data != "" {
 		sum, err = exportFromDir(ctx, ef.data, ef.out, format, f)
 	} else {
-		sum, err = exportFromURL(ctx, ef.url, ef.out, format, ef.query(format))
+		sum, err = exportFromURL(ctx, ef.url, os.Getenv("STELE_TOKEN"), ef.out, format, ef.query(format))
 	}
 	if err != nil {
 		return err
@@ -270,7 +271,7 @@ func exportFromDir(ctx context.Context, data, out string, format export.Format, 
 // exportFromURL downloads the data file, then its proof for the very tree
 // size the data response names, so both cover the same records even while
 // the server keeps appending.
-func exportFromURL(ctx context.Context, base, out string, format export.Format, q url.Values) (string, error) {
+func exportFromURL(ctx context.Context, base, token, out string, format export.Format, q url.Values) (string, error) {
 	base = strings.TrimRight(base, "/")
 	o, err := createOutputs(out)
 	if err != nil {
@@ -278,7 +279,7 @@ func exportFromURL(ctx context.Context, base, out string, format export.Format, 
 	}
 	defer o.abort()
 	client := &http.Client{}
-	hdr, err := download(ctx, client, base+"/v1/export?"+q.Encode(), o.data)
+	hdr, err := download(ctx, client, token, base+"/v1/export?"+q.Encode(), o.data)
 	if err != nil {
 		return "", err
 	}
@@ -287,7 +288,7 @@ func exportFromURL(ctx context.Context, base, out string, format export.Format, 
 		return "", fmt.Errorf("%s/v1/export: response header %s is %q, not a tree size", base, api.TreeSizeHeader, size)
 	}
 	q.Set("tree_size", size)
-	if _, err := download(ctx, client, base+"/v1/export/proof?"+q.Encode(), o.prf); err != nil {
+	if _, err := download(ctx, client, token, base+"/v1/export/proof?"+q.Encode(), o.prf); err != nil {
 		return "", err
 	}
 	if err := o.commit(); err != nil {
@@ -296,10 +297,13 @@ func exportFromURL(ctx context.Context, base, out string, format export.Format, 
 	return fmt.Sprintf("exported the records below tree size %s (%s) from %s", size, format, base), nil
 }
 
-func download(ctx context.Context, client *http.Client, u string, dst io.Writer) (http.Header, error) {
+func download(ctx context.Context, client *http.Client, token, u string, dst io.Writer) (http.Header, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, fmt.Errorf("--url: %w", err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := client.Do(req)
 	if err != nil {

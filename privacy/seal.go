@@ -143,7 +143,7 @@ func sealable(op record.Op) bool {
 // only after Sync. Errors wrapping *record.FieldError name the field that
 // does not match the schema.
 func (g *Guard) Seal(ctx context.Context, r *record.Record) error {
-	if !sealable(r.Op) {
+	if !sealable(r.Op) || (r.Derived != nil && r.Derived.Sealed) {
 		return nil
 	}
 	sch, err := g.schemas.Latest(SubjectName(r.Source))
@@ -177,10 +177,11 @@ func (g *Guard) Seal(ctx context.Context, r *record.Record) error {
 	if err := s.resolveSubjects(); err != nil {
 		return err
 	}
-	for _, side := range []struct {
-		name string
-		img  *[]byte
-	}{{"key", (*[]byte)(&r.Key)}, {"before", (*[]byte)(&r.Before)}, {"after", (*[]byte)(&r.After)}} {
+	// All sides are sealed before any is replaced: a failure leaves the
+	// record as it came, so a retry starts from the same state.
+	sd := sides(r)
+	outs := make([][]byte, len(sd))
+	for i, side := range sd {
 		if len(*side.img) == 0 {
 			continue
 		}
@@ -192,11 +193,15 @@ func (g *Guard) Seal(ctx context.Context, r *record.Record) error {
 			}
 			return fmt.Errorf("privacy: seal %s of record %s: %w", side.name, r.ID, err)
 		}
-		*side.img = out
+		outs[i] = out
 	}
-	if s.derived.Subjects != nil || s.derived.Terms != nil {
-		r.Derived = &s.derived
+	for i, side := range sd {
+		if outs[i] != nil {
+			*side.img = outs[i]
+		}
 	}
+	s.derived.Sealed = true
+	r.Derived = &s.derived
 	return nil
 }
 
@@ -444,4 +449,51 @@ func (c *aeadCache) forget(kids []string) {
 			}
 		}
 	}
+}
+
+// SealOpaque encrypts a whole blob under one of Stele's own system keys
+// (e.g. a record parked in the dead-letter file, whose personal fields
+// could not be sealed field by field). purpose names the key and is bound
+// as associated data.
+func (g *Guard) SealOpaque(ctx context.Context, purpose string, plaintext []byte) ([]byte, error) {
+	aead, err := g.systemAEAD(ctx, purpose)
+	if err != nil {
+		return nil, err
+	}
+	buf := make([]byte, aead.NonceSize(), aead.NonceSize()+len(plaintext)+aead.Overhead())
+	if _, err := rand.Read(buf); err != nil {
+		return nil, fmt.Errorf("privacy: nonce: %w", err)
+	}
+	return aead.Seal(buf, buf, plaintext, []byte(purpose)), nil
+}
+
+// OpenOpaque decrypts what SealOpaque sealed.
+func (g *Guard) OpenOpaque(ctx context.Context, purpose string, sealed []byte) ([]byte, error) {
+	aead, err := g.systemAEAD(ctx, purpose)
+	if err != nil {
+		return nil, err
+	}
+	if len(sealed) < aead.NonceSize()+aead.Overhead() {
+		return nil, ErrBadEnvelope
+	}
+	pt, err := aead.Open(nil, sealed[:aead.NonceSize()], sealed[aead.NonceSize():], []byte(purpose))
+	if err != nil {
+		return nil, ErrTampered
+	}
+	return pt, nil
+}
+
+func (g *Guard) systemAEAD(ctx context.Context, purpose string) (cipher.AEAD, error) {
+	_, key, err := g.keys.GetOrCreate(ctx, keystore.KindSystem, "opaque/"+purpose)
+	if err != nil {
+		return nil, fmt.Errorf("privacy: system key: %w", err)
+	}
+	if err := g.keys.Sync(ctx); err != nil {
+		return nil, fmt.Errorf("privacy: system key: %w", err)
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("privacy: system key: %w", err)
+	}
+	return cipher.NewGCM(block)
 }

@@ -90,6 +90,9 @@ type Derived struct {
 	Subjects []string
 	// Terms are blind-index entries of searchable personal fields.
 	Terms []Term
+	// Sealed marks a record whose personal fields were already sealed, so
+	// a retried append does not seal envelopes again.
+	Sealed bool
 	// Erased are subjects whose blind-index entries this record (an
 	// erasure receipt) removes, at its position in the log, so a replay
 	// after a crash or a rebuild purges them again.

@@ -28,6 +28,16 @@ type Config struct {
 	CheckpointInterval time.Duration
 	MaxBodyBytes       int64
 	MaxBatch           int
+	// Privacy: where the keystore's master key comes from (a key file by
+	// default, STELE_MASTER_KEY, or Vault Transit) and how often expired
+	// retention periods are shredded.
+	MasterKeyFile     string
+	MasterKey         string
+	VaultAddr         string
+	VaultToken        string
+	VaultKey          string
+	VaultMount        string
+	RetentionInterval time.Duration
 	// Sources are the capture sources (sources: in the file, repeatable
 	// --source URL); a pointer keeps Config comparable. See SourceConfig.
 	Sources *[]SourceConfig
@@ -42,6 +52,7 @@ func defaultConfig() Config {
 		CheckpointInterval: 500 * time.Millisecond,
 		MaxBodyBytes:       api.DefaultMaxBodyBytes,
 		MaxBatch:           api.DefaultMaxBatch,
+		RetentionInterval:  time.Hour,
 	}
 }
 
@@ -70,7 +81,7 @@ func options() []option {
 			c.Data = v
 			return nil
 		}},
-		{"addr", "listen `address` host:port (default 127.0.0.1:7070, loopback only: there is no authentication yet)", func(c *Config, v string) error {
+		{"addr", "listen `address` host:port (default 127.0.0.1:7070; another address needs API tokens: stele token create)", func(c *Config, v string) error {
 			if v == "" {
 				return errEmpty
 			}
@@ -115,6 +126,41 @@ func options() []option {
 				return errors.New("want a positive integer")
 			}
 			c.MaxBatch = n
+			return nil
+		}},
+		{"master_key_file", "`file` holding the keystore's 32-byte master key, created on first start (default <data>/master.key; keep it on another disk or use Vault)", func(c *Config, v string) error {
+			if v == "" {
+				return errEmpty
+			}
+			c.MasterKeyFile = v
+			return nil
+		}},
+		{"master_key", "the keystore's master key, 32 bytes in `base64`, instead of a key file (prefer the STELE_MASTER_KEY variable: flags show in ps)", func(c *Config, v string) error {
+			c.MasterKey = v
+			return nil
+		}},
+		{"vault_addr", "HashiCorp Vault `URL`; with vault_key, the keystore's master key is Vault Transit", func(c *Config, v string) error {
+			c.VaultAddr = v
+			return nil
+		}},
+		{"vault_token", "Vault `token` (prefer the STELE_VAULT_TOKEN variable)", func(c *Config, v string) error {
+			c.VaultToken = v
+			return nil
+		}},
+		{"vault_key", "Vault Transit key `name`", func(c *Config, v string) error {
+			c.VaultKey = v
+			return nil
+		}},
+		{"vault_mount", "Vault Transit mount `path` (default transit)", func(c *Config, v string) error {
+			c.VaultMount = v
+			return nil
+		}},
+		{"retention_interval", "how often expired retention periods are shredded, a `duration` (default 1h)", func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return errors.New("want a positive duration such as 1h")
+			}
+			c.RetentionInterval = d
 			return nil
 		}},
 	}

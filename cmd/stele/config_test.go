@@ -72,6 +72,7 @@ max_batch: 50
 		CheckpointInterval: 100 * time.Millisecond,
 		MaxBodyBytes:       1 << 20,
 		MaxBatch:           50,
+		RetentionInterval:  time.Hour, // default
 	}
 	if cfg != want {
 		t.Fatalf("got  %+v\nwant %+v", cfg, want)

@@ -28,6 +28,8 @@ func commands() []command {
 		{"verify", "check a data directory offline, or a running server as an outside auditor", runVerify},
 		{"export", "write filtered records as JSON Lines, CSV or Parquet with proofs to verify offline", runExport},
 		{"reindex", "rebuild the index of a data directory from its log", runReindex},
+		{"token", "create or list API tokens (roles admin, auditor, analyst, service)", runToken},
+		{"erase", "erase a data subject (destroy their keys) and print the signed receipt", runErase},
 		{"status", "print a running server's health, checkpoint and capture sources' lag", runStatus},
 		{"demo", "run a demonstration against a fresh log", runDemo},
 		{"bench", "measure the headline figures on this machine", runBench},

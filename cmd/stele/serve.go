@@ -20,9 +20,11 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stele/stele/api"
+	"github.com/stele/stele/auth"
 	"github.com/stele/stele/export"
 	"github.com/stele/stele/index"
 	"github.com/stele/stele/log"
+	"github.com/stele/stele/privacy"
 	"github.com/stele/stele/query"
 )
 
@@ -73,15 +75,24 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		return err
 	}
 	defer unlock()
-	logger.Warn("NO AUTHENTICATION: anyone who can reach the listen address can append and read every record; "+
-		"the default address is loopback only — put an authenticating proxy in front before listening elsewhere",
-		"addr", cfg.Addr)
+	tokens, err := auth.Open(cfg.Data)
+	if err != nil {
+		return err
+	}
+	if err := requireTokensOffLoopback(cfg.Addr, tokens, logger); err != nil {
+		return err
+	}
+	priv, err := openPrivacy(ctx, cfg, logger)
+	if err != nil {
+		return fmt.Errorf("open the keystore and schema registry: %w", err)
+	}
+	defer priv.Close()
 
 	ix, err := openIndex(cfg.Data, logger)
 	if err != nil {
 		return err
 	}
-	logOpts := log.Options{Origin: cfg.Origin, Hook: ix, Logger: logger, CheckpointInterval: cfg.CheckpointInterval}
+	logOpts := log.Options{Origin: cfg.Origin, Hook: ix, Sealer: priv.guard, Logger: logger, CheckpointInterval: cfg.CheckpointInterval}
 	store, err := log.Open(ctx, cfg.Data, logOpts)
 	if errors.Is(err, log.ErrIndexAhead) {
 		ix.Close()
@@ -117,6 +128,13 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 	defer wg.Wait()
 	defer stopVerify()
 
+	ledger := privacy.NewLedger(priv.guard, store, ix)
+	bg, stopBg := context.WithCancel(ctx)
+	defer wg.Wait()
+	defer stopBg()
+	wg.Go(func() { ledger.RunRetention(bg, cfg.RetentionInterval) })
+	wg.Go(func() { recordTokenChanges(bg, store, tokens, logger, 5*time.Second) })
+
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	engine := query.New(store, ix)
@@ -129,8 +147,10 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		Registry:     reg,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		MaxBatch:     cfg.MaxBatch,
+		Auth:         tokens,
+		Privacy:      apiPrivacy{priv.guard, ledger},
 	})
-	defer startSources(ctx, cfg, indexedSink{store, ix}, reg, logger)()
+	defer startSources(ctx, cfg, indexedSink{store, ix, &deadLetter{path: filepath.Join(cfg.Data, "deadletter", "records.jsonl"), guard: priv.guard, log: logger}}, reg, logger)()
 	logger.Info("log open", "data", cfg.Data, "records", store.Size(), "origin", cfg.Origin, "verifier_key", store.Keys().VerifierKey)
 	return listenAndServe(ctx, cfg, addrFile, logger, handler)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"github.com/stele/stele/index"
 	"github.com/stele/stele/log"
+	"github.com/stele/stele/record"
 	"log/slog"
 	"net/url"
 	"slices"
@@ -322,7 +323,14 @@ func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 // completed before a crash.
 type indexedSink struct {
 	*log.Store
-	ix *index.Index
+	ix   *index.Index
+	dead *deadLetter
+}
+
+// Append parks records that break their schema instead of failing the
+// batch, so one bad row cannot stall a source.
+func (s indexedSink) Append(ctx context.Context, recs []*record.Record) ([]log.Appended, error) {
+	return s.dead.appendOrPark(ctx, s.Store, recs)
 }
 
 func (s indexedSink) HasID(ctx context.Context, id string) (bool, error) {

@@ -1,0 +1,134 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/stele/stele/auth"
+	"github.com/stele/stele/log"
+	"github.com/stele/stele/privacy"
+	"github.com/stele/stele/privacy/keystore"
+	"github.com/stele/stele/privacy/schema"
+	"github.com/stele/stele/record"
+)
+
+// privacyStack is the keystore, the schema registry and the guard that
+// seals with them.
+type privacyStack struct {
+	keys    *keystore.Store
+	schemas *schema.Registry
+	guard   *privacy.Guard
+}
+
+func (p *privacyStack) Close() error { return p.keys.Close() }
+
+// masterKey picks the keystore's master key provider: Vault Transit when
+// configured, else a key given in the environment, else the key file.
+func masterKey(cfg Config) (keystore.MasterKey, error) {
+	switch {
+	case cfg.VaultAddr != "" || cfg.VaultKey != "":
+		if cfg.VaultAddr == "" || cfg.VaultKey == "" || cfg.VaultToken == "" {
+			return nil, errors.New("vault: vault_addr, vault_key and vault_token (STELE_VAULT_TOKEN) are all needed")
+		}
+		return keystore.VaultTransit(keystore.VaultConfig{Address: cfg.VaultAddr, Token: cfg.VaultToken, KeyName: cfg.VaultKey, Mount: cfg.VaultMount})
+	case cfg.MasterKey != "":
+		return keystore.EnvMaster(cfg.MasterKey)
+	}
+	path := cfg.MasterKeyFile
+	if path == "" {
+		path = filepath.Join(cfg.Data, "master.key")
+	}
+	return keystore.FileMaster(path)
+}
+
+func openPrivacy(ctx context.Context, cfg Config, logger *slog.Logger) (*privacyStack, error) {
+	master, err := masterKey(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("master key: %w", err)
+	}
+	keys, err := keystore.Open(ctx, filepath.Join(cfg.Data, "keystore"), master, keystore.Options{Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	schemas, err := schema.Open(filepath.Join(cfg.Data, "schemas"))
+	if err != nil {
+		keys.Close()
+		return nil, err
+	}
+	guard, err := privacy.New(ctx, keys, schemas, privacy.Options{Logger: logger})
+	if err != nil {
+		keys.Close()
+		return nil, err
+	}
+	return &privacyStack{keys: keys, schemas: schemas, guard: guard}, nil
+}
+
+// apiPrivacy is the API's view of the privacy layer.
+type apiPrivacy struct {
+	*privacy.Guard
+	*privacy.Ledger
+}
+
+// requireTokensOffLoopback refuses to serve an open API beyond this host.
+func requireTokensOffLoopback(addr string, tokens *auth.Tokens, logger *slog.Logger) error {
+	if !tokens.Empty() {
+		logger.Info("API tokens required", "tokens", len(tokens.List()))
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("addr %q: %w", addr, err)
+	}
+	ip := net.ParseIP(host)
+	if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("addr %s is not loopback and no API token exists: anyone could read and write the log; "+
+			"create one with `stele token create --data %s --role admin --name NAME`, or listen on 127.0.0.1", addr, "DIR")
+	}
+	logger.Warn("NO API TOKENS: the server is OPEN to anyone who can reach " + addr + " (loopback only); " +
+		"create tokens with `stele token create` to require them")
+	return nil
+}
+
+// recordTokenChanges appends an admin record whenever the set of tokens
+// in force changes (at start and while running), so creating a token —
+// done offline with `stele token create` — is itself in the log.
+func recordTokenChanges(ctx context.Context, store *log.Store, tokens *auth.Tokens, logger *slog.Logger, every time.Duration) {
+	last := ""
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		list := tokens.List()
+		var parts []string
+		detail := make([]map[string]string, 0, len(list))
+		for _, p := range list {
+			parts = append(parts, p.Name+"="+string(p.Role))
+			detail = append(detail, map[string]string{"name": p.Name, "role": string(p.Role)})
+		}
+		slices.Sort(parts)
+		if fp := strings.Join(parts, "\n"); fp != last && len(list) > 0 {
+			r, err := privacy.AdminRecord(auth.Principal{Name: "stele", Role: auth.RoleAdmin}, "tokens in force", map[string]any{"tokens": detail}, time.Now())
+			if err == nil {
+				_, err = store.Append(ctx, []*record.Record{r})
+			}
+			if err != nil {
+				if ctx.Err() == nil {
+					logger.Error("could not record the API tokens in force", "err", err)
+				}
+			} else {
+				last = fp
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

@@ -31,33 +31,10 @@ func (s *Server) listRecords(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr.status(), aerr)
 		return
 	}
-	f := query.Filter{Source: p["source"], Table: p["table"], Key: p["key"], Actor: p["actor"], Blind: blind}
-	if v, ok := p["op"]; ok {
-		f.Op = record.Op(v)
-		if !f.Op.Valid() {
-			writeError(w, http.StatusBadRequest, &apiError{Msg: fmt.Sprintf("op: %q is not one of %v", v, record.Ops), Field: "op"})
-			return
-		}
-	}
-	if f.Key != "" && (f.Source == "" || f.Table == "") {
-		writeError(w, http.StatusBadRequest, &apiError{Msg: "key: requires source and table (a key is unique only within its table)", Field: "key"})
-		return
-	}
-	for _, tp := range []struct {
-		name string
-		dst  *time.Time
-	}{{"since", &f.Since}, {"until", &f.Until}} {
-		if v, ok := p[tp.name]; ok {
-			t, aerr := parseTime(tp.name, v)
-			if aerr != nil {
-				writeError(w, aerr.status(), aerr)
-				return
-			}
-			*tp.dst = t
-		}
-	}
-	if !f.Since.IsZero() && !f.Until.IsZero() && f.Until.Before(f.Since) {
-		writeError(w, http.StatusBadRequest, &apiError{Msg: "until: is before since", Field: "until"})
+	f, aerr := parseFilter(p)
+	f.Blind = blind
+	if aerr != nil {
+		writeError(w, aerr.status(), aerr)
 		return
 	}
 	page, aerr := pageRequest(p, query.Desc)
@@ -78,6 +55,43 @@ func (s *Server) listRecords(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeRaw(w, http.StatusOK, appendPage(nil, res))
+}
+
+// withFilterParams returns the query parameters of a record filter, which
+// the search and the export share so both accept exactly the same input,
+// followed by extra.
+func withFilterParams(extra ...string) []string {
+	return append([]string{"source", "table", "key", "actor", "op", "since", "until"}, extra...)
+}
+
+// parseFilter reads a record filter from the query parameters.
+func parseFilter(p map[string]string) (query.Filter, *apiError) {
+	f := query.Filter{Source: p["source"], Table: p["table"], Key: p["key"], Actor: p["actor"]}
+	if v, ok := p["op"]; ok {
+		f.Op = record.Op(v)
+		if !f.Op.Valid() {
+			return f, &apiError{Msg: fmt.Sprintf("op: %q is not one of %v", v, record.Ops), Field: "op"}
+		}
+	}
+	if f.Key != "" && (f.Source == "" || f.Table == "") {
+		return f, &apiError{Msg: "key: requires source and table (a key is unique only within its table)", Field: "key"}
+	}
+	for _, tp := range []struct {
+		name string
+		dst  *time.Time
+	}{{"since", &f.Since}, {"until", &f.Until}} {
+		if v, ok := p[tp.name]; ok {
+			t, aerr := parseTime(tp.name, v)
+			if aerr != nil {
+				return f, aerr
+			}
+			*tp.dst = t
+		}
+	}
+	if !f.Since.IsZero() && !f.Until.IsZero() && f.Until.Before(f.Since) {
+		return f, &apiError{Msg: "until: is before since", Field: "until"}
+	}
+	return f, nil
 }
 
 // pageRequest reads limit, cursor and (when the endpoint allows it) order.

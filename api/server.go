@@ -75,7 +75,9 @@ type Config struct {
 	// Health is consulted by /healthz and, for "tampered", by every /v1/
 	// endpoint but the checkpoint and the key. Nil means always "ok".
 	Health HealthFunc
-	Logger *slog.Logger
+	// Exporter serves GET /v1/export; nil answers 503.
+	Exporter Exporter
+	Logger   *slog.Logger
 	// Registry receives the API's metrics and is served at /metrics. Nil
 	// means a fresh registry. Metrics are never put in the global registry,
 	// so two servers in one process (tests) do not collide.
@@ -151,6 +153,13 @@ func (s *Server) routes() {
 	s.handle("/v1/records", methodNotAllowed("GET, HEAD, POST"))
 	s.handle("GET /v1/records/{seq}", s.gated(s.authorize(anyRole, s.getRecord)))
 	s.handle("/v1/records/{seq}", methodNotAllowed("GET, HEAD"))
+
+	// Exports are bulk reads of records as stored (sealed fields stay
+	// sealed), open to every role that may read records.
+	s.handle("GET /v1/export", s.gated(s.authorize(anyRole, s.exportData)))
+	s.handle("/v1/export", methodNotAllowed("GET, HEAD"))
+	s.handle("GET /v1/export/proof", s.gated(s.authorize(anyRole, s.exportProof)))
+	s.handle("/v1/export/proof", methodNotAllowed("GET, HEAD"))
 
 	s.handle("GET /v1/entities/{source}/{table}/{key}/history", s.gated(s.authorize(anyRole, s.entityHistory)))
 	s.handle("/v1/entities/{source}/{table}/{key}/history", methodNotAllowed("GET, HEAD"))

@@ -26,6 +26,7 @@ func commands() []command {
 	return []command{
 		{"serve", "run the HTTP API over a data directory", runServe},
 		{"verify", "check a data directory offline, or a running server as an outside auditor", runVerify},
+		{"export", "write filtered records as JSON Lines, CSV or Parquet with proofs to verify offline", runExport},
 		{"reindex", "rebuild the index of a data directory from its log", runReindex},
 		{"token", "create or list API tokens (roles admin, auditor, analyst, service)", runToken},
 		{"erase", "erase a data subject (destroy their keys) and print the signed receipt", runErase},

@@ -20,8 +20,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stele/stele/api"
-	"github.com/stele/stele/auth"
 	"github.com/stele/stele/api/graphql"
+	"github.com/stele/stele/auth"
+	"github.com/stele/stele/export"
 	"github.com/stele/stele/index"
 	"github.com/stele/stele/log"
 	"github.com/stele/stele/privacy"
@@ -142,6 +143,7 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		Log:          store,
 		Query:        engine,
 		GraphQL:      graphql.New(graphql.Options{Log: store, Query: engine, Logger: logger}),
+		Exporter:     export.New(store, engine),
 		Health:       h.get,
 		Logger:       logger,
 		Registry:     reg,

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"cel.dev/cel-go/common/types"
-	
+
 	"github.com/stele/stele/record"
 )
 

@@ -85,6 +85,9 @@ type Config struct {
 	// Now gives occurred_at for records that carry none and the default
 	// "at" of state queries (default time.Now).
 	Now func() time.Time
+	// Projections serves the read models under /v1/projections; nil means
+	// none are configured.
+	Projections Projections
 }
 
 // Server is the HTTP API v1 handler.
@@ -141,6 +144,13 @@ func (s *Server) routes() {
 	s.handle("/v1/entities/{source}/{table}/{key}/history", methodNotAllowed("GET, HEAD"))
 	s.handle("GET /v1/entities/{source}/{table}/{key}/state", s.gated(s.entityState))
 	s.handle("/v1/entities/{source}/{table}/{key}/state", methodNotAllowed("GET, HEAD"))
+
+	s.handle("GET /v1/projections", s.gated(s.listProjections))
+	s.handle("/v1/projections", methodNotAllowed("GET, HEAD"))
+	s.handle("GET /v1/projections/{name}", s.gated(s.projectionEntries))
+	s.handle("/v1/projections/{name}", methodNotAllowed("GET, HEAD"))
+	s.handle("GET /v1/projections/{name}/{key}", s.gated(s.projectionEntry))
+	s.handle("/v1/projections/{name}/{key}", methodNotAllowed("GET, HEAD"))
 
 	// The checkpoint and the key stay available on a tampered log: they
 	// are what an auditor needs to prove what the log signed before.

@@ -20,6 +20,9 @@ var (
 	ErrUnknown = errors.New("no such projection")
 	// ErrNotFound: the projection holds no value for that key.
 	ErrNotFound = errors.New("no value for that key")
+	// ErrDamaged: the database's files are corrupt. It is derived data:
+	// move it aside and rebuild.
+	ErrDamaged = errors.New("projection database damaged")
 	// ErrGap: records were offered that do not continue where a projection
 	// stopped; the caller must replay from the projection's watermark.
 	ErrGap = errors.New("records do not continue the projection")
@@ -45,6 +48,10 @@ type Options struct {
 	// FS is the file system Pebble uses (default the OS's); tests inject a
 	// crashable in-memory one.
 	FS vfs.FS
+	// ReadOnly opens the database for inspection while nothing else has it
+	// open: nothing is cleared or written, and a projection whose
+	// definition changed reports nothing applied.
+	ReadOnly bool
 }
 
 // Store holds the projections of one Set in a Pebble database.
@@ -53,7 +60,8 @@ type Store struct {
 	set *Set
 	log *slog.Logger
 
-	applyMu sync.Mutex // one Apply or Rebuild at a time
+	applyMu  sync.Mutex // one Apply or Rebuild at a time
+	readOnly bool
 
 	mu   sync.RWMutex
 	meta map[string]meta
@@ -67,13 +75,16 @@ func Open(dir string, set *Set, opts Options) (*Store, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	popts := &pebble.Options{Logger: pebbleLogger{opts.Logger}, FS: opts.FS}
+	popts := &pebble.Options{Logger: pebbleLogger{opts.Logger}, FS: opts.FS, ReadOnly: opts.ReadOnly}
 	popts.EnsureDefaults()
 	db, err := pebble.Open(dir, popts)
 	if err != nil {
+		if pebble.IsCorruptionError(err) {
+			return nil, fmt.Errorf("%w: open %s: %w", ErrDamaged, dir, err)
+		}
 		return nil, fmt.Errorf("open projections %s: %w", dir, err)
 	}
-	s := &Store{db: db, set: set, log: opts.Logger, meta: make(map[string]meta)}
+	s := &Store{db: db, set: set, log: opts.Logger, meta: make(map[string]meta), readOnly: opts.ReadOnly}
 	if err := s.reconcile(); err != nil {
 		db.Close()
 		return nil, err
@@ -99,6 +110,16 @@ func (s *Store) reconcile() error {
 	}
 	if err := it.Close(); err != nil {
 		return fmt.Errorf("read projection metadata: %w", err)
+	}
+	if s.readOnly {
+		for _, c := range s.set.list {
+			if m, ok := stored[c.def.Name]; ok && m.Hash == c.hash {
+				s.meta[c.def.Name] = m
+			} else {
+				s.meta[c.def.Name] = meta{Hash: c.hash}
+			}
+		}
+		return nil
 	}
 	b := s.db.NewBatch()
 	defer b.Close()
@@ -144,6 +165,9 @@ func (s *Store) reconcile() error {
 func (s *Store) Close() error {
 	s.applyMu.Lock()
 	defer s.applyMu.Unlock()
+	if s.readOnly {
+		return s.db.Close()
+	}
 	if err := s.db.Flush(); err != nil {
 		s.db.Close()
 		return fmt.Errorf("flush projections: %w", err)

@@ -27,6 +27,7 @@ func commands() []command {
 		{"serve", "run the HTTP API over a data directory", runServe},
 		{"verify", "check a data directory offline, or a running server as an outside auditor", runVerify},
 		{"reindex", "rebuild the index of a data directory from its log", runReindex},
+		{"projections", "list the configured projections, or rebuild one from the log", runProjections},
 		{"status", "print a running server's health, checkpoint and capture sources' lag", runStatus},
 		{"demo", "run a demonstration against a fresh log", runDemo},
 		{"bench", "measure the headline figures on this machine", runBench},

@@ -118,7 +118,7 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	handler := api.New(api.Config{
+	apiCfg := api.Config{
 		Log:          store,
 		Query:        query.New(store, ix),
 		Health:       h.get,
@@ -126,7 +126,17 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		Registry:     reg,
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		MaxBatch:     cfg.MaxBatch,
-	})
+	}
+	projections, stopProjections, err := startProjections(ctx, cfg, store, logger)
+	if err != nil {
+		return err
+	}
+	// Runs before the log closes (defers run last first).
+	defer stopProjections()
+	if projections != nil {
+		apiCfg.Projections = projections
+	}
+	handler := api.New(apiCfg)
 	defer startSources(ctx, cfg, indexedSink{store, ix}, reg, logger)()
 	logger.Info("log open", "data", cfg.Data, "records", store.Size(), "origin", cfg.Origin, "verifier_key", store.Keys().VerifierKey)
 	return listenAndServe(ctx, cfg, addrFile, logger, handler)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 
 	"cel.dev/cel-go/cel"
+	celast "cel.dev/cel-go/common/ast"
 	"cel.dev/cel-go/ext"
 )
 
@@ -108,6 +109,7 @@ func validName(name string) bool {
 type compiled struct {
 	def     Definition
 	hash    string
+	need    fieldMask   // record members the expressions read
 	filter  cel.Program // nil: every record
 	key     cel.Program
 	value   cel.Program // reduce only
@@ -186,14 +188,14 @@ func compileOne(env *cel.Env, d Definition) (*compiled, error) {
 	c := &compiled{def: d, hash: d.Hash()}
 	var err error
 	if d.Filter != "" {
-		if c.filter, err = program(env, d.Filter, cel.BoolType); err != nil {
+		if c.filter, err = program(env, d.Filter, cel.BoolType, &c.need); err != nil {
 			return nil, bad("filter", err)
 		}
 	}
 	if d.Key == "" {
 		return nil, bad("key", errors.New("required: a CEL string expression such as string(record.key.id)"))
 	}
-	if c.key, err = program(env, d.Key, cel.StringType); err != nil {
+	if c.key, err = program(env, d.Key, cel.StringType, &c.need); err != nil {
 		return nil, bad("key", err)
 	}
 	switch d.Fold {
@@ -208,12 +210,12 @@ func compileOne(env *cel.Env, d Definition) (*compiled, error) {
 		if d.Value == "" {
 			return nil, bad("value", errors.New("required for a reduce fold: a CEL expression over state and record"))
 		}
-		if c.value, err = program(env, d.Value, nil); err != nil {
+		if c.value, err = program(env, d.Value, nil, &c.need); err != nil {
 			return nil, bad("value", err)
 		}
 		c.initial = []byte("null")
 		if d.Initial != "" {
-			p, err := program(env, d.Initial, nil)
+			p, err := program(env, d.Initial, nil, new(fieldMask))
 			if err != nil {
 				return nil, bad("initial", err)
 			}
@@ -235,24 +237,48 @@ func compileOne(env *cel.Env, d Definition) (*compiled, error) {
 
 // program compiles one expression, checking its result type when want is
 // set (dyn is accepted: the type is then checked on each evaluation).
-func program(env *cel.Env, expr string, want *cel.Type) (cel.Program, error) {
+func program(env *cel.Env, expr string, want *cel.Type, need *fieldMask) (cel.Program, error) {
 	ast, iss := env.Compile(expr)
 	if iss.Err() != nil {
 		return nil, iss.Err()
 	}
+	*need |= recordFields(ast)
 	if want != nil {
 		out := ast.OutputType()
 		if !out.IsExactType(want) && !out.IsExactType(cel.DynType) {
 			return nil, fmt.Errorf("must be a %s expression, but %q is %s", want, expr, out)
 		}
 	}
-	p, err := env.Program(ast, cel.EvalOptions(cel.OptOptimize), cel.CostLimit(costLimit))
+	p, err := env.Program(ast, cel.EvalOptions(cel.OptOptimize))
 	if err != nil {
 		return nil, err
 	}
 	return p, nil
 }
 
-// costLimit bounds one evaluation so a comprehension over a huge image
-// cannot stall the follower; ordinary expressions cost a few dozen units.
-const costLimit = 1_000_000
+// recordFields finds the members of record an expression reads, so only
+// those of the costly ones (the JSON images, key, actor, cause) are
+// decoded. Any use of record other than record.member — record["after"],
+// record passed whole — reads them all.
+func recordFields(a *cel.Ast) fieldMask {
+	var idents, selects int
+	var need fieldMask
+	celast.PreOrderVisit(a.NativeRep().Expr(), celast.NewExprVisitor(func(e celast.Expr) {
+		switch e.Kind() {
+		case celast.IdentKind:
+			if e.AsIdent() == "record" {
+				idents++
+			}
+		case celast.SelectKind:
+			sel := e.AsSelect()
+			if op := sel.Operand(); op.Kind() == celast.IdentKind && op.AsIdent() == "record" {
+				selects++
+				need |= fieldBit(sel.FieldName())
+			}
+		}
+	}))
+	if idents != selects {
+		return allFields
+	}
+	return need
+}

@@ -24,16 +24,23 @@ type view interface {
 // lazyRecord builds the `record` variable once per record, shared by every
 // projection, and only if some projection evaluates an expression on it.
 type lazyRecord struct {
-	r   *record.Record
-	val map[string]any
-	err error
+	r    *record.Record
+	val  map[string]any
+	have fieldMask
 }
 
-func (l *lazyRecord) get() (map[string]any, error) {
-	if l.val == nil && l.err == nil {
-		l.val, l.err = recordValue(l.r)
+// get returns the record variable with at least the members in need.
+func (l *lazyRecord) get(need fieldMask) (map[string]any, error) {
+	if l.val == nil {
+		l.val = recordValue(l.r)
 	}
-	return l.val, l.err
+	if missing := need &^ l.have; missing != 0 {
+		if err := addFields(l.val, l.r, missing); err != nil {
+			return nil, err
+		}
+		l.have |= missing
+	}
+	return l.val, nil
 }
 
 // evalError is an expression that failed on one record: the record is
@@ -49,7 +56,7 @@ func (e *evalError) Error() string { return e.field + ": " + e.err.Error() }
 // is skipped because an expression failed on it.
 func (c *compiled) step(v view, lr *lazyRecord) error {
 	r := lr.r
-	rv, err := lr.get()
+	rv, err := lr.get(c.need)
 	if err != nil {
 		return &evalError{"record", err}
 	}

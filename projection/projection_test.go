@@ -410,3 +410,26 @@ func TestPage(t *testing.T) {
 		t.Errorf("unknown projection: %v", err)
 	}
 }
+
+// TestRecordMembersDecodedOnDemand: the JSON members of a record are
+// decoded only for projections that read them, yet an expression that uses
+// record whole sees every member whether or not another projection read
+// them first.
+func TestRecordMembersDecodedOnDemand(t *testing.T) {
+	ctx := context.Background()
+	lg := newLog(t)
+	appendAll(t, lg, rec("a", "t", record.OpInsert, map[string]any{"id": 1}, map[string]any{"x": 1}, nil, "alice", 0))
+	whole := projection.Definition{Name: "whole", Key: `string(size(record)) + ":" + string(record.exists(k, k == "after"))`, Fold: projection.FoldCount}
+	reader := projection.Definition{Name: "reader", Key: `string(record.after.x)`, Fold: projection.FoldCount}
+	for _, defs := range [][]projection.Definition{{whole}, {reader, whole}, {whole, reader}} {
+		st := openStore(t, t.TempDir(), compile(t, defs...), projection.Options{})
+		if err := st.CatchUp(ctx, lg); err != nil {
+			t.Fatal(err)
+		}
+		// seq id source op occurred_at recorded_at changed key after actor
+		if got := get(t, st, "whole", "10:true"); got != "1" {
+			t.Errorf("%d definitions: whole = %s", len(defs), got)
+		}
+		st.Close()
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"slices"
 	"strconv"
@@ -20,11 +21,40 @@ import (
 	"github.com/stele/stele/record"
 )
 
-// recordValue builds the `record` variable: the API form of r with JSON
-// numbers as int (no fraction or exponent, fits int64) or double, and its
-// times as timestamps. Optional members that the record lacks are absent,
-// so expressions test them with has().
-func recordValue(r *record.Record) (map[string]any, error) {
+// fieldMask selects the record members that cost a JSON decode.
+type fieldMask uint8
+
+const (
+	fKey fieldMask = 1 << iota
+	fBefore
+	fAfter
+	fActor
+	fCause
+	allFields fieldMask = 1<<iota - 1
+)
+
+// fieldBit is the mask of a costly member, 0 for the cheap ones.
+func fieldBit(name string) fieldMask {
+	switch name {
+	case "key":
+		return fKey
+	case "before":
+		return fBefore
+	case "after":
+		return fAfter
+	case "actor":
+		return fActor
+	case "cause":
+		return fCause
+	}
+	return 0
+}
+
+// recordValue builds the `record` variable's cheap members: the API form
+// of r with its times as timestamps. Optional members the record lacks
+// are absent, so expressions test them with has(). addFields adds the
+// JSON members.
+func recordValue(r *record.Record) map[string]any {
 	src := map[string]any{
 		"name": r.Source.Name, "kind": r.Source.Kind, "database": r.Source.Database,
 		"schema": r.Source.Schema, "table": r.Source.Table,
@@ -38,19 +68,6 @@ func recordValue(r *record.Record) (map[string]any, error) {
 		changed[i] = c
 	}
 	m["changed"] = changed
-	for _, f := range []struct {
-		name string
-		raw  json.RawMessage
-	}{{"key", r.Key}, {"before", r.Before}, {"after", r.After}, {"actor", r.Actor}, {"cause", r.Cause}} {
-		if len(f.raw) == 0 {
-			continue
-		}
-		v, err := decodeJSON(f.raw)
-		if err != nil {
-			return nil, fmt.Errorf("record seq %d: %s: %w", r.Seq, f.name, err)
-		}
-		m[f.name] = v
-	}
 	if r.Tx != nil {
 		tx := map[string]any{}
 		if r.Tx.ID != "" {
@@ -70,46 +87,100 @@ func recordValue(r *record.Record) (map[string]any, error) {
 	if r.Schema != nil {
 		m["schema"] = map[string]any{"subject": r.Schema.Subject, "version": r.Schema.Version}
 	}
-	return m, nil
+	return m
+}
+
+// addFields decodes the JSON members of r selected by want into m, with
+// JSON numbers as int (no fraction or exponent, fits int64) or double.
+func addFields(m map[string]any, r *record.Record, want fieldMask) error {
+	for _, f := range []struct {
+		bit  fieldMask
+		name string
+		raw  json.RawMessage
+	}{{fKey, "key", r.Key}, {fBefore, "before", r.Before}, {fAfter, "after", r.After}, {fActor, "actor", r.Actor}, {fCause, "cause", r.Cause}} {
+		if want&f.bit == 0 || len(f.raw) == 0 {
+			continue
+		}
+		v, err := decodeJSON(f.raw)
+		if err != nil {
+			return fmt.Errorf("record seq %d: %s: %w", r.Seq, f.name, err)
+		}
+		m[f.name] = v
+	}
+	return nil
 }
 
 // decodeJSON decodes a JSON value into the Go values CEL adapts: objects
 // as map[string]any, arrays as []any, numbers as int64 when integral and in
-// range, else float64.
+// range (else uint64, else float64).
 func decodeJSON(raw []byte) (any, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
+	dec := jsontext.NewDecoder(bytes.NewReader(raw))
+	v, err := decodeValue(dec)
+	if err != nil {
 		return nil, err
 	}
-	return convertNumbers(v), nil
+	if _, err := dec.ReadToken(); err != io.EOF {
+		return nil, fmt.Errorf("trailing data after the JSON value")
+	}
+	return v, nil
 }
 
-func convertNumbers(v any) any {
-	switch x := v.(type) {
-	case json.Number:
-		s := string(x)
-		if !strings.ContainsAny(s, ".eE") {
-			if n, err := strconv.ParseInt(s, 10, 64); err == nil {
-				return n
+func decodeValue(dec *jsontext.Decoder) (any, error) {
+	tok, err := dec.ReadToken()
+	if err != nil {
+		return nil, err
+	}
+	switch tok.Kind() {
+	case 'n':
+		return nil, nil
+	case 't', 'f':
+		return tok.Bool(), nil
+	case '"':
+		return tok.String(), nil
+	case '0':
+		return number(tok.String()), nil
+	case '{':
+		m := map[string]any{}
+		for dec.PeekKind() != '}' {
+			k, err := dec.ReadToken()
+			if err != nil {
+				return nil, err
 			}
-			if n, err := strconv.ParseUint(s, 10, 64); err == nil {
-				return n
+			name := k.String() // the token is only valid until the next read
+			v, err := decodeValue(dec)
+			if err != nil {
+				return nil, err
 			}
+			m[name] = v
 		}
-		f, _ := strconv.ParseFloat(s, 64)
-		return f
-	case map[string]any:
-		for k, e := range x {
-			x[k] = convertNumbers(e)
+		_, err := dec.ReadToken()
+		return m, err
+	case '[':
+		l := []any{}
+		for dec.PeekKind() != ']' {
+			v, err := decodeValue(dec)
+			if err != nil {
+				return nil, err
+			}
+			l = append(l, v)
 		}
-	case []any:
-		for i, e := range x {
-			x[i] = convertNumbers(e)
+		_, err := dec.ReadToken()
+		return l, err
+	}
+	return nil, fmt.Errorf("unexpected JSON token %v", tok)
+}
+
+func number(s string) any {
+	if !strings.ContainsAny(s, ".eE") {
+		if n, err := strconv.ParseInt(s, 10, 64); err == nil {
+			return n
+		}
+		if n, err := strconv.ParseUint(s, 10, 64); err == nil {
+			return n
 		}
 	}
-	return v
+	f, _ := strconv.ParseFloat(s, 64)
+	return f
 }
 
 // errNotJSON: a CEL value with no JSON form (NaN, a map with non-string

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -158,4 +159,25 @@ func dumpAll(t *testing.T, st *projection.Store, names ...string) []byte {
 		}
 	}
 	return buf.Bytes()
+}
+
+// TestREADMEProjectionsExample keeps the README's example configuration
+// valid.
+func TestREADMEProjectionsExample(t *testing.T) {
+	readme, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, block, ok := strings.Cut(string(readme), "```yaml\nprojections:")
+	if !ok {
+		t.Fatal("README has no projections: example")
+	}
+	block, _, _ = strings.Cut(block, "```")
+	cfg, err := loadTest(t, "projections:"+block, nil)
+	if err != nil {
+		t.Fatalf("README example: %v", err)
+	}
+	if n := len(cfg.projectionList()); n != 5 {
+		t.Errorf("README example defines %d projections, want 5", n)
+	}
 }

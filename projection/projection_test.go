@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -431,5 +432,29 @@ func TestRecordMembersDecodedOnDemand(t *testing.T) {
 			t.Errorf("%d definitions: whole = %s", len(defs), got)
 		}
 		st.Close()
+	}
+}
+
+// TestDamagedDatabase: corrupt files are reported as ErrDamaged, which
+// the server answers by setting the database aside and rebuilding.
+func TestDamagedDatabase(t *testing.T) {
+	dir := t.TempDir()
+	set := compile(t, testDefs()...)
+	st := openStore(t, dir, set, projection.Options{})
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	manifests, err := filepath.Glob(filepath.Join(dir, "MANIFEST-*"))
+	if err != nil || len(manifests) == 0 {
+		t.Fatalf("no manifest in %s: %v", dir, err)
+	}
+	for _, m := range manifests {
+		if err := os.WriteFile(m, bytes.Repeat([]byte{0xAB}, 4096), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err = projection.Open(dir, set, projection.Options{})
+	if !errors.Is(err, projection.ErrDamaged) {
+		t.Fatalf("open with a garbage manifest: %v, want ErrDamaged", err)
 	}
 }

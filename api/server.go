@@ -102,6 +102,9 @@ type Config struct {
 	Now func() time.Time
 	// Schemas serves /v1/schemas when set (nil: those routes answer 404).
 	Schemas SchemaRegistry
+	// Projections serves the read models under /v1/projections; nil means
+	// none are configured.
+	Projections Projections
 }
 
 // Server is the HTTP API v1 handler.
@@ -168,6 +171,12 @@ func (s *Server) routes() {
 
 	s.handle("GET /v1/tables/{source}/{table}/state", s.gated(s.authorize(anyRole, s.tableState)))
 	s.handle("/v1/tables/{source}/{table}/state", methodNotAllowed("GET, HEAD"))
+	s.handle("GET /v1/projections", s.gated(s.authorize(anyRole, s.listProjections)))
+	s.handle("/v1/projections", methodNotAllowed("GET, HEAD"))
+	s.handle("GET /v1/projections/{name}", s.gated(s.authorize(anyRole, s.projectionEntries)))
+	s.handle("/v1/projections/{name}", methodNotAllowed("GET, HEAD"))
+	s.handle("GET /v1/projections/{name}/{key}", s.gated(s.authorize(anyRole, s.projectionEntry)))
+	s.handle("/v1/projections/{name}/{key}", methodNotAllowed("GET, HEAD"))
 
 	// The checkpoint and the key stay available on a tampered log: they
 	// are what an auditor needs to prove what the log signed before.

@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/stele/stele/api"
+	"github.com/stele/stele/projection"
 )
 
 // Config is the server configuration. Precedence, lowest first: defaults,
@@ -44,6 +45,9 @@ type Config struct {
 	// Schemas are schema files registered at serve start (schemas: in the
 	// file, subject: path); a pointer keeps Config comparable.
 	Schemas *[]SchemaFile
+	// Projections are the read models (projections: in the file), compiled
+	// and checked at load; a pointer keeps Config comparable.
+	Projections *[]projection.Definition
 }
 
 func defaultConfig() Config {
@@ -324,6 +328,18 @@ func applyYAML(cfg *Config, path string, data []byte) error {
 			cfg.Schemas = &list
 			continue
 		}
+		if k.Value == "projections" {
+			if seen[k.Value] {
+				return fmt.Errorf("config file %s: line %d: key %q given twice", path, k.Line, k.Value)
+			}
+			seen[k.Value] = true
+			list, err := parseProjectionsYAML(path, v)
+			if err != nil {
+				return err
+			}
+			cfg.Projections = &list
+			continue
+		}
 		o, ok := byName[k.Value]
 		if !ok {
 			known := make([]string, 0, len(byName)+1)
@@ -331,6 +347,7 @@ func applyYAML(cfg *Config, path string, data []byte) error {
 				known = append(known, o.name)
 			}
 			known = append(known, "sources", "schemas")
+			known = append(known, "sources", "projections")
 			return fmt.Errorf("config file %s: line %d: unknown key %q (known keys: %s)", path, k.Line, k.Value, strings.Join(known, ", "))
 		}
 		if seen[k.Value] {

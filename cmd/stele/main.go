@@ -32,6 +32,7 @@ func commands() []command {
 		{"erase", "erase a data subject (destroy their keys) and print the signed receipt", runErase},
 		{"schema", "register, print or infer JSON Schemas of source tables (put, get, infer)", runSchema},
 		{"snapshot", "write a table's rows as they were at an instant, as JSON Lines", runSnapshot},
+		{"projections", "list the configured projections, or rebuild one from the log", runProjections},
 		{"status", "print a running server's health, checkpoint and capture sources' lag", runStatus},
 		{"demo", "run a demonstration against a fresh log", runDemo},
 		{"bench", "measure the headline figures on this machine", runBench},

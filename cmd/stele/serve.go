@@ -139,7 +139,7 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	engine := query.New(store, ix)
-	handler := api.New(api.Config{
+	apiCfg := api.Config{
 		Log:          store,
 		Query:        engine,
 		GraphQL:      graphql.New(graphql.Options{Log: store, Query: engine, Logger: logger}),
@@ -152,7 +152,17 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		Auth:         tokens,
 		Privacy:      apiPrivacy{priv.guard, ledger},
 		Schemas:      priv.schemas,
-	})
+	}
+	projections, stopProjections, err := startProjections(ctx, cfg, store, logger)
+	if err != nil {
+		return err
+	}
+	// Runs before the log closes (defers run last first).
+	defer stopProjections()
+	if projections != nil {
+		apiCfg.Projections = projections
+	}
+	handler := api.New(apiCfg)
 	defer startSources(ctx, cfg, indexedSink{store, ix, &deadLetter{path: filepath.Join(cfg.Data, "deadletter", "records.jsonl"), guard: priv.guard, log: logger}}, reg, logger)()
 	logger.Info("log open", "data", cfg.Data, "records", store.Size(), "origin", cfg.Origin, "verifier_key", store.Keys().VerifierKey)
 	return listenAndServe(ctx, cfg, addrFile, logger, handler)

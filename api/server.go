@@ -82,6 +82,9 @@ type Config struct {
 	MaxBodyBytes int64
 	// MaxBatch bounds the records in one POST (default 10000).
 	MaxBatch int
+	// StreamHeartbeat is how often an idle live stream (GET /v1/stream)
+	// sends a comment to keep proxies from closing it (default 15s).
+	StreamHeartbeat time.Duration
 	// Now gives occurred_at for records that carry none and the default
 	// "at" of state queries (default time.Now).
 	Now func() time.Time
@@ -93,6 +96,7 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	metrics *metrics
+	streams streams // live streams, ended by CloseStreams (stream.go)
 }
 
 // New builds the API handler. It panics if cfg.Log is nil, a wiring mistake
@@ -136,6 +140,9 @@ func (s *Server) routes() {
 	s.handle("/v1/records", methodNotAllowed("GET, HEAD, POST"))
 	s.handle("GET /v1/records/{seq}", s.gated(s.getRecord))
 	s.handle("/v1/records/{seq}", methodNotAllowed("GET, HEAD"))
+
+	s.handle("GET /v1/stream", s.gated(s.streamRecords))
+	s.handle("/v1/stream", methodNotAllowed("GET, HEAD"))
 
 	s.handle("GET /v1/entities/{source}/{table}/{key}/history", s.gated(s.entityHistory))
 	s.handle("/v1/entities/{source}/{table}/{key}/history", methodNotAllowed("GET, HEAD"))

@@ -127,6 +127,11 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		MaxBodyBytes: cfg.MaxBodyBytes,
 		MaxBatch:     cfg.MaxBatch,
 	})
+	stopStream, err := startStream(cfg, store, reg, logger)
+	if err != nil {
+		return fmt.Errorf("start lineage stream: %w", err)
+	}
+	defer stopStream()
 	defer startSources(ctx, cfg, indexedSink{store, ix}, reg, logger)()
 	logger.Info("log open", "data", cfg.Data, "records", store.Size(), "origin", cfg.Origin, "verifier_key", store.Keys().VerifierKey)
 	return listenAndServe(ctx, cfg, addrFile, logger, handler)
@@ -204,6 +209,10 @@ func listenAndServe(ctx context.Context, cfg Config, addrFile string, logger *sl
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	if cs, ok := handler.(interface{ CloseStreams() }); ok {
+		// Live streams never go idle; end them so Shutdown need not wait.
+		srv.RegisterOnShutdown(cs.CloseStreams)
 	}
 	logger.Info("listening", "addr", addr, "url", "http://"+addr)
 	errc := make(chan error, 1)

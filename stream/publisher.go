@@ -255,38 +255,86 @@ type inflight struct {
 	future jetstream.PubAckFuture
 }
 
+// prepared is one record read from the log and encoded as a message.
+type prepared struct {
+	seq uint64
+	msg *nats.Msg
+	id  string
+	err error
+}
+
+// prepareAhead reads and encodes records from seq on, in order, on its own
+// goroutine, so that decoding the next records overlaps with publishing
+// and acks; it closes out when ctx ends or after sending an error.
+func (p *Publisher) prepareAhead(ctx context.Context, seq uint64, out chan<- prepared) {
+	defer close(out)
+	var buf []byte
+	for {
+		changed := p.cfg.Log.Changed()
+		for size := p.cfg.Log.Size(); seq < size; seq++ {
+			msg, id, err := p.prepare(seq, &buf)
+			select {
+			case out <- prepared{seq: seq, msg: msg, id: id, err: err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
 // publish sends records from next on, keeping up to Window unacknowledged;
 // each message expects the stream's last sequence to be the one before it,
 // so none can land out of order.
 func (p *Publisher) publish(ctx context.Context, next, lastStreamSeq uint64) error {
+	pctx, cancel := context.WithCancel(ctx)
+	in := make(chan prepared, min(p.cfg.Window, 1024))
+	go p.prepareAhead(pctx, next, in)
+	defer func() {
+		cancel()
+		for range in { // wait for prepareAhead to end
+		}
+	}()
 	var (
 		queue     []inflight
-		sent      = next
-		buf       []byte
 		lastWrite time.Time
 		timer     = time.NewTimer(time.Hour)
 	)
 	defer timer.Stop()
-	base := lastStreamSeq - next // stream seq of record s is base+s+1
+	base := lastStreamSeq - next // stream seq of record s is base+s+1 (mod 2^64)
 	for {
-		changed := p.cfg.Log.Changed()
-		size := p.cfg.Log.Size()
-		for len(queue) < p.cfg.Window && sent < size {
-			f, err := p.send(sent, base+sent, &buf)
+	fill:
+		for len(queue) < p.cfg.Window {
+			var pr prepared
+			if len(queue) == 0 {
+				p.saveCursor(&lastWrite, true)
+				select {
+				case pr = <-in:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			} else {
+				select {
+				case pr = <-in:
+				default:
+					break fill
+				}
+			}
+			if pr.err != nil {
+				return pr.err
+			}
+			f, err := p.js.PublishMsgAsync(pr.msg, jetstream.WithMsgID(pr.id), jetstream.WithExpectLastSequence(base+pr.seq))
 			if err != nil {
-				return err
+				return fmt.Errorf("publish record %d: %w", pr.seq, err)
 			}
-			queue = append(queue, inflight{seq: sent, future: f})
-			sent++
-		}
-		if len(queue) == 0 {
-			p.saveCursor(&lastWrite, true)
-			select {
-			case <-changed:
-				continue
-			case <-ctx.Done():
-				return ctx.Err()
-			}
+			queue = append(queue, inflight{seq: pr.seq, future: f})
 		}
 		head := queue[0]
 		timer.Reset(2 * p.cfg.AckTimeout) // a guard: the client times acks out itself
@@ -310,30 +358,25 @@ func (p *Publisher) publish(ctx context.Context, next, lastStreamSeq uint64) err
 	}
 }
 
-func (p *Publisher) send(seq, expectLast uint64, buf *[]byte) (jetstream.PubAckFuture, error) {
+func (p *Publisher) prepare(seq uint64, buf *[]byte) (*nats.Msg, string, error) {
 	raw, err := p.cfg.Log.ReadRaw(seq)
 	if err != nil {
-		return nil, fmt.Errorf("read record %d: %w", seq, err)
+		return nil, "", fmt.Errorf("read record %d: %w", seq, err)
 	}
 	rec, err := record.Decode(raw)
 	if err != nil {
-		return nil, fmt.Errorf("decode record %d: %w", seq, err)
+		return nil, "", fmt.Errorf("decode record %d: %w", seq, err)
 	}
 	*buf, err = p.cfg.Encoder.Append((*buf)[:0], rec)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
-	msg := &nats.Msg{
+	return &nats.Msg{
 		Subject: Subject(p.cfg.SubjectPrefix, rec),
 		// The client keeps a reference until the ack; the buffer is reused.
 		Data:   append([]byte(nil), *buf...),
 		Header: nats.Header{HeaderSeq: []string{strconv.FormatUint(seq, 10)}, "Content-Type": []string{ContentType}},
-	}
-	f, err := p.js.PublishMsgAsync(msg, jetstream.WithMsgID(rec.ID), jetstream.WithExpectLastSequence(expectLast))
-	if err != nil {
-		return nil, fmt.Errorf("publish record %d: %w", seq, err)
-	}
-	return f, nil
+	}, rec.ID, nil
 }
 
 // saveCursor writes the cursor file when idle or at most once a second.

@@ -312,20 +312,28 @@ func (p *Publisher) publish(ctx context.Context, next, lastStreamSeq uint64) err
 	for {
 	fill:
 		for len(queue) < p.cfg.Window {
-			var pr prepared
+			var (
+				pr prepared
+				ok bool
+			)
 			if len(queue) == 0 {
 				p.saveCursor(&lastWrite, true)
 				select {
-				case pr = <-in:
+				case pr, ok = <-in:
 				case <-ctx.Done():
 					return ctx.Err()
 				}
 			} else {
 				select {
-				case pr = <-in:
+				case pr, ok = <-in:
 				default:
 					break fill
 				}
+			}
+			if !ok {
+				// prepareAhead ends only when ctx does (or after an error,
+				// which it sends first).
+				return fmt.Errorf("publisher stopping: %w", context.Cause(ctx))
 			}
 			if pr.err != nil {
 				return pr.err

@@ -2,9 +2,11 @@ package stream_test
 
 import (
 	"bytes"
+	"context"
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stele/stele/stream"
 )
@@ -129,4 +132,55 @@ func TestForeignStreamRefused(t *testing.T) {
 		t.Fatalf("publisher of another log reports %d published", got)
 	}
 	newConsumer(t, nc).drain(a, 10, stream.FormatRecord, true) // the stream still holds exactly a's records
+}
+
+// With every message gone from the stream (purged or expired), the
+// publisher resumes at the cursor file, not at seq 0.
+func TestResumeAtCursorWhenStreamEmptied(t *testing.T) {
+	dir := t.TempDir()
+	cursor := filepath.Join(dir, "stream.cursor")
+	emb, err := stream.StartEmbedded(stream.EmbeddedConfig{Dir: filepath.Join(dir, "nats")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer emb.Shutdown()
+	nc, err := emb.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	store := openLog(t, filepath.Join(dir, "log"))
+	defer store.Close()
+	appendRange(t, store, 0, 10, 10)
+	p := startPublisher(t, stream.Config{Log: store, Conn: nc, CursorFile: cursor})
+	waitPublished(t, p.p, 10, 10*time.Second)
+	p.stop(t)
+
+	js, _ := jetstream.New(nc)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := js.Stream(ctx, stream.DefaultStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	appendRange(t, store, 10, 15, 5)
+	p = startPublisher(t, stream.Config{Log: store, Conn: nc, CursorFile: cursor})
+	defer p.stop(t)
+	waitPublished(t, p.p, 15, 10*time.Second)
+	for n := uint64(11); n <= 15; n++ {
+		m, err := st.GetMsg(ctx, n)
+		if err != nil {
+			t.Fatalf("stream message %d: %v", n, err)
+		}
+		if got := m.Header.Get(stream.HeaderSeq); got != strconv.FormatUint(n-1, 10) {
+			t.Fatalf("stream message %d has Stele-Seq %s, want %d", n, got, n-1)
+		}
+	}
+	info, err := st.Info(ctx)
+	if err != nil || info.State.Msgs != 5 || info.State.LastSeq != 15 {
+		t.Fatalf("stream state %+v, %v; want 5 messages up to 15", info.State, err)
+	}
 }

@@ -97,6 +97,9 @@ type Config struct {
 	// which keeps this package free of the GraphQL library. It is gated
 	// like /v1/ on a tampered log.
 	GraphQL http.Handler
+	// StreamHeartbeat is how often an idle live stream (GET /v1/stream)
+	// sends a comment to keep proxies from closing it (default 15s).
+	StreamHeartbeat time.Duration
 	// Now gives occurred_at for records that carry none and the default
 	// "at" of state queries (default time.Now).
 	Now func() time.Time
@@ -113,6 +116,7 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	metrics *metrics
+	streams streams // live streams, ended by CloseStreams (stream.go)
 }
 
 // New builds the API handler. It panics if cfg.Log is nil, a wiring mistake
@@ -163,6 +167,9 @@ func (s *Server) routes() {
 	s.handle("/v1/export", methodNotAllowed("GET, HEAD"))
 	s.handle("GET /v1/export/proof", s.gated(s.authorize(anyRole, s.exportProof)))
 	s.handle("/v1/export/proof", methodNotAllowed("GET, HEAD"))
+
+	s.handle("GET /v1/stream", s.gated(s.authorize(anyRole, s.streamRecords)))
+	s.handle("/v1/stream", methodNotAllowed("GET, HEAD"))
 
 	s.handle("GET /v1/entities/{source}/{table}/{key}/history", s.gated(s.authorize(anyRole, s.entityHistory)))
 	s.handle("/v1/entities/{source}/{table}/{key}/history", methodNotAllowed("GET, HEAD"))

@@ -28,9 +28,9 @@ func AppendUnitJSON(dst []byte, u query.Unit) []byte {
 	return append(dst, `"}`...)
 }
 
-// streamWriteTimeout is how long a table-state stream may take to write
+// tableWriteTimeout is how long a table-state stream may take to write
 // the next 1,024 units.
-const streamWriteTimeout = 2 * time.Minute
+const tableWriteTimeout = 2 * time.Minute
 
 // tableState answers GET /v1/tables/{source}/{table}/state?at=T: every unit
 // of the table as it was at T (default now), streamed as JSON Lines so a
@@ -78,7 +78,7 @@ func (s *Server) tableState(w http.ResponseWriter, r *http.Request) {
 			start()
 		}
 		if units++; units%1024 == 1 {
-			_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
+			_ = rc.SetWriteDeadline(time.Now().Add(tableWriteTimeout))
 		}
 		line = append(AppendUnitJSON(line[:0], u), '\n')
 		_, err := bw.Write(line)

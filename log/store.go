@@ -158,6 +158,7 @@ type Store struct {
 	cpKick  chan struct{}
 
 	follow *follower
+	notify notifier // wakes log followers once per commit (notify.go)
 
 	// writer-owned
 	next   uint64

@@ -302,6 +302,7 @@ func (s *Store) persist(next uint64) error {
 	s.recEnd += int64(len(w.frames))
 	s.next = next
 	s.state.Store(&treeState{size: next, root: root})
+	s.notify.signal()
 	// The batch is durable; indexing follows without holding up the ack.
 	// The follower's queue is bounded, so a slow index pushes back here.
 	s.follow.enqueue(followItem{first: s.next - uint64(len(w.freshIDs)), ids: w.freshIDs, entries: w.freshEntries})

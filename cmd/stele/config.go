@@ -16,6 +16,7 @@ import (
 
 	"github.com/stele/stele/api"
 	"github.com/stele/stele/projection"
+	"github.com/stele/stele/stream"
 )
 
 // Config is the server configuration. Precedence, lowest first: defaults,
@@ -48,6 +49,24 @@ type Config struct {
 	// Projections are the read models (projections: in the file), compiled
 	// and checked at load; a pointer keeps Config comparable.
 	Projections *[]projection.Definition
+	// Stream configures the live lineage stream (stream: in the file); its
+	// zero value is the default, so Config literals need not mention it.
+	Stream StreamConfig
+}
+
+// StreamConfig is the lineage stream's configuration. Zero values are the
+// defaults: enabled, embedded NATS JetStream listening on 127.0.0.1:4222,
+// CloudEvents with the record as data.
+type StreamConfig struct {
+	Disabled bool
+	// NATSURL, when set, publishes to that NATS (JetStream) server or
+	// cluster instead of the embedded one.
+	NATSURL string
+	// Listen is the embedded server's client address; "none" keeps it
+	// in-process only.
+	Listen string
+	// Format is "cloudevents" (default) or "debezium".
+	Format string
 }
 
 func defaultConfig() Config {
@@ -168,6 +187,35 @@ func options() []option {
 				return errors.New("want a positive duration such as 1h")
 			}
 			c.RetentionInterval = d
+			return nil
+		}},
+		{"nats_url", "publish the lineage stream to this NATS JetStream `URL` instead of the embedded server (YAML: stream: {nats_url: ...})", func(c *Config, v string) error {
+			if !strings.HasPrefix(v, "nats://") && !strings.HasPrefix(v, "tls://") && !strings.HasPrefix(v, "ws://") && !strings.HasPrefix(v, "wss://") {
+				return errors.New("want a URL such as nats://127.0.0.1:4222 (several may be given, comma-separated)")
+			}
+			c.Stream.NATSURL = v
+			return nil
+		}},
+		{"stream_enabled", "publish every record on the lineage stream: true or false (default true; YAML: stream: {enabled: ...})", func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return errors.New("want true or false")
+			}
+			c.Stream.Disabled = !b
+			return nil
+		}},
+		{"stream_listen", "client `address` host:port of the embedded NATS server, or none for in-process only (default 127.0.0.1:4222; YAML: stream: {listen: ...})", func(c *Config, v string) error {
+			if v != "none" && !strings.Contains(v, ":") {
+				return errors.New("want host:port, e.g. 127.0.0.1:4222, or none")
+			}
+			c.Stream.Listen = v
+			return nil
+		}},
+		{"stream_format", "lineage event `format`: cloudevents (data = the record) or debezium (data = {before, after, source, op, ts_ms}) (YAML: stream: {format: ...})", func(c *Config, v string) error {
+			if _, err := stream.ParseFormat(v); err != nil || v == "" {
+				return errors.New("want cloudevents or debezium")
+			}
+			c.Stream.Format = v
 			return nil
 		}},
 	}
@@ -302,6 +350,16 @@ func applyYAML(cfg *Config, path string, data []byte) error {
 	seen := make(map[string]bool)
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
+		if k.Value == "stream" {
+			if seen[k.Value] {
+				return fmt.Errorf("config file %s: line %d: key %q given twice", path, k.Line, k.Value)
+			}
+			seen[k.Value] = true
+			if err := applyStreamYAML(cfg, path, v); err != nil {
+				return err
+			}
+			continue
+		}
 		if k.Value == "sources" {
 			if seen[k.Value] {
 				return fmt.Errorf("config file %s: line %d: key %q given twice", path, k.Line, k.Value)
@@ -346,8 +404,7 @@ func applyYAML(cfg *Config, path string, data []byte) error {
 			for _, o := range options() {
 				known = append(known, o.name)
 			}
-			known = append(known, "sources", "schemas")
-			known = append(known, "sources", "projections")
+			known = append(known, "sources", "schemas", "projections", "stream")
 			return fmt.Errorf("config file %s: line %d: unknown key %q (known keys: %s)", path, k.Line, k.Value, strings.Join(known, ", "))
 		}
 		if seen[k.Value] {
@@ -359,6 +416,38 @@ func applyYAML(cfg *Config, path string, data []byte) error {
 		}
 		if err := o.set(cfg, v.Value); err != nil {
 			return fmt.Errorf("config file %s: line %d: option %s=%q: %w", path, v.Line, k.Value, v.Value, err)
+		}
+	}
+	return nil
+}
+
+// applyStreamYAML reads the stream: mapping (enabled, nats_url, listen,
+// format) through the same setters as STELE_STREAM_* and --stream-*.
+func applyStreamYAML(cfg *Config, path string, n *yaml.Node) error {
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("config file %s: line %d: stream: want a mapping such as {enabled: true, nats_url: nats://host:4222}", path, n.Line)
+	}
+	names := map[string]string{"enabled": "stream_enabled", "nats_url": "nats_url", "listen": "stream_listen", "format": "stream_format"}
+	byName := make(map[string]option)
+	for _, o := range options() {
+		byName[o.name] = o
+	}
+	seen := make(map[string]bool)
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, v := n.Content[i], n.Content[i+1]
+		name, ok := names[k.Value]
+		if !ok {
+			return fmt.Errorf("config file %s: line %d: stream: unknown key %q (known keys: enabled, nats_url, listen, format)", path, k.Line, k.Value)
+		}
+		if seen[k.Value] {
+			return fmt.Errorf("config file %s: line %d: stream: key %q given twice", path, k.Line, k.Value)
+		}
+		seen[k.Value] = true
+		if v.Kind != yaml.ScalarNode {
+			return fmt.Errorf("config file %s: line %d: stream.%s: want a single value", path, v.Line, k.Value)
+		}
+		if err := byName[name].set(cfg, v.Value); err != nil {
+			return fmt.Errorf("config file %s: line %d: stream.%s=%q: %w", path, v.Line, k.Value, v.Value, err)
 		}
 	}
 	return nil

@@ -163,6 +163,11 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		apiCfg.Projections = projections
 	}
 	handler := api.New(apiCfg)
+	stopStream, err := startStream(cfg, store, reg, logger)
+	if err != nil {
+		return fmt.Errorf("start lineage stream: %w", err)
+	}
+	defer stopStream()
 	defer startSources(ctx, cfg, indexedSink{store, ix, &deadLetter{path: filepath.Join(cfg.Data, "deadletter", "records.jsonl"), guard: priv.guard, log: logger}}, reg, logger)()
 	logger.Info("log open", "data", cfg.Data, "records", store.Size(), "origin", cfg.Origin, "verifier_key", store.Keys().VerifierKey)
 	return listenAndServe(ctx, cfg, addrFile, logger, handler)
@@ -240,6 +245,10 @@ func listenAndServe(ctx context.Context, cfg Config, addrFile string, logger *sl
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	if cs, ok := handler.(interface{ CloseStreams() }); ok {
+		// Live streams never go idle; end them so Shutdown need not wait.
+		srv.RegisterOnShutdown(cs.CloseStreams)
 	}
 	logger.Info("listening", "addr", addr, "url", "http://"+addr)
 	errc := make(chan error, 1)

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/stele/stele/log"
+	"github.com/stele/stele/stream"
+)
+
+// defaultNATSListen is the embedded NATS server's usual client port.
+const defaultNATSListen = "127.0.0.1:4222"
+
+// startStream starts the lineage publisher (embedded NATS unless a URL is
+// configured) and returns the function that stops it. It runs until stop
+// is called, not until ctx ends, so records appended by requests still in
+// flight at shutdown are published too.
+func startStream(cfg Config, store *log.Store, reg *prometheus.Registry, logger *slog.Logger) (stop func(), err error) {
+	if cfg.Stream.Disabled {
+		logger.Info("lineage stream disabled (stream.enabled: false)")
+		return func() {}, nil
+	}
+	format, err := stream.ParseFormat(cfg.Stream.Format)
+	if err != nil {
+		return nil, err
+	}
+	var (
+		nc  *nats.Conn
+		emb *stream.Embedded
+	)
+	if cfg.Stream.NATSURL == "" {
+		listen := cfg.Stream.Listen
+		switch listen {
+		case "":
+			listen = defaultNATSListen
+			if ln, err := net.Listen("tcp", listen); err != nil {
+				// Another NATS (or a second Stele) holds the default port:
+				// publish in-process rather than refuse to start.
+				logger.Warn("lineage stream: the default NATS port is taken; the embedded server runs in-process only (set stream.listen to expose it)",
+					"listen", listen, "err", err)
+				listen = ""
+			} else {
+				ln.Close()
+			}
+		case "none":
+			listen = ""
+		}
+		emb, err = stream.StartEmbedded(stream.EmbeddedConfig{Dir: filepath.Join(cfg.Data, "nats"), Listen: listen, Logger: logger})
+		if err != nil {
+			return nil, err
+		}
+		if nc, err = emb.Connect(); err != nil {
+			emb.Shutdown()
+			return nil, err
+		}
+		logger.Info("lineage stream: embedded NATS JetStream", "store", filepath.Join(cfg.Data, "nats"), "client_url", emb.ClientURL(),
+			"subjects", stream.DefaultSubjectPrefix+".>", "stream", stream.DefaultStream)
+	} else {
+		// A NATS that is down at start is retried forever: the log keeps
+		// the backlog, so Stele starts and serves regardless.
+		nc, err = nats.Connect(cfg.Stream.NATSURL, nats.Name("stele"), nats.MaxReconnects(-1),
+			nats.RetryOnFailedConnect(true), nats.ReconnectWait(time.Second))
+		if err != nil {
+			// The URL may carry credentials; the error does not repeat it.
+			return nil, fmt.Errorf("stream.nats_url: %w", err)
+		}
+		logger.Info("lineage stream: external NATS JetStream", "servers", len(nc.Servers()), "stream", stream.DefaultStream)
+	}
+	pub, err := stream.New(stream.Config{
+		Log:        store,
+		Conn:       nc,
+		Encoder:    stream.Encoder{Source: "stele://" + cfg.Origin, Format: format},
+		CursorFile: filepath.Join(cfg.Data, "stream.cursor"),
+		Logger:     logger,
+	})
+	if err != nil {
+		nc.Close()
+		if emb != nil {
+			emb.Shutdown()
+		}
+		return nil, err
+	}
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "stele_stream_published_records",
+			Help: "Leading records of the log acknowledged by NATS JetStream."},
+			func() float64 { return float64(pub.Published()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "stele_stream_backlog_records",
+			Help: "Durable records not yet acknowledged by NATS JetStream."},
+			func() float64 { return float64(store.Size() - min(store.Size(), pub.Published())) }),
+	)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = pub.Run(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+		nc.Close()
+		if emb != nil {
+			emb.Shutdown()
+		}
+	}, nil
+}

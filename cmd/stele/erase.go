@@ -19,13 +19,20 @@ func runErase(ctx context.Context, args []string) error {
 	token := fs.String("token", os.Getenv("STELE_TOKEN"), "admin API `token` (default $STELE_TOKEN)")
 	group := fs.String("group", "", "erase only in this data `group` (default: every group)")
 	reason := fs.String("reason", "", "free `text` for the receipt, such as a ticket number (not personal data)")
+	// The subject may come before or after the flags.
+	var subject string
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		subject, args = args[0], args[1:]
+	} else if n := len(args); n > 0 && !strings.HasPrefix(args[n-1], "-") && (n < 2 || !strings.HasPrefix(args[n-2], "-") || strings.Contains(args[n-2], "=")) {
+		subject, args = args[n-1], args[:n-1]
+	}
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() != 1 || fs.Arg(0) == "" {
+	if subject == "" {
 		return usagef("erase: give exactly one SUBJECT (the value of the schema's x-subject field)")
 	}
-	u := strings.TrimRight(*base, "/") + "/v1/subjects/" + url.PathEscape(fs.Arg(0)) + "/erase"
+	u := strings.TrimRight(*base, "/") + "/v1/subjects/" + url.PathEscape(subject) + "/erase"
 	if *group != "" {
 		u += "?group=" + url.QueryEscape(*group)
 	}

@@ -1,0 +1,220 @@
+package integration_test
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
+)
+
+const customersSchema = `{
+  "type": "object",
+  "properties": {
+    "id":    {"type": "integer", "x-subject": true},
+    "email": {"type": "string", "x-pii": true, "x-searchable": true, "x-mask": "last4"},
+    "name":  {"type": "string", "x-pii": true},
+    "plan":  {"type": "string"}
+  },
+  "required": ["id"]
+}`
+
+func authReq(t *testing.T, base, token, method, path string, body []byte) response {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequest(method, base+path, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return response{status: resp.StatusCode, header: resp.Header, body: b}
+}
+
+func customerRecord(id int, email, name, plan string, n int) string {
+	return fmt.Sprintf(`{"source":{"name":"crm","kind":"postgres","schema":"public","table":"customers"},"op":"update",`+
+		`"key":{"id":%d},"after":{"id":%d,"email":%q,"name":%q,"plan":%q},"tx":{"position":"%d/%d"},"actor":{"id":"app"}}`,
+		id, id, email, name, plan, id, n)
+}
+
+// TestErasureEndToEnd is the issue's erasure test against the real binary:
+// two subjects, erase one, then every role, endpoint and file is checked.
+func TestErasureEndToEnd(t *testing.T) {
+	dir := t.TempDir()
+	tokens := map[string]string{}
+	for _, role := range []string{"admin", "auditor", "analyst", "service"} {
+		out := mustStele(t, "token", "create", "--data", dir, "--role", role, "--name", role+"-1")
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		tokens[role] = lines[len(lines)-1]
+	}
+	s := startServer(t, dir, "--stream-listen", "none")
+	base := s.URL()
+
+	if r := authReq(t, base, "", "GET", "/v1/records", nil); r.status != http.StatusUnauthorized {
+		t.Fatalf("no token: %s", r)
+	}
+	if r := authReq(t, base, tokens["service"], "PUT", "/v1/schemas/crm.public.customers", []byte(customersSchema)); r.status != http.StatusForbidden {
+		t.Fatalf("service registering a schema: %s", r)
+	}
+	if r := authReq(t, base, tokens["admin"], "PUT", "/v1/schemas/crm.public.customers", []byte(customersSchema)); r.status != http.StatusCreated {
+		t.Fatalf("schema: %s", r)
+	}
+	// A record that breaks the schema is refused with its field named.
+	bad := `[` + customerRecord(9, "x@y.z", "X", "p", 1) + `,` + strings.Replace(customerRecord(9, "x@y.z", "X", "p", 2), `"email":"x@y.z"`, `"email":5`, 1) + `]`
+	if r := authReq(t, base, tokens["service"], "POST", "/v1/records", []byte(bad)); r.status != http.StatusBadRequest ||
+		!strings.Contains(string(r.body), `"field":"after.email"`) || !strings.Contains(string(r.body), `"index":1`) {
+		t.Fatalf("schema violation: %s", r)
+	}
+
+	var batch []string
+	for i := range 5 {
+		batch = append(batch, customerRecord(7, "alice@example.com", "Alice Liddell", fmt.Sprintf("plan-%d", i), i))
+		batch = append(batch, customerRecord(8, "bob@example.com", "Bob Builder", fmt.Sprintf("plan-%d", i), i))
+	}
+	if r := authReq(t, base, tokens["service"], "POST", "/v1/records", []byte("["+strings.Join(batch, ",")+"]")); r.status != http.StatusCreated {
+		t.Fatalf("ingest: %s", r)
+	}
+	vkey := s.verifierKey()
+	before := s.checkpoint(vkey)
+
+	list := func(role string) string {
+		r := authReq(t, base, tokens[role], "GET", "/v1/records?source=crm&table=customers&limit=100", nil)
+		if r.status != http.StatusOK {
+			t.Fatalf("%s lists: %s", role, r)
+		}
+		return string(r.body)
+	}
+	if b := list("auditor"); !strings.Contains(b, "alice@example.com") || !strings.Contains(b, "Bob Builder") {
+		t.Fatalf("auditor does not see PII in clear: %s", b)
+	}
+	if b := list("analyst"); strings.Contains(b, "alice@") || !strings.Contains(b, `"***.com"`) {
+		t.Fatalf("analyst is not shown masks: %s", b)
+	}
+	if b := list("service"); strings.Contains(b, "alice") || !strings.Contains(b, `"$sealed"`) {
+		t.Fatalf("service is not shown envelopes: %s", b)
+	}
+	// The auditor's clear read was itself logged.
+	access := authReq(t, base, tokens["admin"], "GET", "/v1/records?source=stele&table=access", nil)
+	if !strings.Contains(string(access.body), `"auditor-1"`) {
+		t.Fatalf("no access record names the auditor: %s", access)
+	}
+	search := func(role, email string) response {
+		return authReq(t, base, tokens[role], "GET", "/v1/records?pii.email="+email, nil)
+	}
+	if r := search("auditor", "alice@example.com"); r.status != http.StatusOK || strings.Count(string(r.body), `"id":7`) != 10 || strings.Contains(string(r.body), "bob@") {
+		// 5 records, each with key and after naming id 7
+		t.Fatalf("blind-index search for alice: %s", r)
+	}
+	if r := search("analyst", "alice@example.com"); r.status != http.StatusForbidden {
+		t.Fatalf("analyst searched by PII: %s", r)
+	}
+
+	// Erase subject 7 through the CLI.
+	out := mustStele(t, "erase", "--url", base, "--token", tokens["admin"], "--reason", "ticket-42", "7")
+	var receipt struct {
+		Seq     uint64 `json:"seq"`
+		Receipt struct {
+			Records       uint64 `json:"records"`
+			KeysDestroyed int    `json:"keys_destroyed"`
+		} `json:"receipt"`
+		Signed string `json:"signed"`
+	}
+	if err := json.Unmarshal([]byte(out), &receipt); err != nil {
+		t.Fatalf("erase output %q: %v", out, err)
+	}
+	if receipt.Receipt.Records != 5 || receipt.Receipt.KeysDestroyed != 1 || !strings.Contains(receipt.Signed, "— ") {
+		t.Fatalf("receipt %+v", receipt)
+	}
+	if r := authReq(t, base, tokens["service"], "POST", "/v1/subjects/8/erase", nil); r.status != http.StatusForbidden {
+		t.Fatalf("service erasing: %s", r)
+	}
+
+	for _, role := range []string{"admin", "auditor", "analyst", "service"} {
+		b := list(role)
+		if strings.Contains(b, "alice") || strings.Contains(b, "Liddell") {
+			t.Fatalf("%s still reads A's PII: %s", role, b)
+		}
+		if strings.Count(b, `"$erased":true`) != 10 {
+			t.Fatalf("%s: want A's 5 emails and 5 names erased: %s", role, b)
+		}
+	}
+	if b := list("auditor"); !strings.Contains(b, "bob@example.com") {
+		t.Fatal("B's PII is no longer readable")
+	}
+	if r := search("auditor", "alice@example.com"); r.status != http.StatusOK || strings.Contains(string(r.body), `"id":7`) {
+		t.Fatalf("blind index still finds the erased subject: %s", r)
+	}
+	if r := search("auditor", "bob@example.com"); !strings.Contains(string(r.body), `"id":8`) {
+		t.Fatalf("blind index lost B: %s", r)
+	}
+	state := authReq(t, base, tokens["auditor"], "GET", "/v1/entities/crm/customers/7/state", nil)
+	if state.status != http.StatusOK || strings.Contains(string(state.body), "alice") || !strings.Contains(string(state.body), `"$erased":true`) {
+		t.Fatalf("entity state after erasure: %s", state)
+	}
+	exp := authReq(t, base, tokens["auditor"], "GET", "/v1/export?format=jsonl", nil)
+	if exp.status != http.StatusOK || strings.Contains(string(exp.body), "alice") {
+		t.Fatalf("export after erasure: %s", exp)
+	}
+
+	// The log still verifies, and the earlier checkpoint is consistent with
+	// the one after erasure.
+	after := s.checkpoint(vkey)
+	var cons struct {
+		Hashes []string `json:"hashes"`
+	}
+	s.getJSON(fmt.Sprintf("/v1/proof/consistency?from=%d&to=%d", before.size, after.size), &cons)
+	var hashes [][]byte
+	for _, h := range cons.Hashes {
+		b, _ := base64.StdEncoding.DecodeString(h)
+		hashes = append(hashes, b)
+	}
+	if err := proof.VerifyConsistency(rfc6962.DefaultHasher, before.size, after.size, hashes, before.root, after.root); err != nil {
+		t.Fatalf("checkpoint before erasure is not consistent with the one after: %v", err)
+	}
+	s.stop()
+	mustStele(t, "verify", "--data", dir)
+
+	// Forensic scan: no file under the data directory holds A's personal
+	// data in clear (the log, index, keystore, NATS store, temp files).
+	var scanned int
+	err := filepath.Walk(dir, func(path string, fi os.FileInfo, err error) error {
+		if err != nil || fi.IsDir() {
+			return err
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		scanned++
+		for _, pii := range []string{"alice@example.com", "Alice Liddell", "Liddell"} {
+			if bytes.Contains(data, []byte(pii)) {
+				t.Errorf("%s holds %q in clear", path, pii)
+			}
+		}
+		return nil
+	})
+	if err != nil || scanned < 10 {
+		t.Fatalf("scan: %v (%d files)", err, scanned)
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"log/slog"
 	"strings"
 	"sync"
@@ -92,8 +93,10 @@ type Guard struct {
 	subjectNames []byte // HMAC key naming subjects in the keystore
 	blindKey     []byte // HMAC key of the blind index
 
-	plans sync.Map // *schema.Schema -> *plan
-	aeads aeadCache
+	plans     sync.Map // *schema.Schema -> *plan
+	aeads     aeadCache
+	namePool  sync.Pool // hmac states keyed by subjectNames
+	blindPool sync.Pool // hmac states keyed by blindKey
 }
 
 // New returns a Guard over a keystore and a schema registry, creating its
@@ -322,20 +325,30 @@ func aad(recordID, path, kid string) []byte {
 }
 
 func (g *Guard) subjectName(group, value string) string {
-	m := hmac.New(sha256.New, g.subjectNames)
-	m.Write([]byte(group))
-	m.Write([]byte{0})
-	m.Write([]byte(value))
-	return hex.EncodeToString(m.Sum(nil)[:16])
+	var sum [sha256.Size]byte
+	return hex.EncodeToString(keyedHash(&g.namePool, g.subjectNames, group, value, sum[:0])[:16])
 }
 
 // blindToken is the blind-index token of a field's value.
 func (g *Guard) blindToken(field, value string) []byte {
-	m := hmac.New(sha256.New, g.blindKey)
-	m.Write([]byte(field))
+	return keyedHash(&g.blindPool, g.blindKey, field, value, nil)[:16]
+}
+
+// keyedHash is HMAC-SHA256(key, a ‖ 0 ‖ b). HMAC states are pooled: they
+// are built per record on the append path, and setting one up costs more
+// than hashing the few bytes it is used for.
+func keyedHash(pool *sync.Pool, key []byte, a, b string, dst []byte) []byte {
+	m, _ := pool.Get().(hash.Hash)
+	if m == nil {
+		m = hmac.New(sha256.New, key)
+	}
+	m.Reset()
+	m.Write([]byte(a))
 	m.Write([]byte{0})
-	m.Write([]byte(value))
-	return m.Sum(nil)[:16]
+	m.Write([]byte(b))
+	out := m.Sum(dst)
+	pool.Put(m)
+	return out
 }
 
 // BlindToken is the token to search the blind index for a field path

@@ -1,0 +1,159 @@
+package privacy
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stele/stele/auth"
+	"github.com/stele/stele/index"
+	"github.com/stele/stele/log"
+	"github.com/stele/stele/privacy/keystore"
+	"github.com/stele/stele/privacy/schema"
+	"github.com/stele/stele/record"
+)
+
+const benchSchema = `{"type":"object","x-retention":"P7Y","properties":{
+  "id":{"type":"integer","x-subject":true},
+  "email":{"type":"string","x-pii":true,"x-searchable":true},
+  "name":{"type":"string","x-pii":true},
+  "phone":{"type":"string","x-pii":true},
+  "notes":{"type":"string"}}}`
+
+// benchRecords builds 512-byte records (after encoding, unsealed) with 3
+// personal fields, spread over 1,000 data subjects.
+func benchRecords(n, offset int) []*record.Record {
+	recs := make([]*record.Record, n)
+	at := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC)
+	for i := range recs {
+		id := (offset + i) % 1000
+		after := fmt.Sprintf(`{"email":"user%d@example.com","id":%d,"name":"User Number %d","notes":%q,"phone":"+44 20 7946 %04d"}`,
+			id, id, id, strings.Repeat("x", 200), id)
+		recs[i] = &record.Record{
+			ID:         "r" + strconv.Itoa(offset+i),
+			Source:     record.Source{Name: "crm", Kind: "postgres", Schema: "public", Table: "customers"},
+			Op:         record.OpInsert,
+			Key:        json.RawMessage(`{"id":` + strconv.Itoa(id) + `}`),
+			After:      json.RawMessage(after),
+			Actor:      json.RawMessage(`{"id":"app"}`),
+			OccurredAt: at,
+		}
+	}
+	return recs
+}
+
+type benchEnv struct {
+	guard *Guard
+	keys  *keystore.Store
+}
+
+func newBenchEnv(b *testing.B, dir string) *benchEnv {
+	ctx := context.Background()
+	master, err := keystore.FileMaster(filepath.Join(dir, "master.key"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	keys, err := keystore.Open(ctx, filepath.Join(dir, "keystore"), master, keystore.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { keys.Close() })
+	reg, err := schema.Open(filepath.Join(dir, "schemas"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, _, err := reg.Put(ctx, "crm.public.customers", []byte(benchSchema)); err != nil {
+		b.Fatal(err)
+	}
+	g, err := New(ctx, keys, reg, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return &benchEnv{guard: g, keys: keys}
+}
+
+// BenchmarkAppendPII compares durable appends of the same records with
+// and without sealing, in one run: the issue's ratio (target ≥ 0.7).
+func BenchmarkAppendPII(b *testing.B) {
+	for _, sealed := range []bool{false, true} {
+		name := "plain"
+		if sealed {
+			name = "sealed3PII"
+		}
+		b.Run(name, func(b *testing.B) {
+			dir := b.TempDir()
+			opts := log.Options{}
+			if sealed {
+				opts.Sealer = newBenchEnv(b, dir).guard
+			}
+			st, err := log.Open(context.Background(), filepath.Join(dir, "log"), opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer st.Close()
+			const batch = 1000
+			b.SetBytes(512)
+			b.ResetTimer()
+			for i := 0; i < b.N; i += batch {
+				recs := benchRecords(min(batch, b.N-i), i)
+				if _, err := st.Append(context.Background(), recs); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+		})
+	}
+}
+
+// BenchmarkErase times erasing one subject that N records name, N from
+// STELE_BENCH_ERASE_N (default 100,000; the issue's figure is 1,000,000).
+func BenchmarkErase(b *testing.B) {
+	n := 100_000
+	if v, err := strconv.Atoi(os.Getenv("STELE_BENCH_ERASE_N")); err == nil && v > 0 {
+		n = v
+	}
+	ctx := context.Background()
+	dir := b.TempDir()
+	env := newBenchEnv(b, dir)
+	ix, err := index.Open(filepath.Join(dir, "index"), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ix.Close()
+	st, err := log.Open(ctx, filepath.Join(dir, "log"), log.Options{Hook: ix, Sealer: env.guard})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	ledger := NewLedger(env.guard, st, ix)
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		subject := 100000 + i
+		for done := 0; done < n; done += 5000 {
+			recs := benchRecords(min(5000, n-done), done+i*n)
+			for _, r := range recs {
+				r.After = json.RawMessage(strings.Replace(string(r.After), `"id":`+strings.TrimSuffix(strings.TrimPrefix(string(r.Key), `{"id":`), "}"), `"id":`+strconv.Itoa(subject), 1))
+				r.Key = json.RawMessage(`{"id":` + strconv.Itoa(subject) + `}`)
+			}
+			if _, err := st.Append(ctx, recs); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+		start := time.Now()
+		res, err := ledger.Erase(ctx, EraseRequest{Subject: strconv.Itoa(subject), By: auth.Principal{Name: "bench", Role: auth.RoleAdmin}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(time.Since(start).Milliseconds()), "ms/erase")
+		if *res.Receipt.Records != uint64(n) {
+			b.Fatalf("receipt counts %d records, want %d", *res.Receipt.Records, n)
+		}
+	}
+}

@@ -1,0 +1,139 @@
+package privacy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stele/stele/auth"
+	"github.com/stele/stele/index"
+	"github.com/stele/stele/log"
+	"github.com/stele/stele/record"
+)
+
+// ledgerFixture is a Guard over a real log and index.
+func ledgerFixture(t *testing.T) (*fixture, *log.Store, *index.Index, *Ledger) {
+	t.Helper()
+	f := newFixture(t)
+	dir := t.TempDir()
+	ix, err := index.Open(filepath.Join(dir, "index"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := log.Open(context.Background(), filepath.Join(dir, "log"), log.Options{Hook: ix, Sealer: f.g})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close(); ix.Close() })
+	return f, st, ix, NewLedger(f.g, st, ix)
+}
+
+func readAll(t *testing.T, st *log.Store, g *Guard, role auth.Role) []*record.Record {
+	t.Helper()
+	var out []*record.Record
+	for seq := range st.Size() {
+		r, err := st.Read(seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := g.Reveal(context.Background(), role, r); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func TestRetentionShredsExpiredPeriodsOnly(t *testing.T) {
+	f, st, _, ledger := ledgerFixture(t)
+	ctx := context.Background()
+	// The schema keeps PII one year (P1Y). Records from Jan 2025 and Feb 2026.
+	old := customer(t, "7", alice, time.Date(2025, 1, 15, 0, 0, 0, 0, time.UTC))
+	recent := customer(t, "7", alice, time.Date(2026, 2, 15, 0, 0, 0, 0, time.UTC))
+	if _, err := st.Append(ctx, []*record.Record{old, recent}); err != nil {
+		t.Fatal(err)
+	}
+	*f.clock = time.Date(2026, 1, 31, 23, 0, 0, 0, time.UTC) // Jan 2025 + 1 month + 1 year = 2026-02-01
+	done, err := ledger.ExpirePeriods(ctx)
+	if err != nil || len(done) != 0 {
+		t.Fatalf("before expiry: shredded %v, %v", done, err)
+	}
+	*f.clock = time.Date(2026, 2, 1, 0, 0, 1, 0, time.UTC)
+	done, err = ledger.ExpirePeriods(ctx)
+	if err != nil || len(done) != 1 || done[0] != "P1Y/2025-01" {
+		t.Fatalf("at expiry: shredded %v, %v", done, err)
+	}
+	recs := readAll(t, st, f.g, auth.RoleAuditor)
+	if len(recs) != 3 {
+		t.Fatalf("want 2 records and 1 receipt, have %d", len(recs))
+	}
+	if !bytes.Contains(recs[0].After, []byte(`"email":{"$erased":true}`)) {
+		t.Fatalf("expired period still readable: %s", recs[0].After)
+	}
+	if !bytes.Contains(recs[1].After, []byte(`"email":"alice@example.com"`)) {
+		t.Fatalf("a later period was shredded too: %s", recs[1].After)
+	}
+	rc := recs[2]
+	if rc.Source.Table != ErasuresTable || !bytes.Contains(rc.After, []byte(`"type":"retention"`)) || !bytes.Contains(rc.After, []byte(`"period":"P1Y/2025-01"`)) {
+		t.Fatalf("receipt: %s", rc.After)
+	}
+	// Running again shreds nothing more and writes no receipt.
+	if done, err := ledger.ExpirePeriods(ctx); err != nil || len(done) != 0 || st.Size() != 3 {
+		t.Fatalf("second run: %v %v size %d", done, err, st.Size())
+	}
+}
+
+func TestEraseReceiptCountsAndIsSigned(t *testing.T) {
+	f, st, ix, ledger := ledgerFixture(t)
+	ctx := context.Background()
+	var recs []*record.Record
+	for i := range 4 {
+		recs = append(recs, customer(t, "7", alice, f.clock.Add(-time.Duration(i+1)*time.Hour)))
+		b := customer(t, "8", strings.ReplaceAll(alice, `"id":7`, `"id":8`), f.clock.Add(-time.Duration(i+1)*time.Hour))
+		recs = append(recs, b)
+	}
+	for i, r := range recs {
+		r.ID += string(rune('a' + i))
+	}
+	if _, err := st.Append(ctx, recs); err != nil {
+		t.Fatal(err)
+	}
+	res, err := ledger.Erase(ctx, EraseRequest{Subject: "7", By: auth.Principal{Name: "ops", Role: auth.RoleAdmin}, Reason: "ticket-1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *res.Receipt.Records != 4 || res.Receipt.KeysDestroyed != 1 || len(res.Receipt.Subjects) != 1 || res.Seq != 8 {
+		t.Fatalf("receipt %+v seq %d", res.Receipt, res.Seq)
+	}
+	if strings.Contains(res.Signed, `"7"`) || !strings.Contains(res.Signed, "\n— ") {
+		t.Fatalf("signed receipt holds the subject value or lacks a signature:\n%s", res.Signed)
+	}
+	stored, err := st.Read(res.Seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var after struct {
+		Signed string `json:"signed"`
+	}
+	if err := json.Unmarshal(stored.After, &after); err != nil || after.Signed != res.Signed {
+		t.Fatalf("stored receipt differs: %v", err)
+	}
+	if err := st.WaitIndexed(ctx, st.Size()); err != nil {
+		t.Fatal(err)
+	}
+	var hits int
+	if err := ix.SearchBlind(f.g.BlindToken("email", "alice@example.com"), func(index.Posting) bool { hits++; return true }); err != nil {
+		t.Fatal(err)
+	}
+	if hits != 4 {
+		// Subject 8 also uses alice's email in this fixture: only its 4 remain.
+		t.Fatalf("blind index after erasure finds %d records, want subject 8's 4", hits)
+	}
+	if _, err := ledger.Erase(ctx, EraseRequest{Subject: "7", Group: "nope"}); err == nil {
+		t.Fatal("an unknown group was accepted")
+	}
+}

@@ -29,6 +29,7 @@ func commands() []command {
 		{"export", "write filtered records as JSON Lines, CSV or Parquet with proofs to verify offline", runExport},
 		{"reindex", "rebuild the index of a data directory from its log", runReindex},
 		{"token", "create or list API tokens (roles admin, auditor, analyst, service)", runToken},
+		{"keys", "rotate the keystore's master key (server stopped)", runKeys},
 		{"erase", "erase a data subject (destroy their keys) and print the signed receipt", runErase},
 		{"schema", "register, print or infer JSON Schemas of source tables (put, get, infer)", runSchema},
 		{"snapshot", "write a table's rows as they were at an instant, as JSON Lines", runSnapshot},

@@ -10,10 +10,12 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -156,27 +158,34 @@ func (g *Guard) Seal(ctx context.Context, r *record.Record) error {
 	if err != nil {
 		return fmt.Errorf("privacy: schema of %s: %w", SubjectName(r.Source), err)
 	}
-	for _, side := range []struct {
+	// The decoded images serve validation and then the subject lookups.
+	var decoded [2]map[string]any
+	for i, side := range []struct {
 		name string
 		img  []byte
 	}{{"before", r.Before}, {"after", r.After}} {
 		if len(side.img) == 0 {
 			continue
 		}
-		if err := sch.Validate(side.img); err != nil {
+		m, err := schema.DecodeImage(side.img)
+		if err == nil {
+			err = sch.ValidateImage(m)
+		}
+		if err != nil {
 			var ve *schema.ValidationError
 			if errors.As(err, &ve) {
 				return &record.FieldError{Field: side.name + dotted(ve.Field), Reason: fmt.Sprintf("does not match schema %s version %d: %s", ve.Subject, ve.Version, ve.Reason)}
 			}
 			return fmt.Errorf("privacy: validate %s: %w", side.name, err)
 		}
+		decoded[i] = m
 	}
 	r.Schema = &record.SchemaRef{Subject: sch.Subject, Version: int64(sch.Version)}
 	p := g.plan(sch)
 	if len(p.groups) == 0 || len(p.root.children) == 0 {
 		return nil
 	}
-	s := &sealing{g: g, ctx: ctx, r: r, plan: p, groups: make([]groupKeys, len(p.groups))}
+	s := &sealing{g: g, ctx: ctx, r: r, plan: p, groups: make([]groupKeys, len(p.groups)), before: decoded[0], after: decoded[1]}
 	if err := s.resolveSubjects(); err != nil {
 		return err
 	}
@@ -233,6 +242,8 @@ type sealing struct {
 	plan    *plan
 	groups  []groupKeys
 	derived record.Derived
+	// before and after decoded, for subject lookups (nil when absent)
+	before, after map[string]any
 }
 
 // resolveSubjects finds each group's subject value (after, else before,
@@ -243,23 +254,12 @@ func (s *sealing) resolveSubjects() error {
 		if len(gp.group.PII) == 0 || len(gp.group.SubjectField) == 0 {
 			continue
 		}
-		var raw jsontext.Value
-		found := false
-		for _, img := range [][]byte{s.r.After, s.r.Before, s.r.Key} {
-			if len(img) == 0 {
-				continue
-			}
-			if v, ok := lookup(img, gp.group.SubjectField); ok && string(v) != "null" {
-				raw, found = v, true
-				break
-			}
-		}
+		text, found, err := s.subjectValue(gp.group.SubjectField)
 		if !found {
 			// Checked lazily: a record without any of the group's PII
 			// fields needs no subject.
 			continue
 		}
-		text, err := scalarText(raw)
 		if err != nil {
 			return &record.FieldError{Field: "after." + gp.group.SubjectField.String(), Reason: "subject field of data group " + gp.group.Name + " " + err.Error()}
 		}
@@ -282,6 +282,36 @@ func (s *sealing) resolveSubjects() error {
 		s.derived.Subjects = append(s.derived.Subjects, name)
 	}
 	return nil
+}
+
+// subjectValue finds a group's subject value in after, else before (from
+// their decoded forms), else key.
+func (s *sealing) subjectValue(path schema.Path) (string, bool, error) {
+	for _, m := range []map[string]any{s.after, s.before} {
+		if m == nil {
+			continue
+		}
+		v, ok := path.Lookup(m)
+		if !ok || v == nil {
+			continue
+		}
+		switch v := v.(type) {
+		case string:
+			return v, true, nil
+		case json.Number:
+			return string(v), true, nil
+		case bool:
+			return strconv.FormatBool(v), true, nil
+		}
+		return "", true, errors.New("is not a string, number or boolean")
+	}
+	if len(s.r.Key) > 0 {
+		if raw, ok := lookup(s.r.Key, path); ok && string(raw) != "null" {
+			text, err := scalarText(raw)
+			return text, true, err
+		}
+	}
+	return "", false, nil
 }
 
 func (s *sealing) seal(f *fieldPlan, path string, raw jsontext.Value) ([]byte, error) {

@@ -173,7 +173,7 @@ func (s *Server) getRecord(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr.status(), aerr)
 		return
 	}
-	p, aerr := params(r.URL.RawQuery, "tree_size")
+	p, aerr := params(r.URL.RawQuery, "tree_size", "view")
 	if aerr != nil {
 		writeError(w, aerr.status(), aerr)
 		return
@@ -221,7 +221,17 @@ func (s *Server) getRecord(w http.ResponseWriter, r *http.Request) {
 		s.readFailed(w, r, seq, err)
 		return
 	}
-	ctx, acc := s.revealing(r.Context())
+	// view=stored serves the record exactly as the leaf holds it (sealed
+	// fields sealed), which is what an outside verifier compares.
+	view := p["view"]
+	if view != "" && view != "stored" && view != "role" {
+		writeError(w, http.StatusBadRequest, &apiError{Msg: fmt.Sprintf("view: %q is not stored or role", view), Field: "view"})
+		return
+	}
+	ctx, acc := r.Context(), &readAccess{}
+	if view != "stored" {
+		ctx, acc = s.revealing(ctx)
+	}
 	if err := query.ApplyReadHook(ctx, rec); err != nil {
 		s.internalError(w, r, "reveal", err)
 		return

@@ -192,6 +192,9 @@ func TestErasureEndToEnd(t *testing.T) {
 	if err := proof.VerifyConsistency(rfc6962.DefaultHasher, before.size, after.size, hashes, before.root, after.root); err != nil {
 		t.Fatalf("checkpoint before erasure is not consistent with the one after: %v", err)
 	}
+	// An outside auditor with a token spot-checks the running server.
+	t.Setenv("STELE_TOKEN", tokens["auditor"])
+	mustStele(t, "verify", "--url", base, "--key", vkey, "--state", filepath.Join(t.TempDir(), "audit.json"))
 	s.stop()
 	mustStele(t, "verify", "--data", dir)
 

@@ -162,6 +162,7 @@ func schemaRequest(ctx context.Context, method, u string, body []byte) ([]byte, 
 	if body != nil {
 		req.Header.Set("Content-Type", "application/schema+json")
 	}
+	setBearer(req)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%s %s: %w (is `stele serve` running there?)", method, u, err)

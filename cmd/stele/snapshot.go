@@ -122,6 +122,7 @@ func snapshotURL(ctx context.Context, base, source, table string, at time.Time, 
 	if err != nil {
 		return 0, err
 	}
+	setBearer(req)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, fmt.Errorf("ask %s: %w", base, err)

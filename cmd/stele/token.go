@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 
 	"github.com/stele/stele/auth"
@@ -43,4 +44,11 @@ func runToken(ctx context.Context, args []string) error {
 	fmt.Fprintf(os.Stderr, "token %q (role %s) created; it is shown only now, and the server records it in the log as an admin action\n", *name, *role)
 	fmt.Println(secret)
 	return nil
+}
+
+// setBearer authenticates a CLI request with $STELE_TOKEN, when set.
+func setBearer(req *http.Request) {
+	if t := os.Getenv("STELE_TOKEN"); t != "" {
+		req.Header.Set("Authorization", "Bearer "+t)
+	}
 }

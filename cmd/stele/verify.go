@@ -180,7 +180,8 @@ func verifyURL(ctx context.Context, url, key, statePath string, spot int, progre
 		}
 		statePath = p
 	}
-	opts := audit.Options{URL: url, VerifierKey: key, StatePath: statePath, SpotChecks: spot}
+	// A server with tokens needs one for the spot checks (any role).
+	opts := audit.Options{URL: url, VerifierKey: key, StatePath: statePath, SpotChecks: spot, Token: os.Getenv("STELE_TOKEN")}
 	if progress {
 		opts.Progress = func(done, total int) {
 			fmt.Fprintf(stderr, "\rspot-checking records: %d/%d ", done, total)

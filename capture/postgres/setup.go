@@ -44,26 +44,6 @@ func (s *Source) setup(ctx context.Context, conn *pgx.Conn) error {
 		s.logger.Info("set-up: created publication", "publication", s.cfg.Publication, "for", target)
 	}
 
-	var plugin string
-	err := conn.QueryRow(ctx, "SELECT coalesce(plugin, '') FROM pg_replication_slots WHERE slot_name = $1", s.cfg.Slot).Scan(&plugin)
-	switch {
-	case err == pgx.ErrNoRows && s.cfg.SkipSetup:
-		return fmt.Errorf("%w: replication slot %s does not exist and set-up is skipped: create it (SELECT pg_create_logical_replication_slot('%s', 'pgoutput')) or let Stele do it", ErrConfig, s.cfg.Slot, s.cfg.Slot)
-	case err == pgx.ErrNoRows && s.cfg.Snapshot == SnapshotInitial:
-		s.logger.Info("set-up: replication slot missing; it is created with an exported snapshot for the initial snapshot", "slot", s.cfg.Slot)
-	case err == pgx.ErrNoRows:
-		if _, err := conn.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", s.cfg.Slot); err != nil {
-			return fmt.Errorf("create replication slot %s: %w", s.cfg.Slot, classify(err))
-		}
-		s.logger.Info("set-up: created permanent replication slot", "slot", s.cfg.Slot)
-	case err != nil:
-		return fmt.Errorf("look up replication slot %s: %w", s.cfg.Slot, classify(err))
-	case plugin != "pgoutput":
-		return fmt.Errorf("%w: replication slot %s exists with plugin %q, not pgoutput: drop it or configure another slot name", ErrConfig, s.cfg.Slot, plugin)
-	default:
-		s.logger.Info("set-up: replication slot exists", "slot", s.cfg.Slot)
-	}
-
 	rows, err := conn.Query(ctx, `
 SELECT pt.schemaname, pt.tablename, c.relreplident,
        EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)
@@ -113,6 +93,28 @@ ORDER BY 1, 2`, s.cfg.Publication)
 		}
 		s.logger.Warn("set-up: table's REPLICA IDENTITY is not FULL; before images of updates and deletes hold only the key (set replica_identity: full for complete before images)", "table", name)
 	}
+	// The slot comes last, so the first change it sees already has the
+	// replica identity set above.
+	var plugin string
+	err = conn.QueryRow(ctx, "SELECT coalesce(plugin, '') FROM pg_replication_slots WHERE slot_name = $1", s.cfg.Slot).Scan(&plugin)
+	switch {
+	case err == pgx.ErrNoRows && s.cfg.SkipSetup:
+		return fmt.Errorf("%w: replication slot %s does not exist and set-up is skipped: create it (SELECT pg_create_logical_replication_slot('%s', 'pgoutput')) or let Stele do it", ErrConfig, s.cfg.Slot, s.cfg.Slot)
+	case err == pgx.ErrNoRows && s.cfg.Snapshot == SnapshotInitial:
+		s.logger.Info("set-up: replication slot missing; it is created with an exported snapshot for the initial snapshot", "slot", s.cfg.Slot)
+	case err == pgx.ErrNoRows:
+		if _, err := conn.Exec(ctx, "SELECT pg_create_logical_replication_slot($1, 'pgoutput')", s.cfg.Slot); err != nil {
+			return fmt.Errorf("create replication slot %s: %w", s.cfg.Slot, classify(err))
+		}
+		s.logger.Info("set-up: created permanent replication slot", "slot", s.cfg.Slot)
+	case err != nil:
+		return fmt.Errorf("look up replication slot %s: %w", s.cfg.Slot, classify(err))
+	case plugin != "pgoutput":
+		return fmt.Errorf("%w: replication slot %s exists with plugin %q, not pgoutput: drop it or configure another slot name", ErrConfig, s.cfg.Slot, plugin)
+	default:
+		s.logger.Info("set-up: replication slot exists", "slot", s.cfg.Slot)
+	}
+
 	if err := s.setupDDL(ctx, conn); err != nil {
 		return err
 	}

@@ -221,3 +221,12 @@ func TestErasureEndToEnd(t *testing.T) {
 		t.Fatalf("scan: %v (%d files)", err, scanned)
 	}
 }
+
+// An open server (no tokens) refuses to listen beyond loopback.
+func TestOpenServerRefusesNonLoopback(t *testing.T) {
+	dir := t.TempDir()
+	out, code := stele(t, "serve", "--data", dir, "--addr", "0.0.0.0:0", "--stream-enabled", "false")
+	if code == 0 || !strings.Contains(out, "not loopback") || !strings.Contains(out, "stele token create --data "+dir) {
+		t.Fatalf("exit %d:\n%s", code, out)
+	}
+}

@@ -81,7 +81,7 @@ type apiPrivacy struct {
 }
 
 // requireTokensOffLoopback refuses to serve an open API beyond this host.
-func requireTokensOffLoopback(addr string, tokens *auth.Tokens, logger *slog.Logger) error {
+func requireTokensOffLoopback(addr, data string, tokens *auth.Tokens, logger *slog.Logger) error {
 	if !tokens.Empty() {
 		logger.Info("API tokens required", "tokens", len(tokens.List()))
 		return nil
@@ -93,7 +93,7 @@ func requireTokensOffLoopback(addr string, tokens *auth.Tokens, logger *slog.Log
 	ip := net.ParseIP(host)
 	if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 		return fmt.Errorf("addr %s is not loopback and no API token exists: anyone could read and write the log; "+
-			"create one with `stele token create --data %s --role admin --name NAME`, or listen on 127.0.0.1", addr, "DIR")
+			"create one with `stele token create --data %s --role admin --name NAME`, or listen on 127.0.0.1", addr, data)
 	}
 	logger.Warn("NO API TOKENS: the server is OPEN to anyone who can reach " + addr + " (loopback only); " +
 		"create tokens with `stele token create` to require them")

@@ -80,7 +80,7 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 	if err != nil {
 		return err
 	}
-	if err := requireTokensOffLoopback(cfg.Addr, tokens, logger); err != nil {
+	if err := requireTokensOffLoopback(cfg.Addr, cfg.Data, tokens, logger); err != nil {
 		return err
 	}
 	priv, err := openPrivacy(ctx, cfg, logger)

@@ -35,7 +35,6 @@ package postgres
 // snapshot drops the slot at once, so the next attempt starts over.
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -315,31 +314,28 @@ func (x *stream) snapshotTable(ctx context.Context, tx pgx.Tx, rel *relation, em
 	var n int64
 	for rows.Next() {
 		raw := rows.RawValues()
-		tuple := make([]tupleCol, len(raw))
+		tuple := &pglogrepl.TupleData{Columns: make([]*pglogrepl.TupleDataColumn, len(raw))}
 		for i, v := range raw {
 			if v == nil {
-				tuple[i] = tupleCol{kind: pglogrepl.TupleDataTypeNull}
+				tuple.Columns[i] = &pglogrepl.TupleDataColumn{DataType: pglogrepl.TupleDataTypeNull}
 			} else {
-				// RawValues are the connection's buffer: own the bytes.
-				tuple[i] = tupleCol{kind: pglogrepl.TupleDataTypeText, data: bytes.Clone(v)}
+				tuple.Columns[i] = &pglogrepl.TupleDataColumn{DataType: pglogrepl.TupleDataTypeText, Data: append([]byte(nil), v...)}
 			}
 		}
 		cols, err := x.columns(rel, tuple)
 		if err != nil {
 			return n, err
 		}
-		lay, err := rel.layout()
+		key, err := x.key(rel, cols)
 		if err != nil {
 			return n, err
 		}
-		key, err := lay.keyOf(cols)
-		if err != nil {
-			return n, err
-		}
-		x.st.toast.put(table, string(key), rel, cols)
-		cols = x.capValues(rel, cols)
+		x.st.toast.put(table, string(key), cols)
+		x.capValues(table, cols)
 		r := &record.Record{Op: record.OpSnapshot, Source: x.source(rel), Key: key, Schema: rel.schemaRef}
-		r.After = lay.image(cols)
+		if r.After, err = image(cols); err != nil {
+			return n, fmt.Errorf("after image: %w", err)
+		}
 		if r.Changed, err = record.ChangedFields(nil, r.After); err != nil {
 			return n, fmt.Errorf("changed fields: %w", err)
 		}

@@ -73,17 +73,17 @@ func SubjectName(src record.Source) string {
 // returns the bytes to put in its place.
 type visit func(f *fieldPlan, path string, raw jsontext.Value) ([]byte, error)
 
-// rewrite copies the object image to dst, replacing the values at the
-// tree's sealed leaves with what fn returns. Images are canonical JSON, and
-// member order and bytes are kept, so the result stays canonical.
-func rewrite(dst []byte, img []byte, n *node, path string, fn visit) ([]byte, error) {
+// copyObject copies the object image to dst member by member, with each
+// value appended by member (name unquoted; val valid only during the call).
+// A non-object image is copied as it is. Images are canonical JSON, and
+// member order and name bytes are kept, so the copy stays canonical.
+func copyObject(dst, img []byte, member func(dst []byte, name string, val jsontext.Value) ([]byte, error)) ([]byte, error) {
 	dec := jsontext.NewDecoder(bytes.NewReader(img))
 	tok, err := dec.ReadToken()
 	if err != nil {
 		return nil, err
 	}
 	if tok.Kind() != '{' {
-		// Not an object: nothing here can be a named field.
 		return append(dst, img...), nil
 	}
 	dst = append(dst, '{')
@@ -97,43 +97,47 @@ func rewrite(dst []byte, img []byte, n *node, path string, fn visit) ([]byte, er
 			dst = append(dst, ',')
 		}
 		first = false
-		dst = append(dst, name...)
-		dst = append(dst, ':')
+		dst = append(append(dst, name...), ':')
 		// A read value is valid only until the next read.
 		nameStr := unquote(name)
-		child := n.children[nameStr]
 		val, err := dec.ReadValue()
 		if err != nil {
 			return nil, err
 		}
-		switch {
-		case child == nil:
-			dst = append(dst, val...)
-		case child.field != nil:
-			sub := joinPath(path, nameStr)
-			if string(val) == "null" {
-				// Absence of a value is not personal data; keeping the
-				// null readable keeps "was it set?" answerable.
-				dst = append(dst, val...)
-				continue
-			}
-			out, err := fn(child.field, sub, val)
-			if err != nil {
-				return nil, err
-			}
-			dst = append(dst, out...)
-		case val.Kind() == '{':
-			if dst, err = rewrite(dst, val, child, joinPath(path, nameStr), fn); err != nil {
-				return nil, err
-			}
-		default:
-			dst = append(dst, val...)
+		if dst, err = member(dst, nameStr, val); err != nil {
+			return nil, err
 		}
 	}
 	if _, err := dec.ReadToken(); err != nil {
 		return nil, err
 	}
 	return append(dst, '}'), nil
+}
+
+// rewrite copies the object image to dst, replacing the values at the
+// tree's sealed leaves with what fn returns.
+func rewrite(dst []byte, img []byte, n *node, path string, fn visit) ([]byte, error) {
+	return copyObject(dst, img, func(dst []byte, name string, val jsontext.Value) ([]byte, error) {
+		child := n.children[name]
+		switch {
+		case child == nil:
+			return append(dst, val...), nil
+		case child.field != nil:
+			if string(val) == "null" {
+				// Absence of a value is not personal data; keeping the
+				// null readable keeps "was it set?" answerable.
+				return append(dst, val...), nil
+			}
+			out, err := fn(child.field, joinPath(path, name), val)
+			if err != nil {
+				return nil, err
+			}
+			return append(dst, out...), nil
+		case val.Kind() == '{':
+			return rewrite(dst, val, child, joinPath(path, name), fn)
+		}
+		return append(dst, val...), nil
+	})
 }
 
 func joinPath(path, name string) string {

@@ -87,36 +87,12 @@ func walkEnvelopes(dst []byte, img jsontext.Value, path string, fn func(path str
 		}
 		return append(dst, fn(path, e, img)...), nil
 	}
-	dec := jsontext.NewDecoder(bytes.NewReader(img))
-	if _, err := dec.ReadToken(); err != nil {
-		return nil, err
-	}
-	dst = append(dst, '{')
-	first := true
-	for dec.PeekKind() != '}' {
-		name, err := dec.ReadValue()
-		if err != nil {
-			return nil, err
-		}
-		if !first {
-			dst = append(dst, ',')
-		}
-		first = false
-		dst = append(append(dst, name...), ':')
-		sub := joinPath(path, unquote(name))
-		val, err := dec.ReadValue()
-		if err != nil {
-			return nil, err
-		}
+	return copyObject(dst, img, func(dst []byte, name string, val jsontext.Value) ([]byte, error) {
 		if val.Kind() == '{' && bytes.Contains(val, sealedMarker) {
-			if dst, err = walkEnvelopes(dst, bytes.Clone(val), sub, fn); err != nil {
-				return nil, err
-			}
-			continue
+			return walkEnvelopes(dst, bytes.Clone(val), joinPath(path, name), fn)
 		}
-		dst = append(dst, val...)
-	}
-	return append(dst, '}'), nil
+		return append(dst, val...), nil
+	})
 }
 
 // open decrypts one envelope found at path of record id.

@@ -233,20 +233,12 @@ func (l *Ledger) appendReceipt(ctx context.Context, rc Receipt, by *auth.Princip
 	if err != nil {
 		return nil, fmt.Errorf("receipt: %w", err)
 	}
-	r := &record.Record{
-		ID:         rc.Type + "-" + rc.ID,
-		Source:     record.Source{Name: SystemSource, Kind: SystemSource, Table: ErasuresTable},
-		Op:         record.OpEvent,
-		Key:        mustJSON(map[string]string{"receipt": rc.ID}),
-		After:      after,
-		Actor:      actorJSON(by),
-		OccurredAt: rc.At,
+	r, err := systemRecord(ErasuresTable, rc.Type, "receipt", rc.ID, after, by, rc.At)
+	if err != nil {
+		return nil, err
 	}
 	if len(erased) > 0 {
 		r.Derived = &record.Derived{Erased: erased}
-	}
-	if err := canonicalize(r); err != nil {
-		return nil, err
 	}
 	res, err := l.log.Append(ctx, []*record.Record{r})
 	if err != nil {
@@ -258,19 +250,9 @@ func (l *Ledger) appendReceipt(ctx context.Context, rc Receipt, by *auth.Princip
 // RecordAccess appends an access record: who read which records with
 // personal data in clear, through which endpoint.
 func (l *Ledger) RecordAccess(ctx context.Context, by auth.Principal, endpoint string, seqs []uint64, fields int) error {
-	id := newID()
-	r := &record.Record{
-		ID:     "access-" + id,
-		Source: record.Source{Name: SystemSource, Kind: SystemSource, Table: AccessTable},
-		Op:     record.OpEvent,
-		Key:    mustJSON(map[string]string{"access": id}),
-		After: mustJSON(map[string]any{
-			"endpoint": endpoint, "records": seqs, "fields_in_clear": fields,
-		}),
-		Actor:      actorJSON(&by),
-		OccurredAt: l.g.now().UTC(),
-	}
-	if err := canonicalize(r); err != nil {
+	after := mustJSON(map[string]any{"endpoint": endpoint, "records": seqs, "fields_in_clear": fields})
+	r, err := systemRecord(AccessTable, "access", "access", newID(), after, &by, l.g.now())
+	if err != nil {
 		return err
 	}
 	if _, err := l.log.Append(ctx, []*record.Record{r}); err != nil {
@@ -281,18 +263,23 @@ func (l *Ledger) RecordAccess(ctx context.Context, by auth.Principal, endpoint s
 
 // AdminRecord is an administrative action recorded in the log.
 func AdminRecord(by auth.Principal, action string, detail map[string]any, at time.Time) (*record.Record, error) {
-	id := newID()
 	d := map[string]any{"action": action}
 	for k, v := range detail {
 		d[k] = v
 	}
+	return systemRecord(AdminTable, "admin", "action", newID(), mustJSON(d), &by, at)
+}
+
+// systemRecord builds an event record Stele writes about itself (source
+// "stele"), with id "<idPrefix>-<id>" and key {keyName: id}.
+func systemRecord(table, idPrefix, keyName, id string, after json.RawMessage, by *auth.Principal, at time.Time) (*record.Record, error) {
 	r := &record.Record{
-		ID:         "admin-" + id,
-		Source:     record.Source{Name: SystemSource, Kind: SystemSource, Table: AdminTable},
+		ID:         idPrefix + "-" + id,
+		Source:     record.Source{Name: SystemSource, Kind: SystemSource, Table: table},
 		Op:         record.OpEvent,
-		Key:        mustJSON(map[string]string{"action": id}),
-		After:      mustJSON(d),
-		Actor:      actorJSON(&by),
+		Key:        mustJSON(map[string]string{keyName: id}),
+		After:      after,
+		Actor:      actorJSON(by),
 		OccurredAt: at.UTC(),
 	}
 	return r, canonicalize(r)

@@ -1,18 +1,28 @@
 package postgres
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/jackc/pgx/v5/pgtype"
+
+	"github.com/stele/stele/record"
 )
 
-// columnJSON converts one column's text-format value to JSON, typed by the
-// column's type OID:
+// Shared, never modified: images copy values.
+var (
+	jsonNull  = json.RawMessage("null")
+	jsonTrue  = json.RawMessage("true")
+	jsonFalse = json.RawMessage("false")
+)
+
+// columnJSON converts one column's text-format value to canonical JSON,
+// typed by the column's type OID:
 //
 //	int2, int4, int8, oid        JSON number
 //	numeric, float4, float8      JSON number with the server's digits kept
@@ -21,52 +31,62 @@ import (
 //	timestamptz                  RFC 3339 string in UTC
 //	timestamp (no time zone)     RFC 3339 string, the wall time read as UTC
 //	date                         "2006-01-02"
-//	json, jsonb                  the JSON value itself
+//	json, jsonb                  the JSON value itself (canonical)
 //	bytea                        base64 string (standard encoding)
 //	arrays                       JSON arrays of the element values
 //	uuid, text and the rest      string (the server's text form)
+//
+// data belongs to the caller, and the result may alias it.
 func columnJSON(m *pgtype.Map, oid uint32, data []byte) (json.RawMessage, error) {
-	s := string(data)
 	switch oid {
+	case pgtype.TextOID, pgtype.VarcharOID, pgtype.BPCharOID, pgtype.NameOID, pgtype.UUIDOID:
+		return quote(data), nil
 	case pgtype.Int2OID, pgtype.Int4OID, pgtype.Int8OID, pgtype.OIDOID:
-		return json.RawMessage(s), nil
+		if !isNumber(data) {
+			return nil, fmt.Errorf("integer value %q is not a number", truncate(string(data), 64))
+		}
+		return data, nil
 	case pgtype.NumericOID, pgtype.Float4OID, pgtype.Float8OID:
-		if !json.Valid(data) || strings.ContainsAny(s, "\"{[") {
-			return quote(s), nil // NaN, Infinity, -Infinity
+		if !isNumber(data) {
+			return quote(data), nil // NaN, Infinity, -Infinity
 		}
-		return json.RawMessage(s), nil
+		return data, nil
 	case pgtype.BoolOID:
-		if s == "t" {
-			return json.RawMessage("true"), nil
+		if len(data) == 1 && data[0] == 't' {
+			return jsonTrue, nil
 		}
-		return json.RawMessage("false"), nil
+		return jsonFalse, nil
 	case pgtype.JSONOID, pgtype.JSONBOID:
-		if !json.Valid(data) {
-			return nil, fmt.Errorf("json value is not valid JSON")
+		v, err := record.Canonical(data)
+		if err != nil {
+			return nil, fmt.Errorf("json value is not valid JSON: %w", err)
 		}
-		return json.RawMessage(s), nil
+		return v, nil
 	case pgtype.ByteaOID:
-		if hx, ok := strings.CutPrefix(s, `\x`); ok {
-			b, err := hex.DecodeString(hx)
-			if err != nil {
+		if hx, ok := bytes.CutPrefix(data, []byte(`\x`)); ok {
+			b := make([]byte, hex.DecodedLen(len(hx)))
+			if _, err := hex.Decode(b, hx); err != nil {
 				return nil, fmt.Errorf("bytea value: %w", err)
 			}
-			return quote(base64.StdEncoding.EncodeToString(b)), nil
+			out := make([]byte, 0, base64.StdEncoding.EncodedLen(len(b))+2)
+			out = append(out, '"')
+			out = base64.StdEncoding.AppendEncode(out, b)
+			return append(out, '"'), nil
 		}
-		return quote(s), nil // bytea_output = escape: keep the server's text
+		return quote(data), nil // bytea_output = escape: keep the server's text
 	case pgtype.TimestamptzOID, pgtype.TimestampOID, pgtype.DateOID:
+		if t, ok := parseISOTime(oid, data); ok {
+			return appendTimeJSON(nil, oid, t), nil
+		}
 		v, err := decodeText(m, oid, data)
 		if err != nil {
 			return nil, err
 		}
 		t, ok := v.(time.Time)
 		if !ok {
-			return quote(s), nil // infinity, -infinity
+			return quote(data), nil // infinity, -infinity
 		}
-		if oid == pgtype.DateOID {
-			return quote(t.Format(time.DateOnly)), nil
-		}
-		return quote(t.UTC().Format(time.RFC3339Nano)), nil
+		return appendTimeJSON(nil, oid, t), nil
 	}
 	if typ, ok := m.TypeForOID(oid); ok {
 		if _, isArray := typ.Codec.(*pgtype.ArrayCodec); isArray {
@@ -77,7 +97,140 @@ func columnJSON(m *pgtype.Map, oid uint32, data []byte) (json.RawMessage, error)
 			return arrayJSON(m, typ.Codec.(*pgtype.ArrayCodec).ElementType.OID, v)
 		}
 	}
-	return quote(s), nil
+	return quote(data), nil
+}
+
+func appendTimeJSON(dst []byte, oid uint32, t time.Time) []byte {
+	dst = append(dst, '"')
+	if oid == pgtype.DateOID {
+		dst = t.AppendFormat(dst, time.DateOnly)
+	} else {
+		dst = t.UTC().AppendFormat(dst, time.RFC3339Nano)
+	}
+	return append(dst, '"')
+}
+
+// parseISOTime reads the server's ISO DateStyle output of a date
+// ("2006-01-02"), timestamp ("2006-01-02 15:04:05[.999999]") or timestamptz
+// (the same and "±07[:00[:00]]"), four-digit years only; anything else
+// (another DateStyle, BC, infinity) is left to pgx.
+func parseISOTime(oid uint32, b []byte) (time.Time, bool) {
+	num := func(b []byte) (int, bool) {
+		n := 0
+		for _, c := range b {
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			n = n*10 + int(c-'0')
+		}
+		return n, len(b) > 0
+	}
+	if len(b) < 10 || b[4] != '-' || b[7] != '-' {
+		return time.Time{}, false
+	}
+	y, ok1 := num(b[0:4])
+	mo, ok2 := num(b[5:7])
+	d, ok3 := num(b[8:10])
+	if !ok1 || !ok2 || !ok3 || mo < 1 || mo > 12 || d < 1 || d > 31 {
+		return time.Time{}, false
+	}
+	if oid == pgtype.DateOID {
+		if len(b) != 10 {
+			return time.Time{}, false
+		}
+		t := time.Date(y, time.Month(mo), d, 0, 0, 0, 0, time.UTC)
+		return t, t.Day() == d
+	}
+	b = b[10:]
+	if len(b) < 9 || b[0] != ' ' || b[3] != ':' || b[6] != ':' {
+		return time.Time{}, false
+	}
+	h, ok1 := num(b[1:3])
+	mi, ok2 := num(b[4:6])
+	s, ok3 := num(b[7:9])
+	if !ok1 || !ok2 || !ok3 || h > 23 || mi > 59 || s > 59 {
+		return time.Time{}, false
+	}
+	b = b[9:]
+	ns := 0
+	if len(b) > 0 && b[0] == '.' {
+		i := 1
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+		if i == 1 || i > 10 {
+			return time.Time{}, false
+		}
+		f, _ := num(b[1:i])
+		for j := i - 1; j < 9; j++ {
+			f *= 10
+		}
+		ns, b = f, b[i:]
+	}
+	off := 0
+	if oid == pgtype.TimestamptzOID {
+		// ±HH, ±HH:MM or ±HH:MM:SS.
+		if len(b) != 3 && len(b) != 6 && len(b) != 9 || b[0] != '+' && b[0] != '-' {
+			return time.Time{}, false
+		}
+		for i, unit := 1, 3600; i < len(b); i, unit = i+3, unit/60 {
+			if i > 1 && b[i-1] != ':' {
+				return time.Time{}, false
+			}
+			v, ok := num(b[i : i+2])
+			if !ok {
+				return time.Time{}, false
+			}
+			off += v * unit
+		}
+		if b[0] == '-' {
+			off = -off
+		}
+	} else if len(b) != 0 {
+		return time.Time{}, false
+	}
+	t := time.Date(y, time.Month(mo), d, h, mi, s, ns, time.UTC)
+	if t.Day() != d {
+		return time.Time{}, false // 2006-02-31: let pgx report it
+	}
+	return t.Add(-time.Duration(off) * time.Second), true
+}
+
+// isNumber reports whether b is a JSON number.
+func isNumber(b []byte) bool {
+	i := 0
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	digits := func() int {
+		j := i
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i++
+		}
+		return i - j
+	}
+	switch {
+	case i < len(b) && b[i] == '0':
+		i++
+	case digits() == 0:
+		return false
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		if digits() == 0 {
+			return false
+		}
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return false
+		}
+	}
+	return i == len(b)
 }
 
 // arrayJSON encodes a decoded array ([]any, possibly nested) element by
@@ -87,17 +240,16 @@ func arrayJSON(m *pgtype.Map, elemOID uint32, v any) (json.RawMessage, error) {
 	if !ok {
 		return nil, fmt.Errorf("array value decoded as %T", v)
 	}
-	var b strings.Builder
-	b.WriteByte('[')
+	b := []byte{'['}
 	for i, item := range items {
 		if i > 0 {
-			b.WriteByte(',')
+			b = append(b, ',')
 		}
 		var raw json.RawMessage
 		var err error
 		switch x := item.(type) {
 		case nil:
-			raw = json.RawMessage("null")
+			raw = jsonNull
 		case []any:
 			raw, err = arrayJSON(m, elemOID, x)
 		default:
@@ -111,10 +263,9 @@ func arrayJSON(m *pgtype.Map, elemOID uint32, v any) (json.RawMessage, error) {
 		if err != nil {
 			return nil, fmt.Errorf("array element %d: %w", i, err)
 		}
-		b.Write(raw)
+		b = append(b, raw...)
 	}
-	b.WriteByte(']')
-	return json.RawMessage(b.String()), nil
+	return append(b, ']'), nil
 }
 
 func decodeText(m *pgtype.Map, oid uint32, data []byte) (any, error) {
@@ -129,8 +280,10 @@ func decodeText(m *pgtype.Map, oid uint32, data []byte) (any, error) {
 	return v, nil
 }
 
-func quote(s string) json.RawMessage {
-	b, _ := json.Marshal(s)
+// quote encodes s as a canonical JSON string. Invalid UTF-8 (possible
+// only in a SQL_ASCII database) becomes U+FFFD, as encoding/json would.
+func quote[S ~[]byte | ~string](s S) json.RawMessage {
+	b, _ := jsontext.AppendQuote(make([]byte, 0, len(s)+2), s)
 	return b
 }
 

@@ -35,6 +35,7 @@ package postgres
 // snapshot drops the slot at once, so the next attempt starts over.
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -314,28 +315,31 @@ func (x *stream) snapshotTable(ctx context.Context, tx pgx.Tx, rel *relation, em
 	var n int64
 	for rows.Next() {
 		raw := rows.RawValues()
-		tuple := &pglogrepl.TupleData{Columns: make([]*pglogrepl.TupleDataColumn, len(raw))}
+		tuple := make([]tupleCol, len(raw))
 		for i, v := range raw {
 			if v == nil {
-				tuple.Columns[i] = &pglogrepl.TupleDataColumn{DataType: pglogrepl.TupleDataTypeNull}
+				tuple[i] = tupleCol{kind: pglogrepl.TupleDataTypeNull}
 			} else {
-				tuple.Columns[i] = &pglogrepl.TupleDataColumn{DataType: pglogrepl.TupleDataTypeText, Data: append([]byte(nil), v...)}
+				// RawValues are the connection's buffer: own the bytes.
+				tuple[i] = tupleCol{kind: pglogrepl.TupleDataTypeText, data: bytes.Clone(v)}
 			}
 		}
 		cols, err := x.columns(rel, tuple)
 		if err != nil {
 			return n, err
 		}
-		key, err := x.key(rel, cols)
+		lay, err := rel.layout()
 		if err != nil {
 			return n, err
 		}
-		x.st.toast.put(table, string(key), cols)
-		x.capValues(table, cols)
-		r := &record.Record{Op: record.OpSnapshot, Source: x.source(rel), Key: key, Schema: rel.schemaRef}
-		if r.After, err = image(cols); err != nil {
-			return n, fmt.Errorf("after image: %w", err)
+		key, err := lay.keyOf(cols)
+		if err != nil {
+			return n, err
 		}
+		x.st.toast.put(table, string(key), rel, cols)
+		cols = x.capValues(rel, cols)
+		r := &record.Record{Op: record.OpSnapshot, Source: x.source(rel), Key: key, Schema: rel.schemaRef}
+		r.After = lay.image(cols)
 		if r.Changed, err = record.ChangedFields(nil, r.After); err != nil {
 			return n, fmt.Errorf("changed fields: %w", err)
 		}

@@ -5,19 +5,19 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base32"
 	"encoding/gob"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
-	"maps"
 	"os"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/go-json-experiment/json/jsontext"
 	"github.com/jackc/pglogrepl"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -39,6 +39,7 @@ type relation struct {
 	key           []string // key columns, in key order; nil: the full row
 	skip          bool
 	schemaRef     *record.SchemaRef // see ddl.go
+	lay           *layout           // see rowimage.go
 }
 
 // txBuf holds one transaction's records until its COMMIT. Past
@@ -128,6 +129,7 @@ type stream struct {
 	repl *pgconn.PgConn
 	rels map[uint32]*relation
 	tx   *txBuf
+	msg  rowMessage // reused by each row message
 	// pend holds stamped records of committed transactions not yet
 	// appended, and pendEnd the end LSN of the last of them: consecutive
 	// small transactions share one append (one fsync) instead of one each.
@@ -175,6 +177,15 @@ func (x *stream) loop(ctx context.Context) error {
 			_ = x.sendStatus(sctx)
 		}
 	}()
+	// One read deadline on the connection, moved only when it changes,
+	// instead of a deadline context per message (a timer and a cancel
+	// registration each, a fifth of the stream's CPU): ctx's cancellation
+	// moves the deadline to the past, and the loop checks ctx after every
+	// move, so a cancellation is never overwritten unseen.
+	netConn := x.repl.Conn()
+	stopWatch := context.AfterFunc(ctx, func() { _ = netConn.SetReadDeadline(time.Unix(1, 0)) })
+	defer stopWatch()
+	var deadlineSet time.Time
 	next := time.Now().Add(x.src.cfg.Heartbeat)
 	for {
 		if err := x.app.failed(); err != nil {
@@ -193,9 +204,16 @@ func (x *stream) loop(ctx context.Context) error {
 		if quiet := time.Now().Add(quietFlush); len(x.pend) > 0 && quiet.Before(deadline) {
 			deadline = quiet
 		}
-		rctx, cancel := context.WithDeadline(ctx, deadline)
-		raw, err := x.repl.ReceiveMessage(rctx)
-		cancel()
+		if deadline.Before(deadlineSet) || deadline.Sub(deadlineSet) > time.Millisecond {
+			if err := netConn.SetReadDeadline(deadline); err != nil {
+				return fmt.Errorf("receive: set read deadline: %w", err)
+			}
+			deadlineSet = deadline
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		raw, err := x.repl.ReceiveMessage(context.Background())
 		if err != nil {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -251,6 +269,31 @@ func (x *stream) loop(ctx context.Context) error {
 }
 
 func (x *stream) handle(ctx context.Context, data []byte) error {
+	if len(data) > 0 && (data[0] == 'I' || data[0] == 'U' || data[0] == 'D') {
+		// Row messages are most of the stream: parse them without a copy
+		// per column. data is the connection's buffer: the values built
+		// from it must own their bytes.
+		data = bytes.Clone(data)
+		m := &x.msg
+		if err := parseRowMessage(data, m); err != nil {
+			return fmt.Errorf("parse pgoutput message: %w", err)
+		}
+		op := record.OpInsert
+		switch data[0] {
+		case 'U':
+			op = record.OpUpdate
+		case 'D':
+			op = record.OpDelete
+		}
+		var old, tuple []tupleCol
+		if m.hasOld {
+			old = m.old
+		}
+		if m.hasNew {
+			tuple = m.new
+		}
+		return x.row(op, m.relID, old, m.hasOld, m.oldType, tuple, m.hasNew)
+	}
 	msg, err := pglogrepl.ParseV2(data, false)
 	if err != nil {
 		return fmt.Errorf("parse pgoutput message: %w", err)
@@ -268,12 +311,6 @@ func (x *stream) handle(ctx context.Context, data []byte) error {
 			return x.ddlMessage(&m.LogicalDecodingMessage)
 		}
 		x.message(&m.LogicalDecodingMessage)
-	case *pglogrepl.InsertMessageV2:
-		return x.row(record.OpInsert, m.RelationID, nil, 0, m.Tuple)
-	case *pglogrepl.UpdateMessageV2:
-		return x.row(record.OpUpdate, m.RelationID, m.OldTuple, m.OldTupleType, m.NewTuple)
-	case *pglogrepl.DeleteMessageV2:
-		return x.row(record.OpDelete, m.RelationID, m.OldTuple, m.OldTupleType, nil)
 	case *pglogrepl.TruncateMessageV2:
 		for _, id := range m.RelationIDs {
 			rel, ok := x.rels[id]
@@ -320,6 +357,9 @@ func (x *stream) relation(ctx context.Context, m *pglogrepl.RelationMessage) err
 		x.src.logger.Warn("table has no primary key; its records are keyed by the full row", "table", full)
 	}
 	if err := x.relationVersion(ctx, rel); err != nil {
+		return err
+	}
+	if _, err := rel.layout(); err != nil {
 		return err
 	}
 	x.rels[m.RelationID] = rel
@@ -390,7 +430,7 @@ func (x *stream) add(r *record.Record) error {
 }
 
 // row turns one insert, update or delete into a record.
-func (x *stream) row(op record.Op, relID uint32, old *pglogrepl.TupleData, oldType uint8, tuple *pglogrepl.TupleData) error {
+func (x *stream) row(op record.Op, relID uint32, old []tupleCol, hasOld bool, oldType uint8, tuple []tupleCol, hasNew bool) error {
 	rel, ok := x.rels[relID]
 	if !ok {
 		return fmt.Errorf("change to relation %d before its Relation message", relID)
@@ -398,209 +438,140 @@ func (x *stream) row(op record.Op, relID uint32, old *pglogrepl.TupleData, oldTy
 	if rel.skip {
 		return nil
 	}
-	table := rel.schema + "." + rel.table
-	oldCols, err := x.columns(rel, old)
+	lay, err := rel.layout()
 	if err != nil {
-		return fmt.Errorf("table %s: old row: %w", table, err)
+		return err
 	}
-	if oldType == 'K' {
-		// A key-only old tuple sends NULL for the other columns.
-		for _, c := range rel.cols {
-			if c.Flags&1 == 0 {
-				delete(oldCols, c.Name)
+	table := lay.full
+	var oldVals, newVals rowVals
+	if hasOld {
+		if oldVals, err = x.columns(rel, old); err != nil {
+			return fmt.Errorf("table %s: old row: %w", table, err)
+		}
+		if oldType == 'K' {
+			// A key-only old tuple sends NULL for the other columns.
+			for i, c := range rel.cols {
+				if c.Flags&1 == 0 {
+					oldVals[i] = nil
+				}
 			}
 		}
 	}
-	newCols, err := x.columns(rel, tuple)
-	if err != nil {
-		return fmt.Errorf("table %s: new row: %w", table, err)
+	if hasNew {
+		if newVals, err = x.columns(rel, tuple); err != nil {
+			return fmt.Errorf("table %s: new row: %w", table, err)
+		}
 	}
 	r := &record.Record{Op: op, Source: x.source(rel), Schema: rel.schemaRef}
 
 	// The row's key, from the new image or else the old one.
-	keySrc := newCols
+	keySrc := newVals
 	if keySrc == nil {
-		keySrc = oldCols
+		keySrc = oldVals
 	}
-	key, err := x.key(rel, keySrc)
+	key, err := lay.keyOf(keySrc)
 	if err != nil {
 		return fmt.Errorf("table %s: %w", table, err)
 	}
 	keyStr := string(key)
 
 	// Fill unchanged TOAST values.
-	for name, v := range newCols {
-		if v != nil {
+	for i, v := range newVals {
+		if !unsent(v) {
 			continue
 		}
-		if ov, ok := oldCols[name]; ok && ov != nil {
-			newCols[name] = ov
-		} else if last, ok := x.st.toast.get(table, keyStr); ok && last[name] != nil {
-			newCols[name] = last[name]
+		if ov := oldVals.at(i); ov != nil && !unsent(ov) {
+			newVals[i] = ov
+		} else if last := x.st.toast.value(table, keyStr, rel, i); last != nil {
+			newVals[i] = last
 		} else {
-			x.src.logger.Warn("unchanged TOAST value not sent by PostgreSQL and not known from an earlier image; recorded as {\"$unchanged_toast\": true} (replica_identity: full avoids this)", "table", table, "column", name)
-			newCols[name] = json.RawMessage(`{"$unchanged_toast":true}`)
+			x.src.logger.Warn("unchanged TOAST value not sent by PostgreSQL and not known from an earlier image; recorded as {\"$unchanged_toast\": true} (replica_identity: full avoids this)", "table", table, "column", rel.cols[i].Name)
+			newVals[i] = unchangedToast
 		}
 	}
-	for name, v := range oldCols {
-		if v == nil {
-			oldCols[name] = json.RawMessage(`{"$unchanged_toast":true}`)
+	for i, v := range oldVals {
+		if unsent(v) {
+			oldVals[i] = unchangedToast
 		}
 	}
 	switch op {
 	case record.OpInsert, record.OpUpdate:
-		x.st.toast.put(table, keyStr, newCols)
+		x.st.toast.put(table, keyStr, rel, newVals)
 	case record.OpDelete:
 		x.st.toast.remove(table, keyStr)
 	}
 
-	x.capValues(table, oldCols)
-	x.capValues(table, newCols)
+	oldVals = x.capValues(rel, oldVals)
+	newVals = x.capValues(rel, newVals)
 	r.Key = key
-	if op == record.OpUpdate && oldCols == nil {
+	if op == record.OpUpdate && oldVals == nil {
 		// Default replica identity and an unchanged key: the before image
 		// holds the key only.
-		oldCols = map[string]json.RawMessage{}
-		for _, k := range rel.key {
-			oldCols[k] = newCols[k]
+		oldVals = make(rowVals, len(rel.cols))
+		if rel.key != nil {
+			for _, i := range lay.key {
+				oldVals[i] = newVals[i]
+			}
 		}
 	}
-	if r.Before, err = image(oldCols); err != nil {
-		return fmt.Errorf("table %s: before image: %w", table, err)
-	}
-	if r.After, err = image(newCols); err != nil {
-		return fmt.Errorf("table %s: after image: %w", table, err)
-	}
-	r.Changed = changedColumns(oldCols, newCols)
+	r.Before = lay.image(oldVals)
+	r.After = lay.image(newVals)
+	r.Changed = rel.changed(oldVals, newVals)
 	return x.add(r)
+}
+
+// at is the value of column i (nil: not in the tuple).
+func (v rowVals) at(i int) json.RawMessage {
+	if i < len(v) {
+		return v[i]
+	}
+	return nil
 }
 
 // capValues replaces a value larger than Config.MaxValueBytes by a stand-in
 // naming its size and SHA-256, so one huge value cannot make a record larger
-// than the log accepts; a warning names the table and column.
-func (x *stream) capValues(table string, cols map[string]json.RawMessage) {
-	for name, v := range cols {
+// than the log accepts; a warning names the table and column. vals may be
+// held by the TOAST cache, so a change is made to a copy.
+func (x *stream) capValues(rel *relation, vals rowVals) rowVals {
+	out, copied := vals, false
+	for i, v := range vals {
 		if len(v) <= x.src.cfg.MaxValueBytes {
 			continue
 		}
+		if !copied {
+			out, copied = slices.Clone(vals), true
+		}
 		sum := sha256.Sum256(v)
-		x.src.logger.Warn("value too large for a record; recorded as its size and SHA-256", "table", table, "column", name, "bytes", len(v), "limit", x.src.cfg.MaxValueBytes)
-		cols[name] = json.RawMessage(fmt.Sprintf(`{"$too_large":{"bytes":%d,"sha256":"%x"}}`, len(v), sum))
+		x.src.logger.Warn("value too large for a record; recorded as its size and SHA-256", "table", rel.schema+"."+rel.table, "column", rel.cols[i].Name, "bytes", len(v), "limit", x.src.cfg.MaxValueBytes)
+		out[i] = json.RawMessage(fmt.Sprintf(`{"$too_large":{"bytes":%d,"sha256":"%x"}}`, len(v), sum))
 	}
+	return out
 }
 
-// columns types a tuple's values; an unchanged TOAST value maps to nil.
-func (x *stream) columns(rel *relation, t *pglogrepl.TupleData) (map[string]json.RawMessage, error) {
-	if t == nil {
-		return nil, nil
+// columns types a tuple's values (see rowVals).
+func (x *stream) columns(rel *relation, t []tupleCol) (rowVals, error) {
+	if len(t) > len(rel.cols) {
+		return nil, fmt.Errorf("tuple has more columns than the relation")
 	}
-	out := make(map[string]json.RawMessage, len(t.Columns))
-	for i, c := range t.Columns {
-		if i >= len(rel.cols) {
-			return nil, fmt.Errorf("tuple has more columns than the relation")
-		}
+	out := make(rowVals, len(rel.cols))
+	for i, c := range t {
 		col := rel.cols[i]
-		switch c.DataType {
+		switch c.kind {
 		case pglogrepl.TupleDataTypeNull:
-			out[col.Name] = json.RawMessage("null")
+			out[i] = jsonNull
 		case pglogrepl.TupleDataTypeToast:
-			out[col.Name] = nil
+			out[i] = json.RawMessage{}
 		case pglogrepl.TupleDataTypeText:
-			v, err := columnJSON(x.st.types, col.DataType, c.Data)
+			v, err := columnJSON(x.st.types, col.DataType, c.data)
 			if err != nil {
 				return nil, fmt.Errorf("column %s: %w", col.Name, err)
 			}
-			out[col.Name] = v
+			out[i] = v
 		default:
-			return nil, fmt.Errorf("column %s: unexpected tuple data kind %q", col.Name, c.DataType)
+			return nil, fmt.Errorf("column %s: unexpected tuple data kind %q", col.Name, c.kind)
 		}
 	}
 	return out, nil
-}
-
-// key builds the key object, members in key order (the full row, in column
-// order, without a key).
-func (x *stream) key(rel *relation, cols map[string]json.RawMessage) (json.RawMessage, error) {
-	names := rel.key
-	if names == nil {
-		for _, c := range rel.cols {
-			names = append(names, c.Name)
-		}
-	}
-	var b []byte
-	b = append(b, '{')
-	for i, n := range names {
-		v, ok := cols[n]
-		if !ok || v == nil {
-			return nil, fmt.Errorf("key column %s missing from the row", n)
-		}
-		canon, err := record.Canonical(v)
-		if err != nil {
-			return nil, fmt.Errorf("key column %s: %w", n, err)
-		}
-		if i > 0 {
-			b = append(b, ',')
-		}
-		name, _ := record.Canonical(quote(n))
-		b = append(b, name...)
-		b = append(b, ':')
-		b = append(b, canon...)
-	}
-	b = append(b, '}')
-	return b, nil
-}
-
-// image encodes columns as a canonical JSON object (nil for no image).
-// image builds a row image: the object is assembled directly (column names
-// sorted) and canonicalised once, which matters per captured row.
-func image(cols map[string]json.RawMessage) (json.RawMessage, error) {
-	if cols == nil {
-		return nil, nil
-	}
-	names := slices.Sorted(maps.Keys(cols))
-	raw := make([]byte, 0, 64*len(cols))
-	raw = append(raw, '{')
-	for i, name := range names {
-		if i > 0 {
-			raw = append(raw, ',')
-		}
-		var err error
-		if raw, err = jsontext.AppendQuote(raw, name); err != nil {
-			return nil, fmt.Errorf("column name: %w", err)
-		}
-		raw = append(raw, ':')
-		raw = append(raw, cols[name]...)
-	}
-	raw = append(raw, '}')
-	return record.Canonical(raw)
-}
-
-// changedColumns names the columns whose values differ between the two
-// images, as record.ChangedFields would on the canonical images: equal
-// bytes are equal, and values that differ only in formatting (a json
-// column's whitespace) compare by their canonical form.
-func changedColumns(before, after map[string]json.RawMessage) []string {
-	var out []string
-	differ := func(a, b json.RawMessage) bool {
-		if bytes.Equal(a, b) {
-			return false
-		}
-		ca, errA := record.Canonical(a)
-		cb, errB := record.Canonical(b)
-		return errA != nil || errB != nil || !bytes.Equal(ca, cb)
-	}
-	for name, av := range after {
-		if bv, ok := before[name]; !ok || differ(av, bv) {
-			out = append(out, name)
-		}
-	}
-	for name := range before {
-		if _, ok := after[name]; !ok {
-			out = append(out, name)
-		}
-	}
-	slices.Sort(out)
-	return out
 }
 
 // commit stamps the transaction's records and appends them; only then does
@@ -669,17 +640,60 @@ func (x *stream) stamper(tx *txBuf, m *pglogrepl.CommitMessage) func([]*record.R
 	pos := m.CommitLSN.String()
 	xid := strconv.FormatUint(uint64(tx.xid), 10)
 	next := int64(0)
+	var ids idDeriver
 	return func(recs []*record.Record) {
-		for _, r := range recs {
-			idx := next
+		txs := make([]record.Tx, len(recs))
+		idxs := make([]int64, len(recs))
+		for i, r := range recs {
+			idxs[i] = next
 			next++
 			r.Actor, r.Cause = actor, tx.cause
-			r.Tx = &record.Tx{ID: xid, Position: pos, Index: &idx, CommitTime: &commitTime}
+			txs[i] = record.Tx{ID: xid, Position: pos, Index: &idxs[i], CommitTime: &commitTime}
+			r.Tx = &txs[i]
 			r.OccurredAt = commitTime
-			r.ID = record.DeriveID(r)
+			r.ID = ids.derive(r)
 		}
 	}
 }
+
+// idDeriver computes record.DeriveID for positioned records with one hash
+// state and scratch buffer reused across a transaction (DeriveID allocates
+// several times per call); TestIDDeriverMatchesDeriveID holds them equal.
+type idDeriver struct {
+	h   hash.Hash
+	buf []byte
+}
+
+func (d *idDeriver) derive(r *record.Record) string {
+	if r.Tx == nil || r.Tx.Position == "" || r.Tx.Index == nil {
+		return record.DeriveID(r)
+	}
+	if d.h == nil {
+		d.h = sha256.New()
+	}
+	b := d.buf[:0]
+	for _, part := range [...]string{r.Source.Kind, r.Source.Name, r.Source.Database, r.Source.Schema, r.Source.Table, r.Tx.Position} {
+		b = append(b, part...)
+		b = append(b, 0)
+	}
+	b = strconv.AppendInt(b, *r.Tx.Index, 10)
+	d.h.Reset()
+	d.h.Write(b)
+	b = d.h.Sum(b[:0])
+	n := len(b)
+	b = append(b, 'p')
+	b = idEncoding.AppendEncode(b, b[:16])
+	id := b[n:]
+	for i, c := range id {
+		if 'A' <= c && c <= 'Z' {
+			id[i] = c + 'a' - 'A'
+		}
+	}
+	d.buf = b
+	return string(id)
+}
+
+var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
 
 // appendTx appends a spilled transaction, reading it back from its file.
 func (x *stream) appendTx(ctx context.Context, tx *txBuf, m *pglogrepl.CommitMessage) error {
@@ -740,34 +754,58 @@ func (x *stream) appendBatch(ctx context.Context, batch []*record.Record) error 
 }
 
 // imageCache keeps the last after image of up to n rows, evicting the
-// oldest entry first.
+// oldest entry first. Images are shared, not copied: nothing changes a
+// rowVals once it is cached (capValues copies).
 type imageCache struct {
 	n     int
-	m     map[string]map[string]json.RawMessage
-	order []string
+	m     map[string]cachedImage
+	order []string // ring of the cached keys, oldest at head
+	head  int
+}
+
+type cachedImage struct {
+	rel  *relation // the columns vals is laid out by
+	vals rowVals
 }
 
 func newImageCache(n int) *imageCache {
-	return &imageCache{n: n, m: map[string]map[string]json.RawMessage{}}
+	return &imageCache{n: n, m: map[string]cachedImage{}}
 }
 
 func cacheKey(table, key string) string { return table + "\x00" + key }
 
-func (c *imageCache) get(table, key string) (map[string]json.RawMessage, bool) {
-	v, ok := c.m[cacheKey(table, key)]
-	return v, ok
+// value is column col of rel in the row's last image, by name when the
+// image was laid out by an earlier Relation message (nil: not known).
+func (c *imageCache) value(table, key string, rel *relation, col int) json.RawMessage {
+	e, ok := c.m[cacheKey(table, key)]
+	if !ok {
+		return nil
+	}
+	if e.rel == rel {
+		return e.vals.at(col)
+	}
+	lay, err := e.rel.layout()
+	if err != nil {
+		return nil
+	}
+	if i, ok := lay.byName[rel.cols[col].Name]; ok {
+		return e.vals.at(i)
+	}
+	return nil
 }
 
-func (c *imageCache) put(table, key string, cols map[string]json.RawMessage) {
+func (c *imageCache) put(table, key string, rel *relation, vals rowVals) {
 	k := cacheKey(table, key)
 	if _, ok := c.m[k]; !ok {
-		c.order = append(c.order, k)
-		for len(c.order) > c.n {
-			delete(c.m, c.order[0])
-			c.order = c.order[1:]
+		if len(c.order) < c.n {
+			c.order = append(c.order, k)
+		} else {
+			delete(c.m, c.order[c.head])
+			c.order[c.head] = k
+			c.head = (c.head + 1) % c.n
 		}
 	}
-	c.m[k] = maps.Clone(cols)
+	c.m[k] = cachedImage{rel: rel, vals: vals}
 }
 
 func (c *imageCache) remove(table, key string) { delete(c.m, cacheKey(table, key)) }

@@ -93,8 +93,13 @@ ORDER BY 1, 2`, s.cfg.Publication)
 		}
 		s.logger.Warn("set-up: table's REPLICA IDENTITY is not FULL; before images of updates and deletes hold only the key (set replica_identity: full for complete before images)", "table", name)
 	}
+	// The event trigger, like the replica identity, comes before the slot,
+	// so the slot's first DDL already emits its message.
+	if err := s.setupDDL(ctx, conn); err != nil {
+		return err
+	}
 	// The slot comes last, so the first change it sees already has the
-	// replica identity set above.
+	// replica identity and the DDL trigger set above.
 	var plugin string
 	err = conn.QueryRow(ctx, "SELECT coalesce(plugin, '') FROM pg_replication_slots WHERE slot_name = $1", s.cfg.Slot).Scan(&plugin)
 	switch {
@@ -113,10 +118,6 @@ ORDER BY 1, 2`, s.cfg.Publication)
 		return fmt.Errorf("%w: replication slot %s exists with plugin %q, not pgoutput: drop it or configure another slot name", ErrConfig, s.cfg.Slot, plugin)
 	default:
 		s.logger.Info("set-up: replication slot exists", "slot", s.cfg.Slot)
-	}
-
-	if err := s.setupDDL(ctx, conn); err != nil {
-		return err
 	}
 	return nil
 }

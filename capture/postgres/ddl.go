@@ -3,9 +3,9 @@ package postgres
 // # DDL and schema versions
 //
 // With Config.CaptureDDL, set-up installs the function stele_ddl_capture()
-// and the event trigger stele_ddl_capture on ddl_command_end (when the
-// trigger is missing; creating event triggers needs a superuser). The
-// trigger emits a transactional logical message with prefix "stele.ddl"
+// and the event triggers stele_ddl_capture on ddl_command_end and
+// stele_ddl_drop on sql_drop (when missing; creating event triggers needs a
+// superuser). The function emits a transactional logical message with prefix "stele.ddl"
 // whose content is {"command": tag, "objects": [{"command_tag",
 // "object_type", "schema", "table", "identity"}…], "statement":
 // current_query()}. The stream turns each such message into an op "ddl"
@@ -14,8 +14,10 @@ package postgres
 // tag}, after the message itself. It is numbered within its transaction
 // like row changes (the message sits in the WAL), so replay yields the same
 // ids. Every DDL command of the database is recorded, including those on
-// tables outside the publication. DROP commands report no objects at
-// ddl_command_end; their records hold the command and the statement only.
+// tables outside the publication. DROP commands are sent from sql_drop,
+// with the dropped objects (those named and those dropped with them by
+// CASCADE, the named first), since ddl_command_end knows none; a DROP …
+// IF EXISTS that drops nothing leaves no record.
 // With CaptureDDL off, stele.ddl messages (from a trigger left installed)
 // are ignored; Stele never drops the trigger itself.
 //
@@ -56,49 +58,85 @@ LANGUAGE plpgsql AS $stele$
 DECLARE
 	objs json;
 BEGIN
-	SELECT coalesce(json_agg(json_build_object(
-		'command_tag', d.command_tag,
-		'object_type', d.object_type,
-		'schema', d.schema_name,
-		'table', CASE WHEN d.classid = 'pg_catalog.pg_class'::regclass
-			THEN (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = d.objid AND c.relkind IN ('r', 'p')) END,
-		'identity', d.object_identity)), '[]'::json)
-	INTO objs
-	FROM pg_catalog.pg_event_trigger_ddl_commands() d;
+	IF tg_event = 'sql_drop' THEN
+		-- Only DROP commands: the objects an ALTER drops (a column) are
+		-- reported by its ddl_command_end message.
+		IF tg_tag NOT LIKE 'DROP %' THEN
+			RETURN;
+		END IF;
+		SELECT coalesce(json_agg(json_build_object(
+			'command_tag', tg_tag,
+			'object_type', d.object_type,
+			'schema', d.schema_name,
+			'table', CASE WHEN d.object_type = 'table' THEN d.object_name END,
+			'identity', d.object_identity) ORDER BY d.original DESC), '[]'::json)
+		INTO objs
+		FROM pg_catalog.pg_event_trigger_dropped_objects() d
+		WHERE d.original OR d.normal;
+	ELSE
+		-- DROP commands report no objects here; sql_drop sent them.
+		IF tg_tag LIKE 'DROP %' THEN
+			RETURN;
+		END IF;
+		SELECT coalesce(json_agg(json_build_object(
+			'command_tag', d.command_tag,
+			'object_type', d.object_type,
+			'schema', d.schema_name,
+			'table', CASE WHEN d.classid = 'pg_catalog.pg_class'::regclass
+				THEN (SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = d.objid AND c.relkind IN ('r', 'p')) END,
+			'identity', d.object_identity)), '[]'::json)
+		INTO objs
+		FROM pg_catalog.pg_event_trigger_ddl_commands() d;
+	END IF;
 	PERFORM pg_catalog.pg_logical_emit_message(true, 'stele.ddl',
 		pg_catalog.json_build_object('command', tg_tag, 'objects', objs, 'statement', pg_catalog.current_query())::text);
 END
 $stele$`
 
-// setupDDL installs the DDL event trigger when Config.CaptureDDL asks for it.
+// ddlTriggers are the event triggers running stele_ddl_capture(), by name.
+var ddlTriggers = []struct{ name, event string }{
+	{"stele_ddl_capture", "ddl_command_end"},
+	{"stele_ddl_drop", "sql_drop"},
+}
+
+// setupDDL installs the DDL event triggers when Config.CaptureDDL asks for
+// it. The function is replaced on every start, so an installation made by
+// an earlier version (ddl_command_end only) gets the sql_drop half before
+// its trigger exists: the old body would fail inside sql_drop and with it
+// every DROP.
 func (s *Source) setupDDL(ctx context.Context, conn *pgx.Conn) error {
 	if !s.cfg.CaptureDDL {
 		return nil
 	}
-	var enabled string
-	err := conn.QueryRow(ctx, "SELECT evtenabled::text FROM pg_event_trigger WHERE evtname = 'stele_ddl_capture'").Scan(&enabled)
-	switch {
-	case err == nil:
-		if enabled == "D" {
-			s.logger.Warn("set-up: DDL event trigger stele_ddl_capture is disabled; DDL is not captured until ALTER EVENT TRIGGER stele_ddl_capture ENABLE")
-		} else {
-			s.logger.Info("set-up: DDL event trigger exists", "trigger", "stele_ddl_capture")
+	if !s.cfg.SkipSetup {
+		// The function first: event-trigger commands are never captured.
+		if _, err := conn.Exec(ctx, ddlFunction); err != nil {
+			return fmt.Errorf("create function stele_ddl_capture(): %w", classify(err))
 		}
-		return nil
-	case err != pgx.ErrNoRows:
-		return fmt.Errorf("look up event trigger stele_ddl_capture: %w", classify(err))
-	case s.cfg.SkipSetup:
-		return fmt.Errorf("%w: capture_ddl is on but the event trigger stele_ddl_capture does not exist and set-up is skipped: let Stele create it (as a superuser) or turn capture_ddl off", ErrConfig)
 	}
-	// The function first: the trigger does not exist yet, so creating it
-	// is not itself captured (and event-trigger commands never are).
-	if _, err := conn.Exec(ctx, ddlFunction); err != nil {
-		return fmt.Errorf("create function stele_ddl_capture(): %w", classify(err))
+	for _, trig := range ddlTriggers {
+		var enabled string
+		err := conn.QueryRow(ctx, "SELECT evtenabled::text FROM pg_event_trigger WHERE evtname = $1", trig.name).Scan(&enabled)
+		switch {
+		case err == nil && enabled == "D":
+			s.logger.Warn("set-up: DDL event trigger is disabled; its DDL is not captured until ALTER EVENT TRIGGER … ENABLE", "trigger", trig.name, "event", trig.event)
+			continue
+		case err == nil:
+			s.logger.Info("set-up: DDL event trigger exists", "trigger", trig.name)
+			continue
+		case err != pgx.ErrNoRows:
+			return fmt.Errorf("look up event trigger %s: %w", trig.name, classify(err))
+		case s.cfg.SkipSetup && trig.event == "sql_drop":
+			s.logger.Warn("set-up: event trigger stele_ddl_drop is missing and set-up is skipped; DROP commands are recorded without their objects")
+			continue
+		case s.cfg.SkipSetup:
+			return fmt.Errorf("%w: capture_ddl is on but the event trigger %s does not exist and set-up is skipped: let Stele create it (as a superuser) or turn capture_ddl off", ErrConfig, trig.name)
+		}
+		if _, err := conn.Exec(ctx, "CREATE EVENT TRIGGER "+trig.name+" ON "+trig.event+" EXECUTE FUNCTION stele_ddl_capture()"); err != nil {
+			return fmt.Errorf("create event trigger %s (needs a superuser): %w", trig.name, classify(err))
+		}
+		s.logger.Info("set-up: created DDL event trigger", "trigger", trig.name, "event", trig.event, "function", "stele_ddl_capture()")
 	}
-	if _, err := conn.Exec(ctx, "CREATE EVENT TRIGGER stele_ddl_capture ON ddl_command_end EXECUTE FUNCTION stele_ddl_capture()"); err != nil {
-		return fmt.Errorf("create event trigger stele_ddl_capture (needs a superuser): %w", classify(err))
-	}
-	s.logger.Info("set-up: created DDL event trigger", "trigger", "stele_ddl_capture", "function", "stele_ddl_capture()")
 	return nil
 }
 

@@ -53,6 +53,52 @@ func TestDDL(t *testing.T) {
 		checkVersions(t, recs[0], recs[2])
 	})
 
+	t.Run("DropNamesItsObjects", func(t *testing.T) {
+		url := newDB(t, srv, "ddldrop", `CREATE TABLE t (id int PRIMARY KEY, a text)`, `CREATE TABLE u (id int PRIMARY KEY)`)
+		ts := openStore(t, t.TempDir())
+		startReady(t, Config{ConnString: url, CaptureDDL: true}, ts)
+		execIn(t, url,
+			`ALTER TABLE t DROP COLUMN a`,
+			`DROP TABLE IF EXISTS nosuch`,
+			`DROP TABLE t`,
+			`INSERT INTO u VALUES (1)`)
+		recs := ts.records(t, 3)
+		if len(recs) != 3 {
+			for _, r := range recs {
+				t.Logf("%s %s %s", r.Op, r.Key, r.After)
+			}
+			t.Fatalf("got %d records, want 3 (ALTER, DROP, INSERT; nothing for the no-op DROP)", len(recs))
+		}
+		type ddlMsg struct {
+			Command string `json:"command"`
+			Objects []struct {
+				ObjectType string `json:"object_type"`
+				Identity   string `json:"identity"`
+			} `json:"objects"`
+		}
+		var alter, drop ddlMsg
+		for i, m := range []*ddlMsg{&alter, &drop} {
+			if recs[i].Op != record.OpDDL {
+				t.Fatalf("record %d: op %s, want ddl", i, recs[i].Op)
+			}
+			if err := json.Unmarshal(recs[i].After, m); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if alter.Command != "ALTER TABLE" || len(alter.Objects) != 1 || alter.Objects[0].Identity != "public.t" {
+			t.Errorf("alter record = %s (the dropped column belongs to ALTER, not to a DROP record)", recs[0].After)
+		}
+		if drop.Command != "DROP TABLE" || len(drop.Objects) == 0 || drop.Objects[0].ObjectType != "table" || drop.Objects[0].Identity != "public.t" {
+			t.Fatalf("drop record after = %s", recs[1].After)
+		}
+		if string(recs[1].Key) != `{"object":"public.t"}` || recs[1].Source.Table != "t" || recs[1].Source.Schema != "public" {
+			t.Errorf("drop record: key %s source %+v", recs[1].Key, recs[1].Source)
+		}
+		if recs[2].Op != record.OpInsert || recs[2].Source.Table != "u" {
+			t.Errorf("record 2: %s on %s", recs[2].Op, recs[2].Source.Table)
+		}
+	})
+
 	t.Run("RelationChange", func(t *testing.T) {
 		url := newDB(t, srv, "ddloff", `CREATE TABLE t (id int PRIMARY KEY, a text)`)
 		ts := openStore(t, t.TempDir())

@@ -34,9 +34,11 @@ package postgres
 //
 // Row and snapshot records carry schema {subject: "<source>.<schema>.<table>",
 // version: n}, where n counts the distinct column lists this source has seen
-// for the table since the process started (1 for the first). There is no
-// schema registry yet, so versions restart at 1 after a Stele restart, and a
-// replayed record keeps whichever version was stored first.
+// for the table since the process started (1 for the first), so they
+// restart at 1 after a Stele restart, and a replayed record keeps whichever
+// version was stored first. For a table with a schema in the registry
+// (privacy/schema), the privacy layer replaces this with the registry's
+// subject and version, which do not restart.
 
 import (
 	"context"

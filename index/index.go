@@ -267,7 +267,15 @@ func (ix *Index) apply(seqs []uint64, entries [][]byte) error {
 				}
 				ranges, err := ix.purgeSubject(b, string(subject))
 				purged = append(purged, ranges...)
-				return err
+				if err != nil {
+					return err
+				}
+				// The receipt counted the subject's records so far; the
+				// next erasure of the same subject (records sealed under
+				// a new key) counts from here. Merges of records before
+				// the receipt precede this delete in the batch, later
+				// ones follow it, so a replay ends at the same count.
+				return b.Delete(subjectPart([]byte{pSubjectCount}, string(subject)), nil)
 			}
 			return nil
 		}); err != nil {

@@ -21,7 +21,8 @@ import (
 //	C subject            -> uint64 count  (records naming the subject; merge operand)
 //
 // A prepared entry may also carry "P subject": the record is an erasure
-// receipt, and applying it purges the subject's B and V entries.
+// receipt, and applying it purges the subject's B and V entries and resets
+// its C count (the receipt holds the count up to it).
 //
 // B keys carry the subject so erasure removes exactly that subject's entries
 // with one range deletion per token, whatever its record count.

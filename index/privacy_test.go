@@ -95,6 +95,41 @@ func TestBlindIndexCountsAndPurge(t *testing.T) {
 	})
 }
 
+// An erasure receipt resets the subject's count, so a later erasure of the
+// same subject (records sealed under its new key) counts only those, and a
+// replay of the same records from any point ends at the same count.
+func TestSubjectCountRestartsAtReceipt(t *testing.T) {
+	at := time.Now()
+	named := func(seq uint64) *record.Record {
+		r := rec(seq, "crm", "customers", key(t, "id", "1"), "", record.OpInsert, at)
+		r.Derived = &record.Derived{Subjects: []string{"s"}}
+		return r
+	}
+	var recs []*record.Record
+	for i := range uint64(3) {
+		recs = append(recs, named(i))
+	}
+	receipt := rec(3, "stele", "erasures", key(t, "receipt", "1"), "", record.OpEvent, at)
+	receipt.Derived = &record.Derived{Erased: []string{"s"}}
+	recs = append(recs, receipt, named(4), named(5))
+
+	for _, split := range []int{len(recs), 2, 4, 5} {
+		ix := open(t, t.TempDir())
+		if err := ix.Apply(recs[:split]); err != nil {
+			t.Fatal(err)
+		}
+		if split < len(recs) {
+			if err := ix.Apply(recs[split:]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n, err := ix.SubjectCount("s"); err != nil || n != 2 {
+			t.Errorf("batches split at %d: count %d (%v), want 2 (only the records after the receipt)", split, n, err)
+		}
+		ix.Close()
+	}
+}
+
 func TestSubjectCountsNotDoubledByReplay(t *testing.T) {
 	ix := open(t, t.TempDir())
 	at := time.Now()

@@ -8,11 +8,12 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
+
+	"github.com/stele/stele/internal/atomicfile"
 )
 
 // stateFile is the on-disk form of the last verified checkpoint:
@@ -98,37 +99,8 @@ func saveState(path string, cp *Checkpoint, at time.Time) (err error) {
 	}
 	data = append(data, '\n')
 
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
+	if err := atomicfile.Write(path, data, 0o600); err != nil {
 		return fmt.Errorf("%w: %w", ErrState, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err = tmp.Chmod(0o600); err != nil {
-		return fmt.Errorf("%w: %w", ErrState, err)
-	}
-	if _, err = tmp.Write(data); err != nil {
-		return fmt.Errorf("%w: writing %s: %w", ErrState, tmp.Name(), err)
-	}
-	if err = tmp.Sync(); err != nil {
-		return fmt.Errorf("%w: syncing %s: %w", ErrState, tmp.Name(), err)
-	}
-	if err = tmp.Close(); err != nil {
-		return fmt.Errorf("%w: closing %s: %w", ErrState, tmp.Name(), err)
-	}
-	if err = os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("%w: %w", ErrState, err)
-	}
-	// Make the rename durable. Not every platform can sync a directory;
-	// the rename itself has already succeeded, so a failure here is ignored.
-	if d, derr := os.Open(dir); derr == nil {
-		_ = d.Sync()
-		_ = d.Close()
 	}
 	return nil
 }

@@ -20,6 +20,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/stele/stele/internal/atomicfile"
 )
 
 // Role decides what a token may do and how personal data looks to it.
@@ -215,7 +217,7 @@ func (t *Tokens) Create(name string, role Role) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("create token: %w", err)
 	}
-	if err := writeAtomic(t.path, append(data, '\n')); err != nil {
+	if err := atomicfile.Write(t.path, append(data, '\n'), 0o600); err != nil {
 		return "", fmt.Errorf("create token: %w", err)
 	}
 	t.modTime = time.Time{}
@@ -223,38 +225,4 @@ func (t *Tokens) Create(name string, role Role) (string, error) {
 		return "", err
 	}
 	return token, nil
-}
-
-// writeAtomic replaces path with data durably: a crash leaves the old file
-// or the new one, never a mix.
-func writeAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tokens-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

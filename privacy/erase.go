@@ -48,13 +48,25 @@ var ErrUnknownGroup = errors.New("no schema declares this data group")
 // Ledger performs erasures and retention and records them, and every clear
 // read of personal data, in the log itself.
 type Ledger struct {
-	g   *Guard
-	log Log
-	ix  SubjectCounter
+	g      *Guard
+	log    Log
+	ix     SubjectCounter
+	copies []CopyPurger
 }
 
 // NewLedger ties a Guard to the log and index it erases from.
 func NewLedger(g *Guard, l Log, ix SubjectCounter) *Ledger { return &Ledger{g: g, log: l, ix: ix} }
+
+// CopyPurger removes a store's copies of records naming erased subjects
+// (keyed subject names): copies the system keeps outside the log, not
+// sealed under the subjects' keys, such as parked dead letters.
+type CopyPurger interface {
+	PurgeSubjects(ctx context.Context, subjects []string) (int, error)
+}
+
+// PurgeCopiesWith makes every later erasure also purge p's copies. Call it
+// before the ledger is in use.
+func (l *Ledger) PurgeCopiesWith(p CopyPurger) { l.copies = append(l.copies, p) }
 
 // EraseRequest names a data subject to erase.
 type EraseRequest struct {
@@ -82,6 +94,7 @@ type Receipt struct {
 	Period        string            `json:"period,omitempty"`
 	Records       *uint64           `json:"records,omitempty"`
 	KeysDestroyed int               `json:"keys_destroyed"`
+	CopiesRemoved int               `json:"copies_removed,omitempty"` // parked dead letters removed
 	Checkpoint    ReceiptCheckpoint `json:"checkpoint"`
 }
 
@@ -146,11 +159,12 @@ func (l *Ledger) Erase(ctx context.Context, req EraseRequest) (*ReceiptResult, e
 		return nil, fmt.Errorf("erase: wait for the index: %w", err)
 	}
 	var refs []SubjectRef
-	var names []string
+	var names, allNames []string
 	var records uint64
 	destroyed := 0
 	for _, group := range groups {
 		name := l.g.subjectName(group, req.Subject)
+		allNames = append(allNames, name)
 		n, err := l.ix.SubjectCount(name)
 		if err != nil {
 			return nil, fmt.Errorf("erase: %w", err)
@@ -167,7 +181,17 @@ func (l *Ledger) Erase(ctx context.Context, req EraseRequest) (*ReceiptResult, e
 			records += n
 		}
 	}
-	rc := Receipt{Type: "erasure", RequestedBy: &req.By, Reason: req.Reason, Subjects: refs, Records: &records, KeysDestroyed: destroyed}
+	// Every group's name is purged, even one with no key or count: a
+	// parked record is counted nowhere else.
+	copies := 0
+	for _, p := range l.copies {
+		n, err := p.PurgeSubjects(ctx, allNames)
+		if err != nil {
+			return nil, fmt.Errorf("erase: purge copies (keys are already destroyed; retry): %w", err)
+		}
+		copies += n
+	}
+	rc := Receipt{Type: "erasure", RequestedBy: &req.By, Reason: req.Reason, Subjects: refs, Records: &records, KeysDestroyed: destroyed, CopiesRemoved: copies}
 	return l.appendReceipt(ctx, rc, &req.By, names)
 }
 

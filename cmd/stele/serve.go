@@ -22,8 +22,10 @@ import (
 	"github.com/stele/stele/api"
 	"github.com/stele/stele/api/graphql"
 	"github.com/stele/stele/auth"
+	"github.com/stele/stele/deadletter"
 	"github.com/stele/stele/export"
 	"github.com/stele/stele/index"
+	"github.com/stele/stele/internal/atomicfile"
 	"github.com/stele/stele/log"
 	"github.com/stele/stele/privacy"
 	"github.com/stele/stele/query"
@@ -129,7 +131,9 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 	defer wg.Wait()
 	defer stopVerify()
 
+	dead := deadletter.Open(filepath.Join(cfg.Data, "deadletter", "records.jsonl"), priv.guard, priv.guard, logger)
 	ledger := privacy.NewLedger(priv.guard, store, ix)
+	ledger.PurgeCopiesWith(dead)
 	bg, stopBg := context.WithCancel(ctx)
 	defer wg.Wait()
 	defer stopBg()
@@ -168,7 +172,7 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		return fmt.Errorf("start lineage stream: %w", err)
 	}
 	defer stopStream()
-	defer startSources(ctx, cfg, indexedSink{store, ix, &deadLetter{path: filepath.Join(cfg.Data, "deadletter", "records.jsonl"), guard: priv.guard, log: logger}}, reg, logger)()
+	defer startSources(ctx, cfg, indexedSink{store, ix, dead}, reg, logger)()
 	logger.Info("log open", "data", cfg.Data, "records", store.Size(), "origin", cfg.Origin, "verifier_key", store.Keys().VerifierKey)
 	return listenAndServe(ctx, cfg, addrFile, logger, handler)
 }
@@ -230,7 +234,7 @@ func listenAndServe(ctx context.Context, cfg Config, addrFile string, logger *sl
 	}
 	addr := ln.Addr().String()
 	if addrFile != "" {
-		if err := writeFileAtomic(addrFile, []byte(addr+"\n")); err != nil {
+		if err := atomicfile.Write(addrFile, []byte(addr+"\n"), 0o644); err != nil {
 			ln.Close()
 			return fmt.Errorf("write --addr-file: %w", err)
 		}
@@ -334,27 +338,4 @@ func lockDataDir(data string) (unlock func(), err error) {
 		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
 		f.Close()
 	}, nil
-}
-
-// writeFileAtomic writes data to path via a rename so a reader polling for
-// the file never sees it half written.
-func writeFileAtomic(path string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		os.Remove(tmp.Name())
-		return err
-	}
-	return nil
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/stele/stele/deadletter"
 	"github.com/stele/stele/index"
 	"github.com/stele/stele/log"
 	"github.com/stele/stele/record"
@@ -324,13 +325,13 @@ func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 type indexedSink struct {
 	*log.Store
 	ix   *index.Index
-	dead *deadLetter
+	dead *deadletter.Store
 }
 
 // Append parks records that break their schema instead of failing the
 // batch, so one bad row cannot stall a source.
 func (s indexedSink) Append(ctx context.Context, recs []*record.Record) ([]log.Appended, error) {
-	return s.dead.appendOrPark(ctx, s.Store, recs)
+	return s.dead.AppendOrPark(ctx, s.Store, recs)
 }
 
 func (s indexedSink) HasID(ctx context.Context, id string) (bool, error) {

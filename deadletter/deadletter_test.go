@@ -1,0 +1,201 @@
+package deadletter_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stele/stele/auth"
+	"github.com/stele/stele/deadletter"
+	"github.com/stele/stele/index"
+	"github.com/stele/stele/log"
+	"github.com/stele/stele/privacy"
+	"github.com/stele/stele/privacy/keystore"
+	"github.com/stele/stele/privacy/schema"
+	"github.com/stele/stele/record"
+)
+
+const customers = `{"type":"object","properties":{
+  "id":{"type":"string","x-subject":true},
+  "email":{"type":"string","x-pii":true}}}`
+
+type env struct {
+	dir    string
+	guard  *privacy.Guard
+	log    *log.Store
+	ledger *privacy.Ledger
+	dead   *deadletter.Store
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	master, err := keystore.FileMaster(filepath.Join(dir, "master.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := keystore.Open(ctx, filepath.Join(dir, "keystore"), master, keystore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := schema.Open(filepath.Join(dir, "schemas"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := reg.Put(ctx, "crm.public.customers", []byte(customers)); err != nil {
+		t.Fatal(err)
+	}
+	g, err := privacy.New(ctx, keys, reg, privacy.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix, err := index.Open(filepath.Join(dir, "index"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := log.Open(ctx, filepath.Join(dir, "log"), log.Options{Hook: ix, Sealer: g})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close(); ix.Close(); keys.Close() })
+	dead := deadletter.Open(filepath.Join(dir, "deadletter", "records.jsonl"), g, g, nil)
+	ledger := privacy.NewLedger(g, st, ix)
+	ledger.PurgeCopiesWith(dead)
+	return &env{dir: dir, guard: g, log: st, ledger: ledger, dead: dead}
+}
+
+func customer(id int, subject, email string) *record.Record {
+	idx := int64(0)
+	r := &record.Record{
+		Source:     record.Source{Name: "crm", Kind: "postgres", Schema: "public", Table: "customers"},
+		Op:         record.OpInsert,
+		Key:        json.RawMessage(`{"id":"` + subject + `"}`),
+		After:      json.RawMessage(`{"email":` + email + `,"id":"` + subject + `"}`),
+		Actor:      json.RawMessage(`{"id":"app"}`),
+		OccurredAt: time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC),
+		Tx:         &record.Tx{ID: "1", Position: fmt.Sprintf("0/%X", 100+id), Index: &idx},
+	}
+	r.ID = record.DeriveID(r)
+	return r
+}
+
+func TestParkedRecordsAreKeptAndErasedWithTheirSubject(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	// Alice and Bob each send one good and one bad row (email not a string).
+	recs := []*record.Record{
+		customer(1, "alice", `"alice@example.com"`),
+		customer(2, "alice", `4155550100`),
+		customer(3, "bob", `"bob@example.com"`),
+		customer(4, "bob", `4155550199`),
+	}
+	badAlice, badBob := recs[1].ID, recs[3].ID
+	res, err := e.dead.AppendOrPark(ctx, e.log, recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 2 || e.log.Size() != 2 {
+		t.Fatalf("appended %d (log size %d), want the 2 valid records", len(res), e.log.Size())
+	}
+	entries, err := e.dead.Entries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 2 || entries[0].ID != badAlice || entries[1].ID != badBob {
+		t.Fatalf("parked %+v, want alice's and bob's bad rows", entries)
+	}
+	for _, en := range entries {
+		if en.Field != "after.email" || !strings.Contains(en.Reason, "schema") || en.Source != "crm.public.customers" || len(en.Subjects) != 1 {
+			t.Errorf("entry %+v: want field after.email, a schema reason, the source and one subject", en)
+		}
+	}
+	if entries[0].Subjects[0] == entries[1].Subjects[0] {
+		t.Fatal("alice and bob have the same subject name")
+	}
+	file := filepath.Join(e.dir, "deadletter", "records.jsonl")
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, plain := range []string{"4155550100", "4155550199", "alice", "bob"} {
+		if bytes.Contains(data, []byte(plain)) {
+			t.Errorf("the dead-letter file holds %q in clear", plain)
+		}
+	}
+
+	rc, err := e.ledger.Erase(ctx, privacy.EraseRequest{Subject: "alice", By: auth.Principal{Name: "dpo", Role: auth.RoleAdmin}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc.Receipt.CopiesRemoved != 1 || rc.Receipt.Records == nil || *rc.Receipt.Records != 1 {
+		t.Errorf("receipt: copies removed %d, records %v; want 1 and 1", rc.Receipt.CopiesRemoved, rc.Receipt.Records)
+	}
+	entries, err = e.dead.Entries()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].ID != badBob {
+		t.Fatalf("after erasing alice, parked %+v; want bob's row only", entries)
+	}
+	data, err = os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(data, []byte(badAlice)) {
+		t.Error("the dead-letter file still holds alice's parked record")
+	}
+	if matches, _ := filepath.Glob(filepath.Join(e.dir, "deadletter", ".records-*")); len(matches) != 0 {
+		t.Errorf("temp files left behind: %v", matches)
+	}
+	// A second erasure of alice finds nothing more to remove.
+	if rc, err = e.ledger.Erase(ctx, privacy.EraseRequest{Subject: "alice", By: auth.Principal{Name: "dpo", Role: auth.RoleAdmin}}); err != nil || rc.Receipt.CopiesRemoved != 0 {
+		t.Fatalf("second erasure: copies removed %d, err %v", rc.Receipt.CopiesRemoved, err)
+	}
+}
+
+type failingLog struct{ err error }
+
+func (f failingLog) Append(context.Context, []*record.Record) ([]log.Appended, error) {
+	return nil, f.err
+}
+
+func TestOtherAppendErrorsAreNotParked(t *testing.T) {
+	e := newEnv(t)
+	boom := errors.New("disk full")
+	_, err := e.dead.AppendOrPark(context.Background(), failingLog{boom}, []*record.Record{customer(1, "alice", `5`)})
+	if !errors.Is(err, boom) {
+		t.Fatalf("err = %v, want the log's error", err)
+	}
+	if entries, err := e.dead.Entries(); err != nil || len(entries) != 0 {
+		t.Fatalf("parked %d records (%v) on a failure that is not the record's", len(entries), err)
+	}
+}
+
+func TestDamagedFileIsReportedWithItsLine(t *testing.T) {
+	e := newEnv(t)
+	if _, err := e.dead.AppendOrPark(context.Background(), e.log, []*record.Record{customer(1, "alice", `5`)}); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(e.dir, "deadletter", "records.jsonl")
+	f, err := os.OpenFile(file, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString("{not json\n")
+	f.Close()
+	if _, err := e.dead.Entries(); err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Fatalf("err = %v, want one naming line 2", err)
+	}
+	// Erasure must not silently drop what it cannot read.
+	if _, err := e.dead.PurgeSubjects(context.Background(), []string{"x"}); err == nil {
+		t.Fatal("purge over a damaged file succeeded")
+	}
+}

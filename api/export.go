@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/stele/stele/auth"
 	"github.com/stele/stele/export"
 	"github.com/stele/stele/log"
 )
@@ -30,7 +31,12 @@ func (s *Server) exportData(w http.ResponseWriter, r *http.Request) { s.serveExp
 func (s *Server) exportProof(w http.ResponseWriter, r *http.Request) { s.serveExport(w, r, true) }
 
 func (s *Server) serveExport(w http.ResponseWriter, r *http.Request, proof bool) {
-	p, aerr := params(r.URL.RawQuery, withFilterParams("format", "tree_size")...)
+	p, aerr := params(r.URL.RawQuery, withFilterParams("format", "tree_size", "view")...)
+	if aerr != nil {
+		writeError(w, aerr.status(), aerr)
+		return
+	}
+	inClear, aerr := exportView(principal(r.Context()).Role, p["view"], proof)
 	if aerr != nil {
 		writeError(w, aerr.status(), aerr)
 		return
@@ -75,6 +81,10 @@ func (s *Server) serveExport(w http.ResponseWriter, r *http.Request, proof bool)
 		h.Set(TreeSizeHeader, strconv.FormatUint(size, 10))
 		h.Set("X-Content-Type-Options", "nosniff")
 		name := "stele-export-" + strconv.FormatUint(size, 10) + "." + string(format)
+		if inClear {
+			h.Set(ViewHeader, "clear")
+			name = "stele-export-" + strconv.FormatUint(size, 10) + ".clear." + string(format)
+		}
 		if proof {
 			h.Set("Content-Type", "application/json")
 			name += export.ProofSuffix
@@ -88,7 +98,21 @@ func (s *Server) serveExport(w http.ResponseWriter, r *http.Request, proof bool)
 	if proof {
 		data, proofW = nil, lw
 	}
-	if _, err := s.cfg.Exporter.Write(r.Context(), opts, data, proofW); err != nil {
+	var gate *accessGate
+	if inClear {
+		var acc *readAccess
+		opts.Reveal, acc = s.revealer(r.Context())
+		gate = &accessGate{s: s, r: r, acc: acc, w: lw}
+		data = gate
+	}
+	_, err = s.cfg.Exporter.Write(r.Context(), opts, data, proofW)
+	if err == nil && gate != nil {
+		err = gate.Flush()
+	}
+	if err != nil {
+		if gate != nil {
+			gate.discard()
+		}
 		if !lw.started {
 			s.exportFailed(w, r, err)
 			return
@@ -104,8 +128,45 @@ func (s *Server) serveExport(w http.ResponseWriter, r *http.Request, proof bool)
 	}
 }
 
+// ViewHeader is set to "clear" on an export that shows personal data in
+// clear (view=clear), which its proof does not cover.
+const ViewHeader = "Stele-View"
+
+// exportView reads the view parameter: "stored" (the default) exports the
+// records as the leaves hold them, verifiable with the proof; "clear"
+// shows personal data in clear to the roles that may see it. A clear file
+// cannot be verified (its rows are no longer the stored bytes), so it has
+// no proof.
+func exportView(role auth.Role, view string, proof bool) (inClear bool, aerr *apiError) {
+	switch view {
+	case "", "stored":
+		return false, nil
+	case "clear":
+	default:
+		return false, &apiError{Msg: fmt.Sprintf("view: %q is not stored or clear", view), Field: "view"}
+	}
+	if proof {
+		return false, &apiError{Msg: "view: a clear export has no proof: the proof covers the records as stored, which clear rows no longer match; " +
+			"fetch the export and its proof without view to verify them", Field: "view"}
+	}
+	if !role.SeesClear() {
+		var allowed []auth.Role
+		for _, r := range auth.Roles {
+			if r.SeesClear() {
+				allowed = append(allowed, r)
+			}
+		}
+		return false, &apiError{Status: http.StatusForbidden, Field: "view",
+			Msg: "view=clear: role " + string(role) + " may not export personal data in clear (allowed: " + joinRoles(allowed) +
+				"); without view the export keeps the stored, sealed form"}
+	}
+	return true, nil
+}
+
 func (s *Server) exportFailed(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
+	case errors.Is(err, errAccessNotRecorded):
+		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: accessNotRecordedMsg})
 	case errors.Is(err, export.ErrSize):
 		writeError(w, http.StatusBadRequest, &apiError{Msg: "tree_size: " + err.Error(), Field: "tree_size"})
 	case errors.Is(err, export.ErrUnrepresentable):

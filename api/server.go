@@ -95,7 +95,8 @@ type Config struct {
 	// GraphQL, when set, serves /graphql (GET, POST) and
 	// /graphql/playground (GET); cmd/stele passes api/graphql's handler,
 	// which keeps this package free of the GraphQL library. It is gated
-	// like /v1/ on a tampered log.
+	// like /v1/ on a tampered log, and its requests carry the read hook
+	// that reveals personal data by role (graphql.go).
 	GraphQL http.Handler
 	// StreamHeartbeat is how often an idle live stream (GET /v1/stream)
 	// sends a comment to keep proxies from closing it (default 15s).
@@ -162,7 +163,8 @@ func (s *Server) routes() {
 	s.handle("/v1/records/{seq}", methodNotAllowed("GET, HEAD"))
 
 	// Exports are bulk reads of records as stored (sealed fields stay
-	// sealed), open to every role that may read records.
+	// sealed), open to every role that may read records; view=clear
+	// reveals them to the roles that see personal data (export.go).
 	s.handle("GET /v1/export", s.gated(s.authorize(anyRole, s.exportData)))
 	s.handle("/v1/export", methodNotAllowed("GET, HEAD"))
 	s.handle("GET /v1/export/proof", s.gated(s.authorize(anyRole, s.exportProof)))
@@ -202,8 +204,8 @@ func (s *Server) routes() {
 		s.schemaRoutes()
 	}
 	if s.cfg.GraphQL != nil {
-		s.handle("GET /graphql", s.gated(s.authorize(anyRole, s.cfg.GraphQL.ServeHTTP)))
-		s.handle("POST /graphql", s.gated(s.authorize(anyRole, s.cfg.GraphQL.ServeHTTP)))
+		s.handle("GET /graphql", s.gated(s.authorize(anyRole, s.graphQL)))
+		s.handle("POST /graphql", s.gated(s.authorize(anyRole, s.graphQL)))
 		s.handle("/graphql", methodNotAllowed("GET, HEAD, POST"))
 		s.handle("GET /graphql/playground", s.cfg.GraphQL.ServeHTTP)
 		s.handle("/graphql/playground", methodNotAllowed("GET, HEAD"))

@@ -1,7 +1,7 @@
 package api
 
 import (
-	"bufio"
+	"errors"
 	"net/http"
 	"strconv"
 	"time"
@@ -34,10 +34,12 @@ const tableWriteTimeout = 2 * time.Minute
 
 // tableState answers GET /v1/tables/{source}/{table}/state?at=T: every unit
 // of the table as it was at T (default now), streamed as JSON Lines so a
-// table of millions of rows never sits in memory. An error found before the
-// first unit is an ordinary JSON error answer; one found after it (the
-// status is sent by then) ends the stream with a line {"error": …}, so a
-// client must treat a line holding "error" and no "key" as a failed read.
+// table of millions of rows never sits in memory. Personal data shows as
+// the caller's role may see it; what shows in clear passes an accessGate.
+// An error found before the first byte is sent is an ordinary JSON error
+// answer; one found after it (the status is sent by then) ends the stream
+// with a line {"error": …}, so a client must treat a line holding "error"
+// and no "key" as a failed read.
 func (s *Server) tableState(w http.ResponseWriter, r *http.Request) {
 	p, aerr := params(r.URL.RawQuery, "at")
 	if aerr != nil {
@@ -54,47 +56,49 @@ func (s *Server) tableState(w http.ResponseWriter, r *http.Request) {
 	if !s.queryAvailable(w) {
 		return
 	}
-	var (
-		bw      *bufio.Writer
-		line    []byte
-		started bool
-		units   int
-	)
+	lw := &lazyWriter{w: w, start: func(h http.Header) {
+		h.Set("Content-Type", TableStateContentType)
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("Stele-At", at.UTC().Format(time.RFC3339Nano))
+	}}
+	ctx, acc := s.revealing(r.Context())
+	gate := &accessGate{s: s, r: r, acc: acc, w: lw}
 	// The server's write timeout bounds a whole response; a large table
 	// streams for longer, so each stretch of progress extends it. A stuck
 	// client still times out.
 	rc := http.NewResponseController(w)
-	start := func() {
-		h := w.Header()
-		h.Set("Content-Type", TableStateContentType)
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Stele-At", at.UTC().Format(time.RFC3339Nano))
-		w.WriteHeader(http.StatusOK)
-		bw = bufio.NewWriterSize(w, 64<<10)
-		started = true
-	}
-	err := s.cfg.Query.TableStateAt(r.Context(), r.PathValue("source"), r.PathValue("table"), at, func(u query.Unit) error {
-		if !started {
-			start()
-		}
+	var line []byte
+	units := 0
+	err := s.cfg.Query.TableStateAt(ctx, r.PathValue("source"), r.PathValue("table"), at, func(u query.Unit) error {
 		if units++; units%1024 == 1 {
 			_ = rc.SetWriteDeadline(time.Now().Add(tableWriteTimeout))
 		}
 		line = append(AppendUnitJSON(line[:0], u), '\n')
-		_, err := bw.Write(line)
+		_, err := gate.Write(line)
 		return err
 	})
-	if err != nil && !started {
-		s.queryFailed(w, r, err)
+	if err == nil {
+		err = gate.Flush()
+	}
+	if err == nil {
+		if !lw.started {
+			lw.begin() // an empty table: an empty stream
+		}
 		return
 	}
-	if !started {
-		start() // an empty table: an empty stream
+	gate.discard()
+	switch {
+	case !lw.started && errors.Is(err, errAccessNotRecorded):
+		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: accessNotRecordedMsg})
+	case !lw.started:
+		s.queryFailed(w, r, err)
+	case r.Context().Err() == nil:
+		s.log.ErrorContext(r.Context(), "table state stream failed", "err", err)
+		msg := "reading the table state failed after streaming began; the stream is incomplete"
+		if errors.Is(err, errAccessNotRecorded) {
+			msg = "the read of personal data could not be recorded in the log, so the stream stops here; it is incomplete"
+		}
+		line = append(append(append(line[:0], `{"error":`...), quote(msg)...), "}\n"...)
+		_, _ = lw.Write(line)
 	}
-	if err != nil && r.Context().Err() == nil {
-		s.log.Error("table state stream failed", "err", err)
-		line = append(append(append(line[:0], `{"error":`...), quote("reading the table state failed after streaming began; the stream is incomplete")...), "}\n"...)
-		_, _ = bw.Write(line)
-	}
-	_ = bw.Flush()
 }

@@ -51,6 +51,12 @@ type Options struct {
 	Checkpoint *log.Checkpoint
 	// VerifierKey is the log's note verifier key, written into the proof.
 	VerifierKey string
+	// Reveal, when set, rewrites each record after its leaf hash is taken
+	// and before its row is written (the API shows personal data in clear
+	// with it). Rows so rewritten no longer match the stored leaves: such
+	// a data file cannot be verified, and the proof, if written, still
+	// covers the records as stored.
+	Reveal func(ctx context.Context, r *record.Record) error
 }
 
 // Summary describes a finished export.
@@ -139,6 +145,11 @@ func (e *Exporter) Write(ctx context.Context, opts Options, data, proofW io.Writ
 			}
 		}
 		if rows != nil {
+			if opts.Reveal != nil {
+				if err := opts.Reveal(ctx, r); err != nil {
+					return fmt.Errorf("reveal seq %d: %w", r.Seq, err)
+				}
+			}
 			if err := rows.write(r); err != nil {
 				return fmt.Errorf("write seq %d: %w", r.Seq, err)
 			}

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/stele/stele/auth"
 	"github.com/stele/stele/export"
 	"github.com/stele/stele/log"
 	"github.com/stele/stele/privacy"
@@ -85,5 +87,30 @@ func TestRealSealedRecords(t *testing.T) {
 				t.Fatalf("%s %+v: %v (%+v)", format, f, err, rep)
 			}
 		}
+	}
+
+	// Options.Reveal: the rows show personal data in clear, the proof is
+	// the same (it covers the records as stored), and the rows no longer
+	// verify against it.
+	opts := export.Options{Format: export.JSONL, Size: cp.Size, Checkpoint: cp, VerifierKey: store.Keys().VerifierKey}
+	var storedProof, clearData, clearProof bytes.Buffer
+	if _, err := ex.Write(ctx, opts, io.Discard, &storedProof); err != nil {
+		t.Fatal(err)
+	}
+	opts.Reveal = func(ctx context.Context, r *record.Record) error {
+		_, err := guard.Reveal(ctx, auth.RoleAuditor, r)
+		return err
+	}
+	if _, err := ex.Write(ctx, opts, &clearData, &clearProof); err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(clearData.Bytes(), []byte("@example.com")); n != 6 || bytes.Contains(clearData.Bytes(), []byte("$sealed")) {
+		t.Fatalf("revealed export shows %d emails:\n%s", n, clearData.Bytes())
+	}
+	if !bytes.Equal(storedProof.Bytes(), clearProof.Bytes()) {
+		t.Fatal("revealing the rows changed the proof")
+	}
+	if _, err := export.Verify(ctx, bytes.NewReader(clearData.Bytes()), int64(clearData.Len()), &clearProof, export.VerifyOptions{VerifierKey: store.Keys().VerifierKey}); err == nil {
+		t.Fatal("a revealed export verified against the proof of the stored records")
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -92,8 +93,19 @@ func TestErasureEndToEnd(t *testing.T) {
 		batch = append(batch, customerRecord(7, "alice@example.com", "Alice Liddell", fmt.Sprintf("plan-%d", i), i))
 		batch = append(batch, customerRecord(8, "bob@example.com", "Bob Builder", fmt.Sprintf("plan-%d", i), i))
 	}
-	if r := authReq(t, base, tokens["service"], "POST", "/v1/records", []byte("["+strings.Join(batch, ",")+"]")); r.status != http.StatusCreated {
-		t.Fatalf("ingest: %s", r)
+	ingest := authReq(t, base, tokens["service"], "POST", "/v1/records", []byte("["+strings.Join(batch, ",")+"]"))
+	if ingest.status != http.StatusCreated {
+		t.Fatalf("ingest: %s", ingest)
+	}
+	var ingested struct {
+		Records []appended `json:"records"`
+	}
+	if err := json.Unmarshal(ingest.body, &ingested); err != nil || len(ingested.Records) != 10 {
+		t.Fatalf("ingest answer %s: %v", ingest, err)
+	}
+	var customerSeqs []uint64
+	for _, a := range ingested.Records {
+		customerSeqs = append(customerSeqs, a.Seq)
 	}
 	vkey := s.verifierKey()
 	before := s.checkpoint(vkey)
@@ -119,6 +131,46 @@ func TestErasureEndToEnd(t *testing.T) {
 	if !strings.Contains(string(access.body), `"auditor-1"`) {
 		t.Fatalf("no access record names the auditor: %s", access)
 	}
+	// GraphQL and table state show each role exactly its view, and the
+	// auditor's GraphQL read is one access record naming the seqs read.
+	for role, want := range map[string]piiView{
+		"admin":   {alice: 12, bob: 12},
+		"auditor": {alice: 12, bob: 12},
+		"analyst": {masked: 24},
+		"service": {sealed: 24},
+	} {
+		if got := viewOf(t, gql(t, base, tokens[role], customersQuery)); got != want {
+			t.Errorf("%s through GraphQL sees %+v, want %+v", role, got, want)
+		}
+		want = piiView{alice: want.alice / 6, bob: want.bob / 6, masked: want.masked / 6, sealed: want.sealed / 6}
+		if got := viewOf(t, authReq(t, base, tokens[role], "GET", "/v1/tables/crm/customers/state", nil)); got != want {
+			t.Errorf("%s through table state sees %+v, want %+v", role, got, want)
+		}
+	}
+	// Fields in clear: 2 per record listed, and 2 per record folded into
+	// the table's state (each unit folds its 5 updates).
+	if a := lastAccess(t, base, tokens["admin"], "auditor-1", "POST /graphql"); !slices.Equal(a.Records, customerSeqs) || a.Fields != 40 {
+		t.Errorf("the auditor's GraphQL read is recorded as %+v, want records %v and 40 fields", a, customerSeqs)
+	}
+	if a := lastAccess(t, base, tokens["admin"], "auditor-1", "GET /v1/tables/{source}/{table}/state"); !slices.Equal(a.Records, customerSeqs) || a.Fields != 20 {
+		t.Errorf("the auditor's table state read is recorded as %+v, want records %v and 20 fields", a, customerSeqs)
+	}
+	// Exports: the stored form by default; in clear only when asked, and
+	// only by the roles that see personal data.
+	if r := authReq(t, base, tokens["analyst"], "GET", "/v1/export?view=clear", nil); r.status != http.StatusForbidden ||
+		!strings.Contains(string(r.body), "view=clear: role analyst may not export personal data in clear") {
+		t.Fatalf("analyst asking for a clear export: %s", r)
+	}
+	if got := viewOf(t, authReq(t, base, tokens["auditor"], "GET", "/v1/export?source=crm&table=customers", nil)); got != (piiView{sealed: 20}) {
+		t.Errorf("default export shows %+v, want the stored envelopes only", got)
+	}
+	if got := viewOf(t, authReq(t, base, tokens["auditor"], "GET", "/v1/export?source=crm&table=customers&view=clear", nil)); got != (piiView{alice: 10, bob: 10}) {
+		t.Errorf("clear export shows %+v, want the 5 emails and names of each subject", got)
+	}
+	if a := lastAccess(t, base, tokens["admin"], "auditor-1", "GET /v1/export"); !slices.Equal(a.Records, customerSeqs) {
+		t.Errorf("the auditor's clear export is recorded as %+v, want records %v", a, customerSeqs)
+	}
+
 	search := func(role, email string) response {
 		return authReq(t, base, tokens[role], "GET", "/v1/records?pii.email="+email, nil)
 	}
@@ -176,6 +228,33 @@ func TestErasureEndToEnd(t *testing.T) {
 	if exp.status != http.StatusOK || strings.Contains(string(exp.body), "alice") {
 		t.Fatalf("export after erasure: %s", exp)
 	}
+	// Through GraphQL, table state and exports, A is erased for every
+	// role; B reads as before.
+	for role, want := range map[string]piiView{
+		"admin":   {bob: 12, erased: 12},
+		"auditor": {bob: 12, erased: 12},
+		"analyst": {masked: 12, erased: 12},
+		"service": {sealed: 12, erased: 12},
+	} {
+		if got := viewOf(t, gql(t, base, tokens[role], customersQuery)); got != want {
+			t.Errorf("%s through GraphQL after erasure sees %+v, want %+v", role, got, want)
+		}
+		want = piiView{bob: want.bob / 6, masked: want.masked / 6, sealed: want.sealed / 6, erased: 2}
+		if got := viewOf(t, authReq(t, base, tokens[role], "GET", "/v1/tables/crm/customers/state", nil)); got != want {
+			t.Errorf("%s through table state after erasure sees %+v, want %+v", role, got, want)
+		}
+		for _, format := range []string{"jsonl", "csv", "parquet"} {
+			r := authReq(t, base, tokens[role], "GET", "/v1/export?format="+format, nil)
+			if r.status != http.StatusOK || bytes.Contains(r.body, []byte("alice")) || bytes.Contains(r.body, []byte("Liddell")) {
+				t.Errorf("%s %s export after erasure: %s", role, format, r)
+			}
+		}
+	}
+	for _, role := range []string{"admin", "auditor"} {
+		if got := viewOf(t, authReq(t, base, tokens[role], "GET", "/v1/export?source=crm&table=customers&view=clear", nil)); got != (piiView{bob: 10, erased: 10}) {
+			t.Errorf("%s clear export after erasure shows %+v, want A's 10 values erased and B's 10 in clear", role, got)
+		}
+	}
 
 	// The log still verifies, and the earlier checkpoint is consistent with
 	// the one after erasure.
@@ -220,6 +299,70 @@ func TestErasureEndToEnd(t *testing.T) {
 	if err != nil || scanned < 10 {
 		t.Fatalf("scan: %v (%d files)", err, scanned)
 	}
+}
+
+// customersQuery reads the customers table through GraphQL twice over: the
+// table's state (2 units) and its 10 records, each with email and name.
+const customersQuery = `{
+  tableState(source: "crm", table: "customers") { nodes { key state } }
+  records(filter: {source: "crm", table: "customers"}, first: 100) { nodes { seq after } }
+}`
+
+func gql(t *testing.T, base, token, q string) response {
+	t.Helper()
+	body, _ := json.Marshal(map[string]string{"query": q})
+	r := authReq(t, base, token, "POST", "/graphql", body)
+	if r.status != http.StatusOK || bytes.Contains(r.body, []byte(`"errors"`)) {
+		t.Fatalf("GraphQL: %s", r)
+	}
+	return r
+}
+
+// piiView counts what an answer shows of subjects 7 (Alice) and 8 (Bob):
+// values in clear, masks ("***.com" for emails, "***" for names), sealed
+// envelopes and erased markers.
+type piiView struct{ alice, bob, masked, sealed, erased int }
+
+func viewOf(t *testing.T, r response) piiView {
+	t.Helper()
+	if r.status != http.StatusOK {
+		t.Fatalf("%s", r)
+	}
+	s := string(r.body)
+	return piiView{
+		alice:  strings.Count(s, "alice@example.com") + strings.Count(s, "Alice Liddell"),
+		bob:    strings.Count(s, "bob@example.com") + strings.Count(s, "Bob Builder"),
+		masked: strings.Count(s, `"***.com"`) + strings.Count(s, `"***"`),
+		sealed: strings.Count(s, `{"$sealed":`),
+		erased: strings.Count(s, `{"$erased":true}`),
+	}
+}
+
+type accessRecord struct {
+	Endpoint string   `json:"endpoint"`
+	Records  []uint64 `json:"records"`
+	Fields   int      `json:"fields_in_clear"`
+}
+
+// lastAccess is the newest access record of who on endpoint.
+func lastAccess(t *testing.T, base, adminToken, who, endpoint string) accessRecord {
+	t.Helper()
+	r := authReq(t, base, adminToken, "GET", "/v1/records?source=stele&table=access&actor="+who+"&limit=100", nil)
+	var page struct {
+		Records []struct {
+			After accessRecord `json:"after"`
+		} `json:"records"`
+	}
+	if err := json.Unmarshal(r.body, &page); err != nil {
+		t.Fatalf("access records: %s: %v", r, err)
+	}
+	for _, rec := range page.Records {
+		if rec.After.Endpoint == endpoint {
+			return rec.After
+		}
+	}
+	t.Fatalf("no access record of %s on %s: %s", who, endpoint, r)
+	return accessRecord{}
 }
 
 // An open server (no tokens) refuses to listen beyond loopback.

@@ -21,8 +21,14 @@ func WithReadHook(ctx context.Context, h ReadHook) context.Context {
 // ApplyReadHook passes r through ctx's read hook, if any; for callers that
 // read records themselves.
 func ApplyReadHook(ctx context.Context, r *record.Record) error {
-	if h, ok := ctx.Value(readHookKey{}).(ReadHook); ok && h != nil {
+	if h := readHook(ctx); h != nil {
 		return h(ctx, r)
 	}
 	return nil
+}
+
+// readHook is ctx's read hook, or nil.
+func readHook(ctx context.Context) ReadHook {
+	h, _ := ctx.Value(readHookKey{}).(ReadHook)
+	return h
 }

@@ -44,8 +44,18 @@ type UnitPage struct {
 // with a long history costs the reads of its recent updates alone. Units
 // are folded in batches on up to four goroutines (reading and decoding
 // records dominates), so in flight at once are a few thousand units.
+//
+// A read hook in ctx sees the records of each unit just before fn gets
+// the unit, on fn's goroutine, and the unit is folded from what the hook
+// left: units read ahead but never handed to fn are never shown to it.
 func (e *Engine) TableStateAt(ctx context.Context, source, table string, at time.Time, fn func(Unit) error) error {
-	return e.tableState(ctx, source, table, at, nil, unitBatchSize, fn)
+	return e.tableState(ctx, source, table, at, nil, unitBatchSize, func(_ string, unit func() (Unit, error)) error {
+		u, err := unit()
+		if err != nil {
+			return err
+		}
+		return fn(u)
+	})
 }
 
 // TableStatePage returns up to limit units (default DefaultLimit, at most
@@ -69,10 +79,16 @@ func (e *Engine) TableStatePage(ctx context.Context, source, table string, at ti
 	errFull := errors.New("page full")
 	// Small batches keep the units folded past the end of the page few.
 	batch := min(unitBatchSize, max(8, limit/maxFoldWorkers))
-	err := e.tableState(ctx, source, table, at, after, batch, func(u Unit) error {
+	err := e.tableState(ctx, source, table, at, after, batch, func(_ string, unit func() (Unit, error)) error {
 		if len(page.Units) == limit {
+			// The unit past the page only proves there is more: it is not
+			// folded, so a read hook never sees it.
 			page.NextCursor = encodeUnitCursor(page.Units[limit-1].Key)
 			return errFull
+		}
+		u, err := unit()
+		if err != nil {
+			return err
 		}
 		page.Units = append(page.Units, u)
 		return nil
@@ -101,7 +117,13 @@ func decodeUnitCursor(c string) (string, error) {
 	return key, nil
 }
 
-func (e *Engine) tableState(ctx context.Context, source, table string, at time.Time, after *string, batch int, fn func(Unit) error) error {
+// emitFunc receives each unit that existed at the instant asked, in key
+// order; unit folds it. With a read hook in the context, unit passes the
+// unit's records through the hook first, so an emitFunc that stops before
+// calling it keeps the unit from the hook.
+type emitFunc func(key string, unit func() (Unit, error)) error
+
+func (e *Engine) tableState(ctx context.Context, source, table string, at time.Time, after *string, batch int, fn emitFunc) error {
 	if source == "" {
 		return &FieldError{Field: "source", Reason: "is required"}
 	}
@@ -144,10 +166,13 @@ type unitGroup struct {
 	seqs []uint64
 }
 
-// unitBatch is a run of consecutive units, folded by one worker.
+// unitBatch is a run of consecutive units, folded by one worker. With a
+// read hook the worker only reads: recs holds each existing unit's records
+// (newest first) for the consumer to pass through the hook and fold.
 type unitBatch struct {
 	groups []unitGroup
 	units  []Unit
+	recs   [][]*record.Record
 	err    error
 	done   chan struct{}
 }
@@ -161,7 +186,8 @@ const (
 // batches of units on up to maxFoldWorkers others, since reading and
 // decoding records dominates; fn still sees units one at a time in key
 // order. In flight at once: at most 2×workers+1 batches.
-func (e *Engine) foldTable(ctx context.Context, source, table string, after *string, batch int, keep func(index.Posting) bool, fn func(Unit) error) error {
+func (e *Engine) foldTable(ctx context.Context, source, table string, after *string, batch int, keep func(index.Posting) bool, fn emitFunc) error {
+	hook := readHook(ctx)
 	parent := ctx
 	ctx, cancel := context.WithCancel(parent)
 	defer cancel()
@@ -230,7 +256,19 @@ func (e *Engine) foldTable(ctx context.Context, source, table string, after *str
 						b.err = ctx.Err()
 						break
 					}
-					u, ok, err := e.foldUnit(g.seqs)
+					recs, err := e.readUnit(g.seqs)
+					if err != nil {
+						b.err = err
+						break
+					}
+					if hook != nil {
+						if exists(recs) {
+							b.units = append(b.units, Unit{Key: g.key})
+							b.recs = append(b.recs, recs)
+						}
+						continue
+					}
+					u, ok, err := foldUnit(recs)
 					if err != nil {
 						b.err = err
 						break
@@ -248,8 +286,12 @@ func (e *Engine) foldTable(ctx context.Context, source, table string, after *str
 	for b := range ordered {
 		<-b.done
 		if err = b.err; err == nil {
-			for _, u := range b.units {
-				if err = fn(u); err != nil {
+			for i, u := range b.units {
+				unit := func() (Unit, error) { return u, nil }
+				if hook != nil {
+					unit = func() (Unit, error) { return revealUnit(parent, hook, u.Key, b.recs[i]) }
+				}
+				if err = fn(u.Key, unit); err != nil {
 					break
 				}
 			}
@@ -273,23 +315,54 @@ func (e *Engine) foldTable(ctx context.Context, source, table string, after *str
 	return err
 }
 
-// foldUnit folds the records at seqs (ascending, all in effect at the
-// instant asked) into the unit's state; ok is false when the unit did not
-// exist then.
-func (e *Engine) foldUnit(seqs []uint64) (Unit, bool, error) {
-	// Read newest first down to the last record that sets or clears the
-	// whole image: nothing before it can show through.
+// readUnit reads the records at seqs (ascending, all in effect at the
+// instant asked) newest first, down to the last record that sets or clears
+// the whole image: nothing before it can show through.
+func (e *Engine) readUnit(seqs []uint64) ([]*record.Record, error) {
 	recs := make([]*record.Record, 0, 4)
 	for i := len(seqs) - 1; i >= 0; i-- {
 		r, err := e.log.Read(seqs[i])
 		if err != nil {
-			return Unit{}, false, err
+			return nil, err
 		}
 		recs = append(recs, r)
 		if resets(r.Op) {
 			break
 		}
 	}
+	return recs, nil
+}
+
+// revealUnit passes a unit's records (newest first) through hook, oldest
+// first, and folds what it left.
+func revealUnit(ctx context.Context, hook ReadHook, key string, recs []*record.Record) (Unit, error) {
+	for i := len(recs) - 1; i >= 0; i-- {
+		if err := hook(ctx, recs[i]); err != nil {
+			return Unit{}, err
+		}
+	}
+	u, _, err := foldUnit(recs)
+	u.Key = key
+	return u, err
+}
+
+// exists reports whether folding recs (newest first) leaves a unit, as
+// foldUnit decides, without building its image.
+func exists(recs []*record.Record) bool {
+	for _, r := range recs {
+		switch r.Op {
+		case record.OpInsert, record.OpSnapshot, record.OpUpdate:
+			return true
+		case record.OpDelete, record.OpTruncate:
+			return false
+		}
+	}
+	return false
+}
+
+// foldUnit folds a unit's records (newest first, as readUnit returns them)
+// into its state; ok is false when the unit did not exist then.
+func foldUnit(recs []*record.Record) (Unit, bool, error) {
 	last := recs[0]
 	base := recs[len(recs)-1]
 	if len(recs) == 1 || allUnchanged(recs[:len(recs)-1]) {

@@ -8,6 +8,12 @@
 // (resolver.go) over the same query engine and log as the REST API, through
 // the small interfaces this package defines. Every operation is checked
 // against a depth and a complexity limit before it runs.
+//
+// Personal data: resolvers read records through the query engine's read
+// hook (query.WithReadHook), which the caller puts in the request context;
+// package api installs one that shows personal data as the caller's role
+// may see it, holds the answer and records the operation's clear reads
+// before sending it. Proof and checkpoint fields serve stored bytes.
 package graphql
 
 //go:generate go tool gqlgen generate --config gqlgen.yml

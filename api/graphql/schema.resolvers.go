@@ -59,6 +59,11 @@ func (r *queryResolver) Record(ctx context.Context, seq uint64) (*record.Record,
 	if err != nil {
 		return nil, r.internal(ctx, "decode", err)
 	}
+	// Read as the query engine reads: through the request's read hook,
+	// which shows personal data as the caller's role may see it.
+	if err := query.ApplyReadHook(ctx, rec); err != nil {
+		return nil, r.internal(ctx, "reveal", err)
+	}
 	return rec, nil
 }
 

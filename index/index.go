@@ -222,6 +222,17 @@ func (ix *Index) apply(seqs []uint64, entries [][]byte) error {
 	if len(entries) == 0 {
 		return nil
 	}
+	// An erasure receipt purges the entries of the records before it, not
+	// of those after it (sealed under the subject's new key): a batch is
+	// applied in parts that each end at a receipt.
+	for i, e := range entries[:len(entries)-1] {
+		if isPurge(e) {
+			if err := ix.apply(seqs[:i+1], entries[:i+1]); err != nil {
+				return err
+			}
+			return ix.apply(seqs[i+1:], entries[i+1:])
+		}
+	}
 	ids := make([][]byte, len(entries))
 	for i, e := range entries {
 		if len(e) < postingValueSize {
@@ -292,6 +303,16 @@ func (ix *Index) apply(seqs []uint64, entries [][]byte) error {
 	}
 	ix.compactAway(purged)
 	return nil
+}
+
+// isPurge reports whether a prepared entry is an erasure receipt's.
+func isPurge(e []byte) bool {
+	purge := false
+	_ = forEachList(e, func(prefix []byte) error {
+		purge = purge || prefix[0] == pPurge
+		return nil
+	})
+	return purge
 }
 
 // forEachList calls fn with each list prefix of a prepared entry.

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -141,4 +142,40 @@ func TestSubjectCountsNotDoubledByReplay(t *testing.T) {
 	if n, _ := ix.SubjectCount("s"); n != 1 {
 		t.Fatalf("count %d, want 1", n)
 	}
+}
+
+// TestPurgeSparesLaterRecordsInTheSameBatch: a receipt purges the entries
+// of the records before it, even when the subject's later records (sealed
+// under its new key) arrive in the same batch, as in a crash replay or a
+// rebuild; and their terms stay purgeable by the next erasure.
+func TestPurgeSparesLaterRecordsInTheSameBatch(t *testing.T) {
+	ix := open(t, t.TempDir())
+	at := time.Now()
+	tok := bytes.Repeat([]byte{0xa1}, 16)
+	named := func(seq uint64) *record.Record {
+		r := rec(seq, "crm", "customers", key(t, "id", "1"), "", record.OpInsert, at)
+		r.Derived = &record.Derived{Subjects: []string{"s"}, Terms: []record.Term{{Token: tok, Subject: "s"}}}
+		return r
+	}
+	receipt := func(seq uint64) *record.Record {
+		r := rec(seq, "stele", "erasures", key(t, "receipt", strconv.FormatUint(seq, 10)), "", record.OpEvent, at)
+		r.Derived = &record.Derived{Erased: []string{"s"}}
+		return r
+	}
+	if err := ix.Apply([]*record.Record{named(0), named(1), receipt(2), named(3), named(4)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := blindSeqs(t, ix, tok); !slices.Equal(got, []uint64{3, 4}) {
+		t.Fatalf("after a receipt inside the batch, the token finds %v; want the later records 3 and 4", got)
+	}
+	if n, _ := ix.SubjectCount("s"); n != 2 {
+		t.Fatalf("count %d, want 2", n)
+	}
+	if err := ix.Apply([]*record.Record{receipt(5)}); err != nil {
+		t.Fatal(err)
+	}
+	if got := blindSeqs(t, ix, tok); len(got) != 0 {
+		t.Fatalf("the second erasure left %v", got)
+	}
+	ix.Close()
 }

@@ -316,7 +316,9 @@ func (s *Store) offsetOf(seq uint64) (int64, bool) {
 }
 
 // catchUpHook replays records the index has not seen (it is not fsync'd,
-// so after a crash it may trail the log).
+// so after a crash it may trail the log). Their personal-data entries come
+// from the Sealer: without one, a log holding sealed records would be
+// indexed without its blind-index terms and subject counts.
 func (s *Store) catchUpHook(ctx context.Context) error {
 	if s.opts.Hook == nil {
 		return nil
@@ -336,6 +338,11 @@ func (s *Store) catchUpHook(ctx context.Context) error {
 	return s.Replay(ctx, w, n, 4096, func(recs []*record.Record) error {
 		entries := make([][]byte, len(recs))
 		for i, r := range recs {
+			if s.opts.Sealer != nil {
+				if err := s.opts.Sealer.Rederive(ctx, r); err != nil {
+					return fmt.Errorf("index seq %d: %w", r.Seq, err)
+				}
+			}
 			e, err := h.Prepare(r)
 			if err != nil {
 				return err

@@ -805,3 +805,60 @@ func TestOpenCatchesUpIndex(t *testing.T) {
 		}
 	})
 }
+
+// deriveRecorder is a Sealer whose Rederive names each record's id as its
+// subject, so a test sees which records the index got Derived for.
+type deriveRecorder struct{ fail error }
+
+func (deriveRecorder) Seal(context.Context, *record.Record) error { return nil }
+func (deriveRecorder) Sync(context.Context) error                 { return nil }
+func (d deriveRecorder) Rederive(_ context.Context, r *record.Record) error {
+	if d.fail != nil {
+		return d.fail
+	}
+	r.Derived = &record.Derived{Subjects: []string{"subject-of-" + r.ID}}
+	return nil
+}
+
+// TestCatchUpRederivesPersonalDataEntries: records the index missed (it
+// is not fsync'd) are indexed with the Derived entries the Sealer rebuilds,
+// since Derived is never stored in the log; a failing Rederive stops the
+// open rather than indexing records without them.
+func TestCatchUpRederivesPersonalDataEntries(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	appendN(t, s, 0, 5)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ixDir := filepath.Join(t.TempDir(), "index")
+	ix, err := index.Open(ixDir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("keystore unavailable")
+	_, err = steleLog.Open(context.Background(), dir, steleLog.Options{Origin: testOrigin, Hook: ix, Sealer: deriveRecorder{fail: boom}})
+	if !errors.Is(err, boom) {
+		t.Fatalf("open with a failing Rederive: err = %v, want it wrapped", err)
+	}
+	if w, _ := ix.Watermark(); w != 0 {
+		t.Fatalf("index watermark %d after a failed catch-up, want 0", w)
+	}
+	s, err = steleLog.Open(context.Background(), dir, steleLog.Options{Origin: testOrigin, Hook: ix, Sealer: deriveRecorder{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := range uint64(5) {
+		r, err := s.Read(seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, err := ix.SubjectCount("subject-of-" + r.ID); err != nil || n != 1 {
+			t.Errorf("seq %d: subject count %d (%v), want 1 from the rederived entry", seq, n, err)
+		}
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ix.Close()
+}

@@ -63,6 +63,11 @@ type Sealer interface {
 	// Sync makes durable any key Seal created, before the records sealed
 	// under it are acknowledged.
 	Sync(ctx context.Context) error
+	// Rederive sets r.Derived on a record read back from the log. Derived
+	// is never stored, so the records the index replays (after a crash,
+	// or to rebuild) get theirs from here, as Seal would have set it,
+	// except for values whose keys are gone, which derive nothing.
+	Rederive(ctx context.Context, r *record.Record) error
 }
 
 // RecordError is a refusal of one record of an Append batch, by its index.

@@ -29,7 +29,7 @@ func (g *Guard) SubjectsOf(r *record.Record) []string {
 			if len(img) == 0 {
 				continue
 			}
-			raw, ok := lookup(img, gr.SubjectField)
+			raw, ok := valueAt(img, gr.SubjectField)
 			if !ok || string(raw) == "null" {
 				continue
 			}

@@ -51,6 +51,7 @@ func runExport(ctx context.Context, args []string) error {
 	fs.StringVar(&ef.url, "url", "", "base `URL` of a running server to export from")
 	fs.StringVar(&ef.out, "out", "", "output `file`; its proof is written to FILE.proof.json")
 	fs.StringVar(&ef.format, "format", "", "jsonl, csv or parquet (default: from --out's extension)")
+	cf := addConfigFlags(fs, "master_key_file")
 	for _, p := range []struct {
 		dst  *string
 		name string
@@ -86,7 +87,12 @@ func runExport(ctx context.Context, args []string) error {
 	start := time.Now()
 	var sum string
 	if ef.data != "" {
-		sum, err = exportFromDir(ctx, ef.data, ef.out, format, f)
+		var cfg Config
+		if cfg, err = cf.load(os.Getenv); err != nil {
+			return usagef("%v", err)
+		}
+		cfg.Data = ef.data
+		sum, err = exportFromDir(ctx, cfg, ef.out, format, f)
 	} else {
 		sum, err = exportFromURL(ctx, ef.url, os.Getenv("STELE_TOKEN"), ef.out, format, ef.query(format))
 	}
@@ -213,7 +219,8 @@ func (o *outputs) commit() error {
 
 // exportFromDir exports straight from a stopped server's data directory,
 // taking its lock so no server starts on it meanwhile.
-func exportFromDir(ctx context.Context, data, out string, format export.Format, f query.Filter) (string, error) {
+func exportFromDir(ctx context.Context, cfg Config, out string, format export.Format, f query.Filter) (string, error) {
+	data := cfg.Data
 	if _, err := os.Stat(filepath.Join(data, "records.log")); err != nil {
 		return "", fmt.Errorf("%s is not a Stele data directory: %w", data, err)
 	}
@@ -236,8 +243,13 @@ func exportFromDir(ctx context.Context, data, out string, format export.Format, 
 		return "", err
 	}
 	defer ix.Close()
+	sealer, closeSealer, err := offlineSealer(ctx, cfg, logger)
+	if err != nil {
+		return "", err
+	}
+	defer closeSealer()
 	// Opening the log brings the index up to date with it.
-	store, err := log.Open(ctx, data, log.Options{Origin: v.Name(), Hook: ix, Logger: logger})
+	store, err := log.Open(ctx, data, log.Options{Origin: v.Name(), Hook: ix, Sealer: sealer, Logger: logger})
 	if errors.Is(err, log.ErrIndexAhead) {
 		return "", fmt.Errorf("%w: run `stele reindex --data %s` first", err, data)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -135,4 +136,21 @@ func recordTokenChanges(ctx context.Context, store *log.Store, tokens *auth.Toke
 		case <-t.C:
 		}
 	}
+}
+
+// offlineSealer opens the privacy layer of a stopped server's data
+// directory for a command that opens its log with the index: the records
+// the index catches up on need their personal-data entries rederived
+// (log.Sealer.Rederive), or they would be indexed without blind-index terms
+// and subject counts. Without a keystore there is nothing to rederive, and
+// it returns no sealer. close releases the keystore.
+func offlineSealer(ctx context.Context, cfg Config, logger *slog.Logger) (sealer log.Sealer, close func(), err error) {
+	if _, err := os.Stat(filepath.Join(cfg.Data, "keystore")); errors.Is(err, os.ErrNotExist) {
+		return nil, func() {}, nil
+	}
+	priv, err := openPrivacy(ctx, cfg, logger)
+	if err != nil {
+		return nil, nil, fmt.Errorf("open the keystore (the index needs it to rebuild its personal-data entries): %w", err)
+	}
+	return priv.guard, func() { priv.Close() }, nil
 }

@@ -26,7 +26,7 @@ itself is only read.`
 
 func runReindex(ctx context.Context, args []string) error {
 	fs := newFlagSet("reindex", reindexUsage)
-	cf := addConfigFlags(fs, "data", "log_level")
+	cf := addConfigFlags(fs, "data", "log_level", "master_key_file")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -35,10 +35,11 @@ func runReindex(ctx context.Context, args []string) error {
 		return usagef("%v", err)
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
-	return reindex(ctx, cfg.Data, logger, isTerminal(os.Stderr), os.Stdout, os.Stderr)
+	return reindex(ctx, cfg, logger, isTerminal(os.Stderr), os.Stdout, os.Stderr)
 }
 
-func reindex(ctx context.Context, data string, logger *slog.Logger, progress bool, stdout, stderr io.Writer) error {
+func reindex(ctx context.Context, cfg Config, logger *slog.Logger, progress bool, stdout, stderr io.Writer) error {
+	data := cfg.Data
 	if _, err := os.Stat(filepath.Join(data, "records.log")); err != nil {
 		return fmt.Errorf("%s is not a Stele data directory: %w", data, err)
 	}
@@ -93,8 +94,14 @@ func reindex(ctx context.Context, data string, logger *slog.Logger, progress boo
 			}
 		}
 	}
+	sealer, closeSealer, err := offlineSealer(ctx, cfg, logger)
+	if err != nil {
+		ix.Close()
+		return restore(err)
+	}
+	defer closeSealer()
 	// Opening the log replays every record the (empty) index has not seen.
-	store, err := log.Open(ctx, data, log.Options{Origin: v.Name(), Hook: hook, Logger: logger})
+	store, err := log.Open(ctx, data, log.Options{Origin: v.Name(), Hook: hook, Sealer: sealer, Logger: logger})
 	if progress {
 		fmt.Fprint(stderr, "\r\033[K")
 	}

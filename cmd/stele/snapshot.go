@@ -39,6 +39,7 @@ func runSnapshot(ctx context.Context, args []string) error {
 	table := fs.String("table", "", "table `name`")
 	atFlag := fs.String("at", "", "the instant, RFC 3339 (default now)")
 	out := fs.String("out", "", "output `FILE` (- for standard output)")
+	cf := addConfigFlags(fs, "master_key_file")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -58,13 +59,18 @@ func runSnapshot(ctx context.Context, args []string) error {
 		}
 		at = t
 	}
+	cfg, err := cf.load(os.Getenv)
+	if err != nil {
+		return usagef("%v", err)
+	}
+	cfg.Data = *data
 	var n int
-	err := writeOutput(*out, func(w io.Writer) error {
+	err = writeOutput(*out, func(w io.Writer) error {
 		var err error
 		if *baseURL != "" {
 			n, err = snapshotURL(ctx, *baseURL, *source, *table, at, w)
 		} else {
-			n, err = snapshotData(ctx, *data, *source, *table, at, w)
+			n, err = snapshotData(ctx, cfg, *source, *table, at, w)
 		}
 		return err
 	})
@@ -159,7 +165,8 @@ func snapshotURL(ctx context.Context, base, source, table string, at time.Time, 
 	}
 }
 
-func snapshotData(ctx context.Context, data, source, table string, at time.Time, w io.Writer) (int, error) {
+func snapshotData(ctx context.Context, cfg Config, source, table string, at time.Time, w io.Writer) (int, error) {
+	data := cfg.Data
 	if _, err := os.Stat(filepath.Join(data, "records.log")); err != nil {
 		return 0, fmt.Errorf("%s is not a Stele data directory: %w", data, err)
 	}
@@ -184,7 +191,12 @@ func snapshotData(ctx context.Context, data, source, table string, at time.Time,
 		return 0, err
 	}
 	defer ix.Close()
-	store, err := log.Open(ctx, data, log.Options{Origin: v.Name(), Hook: ix, Logger: logger})
+	sealer, closeSealer, err := offlineSealer(ctx, cfg, logger)
+	if err != nil {
+		return 0, err
+	}
+	defer closeSealer()
+	store, err := log.Open(ctx, data, log.Options{Origin: v.Name(), Hook: ix, Sealer: sealer, Logger: logger})
 	if err != nil {
 		if errors.Is(err, log.ErrIndexAhead) {
 			err = fmt.Errorf("%w; run `stele reindex --data %s`", err, data)

@@ -216,6 +216,7 @@ func TestIngestRejectsBadInput(t *testing.T) {
 		{"invalid utf-8", "application/json", rec(2, "\"cause\":{\"t\":\"\xff\xfe\"}"), 400, "-", -1, "UTF-8"},
 		{"duplicate id in batch", "application/json", "[" + rec(2, `"id":"a"`) + "," + rec(3, `"id":"b"`) + "," + rec(4, `"id":"a"`) + "]", 400, "id", 2, "record 0"},
 		{"duplicate derived id", "application/x-ndjson", rec(2, `"tx":{"position":"0/1"}`) + "\n" + rec(2, `"tx":{"position":"0/1"}`), 400, "id", 1, "record 0"},
+		{"reserved source", "application/json", "[" + rec(2, "") + `,{"source":{"name":"stele","table":"erasures"},"op":"event","key":{"receipt":"x"}}]`, 400, "source.name", 1, "reserved"},
 		{"empty body", "application/json", "  ", 400, "-", -1, "empty"},
 		{"empty array", "application/json", "[]", 400, "-", -1, "no records"},
 		{"empty ndjson", "application/x-ndjson", "\n\n", 400, "-", -1, "no records"},

@@ -15,6 +15,7 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/stele/stele/log"
+	"github.com/stele/stele/privacy"
 	"github.com/stele/stele/record"
 )
 
@@ -100,10 +101,15 @@ func (s *Server) parseBatch(items [][]byte, batch bool) ([]*record.Record, *apiE
 			if errors.As(err, &fe) {
 				e.Field = fe.Field
 			}
-			if batch {
-				e.Index = indexPtr(i)
-			}
+			e.Index = batchIndex(batch, i)
 			return nil, e
+		}
+		if rec.Source.Name == privacy.SystemSource {
+			// Receipts, access and admin records are Stele's own: a
+			// look-alike receipt would purge a subject's index entries
+			// when the index is rebuilt.
+			return nil, &apiError{Msg: fmt.Sprintf("source.name: %q is reserved for the records Stele writes about itself", rec.Source.Name),
+				Field: "source.name", Index: batchIndex(batch, i)}
 		}
 		if first, dup := seen[rec.ID]; dup {
 			return nil, &apiError{
@@ -114,6 +120,14 @@ func (s *Server) parseBatch(items [][]byte, batch bool) ([]*record.Record, *apiE
 		recs[i] = rec
 	}
 	return recs, nil
+}
+
+// batchIndex names item i of a batch in an error; a single record has none.
+func batchIndex(batch bool, i int) *int {
+	if batch {
+		return indexPtr(i)
+	}
+	return nil
 }
 
 func (s *Server) appendFailed(w http.ResponseWriter, r *http.Request, err error) {

@@ -210,13 +210,18 @@ type captureRun struct {
 }
 
 // waitSize waits until size reaches want, failing after limit or when
-// the source stops, and tells progress how far it got.
+// the source stops, and tells progress how far it got, ten times a second
+// (more would take CPU from what is measured).
 func (c *captureRun) waitSize(ctx context.Context, size func() uint64, want uint64, limit time.Duration, progress func(got uint64)) error {
 	tick := time.NewTicker(time.Millisecond)
 	defer tick.Stop()
 	start := time.Now()
+	var told time.Time
 	for got := size(); got < want; got = size() {
-		progress(got)
+		if time.Since(told) >= 100*time.Millisecond {
+			progress(got)
+			told = time.Now()
+		}
 		if time.Since(start) > limit {
 			return fmt.Errorf("captured %d of %d records in %v", got, want, limit)
 		}

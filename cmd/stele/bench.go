@@ -11,6 +11,24 @@ import (
 )
 
 func runBench(ctx context.Context, args []string) error {
+	opts, err := benchOptions(args)
+	if err != nil {
+		return err
+	}
+	opts.Out = os.Stdout
+	if isTerminal(os.Stderr) {
+		opts.Progress = func(phase string, done, total int) {
+			fmt.Fprintf(os.Stderr, "\r\033[K%s: %d/%d", phase, done, total)
+		}
+		defer fmt.Fprint(os.Stderr, "\r\033[K")
+	}
+	_, err = bench.Run(ctx, opts)
+	return err
+}
+
+// benchOptions parses bench's flags; --quick scales down what is not
+// given explicitly.
+func benchOptions(args []string) (bench.Options, error) {
 	fs := newFlagSet("bench", "[--records N] [--throughput N] [--clients N] [--queries N] [--erase-records N] [--capture=false] [--capture-changes N] [--capture-latency D] [--capture-big-mb N] [--dir DIR] [--quick]")
 	records := fs.Int("records", 1_000_000, "records in the store used for the query and verify figures")
 	throughput := fs.Int("throughput", 300_000, "records written for each append figure")
@@ -24,7 +42,7 @@ func runBench(ctx context.Context, args []string) error {
 	dir := fs.String("dir", "", "directory for the throwaway stores (default: a temp dir, removed afterwards)")
 	quick := fs.Bool("quick", false, "a small run (100k-record store, 50k captured changes, 8s of latency load) for a quick look; figures are less stable; flags given explicitly still win")
 	if err := parseFlags(fs, args); err != nil {
-		return err
+		return bench.Options{}, err
 	}
 	if *quick {
 		set := map[string]bool{}
@@ -33,20 +51,12 @@ func runBench(ctx context.Context, args []string) error {
 			"capture-changes": "50000", "capture-latency": "8s"} {
 			if !set[name] {
 				if err := fs.Set(name, v); err != nil {
-					return err
+					return bench.Options{}, err
 				}
 			}
 		}
 	}
-	opts := bench.Options{Dir: *dir, Records: *records, Throughput: *throughput, Clients: *clients, Queries: *queries,
-		EraseRecords: *eraseRecords, SkipCapture: !*withCapture, Out: os.Stdout,
-		Capture: bench.CaptureOptions{Changes: *captureChanges, LatencyFor: *captureLatency, BigMB: *captureBigMB}}
-	if isTerminal(os.Stderr) {
-		opts.Progress = func(phase string, done, total int) {
-			fmt.Fprintf(os.Stderr, "\r\033[K%s: %d/%d", phase, done, total)
-		}
-		defer fmt.Fprint(os.Stderr, "\r\033[K")
-	}
-	_, err := bench.Run(ctx, opts)
-	return err
+	return bench.Options{Dir: *dir, Records: *records, Throughput: *throughput, Clients: *clients, Queries: *queries,
+		EraseRecords: *eraseRecords, SkipCapture: !*withCapture,
+		Capture: bench.CaptureOptions{Changes: *captureChanges, LatencyFor: *captureLatency, BigMB: *captureBigMB}}, nil
 }

@@ -40,7 +40,7 @@ func benchOptions(args []string) (bench.Options, error) {
 	captureLatency := fs.Duration("capture-latency", 20*time.Second, "how long the steady load (500 tx/s) of the commit-to-queryable figure runs")
 	captureBigMB := fs.Int("capture-big-mb", 0, "also capture one transaction of this many MiB (after one of a quarter of it) and report peak RSS around each; 1024 is slow")
 	dir := fs.String("dir", "", "directory for the throwaway stores (default: a temp dir, removed afterwards)")
-	quick := fs.Bool("quick", false, "a small run (100k-record store, 50k captured changes, 8s of latency load) for a quick look; figures are less stable; flags given explicitly still win")
+	quick := fs.Bool("quick", false, "a small run (100k-record store, 100k captured changes, 8s of latency load) for a quick look; figures are less stable; flags given explicitly still win")
 	if err := parseFlags(fs, args); err != nil {
 		return bench.Options{}, err
 	}
@@ -48,7 +48,7 @@ func benchOptions(args []string) (bench.Options, error) {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		for name, v := range map[string]string{"records": "100000", "throughput": "60000", "queries": "1000",
-			"capture-changes": "50000", "capture-latency": "8s"} {
+			"capture-changes": "100000", "capture-latency": "8s"} {
 			if !set[name] {
 				if err := fs.Set(name, v); err != nil {
 					return bench.Options{}, err

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -17,7 +18,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -40,6 +40,15 @@ type Options struct {
 	Clients int
 	// Queries is how many history/search queries are timed (5,000).
 	Queries int
+	// EraseRecords is how many records name the subject whose erasure is
+	// timed (default Records).
+	EraseRecords int
+	// SkipCapture leaves out the PostgreSQL capture figures, which start a
+	// throwaway PostgreSQL 15 (skipped anyway, saying why, without one).
+	SkipCapture bool
+	// Capture sizes the capture figures; its Dir and Progress default to
+	// a folder of Dir and to Progress.
+	Capture CaptureOptions
 	Out     io.Writer
 	// Progress, when set, is told how far the current phase is.
 	Progress func(phase string, done, total int)
@@ -58,11 +67,17 @@ func (o *Options) fill() {
 	if o.Queries <= 0 {
 		o.Queries = 5000
 	}
+	if o.EraseRecords <= 0 {
+		o.EraseRecords = o.Records
+	}
 	if o.Out == nil {
 		o.Out = io.Discard
 	}
 	if o.Progress == nil {
 		o.Progress = func(string, int, int) {}
+	}
+	if o.Capture.Progress == nil {
+		o.Capture.Progress = o.Progress
 	}
 }
 
@@ -78,14 +93,29 @@ type Results struct {
 	LogOnlySec    float64
 	LogOnly4Sec   float64
 	ConcurrentSec float64 // single-record appends from Clients goroutines
-	SHA256MBs     float64
-	VerifyMBs     float64
-	HistoryP50    time.Duration
-	HistoryP99    time.Duration
-	SearchP50     time.Duration
-	SearchP99     time.Duration
-	StoreRecords  int
-	PeakRSSBytes  map[string]int64
+	// Records with three personal fields (PIIRecord), log alone, batches
+	// of 1,000: unsealed and sealed by the privacy layer.
+	PIIRecordBytes int
+	PIIPlainSec    float64
+	PIISealedSec   float64
+	// Erase is how long erasing one subject named by EraseRecords records
+	// took.
+	EraseRecords int
+	Erase        time.Duration
+	// Capture is nil when the capture figures were skipped, and
+	// CaptureSkipped then says why.
+	Capture        *CaptureResults
+	CaptureSkipped string
+	SHA256MBs      float64
+	VerifyMBs      float64
+	HistoryP50     time.Duration
+	HistoryP99     time.Duration
+	SearchP50      time.Duration
+	SearchP99      time.Duration
+	StoreRecords   int
+	// PeakRSSBytes is each phase's peak RSS (see PeakRSSLabel).
+	PeakRSSBytes map[string]int64
+	PeakRSSLabel string
 }
 
 // Run measures everything and prints a report as it goes.
@@ -99,74 +129,137 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 		defer os.RemoveAll(dir)
 		opts.Dir = dir
 	}
-	res := &Results{PeakRSSBytes: map[string]int64{}, RecordBytes: len(record.Encode(Record(0, 1)))}
+	res := &Results{PeakRSSBytes: map[string]int64{}, RecordBytes: len(record.Encode(Record(0, 1))),
+		PIIRecordBytes: len(record.Encode(PIIRecord(0, 0))), EraseRecords: opts.EraseRecords}
 	out := opts.Out
 	fmt.Fprintf(out, "Stele bench: %d-byte records, %d per append figure, %d-record store for queries\n\n", res.RecordBytes, opts.Throughput, opts.Records)
 
-	var err error
-	if res.BaselineRecordsSec, err = baselineFile(ctx, opts, res.RecordBytes); err != nil {
-		return nil, fmt.Errorf("baseline: %w", err)
-	}
-	res.PeakRSSBytes["baseline"] = peakRSS()
-	if res.LogOnlySec, _, err = batchedAppends(ctx, opts, 1, false); err != nil {
-		return nil, fmt.Errorf("log-only appends: %w", err)
-	}
-	if res.LogOnly4Sec, _, err = batchedAppends(ctx, opts, 4, false); err != nil {
-		return nil, fmt.Errorf("log-only appends, 4 producers: %w", err)
-	}
-	fmt.Fprintf(out, "log only, batches of 1,000  %10.0f records/s durable   (%.2fx the plain-file limit of %.0f records/s)\n",
-		res.LogOnlySec, res.LogOnlySec/res.BaselineRecordsSec, res.BaselineRecordsSec)
-	fmt.Fprintf(out, "log only, 4 producers       %10.0f records/s durable   (%.2fx)\n", res.LogOnly4Sec, res.LogOnly4Sec/res.BaselineRecordsSec)
-	if res.BatchedRecordsSec, res.BatchedIndexedSec, err = batchedAppends(ctx, opts, 1, true); err != nil {
-		return nil, fmt.Errorf("batched appends: %w", err)
-	}
-	if res.Batched4Sec, _, err = batchedAppends(ctx, opts, 4, true); err != nil {
-		return nil, fmt.Errorf("batched appends, 4 producers: %w", err)
-	}
-	res.PeakRSSBytes["append"] = peakRSS()
-	fmt.Fprintf(out, "full stack, batches of 1,000 %9.0f records/s durable   (%.2fx), %.0f records/s queryable (indexed)\n",
-		res.BatchedRecordsSec, res.BatchedRecordsSec/res.BaselineRecordsSec, res.BatchedIndexedSec)
-	fmt.Fprintf(out, "full stack, 4 producers     %10.0f records/s durable   (%.2fx)\n", res.Batched4Sec, res.Batched4Sec/res.BaselineRecordsSec)
-	if res.ConcurrentSec, err = concurrentAppends(ctx, opts); err != nil {
-		return nil, fmt.Errorf("concurrent appends: %w", err)
-	}
-	res.PeakRSSBytes["concurrent"] = peakRSS()
-	fmt.Fprintf(out, "full stack, %d single clients %6.0f records/s durable\n", opts.Clients, res.ConcurrentSec)
-
+	// Measured first: its 64 MiB buffer is freed before the first phase.
 	res.SHA256MBs = sha256Speed()
 	storeDir := filepath.Join(opts.Dir, "scale")
-	if err := buildStore(ctx, opts, storeDir); err != nil {
-		return nil, fmt.Errorf("build %d-record store: %w", opts.Records, err)
-	}
 	res.StoreRecords = opts.Records
-	res.PeakRSSBytes["build"] = peakRSS()
-	if res.VerifyMBs, err = verifySpeed(ctx, opts, storeDir); err != nil {
-		return nil, fmt.Errorf("verify: %w", err)
+	phases := []struct {
+		name string
+		run  func() error
+	}{
+		{"baseline", func() (err error) {
+			res.BaselineRecordsSec, err = baselineFile(ctx, opts, res.RecordBytes)
+			return err
+		}},
+		{"append", func() (err error) {
+			if res.LogOnlySec, _, err = batchedAppends(ctx, opts, 1, false); err != nil {
+				return fmt.Errorf("log only: %w", err)
+			}
+			if res.LogOnly4Sec, _, err = batchedAppends(ctx, opts, 4, false); err != nil {
+				return fmt.Errorf("log only, 4 producers: %w", err)
+			}
+			fmt.Fprintf(out, "log only, batches of 1,000  %10.0f records/s durable   (%.2fx the plain-file limit of %.0f records/s)\n",
+				res.LogOnlySec, res.LogOnlySec/res.BaselineRecordsSec, res.BaselineRecordsSec)
+			fmt.Fprintf(out, "log only, 4 producers       %10.0f records/s durable   (%.2fx)\n", res.LogOnly4Sec, res.LogOnly4Sec/res.BaselineRecordsSec)
+			if res.BatchedRecordsSec, res.BatchedIndexedSec, err = batchedAppends(ctx, opts, 1, true); err != nil {
+				return fmt.Errorf("full stack: %w", err)
+			}
+			if res.Batched4Sec, _, err = batchedAppends(ctx, opts, 4, true); err != nil {
+				return fmt.Errorf("full stack, 4 producers: %w", err)
+			}
+			fmt.Fprintf(out, "full stack, batches of 1,000 %9.0f records/s durable   (%.2fx), %.0f records/s queryable (indexed)\n",
+				res.BatchedRecordsSec, res.BatchedRecordsSec/res.BaselineRecordsSec, res.BatchedIndexedSec)
+			fmt.Fprintf(out, "full stack, 4 producers     %10.0f records/s durable   (%.2fx)\n", res.Batched4Sec, res.Batched4Sec/res.BaselineRecordsSec)
+			return nil
+		}},
+		{"concurrent", func() (err error) {
+			if res.ConcurrentSec, err = concurrentAppends(ctx, opts); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "full stack, %d single clients %6.0f records/s durable\n", opts.Clients, res.ConcurrentSec)
+			return nil
+		}},
+		{"pii", func() (err error) {
+			if res.PIIPlainSec, res.PIISealedSec, err = piiAppends(ctx, opts); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "log only, %d B, 3 PII unsealed %7.0f records/s durable   (%.2fx the plain-file limit)\n",
+				res.PIIRecordBytes, res.PIIPlainSec, res.PIIPlainSec/res.BaselineRecordsSec)
+			fmt.Fprintf(out, "log only, 3 PII fields sealed %8.0f records/s durable   (%.2fx the same records unsealed, %.2fx the plain-file limit)\n",
+				res.PIISealedSec, res.PIISealedSec/res.PIIPlainSec, res.PIISealedSec/res.BaselineRecordsSec)
+			return nil
+		}},
+		{"erase", func() (err error) {
+			if res.Erase, err = eraseOne(ctx, opts, opts.EraseRecords); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "erase one subject            %v   (the subject is named by %d sealed records)\n", res.Erase.Round(time.Microsecond), opts.EraseRecords)
+			return nil
+		}},
+		{"capture", func() error { return runCapture(ctx, opts, res) }},
+		{"build", func() error { return buildStore(ctx, opts, storeDir) }},
+		{"verify", func() (err error) {
+			if res.VerifyMBs, err = verifySpeed(ctx, opts, storeDir); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "verify                     %10.0f MB/s   (%.2fx raw SHA-256 at %.0f MB/s on one core)\n",
+				res.VerifyMBs, res.VerifyMBs/res.SHA256MBs, res.SHA256MBs)
+			return nil
+		}},
+		{"query", func() error {
+			if err := queryLatency(ctx, opts, storeDir, res); err != nil {
+				return err
+			}
+			fmt.Fprintf(out, "entity history at %d     p50 %v  p99 %v\n", opts.Records, res.HistoryP50.Round(time.Microsecond), res.HistoryP99.Round(time.Microsecond))
+			fmt.Fprintf(out, "search by actor (100 rows)  p50 %v  p99 %v\n", res.SearchP50.Round(time.Microsecond), res.SearchP99.Round(time.Microsecond))
+			return nil
+		}},
 	}
-	res.PeakRSSBytes["verify"] = peakRSS()
-	fmt.Fprintf(out, "verify                     %10.0f MB/s   (%.2fx raw SHA-256 at %.0f MB/s on one core)\n",
-		res.VerifyMBs, res.VerifyMBs/res.SHA256MBs, res.SHA256MBs)
-	if err := queryLatency(ctx, opts, storeDir, res); err != nil {
-		return nil, fmt.Errorf("queries: %w", err)
+	var rss rssMeter
+	for _, p := range phases {
+		rss.Start()
+		err := p.run()
+		res.PeakRSSBytes[p.name] = rss.Peak()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p.name, err)
+		}
 	}
-	res.PeakRSSBytes["query"] = peakRSS()
-	fmt.Fprintf(out, "entity history at %d     p50 %v  p99 %v\n", opts.Records, res.HistoryP50.Round(time.Microsecond), res.HistoryP99.Round(time.Microsecond))
-	fmt.Fprintf(out, "search by actor (100 rows)  p50 %v  p99 %v\n", res.SearchP50.Round(time.Microsecond), res.SearchP99.Round(time.Microsecond))
-	fmt.Fprintf(out, "peak RSS                   baseline %s, append %s, concurrent %s, build %s, verify %s, query %s (peak so far, per phase)\n",
-		mib(res.PeakRSSBytes["baseline"]), mib(res.PeakRSSBytes["append"]), mib(res.PeakRSSBytes["concurrent"]),
-		mib(res.PeakRSSBytes["build"]), mib(res.PeakRSSBytes["verify"]), mib(res.PeakRSSBytes["query"]))
+	res.PeakRSSLabel = rss.Label()
+	var peaks []string
+	for _, p := range phases {
+		if p.name != "capture" || res.Capture != nil {
+			peaks = append(peaks, p.name+" "+mib(res.PeakRSSBytes[p.name]))
+		}
+	}
+	fmt.Fprintf(out, "peak RSS                   %s (%s)\n", strings.Join(peaks, ", "), res.PeakRSSLabel)
 	return res, nil
 }
 
-func mib(b int64) string { return fmt.Sprintf("%d MiB", b>>20) }
-
-func peakRSS() int64 {
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
-		return 0
+// runCapture measures the capture figures, or says why they are skipped:
+// PostgreSQL 15 is missing or they were turned off. Any other failure is
+// the run's.
+func runCapture(ctx context.Context, opts Options, res *Results) error {
+	if opts.SkipCapture {
+		res.CaptureSkipped = "turned off (--capture=false)"
+	} else {
+		copts := opts.Capture
+		if copts.Dir == "" {
+			copts.Dir = filepath.Join(opts.Dir, "capture")
+		}
+		c, err := Capture(ctx, copts)
+		switch {
+		case errors.Is(err, ErrNoPostgres):
+			res.CaptureSkipped = err.Error()
+		case err != nil:
+			return err
+		default:
+			res.Capture = c
+			for _, l := range c.Lines() {
+				fmt.Fprintln(opts.Out, l)
+			}
+			return nil
+		}
 	}
-	return ru.Maxrss * 1024
+	fmt.Fprintf(opts.Out, "capture PostgreSQL → log     skipped: %s\n", res.CaptureSkipped)
+	return nil
 }
+
+func mib(b int64) string { return fmt.Sprintf("%d MiB", b>>20) }
 
 // Record returns the i-th benchmark record: an update to one of entities
 // customers, about 512 bytes stored.
@@ -200,13 +293,6 @@ func baselineFile(ctx context.Context, opts Options, recBytes int) (float64, err
 		batch[i] = byte(i)
 	}
 	batches := opts.Throughput / 1000
-	// Producers clone prepared templates, giving each copy its own id:
-	// building records with fmt would measure the benchmark, not Stele,
-	// and building all of them up front would measure its memory.
-	templates := make([]record.Record, 1000)
-	for i := range templates {
-		templates[i] = *Record(i, 100_000)
-	}
 	start := time.Now()
 	for b := 0; b < batches; b++ {
 		if _, err := f.Write(batch); err != nil {
@@ -271,14 +357,30 @@ func batchedAppends(ctx context.Context, opts Options, producers int, withIndex 
 		return 0, 0, err
 	}
 	defer st.close()
-	batches := opts.Throughput / 1000
-	// Producers clone prepared templates, giving each copy its own id:
-	// building records with fmt would measure the benchmark, not Stele,
-	// and building all of them up front would measure its memory.
 	templates := make([]record.Record, 1000)
 	for i := range templates {
 		templates[i] = *Record(i, 100_000)
 	}
+	start := time.Now()
+	ack, err := timedAppends(ctx, opts, st.store, producers, templates, "append")
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := st.store.WaitIndexed(ctx, st.store.Size()); err != nil {
+		return 0, 0, err
+	}
+	n := float64(opts.Throughput / 1000 * 1000)
+	return n / ack.Seconds(), n / time.Since(start).Seconds(), nil
+}
+
+// timedAppends appends opts.Throughput records (rounded down to whole
+// batches) in batches of 1,000 from producers goroutines and returns how
+// long they took to be acknowledged. Producers clone the 1,000 templates,
+// giving each copy its own id and image: building records with fmt would
+// measure the benchmark, not Stele, and building all of them up front
+// would measure its memory.
+func timedAppends(ctx context.Context, opts Options, store *steleLog.Store, producers int, templates []record.Record, phase string) (time.Duration, error) {
+	batches := opts.Throughput / 1000
 	start := time.Now()
 	var next atomic.Int64
 	errs := make(chan error, producers)
@@ -290,34 +392,30 @@ func batchedAppends(ctx context.Context, opts Options, producers int, withIndex 
 				if b >= batches {
 					return
 				}
-				recs := make([]*record.Record, 1000)
+				recs := make([]*record.Record, len(templates))
 				for i := range recs {
 					c := templates[i]
-					c.ID = "bench-" + strconv.Itoa(b*1000+i)
+					c.ID = "bench-" + strconv.Itoa(b*len(templates)+i)
+					c.After = slices.Clone(c.After)
 					recs[i] = &c
 				}
-				if _, err := st.store.Append(ctx, recs); err != nil {
+				if _, err := store.Append(ctx, recs); err != nil {
 					errs <- err
 					return
 				}
 				if b%20 == 0 {
-					opts.Progress("append", b, batches)
+					opts.Progress(phase, b, batches)
 				}
 			}
 		})
 	}
 	wg.Wait()
-	ack := time.Since(start)
+	elapsed := time.Since(start)
 	close(errs)
 	if err := <-errs; err != nil {
-		return 0, 0, err
+		return 0, err
 	}
-	if err := st.store.WaitIndexed(ctx, st.store.Size()); err != nil {
-		return 0, 0, err
-	}
-	all := time.Since(start)
-	n := float64(batches * 1000)
-	return n / ack.Seconds(), n / all.Seconds(), nil
+	return elapsed, nil
 }
 
 func concurrentAppends(ctx context.Context, opts Options) (float64, error) {
@@ -456,5 +554,9 @@ func queryLatency(ctx context.Context, opts Options, dir string, res *Results) e
 func percentile(d []time.Duration, p float64) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
+	return percentileSorted(s, p)
+}
+
+func percentileSorted(s []time.Duration, p float64) time.Duration {
 	return s[min(len(s)-1, int(float64(len(s))*p))]
 }

@@ -2,33 +2,61 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/stele/stele/bench"
 )
 
 func runBench(ctx context.Context, args []string) error {
-	fs := newFlagSet("bench", "[--records N] [--throughput N] [--clients N] [--queries N] [--dir DIR] [--quick]")
-	records := fs.Int("records", 1_000_000, "records in the store used for the query and verify figures")
-	throughput := fs.Int("throughput", 300_000, "records written for each append figure")
-	clients := fs.Int("clients", 256, "concurrent single-record writers")
-	queries := fs.Int("queries", 5000, "queries timed for each latency figure")
-	dir := fs.String("dir", "", "directory for the throwaway stores (default: a temp dir, removed afterwards)")
-	quick := fs.Bool("quick", false, "a small run (100k-record store) for a quick look; figures are less stable")
-	if err := parseFlags(fs, args); err != nil {
+	opts, err := benchOptions(args)
+	if err != nil {
 		return err
 	}
-	if *quick {
-		*records, *throughput, *queries = 100_000, 60_000, 1000
-	}
-	opts := bench.Options{Dir: *dir, Records: *records, Throughput: *throughput, Clients: *clients, Queries: *queries, Out: os.Stdout}
+	opts.Out = os.Stdout
 	if isTerminal(os.Stderr) {
 		opts.Progress = func(phase string, done, total int) {
 			fmt.Fprintf(os.Stderr, "\r\033[K%s: %d/%d", phase, done, total)
 		}
 		defer fmt.Fprint(os.Stderr, "\r\033[K")
 	}
-	_, err := bench.Run(ctx, opts)
+	_, err = bench.Run(ctx, opts)
 	return err
+}
+
+// benchOptions parses bench's flags; --quick scales down what is not
+// given explicitly.
+func benchOptions(args []string) (bench.Options, error) {
+	fs := newFlagSet("bench", "[--records N] [--throughput N] [--clients N] [--queries N] [--erase-records N] [--capture=false] [--capture-changes N] [--capture-latency D] [--capture-big-mb N] [--dir DIR] [--quick]")
+	records := fs.Int("records", 1_000_000, "records in the store used for the query and verify figures")
+	throughput := fs.Int("throughput", 300_000, "records written for each append figure")
+	clients := fs.Int("clients", 256, "concurrent single-record writers")
+	queries := fs.Int("queries", 5000, "queries timed for each latency figure")
+	eraseRecords := fs.Int("erase-records", 0, "records naming the subject whose erasure is timed (default --records)")
+	withCapture := fs.Bool("capture", true, "measure PostgreSQL capture against pg_recvlogical (starts a throwaway PostgreSQL 15; skipped, saying why, without one)")
+	captureChanges := fs.Int("capture-changes", 200_000, "single-row INSERTs captured for the capture throughput figure")
+	captureLatency := fs.Duration("capture-latency", 20*time.Second, "how long the steady load (500 tx/s) of the commit-to-queryable figure runs")
+	captureBigMB := fs.Int("capture-big-mb", 0, "also capture one transaction of this many MiB (after one of a quarter of it) and report peak RSS around each; 1024 is slow")
+	dir := fs.String("dir", "", "directory for the throwaway stores (default: a temp dir, removed afterwards)")
+	quick := fs.Bool("quick", false, "a small run (100k-record store, 100k captured changes, 8s of latency load) for a quick look; figures are less stable; flags given explicitly still win")
+	if err := parseFlags(fs, args); err != nil {
+		return bench.Options{}, err
+	}
+	if *quick {
+		set := map[string]bool{}
+		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		for name, v := range map[string]string{"records": "100000", "throughput": "60000", "queries": "1000",
+			"capture-changes": "100000", "capture-latency": "8s"} {
+			if !set[name] {
+				if err := fs.Set(name, v); err != nil {
+					return bench.Options{}, err
+				}
+			}
+		}
+	}
+	return bench.Options{Dir: *dir, Records: *records, Throughput: *throughput, Clients: *clients, Queries: *queries,
+		EraseRecords: *eraseRecords, SkipCapture: !*withCapture,
+		Capture: bench.CaptureOptions{Changes: *captureChanges, LatencyFor: *captureLatency, BigMB: *captureBigMB}}, nil
 }

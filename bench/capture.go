@@ -1,0 +1,479 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime/pprof"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/stele/stele/capture"
+	"github.com/stele/stele/capture/postgres"
+	"github.com/stele/stele/internal/pgtest"
+	steleLog "github.com/stele/stele/log"
+	"github.com/stele/stele/query"
+	"github.com/stele/stele/record"
+)
+
+// ErrNoPostgres: the capture figure needs PostgreSQL 15's server binaries.
+var ErrNoPostgres = pgtest.ErrNotInstalled
+
+// CaptureOptions size the PostgreSQL capture figure. Zero values give the
+// defaults.
+type CaptureOptions struct {
+	// Dir holds the log and index the changes are captured into (default:
+	// a new temp dir, removed after).
+	Dir string
+	// Changes is how many single-row INSERTs, 100 per transaction, the
+	// throughput figure captures (200,000).
+	Changes int
+	// LatencyRate is the steady load, in transactions/s, under which
+	// commit-to-queryable latency is sampled (500; every 20th transaction
+	// is a sample) and LatencyFor how long it lasts (20s).
+	LatencyRate int
+	LatencyFor  time.Duration
+	// BigMB, when positive, also captures one transaction of about a
+	// quarter of BigMB MiB and then one of BigMB MiB (~1 KB rows) and
+	// reports peak RSS around each: flat means large transactions do not
+	// grow memory.
+	BigMB int
+	// PGBinDir holds PostgreSQL 15's binaries (default pgtest.BinDir).
+	PGBinDir string
+
+	// Diagnostics, which are not the headline figure. Sink is "" (a
+	// durable log with its index, as serve runs it), "noindex" (the log
+	// alone) or "discard" (a sink that only counts); any but "" stops
+	// after the throughput figure, as ThroughputOnly does. RecvFirst runs
+	// pg_recvlogical before Stele, to check for an order bias. CPUProfile
+	// receives a CPU profile of Stele's throughput phase.
+	Sink           string
+	RecvFirst      bool
+	CPUProfile     io.Writer
+	ThroughputOnly bool
+
+	Progress func(phase string, done, total int)
+	// Logf, when set, is told details: workload timings, durable and
+	// indexed times.
+	Logf func(format string, args ...any)
+}
+
+func (o *CaptureOptions) fill() error {
+	if o.Changes <= 0 {
+		o.Changes = 200_000
+	}
+	if o.LatencyRate <= 0 {
+		o.LatencyRate = 500
+	}
+	if o.LatencyFor <= 0 {
+		o.LatencyFor = 20 * time.Second
+	}
+	if o.Progress == nil {
+		o.Progress = func(string, int, int) {}
+	}
+	if o.Logf == nil {
+		o.Logf = func(string, ...any) {}
+	}
+	switch o.Sink {
+	case "":
+	case "noindex", "discard":
+		o.ThroughputOnly = true
+	default:
+		return fmt.Errorf("capture sink %q: want noindex or discard", o.Sink)
+	}
+	return nil
+}
+
+// CaptureResults are the capture figures.
+type CaptureResults struct {
+	Changes   int
+	Sink      string
+	SteleSecs float64 // Run until every change was durable and indexed
+	RecvSecs  float64 // pg_recvlogical to /dev/null up to the same LSN
+	// Latency from COMMIT's return until the query engine's history of the
+	// key returns the change; zero when the phase did not run.
+	LatencyRate    int
+	LatencyFor     time.Duration
+	LatencySamples int
+	LatencyP50     time.Duration
+	LatencyP99     time.Duration
+	LatencyMax     time.Duration
+	Big            []BigTx
+}
+
+// BigTx is one large transaction's capture.
+type BigTx struct {
+	Rows, MB     int
+	Elapsed      time.Duration
+	RSSBefore    int64 // bytes, after freeing what is not live
+	RSSPeak      int64 // bytes, peak while it was captured
+	PeakIsPhased bool  // false: RSSPeak is the process's peak so far
+}
+
+// SteleRate and RecvRate are in changes/s.
+func (r *CaptureResults) SteleRate() float64 { return float64(r.Changes) / r.SteleSecs }
+func (r *CaptureResults) RecvRate() float64  { return float64(r.Changes) / r.RecvSecs }
+
+// Lines are the report, one figure a line.
+func (r *CaptureResults) Lines() []string {
+	what := "durable + indexed"
+	if r.Sink != "" {
+		what = "DIAGNOSTIC sink=" + r.Sink
+	}
+	lines := []string{fmt.Sprintf("capture PostgreSQL → log     %7.0f changes/s %s   (%.2fx pg_recvlogical to /dev/null at %.0f changes/s; %d single-row INSERTs, 100 per transaction)",
+		r.SteleRate(), what, r.SteleRate()/r.RecvRate(), r.RecvRate(), r.Changes)}
+	if r.LatencySamples > 0 {
+		lines = append(lines, fmt.Sprintf("commit to queryable          p50 %v  p99 %v  max %v   (%d tx/s for %v, %d samples)",
+			r.LatencyP50.Round(time.Microsecond), r.LatencyP99.Round(time.Microsecond), r.LatencyMax.Round(time.Microsecond),
+			r.LatencyRate, r.LatencyFor, r.LatencySamples))
+	}
+	for _, b := range r.Big {
+		l := fmt.Sprintf("capture one %d MiB transaction (%d rows of ~1 KB) in %v: peak RSS %s before, %s during, growth %s",
+			b.MB, b.Rows, b.Elapsed.Round(time.Millisecond), mib(b.RSSBefore), mib(b.RSSPeak), mib(b.RSSPeak-b.RSSBefore))
+		if !b.PeakIsPhased {
+			l += " (the peak could not be reset: these are the process's peaks so far)"
+		}
+		lines = append(lines, l)
+	}
+	return lines
+}
+
+// Capture starts a throwaway PostgreSQL 15 and measures in one run: (a)
+// Stele capturing Changes single-row INSERTs, written before it starts,
+// into a durable, indexed log; (b) pg_recvlogical streaming the same WAL
+// with the same plugin (pgoutput, protocol 2) to /dev/null on its own
+// slot, the database's own streaming speed; (c) commit-to-queryable
+// latency under a steady load; (d) when BigMB is set, peak RSS while large
+// transactions are captured. The error wraps ErrNoPostgres when the
+// binaries are missing.
+func Capture(ctx context.Context, opts CaptureOptions) (*CaptureResults, error) {
+	if err := opts.fill(); err != nil {
+		return nil, err
+	}
+	if opts.Dir == "" {
+		dir, err := os.MkdirTemp("", "stele-bench-capture-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		opts.Dir = dir
+	}
+	srv, err := pgtest.New(ctx, pgtest.Options{BinDir: opts.PGBinDir})
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Stop()
+	if err := srv.ExecIn(ctx, "postgres", "CREATE DATABASE bench"); err != nil {
+		return nil, err
+	}
+	if err := srv.ExecIn(ctx, "bench",
+		"CREATE TABLE t (id bigint PRIMARY KEY, v text, at timestamptz)",
+		"CREATE TABLE lat (id bigint PRIMARY KEY, at timestamptz)",
+		"CREATE TABLE big (id bigint PRIMARY KEY, v text)",
+		"CREATE PUBLICATION stele_bench FOR ALL TABLES",
+		"SELECT pg_create_logical_replication_slot('stele_bench', 'pgoutput')",
+		"SELECT pg_create_logical_replication_slot('recv_bench', 'pgoutput')",
+	); err != nil {
+		return nil, err
+	}
+	url := srv.URL("bench")
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close(context.Background())
+	c := &captureRun{opts: opts, srv: srv, url: url, conn: conn, res: &CaptureResults{Changes: opts.Changes, Sink: opts.Sink}}
+	return c.res, c.run(ctx)
+}
+
+type captureRun struct {
+	opts CaptureOptions
+	srv  *pgtest.Server
+	url  string
+	conn *pgx.Conn
+	res  *CaptureResults
+	end  string // the workload's final LSN
+	// committed counts the latency phase's transactions.
+	committed int
+	// stopped receives Run's error if the source stops.
+	stopped chan error
+}
+
+// waitSize waits until size reaches want, failing after limit or when
+// the source stops, and tells progress how far it got, ten times a second
+// (more would take CPU from what is measured).
+func (c *captureRun) waitSize(ctx context.Context, size func() uint64, want uint64, limit time.Duration, progress func(got uint64)) error {
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	start := time.Now()
+	var told time.Time
+	for got := size(); got < want; got = size() {
+		if time.Since(told) >= 100*time.Millisecond {
+			progress(got)
+			told = time.Now()
+		}
+		if time.Since(start) > limit {
+			return fmt.Errorf("captured %d of %d records in %v", got, want, limit)
+		}
+		select {
+		case err := <-c.stopped:
+			c.stopped <- err // for the deferred wait
+			return fmt.Errorf("capture stopped after %d of %d records: %w", got, want, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return nil
+}
+
+func (c *captureRun) run(ctx context.Context) error {
+	if err := c.workload(ctx); err != nil {
+		return fmt.Errorf("workload: %w", err)
+	}
+	st, err := openStore(ctx, filepath.Join(c.opts.Dir, "log"), true)
+	if err != nil {
+		return err
+	}
+	defer st.close()
+	n := c.opts.Changes
+	var sink capture.Sink = st.store
+	size := st.store.Size
+	switch c.opts.Sink {
+	case "noindex":
+		plain, err := openStore(ctx, filepath.Join(c.opts.Dir, "noindex"), false)
+		if err != nil {
+			return err
+		}
+		defer plain.close()
+		sink, size = plain.store, plain.store.Size
+	case "discard":
+		d := &countSink{}
+		sink, size = d, d.n.Load
+	}
+	src, err := postgres.New(postgres.Config{ConnString: c.url, Name: "bench", SpillDir: c.opts.Dir, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		return err
+	}
+	if c.opts.RecvFirst {
+		if c.res.RecvSecs, err = c.recvlogical(ctx); err != nil {
+			return err
+		}
+	}
+	if c.opts.CPUProfile != nil {
+		if err := pprof.StartCPUProfile(c.opts.CPUProfile); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile() // also stopped right after (a)
+	}
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- src.Run(runCtx, sink) }()
+	c.stopped = done
+	defer func() {
+		cancel()
+		<-done
+	}()
+	// (a) Stele: from Run until the log holds all n records, durable and
+	// indexed (log.Open with the index as its hook, as serve does).
+	err = c.waitSize(ctx, size, uint64(n), 10*time.Minute, func(got uint64) { c.opts.Progress("capture", int(got), n) })
+	if err != nil {
+		return err
+	}
+	durable := time.Since(start)
+	if c.opts.Sink == "" {
+		// Size counts durable records; the index follows them
+		// asynchronously, and queryable means indexed too.
+		if err := st.store.WaitIndexed(ctx, uint64(n)); err != nil {
+			return err
+		}
+	}
+	c.res.SteleSecs = time.Since(start).Seconds()
+	pprof.StopCPUProfile()
+	c.opts.Logf("(a) durable after %.2fs, queryable after %.2fs", durable.Seconds(), c.res.SteleSecs)
+	if !c.opts.RecvFirst {
+		if c.res.RecvSecs, err = c.recvlogical(ctx); err != nil {
+			return err
+		}
+	}
+	if c.opts.ThroughputOnly {
+		return nil
+	}
+	if err := c.latency(ctx, query.New(st.store, st.ix)); err != nil {
+		return fmt.Errorf("commit-to-queryable latency: %w", err)
+	}
+	// Only the sampled changes were waited for: every change must be in
+	// the log, and the large transactions' figures must not include them.
+	if err := c.waitSize(ctx, st.store.Size, uint64(n+c.committed), time.Minute, func(uint64) {}); err != nil {
+		return fmt.Errorf("commit-to-queryable latency: %w", err)
+	}
+	if c.opts.BigMB > 0 {
+		if err := c.bigTransactions(ctx, st.store); err != nil {
+			return fmt.Errorf("large transaction: %w", err)
+		}
+	}
+	return nil
+}
+
+// workload writes the n INSERTs, 100 per transaction, before either
+// consumer starts, so both read the same WAL.
+func (c *captureRun) workload(ctx context.Context) error {
+	n := c.opts.Changes
+	start := time.Now()
+	for lo := 0; lo < n; lo += 100 {
+		b := &pgx.Batch{}
+		b.Queue("BEGIN")
+		for id := lo; id < min(lo+100, n); id++ {
+			b.Queue("INSERT INTO t VALUES ($1, 'some value of a row', clock_timestamp())", id)
+		}
+		b.Queue("COMMIT")
+		if err := c.conn.SendBatch(ctx, b).Close(); err != nil {
+			return err
+		}
+		if lo%10_000 == 0 {
+			c.opts.Progress("capture: workload", lo, n)
+		}
+	}
+	if err := c.conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&c.end); err != nil {
+		return err
+	}
+	c.opts.Logf("workload: %d inserts in %d transactions written in %v; WAL end %s", n, (n+99)/100, time.Since(start).Round(time.Millisecond), c.end)
+	// Settle the server: autovacuum would otherwise analyse the new rows
+	// during whichever consumer runs first.
+	for _, q := range []string{"VACUUM ANALYZE t", "CHECKPOINT"} {
+		if _, err := c.conn.Exec(ctx, q); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// recvlogical streams the workload's WAL to /dev/null on its own slot and
+// returns how long it took.
+func (c *captureRun) recvlogical(ctx context.Context) (float64, error) {
+	cmd := c.srv.Command(ctx, "pg_recvlogical",
+		"-d", c.url, "--slot", "recv_bench", "--start", "--no-loop", "--endpos", c.end,
+		"-o", "proto_version=2", "-o", "publication_names=stele_bench", "-f", "/dev/null")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	c.opts.Progress("capture: pg_recvlogical", 0, 1)
+	start := time.Now()
+	if err := cmd.Run(); err != nil {
+		return 0, fmt.Errorf("pg_recvlogical: %w\n%s", err, out.String())
+	}
+	return time.Since(start).Seconds(), nil
+}
+
+// latency commits one single-row transaction at a steady rate; every 20th
+// is timed from its COMMIT's return until the query engine's history of
+// its key returns it.
+func (c *captureRun) latency(ctx context.Context, eng *query.Engine) error {
+	// pgtest runs with synchronous_commit = off, which lets COMMIT return
+	// up to wal_writer_delay (200 ms) before the WAL is flushed, and the
+	// WAL sender sends only flushed WAL. Production settings: on.
+	if _, err := c.conn.Exec(ctx, "SET synchronous_commit = on"); err != nil {
+		return err
+	}
+	const every = 20
+	rate, dur := c.opts.LatencyRate, c.opts.LatencyFor
+	var (
+		mu       sync.Mutex
+		lats     []time.Duration
+		timedOut atomic.Int64
+		wg       sync.WaitGroup
+	)
+	tick := time.NewTicker(time.Second / time.Duration(rate))
+	defer tick.Stop()
+	start := time.Now()
+	for id := 0; time.Since(start) < dur; id++ {
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			wg.Wait()
+			return ctx.Err()
+		}
+		if _, err := c.conn.Exec(ctx, "INSERT INTO lat VALUES ($1, clock_timestamp())", id); err != nil {
+			wg.Wait()
+			return err
+		}
+		c.committed++
+		if id%every != 0 {
+			continue
+		}
+		committed := time.Now()
+		key, err := record.KeyString(json.RawMessage(fmt.Sprintf(`{"id":%d}`, id)))
+		if err != nil {
+			wg.Wait()
+			return err
+		}
+		c.opts.Progress("capture: latency", int(time.Since(start)/time.Millisecond), int(dur/time.Millisecond))
+		wg.Go(func() {
+			for time.Since(committed) < 30*time.Second && ctx.Err() == nil {
+				p, err := eng.History(ctx, "bench", "lat", key, query.PageRequest{Limit: 1})
+				if err == nil && len(p.Records) > 0 {
+					mu.Lock()
+					lats = append(lats, time.Since(committed))
+					mu.Unlock()
+					return
+				}
+				time.Sleep(500 * time.Microsecond)
+			}
+			timedOut.Add(1)
+		})
+	}
+	wg.Wait()
+	if n := timedOut.Load(); n > 0 {
+		return fmt.Errorf("%d of %d sampled changes were not queryable within 30s", n, int(n)+len(lats))
+	}
+	if len(lats) == 0 {
+		return errors.New("no change was sampled")
+	}
+	slices.Sort(lats)
+	r := c.res
+	r.LatencyRate, r.LatencyFor, r.LatencySamples = rate, dur, len(lats)
+	r.LatencyP50, r.LatencyP99, r.LatencyMax = percentileSorted(lats, 0.50), percentileSorted(lats, 0.99), lats[len(lats)-1]
+	return nil
+}
+
+// bigTransactions captures one transaction of a quarter of BigMB and one
+// of BigMB (~1 KB rows), recording peak RSS around each.
+func (c *captureRun) bigTransactions(ctx context.Context, store *steleLog.Store) error {
+	for i, mb := range []int{max(1, c.opts.BigMB/4), c.opts.BigMB} {
+		var m rssMeter
+		m.Start()
+		b := BigTx{Rows: mb * 1024, MB: mb, RSSBefore: m.Peak()}
+		sizeBefore := store.Size()
+		start := time.Now()
+		if _, err := c.conn.Exec(ctx, fmt.Sprintf("INSERT INTO big SELECT g + %d, repeat(md5(g::text), 31) FROM generate_series(1, %d) g", i<<40, b.Rows)); err != nil {
+			return err
+		}
+		err := c.waitSize(ctx, store.Size, sizeBefore+uint64(b.Rows), 20*time.Minute, func(got uint64) {
+			c.opts.Progress(fmt.Sprintf("capture: %d MiB transaction", mb), int(got-sizeBefore), b.Rows)
+		})
+		if err != nil {
+			return err
+		}
+		b.Elapsed, b.RSSPeak, b.PeakIsPhased = time.Since(start), m.Peak(), !m.resetFailed
+		c.res.Big = append(c.res.Big, b)
+	}
+	return nil
+}
+
+// countSink counts appended records and keeps nothing (a diagnostic).
+type countSink struct{ n atomic.Uint64 }
+
+func (c *countSink) Append(_ context.Context, recs []*record.Record) ([]steleLog.Appended, error) {
+	c.n.Add(uint64(len(recs)))
+	return make([]steleLog.Appended, len(recs)), nil
+}

@@ -97,6 +97,7 @@ func Compile(subject string, version int, schemaJSON []byte) (*Schema, error) {
 		return nil, &SchemaError{Pointer: "/type", Reason: "the root must accept objects: images are JSON objects"}
 	}
 	s := &Schema{Subject: subject, Version: version, Raw: raw, compiled: compiled, doc: doc}
+	s.fast, _ = compileFast(compiled) // nil: every image goes to the library
 	if err := annotate(s, doc); err != nil {
 		return nil, err
 	}

@@ -202,6 +202,9 @@ type Schema struct {
 	Groups []Group
 
 	compiled *jsonschema.Schema
+	// fast validates image bytes without the library; nil when the schema
+	// uses keywords outside its subset.
+	fast *fastNode
 	// doc is the decoded document, read by the compatibility check.
 	doc map[string]any
 	// byPath indexes PII fields by Path.String() for PIIField.

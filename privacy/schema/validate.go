@@ -37,6 +37,16 @@ func DecodeImage(image []byte) (map[string]any, error) {
 // Validate checks one image (a record's before or after) against the
 // schema. A mismatch is a *ValidationError wrapping ErrInvalidRecord.
 func (s *Schema) Validate(image []byte) error {
+	if s.fast != nil {
+		if err := s.validateFast(image); err != errFallback {
+			return err
+		}
+	}
+	return s.validateLibrary(image)
+}
+
+// validateLibrary is Validate by the library alone.
+func (s *Schema) validateLibrary(image []byte) error {
 	m, err := DecodeImage(image)
 	if err != nil {
 		var ve *ValidationError

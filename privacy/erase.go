@@ -156,10 +156,12 @@ func (l *Ledger) Erase(ctx context.Context, req EraseRequest) (*ReceiptResult, e
 			return nil, fmt.Errorf("erase: %w", err)
 		}
 		kids, err := l.g.keys.Destroy(ctx, keystore.KindSubject, name)
+		// Destroy may fail after the keys stopped being served; no cache
+		// may serve them either way.
+		l.g.forget(kids)
 		if err != nil {
 			return nil, fmt.Errorf("erase: destroy subject key: %w", err)
 		}
-		l.g.aeads.forget(kids)
 		destroyed += len(kids)
 		if len(kids) > 0 || n > 0 {
 			refs = append(refs, SubjectRef{Group: group, Ref: name})
@@ -182,10 +184,10 @@ func (l *Ledger) ExpirePeriods(ctx context.Context) ([]string, error) {
 			continue
 		}
 		kids, err := l.g.keys.Destroy(ctx, keystore.KindPeriod, name)
+		l.g.forget(kids)
 		if err != nil {
 			return done, fmt.Errorf("retention: destroy period %s: %w", name, err)
 		}
-		l.g.aeads.forget(kids)
 		rc := Receipt{Type: "retention", Period: name, KeysDestroyed: len(kids)}
 		if _, err := l.appendReceipt(ctx, rc, nil, nil); err != nil {
 			return done, err

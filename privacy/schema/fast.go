@@ -241,21 +241,11 @@ func intOr(p *int) int {
 var errFallback = errors.New("image left to the library")
 
 // fastRun is one validation: the first schema error found, in the
-// library's order of keywords, and where.
+// library's order of keywords, and where its value starts.
 type fastRun struct {
-	b    []byte
-	path []pathSeg
-	err  *fastErr
-}
-
-type pathSeg struct {
-	name []byte // name literal, or nil for an array index
-	idx  int
-}
-
-type fastErr struct {
-	loc  []string
-	kind jsonschema.ErrorKind
+	b     []byte
+	err   jsonschema.ErrorKind
+	errAt int
 }
 
 // validateFast checks image against n: nil, a *ValidationError, or
@@ -265,7 +255,7 @@ func (s *Schema) validateFast(image []byte) error {
 	if jsonscan.Kind(image, start) != jsonscan.Object {
 		return errFallback
 	}
-	r := fastRun{b: image, path: make([]pathSeg, 0, 8)}
+	r := fastRun{b: image}
 	end, err := r.value(s.fast, start, 0)
 	if err != nil || jsonscan.Space(image, end) != len(image) {
 		return errFallback
@@ -273,22 +263,38 @@ func (s *Schema) validateFast(image []byte) error {
 	if r.err == nil {
 		return nil
 	}
-	return &ValidationError{Subject: s.Subject, Version: s.Version, Field: jsonPointer(r.err.loc), Reason: reason(r.err.kind)}
+	return &ValidationError{Subject: s.Subject, Version: s.Version, Field: jsonPointer(locate(image, start, r.errAt)), Reason: reason(r.err)}
 }
 
-func (r *fastRun) fail(k jsonschema.ErrorKind) {
-	if r.err != nil {
-		return
+// fail records an error of the value at b[at], unless one came first.
+func (r *fastRun) fail(k jsonschema.ErrorKind, at int) {
+	if r.err == nil {
+		r.err, r.errAt = k, at
 	}
-	loc := make([]string, len(r.path))
-	for i, p := range r.path {
-		if p.name != nil {
-			loc[i] = jsonscan.Unquote(p.name)
-		} else {
-			loc[i] = strconv.Itoa(p.idx)
+}
+
+// locate is the path from the value at b[i] to the value that starts at
+// b[at]: found again after the fact, so validation keeps no path.
+func locate(b []byte, i, at int) []string {
+	var loc []string
+	for i != at && i >= 0 {
+		next := -1
+		step := func(tok string, v int) (int, error) {
+			end, err := jsonscan.Skip(b, v, 0)
+			if next < 0 && v <= at && at < end {
+				loc, next = append(loc, tok), v
+			}
+			return end, err
 		}
+		switch jsonscan.Kind(b, i) {
+		case jsonscan.Object:
+			_, _ = jsonscan.Members(b, i, 0, func(lit []byte, v int) (int, error) { return step(jsonscan.Unquote(lit), v) })
+		case jsonscan.Array:
+			_, _ = jsonscan.Elements(b, i, 0, func(n, v int) (int, error) { return step(strconv.Itoa(n), v) })
+		}
+		i = next
 	}
-	r.err = &fastErr{loc: loc, kind: k}
+	return loc
 }
 
 // decoded is the value at b[i:end] as the library sees it.
@@ -309,7 +315,7 @@ func (r *fastRun) value(n *fastNode, i, depth int) (int, error) {
 		return 0, errFallback
 	}
 	if n.reject {
-		r.fail(&kind.FalseSchema{})
+		r.fail(&kind.FalseSchema{}, i)
 		return jsonscan.Skip(b, i, depth)
 	}
 	// Scalars are scanned first: their type may depend on their text.
@@ -330,7 +336,7 @@ func (r *fastRun) value(n *fastNode, i, depth int) (int, error) {
 	if n.types != 0 {
 		ok := n.types&kindBit(k) != 0 || (k == jsonscan.Number && n.types&tInteger != 0 && isInteger(b[i:end], integral))
 		if !ok {
-			r.fail(&kind.Type{Got: kindType(k), Want: n.typeWant})
+			r.fail(&kind.Type{Got: kindType(k), Want: n.typeWant}, i)
 			return skipRest(b, i, end, depth, k)
 		}
 	}
@@ -341,17 +347,17 @@ func (r *fastRun) value(n *fastNode, i, depth int) (int, error) {
 			}
 		}
 		if n.konst != nil && !r.in(n.konst, k, i, end, escaped) {
-			r.fail(&kind.Const{Got: r.decoded(i, end), Want: n.konst.values[0]})
+			r.fail(&kind.Const{Got: r.decoded(i, end), Want: n.konst.values[0]}, i)
 			return end, nil
 		}
 		if n.enum != nil && !r.in(n.enum, k, i, end, escaped) {
-			r.fail(&kind.Enum{Got: r.decoded(i, end), Want: n.enum.values})
+			r.fail(&kind.Enum{Got: r.decoded(i, end), Want: n.enum.values}, i)
 			return end, nil
 		}
 		if n.format != nil && k == jsonscan.String {
 			str := jsonscan.Unquote(b[i:end])
 			if err := n.format.Validate(str); err != nil {
-				r.fail(&kind.Format{Got: str, Want: n.format.Name, Err: err})
+				r.fail(&kind.Format{Got: str, Want: n.format.Name, Err: err}, i)
 				return end, nil
 			}
 		}
@@ -362,9 +368,9 @@ func (r *fastRun) value(n *fastNode, i, depth int) (int, error) {
 	case jsonscan.Array:
 		return r.array(n, i, depth)
 	case jsonscan.String:
-		r.str(n, b[i:end], escaped)
+		r.str(n, i, end, escaped)
 	case jsonscan.Number:
-		r.num(n, b[i:end], integral)
+		r.num(n, i, end, integral)
 	}
 	return end, nil
 }
@@ -505,7 +511,7 @@ func (r *fastRun) object(n *fastNode, i, depth int) (int, error) {
 				extra = append(extra, string(name))
 			}
 		}
-		return r.child(sub, pathSeg{name: lit}, v, depth+1)
+		return r.child(sub, v, depth+1)
 	})
 	if err != nil {
 		return 0, err
@@ -528,29 +534,26 @@ func (r *fastRun) object(n *fastNode, i, depth int) (int, error) {
 		}
 	}
 	if own != nil {
-		r.own(own)
+		r.own(own, i)
 	} else if extra != nil {
-		r.fail(&kind.AdditionalProperties{Properties: extra})
+		r.fail(&kind.AdditionalProperties{Properties: extra}, i)
 	}
 	return end, nil
 }
 
-// child validates a member or element at b[v] against n, at path seg.
-func (r *fastRun) child(n *fastNode, seg pathSeg, v, depth int) (int, error) {
+// child validates a member or element at b[v] against n.
+func (r *fastRun) child(n *fastNode, v, depth int) (int, error) {
 	if n == nil || r.err != nil {
 		return jsonscan.Skip(r.b, v, depth)
 	}
-	r.path = append(r.path, seg)
-	end, err := r.value(n, v, depth)
-	r.path = r.path[:len(r.path)-1]
-	return end, err
+	return r.value(n, v, depth)
 }
 
-// own records an error of an object's or array's own keywords, which the
-// library reports before any error of its members.
-func (r *fastRun) own(k jsonschema.ErrorKind) {
+// own records an error of the own keywords of the object or array at
+// b[at], which the library reports before any error of its members.
+func (r *fastRun) own(k jsonschema.ErrorKind, at int) {
 	r.err = nil
-	r.fail(k)
+	r.fail(k, at)
 }
 
 func (r *fastRun) array(n *fastNode, i, depth int) (int, error) {
@@ -561,24 +564,25 @@ func (r *fastRun) array(n *fastNode, i, depth int) (int, error) {
 		if idx < len(n.prefix) {
 			sub = n.prefix[idx]
 		}
-		return r.child(sub, pathSeg{idx: idx}, v, depth+1)
+		return r.child(sub, v, depth+1)
 	})
 	if err != nil {
 		return 0, err
 	}
 	switch {
 	case n.minItems >= 0 && count < n.minItems:
-		r.own(&kind.MinItems{Got: count, Want: n.minItems})
+		r.own(&kind.MinItems{Got: count, Want: n.minItems}, i)
 	case n.maxItems >= 0 && count > n.maxItems:
-		r.own(&kind.MaxItems{Got: count, Want: n.maxItems})
+		r.own(&kind.MaxItems{Got: count, Want: n.maxItems}, i)
 	}
 	return end, nil
 }
 
-func (r *fastRun) str(n *fastNode, lit []byte, escaped bool) {
+func (r *fastRun) str(n *fastNode, i, end int, escaped bool) {
 	if n.minLen < 0 && n.maxLen < 0 && n.pattern == nil {
 		return
 	}
+	lit := r.b[i:end]
 	var str string
 	if escaped || n.pattern != nil {
 		str = jsonscan.Unquote(lit)
@@ -591,16 +595,16 @@ func (r *fastRun) str(n *fastNode, lit []byte, escaped bool) {
 			runes = utf8.RuneCount(lit[1 : len(lit)-1])
 		}
 		if n.minLen >= 0 && runes < n.minLen {
-			r.fail(&kind.MinLength{Got: runes, Want: n.minLen})
+			r.fail(&kind.MinLength{Got: runes, Want: n.minLen}, i)
 			return
 		}
 		if n.maxLen >= 0 && runes > n.maxLen {
-			r.fail(&kind.MaxLength{Got: runes, Want: n.maxLen})
+			r.fail(&kind.MaxLength{Got: runes, Want: n.maxLen}, i)
 			return
 		}
 	}
 	if n.pattern != nil && !n.pattern.MatchString(str) {
-		r.fail(&kind.Pattern{Got: str, Want: n.pattern.String()})
+		r.fail(&kind.Pattern{Got: str, Want: n.pattern.String()}, i)
 	}
 }
 
@@ -636,26 +640,26 @@ func (x *number) asRat() *big.Rat {
 	return x.rat
 }
 
-func (r *fastRun) num(n *fastNode, lit []byte, integral bool) {
+func (r *fastRun) num(n *fastNode, i, end int, integral bool) {
 	if n.minimum == nil && n.maximum == nil && n.exMin == nil && n.exMax == nil && n.multipleOf == nil {
 		return
 	}
-	x := &number{lit: lit}
+	x := &number{lit: r.b[i:end]}
 	if integral {
-		x.i, x.isInt = jsonscan.Int64(lit)
+		x.i, x.isInt = jsonscan.Int64(x.lit)
 	}
 	// The library reports only the first of these; their order is its.
 	switch {
 	case n.minimum != nil && x.cmp(n.minimum) < 0:
-		r.fail(&kind.Minimum{Got: x.asRat(), Want: n.minimum.rat})
+		r.fail(&kind.Minimum{Got: x.asRat(), Want: n.minimum.rat}, i)
 	case n.maximum != nil && x.cmp(n.maximum) > 0:
-		r.fail(&kind.Maximum{Got: x.asRat(), Want: n.maximum.rat})
+		r.fail(&kind.Maximum{Got: x.asRat(), Want: n.maximum.rat}, i)
 	case n.exMin != nil && x.cmp(n.exMin) <= 0:
-		r.fail(&kind.ExclusiveMinimum{Got: x.asRat(), Want: n.exMin.rat})
+		r.fail(&kind.ExclusiveMinimum{Got: x.asRat(), Want: n.exMin.rat}, i)
 	case n.exMax != nil && x.cmp(n.exMax) >= 0:
-		r.fail(&kind.ExclusiveMaximum{Got: x.asRat(), Want: n.exMax.rat})
+		r.fail(&kind.ExclusiveMaximum{Got: x.asRat(), Want: n.exMax.rat}, i)
 	case n.multipleOf != nil && !multiple(x, n.multipleOf):
-		r.fail(&kind.MultipleOf{Got: x.asRat(), Want: n.multipleOf.rat})
+		r.fail(&kind.MultipleOf{Got: x.asRat(), Want: n.multipleOf.rat}, i)
 	}
 }
 

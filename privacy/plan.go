@@ -17,6 +17,9 @@ type plan struct {
 	schema *schema.Schema
 	root   *node
 	groups []*groupPlan
+	// byMark is the node of each of the schema's annotated properties
+	// (nil for one sealing does not need).
+	byMark []*node
 }
 
 type groupPlan struct {
@@ -83,7 +86,20 @@ func compilePlan(s *schema.Schema) *plan {
 			p.root.at(f.Path).field = fp
 		}
 	}
+	for _, path := range s.Annotated() {
+		p.byMark = append(p.byMark, p.root.find(path))
+	}
 	return p
+}
+
+// find returns the node of path, or nil.
+func (n *node) find(path schema.Path) *node {
+	for _, part := range path {
+		if n = n.children[part]; n == nil {
+			return nil
+		}
+	}
+	return n
 }
 
 // at returns the node of path, creating the nodes on the way.
@@ -121,61 +137,73 @@ type leaf struct {
 	span
 }
 
-// scan finds in the object image img the non-null values of sealed
-// fields (in document order, appended to leaves) and the first value of
-// each group's subject field (set in subjects, indexed by group, where not
-// set yet). A non-object image holds nothing to seal.
-func (n *node) scan(img []byte, leaves []leaf, subjects []span) ([]leaf, error) {
-	start := jsonscan.Space(img, 0)
-	if jsonscan.Kind(img, start) != jsonscan.Object {
-		return leaves, nil
-	}
-	w := walker{img: img, leaves: leaves, subjects: subjects}
-	end, err := w.object(n, start, 0)
-	if err == nil && jsonscan.Space(img, end) != len(img) {
-		err = fmt.Errorf("%w: data after the object", jsonscan.ErrSyntax)
-	}
-	return w.leaves, err
-}
-
-type walker struct {
+// finder collects from one image what sealing needs: the non-null values
+// of sealed fields (leaves, in document order) and the first value of each
+// group's subject field (subjects, by group).
+type finder struct {
 	img      []byte
+	plan     *plan
 	leaves   []leaf
 	subjects []span
 }
 
-func (w *walker) object(n *node, i, depth int) (int, error) {
-	return jsonscan.Members(w.img, i, depth, func(lit []byte, v int) (int, error) {
+// found records that the value of node n is img[start:end].
+func (f *finder) found(n *node, start, end int) {
+	for _, g := range n.subjectOf {
+		if f.subjects[g].end == 0 {
+			f.subjects[g] = span{start, end}
+		}
+	}
+	if n.field != nil && jsonscan.Kind(f.img, start) != jsonscan.Null {
+		// Absence of a value is not personal data; keeping the null
+		// readable keeps "was it set?" answerable.
+		f.leaves = append(f.leaves, leaf{n.field, span{start, end}})
+	}
+}
+
+// Found is found for the schema's annotated property i (a
+// schema.Finder).
+func (f *finder) Found(i, start, end int) {
+	if n := f.plan.byMark[i]; n != nil {
+		f.found(n, start, end)
+	}
+}
+
+// scan walks the image from the plan's root to find its values. A
+// non-object image holds nothing to seal.
+func (f *finder) scan(root *node) error {
+	start := jsonscan.Space(f.img, 0)
+	if jsonscan.Kind(f.img, start) != jsonscan.Object {
+		return nil
+	}
+	end, err := f.object(root, start, 0)
+	if err == nil && jsonscan.Space(f.img, end) != len(f.img) {
+		err = fmt.Errorf("%w: data after the object", jsonscan.ErrSyntax)
+	}
+	return err
+}
+
+func (f *finder) object(n *node, i, depth int) (int, error) {
+	return jsonscan.Members(f.img, i, depth, func(lit []byte, v int) (int, error) {
 		name := lit[1 : len(lit)-1]
 		if bytes.IndexByte(name, '\\') >= 0 {
 			name = []byte(jsonscan.Unquote(lit))
 		}
 		child := n.children[string(name)]
 		if child == nil {
-			return jsonscan.Skip(w.img, v, depth+1)
+			return jsonscan.Skip(f.img, v, depth+1)
 		}
 		var end int
 		var err error
-		k := jsonscan.Kind(w.img, v)
-		if k == jsonscan.Object && child.field == nil && child.children != nil {
-			end, err = w.object(child, v, depth+1)
+		if jsonscan.Kind(f.img, v) == jsonscan.Object && child.field == nil && child.children != nil {
+			end, err = f.object(child, v, depth+1)
 		} else {
-			end, err = jsonscan.Skip(w.img, v, depth+1)
+			end, err = jsonscan.Skip(f.img, v, depth+1)
 		}
-		if err != nil {
-			return 0, err
+		if err == nil {
+			f.found(child, v, end)
 		}
-		for _, g := range child.subjectOf {
-			if w.subjects[g].end == 0 {
-				w.subjects[g] = span{v, end}
-			}
-		}
-		if child.field != nil && k != jsonscan.Null {
-			// Absence of a value is not personal data; keeping the null
-			// readable keeps "was it set?" answerable.
-			w.leaves = append(w.leaves, leaf{child.field, span{v, end}})
-		}
-		return end, nil
+		return end, err
 	})
 }
 

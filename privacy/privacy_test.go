@@ -431,3 +431,51 @@ func TestNonceBeyondOneBuffer(t *testing.T) {
 		t.Fatal("nonce material reused")
 	}
 }
+
+// The values sealing needs are found alike by the validator's scan and by
+// the walk that serves when the validator leaves an image to the library.
+func TestValidatorScanMatchesWalk(t *testing.T) {
+	f := newFixture(t)
+	const loose = `{"type":"object","x-retention":"P1Y","properties":{
+	  "id":{"x-subject":true},
+	  "email":{"x-pii":true,"x-searchable":true},
+	  "name":{"x-pii":true},
+	  "address":{"properties":{"street":{"x-pii":true},"city":{}}},
+	  "card":{"x-pii":true,"type":["object","null"],"properties":{"n":{"type":"string"}}},
+	  "news":{"x-data-group":"marketing","properties":{"contact":{"x-subject":true},"name":{"x-pii":true}}},
+	  "plan":{}}}`
+	if _, _, err := f.schemas.Put(context.Background(), "crm.public.loose", []byte(loose)); err != nil {
+		t.Fatal(err)
+	}
+	sch, err := f.schemas.Latest("crm.public.loose")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := f.g.plan(sch)
+	images := []string{
+		`{}`, `{"id":7}`, `{"id":"7"}`, `{"id":null,"email":"a@b.c"}`, `{"email":null,"id":7,"name":null}`, `{"id":{"x":1}}`,
+		`{"address":{"street":"x","city":"y"},"id":7}`, `{"address":{"city":"y"},"id":7}`, `{"address":{},"id":7}`, `{"address":"flat"}`,
+		`{"address":{"street":null},"id":7,"card":{"n":"4111"},"plan":[1,{"email":"not here"}]}`, `{"card":null,"name":["a"]}`,
+		` { "id" : 7 , "email" : "a@b.c" } `, `{"\u0065mail":"x","id":7}`, `{"plan":"gold","id":7,"name":{"first":"A"}}`,
+		`{"news":{"contact":"c-1","name":"N"},"id":7}`, `{"news":{"name":"N"}}`, `{"news":5,"email":true}`,
+	}
+	leaves := 0
+	for _, img := range images {
+		scanned := finder{img: []byte(img), plan: p, subjects: make([]span, len(p.groups))}
+		ok, err := sch.ValidateScan(scanned.img, &scanned)
+		if err != nil || !ok {
+			t.Fatalf("image %s: scanned %v, %v", img, ok, err)
+		}
+		walked := finder{img: []byte(img), plan: p, subjects: make([]span, len(p.groups))}
+		if err := walked.scan(p.root); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(scanned.leaves, walked.leaves) || !reflect.DeepEqual(scanned.subjects, walked.subjects) {
+			t.Errorf("image %s:\nscan %+v %+v\nwalk %+v %+v", img, scanned.leaves, scanned.subjects, walked.leaves, walked.subjects)
+		}
+		leaves += len(walked.leaves)
+	}
+	if leaves != 10 {
+		t.Fatalf("%d sealed values found in all images, want 10", leaves)
+	}
+}

@@ -162,23 +162,16 @@ func (g *Guard) Seal(ctx context.Context, r *record.Record) error {
 	if err != nil {
 		return fmt.Errorf("privacy: schema of %s: %w", SubjectName(r.Source), err)
 	}
-	for _, side := range [...]struct {
-		name string
-		img  []byte
-	}{{"before", r.Before}, {"after", r.After}} {
-		if len(side.img) == 0 {
-			continue
-		}
-		if err := sch.Validate(side.img); err != nil {
-			var ve *schema.ValidationError
-			if errors.As(err, &ve) {
-				return &record.FieldError{Field: side.name + dotted(ve.Field), Reason: fmt.Sprintf("does not match schema %s version %d: %s", ve.Subject, ve.Version, ve.Reason)}
-			}
-			return fmt.Errorf("privacy: validate %s: %w", side.name, err)
-		}
-	}
 	p := g.plan(sch)
 	if len(p.groups) == 0 || len(p.root.children) == 0 {
+		for _, side := range [...]struct {
+			side int
+			img  []byte
+		}{{sideBefore, r.Before}, {sideAfter, r.After}} {
+			if _, err := validate(sch, side.side, side.img, nil); err != nil {
+				return err
+			}
+		}
 		r.Schema = &record.SchemaRef{Subject: sch.Subject, Version: int64(sch.Version)}
 		return nil
 	}
@@ -191,6 +184,27 @@ func (g *Guard) Seal(ctx context.Context, r *record.Record) error {
 	s.reset(nil, nil, nil, nil)
 	g.sealings.Put(s)
 	return err
+}
+
+// validate checks one side's image against sch and, when f is not nil,
+// finds on the way the values sealing needs, if it can (scanned).
+func validate(sch *schema.Schema, side int, img []byte, f *finder) (scanned bool, err error) {
+	if len(img) == 0 {
+		return false, nil
+	}
+	var found schema.Finder
+	if f != nil {
+		found = f
+	}
+	scanned, err = sch.ValidateScan(img, found)
+	if err != nil {
+		var ve *schema.ValidationError
+		if errors.As(err, &ve) {
+			return false, &record.FieldError{Field: sideNames[side] + dotted(ve.Field), Reason: fmt.Sprintf("does not match schema %s version %d: %s", ve.Subject, ve.Version, ve.Reason)}
+		}
+		return false, fmt.Errorf("privacy: validate %s: %w", sideNames[side], err)
+	}
+	return scanned, nil
 }
 
 // sealedParts are what sealing adds to a record, allocated together: one
@@ -231,16 +245,13 @@ type sealing struct {
 	r    *record.Record
 	plan *plan
 
-	imgs     [numSides][]byte
-	leaves   []leaf
-	sideEnd  [numSides]int    // leaves[sideEnd[side-1]:sideEnd[side]] are side's
-	subjects [numSides][]span // per side, the subject value of each group
-	groups   []groupKeys
-	random   []byte // nonce material not used yet
-	tokens   []byte // where blind tokens go
-	ct       []byte
-	aad      []byte
-	scratch  []byte
+	sides   [numSides]finder
+	groups  []groupKeys
+	random  []byte // nonce material not used yet
+	tokens  []byte // where blind tokens go
+	ct      []byte
+	aad     []byte
+	scratch []byte
 	// subjectSide is the side subjectValue last found a value in.
 	subjectSide int
 }
@@ -249,15 +260,18 @@ func (s *sealing) reset(g *Guard, ctx context.Context, r *record.Record, p *plan
 	s.g, s.ctx, s.r, s.plan = g, ctx, r, p
 	if r == nil {
 		// Back to the pool: keep no record, and none of its values.
-		s.imgs, s.tokens = [numSides][]byte{}, nil
+		for i := range s.sides {
+			s.sides[i].img, s.sides[i].plan = nil, nil
+		}
+		s.tokens = nil
 		clear(s.scratch)
 		return
 	}
-	s.imgs = [numSides][]byte{r.Key, r.Before, r.After}
-	s.leaves = s.leaves[:0]
-	for i := range s.subjects {
-		s.subjects[i] = slices.Grow(s.subjects[i][:0], len(p.groups))[:len(p.groups)]
-		clear(s.subjects[i])
+	for i, img := range [numSides][]byte{r.Key, r.Before, r.After} {
+		f := &s.sides[i]
+		f.img, f.plan, f.leaves = img, p, f.leaves[:0]
+		f.subjects = slices.Grow(f.subjects[:0], len(p.groups))[:len(p.groups)]
+		clear(f.subjects)
 	}
 	s.groups = slices.Grow(s.groups[:0], len(p.groups))[:len(p.groups)]
 	clear(s.groups)
@@ -281,14 +295,26 @@ func (s *sealing) nonce(n int) ([]byte, error) {
 
 func (s *sealing) run() error {
 	r := s.r
-	for side, img := range s.imgs {
-		if len(img) > 0 {
+	// Images are validated before anything else, and their sealed values
+	// found on the way when the schema allows; the key is not validated.
+	for _, side := range [...]int{sideBefore, sideAfter, sideKey} {
+		f := &s.sides[side]
+		scanned := false
+		if side != sideKey {
 			var err error
-			if s.leaves, err = s.plan.root.scan(img, s.leaves, s.subjects[side]); err != nil {
+			if scanned, err = validate(s.plan.schema, side, f.img, f); err != nil {
+				return err
+			}
+		}
+		if !scanned && len(f.img) > 0 {
+			// The fast validator could not judge the image, or did not
+			// see it: walk it.
+			f.leaves, f.subjects = f.leaves[:0], f.subjects[:len(s.plan.groups)]
+			clear(f.subjects)
+			if err := f.scan(s.plan.root); err != nil {
 				return fmt.Errorf("privacy: seal %s of record %s: %w", sideNames[side], r.ID, err)
 			}
 		}
-		s.sideEnd[side] = len(s.leaves)
 	}
 	parts := &sealedParts{ref: record.SchemaRef{Subject: s.plan.schema.Subject, Version: int64(s.plan.schema.Version)}}
 	derived := &parts.derived
@@ -297,25 +323,27 @@ func (s *sealing) run() error {
 	if err := s.resolveSubjects(derived); err != nil {
 		return err
 	}
-	nonces, err := s.nonce(nonceSize * len(s.leaves))
+	n := 0
+	for _, f := range s.sides {
+		n += len(f.leaves)
+	}
+	nonces, err := s.nonce(nonceSize * n)
 	if err != nil {
 		return err
 	}
 	// All sides are sealed before any is replaced: a failure leaves the
 	// record as it came, so a retry starts from the same state.
 	var outs [numSides][]byte
-	from := 0
-	for side, img := range s.imgs {
-		leaves := s.leaves[from:s.sideEnd[side]]
-		if len(leaves) == 0 {
+	for side := range s.sides {
+		f := &s.sides[side]
+		if len(f.leaves) == 0 {
 			continue
 		}
-		out, err := s.sealSide(side, img, leaves, nonces[from*nonceSize:], derived)
+		out, err := s.sealSide(side, f.img, f.leaves, nonces[:nonceSize*len(f.leaves)], derived)
 		if err != nil {
 			return err
 		}
-		outs[side] = out
-		from = s.sideEnd[side]
+		outs[side], nonces = out, nonces[nonceSize*len(f.leaves):]
 	}
 	for side, p := range [...]*json.RawMessage{&r.Key, &r.Before, &r.After} {
 		if outs[side] != nil {
@@ -361,8 +389,9 @@ func (s *sealing) resolveSubjects(derived *record.Derived) error {
 // key, whichever first holds a value that is not null; nil when none does.
 func (s *sealing) subjectValue(i int) []byte {
 	for _, side := range [...]int{sideAfter, sideBefore, sideKey} {
-		sp := s.subjects[side][i]
-		raw := s.imgs[side][sp.start:sp.end]
+		f := &s.sides[side]
+		sp := f.subjects[i]
+		raw := f.img[sp.start:sp.end]
 		if sp.end > 0 && jsonscan.Kind(raw, 0) != jsonscan.Null {
 			s.subjectSide = side
 			return raw

@@ -48,6 +48,10 @@ type fastNode struct {
 	pattern        jsonschema.Regexp
 
 	minimum, maximum, exMin, exMax, multipleOf *bound
+
+	// mark is 1 + the index in Schema.Annotated() of the property this
+	// node validates, or 0.
+	mark int
 }
 
 const (
@@ -155,6 +159,20 @@ func b2i(b bool) int {
 // the library.
 var errUnsupported = errors.New("keyword outside the fast subset")
 
+// markFast marks the nodes of the annotated properties.
+func markFast(root *fastNode, annotated []Path) error {
+	for i, p := range annotated {
+		n := root
+		for _, part := range p {
+			if n = n.props[part]; n == nil {
+				return errUnsupported // annotations are read from properties; cannot happen
+			}
+		}
+		n.mark = i + 1
+	}
+	return nil
+}
+
 // compileFast builds the fast validator of a compiled schema, or returns
 // errUnsupported.
 func compileFast(s *jsonschema.Schema) (*fastNode, error) {
@@ -246,16 +264,17 @@ type fastRun struct {
 	b     []byte
 	err   jsonschema.ErrorKind
 	errAt int
+	found Finder // given the marked values, if set
 }
 
 // validateFast checks image against n: nil, a *ValidationError, or
 // errFallback.
-func (s *Schema) validateFast(image []byte) error {
+func (s *Schema) validateFast(image []byte, found Finder) error {
 	start := jsonscan.Space(image, 0)
 	if jsonscan.Kind(image, start) != jsonscan.Object {
 		return errFallback
 	}
-	r := fastRun{b: image}
+	r := fastRun{b: image, found: found}
 	end, err := r.value(s.fast, start, 0)
 	if err != nil || jsonscan.Space(image, end) != len(image) {
 		return errFallback
@@ -305,6 +324,14 @@ func (r *fastRun) decoded(i, end int) any {
 
 // value validates the value at b[i] against n and returns its end.
 func (r *fastRun) value(n *fastNode, i, depth int) (int, error) {
+	end, err := r.check(n, i, depth)
+	if n != nil && n.mark > 0 && r.found != nil && err == nil {
+		r.found.Found(n.mark-1, i, end)
+	}
+	return end, err
+}
+
+func (r *fastRun) check(n *fastNode, i, depth int) (int, error) {
 	b := r.b
 	if n == nil || r.err != nil {
 		// Nothing to check (or already failed): only its syntax matters.

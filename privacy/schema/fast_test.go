@@ -135,7 +135,7 @@ func libraryLeaves(s *Schema, image []byte) (first error, leaves []string) {
 // (the very one when the library finds only one).
 func checkSame(t *testing.T, doc string, s *Schema, image []byte) (valid bool) {
 	t.Helper()
-	fast := s.validateFast(image)
+	fast := s.validateFast(image, nil)
 	if fast == errFallback {
 		return false
 	}
@@ -178,7 +178,7 @@ func TestFastMatchesLibrary(t *testing.T) {
 	for _, doc := range fastSchemas {
 		s := mustCompile(t, doc)
 		for _, img := range diffImages {
-			if s.validateFast([]byte(img)) == errFallback {
+			if s.validateFast([]byte(img), nil) == errFallback {
 				fellBack++
 			}
 			checkSame(t, doc, s, []byte(img))
@@ -190,7 +190,7 @@ func TestFastMatchesLibrary(t *testing.T) {
 	}
 	s := mustCompile(t, `{"type":"object","properties":{"a":{"type":"integer"}}}`)
 	for _, img := range []string{`{"a":1,"a":"x"}`, "{\"s\":\"\xff\"}", `[1]`, `{"a":1`, `{"b":1,"a":1,"b":2}`} {
-		if err := s.validateFast([]byte(img)); err != errFallback {
+		if err := s.validateFast([]byte(img), nil); err != errFallback {
 			t.Errorf("image %q: fast path decided (%v) instead of leaving it to the library", img, err)
 		}
 	}
@@ -385,7 +385,7 @@ func TestFastErrorsNameTheField(t *testing.T) {
 		`{"id":"1"}`:                   "/id",
 		`{"a/b":{}}`:                   "",
 	} {
-		err := s.validateFast([]byte(img))
+		err := s.validateFast([]byte(img), nil)
 		var ve *ValidationError
 		if !errors.As(err, &ve) || !errors.Is(err, ErrInvalidRecord) || ve.Field != want {
 			t.Errorf("image %s: %v, want a ValidationError at %q", img, err, want)
@@ -393,5 +393,36 @@ func TestFastErrorsNameTheField(t *testing.T) {
 		if strings.Contains(err.Error(), "abc") {
 			t.Errorf("error quotes the value: %v", err)
 		}
+	}
+}
+
+type foundValues map[string]string
+
+func (f foundValues) add(s *Schema, img []byte) Finder {
+	return finderFunc(func(i, start, end int) { f[s.Annotated()[i].String()] = string(img[start:end]) })
+}
+
+type finderFunc func(i, start, end int)
+
+func (f finderFunc) Found(i, start, end int) { f(i, start, end) }
+
+func TestValidateScanFindsAnnotatedValues(t *testing.T) {
+	s := mustCompile(t, customers)
+	img := []byte(`{"address":{"street":"1 Way","zip":"12345"},"card":{"number":"4111"},"customer_id":7,"email":"a@b.com","newsletter":{"contact":"c-1"},"phone":null}`)
+	got := foundValues{}
+	scanned, err := s.ValidateScan(img, got.add(s, img))
+	if err != nil || !scanned {
+		t.Fatalf("ValidateScan = %v, %v", scanned, err)
+	}
+	want := foundValues{"customer_id": "7", "newsletter.contact": `"c-1"`, "email": `"a@b.com"`, "phone": "null",
+		"address.street": `"1 Way"`, "card": `{"number":"4111"}`}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("found %v, want %v", got, want)
+	}
+	// An image left to the library is not scanned (what was found before
+	// the fast path gave up does not count).
+	dup := []byte(`{"customer_id":7,"customer_id":8}`)
+	if scanned, err := s.ValidateScan(dup, foundValues{}.add(s, dup)); scanned || err != nil {
+		t.Fatalf("duplicate names: scanned %v, %v", scanned, err)
 	}
 }

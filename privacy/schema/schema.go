@@ -210,6 +210,9 @@ type Schema struct {
 	// byPath indexes PII fields by Path.String() for PIIField.
 	byPath map[string]int // index into pii
 	pii    []Field
+	// annotated are the subject fields, then the PII fields not already
+	// listed (Annotated).
+	annotated []Path
 }
 
 // Group returns the named data group.

@@ -9,6 +9,7 @@ package jsonscan
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -86,9 +87,7 @@ func Str(b []byte, i int) (end int, escaped bool, err error) {
 	}
 	i++
 	for {
-		for i < len(b) && strSafe[b[i]] {
-			i++
-		}
+		i = safeRun(b, i)
 		if i >= len(b) {
 			return 0, false, syntaxErr(b, i, "unterminated string")
 		}
@@ -134,6 +133,27 @@ func Str(b []byte, i int) (end int, escaped bool, err error) {
 			i += n
 		}
 	}
+}
+
+// safeRun returns the index of the first byte at or after i that needs
+// attention inside a string, looking at eight bytes at a time: most of an
+// image is string contents.
+func safeRun(b []byte, i int) int {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for ; i+8 <= len(b); i += 8 {
+		w := binary.LittleEndian.Uint64(b[i:])
+		q, bs := w^(ones*'"'), w^(ones*'\\')
+		// A byte's high bit ends up set when it is below 0x20, a quote or a
+		// backslash (or is itself 0x80 or above); a borrow can only mark
+		// bytes after one that is marked for real.
+		if ((w-ones*0x20)|(q-ones)|(bs-ones)|w)&highs != 0 {
+			break
+		}
+	}
+	for i < len(b) && strSafe[b[i]] {
+		i++
+	}
+	return i
 }
 
 func hex4(b []byte, i int) (rune, int) {

@@ -253,13 +253,13 @@ func (ix *Index) apply(seqs []uint64, entries [][]byte) error {
 	// count the replayed records again.
 	b := ix.db.NewBatch()
 	defer b.Close()
-	one := binary.BigEndian.AppendUint64(nil, 1)
+	var counts subjectCounts
 	var purged [][2][]byte
 	for _, e := range entries {
 		if err := forEachList(e, func(prefix []byte) error {
 			switch prefix[0] {
 			case pSubjectCount:
-				return b.Merge(prefix, one, nil)
+				counts.add(prefix)
 			case pPurge:
 				subject, _, ok := cutUvarintBytes(prefix[1:])
 				if !ok {
@@ -273,6 +273,9 @@ func (ix *Index) apply(seqs []uint64, entries [][]byte) error {
 		}); err != nil {
 			return err
 		}
+	}
+	if err := counts.merge(b); err != nil {
+		return err
 	}
 	var seqBuf [8]byte
 	binary.BigEndian.PutUint64(seqBuf[:], seqs[len(seqs)-1]+1)

@@ -406,7 +406,8 @@ func (g *Guard) groupKeys(ctx context.Context, gp *groupPlan, raw []byte, text s
 	at = at.UTC()
 	month := 0
 	if gp.retention != "" {
-		month = at.Year()*12 + int(at.Month())
+		y, m, _ := at.Date()
+		month = y*12 + int(m)
 	}
 	scratch = append(binary.BigEndian.AppendUint32(scratch[:0], uint32(month)), raw...)
 	if gk, ok := gp.keys.get(scratch); ok {
@@ -513,7 +514,8 @@ func (c *keyCache[V]) forget(gone func(key string, v V) bool) {
 }
 
 const (
-	nonceSize      = 12 // AES-GCM's standard nonce
+	nonceSize      = 12 // AES-GCM's standard nonce (fieldKey)
+	tagSize        = 16 // and tag
 	envelopeStart  = `{"$sealed":{"alg":"` + alg + `","ct":"`
 	envelopeMiddle = `","kid":"`
 	envelopeEnd    = `"}}`
@@ -531,7 +533,7 @@ func (s *sealing) sealSide(side int, img []byte, leaves []leaf, nonces []byte, d
 			return nil, &record.FieldError{Field: "after." + gp.subject,
 				Reason: "is required: the record carries personal data of data group " + gp.group.Name + " (" + l.field.paths[side] + ") and this field names whose it is"}
 		}
-		ct := nonceSize + l.end - l.start + gk.aead.Overhead()
+		ct := nonceSize + l.end - l.start + tagSize
 		size += len(envelopeStart) + base64.StdEncoding.EncodedLen(ct) + len(envelopeMiddle) + len(gk.kid) + len(envelopeEnd) - (l.end - l.start)
 	}
 	out := make([]byte, 0, size)

@@ -23,10 +23,10 @@ type plan struct {
 }
 
 type groupPlan struct {
-	group     schema.Group
-	index     int
-	subject   string // SubjectField.String(), for errors
-	retention string // period name prefix; "" when kept until erased
+	group   schema.Group
+	index   int
+	subject string // SubjectField.String(), for errors
+	retains bool   // the group has a retention, so a key per month
 	// keys caches, by month and subject value, the keys Seal resolved, so
 	// most records need neither the keyed hash naming the subject nor the
 	// keystore. It holds subject values, so it is bounded, and erasure
@@ -69,9 +69,7 @@ func compilePlan(s *schema.Schema) *plan {
 	for gi, g := range s.Groups {
 		gp := &groupPlan{group: g, index: gi, subject: g.SubjectField.String()}
 		gp.keys.max = sealKeyCacheSize
-		if !g.Retention.IsZero() {
-			gp.retention = g.Retention.String() + "/"
-		}
+		gp.retains = !g.Retention.IsZero()
 		p.groups = append(p.groups, gp)
 		if len(g.PII) > 0 && len(g.SubjectField) > 0 {
 			n := p.root.at(g.SubjectField)

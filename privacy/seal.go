@@ -405,7 +405,7 @@ func (s *sealing) subjectValue(i int) []byte {
 func (g *Guard) groupKeys(ctx context.Context, gp *groupPlan, raw []byte, text string, at time.Time, scratch []byte) (groupKeys, []byte, error) {
 	at = at.UTC()
 	month := 0
-	if gp.retention != "" {
+	if gp.retains {
 		y, m, _ := at.Date()
 		month = y*12 + int(m)
 	}

@@ -267,7 +267,7 @@ type fastRun struct {
 	found Finder // given the marked values, if set
 }
 
-// validateFast checks image against n: nil, a *ValidationError, or
+// validateFast checks image against the schema: nil, a *ValidationError, or
 // errFallback.
 func (s *Schema) validateFast(image []byte, found Finder) error {
 	start := jsonscan.Space(image, 0)

@@ -264,18 +264,24 @@ func (ix *Index) apply(seqs []uint64, entries [][]byte) error {
 	// count the replayed records again.
 	b := ix.db.NewBatch()
 	defer b.Close()
-	one := binary.BigEndian.AppendUint64(nil, 1)
+	var counts subjectCounts
 	var purged [][2][]byte
 	for _, e := range entries {
 		if err := forEachList(e, func(prefix []byte) error {
 			switch prefix[0] {
 			case pSubjectCount:
-				return b.Merge(prefix, one, nil)
+				counts.add(prefix)
 			case pPurge:
 				subject, _, ok := cutUvarintBytes(prefix[1:])
 				if !ok {
 					return errBadEntry
 				}
+				// The counts of the records before the receipt go in
+				// before its reset below.
+				if err := counts.merge(b); err != nil {
+					return err
+				}
+				counts = subjectCounts{}
 				ranges, err := ix.purgeSubject(b, string(subject))
 				purged = append(purged, ranges...)
 				if err != nil {
@@ -283,15 +289,18 @@ func (ix *Index) apply(seqs []uint64, entries [][]byte) error {
 				}
 				// The receipt counted the subject's records so far; the
 				// next erasure of the same subject (records sealed under
-				// a new key) counts from here. Merges of records before
-				// the receipt precede this delete in the batch, later
-				// ones follow it, so a replay ends at the same count.
+				// a new key) counts from here. A receipt ends its part of
+				// the batch (see above), so a replay ends at the same
+				// count.
 				return b.Delete(subjectPart([]byte{pSubjectCount}, string(subject)), nil)
 			}
 			return nil
 		}); err != nil {
 			return err
 		}
+	}
+	if err := counts.merge(b); err != nil {
+		return err
 	}
 	var seqBuf [8]byte
 	binary.BigEndian.PutUint64(seqBuf[:], seqs[len(seqs)-1]+1)

@@ -91,6 +91,34 @@ func derivedLists(d *record.Derived) [][]byte {
 	return out
 }
 
+// subjectCounts sums a batch's count entries per subject, so the batch
+// merges one operand per subject rather than one per record: reading a
+// count merges every operand not yet compacted, which made counting a
+// subject of a million records cost in proportion to them.
+type subjectCounts struct {
+	keys []string
+	n    map[string]uint64
+}
+
+func (c *subjectCounts) add(key []byte) {
+	if c.n == nil {
+		c.n = map[string]uint64{}
+	}
+	if _, ok := c.n[string(key)]; !ok {
+		c.keys = append(c.keys, string(key))
+	}
+	c.n[string(key)]++
+}
+
+func (c *subjectCounts) merge(b *pebble.Batch) error {
+	for _, k := range c.keys {
+		if err := b.Merge([]byte(k), binary.BigEndian.AppendUint64(nil, c.n[k]), nil); err != nil {
+			return fmt.Errorf("write subject count: %w", err)
+		}
+	}
+	return nil
+}
+
 // SearchBlind returns the seqs of records whose blind index holds token, in
 // ascending order. Tokens are per field and value, so the lists are short.
 func (ix *Index) SearchBlind(token []byte, fn func(Posting) bool) error {

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
@@ -154,6 +155,10 @@ func (l *Ledger) Erase(ctx context.Context, req EraseRequest) (*ReceiptResult, e
 		}
 		groups = []string{req.Group}
 	}
+	// The receipt cites a checkpoint, whose fsyncs can cost more than the
+	// rest of the erasure: issue it now, alongside.
+	early := l.earlyCheckpoint(ctx)
+	defer early() // nothing left running
 	// Count against an index that covers everything already acknowledged.
 	if err := l.log.WaitIndexed(ctx, l.log.Size()); err != nil {
 		return nil, fmt.Errorf("erase: wait for the index: %w", err)
@@ -170,10 +175,12 @@ func (l *Ledger) Erase(ctx context.Context, req EraseRequest) (*ReceiptResult, e
 			return nil, fmt.Errorf("erase: %w", err)
 		}
 		kids, err := l.g.keys.Destroy(ctx, keystore.KindSubject, name)
+		// Destroy may fail after the keys stopped being served; no cache
+		// may serve them either way.
+		l.g.forget(kids)
 		if err != nil {
 			return nil, fmt.Errorf("erase: destroy subject key: %w", err)
 		}
-		l.g.aeads.forget(kids)
 		destroyed += len(kids)
 		if len(kids) > 0 || n > 0 {
 			refs = append(refs, SubjectRef{Group: group, Ref: name})
@@ -192,7 +199,21 @@ func (l *Ledger) Erase(ctx context.Context, req EraseRequest) (*ReceiptResult, e
 		copies += n
 	}
 	rc := Receipt{Type: "erasure", RequestedBy: &req.By, Reason: req.Reason, Subjects: refs, Records: &records, KeysDestroyed: destroyed, CopiesRemoved: copies}
-	return l.appendReceipt(ctx, rc, &req.By, names)
+	return l.appendReceipt(ctx, rc, &req.By, names, early())
+}
+
+// earlyCheckpoint issues a checkpoint in the background; the function it
+// returns waits for it (nil if it failed).
+func (l *Ledger) earlyCheckpoint(ctx context.Context) func() *log.Checkpoint {
+	done := make(chan *log.Checkpoint, 1)
+	go func() {
+		cp, err := l.log.Checkpoint(ctx)
+		if err != nil {
+			cp = nil // the receipt asks again, and reports the error
+		}
+		done <- cp
+	}()
+	return sync.OnceValue(func() *log.Checkpoint { return <-done })
 }
 
 // ExpirePeriods shreds every retention period whose time is up at now,
@@ -206,12 +227,12 @@ func (l *Ledger) ExpirePeriods(ctx context.Context) ([]string, error) {
 			continue
 		}
 		kids, err := l.g.keys.Destroy(ctx, keystore.KindPeriod, name)
+		l.g.forget(kids)
 		if err != nil {
 			return done, fmt.Errorf("retention: destroy period %s: %w", name, err)
 		}
-		l.g.aeads.forget(kids)
 		rc := Receipt{Type: "retention", Period: name, KeysDestroyed: len(kids)}
-		if _, err := l.appendReceipt(ctx, rc, nil, nil); err != nil {
+		if _, err := l.appendReceipt(ctx, rc, nil, nil, nil); err != nil {
 			return done, err
 		}
 		l.g.log.Info("retention period shredded", "period", name, "expired", exp)
@@ -236,10 +257,14 @@ func (l *Ledger) RunRetention(ctx context.Context, interval time.Duration) {
 	}
 }
 
-func (l *Ledger) appendReceipt(ctx context.Context, rc Receipt, by *auth.Principal, erased []string) (*ReceiptResult, error) {
-	cp, err := l.log.Checkpoint(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("receipt: checkpoint: %w", err)
+// appendReceipt signs and appends a receipt citing cp, or a checkpoint of
+// the log as it is now if cp is nil or older.
+func (l *Ledger) appendReceipt(ctx context.Context, rc Receipt, by *auth.Principal, erased []string, cp *log.Checkpoint) (*ReceiptResult, error) {
+	if cp == nil || cp.Size < l.log.Size() {
+		var err error
+		if cp, err = l.log.Checkpoint(ctx); err != nil {
+			return nil, fmt.Errorf("receipt: checkpoint: %w", err)
+		}
 	}
 	rc.Version = receiptVersion
 	rc.ID = newID()

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/stele/stele/auth"
 	"github.com/stele/stele/index"
 	"github.com/stele/stele/log"
+	"github.com/stele/stele/privacy/keystore"
 	"github.com/stele/stele/record"
 )
 
@@ -136,4 +138,117 @@ func TestEraseReceiptCountsAndIsSigned(t *testing.T) {
 	if _, err := ledger.Erase(ctx, EraseRequest{Subject: "7", Group: "nope"}); err == nil {
 		t.Fatal("an unknown group was accepted")
 	}
+}
+
+// kidOf is the kid of an image's sealed email.
+func kidOf(t *testing.T, img []byte) string {
+	t.Helper()
+	var env struct {
+		S struct{ Kid string } `json:"$sealed"`
+	}
+	if err := json.Unmarshal(field(t, img, "email"), &env); err != nil || env.S.Kid == "" {
+		t.Fatalf("no sealed email in %s: %v", img, err)
+	}
+	return env.S.Kid
+}
+
+// Seal caches a subject's keys; after an erasure, the subject's next
+// records must be sealed under a new generation, readable, and its old
+// ones stay erased.
+func TestSealAfterErasureUsesNewKeys(t *testing.T) {
+	f, st, _, ledger := ledgerFixture(t)
+	ctx := context.Background()
+	before := customer(t, "7", alice, f.clock.Add(-2*time.Hour))
+	if _, err := st.Append(ctx, []*record.Record{before}); err != nil {
+		t.Fatal(err)
+	}
+	oldKid := kidOf(t, before.After)
+	if _, err := ledger.Erase(ctx, EraseRequest{Subject: "7", By: auth.Principal{Name: "ops", Role: auth.RoleAdmin}}); err != nil {
+		t.Fatal(err)
+	}
+	later := customer(t, "7", alice, f.clock.Add(-time.Hour))
+	later.ID += "-later"
+	if _, err := st.Append(ctx, []*record.Record{later}); err != nil {
+		t.Fatal(err)
+	}
+	if newKid := kidOf(t, later.After); newKid == oldKid {
+		t.Fatalf("record after erasure sealed under the destroyed kid %s", oldKid)
+	}
+	recs := readAll(t, st, f.g, auth.RoleAuditor)
+	if !bytes.Contains(recs[0].After, []byte(`"email":{"$erased":true}`)) {
+		t.Fatalf("erased record readable: %s", recs[0].After)
+	}
+	if !bytes.Contains(recs[2].After, []byte(`"email":"alice@example.com"`)) {
+		t.Fatalf("record sealed after erasure unreadable: %s", recs[2].After)
+	}
+}
+
+// Sealing that races an erasure may seal under the keys being destroyed
+// (that data is erased with the rest), but must not keep using them: here
+// Seal looks the subject's key up, the erasure runs, and only then does
+// Seal go on to cache what it found.
+func TestSealRacingErasureCachesNothingStale(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	keys := &pausingKeys{Store: f.keys}
+	g, err := New(ctx, keys, f.schemas, Options{Now: func() time.Time { return *f.clock }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ix, err := index.Open(filepath.Join(dir, "index"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := log.Open(ctx, filepath.Join(dir, "log"), log.Options{Hook: ix})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close(); ix.Close() })
+	ledger := NewLedger(g, st, ix)
+
+	keys.found, keys.resume = make(chan struct{}), make(chan struct{})
+	sealed := make(chan error)
+	racing := customer(t, "7", alice, *f.clock)
+	go func() { sealed <- g.Seal(ctx, racing) }()
+	<-keys.found // Seal holds subject 7's key and has not cached it yet
+	keys.found = nil
+	if _, err := ledger.Erase(ctx, EraseRequest{Subject: "7"}); err != nil {
+		t.Fatal(err)
+	}
+	close(keys.resume)
+	if err := <-sealed; err != nil {
+		t.Fatal(err)
+	}
+	r := customer(t, "7", alice, *f.clock)
+	if err := g.Seal(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if kidOf(t, r.After) == kidOf(t, racing.After) {
+		t.Fatal("a record sealed after the erasure used the destroyed key")
+	}
+	if err := g.Unseal(ctx, r); err != nil {
+		t.Fatalf("a record sealed after the erasure is unreadable: %v", err)
+	}
+	// And the raced record is erased like the others, not readable from
+	// a cached key.
+	if err := g.Unseal(ctx, racing); !errors.Is(err, ErrKeyGone) {
+		t.Fatalf("the record sealed during the erasure: Unseal = %v, want ErrKeyGone", err)
+	}
+}
+
+// pausingKeys stops the first subject key lookup after it found the key,
+// until resume is closed.
+type pausingKeys struct {
+	*keystore.Store
+	found, resume chan struct{}
+}
+
+func (k *pausingKeys) GetOrCreate(ctx context.Context, kind keystore.Kind, name string) (string, []byte, error) {
+	kid, key, err := k.Store.GetOrCreate(ctx, kind, name)
+	if kind == keystore.KindSubject && k.found != nil {
+		close(k.found)
+		<-k.resume
+	}
+	return kid, key, err
 }

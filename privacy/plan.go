@@ -2,61 +2,118 @@ package privacy
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 
 	"github.com/go-json-experiment/json/jsontext"
 
+	"github.com/stele/stele/privacy/internal/jsonscan"
 	"github.com/stele/stele/privacy/schema"
 	"github.com/stele/stele/record"
 )
 
-// plan is a schema compiled for sealing: a tree of the PII paths, so one
-// pass over an image finds every field to seal.
+// plan is a schema compiled for sealing: a tree of the PII paths and the
+// subject fields, so one pass over an image finds everything sealing needs.
 type plan struct {
 	schema *schema.Schema
 	root   *node
 	groups []*groupPlan
+	// byMark is the node of each of the schema's annotated properties
+	// (nil for one sealing does not need).
+	byMark []*node
 }
 
 type groupPlan struct {
-	group schema.Group
-	index int
+	group   schema.Group
+	index   int
+	subject string // SubjectField.String(), for errors
+	retains bool   // the group has a retention, so a key per month
+	// keys caches, by month and subject value, the keys Seal resolved, so
+	// most records need neither the keyed hash naming the subject nor the
+	// keystore. It holds subject values, so it is bounded, and erasure
+	// removes the erased subject's entries.
+	keys keyCache[groupKeys]
 }
 
-// node is one level of the path tree; field is set on a sealed leaf.
+const sealKeyCacheSize = 1 << 14 // per data group and schema version
+
+// node is one level of the path tree; field is set on a sealed leaf, and
+// subjectOf lists the groups whose subject field ends here.
 type node struct {
-	children map[string]*node
-	field    *fieldPlan
+	children  map[string]*node
+	field     *fieldPlan
+	subjectOf []int
 }
 
 type fieldPlan struct {
 	field schema.Field
 	group *groupPlan
+	name  string           // field.Path.String(), keys the blind index
+	paths [numSides]string // "after.address.street" for each side
+	// aadTail is what follows the record id in the associated data, up to
+	// the kid: "\x00after.address.street\x00".
+	aadTail [numSides][]byte
 }
+
+// Record sides, in the order they are sealed.
+const (
+	sideKey = iota
+	sideBefore
+	sideAfter
+	numSides
+)
+
+var sideNames = [numSides]string{"key", "before", "after"}
 
 func compilePlan(s *schema.Schema) *plan {
 	p := &plan{schema: s, root: &node{}}
 	for gi, g := range s.Groups {
-		gp := &groupPlan{group: g, index: gi}
+		gp := &groupPlan{group: g, index: gi, subject: g.SubjectField.String()}
+		gp.keys.max = sealKeyCacheSize
+		gp.retains = !g.Retention.IsZero()
 		p.groups = append(p.groups, gp)
+		if len(g.PII) > 0 && len(g.SubjectField) > 0 {
+			n := p.root.at(g.SubjectField)
+			n.subjectOf = append(n.subjectOf, gi)
+		}
 		for _, f := range g.PII {
-			n := p.root
-			for _, part := range f.Path {
-				if n.children == nil {
-					n.children = map[string]*node{}
-				}
-				c := n.children[part]
-				if c == nil {
-					c = &node{}
-					n.children[part] = c
-				}
-				n = c
+			fp := &fieldPlan{field: f, group: gp, name: f.Path.String()}
+			for side, sn := range sideNames {
+				fp.paths[side] = sn + "." + fp.name
+				fp.aadTail[side] = []byte("\x00" + fp.paths[side] + "\x00")
 			}
-			n.field = &fieldPlan{field: f, group: gp}
+			p.root.at(f.Path).field = fp
 		}
 	}
+	for _, path := range s.Annotated() {
+		p.byMark = append(p.byMark, p.root.find(path))
+	}
 	return p
+}
+
+// find returns the node of path, or nil.
+func (n *node) find(path schema.Path) *node {
+	for _, part := range path {
+		if n = n.children[part]; n == nil {
+			return nil
+		}
+	}
+	return n
+}
+
+// at returns the node of path, creating the nodes on the way.
+func (n *node) at(path schema.Path) *node {
+	for _, part := range path {
+		if n.children == nil {
+			n.children = map[string]*node{}
+		}
+		c := n.children[part]
+		if c == nil {
+			c = &node{}
+			n.children[part] = c
+		}
+		n = c
+	}
+	return n
 }
 
 // SubjectName is the record subject in the schema registry:
@@ -69,9 +126,119 @@ func SubjectName(src record.Source) string {
 	return src.Name + "." + src.Table
 }
 
-// visit is called for each sealed path's value found in an image; it
-// returns the bytes to put in its place.
-type visit func(f *fieldPlan, path string, raw jsontext.Value) ([]byte, error)
+// span is a value's place in an image.
+type span struct{ start, end int }
+
+// leaf is a sealed field's value found in an image.
+type leaf struct {
+	field *fieldPlan
+	span
+}
+
+// finder collects from one image what sealing needs: the non-null values
+// of sealed fields (leaves, in document order) and the first value of each
+// group's subject field (subjects, by group).
+type finder struct {
+	img      []byte
+	plan     *plan
+	leaves   []leaf
+	subjects []span
+}
+
+// found records that the value of node n is img[start:end].
+func (f *finder) found(n *node, start, end int) {
+	for _, g := range n.subjectOf {
+		if f.subjects[g].end == 0 {
+			f.subjects[g] = span{start, end}
+		}
+	}
+	if n.field != nil && jsonscan.Kind(f.img, start) != jsonscan.Null {
+		// Absence of a value is not personal data; keeping the null
+		// readable keeps "was it set?" answerable.
+		f.leaves = append(f.leaves, leaf{n.field, span{start, end}})
+	}
+}
+
+// Found is found for the schema's annotated property i (a
+// schema.Finder).
+func (f *finder) Found(i, start, end int) {
+	if n := f.plan.byMark[i]; n != nil {
+		f.found(n, start, end)
+	}
+}
+
+// scan walks the image from the plan's root to find its values. A
+// non-object image holds nothing to seal.
+func (f *finder) scan(root *node) error {
+	start := jsonscan.Space(f.img, 0)
+	if jsonscan.Kind(f.img, start) != jsonscan.Object {
+		return nil
+	}
+	end, err := f.object(root, start, 0)
+	if err == nil && jsonscan.Space(f.img, end) != len(f.img) {
+		err = fmt.Errorf("%w: data after the object", jsonscan.ErrSyntax)
+	}
+	return err
+}
+
+func (f *finder) object(n *node, i, depth int) (int, error) {
+	return jsonscan.Members(f.img, i, depth, func(lit []byte, v int) (int, error) {
+		name := lit[1 : len(lit)-1]
+		if bytes.IndexByte(name, '\\') >= 0 {
+			name = []byte(jsonscan.Unquote(lit))
+		}
+		child := n.children[string(name)]
+		if child == nil {
+			return jsonscan.Skip(f.img, v, depth+1)
+		}
+		var end int
+		var err error
+		if jsonscan.Kind(f.img, v) == jsonscan.Object && child.field == nil && child.children != nil {
+			end, err = f.object(child, v, depth+1)
+		} else {
+			end, err = jsonscan.Skip(f.img, v, depth+1)
+		}
+		if err == nil {
+			f.found(child, v, end)
+		}
+		return end, err
+	})
+}
+
+// scalarText is the text a subject value or a searchable value is keyed
+// by: a string's contents, or a number's or boolean's literal, so 7 and
+// "7" name the same subject.
+func scalarText(raw []byte) (string, error) {
+	b, err := scalarBytes(raw)
+	return string(b), err
+}
+
+// scalarBytes is scalarText without a copy where none is needed.
+func scalarBytes(raw []byte) ([]byte, error) {
+	switch k := jsonscan.Kind(raw, 0); k {
+	case jsonscan.String:
+		if body := raw[1 : len(raw)-1]; bytes.IndexByte(body, '\\') < 0 {
+			return body, nil
+		}
+		return []byte(jsonscan.Unquote(raw)), nil
+	case jsonscan.Number, jsonscan.Bool:
+		return raw, nil
+	default:
+		return nil, fmt.Errorf("is %s, expected a string, number or boolean", kindName(k))
+	}
+}
+
+func kindName(k byte) string {
+	switch k {
+	case jsonscan.Object:
+		return "an object"
+	case jsonscan.Array:
+		return "an array"
+	case jsonscan.Null:
+		return "null"
+	}
+	return "not a scalar"
+}
 
 // copyObject copies the object image to dst member by member, with each
 // value appended by member (name unquoted; val valid only during the call).
@@ -99,7 +266,7 @@ func copyObject(dst, img []byte, member func(dst []byte, name string, val jsonte
 		first = false
 		dst = append(append(dst, name...), ':')
 		// A read value is valid only until the next read.
-		nameStr := unquote(name)
+		nameStr := jsonscan.Unquote(name)
 		val, err := dec.ReadValue()
 		if err != nil {
 			return nil, err
@@ -114,120 +281,9 @@ func copyObject(dst, img []byte, member func(dst []byte, name string, val jsonte
 	return append(dst, '}'), nil
 }
 
-// rewrite copies the object image to dst, replacing the values at the
-// tree's sealed leaves with what fn returns.
-func rewrite(dst []byte, img []byte, n *node, path string, fn visit) ([]byte, error) {
-	return copyObject(dst, img, func(dst []byte, name string, val jsontext.Value) ([]byte, error) {
-		child := n.children[name]
-		switch {
-		case child == nil:
-			return append(dst, val...), nil
-		case child.field != nil:
-			if string(val) == "null" {
-				// Absence of a value is not personal data; keeping the
-				// null readable keeps "was it set?" answerable.
-				return append(dst, val...), nil
-			}
-			out, err := fn(child.field, joinPath(path, name), val)
-			if err != nil {
-				return nil, err
-			}
-			return append(dst, out...), nil
-		case val.Kind() == '{':
-			return rewrite(dst, val, child, joinPath(path, name), fn)
-		}
-		return append(dst, val...), nil
-	})
-}
-
 func joinPath(path, name string) string {
 	if path == "" {
 		return name
 	}
 	return path + "." + name
-}
-
-func unquote(v jsontext.Value) string {
-	if len(v) >= 2 && bytes.IndexByte(v, '\\') < 0 {
-		return string(v[1 : len(v)-1])
-	}
-	var s string
-	if err := jsonUnmarshalString(v, &s); err != nil {
-		return ""
-	}
-	return s
-}
-
-func jsonUnmarshalString(v jsontext.Value, s *string) error {
-	dec := jsontext.NewDecoder(bytes.NewReader(v))
-	tok, err := dec.ReadToken()
-	if err != nil {
-		return err
-	}
-	if tok.Kind() != '"' {
-		return errors.New("not a string")
-	}
-	*s = tok.String()
-	return nil
-}
-
-// scalarText is the text a subject value or a searchable value is keyed
-// by: a string's contents, or a number's or boolean's literal, so 7 and
-// "7" name the same subject.
-func scalarText(raw jsontext.Value) (string, error) {
-	switch raw.Kind() {
-	case '"':
-		var s string
-		if err := jsonUnmarshalString(raw, &s); err != nil {
-			return "", err
-		}
-		return s, nil
-	case '0', 't', 'f':
-		return string(raw), nil
-	}
-	return "", fmt.Errorf("is %s, expected a string, number or boolean", kindName(raw.Kind()))
-}
-
-func kindName(k jsontext.Kind) string {
-	switch k {
-	case '{':
-		return "an object"
-	case '[':
-		return "an array"
-	case 'n':
-		return "null"
-	}
-	return "not a scalar"
-}
-
-// lookup returns the raw value at path in an object image.
-func lookup(img []byte, path schema.Path) (jsontext.Value, bool) {
-	cur := jsontext.Value(img)
-	for _, part := range path {
-		dec := jsontext.NewDecoder(bytes.NewReader(cur))
-		tok, err := dec.ReadToken()
-		if err != nil || tok.Kind() != '{' {
-			return nil, false
-		}
-		found := false
-		for dec.PeekKind() != '}' {
-			name, err := dec.ReadValue()
-			if err != nil {
-				return nil, false
-			}
-			match := unquote(name) == part
-			val, err := dec.ReadValue()
-			if err != nil {
-				return nil, false
-			}
-			if match {
-				cur, found = bytes.Clone(val), true
-				break
-			}
-		}
-		if !found {
-			return nil, false
-		}
-	}
-	return cur, true
 }

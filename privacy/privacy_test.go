@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -296,7 +297,7 @@ func TestErasedSubjectAndPeriods(t *testing.T) {
 	if err != nil || len(kids) != 1 {
 		t.Fatalf("destroy: %v %v", kids, err)
 	}
-	f.g.aeads.forget(kids)
+	f.g.forget(kids)
 	for _, role := range auth.Roles {
 		r := *a
 		r.After = bytes.Clone(a.After)
@@ -329,5 +330,152 @@ func TestPeriodExpiry(t *testing.T) {
 	}
 	if _, ok := periodExpiry("P1Q/2025-02"); ok {
 		t.Fatal("a bad duration parsed")
+	}
+}
+
+// lead is a record of crm.public.leads, whose schema is the customers'
+// without "required".
+func lead(t *testing.T, f *fixture) *record.Record {
+	t.Helper()
+	doc := strings.Replace(customersSchema, `"required": ["id"]`, `"required": []`, 1)
+	if _, _, err := f.schemas.Put(context.Background(), "crm.public.leads", []byte(doc)); err != nil {
+		t.Fatal(err)
+	}
+	r := customer(t, "7", `{"id":7}`, *f.clock)
+	r.Source.Table = "leads"
+	return r
+}
+
+// The key side is sealed too, and a group's subject is taken from the key
+// when neither image names it.
+func TestSealKeyAndSubjectFromKey(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	r := lead(t, f)
+	r.Op, r.Key, r.Before, r.After = record.OpDelete, json.RawMessage(`{"email":"k@example.com","id":7}`), json.RawMessage(`{"name":"Kay"}`), nil
+	if err := f.g.Seal(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(r.Key, []byte("k@example.com")) || bytes.Contains(r.Before, []byte("Kay")) || !bytes.Contains(r.Key, []byte(`"id":7`)) {
+		t.Fatalf("key %s before %s", r.Key, r.Before)
+	}
+	if len(r.Derived.Subjects) != 1 || r.Derived.Subjects[0] != f.g.subjectName("default", "7") || len(r.Derived.Terms) != 1 {
+		t.Fatalf("derived %+v", r.Derived)
+	}
+	if err := f.g.Unseal(ctx, r); err != nil || string(r.Key) != `{"email":"k@example.com","id":7}` || string(r.Before) != `{"name":"Kay"}` {
+		t.Fatalf("round trip: %v %s %s", err, r.Key, r.Before)
+	}
+}
+
+// Images that are valid JSON but not in canonical form (whitespace,
+// escaped names, members out of order) are sealed value for value.
+func TestSealNonCanonicalImages(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	img := " {\"plan\" : \"gold\",\n \"\\u0065mail\": \"a@b.c\" , \"id\":7, \"address\": { \"street\" : \"1 Way\" } } "
+	r := customer(t, "7", `{"id":7}`, *f.clock)
+	r.After = json.RawMessage(img)
+	if err := f.g.Seal(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(r.After, []byte("a@b.c")) || bytes.Contains(r.After, []byte("1 Way")) || !bytes.Contains(r.After, []byte(`"gold"`)) {
+		t.Fatalf("sealed %s", r.After)
+	}
+	if len(r.Derived.Terms) != 1 || !bytes.Equal(r.Derived.Terms[0].Token, f.g.BlindToken("email", "a@b.c")) {
+		t.Fatalf("blind term %+v", r.Derived.Terms)
+	}
+	if err := f.g.Unseal(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	var got, want any
+	_ = json.Unmarshal(r.After, &got)
+	_ = json.Unmarshal([]byte(img), &want)
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("round trip: %s", r.After)
+	}
+}
+
+func TestSealRefusesDuplicateMembers(t *testing.T) {
+	f := newFixture(t)
+	r := customer(t, "7", `{"id":7}`, *f.clock)
+	r.After = json.RawMessage(`{"email":"a@b.c","email":"d@e.f","id":7}`)
+	if err := f.g.Seal(context.Background(), r); err == nil || bytes.Contains(r.After, []byte(`$sealed`)) {
+		t.Fatalf("Seal of an image naming a member twice = %v, %s", err, r.After)
+	}
+}
+
+// A subject value that is an object is refused, naming the field.
+func TestSealRefusesNonScalarSubject(t *testing.T) {
+	f := newFixture(t)
+	r := lead(t, f)
+	r.After, r.Key = nil, json.RawMessage(`{"id":{"x":1}}`)
+	r.Op, r.Before = record.OpDelete, json.RawMessage(`{"email":"a@b.c"}`)
+	err := f.g.Seal(context.Background(), r)
+	var fe *record.FieldError
+	if !errors.As(err, &fe) || fe.Field != "after.id" || !strings.Contains(fe.Reason, "is an object") {
+		t.Fatalf("Seal = %v; want a FieldError naming the subject field", err)
+	}
+}
+
+func TestNonceBeyondOneBuffer(t *testing.T) {
+	var s sealing
+	a, err := s.nonce(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := s.nonce(5000)
+	if err != nil || len(b) != 5000 || len(a) != 100 || cap(a) != 100 {
+		t.Fatalf("nonce: %d %d bytes, %v", len(a), len(b), err)
+	}
+	if bytes.Equal(a, b[:100]) {
+		t.Fatal("nonce material reused")
+	}
+}
+
+// The values sealing needs are found alike by the validator's scan and by
+// the walk that serves when the validator leaves an image to the library.
+func TestValidatorScanMatchesWalk(t *testing.T) {
+	f := newFixture(t)
+	const loose = `{"type":"object","x-retention":"P1Y","properties":{
+	  "id":{"x-subject":true},
+	  "email":{"x-pii":true,"x-searchable":true},
+	  "name":{"x-pii":true},
+	  "address":{"properties":{"street":{"x-pii":true},"city":{}}},
+	  "card":{"x-pii":true,"type":["object","null"],"properties":{"n":{"type":"string"}}},
+	  "news":{"x-data-group":"marketing","properties":{"contact":{"x-subject":true},"name":{"x-pii":true}}},
+	  "plan":{}}}`
+	if _, _, err := f.schemas.Put(context.Background(), "crm.public.loose", []byte(loose)); err != nil {
+		t.Fatal(err)
+	}
+	sch, err := f.schemas.Latest("crm.public.loose")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := f.g.plan(sch)
+	images := []string{
+		`{}`, `{"id":7}`, `{"id":"7"}`, `{"id":null,"email":"a@b.c"}`, `{"email":null,"id":7,"name":null}`, `{"id":{"x":1}}`,
+		`{"address":{"street":"x","city":"y"},"id":7}`, `{"address":{"city":"y"},"id":7}`, `{"address":{},"id":7}`, `{"address":"flat"}`,
+		`{"address":{"street":null},"id":7,"card":{"n":"4111"},"plan":[1,{"email":"not here"}]}`, `{"card":null,"name":["a"]}`,
+		` { "id" : 7 , "email" : "a@b.c" } `, `{"\u0065mail":"x","id":7}`, `{"plan":"gold","id":7,"name":{"first":"A"}}`,
+		`{"news":{"contact":"c-1","name":"N"},"id":7}`, `{"news":{"name":"N"}}`, `{"news":5,"email":true}`,
+	}
+	leaves := 0
+	for _, img := range images {
+		scanned := finder{img: []byte(img), plan: p, subjects: make([]span, len(p.groups))}
+		ok, err := sch.ValidateScan(scanned.img, &scanned)
+		if err != nil || !ok {
+			t.Fatalf("image %s: scanned %v, %v", img, ok, err)
+		}
+		walked := finder{img: []byte(img), plan: p, subjects: make([]span, len(p.groups))}
+		if err := walked.scan(p.root); err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(scanned.leaves, walked.leaves) || !reflect.DeepEqual(scanned.subjects, walked.subjects) {
+			t.Errorf("image %s:\nscan %+v %+v\nwalk %+v %+v", img, scanned.leaves, scanned.subjects, walked.leaves, walked.subjects)
+		}
+		leaves += len(walked.leaves)
+	}
+	if leaves != 10 {
+		t.Fatalf("%d sealed values found in all images, want 10", leaves)
 	}
 }

@@ -97,12 +97,14 @@ func walkEnvelopes(dst []byte, img jsontext.Value, path string, fn func(path str
 
 // open decrypts one envelope found at path of record id.
 func (g *Guard) open(ctx context.Context, recordID, path string, e envelope) ([]byte, error) {
-	aead, ok := g.aeads.lookup(e.kid)
+	var kid [80]byte // "<32 hex>.<32 hex>" fits: no allocation per field read
+	aead, ok := g.aeads.get(append(kid[:0], e.kid...))
 	if !ok {
 		skid, pkid, found := strings.Cut(e.kid, ".")
 		if !found {
 			return nil, ErrBadEnvelope
 		}
+		seen := g.epoch.Load()
 		skey, err := g.keys.Key(ctx, skid)
 		if err != nil {
 			return nil, keyErr(err)
@@ -111,7 +113,7 @@ func (g *Guard) open(ctx context.Context, recordID, path string, e envelope) ([]
 		if err != nil {
 			return nil, keyErr(err)
 		}
-		if aead, err = g.aeads.get(e.kid, skey, pkey); err != nil {
+		if aead, err = g.aead(e.kid, skey, pkey, seen); err != nil {
 			return nil, err
 		}
 	}

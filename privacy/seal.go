@@ -9,19 +9,20 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
 	"log/slog"
-	"strconv"
+	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/go-json-experiment/json/jsontext"
-
+	"github.com/stele/stele/privacy/internal/jsonscan"
 	"github.com/stele/stele/privacy/keystore"
 	"github.com/stele/stele/privacy/schema"
 	"github.com/stele/stele/record"
@@ -95,8 +96,11 @@ type Guard struct {
 	subjectNames []byte // HMAC key naming subjects in the keystore
 	blindKey     []byte // HMAC key of the blind index
 
-	plans     sync.Map // *schema.Schema -> *plan
-	aeads     aeadCache
+	plans    sync.Map // *schema.Schema -> *plan
+	sealings sync.Pool
+	aeads    keyCache[cipher.AEAD] // by kid
+	// epoch moves whenever keys are destroyed (forget).
+	epoch     atomic.Uint64
 	namePool  sync.Pool // hmac states keyed by subjectNames
 	blindPool sync.Pool // hmac states keyed by blindKey
 }
@@ -111,7 +115,7 @@ func New(ctx context.Context, keys Keys, schemas Schemas, opts Options) (*Guard,
 		opts.Now = time.Now
 	}
 	g := &Guard{keys: keys, schemas: schemas, log: opts.Logger, now: opts.Now}
-	g.aeads.init(aeadCacheSize)
+	g.aeads.max = aeadCacheSize
 	var err error
 	if _, g.subjectNames, err = keys.GetOrCreate(ctx, keystore.KindSystem, subjectNamesKey); err != nil {
 		return nil, fmt.Errorf("privacy: system key: %w", err)
@@ -158,64 +162,62 @@ func (g *Guard) Seal(ctx context.Context, r *record.Record) error {
 	if err != nil {
 		return fmt.Errorf("privacy: schema of %s: %w", SubjectName(r.Source), err)
 	}
-	// The decoded images serve validation and then the subject lookups.
-	var decoded [2]map[string]any
-	for i, side := range []struct {
-		name string
-		img  []byte
-	}{{"before", r.Before}, {"after", r.After}} {
-		if len(side.img) == 0 {
-			continue
-		}
-		m, err := schema.DecodeImage(side.img)
-		if err == nil {
-			err = sch.ValidateImage(m)
-		}
-		if err != nil {
-			var ve *schema.ValidationError
-			if errors.As(err, &ve) {
-				return &record.FieldError{Field: side.name + dotted(ve.Field), Reason: fmt.Sprintf("does not match schema %s version %d: %s", ve.Subject, ve.Version, ve.Reason)}
-			}
-			return fmt.Errorf("privacy: validate %s: %w", side.name, err)
-		}
-		decoded[i] = m
-	}
-	r.Schema = &record.SchemaRef{Subject: sch.Subject, Version: int64(sch.Version)}
 	p := g.plan(sch)
 	if len(p.groups) == 0 || len(p.root.children) == 0 {
+		for _, side := range [...]struct {
+			side int
+			img  []byte
+		}{{sideBefore, r.Before}, {sideAfter, r.After}} {
+			if _, err := validate(sch, side.side, side.img, nil); err != nil {
+				return err
+			}
+		}
+		r.Schema = &record.SchemaRef{Subject: sch.Subject, Version: int64(sch.Version)}
 		return nil
 	}
-	s := &sealing{g: g, ctx: ctx, r: r, plan: p, groups: make([]groupKeys, len(p.groups)), before: decoded[0], after: decoded[1]}
-	if err := s.resolveSubjects(); err != nil {
-		return err
+	s, _ := g.sealings.Get().(*sealing)
+	if s == nil {
+		s = &sealing{}
 	}
-	// All sides are sealed before any is replaced: a failure leaves the
-	// record as it came, so a retry starts from the same state.
-	sd := sides(r)
-	outs := make([][]byte, len(sd))
-	for i, side := range sd {
-		if len(*side.img) == 0 {
-			continue
-		}
-		out, err := rewrite(nil, *side.img, p.root, side.name, s.seal)
-		if err != nil {
-			var fe *record.FieldError
-			if errors.As(err, &fe) {
-				return fe
-			}
-			return fmt.Errorf("privacy: seal %s of record %s: %w", side.name, r.ID, err)
-		}
-		outs[i] = out
-	}
-	for i, side := range sd {
-		if outs[i] != nil {
-			*side.img = outs[i]
-		}
-	}
-	s.derived.Sealed = true
-	r.Derived = &s.derived
-	return nil
+	s.reset(g, ctx, r, p)
+	err = s.run()
+	s.reset(nil, nil, nil, nil)
+	g.sealings.Put(s)
+	return err
 }
+
+// validate checks one side's image against sch and, when f is not nil,
+// finds on the way the values sealing needs, if it can (scanned).
+func validate(sch *schema.Schema, side int, img []byte, f *finder) (scanned bool, err error) {
+	if len(img) == 0 {
+		return false, nil
+	}
+	var found schema.Finder
+	if f != nil {
+		found = f
+	}
+	scanned, err = sch.ValidateScan(img, found)
+	if err != nil {
+		var ve *schema.ValidationError
+		if errors.As(err, &ve) {
+			return false, &record.FieldError{Field: sideNames[side] + dotted(ve.Field), Reason: fmt.Sprintf("does not match schema %s version %d: %s", ve.Subject, ve.Version, ve.Reason)}
+		}
+		return false, fmt.Errorf("privacy: validate %s: %w", sideNames[side], err)
+	}
+	return scanned, nil
+}
+
+// sealedParts are what sealing adds to a record, allocated together: one
+// allocation instead of one each (the append path seals every record).
+type sealedParts struct {
+	ref      record.SchemaRef
+	derived  record.Derived
+	subjects [1]string
+	terms    [1]record.Term
+	tokens   [blindTokenSize]byte
+}
+
+const blindTokenSize = 16
 
 // Sync makes keys created by Seal durable; the log calls it before it
 // acknowledges the records sealed under them.
@@ -229,124 +231,345 @@ func dotted(pointer string) string {
 }
 
 type groupKeys struct {
-	subject string // keystore name; "" when the record has no subject value
-	kid     string
-	aead    cipher.AEAD
+	subject    string // keystore name; "" when the record has no subject value
+	kid        string // skid.pkid
+	aead       cipher.AEAD
+	skid, pkid string
 }
 
-// sealing is the state of sealing one record.
+// sealing is the state of sealing one record; its buffers are reused
+// from record to record (Guard.sealings).
 type sealing struct {
-	g       *Guard
-	ctx     context.Context
-	r       *record.Record
-	plan    *plan
+	g    *Guard
+	ctx  context.Context
+	r    *record.Record
+	plan *plan
+
+	sides   [numSides]finder
 	groups  []groupKeys
-	derived record.Derived
-	// before and after decoded, for subject lookups (nil when absent)
-	before, after map[string]any
+	random  []byte // nonce material not used yet
+	tokens  []byte // where blind tokens go
+	ct      []byte
+	aad     []byte
+	scratch []byte
+	// subjectSide is the side subjectValue last found a value in.
+	subjectSide int
+}
+
+func (s *sealing) reset(g *Guard, ctx context.Context, r *record.Record, p *plan) {
+	s.g, s.ctx, s.r, s.plan = g, ctx, r, p
+	if r == nil {
+		// Back to the pool: keep no record, and none of its values.
+		for i := range s.sides {
+			s.sides[i].img, s.sides[i].plan = nil, nil
+		}
+		s.tokens = nil
+		clear(s.scratch)
+		return
+	}
+	for i, img := range [numSides][]byte{r.Key, r.Before, r.After} {
+		f := &s.sides[i]
+		f.img, f.plan, f.leaves = img, p, f.leaves[:0]
+		f.subjects = slices.Grow(f.subjects[:0], len(p.groups))[:len(p.groups)]
+		clear(f.subjects)
+	}
+	s.groups = slices.Grow(s.groups[:0], len(p.groups))[:len(p.groups)]
+	clear(s.groups)
+}
+
+// nonce returns n fresh random bytes, drawn from a buffer filled a few
+// kilobytes at a time: one read from the system per record costs more
+// than the encryption.
+func (s *sealing) nonce(n int) ([]byte, error) {
+	if len(s.random) < n {
+		size := max(4096, n)
+		s.random = slices.Grow(s.random[:0], size)[:size]
+		if _, err := rand.Read(s.random); err != nil {
+			return nil, fmt.Errorf("privacy: nonce: %w", err)
+		}
+	}
+	b := s.random[:n:n]
+	s.random = s.random[n:]
+	return b, nil
+}
+
+func (s *sealing) run() error {
+	r := s.r
+	// Images are validated before anything else, and their sealed values
+	// found on the way when the schema allows; the key is not validated.
+	for _, side := range [...]int{sideBefore, sideAfter, sideKey} {
+		f := &s.sides[side]
+		scanned := false
+		if side != sideKey {
+			var err error
+			if scanned, err = validate(s.plan.schema, side, f.img, f); err != nil {
+				return err
+			}
+		}
+		if !scanned && len(f.img) > 0 {
+			// The fast validator could not judge the image, or did not
+			// see it: walk it.
+			f.leaves, f.subjects = f.leaves[:0], f.subjects[:len(s.plan.groups)]
+			clear(f.subjects)
+			if err := f.scan(s.plan.root); err != nil {
+				return fmt.Errorf("privacy: seal %s of record %s: %w", sideNames[side], r.ID, err)
+			}
+		}
+	}
+	parts := &sealedParts{ref: record.SchemaRef{Subject: s.plan.schema.Subject, Version: int64(s.plan.schema.Version)}}
+	derived := &parts.derived
+	derived.Sealed, derived.Subjects, derived.Terms = true, parts.subjects[:0], parts.terms[:0]
+	s.tokens = parts.tokens[:0]
+	if err := s.resolveSubjects(derived); err != nil {
+		return err
+	}
+	n := 0
+	for _, f := range s.sides {
+		n += len(f.leaves)
+	}
+	nonces, err := s.nonce(nonceSize * n)
+	if err != nil {
+		return err
+	}
+	// All sides are sealed before any is replaced: a failure leaves the
+	// record as it came, so a retry starts from the same state.
+	var outs [numSides][]byte
+	for side := range s.sides {
+		f := &s.sides[side]
+		if len(f.leaves) == 0 {
+			continue
+		}
+		out, err := s.sealSide(side, f.img, f.leaves, nonces[:nonceSize*len(f.leaves)], derived)
+		if err != nil {
+			return err
+		}
+		outs[side], nonces = out, nonces[nonceSize*len(f.leaves):]
+	}
+	for side, p := range [...]*json.RawMessage{&r.Key, &r.Before, &r.After} {
+		if outs[side] != nil {
+			*p = outs[side]
+		}
+	}
+	r.Schema, r.Derived = &parts.ref, derived
+	return nil
 }
 
 // resolveSubjects finds each group's subject value (after, else before,
 // else key) and loads the group's keys.
-func (s *sealing) resolveSubjects() error {
-	period := s.r.OccurredAt.UTC()
+func (s *sealing) resolveSubjects(derived *record.Derived) error {
 	for i, gp := range s.plan.groups {
 		if len(gp.group.PII) == 0 || len(gp.group.SubjectField) == 0 {
 			continue
 		}
-		text, found, err := s.subjectValue(gp.group.SubjectField)
-		if !found {
+		raw := s.subjectValue(i)
+		if raw == nil {
 			// Checked lazily: a record without any of the group's PII
 			// fields needs no subject.
 			continue
 		}
+		text, err := scalarText(raw)
 		if err != nil {
-			return &record.FieldError{Field: "after." + gp.group.SubjectField.String(), Reason: "subject field of data group " + gp.group.Name + " " + err.Error()}
+			if s.subjectSide != sideKey {
+				err = errors.New("is not a string, number or boolean")
+			}
+			return &record.FieldError{Field: "after." + gp.subject, Reason: "subject field of data group " + gp.group.Name + " " + err.Error()}
 		}
-		name := s.g.subjectName(gp.group.Name, text)
-		skid, skey, err := s.g.keys.GetOrCreate(s.ctx, keystore.KindSubject, name)
-		if err != nil {
-			return fmt.Errorf("privacy: subject key: %w", err)
-		}
-		pname := periodName(gp.group.Retention, period)
-		pkid, pkey, err := s.g.keys.GetOrCreate(s.ctx, keystore.KindPeriod, pname)
-		if err != nil {
-			return fmt.Errorf("privacy: period key: %w", err)
-		}
-		kid := skid + "." + pkid
-		aead, err := s.g.aeads.get(kid, skey, pkey)
+		gk, scratch, err := s.g.groupKeys(s.ctx, gp, raw, text, s.r.OccurredAt, s.scratch)
+		s.scratch = scratch
 		if err != nil {
 			return err
 		}
-		s.groups[i] = groupKeys{subject: name, kid: kid, aead: aead}
-		s.derived.Subjects = append(s.derived.Subjects, name)
+		s.groups[i] = gk
+		derived.Subjects = append(derived.Subjects, gk.subject)
 	}
 	return nil
 }
 
-// subjectValue finds a group's subject value in after, else before (from
-// their decoded forms), else key.
-func (s *sealing) subjectValue(path schema.Path) (string, bool, error) {
-	for _, m := range []map[string]any{s.after, s.before} {
-		if m == nil {
-			continue
-		}
-		v, ok := path.Lookup(m)
-		if !ok || v == nil {
-			continue
-		}
-		switch v := v.(type) {
-		case string:
-			return v, true, nil
-		case json.Number:
-			return string(v), true, nil
-		case bool:
-			return strconv.FormatBool(v), true, nil
-		}
-		return "", true, errors.New("is not a string, number or boolean")
-	}
-	if len(s.r.Key) > 0 {
-		if raw, ok := lookup(s.r.Key, path); ok && string(raw) != "null" {
-			text, err := scalarText(raw)
-			return text, true, err
+// subjectValue is group i's subject value: in after, else before, else
+// key, whichever first holds a value that is not null; nil when none does.
+func (s *sealing) subjectValue(i int) []byte {
+	for _, side := range [...]int{sideAfter, sideBefore, sideKey} {
+		f := &s.sides[side]
+		sp := f.subjects[i]
+		raw := f.img[sp.start:sp.end]
+		if sp.end > 0 && jsonscan.Kind(raw, 0) != jsonscan.Null {
+			s.subjectSide = side
+			return raw
 		}
 	}
-	return "", false, nil
+	return nil
 }
 
-func (s *sealing) seal(f *fieldPlan, path string, raw jsontext.Value) ([]byte, error) {
-	gk := s.groups[f.group.index]
-	if gk.aead == nil {
-		return nil, &record.FieldError{Field: "after." + f.group.group.SubjectField.String(),
-			Reason: "is required: the record carries personal data of data group " + f.group.group.Name + " (" + path + ") and this field names whose it is"}
+// groupKeys loads the keys of one group's subject (whose value is raw, its
+// text text) and of the period of at, through the group's cache.
+func (g *Guard) groupKeys(ctx context.Context, gp *groupPlan, raw []byte, text string, at time.Time, scratch []byte) (groupKeys, []byte, error) {
+	at = at.UTC()
+	month := 0
+	if gp.retains {
+		y, m, _ := at.Date()
+		month = y*12 + int(m)
 	}
-	if f.field.Searchable {
-		if text, err := scalarText(raw); err == nil {
-			s.derived.Terms = append(s.derived.Terms, record.Term{Token: s.g.blindToken(f.field.Path.String(), text), Subject: gk.subject})
-		}
+	scratch = append(binary.BigEndian.AppendUint32(scratch[:0], uint32(month)), raw...)
+	if gk, ok := gp.keys.get(scratch); ok {
+		return gk, scratch, nil
 	}
-	return sealValue(gk.aead, gk.kid, s.r.ID, path, raw)
+	seen := g.epoch.Load()
+	name := g.subjectName(gp.group.Name, text)
+	skid, skey, err := g.keys.GetOrCreate(ctx, keystore.KindSubject, name)
+	if err != nil {
+		return groupKeys{}, scratch, fmt.Errorf("privacy: subject key: %w", err)
+	}
+	pkid, pkey, err := g.keys.GetOrCreate(ctx, keystore.KindPeriod, periodName(gp.group.Retention, at))
+	if err != nil {
+		return groupKeys{}, scratch, fmt.Errorf("privacy: period key: %w", err)
+	}
+	kid := skid + "." + pkid
+	aead, err := g.aead(kid, skey, pkey, seen)
+	if err != nil {
+		return groupKeys{}, scratch, err
+	}
+	gk := groupKeys{subject: name, kid: kid, aead: aead, skid: skid, pkid: pkid}
+	gp.keys.put(string(scratch), gk, &g.epoch, seen)
+	return gk, scratch, nil
 }
 
-// sealValue encrypts one field value into its envelope.
-func sealValue(aead cipher.AEAD, kid, recordID, path string, plaintext []byte) ([]byte, error) {
-	buf := make([]byte, aead.NonceSize(), aead.NonceSize()+len(plaintext)+aead.Overhead())
-	if _, err := rand.Read(buf); err != nil {
-		return nil, fmt.Errorf("privacy: nonce: %w", err)
+// aead is the field AEAD of kid, derived from its keys if not cached; seen
+// is the epoch read before the keys were looked up.
+func (g *Guard) aead(kid string, skey, pkey []byte, seen uint64) (cipher.AEAD, error) {
+	if a, ok := g.aeads.get([]byte(kid)); ok {
+		return a, nil
 	}
-	buf = aead.Seal(buf, buf, plaintext, aad(recordID, path, kid))
-	out := make([]byte, 0, 64+base64.StdEncoding.EncodedLen(len(buf))+len(kid))
-	out = append(out, `{"$sealed":{"alg":"`+alg+`","ct":"`...)
-	out = base64.StdEncoding.AppendEncode(out, buf)
-	out = append(out, `","kid":"`...)
-	out = append(out, kid...)
-	return append(out, `"}}`...), nil
+	a, err := fieldKey(skey, pkey)
+	if err != nil {
+		return nil, err
+	}
+	g.aeads.put(kid, a, &g.epoch, seen)
+	return a, nil
+}
+
+// forget drops every cached key derived from one of kids, which were just
+// destroyed.
+func (g *Guard) forget(kids []string) {
+	// A lookup that found its keys before the destruction must not cache
+	// them after this; it sees the epoch move (keyCache.put).
+	g.epoch.Add(1)
+	g.aeads.forget(func(kid string, _ cipher.AEAD) bool {
+		skid, pkid, _ := strings.Cut(kid, ".")
+		return slices.Contains(kids, skid) || slices.Contains(kids, pkid)
+	})
+	g.plans.Range(func(_, p any) bool {
+		for _, gp := range p.(*plan).groups {
+			gp.keys.forget(func(_ string, gk groupKeys) bool {
+				return slices.Contains(kids, gk.skid) || slices.Contains(kids, gk.pkid)
+			})
+		}
+		return true
+	})
+}
+
+// keyCache is a bounded map of what was derived from data keys; when full,
+// the older half generation is dropped. Erasure drops the entries of the
+// destroyed keys (forget).
+type keyCache[V any] struct {
+	mu       sync.RWMutex
+	max      int
+	cur, old map[string]V
+}
+
+func (c *keyCache[V]) get(key []byte) (V, bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	if v, ok := c.cur[string(key)]; ok {
+		return v, true
+	}
+	v, ok := c.old[string(key)]
+	return v, ok
+}
+
+// put caches v unless epoch moved since seen, which was read before the
+// keys v comes from were looked up: forget moves the epoch before it takes
+// the lock, so keys destroyed meanwhile are never cached.
+func (c *keyCache[V]) put(key string, v V, epoch *atomic.Uint64, seen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if epoch.Load() != seen {
+		return
+	}
+	if c.cur == nil || len(c.cur) >= c.max/2 {
+		c.old, c.cur = c.cur, map[string]V{}
+	}
+	c.cur[key] = v
+}
+
+func (c *keyCache[V]) forget(gone func(key string, v V) bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, m := range []map[string]V{c.cur, c.old} {
+		for k, v := range m {
+			if gone(k, v) {
+				delete(m, k)
+			}
+		}
+	}
+}
+
+const (
+	nonceSize      = 12 // AES-GCM's standard nonce (fieldKey)
+	tagSize        = 16 // and tag
+	envelopeStart  = `{"$sealed":{"alg":"` + alg + `","ct":"`
+	envelopeMiddle = `","kid":"`
+	envelopeEnd    = `"}}`
+	aadPrefix      = "stele/seal/v1\x00"
+)
+
+// sealSide copies one side's image with its leaves replaced by envelopes,
+// sealed under the nonces in turn.
+func (s *sealing) sealSide(side int, img []byte, leaves []leaf, nonces []byte, derived *record.Derived) ([]byte, error) {
+	size := len(img)
+	for _, l := range leaves {
+		gk := s.groups[l.field.group.index]
+		if gk.aead == nil {
+			gp := l.field.group
+			return nil, &record.FieldError{Field: "after." + gp.subject,
+				Reason: "is required: the record carries personal data of data group " + gp.group.Name + " (" + l.field.paths[side] + ") and this field names whose it is"}
+		}
+		ct := nonceSize + l.end - l.start + tagSize
+		size += len(envelopeStart) + base64.StdEncoding.EncodedLen(ct) + len(envelopeMiddle) + len(gk.kid) + len(envelopeEnd) - (l.end - l.start)
+	}
+	out := make([]byte, 0, size)
+	at := 0
+	for i, l := range leaves {
+		f := l.field
+		gk := s.groups[f.group.index]
+		raw := img[l.start:l.end]
+		if f.field.Searchable {
+			if text, err := scalarBytes(raw); err == nil {
+				if cap(s.tokens)-len(s.tokens) < blindTokenSize {
+					s.tokens = make([]byte, 0, blindTokenSize*len(leaves))
+				}
+				n := len(s.tokens)
+				s.tokens = s.g.blindToken(s.tokens, f.name, text)
+				derived.Terms = append(derived.Terms, record.Term{Token: s.tokens[n:len(s.tokens):len(s.tokens)], Subject: gk.subject})
+			}
+		}
+		nonce := nonces[i*nonceSize : (i+1)*nonceSize]
+		s.aad = append(append(append(append(s.aad[:0], aadPrefix...), s.r.ID...), f.aadTail[side]...), gk.kid...)
+		s.ct = gk.aead.Seal(append(s.ct[:0], nonce...), nonce, raw, s.aad)
+		out = append(out, img[at:l.start]...)
+		out = append(out, envelopeStart...)
+		out = base64.StdEncoding.AppendEncode(out, s.ct)
+		out = append(out, envelopeMiddle...)
+		out = append(out, gk.kid...)
+		out = append(out, envelopeEnd...)
+		at = l.end
+	}
+	return append(out, img[at:]...), nil
 }
 
 // aad binds an envelope to its record, its field and its keys.
 func aad(recordID, path, kid string) []byte {
 	b := make([]byte, 0, len(recordID)+len(path)+len(kid)+16)
-	b = append(b, "stele/seal/v1\x00"...)
+	b = append(b, aadPrefix...)
 	b = append(b, recordID...)
 	b = append(b, 0)
 	b = append(b, path...)
@@ -355,35 +578,45 @@ func aad(recordID, path, kid string) []byte {
 }
 
 func (g *Guard) subjectName(group, value string) string {
-	var sum [sha256.Size]byte
-	return hex.EncodeToString(keyedHash(&g.namePool, g.subjectNames, group, value, sum[:0])[:16])
+	var sum [16]byte
+	return hex.EncodeToString(keyedHash(&g.namePool, g.subjectNames, group, []byte(value), sum[:0]))
 }
 
-// blindToken is the blind-index token of a field's value.
-func (g *Guard) blindToken(field, value string) []byte {
-	return keyedHash(&g.blindPool, g.blindKey, field, value, nil)[:16]
+// blindToken appends the blind-index token of a field's value to dst.
+func (g *Guard) blindToken(dst []byte, field string, value []byte) []byte {
+	return keyedHash(&g.blindPool, g.blindKey, field, value, dst)
 }
 
-// keyedHash is HMAC-SHA256(key, a ‖ 0 ‖ b). HMAC states are pooled: they
-// are built per record on the append path, and setting one up costs more
-// than hashing the few bytes it is used for.
-func keyedHash(pool *sync.Pool, key []byte, a, b string, dst []byte) []byte {
-	m, _ := pool.Get().(hash.Hash)
-	if m == nil {
-		m = hmac.New(sha256.New, key)
+// keyedHasher is a pooled HMAC state with its buffers: setting one up
+// costs more than hashing the few bytes it is used for, and both are
+// needed per record on the append path.
+type keyedHasher struct {
+	mac hash.Hash
+	msg []byte
+	sum [sha256.Size]byte
+}
+
+// keyedHash appends the first 16 bytes of HMAC-SHA256(key, a ‖ 0 ‖ b) to
+// dst.
+func keyedHash(pool *sync.Pool, key []byte, a string, b []byte, dst []byte) []byte {
+	h, _ := pool.Get().(*keyedHasher)
+	if h == nil {
+		h = &keyedHasher{mac: hmac.New(sha256.New, key)}
 	}
-	m.Reset()
-	m.Write([]byte(a))
-	m.Write([]byte{0})
-	m.Write([]byte(b))
-	out := m.Sum(dst)
-	pool.Put(m)
-	return out
+	h.mac.Reset()
+	h.msg = append(append(append(h.msg[:0], a...), 0), b...)
+	h.mac.Write(h.msg)
+	dst = append(dst, h.mac.Sum(h.sum[:0])[:16]...)
+	clear(h.msg) // it may hold a subject's value
+	pool.Put(h)
+	return dst
 }
 
 // BlindToken is the token to search the blind index for a field path
 // ("email", "address.zip") holding value.
-func (g *Guard) BlindToken(field, value string) []byte { return g.blindToken(field, value) }
+func (g *Guard) BlindToken(field, value string) []byte {
+	return g.blindToken(nil, field, []byte(value))
+}
 
 // periodName buckets a record into its retention period: the month of
 // occurred_at under the group's retention, or one key for groups kept
@@ -429,69 +662,6 @@ func fieldKey(subjectKey, periodKey []byte) (cipher.AEAD, error) {
 		return nil, fmt.Errorf("privacy: derive field key: %w", err)
 	}
 	return cipher.NewGCM(block)
-}
-
-// aeadCache keeps derived AEADs by kid, bounded: when full, the older half
-// generation is dropped. Erasure clears it.
-type aeadCache struct {
-	mu       sync.Mutex
-	max      int
-	cur, old map[string]cipher.AEAD
-}
-
-func (c *aeadCache) init(max int) {
-	c.max, c.cur, c.old = max, map[string]cipher.AEAD{}, map[string]cipher.AEAD{}
-}
-
-func (c *aeadCache) get(kid string, skey, pkey []byte) (cipher.AEAD, error) {
-	c.mu.Lock()
-	a, ok := c.cur[kid]
-	if !ok {
-		if a, ok = c.old[kid]; ok {
-			c.cur[kid] = a
-		}
-	}
-	c.mu.Unlock()
-	if ok {
-		return a, nil
-	}
-	a, err := fieldKey(skey, pkey)
-	if err != nil {
-		return nil, err
-	}
-	c.mu.Lock()
-	if len(c.cur) >= c.max/2 {
-		c.old, c.cur = c.cur, map[string]cipher.AEAD{}
-	}
-	c.cur[kid] = a
-	c.mu.Unlock()
-	return a, nil
-}
-
-func (c *aeadCache) lookup(kid string) (cipher.AEAD, bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if a, ok := c.cur[kid]; ok {
-		return a, true
-	}
-	a, ok := c.old[kid]
-	return a, ok
-}
-
-// forget drops every cached AEAD whose kid contains one of kids.
-func (c *aeadCache) forget(kids []string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, m := range []map[string]cipher.AEAD{c.cur, c.old} {
-		for kid := range m {
-			sk, pk, _ := strings.Cut(kid, ".")
-			for _, gone := range kids {
-				if sk == gone || pk == gone {
-					delete(m, kid)
-				}
-			}
-		}
-	}
 }
 
 // SealOpaque encrypts a whole blob under one of Stele's own system keys

@@ -100,6 +100,10 @@ func Compile(subject string, version int, schemaJSON []byte) (*Schema, error) {
 	if err := annotate(s, doc); err != nil {
 		return nil, err
 	}
+	// nil: every image goes to the library
+	if s.fast, _ = compileFast(compiled); s.fast != nil && markFast(s.fast, s.annotated) != nil {
+		s.fast = nil
+	}
 	return s, nil
 }
 
@@ -275,6 +279,14 @@ func annotate(s *Schema, doc map[string]any) error {
 	s.pii = a.pii
 	for _, g := range a.groups {
 		s.Groups = append(s.Groups, *g)
+		if len(g.SubjectField) > 0 {
+			s.annotated = append(s.annotated, g.SubjectField)
+		}
+	}
+	for _, f := range a.pii {
+		if !slices.ContainsFunc(s.annotated, f.Path.Equal) {
+			s.annotated = append(s.annotated, f.Path)
+		}
 	}
 	return nil
 }

@@ -202,11 +202,17 @@ type Schema struct {
 	Groups []Group
 
 	compiled *jsonschema.Schema
+	// fast validates image bytes without the library; nil when the schema
+	// uses keywords outside its subset.
+	fast *fastNode
 	// doc is the decoded document, read by the compatibility check.
 	doc map[string]any
 	// byPath indexes PII fields by Path.String() for PIIField.
 	byPath map[string]int // index into pii
 	pii    []Field
+	// annotated are the subject fields, then the PII fields not already
+	// listed (Annotated).
+	annotated []Path
 }
 
 // Group returns the named data group.

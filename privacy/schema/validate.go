@@ -37,6 +37,35 @@ func DecodeImage(image []byte) (map[string]any, error) {
 // Validate checks one image (a record's before or after) against the
 // schema. A mismatch is a *ValidationError wrapping ErrInvalidRecord.
 func (s *Schema) Validate(image []byte) error {
+	_, err := s.ValidateScan(image, nil)
+	return err
+}
+
+// Finder receives the annotated properties' values ValidateScan finds:
+// the property's index in Annotated(), where its value starts and ends.
+type Finder interface {
+	Found(i, start, end int)
+}
+
+// ValidateScan is Validate that also finds the annotated properties'
+// values on the way, when it can: if scanned is true, found was given each
+// annotated property present in image, in document order, and the image
+// is valid JSON without a repeated member name. found may be nil.
+func (s *Schema) ValidateScan(image []byte, found Finder) (scanned bool, err error) {
+	if s.fast != nil {
+		if err := s.validateFast(image, found); err != errFallback {
+			return err == nil, err
+		}
+	}
+	return false, s.validateLibrary(image)
+}
+
+// Annotated lists the properties ValidateScan reports: each PII field and
+// each data group's subject field, once.
+func (s *Schema) Annotated() []Path { return s.annotated }
+
+// validateLibrary is Validate by the library alone.
+func (s *Schema) validateLibrary(image []byte) error {
 	m, err := DecodeImage(image)
 	if err != nil {
 		var ve *ValidationError

@@ -114,7 +114,7 @@ func (s *Store) prepare(ctx context.Context, req *appendReq) error {
 					return &RecordError{Index: i, Err: err}
 				}
 			}
-			req.bodies[i] = record.AppendBody(nil, r)
+			req.bodies[i] = record.AppendBody(make([]byte, 0, record.BodySize(r)), r)
 			if size := record.HeaderSize + len(req.bodies[i]); size > MaxRecordSize {
 				return fmt.Errorf("%w: record %d of the batch encodes to %d bytes, more than %d", ErrTooLarge, i, size, MaxRecordSize)
 			}

@@ -55,6 +55,24 @@ func AppendEncoded(dst []byte, r *Record) []byte {
 // header, so it does not depend on r.Seq or r.RecordedAt.
 func AppendBody(dst []byte, r *Record) []byte { return appendBody(dst, r) }
 
+// BodySize is a close upper estimate of the bytes AppendBody appends for r
+// (strings that need escaping may exceed it), so the caller can allocate
+// once instead of growing the buffer several times per record.
+func BodySize(r *Record) int {
+	n := 320 + len(r.ID) + len(r.Source.Name) + len(r.Source.Kind) + len(r.Source.Database) + len(r.Source.Schema) + len(r.Source.Table) +
+		len(r.Key) + len(r.Before) + len(r.After) + len(r.Actor) + len(r.Cause)
+	for _, c := range r.Changed {
+		n += len(c) + 3
+	}
+	if r.Tx != nil {
+		n += len(r.Tx.ID) + len(r.Tx.Position) + 96
+	}
+	if r.Schema != nil {
+		n += len(r.Schema.Subject) + 48
+	}
+	return n
+}
+
 // AppendHeader appends the header of the stored bytes; a body from
 // AppendBody follows it.
 func AppendHeader(dst []byte, seq uint64, recordedAt time.Time) []byte {

@@ -96,27 +96,46 @@ END
 $stele$`
 
 // ddlTriggers are the event triggers running stele_ddl_capture(), by name.
-var ddlTriggers = []struct{ name, event string }{
-	{"stele_ddl_capture", "ddl_command_end"},
-	{"stele_ddl_drop", "sql_drop"},
+func ddlTriggers() []struct{ name, event string } {
+	return []struct{ name, event string }{
+		{"stele_ddl_capture", "ddl_command_end"},
+		{"stele_ddl_drop", "sql_drop"},
+	}
+}
+
+// ddlFunctionBody is the function's source as pg_proc.prosrc holds it.
+func ddlFunctionBody() string {
+	_, body, _ := strings.Cut(ddlFunction, "$stele$")
+	body, _, _ = strings.Cut(body, "$stele$")
+	return body
 }
 
 // setupDDL installs the DDL event triggers when Config.CaptureDDL asks for
-// it. The function is replaced on every start, so an installation made by
-// an earlier version (ddl_command_end only) gets the sql_drop half before
-// its trigger exists: the old body would fail inside sql_drop and with it
+// it. The function is replaced whenever its body differs from this
+// version's, before any trigger is created, so an installation made by an
+// earlier version (ddl_command_end only) gets the sql_drop half before its
+// trigger exists: the old body would fail inside sql_drop and with it
 // every DROP.
 func (s *Source) setupDDL(ctx context.Context, conn *pgx.Conn) error {
 	if !s.cfg.CaptureDDL {
 		return nil
 	}
 	if !s.cfg.SkipSetup {
-		// The function first: event-trigger commands are never captured.
-		if _, err := conn.Exec(ctx, ddlFunction); err != nil {
-			return fmt.Errorf("create function stele_ddl_capture(): %w", classify(err))
+		// Replaced only when it differs: replacing it is itself DDL, which
+		// the installed trigger would record at every start.
+		var current string
+		err := conn.QueryRow(ctx, "SELECT prosrc FROM pg_catalog.pg_proc WHERE proname = 'stele_ddl_capture' AND pronargs = 0").Scan(&current)
+		if err != nil && err != pgx.ErrNoRows {
+			return fmt.Errorf("look up function stele_ddl_capture(): %w", classify(err))
+		}
+		if current != ddlFunctionBody() {
+			if _, err := conn.Exec(ctx, ddlFunction); err != nil {
+				return fmt.Errorf("create function stele_ddl_capture(): %w", classify(err))
+			}
+			s.logger.Info("set-up: installed function stele_ddl_capture()")
 		}
 	}
-	for _, trig := range ddlTriggers {
+	for _, trig := range ddlTriggers() {
 		var enabled string
 		err := conn.QueryRow(ctx, "SELECT evtenabled::text FROM pg_event_trigger WHERE evtname = $1", trig.name).Scan(&enabled)
 		switch {

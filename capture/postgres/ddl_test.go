@@ -1,7 +1,9 @@
 package postgres
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 
@@ -56,7 +58,7 @@ func TestDDL(t *testing.T) {
 	t.Run("DropNamesItsObjects", func(t *testing.T) {
 		url := newDB(t, srv, "ddldrop", `CREATE TABLE t (id int PRIMARY KEY, a text)`, `CREATE TABLE u (id int PRIMARY KEY)`)
 		ts := openStore(t, t.TempDir())
-		startReady(t, Config{ConnString: url, CaptureDDL: true}, ts)
+		run := startReady(t, Config{ConnString: url, CaptureDDL: true}, ts)
 		execIn(t, url,
 			`ALTER TABLE t DROP COLUMN a`,
 			`DROP TABLE IF EXISTS nosuch`,
@@ -96,6 +98,20 @@ func TestDDL(t *testing.T) {
 		}
 		if recs[2].Op != record.OpInsert || recs[2].Source.Table != "u" {
 			t.Errorf("record 2: %s on %s", recs[2].Op, recs[2].Source.Table)
+		}
+		// A restart finds its function in place and changes nothing, so
+		// its own set-up leaves no ddl record.
+		if err := run.stop(); err != nil && !errors.Is(err, context.Canceled) {
+			t.Fatal(err)
+		}
+		startReady(t, Config{ConnString: url, CaptureDDL: true}, ts)
+		execIn(t, url, `INSERT INTO u VALUES (2)`)
+		recs = ts.records(t, 4)
+		if len(recs) != 4 || recs[3].Op != record.OpInsert {
+			for _, r := range recs[3:] {
+				t.Logf("%s %s %s", r.Op, r.Key, r.After)
+			}
+			t.Fatalf("after a restart: %d records, want the insert only", len(recs))
 		}
 	})
 

@@ -143,8 +143,8 @@ func recordTokenChanges(ctx context.Context, store *log.Store, tokens *auth.Toke
 // the index catches up on need their personal-data entries rederived
 // (log.Sealer.Rederive), or they would be indexed without blind-index terms
 // and subject counts. Without a keystore there is nothing to rederive, and
-// it returns no sealer. close releases the keystore.
-func offlineSealer(ctx context.Context, cfg Config, logger *slog.Logger) (sealer log.Sealer, close func(), err error) {
+// it returns no sealer. release closes the keystore.
+func offlineSealer(ctx context.Context, cfg Config, logger *slog.Logger) (sealer log.Sealer, release func(), err error) {
 	if _, err := os.Stat(filepath.Join(cfg.Data, "keystore")); errors.Is(err, os.ErrNotExist) {
 		return nil, func() {}, nil
 	}

@@ -106,6 +106,8 @@ type Config struct {
 	Now func() time.Time
 	// Schemas serves /v1/schemas when set (nil: those routes answer 404).
 	Schemas SchemaRegistry
+	// DeadLetters serves /v1/deadletters (admin) when set.
+	DeadLetters DeadLetters
 	// Projections serves the read models under /v1/projections; nil means
 	// none are configured.
 	Projections Projections
@@ -202,6 +204,12 @@ func (s *Server) routes() {
 	}
 	if s.cfg.Schemas != nil {
 		s.schemaRoutes()
+	}
+	if s.cfg.DeadLetters != nil {
+		s.handle("GET /v1/deadletters", s.gated(s.authorize(adminRole, s.listDeadLetters)))
+		s.handle("/v1/deadletters", methodNotAllowed("GET, HEAD"))
+		s.handle("POST /v1/deadletters/replay", s.gated(s.authorize(adminRole, s.replayDeadLetters)))
+		s.handle("/v1/deadletters/replay", methodNotAllowed("POST"))
 	}
 	if s.cfg.GraphQL != nil {
 		s.handle("GET /graphql", s.gated(s.authorize(anyRole, s.graphQL)))

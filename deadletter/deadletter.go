@@ -211,3 +211,109 @@ func (s *Store) PurgeSubjects(ctx context.Context, subjects []string) (int, erro
 	s.log.Info("erasure removed parked records from the dead-letter file", "records", removed, "file", s.path)
 	return removed, nil
 }
+
+// Opener opens what a Sealer sealed.
+type Opener interface {
+	OpenOpaque(ctx context.Context, purpose string, sealed []byte) ([]byte, error)
+}
+
+// ReplayResult is what a replay did.
+type ReplayResult struct {
+	// Appended counts the records the log took (Duplicates of them were
+	// already there, from a replay cut short before the file was
+	// rewritten).
+	Appended   int `json:"appended"`
+	Duplicates int `json:"duplicates"`
+	// StillParked are the records that still break their schema, with
+	// today's reason; their sealed form is left out.
+	StillParked []Entry `json:"still_parked"`
+}
+
+// Replay offers every parked record to the log again, typically after the
+// schema was fixed: those it takes leave the file, the others stay with
+// the reason they fail now. A failure that is not the record's own (the
+// log refusing writes) stops the replay; what was appended until then has
+// left the file. A crash between the appends and the file's rewrite only
+// makes the next replay count those records as duplicates: their ids are
+// the same, and the log stores them once.
+func (s *Store) Replay(ctx context.Context, l Appender, o Opener) (*ReplayResult, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var lines [][]byte
+	var entries []Entry
+	if err := s.scan(func(e Entry, line []byte) error {
+		lines = append(lines, bytes.Clone(line))
+		entries = append(entries, e)
+		return nil
+	}); err != nil {
+		return nil, err
+	}
+	res := &ReplayResult{StillParked: []Entry{}}
+	var kept bytes.Buffer
+	var stop error
+	for i, e := range entries {
+		if stop != nil {
+			kept.Write(lines[i])
+			kept.WriteByte('\n')
+			continue
+		}
+		r, err := s.open(ctx, o, e)
+		if err != nil {
+			stop = err
+			kept.Write(lines[i])
+			kept.WriteByte('\n')
+			continue
+		}
+		out, err := l.Append(ctx, []*record.Record{r})
+		var fe *record.FieldError
+		switch {
+		case err == nil:
+			res.Appended++
+			if len(out) == 1 && out[0].Duplicate {
+				res.Duplicates++
+			}
+		case errors.As(err, &fe):
+			e.Field, e.Reason = fe.Field, fe.Reason
+			line, merr := json.Marshal(e)
+			if merr != nil {
+				line = lines[i]
+			}
+			kept.Write(line)
+			kept.WriteByte('\n')
+			e.Record = ""
+			res.StillParked = append(res.StillParked, e)
+		default:
+			stop = fmt.Errorf("dead letter: replay record %s: %w", e.ID, err)
+			kept.Write(lines[i])
+			kept.WriteByte('\n')
+		}
+	}
+	if res.Appended > 0 || len(res.StillParked) > 0 {
+		if err := atomicfile.Write(s.path, kept.Bytes(), 0o600); err != nil {
+			return res, errors.Join(stop, fmt.Errorf("dead letter: rewrite after replay: %w", err))
+		}
+	}
+	if stop != nil {
+		return res, stop
+	}
+	s.log.Info("dead letters replayed", "appended", res.Appended, "still_parked", len(res.StillParked))
+	return res, nil
+}
+
+// open decrypts a parked record.
+func (s *Store) open(ctx context.Context, o Opener, e Entry) (*record.Record, error) {
+	sealed, err := base64.StdEncoding.DecodeString(e.Record)
+	if err != nil {
+		return nil, fmt.Errorf("dead letter %s: sealed record: %w", e.ID, err)
+	}
+	plain, err := o.OpenOpaque(ctx, purpose, sealed)
+	if err != nil {
+		return nil, fmt.Errorf("dead letter %s: open: %w", e.ID, err)
+	}
+	r := new(record.Record)
+	if err := json.Unmarshal(plain, r); err != nil {
+		return nil, fmt.Errorf("dead letter %s: decode: %w", e.ID, err)
+	}
+	r.Seq, r.RecordedAt = 0, time.Time{}
+	return r, nil
+}

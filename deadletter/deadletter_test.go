@@ -27,6 +27,7 @@ const customers = `{"type":"object","properties":{
   "email":{"type":"string","x-pii":true}}}`
 
 type env struct {
+	reg    *schema.Registry
 	dir    string
 	guard  *privacy.Guard
 	log    *log.Store
@@ -69,7 +70,7 @@ func newEnv(t *testing.T) *env {
 	dead := deadletter.Open(filepath.Join(dir, "deadletter", "records.jsonl"), g, g, nil)
 	ledger := privacy.NewLedger(g, st, ix)
 	ledger.PurgeCopiesWith(dead)
-	return &env{dir: dir, guard: g, log: st, ledger: ledger, dead: dead}
+	return &env{reg: reg, dir: dir, guard: g, log: st, ledger: ledger, dead: dead}
 }
 
 func customer(id int, subject, email string) *record.Record {
@@ -197,5 +198,84 @@ func TestDamagedFileIsReportedWithItsLine(t *testing.T) {
 	// Erasure must not silently drop what it cannot read.
 	if _, err := e.dead.PurgeSubjects(context.Background(), []string{"x"}); err == nil {
 		t.Fatal("purge over a damaged file succeeded")
+	}
+}
+
+// TestReplayAfterTheSchemaIsFixed: parked records go back to the log once
+// they fit the schema, sealed like any other; those that still do not stay
+// parked with today's reason; a record the log already holds (a replay cut
+// short before the rewrite) counts as a duplicate and is stored once.
+func TestReplayAfterTheSchemaIsFixed(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	fixable := customer(1, "alice", `4155550100`)
+	broken := customer(2, "bob", `{"nested":true}`)
+	if _, err := e.dead.AppendOrPark(ctx, e.log, []*record.Record{fixable, broken}); err != nil {
+		t.Fatal(err)
+	}
+	if entries, _ := e.dead.Entries(); len(entries) != 2 || e.log.Size() != 0 {
+		t.Fatalf("parked %d, log %d; want both parked", len(entries), e.log.Size())
+	}
+	// Nothing fits yet: both stay, the file is unchanged in content.
+	res, err := e.dead.Replay(ctx, e.log, e.guard)
+	if err != nil || res.Appended != 0 || len(res.StillParked) != 2 || e.log.Size() != 0 {
+		t.Fatalf("replay before the fix: %+v, %v", res, err)
+	}
+	if res.StillParked[0].Record != "" {
+		t.Fatal("the replay result carries the sealed record")
+	}
+	// Phone-number emails become acceptable in version 2.
+	wider := strings.Replace(customers, `"email":{"type":"string"`, `"email":{"type":["string","integer"]`, 1)
+	if _, _, err := e.reg.Put(ctx, "crm.public.customers", []byte(wider)); err != nil {
+		t.Fatal(err)
+	}
+	res, err = e.dead.Replay(ctx, e.log, e.guard)
+	if err != nil || res.Appended != 1 || res.Duplicates != 0 || len(res.StillParked) != 1 || res.StillParked[0].ID != broken.ID {
+		t.Fatalf("replay after the fix: %+v, %v", res, err)
+	}
+	if !strings.Contains(res.StillParked[0].Reason, "version 2") {
+		t.Errorf("the still-parked reason %q is not today's (version 2)", res.StillParked[0].Reason)
+	}
+	r, err := e.log.Read(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.ID != fixable.ID || bytes.Contains(r.After, []byte("4155550100")) || !bytes.Contains(r.After, []byte(`"$sealed"`)) {
+		t.Fatalf("replayed record %s: after %s; want it sealed", r.ID, r.After)
+	}
+	entries, err := e.dead.Entries()
+	if err != nil || len(entries) != 1 || entries[0].ID != broken.ID {
+		t.Fatalf("left parked: %+v (%v)", entries, err)
+	}
+
+	// A replay cut short: the record reached the log but the file was not
+	// rewritten. Park it again by hand and replay.
+	again := customer(3, "carol", `4155550111`)
+	if _, err := e.log.Append(ctx, []*record.Record{customer(3, "carol", `4155550111`)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.dead.Park(ctx, again, &record.FieldError{Field: "after.email", Reason: "was wrong once"}); err != nil {
+		t.Fatal(err)
+	}
+	size := e.log.Size()
+	res, err = e.dead.Replay(ctx, e.log, e.guard)
+	if err != nil || res.Appended != 1 || res.Duplicates != 1 || e.log.Size() != size {
+		t.Fatalf("replay of a record already in the log: %+v, %v (log %d → %d)", res, err, size, e.log.Size())
+	}
+}
+
+func TestReplayStopsOnTheLogsOwnFailure(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	if _, err := e.dead.AppendOrPark(ctx, e.log, []*record.Record{customer(1, "alice", `5`), customer(2, "bob", `6`)}); err != nil {
+		t.Fatal(err)
+	}
+	boom := errors.New("disk full")
+	res, err := e.dead.Replay(ctx, failingLog{boom}, e.guard)
+	if !errors.Is(err, boom) || res.Appended != 0 {
+		t.Fatalf("replay into a failing log: %+v, %v", res, err)
+	}
+	if entries, _ := e.dead.Entries(); len(entries) != 2 {
+		t.Fatalf("%d parked after a failed replay, want both kept", len(entries))
 	}
 }

@@ -271,6 +271,14 @@ func TestErasureEndToEnd(t *testing.T) {
 	if err := proof.VerifyConsistency(rfc6962.DefaultHasher, before.size, after.size, hashes, before.root, after.root); err != nil {
 		t.Fatalf("checkpoint before erasure is not consistent with the one after: %v", err)
 	}
+	// Nothing was captured, so nothing is parked; the admin CLI says so.
+	t.Setenv("STELE_TOKEN", tokens["admin"])
+	if out := mustStele(t, "deadletters", "list", "--url", base); !strings.Contains(out, `"dead_letters": []`) {
+		t.Fatalf("deadletters list: %s", out)
+	}
+	if out := mustStele(t, "deadletters", "replay", "--url", base); !strings.Contains(out, `"appended": 0`) {
+		t.Fatalf("deadletters replay: %s", out)
+	}
 	// An outside auditor with a token spot-checks the running server.
 	t.Setenv("STELE_TOKEN", tokens["auditor"])
 	mustStele(t, "verify", "--url", base, "--key", vkey, "--state", filepath.Join(t.TempDir(), "audit.json"))

@@ -31,6 +31,7 @@ func commands() []command {
 		{"token", "create or list API tokens (roles admin, auditor, analyst, service)", runToken},
 		{"keys", "rotate the keystore's master key (server stopped)", runKeys},
 		{"erase", "erase a data subject (destroy their keys) and print the signed receipt", runErase},
+		{"deadletters", "list or replay the captured records parked for breaking their schema", runDeadLetters},
 		{"schema", "register, print or infer JSON Schemas of source tables (put, get, infer)", runSchema},
 		{"snapshot", "write a table's rows as they were at an instant, as JSON Lines", runSnapshot},
 		{"projections", "list the configured projections, or rebuild one from the log", runProjections},

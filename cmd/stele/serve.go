@@ -156,6 +156,7 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		Auth:         tokens,
 		Privacy:      apiPrivacy{priv.guard, ledger},
 		Schemas:      priv.schemas,
+		DeadLetters:  deadLetterReplay{dead, store, priv.guard},
 	}
 	projections, stopProjections, err := startProjections(ctx, cfg, store, logger)
 	if err != nil {
@@ -338,4 +339,16 @@ func lockDataDir(data string) (unlock func(), err error) {
 		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
 		f.Close()
 	}, nil
+}
+
+// deadLetterReplay is the dead-letter file as the API sees it: replays go
+// to the log through the privacy layer, like any captured record.
+type deadLetterReplay struct {
+	*deadletter.Store
+	log    *log.Store
+	opener deadletter.Opener
+}
+
+func (d deadLetterReplay) Replay(ctx context.Context) (*deadletter.ReplayResult, error) {
+	return d.Store.Replay(ctx, d.log, d.opener)
 }

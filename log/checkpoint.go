@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"golang.org/x/mod/sumdb/note"
+
+	"github.com/stele/stele/internal/atomicfile"
 )
 
 // Checkpoint is a signed statement of the tree's size and root hash.
@@ -88,7 +90,7 @@ func loadOrCreateKeys(dir, origin string) (*Keys, error) {
 		if err := writeFileSync(filepath.Join(kdir, verifierKeyFile), []byte(v+"\n"), 0o644); err != nil {
 			return nil, err
 		}
-		if err := syncDir(kdir); err != nil {
+		if err := atomicfile.SyncDir(kdir); err != nil {
 			return nil, err
 		}
 		skey = []byte(s)
@@ -149,16 +151,4 @@ func writeFileSync(path string, data []byte, perm os.FileMode) error {
 		return fmt.Errorf("sync %s: %w", path, err)
 	}
 	return f.Close()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open dir %s: %w", dir, err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync dir %s: %w", dir, err)
-	}
-	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/stele/stele/internal/atomicfile"
 	"github.com/stele/stele/record"
 )
 
@@ -235,7 +236,7 @@ func (s *Store) openFiles() error {
 	if err != nil {
 		return err
 	}
-	return syncDir(s.dir)
+	return atomicfile.SyncDir(s.dir)
 }
 
 func (s *Store) closeFiles() {

@@ -11,6 +11,8 @@ import (
 	"runtime"
 	"testing"
 	"time"
+
+	"github.com/stele/stele/internal/atomicfile"
 )
 
 // BenchmarkBaselineFsync is the floor for Sync: one append of a batch's
@@ -154,7 +156,7 @@ func BenchmarkDestroy1M(b *testing.B) {
 		if err := os.Rename(tmp, filepath.Join(floorDir, "x")); err != nil {
 			b.Fatal(err)
 		}
-		if err := syncDir(floorDir); err != nil {
+		if err := atomicfile.SyncDir(floorDir); err != nil {
 			b.Fatal(err)
 		}
 	}

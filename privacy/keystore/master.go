@@ -14,6 +14,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/stele/stele/internal/atomicfile"
 )
 
 // MasterKey wraps and unwraps data keys. Implementations: FileMaster,
@@ -170,23 +172,11 @@ func createMasterFile(path string) (MasterKey, error) {
 		err = cerr
 	}
 	if err == nil {
-		err = syncDir(filepath.Dir(path))
+		err = atomicfile.SyncDir(filepath.Dir(path))
 	}
 	if err != nil {
 		_ = os.Remove(path)
 		return nil, fmt.Errorf("master key file %s: write: %w", path, err)
 	}
 	return newLocalMaster(key)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

@@ -16,6 +16,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/stele/stele/internal/atomicfile"
 )
 
 // Open opens (or creates) the store in dir. master must be the master key the
@@ -188,7 +190,7 @@ func (s *Store) writeGenHeader(ctx context.Context, dir string, master MasterKey
 
 // commitGen points CURRENT at name atomically and durably.
 func (s *Store) commitGen(name string) error {
-	if err := syncDir(filepath.Join(s.dir, name)); err != nil {
+	if err := atomicfile.SyncDir(filepath.Join(s.dir, name)); err != nil {
 		return fmt.Errorf("keystore: %s: %w", name, err)
 	}
 	tmp := filepath.Join(s.dir, "CURRENT.tmp")
@@ -198,7 +200,7 @@ func (s *Store) commitGen(name string) error {
 	if err := os.Rename(tmp, filepath.Join(s.dir, "CURRENT")); err != nil {
 		return fmt.Errorf("keystore: CURRENT: %w", err)
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := atomicfile.SyncDir(s.dir); err != nil {
 		return fmt.Errorf("keystore: CURRENT: %w", err)
 	}
 	return nil
@@ -239,10 +241,10 @@ func (s *Store) removeStale() error {
 		}
 	}
 	if removed {
-		if err := syncDir(s.dir); err != nil {
+		if err := atomicfile.SyncDir(s.dir); err != nil {
 			return err
 		}
-		return syncDir(s.genDir)
+		return atomicfile.SyncDir(s.genDir)
 	}
 	return nil
 }

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/stele/stele/internal/atomicfile"
 )
 
 // Rotate re-wraps every live key under to, writing a complete new generation
@@ -101,7 +103,7 @@ func (s *Store) Rotate(ctx context.Context, to MasterKey) error {
 	if err := os.RemoveAll(oldDir); err != nil {
 		return fmt.Errorf("keystore: rotated to %s, but removing the old generation failed (Open retries): %w", to.ID(), err)
 	}
-	if err := syncDir(s.dir); err != nil {
+	if err := atomicfile.SyncDir(s.dir); err != nil {
 		return fmt.Errorf("keystore: rotated to %s: %w", to.ID(), err)
 	}
 	s.log.Info("keystore: rotated master key", "from", from.ID(), "to", to.ID(), "keys", n.Load(), "took", time.Since(start))

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/stele/stele/internal/atomicfile"
 )
 
 // Kind separates key namespaces: a subject and a period may share a name.
@@ -463,7 +465,7 @@ func (s *Store) flush() error {
 		})
 	}
 	if created {
-		wg.Go(func() { errs[len(jobs)] = syncDir(s.genDir) })
+		wg.Go(func() { errs[len(jobs)] = atomicfile.SyncDir(s.genDir) })
 	}
 	wg.Wait()
 	for n, err := range errs {
@@ -578,7 +580,7 @@ func (s *Store) rewriteShard(i int, also *os.File) error {
 		return err
 	}
 	if err == nil {
-		err = syncDir(dir)
+		err = atomicfile.SyncDir(dir)
 	}
 	if err != nil {
 		return fmt.Errorf("keystore: rewrite %s: %w", shardName(i), err)

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/stele/stele/internal/atomicfile"
 )
 
 // Registry holds every version of every subject's schema, compiled, and
@@ -146,7 +148,7 @@ func (r *Registry) write(subject string, version int, raw []byte) error {
 		if err := os.Mkdir(sdir, 0o755); err != nil {
 			return err
 		}
-		if err := syncDir(r.dir); err != nil {
+		if err := atomicfile.SyncDir(r.dir); err != nil {
 			return err
 		}
 	}
@@ -174,19 +176,7 @@ func (r *Registry) write(subject string, version int, raw []byte) error {
 	if err != nil {
 		return err
 	}
-	return syncDir(sdir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return atomicfile.SyncDir(sdir)
 }
 
 // Latest returns the newest version of subject, or ErrNotFound.

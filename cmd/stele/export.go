@@ -15,11 +15,8 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/mod/sumdb/note"
-
 	"github.com/stele/stele/api"
 	"github.com/stele/stele/export"
-	"github.com/stele/stele/log"
 	"github.com/stele/stele/query"
 	"github.com/stele/stele/record"
 )
@@ -220,46 +217,13 @@ func (o *outputs) commit() error {
 // exportFromDir exports straight from a stopped server's data directory,
 // taking its lock so no server starts on it meanwhile.
 func exportFromDir(ctx context.Context, cfg Config, out string, format export.Format, f query.Filter) (string, error) {
-	data := cfg.Data
-	if _, err := os.Stat(filepath.Join(data, "records.log")); err != nil {
-		return "", fmt.Errorf("%s is not a Stele data directory: %w", data, err)
-	}
-	unlock, err := lockDataDir(data)
-	if err != nil {
-		return "", fmt.Errorf("%w (export from a running server with --url instead)", err)
-	}
-	defer unlock()
-	vkey, err := log.LoadVerifierKey(data)
-	if err != nil {
-		return "", err
-	}
-	v, err := note.NewVerifier(vkey)
-	if err != nil {
-		return "", fmt.Errorf("verifier key in %s: %w", data, err)
-	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	ix, err := openIndex(data, logger)
+	d, release, err := openStopped(ctx, cfg, logger, "export from a running server with --url instead")
 	if err != nil {
 		return "", err
 	}
-	defer ix.Close()
-	sealer, closeSealer, err := offlineSealer(ctx, cfg, logger)
-	if err != nil {
-		return "", err
-	}
-	defer closeSealer()
-	// Opening the log brings the index up to date with it.
-	store, err := log.Open(ctx, data, log.Options{Origin: v.Name(), Hook: ix, Sealer: sealer, Logger: logger})
-	if errors.Is(err, log.ErrIndexAhead) {
-		return "", fmt.Errorf("%w: run `stele reindex --data %s` first", err, data)
-	}
-	if errors.Is(err, log.ErrTampered) {
-		return "", fmt.Errorf("%w; run `stele verify --data %s` to find the first bad seq", err, data)
-	}
-	if err != nil {
-		return "", fmt.Errorf("open log in %s: %w", data, err)
-	}
-	defer store.Close()
+	defer release()
+	store, ix, vkey := d.store, d.ix, d.vkey
 	cp, err := store.Checkpoint(ctx)
 	if err != nil {
 		return "", err

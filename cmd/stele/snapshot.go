@@ -15,10 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"golang.org/x/mod/sumdb/note"
-
 	"github.com/stele/stele/api"
-	"github.com/stele/stele/log"
 	"github.com/stele/stele/query"
 )
 
@@ -166,44 +163,12 @@ func snapshotURL(ctx context.Context, base, source, table string, at time.Time, 
 }
 
 func snapshotData(ctx context.Context, cfg Config, source, table string, at time.Time, w io.Writer) (int, error) {
-	data := cfg.Data
-	if _, err := os.Stat(filepath.Join(data, "records.log")); err != nil {
-		return 0, fmt.Errorf("%s is not a Stele data directory: %w", data, err)
-	}
-	// Opening the log may recover a torn tail, which only its one writer
-	// may do: refuse while a server holds the directory.
-	unlock, err := lockDataDir(data)
-	if err != nil {
-		return 0, fmt.Errorf("%w (use --url to ask the running server instead)", err)
-	}
-	defer unlock()
-	vkey, err := log.LoadVerifierKey(data)
+	d, release, err := openStopped(ctx, cfg, slog.New(slog.DiscardHandler), "use --url to ask the running server instead")
 	if err != nil {
 		return 0, err
 	}
-	v, err := note.NewVerifier(vkey)
-	if err != nil {
-		return 0, fmt.Errorf("verifier key in %s: %w", data, err)
-	}
-	logger := slog.New(slog.DiscardHandler)
-	ix, err := openIndex(data, logger)
-	if err != nil {
-		return 0, err
-	}
-	defer ix.Close()
-	sealer, closeSealer, err := offlineSealer(ctx, cfg, logger)
-	if err != nil {
-		return 0, err
-	}
-	defer closeSealer()
-	store, err := log.Open(ctx, data, log.Options{Origin: v.Name(), Hook: ix, Sealer: sealer, Logger: logger})
-	if err != nil {
-		if errors.Is(err, log.ErrIndexAhead) {
-			err = fmt.Errorf("%w; run `stele reindex --data %s`", err, data)
-		}
-		return 0, fmt.Errorf("open log in %s: %w", data, err)
-	}
-	defer store.Close()
+	defer release()
+	store, ix := d.store, d.ix
 	n := 0
 	var line []byte
 	err = query.New(store, ix).TableStateAt(ctx, source, table, at, func(u query.Unit) error {

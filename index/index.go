@@ -28,10 +28,10 @@ import (
 //
 //	W                         -> watermark (records indexed)
 //	I id                      -> seq
-//	S source seq              -> occurred_at
-//	T source table seq        -> occurred_at
+//	S source bucket           -> postings      (chunked, see chunks.go)
+//	T source table bucket     -> postings
 //	E source table key seq    -> occurred_at   (entity history)
-//	A actor seq               -> occurred_at
+//	A actor bucket            -> postings
 //	X source table seq        -> occurred_at   (truncates of a table)
 const (
 	pWatermark = 'W'
@@ -73,7 +73,7 @@ func Open(dir string, logger *slog.Logger) (*Index, error) {
 	// No WAL: the log is this index's write-ahead log. After a crash the
 	// index reopens at the watermark of its last flushed memtable and the
 	// log replays the rest (log.Store's catch-up).
-	opts := &pebble.Options{Logger: pebbleLogger{logger}, Cache: cache, MemTableSize: 64 << 20, DisableWAL: true, Merger: counterMerger}
+	opts := &pebble.Options{Logger: pebbleLogger{logger}, Cache: cache, MemTableSize: 64 << 20, DisableWAL: true, Merger: indexMerger}
 	opts.EnsureDefaults()
 	for i := range opts.Levels {
 		// Bloom filters make the id lookup done for every append cheap when
@@ -259,19 +259,23 @@ func (ix *Index) apply(seqs []uint64, entries [][]byte) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
-	// Subject counts move with the watermark, in one atomic batch: were
-	// they merged with the postings, a crash before the watermark would
-	// count the replayed records again.
+	// Subject counts and list chunks move with the watermark, in one
+	// atomic batch: were they merged with the postings, a crash before the
+	// watermark would count the replayed records again, or add their
+	// postings to a chunk twice.
 	b := ix.db.NewBatch()
 	defer b.Close()
 	var counts subjectCounts
+	var chunks chunkBatch
 	var purged [][2][]byte
-	for _, e := range entries {
+	for i, e := range entries {
 		if err := forEachList(e, func(prefix []byte) error {
-			switch prefix[0] {
-			case pSubjectCount:
+			switch {
+			case chunked(prefix[0]):
+				chunks.add(prefix, seqs[i], e[:postingValueSize])
+			case prefix[0] == pSubjectCount:
 				counts.add(prefix)
-			case pPurge:
+			case prefix[0] == pPurge:
 				subject, _, ok := cutUvarintBytes(prefix[1:])
 				if !ok {
 					return errBadEntry
@@ -300,6 +304,9 @@ func (ix *Index) apply(seqs []uint64, entries [][]byte) error {
 		}
 	}
 	if err := counts.merge(b); err != nil {
+		return err
+	}
+	if err := chunks.merge(b); err != nil {
 		return err
 	}
 	var seqBuf [8]byte
@@ -370,10 +377,10 @@ func (ix *Index) applyPart(seqs []uint64, entries [][]byte) error {
 			if prefix, rest, ok = cutUvarintBytes(rest); !ok || len(prefix) == 0 {
 				return errBadEntry
 			}
-			switch prefix[0] {
-			case pSubjectCount, pPurge:
+			switch {
+			case prefix[0] == pSubjectCount || prefix[0] == pPurge || chunked(prefix[0]):
 				continue // applied with the watermark, in apply
-			case pSubjectTerms:
+			case prefix[0] == pSubjectTerms:
 				if err := b.Set(prefix, nil, nil); err != nil {
 					return err
 				}

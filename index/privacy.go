@@ -33,17 +33,9 @@ const (
 	pPurge        = 'P'
 )
 
-// counterMerger adds 8-byte big-endian operands: the subject counts are
+// sumMerger adds 8-byte big-endian operands: the subject counts are
 // updated without reading, in the batch that moves the watermark, so a
 // replay after a crash never counts a record twice.
-var counterMerger = &pebble.Merger{
-	Name: "stele.index.v2",
-	Merge: func(key, value []byte) (pebble.ValueMerger, error) {
-		m := &sumMerger{}
-		return m, m.MergeNewer(value)
-	},
-}
-
 type sumMerger struct{ sum uint64 }
 
 func (m *sumMerger) add(v []byte) error {

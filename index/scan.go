@@ -49,6 +49,9 @@ type Posting struct {
 // Scan walks l in seq order starting at from (inclusive), newest first when
 // desc, calling fn until it returns false.
 func (ix *Index) Scan(l List, desc bool, from uint64, fn func(Posting) bool) error {
+	if chunked(l.prefix[0]) {
+		return ix.scanChunks(l, desc, from, fn)
+	}
 	it, err := ix.db.NewIter(&pebble.IterOptions{LowerBound: l.prefix, UpperBound: l.upper()})
 	if err != nil {
 		return fmt.Errorf("scan index: %w", err)

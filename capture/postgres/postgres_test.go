@@ -328,6 +328,47 @@ func TestCapture(t *testing.T) {
 		}
 	})
 
+	t.Run("ToastNearThreshold", func(t *testing.T) {
+		// Rows around TOAST_TUPLE_THRESHOLD, stored uncompressed: those
+		// PostgreSQL moves out of line come back as unchanged TOAST values
+		// in the next update, and must be filled from the image cache,
+		// which keeps only rows that may have been toasted (toast.go). A
+		// low toast_tuple_target does not make smaller rows toast.
+		url := newDB(t, srv, "toastedge",
+			`CREATE TABLE edge (id int PRIMARY KEY, n int, a text, b text)`,
+			`ALTER TABLE edge ALTER COLUMN a SET STORAGE EXTERNAL, ALTER COLUMN b SET STORAGE EXTERNAL`,
+			`CREATE TABLE lowtarget (id int PRIMARY KEY, n int, a text, b text) WITH (toast_tuple_target = 128)`,
+			`ALTER TABLE lowtarget ALTER COLUMN a SET STORAGE EXTERNAL, ALTER COLUMN b SET STORAGE EXTERNAL`)
+		ts := openStore(t, t.TempDir())
+		startReady(t, Config{ConnString: url}, ts)
+		var stmts []string
+		want := map[string][2]string{}
+		for i, size := 0, 1700; size <= 2400; i, size = i+1, size+25 {
+			a, b := strings.Repeat("a", size/2), strings.Repeat("b", size-size/2)
+			for _, table := range []string{"edge", "lowtarget"} {
+				stmts = append(stmts, fmt.Sprintf(`INSERT INTO %s VALUES (%d, 0, '%s', '%s')`, table, i, a, b))
+				want[fmt.Sprintf("%s/%d", table, i)] = [2]string{`"` + a + `"`, `"` + b + `"`}
+			}
+		}
+		stmts = append(stmts, `UPDATE edge SET n = 1`, `UPDATE lowtarget SET n = 1`)
+		execIn(t, url, stmts...)
+		recs := ts.records(t, uint64(2*len(want)))
+		toasted := 0
+		for _, r := range recs[len(want):] {
+			f := fields(t, r.After)
+			id := fmt.Sprintf("%s/%s", r.Source.Table, f["id"])
+			if f["a"] != want[id][0] || f["b"] != want[id][1] {
+				t.Errorf("%s: update after image a=%.40s b=%.40s, want the full values", id, f["a"], f["b"])
+			}
+			if r.Source.Table == "edge" && len(want[id][0])+len(want[id][1]) > 2100 {
+				toasted++
+			}
+		}
+		if toasted == 0 {
+			t.Fatal("no row large enough to be toasted: the test proves nothing")
+		}
+	})
+
 	t.Run("TransactionsAndContext", func(t *testing.T) {
 		url := newDB(t, srv, "txs", `CREATE TABLE a (id int PRIMARY KEY, v text)`, `CREATE TABLE b (k text PRIMARY KEY, n int)`)
 		ts := openStore(t, t.TempDir())

@@ -95,6 +95,10 @@ func (s *Source) session(ctx context.Context, sink capture.Sink, st *state) (pro
 	if err := s.setup(ctx, conn); err != nil {
 		return false, err
 	}
+	toastAt, err := toastThreshold(ctx, conn)
+	if err != nil {
+		return false, err
+	}
 
 	replCfg := s.pgcfg.Copy()
 	if replCfg.RuntimeParams == nil {
@@ -115,7 +119,7 @@ func (s *Source) session(ctx context.Context, sink capture.Sink, st *state) (pro
 	}
 	s.logger.Info("streaming changes", "slot", s.cfg.Slot, "publication", s.cfg.Publication)
 	s.stats.setState(StateStreaming)
-	str := &stream{src: s, sink: sink, st: st, conn: conn, repl: repl, rels: map[uint32]*relation{}}
+	str := &stream{src: s, sink: sink, st: st, conn: conn, repl: repl, rels: map[uint32]*relation{}, toastAt: toastAt}
 	return true, str.loop(ctx)
 }
 
@@ -128,8 +132,11 @@ type stream struct {
 	conn *pgx.Conn // catalog look-ups
 	repl *pgconn.PgConn
 	rels map[uint32]*relation
-	tx   *txBuf
-	msg  rowMessage // reused by each row message
+	// toastAt is the server's TOAST_TUPLE_THRESHOLD (toast.go); 0 caches
+	// every image.
+	toastAt int
+	tx      *txBuf
+	msg     rowMessage // reused by each row message
 	// pend holds stamped records of committed transactions not yet
 	// appended, and pendEnd the end LSN of the last of them: consecutive
 	// small transactions share one append (one fsync) instead of one each.
@@ -496,7 +503,9 @@ func (x *stream) row(op record.Op, relID uint32, old []tupleCol, hasOld bool, ol
 	}
 	switch op {
 	case record.OpInsert, record.OpUpdate:
-		x.st.toast.put(table, keyStr, rel, newVals)
+		if rel.mayBeToasted(tuple, x.toastAt) {
+			x.st.toast.put(table, keyStr, rel, newVals)
+		}
 	case record.OpDelete:
 		x.st.toast.remove(table, keyStr)
 	}

@@ -125,7 +125,8 @@ type Config struct {
 	// because the log refuses records over 64 MiB.
 	MaxValueBytes int
 	// ToastCacheRows bounds the rows whose last image is kept to fill
-	// unchanged TOAST values (default 10000).
+	// unchanged TOAST values (default 10000). Only row versions large
+	// enough to have been toasted are kept (toast.go).
 	ToastCacheRows int
 	Logger         *slog.Logger
 }

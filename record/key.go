@@ -129,39 +129,59 @@ func plainText(b []byte) bool {
 	return utf8.Valid(b)
 }
 
-// flatActorID is ActorID's fast path for an actor object without nested
-// values or escapes, where the first `"id":"` at a member boundary is the
-// top-level id.
-func flatActorID(actor []byte) (string, bool) {
-	if len(actor) < 2 || actor[0] != '{' || bytes.IndexByte(actor[1:], '{') >= 0 ||
-		bytes.IndexByte(actor, '[') >= 0 || bytes.IndexByte(actor, '\\') >= 0 || !plainText(actor) ||
-		bytes.ContainsAny(actor, " \t\r\n") || !json.Valid(actor) {
+// flatActorID is ActorID's fast path, one pass over an actor object whose
+// members are all strings of printable ASCII without escapes, such as
+// {"id":"alice","type":"user"}; anything else (other values, escapes,
+// white space, a repeated id) is left to the full parser (ok false).
+func flatActorID(actor []byte) (id string, ok bool) {
+	n := len(actor)
+	if n < 2 || actor[0] != '{' || actor[n-1] != '}' {
 		return "", false
 	}
-	const needle = `"id":`
-	if bytes.Count(actor, []byte(needle)) > 1 {
-		return "", false // a duplicate member: let the parser decide
+	if n == 2 {
+		return "", true
 	}
-	for i := 1; i+len(needle) <= len(actor); i++ {
-		j := bytes.Index(actor[i:], []byte(needle))
-		if j < 0 {
-			return "", true // no top-level id
-		}
-		at := i + j
-		if actor[at-1] != '{' && actor[at-1] != ',' {
-			// Inside a string value, such as "app":"x\"id\":"; the escape
-			// check above rules most of these out; be safe.
+	var found []byte
+	for i := 1; ; {
+		k, j, ok := plainASCIIString(actor, i)
+		if !ok || j >= n || actor[j] != ':' {
 			return "", false
 		}
-		v := actor[at+len(needle):]
-		if len(v) == 0 || v[0] != '"' {
-			return "", true // id is not a string: no actor id
-		}
-		end := bytes.IndexByte(v[1:], '"')
-		if end < 0 {
+		v, j, ok := plainASCIIString(actor, j+1)
+		if !ok || j >= n {
 			return "", false
 		}
-		return string(v[1 : 1+end]), true
+		if string(k) == "id" {
+			if found != nil {
+				return "", false
+			}
+			found = v
+		}
+		switch {
+		case actor[j] == ',':
+			i = j + 1
+		case j == n-1: // the closing brace
+			return string(found), true
+		default:
+			return "", false
+		}
 	}
-	return "", true
+}
+
+// plainASCIIString reads the JSON string starting at b[i] when it holds
+// only printable ASCII and no escapes, returning its contents and the
+// index after its closing quote.
+func plainASCIIString(b []byte, i int) (s []byte, next int, ok bool) {
+	if i >= len(b) || b[i] != '"' {
+		return nil, 0, false
+	}
+	for j := i + 1; j < len(b); j++ {
+		switch c := b[j]; {
+		case c == '"':
+			return b[i+1 : j], j + 1, true
+		case c < 0x20 || c >= 0x7f || c == '\\':
+			return nil, 0, false
+		}
+	}
+	return nil, 0, false
 }

@@ -33,6 +33,7 @@ func TestActorFastPathAgreesWithParser(t *testing.T) {
 		`{"id":"alice"}`, `{"app":"crm","id":"alice","ip":"10.0.0.1"}`, `{"app":"crm"}`, `{"id":7}`,
 		`{"app":{"id":"nested"},"id":"top"}`, `{"app":"x\"id\":\"y","id":"z"}`, `{"roles":["id"],"id":"a"}`,
 		`{"aid":"no","id":"yes"}`, `{"id":""}`, `{"note":"\"id\":\"fake\"","id":"real"}`, `{"name":"id","id":"x"}`,
+		`{"id":"é"}`, `{}`, `{"id" :"a"}`, `{"id":"a","type":7}`,
 	}
 	for _, a := range actors {
 		r := &Record{Actor: json.RawMessage(a)}
@@ -42,6 +43,16 @@ func TestActorFastPathAgreesWithParser(t *testing.T) {
 		}
 		if got := r.ActorID(); got != want {
 			t.Errorf("actor %s: ActorID %q, parser %q", a, got, want)
+		}
+	}
+}
+
+// The fast path must serve the actors capture and the SDK write, or it
+// saves nothing.
+func TestActorFastPathTaken(t *testing.T) {
+	for _, a := range []string{`{"id":"alice"}`, `{"app":"crm","id":"alice","ip":"10.0.0.1"}`, `{"id":"unknown","type":"unknown"}`, `{}`, `{"app":"crm"}`} {
+		if _, ok := flatActorID([]byte(a)); !ok {
+			t.Errorf("actor %s left to the parser", a)
 		}
 	}
 }

@@ -142,7 +142,18 @@ func (l *layout) keyOf(vals rowVals) (json.RawMessage, error) {
 // (present in one only, or with different canonical bytes), sorted, as
 // record.ChangedFields would on the images.
 func (rel *relation) changed(before, after rowVals) []string {
-	var out []string
+	if (before == nil) != (after == nil) && complete(cmpOr(before, after), len(rel.cols)) {
+		// An insert or a delete: every column, the same list each time.
+		if rel.allCols == nil {
+			for _, c := range rel.cols {
+				rel.allCols = append(rel.allCols, c.Name)
+			}
+			slices.Sort(rel.allCols)
+			rel.allCols = slices.Clip(rel.allCols)
+		}
+		return rel.allCols
+	}
+	out := make([]string, 0, len(rel.cols))
 	for i, c := range rel.cols {
 		var a, b json.RawMessage
 		if after != nil {
@@ -155,8 +166,31 @@ func (rel *relation) changed(before, after rowVals) []string {
 			out = append(out, c.Name)
 		}
 	}
+	if len(out) == 0 {
+		return nil
+	}
 	slices.Sort(out)
 	return out
+}
+
+func cmpOr(a, b rowVals) rowVals {
+	if a != nil {
+		return a
+	}
+	return b
+}
+
+// complete reports whether v holds all n columns.
+func complete(v rowVals, n int) bool {
+	if len(v) < n {
+		return false
+	}
+	for _, c := range v[:n] {
+		if c == nil {
+			return false
+		}
+	}
+	return true
 }
 
 // tupleCol is one column of a pgoutput TupleData: its kind ('n' null, 'u'

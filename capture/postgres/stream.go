@@ -40,6 +40,10 @@ type relation struct {
 	skip          bool
 	schemaRef     *record.SchemaRef // see ddl.go
 	lay           *layout           // see rowimage.go
+	// allCols is every column's name, sorted: the changed fields of
+	// every insert and delete, shared by their records (clipped, so an
+	// append copies).
+	allCols []string
 }
 
 // txBuf holds one transaction's records until its COMMIT. Past

@@ -76,7 +76,7 @@ func columnJSON(m *pgtype.Map, oid uint32, data []byte) (json.RawMessage, error)
 		return quote(data), nil // bytea_output = escape: keep the server's text
 	case pgtype.TimestamptzOID, pgtype.TimestampOID, pgtype.DateOID:
 		if t, ok := parseISOTime(oid, data); ok {
-			return appendTimeJSON(nil, oid, t), nil
+			return appendTimeJSON(make([]byte, 0, len(`"2006-01-02T15:04:05.999999999Z"`)), oid, t), nil
 		}
 		v, err := decodeText(m, oid, data)
 		if err != nil {
@@ -86,7 +86,7 @@ func columnJSON(m *pgtype.Map, oid uint32, data []byte) (json.RawMessage, error)
 		if !ok {
 			return quote(data), nil // infinity, -infinity
 		}
-		return appendTimeJSON(nil, oid, t), nil
+		return appendTimeJSON(make([]byte, 0, len(`"2006-01-02T15:04:05.999999999Z"`)), oid, t), nil
 	}
 	if typ, ok := m.TypeForOID(oid); ok {
 		if _, isArray := typ.Codec.(*pgtype.ArrayCodec); isArray {

@@ -232,7 +232,7 @@ func dotted(pointer string) string {
 
 type groupKeys struct {
 	subject    string // keystore name; "" when the record has no subject value
-	kid        string // skid.pkid
+	kid        string // skid.pkid, as the envelope names it
 	aead       cipher.AEAD
 	skid, pkid string
 }
@@ -453,14 +453,22 @@ func (g *Guard) forget(kids []string) {
 	// A lookup that found its keys before the destruction must not cache
 	// them after this; it sees the epoch move (keyCache.put).
 	g.epoch.Add(1)
+	gone := func(kid string) bool {
+		// Kids read from envelopes sealed before keep the form they were
+		// sealed with; Destroy names kids in today's.
+		if c, ok := keystore.CanonicalKid(kid); ok {
+			kid = c
+		}
+		return slices.Contains(kids, kid)
+	}
 	g.aeads.forget(func(kid string, _ cipher.AEAD) bool {
 		skid, pkid, _ := strings.Cut(kid, ".")
-		return slices.Contains(kids, skid) || slices.Contains(kids, pkid)
+		return gone(skid) || gone(pkid)
 	})
 	g.plans.Range(func(_, p any) bool {
 		for _, gp := range p.(*plan).groups {
 			gp.keys.forget(func(_ string, gk groupKeys) bool {
-				return slices.Contains(kids, gk.skid) || slices.Contains(kids, gk.pkid)
+				return gone(gk.skid) || gone(gk.pkid)
 			})
 		}
 		return true

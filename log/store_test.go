@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -196,4 +197,48 @@ func TestLargeCommitFramedInParts(t *testing.T) {
 	s = openStore(t, dir)
 	defer s.Close()
 	check(s)
+}
+
+// refuser is a Sealer that refuses the records whose ids it lists.
+type refuser map[string]bool
+
+func (f refuser) Seal(_ context.Context, r *record.Record) error {
+	if f[r.ID] {
+		return &record.FieldError{Field: "after.name", Reason: "refused"}
+	}
+	return nil
+}
+func (refuser) Sync(context.Context) error                      { return nil }
+func (refuser) Rederive(context.Context, *record.Record) error { return nil }
+
+// TestLargeBatchReportsLowestRefusal: the records of a large batch are
+// prepared by several goroutines, yet a refusal names the lowest refused
+// index, as going through the batch in order would, and nothing of the
+// batch is appended.
+func TestLargeBatchReportsLowestRefusal(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	ctx := context.Background()
+	recs := make([]*record.Record, 3000)
+	for i := range recs {
+		recs[i] = testRecord(i)
+	}
+	for _, refused := range [][]int{{2999}, {1500, 2400}, {130, 2}, {0, 1, 2999}} {
+		f := refuser{}
+		for _, i := range refused {
+			f[recs[i].ID] = true
+		}
+		s, err := steleLog.Open(ctx, t.TempDir(), steleLog.Options{Origin: "test.example/log", Sealer: f})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.Append(ctx, recs)
+		var re *steleLog.RecordError
+		if !errors.As(err, &re) || re.Index != slices.Min(refused) {
+			t.Errorf("refusing %v: %v, want a RecordError for index %d", refused, err, slices.Min(refused))
+		}
+		if s.Size() != 0 {
+			t.Errorf("refusing %v: %d records appended", refused, s.Size())
+		}
+		s.Close()
+	}
 }

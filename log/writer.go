@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -107,60 +108,92 @@ func (s *Store) Append(ctx context.Context, recs []*record.Record) ([]Appended, 
 }
 
 // prepare encodes each record's body and index entry and looks its id up
-// in the index, on the caller's side of the queue; a large batch is split
-// over all cores, so one producer sending big batches is not limited to one
+// in the index, on the caller's side of the queue; a large batch is shared
+// by all cores, so one producer sending big batches is not limited to one
 // core.
 func (s *Store) prepare(ctx context.Context, req *appendReq) error {
-	one := func(lo, hi int) error {
-		for i := lo; i < hi; i++ {
-			r := req.recs[i]
-			if s.opts.Sealer != nil {
-				if err := s.opts.Sealer.Seal(ctx, r); err != nil {
-					return &RecordError{Index: i, Err: err}
-				}
+	one := func(i int) error {
+		r := req.recs[i]
+		if s.opts.Sealer != nil {
+			if err := s.opts.Sealer.Seal(ctx, r); err != nil {
+				return &RecordError{Index: i, Err: err}
 			}
-			req.bodies[i] = record.AppendBody(make([]byte, 0, record.BodySize(r)), r)
-			if size := record.HeaderSize + len(req.bodies[i]); size > MaxRecordSize {
-				return fmt.Errorf("%w: record %d of the batch encodes to %d bytes, more than %d", ErrTooLarge, i, size, MaxRecordSize)
+		}
+		req.bodies[i] = record.AppendBody(make([]byte, 0, record.BodySize(r)), r)
+		if size := record.HeaderSize + len(req.bodies[i]); size > MaxRecordSize {
+			return fmt.Errorf("%w: record %d of the batch encodes to %d bytes, more than %d", ErrTooLarge, i, size, MaxRecordSize)
+		}
+		if req.prepared != nil {
+			e, err := s.opts.Hook.Prepare(r)
+			if err != nil {
+				return fmt.Errorf("prepare index entry: %w", err)
 			}
-			if req.prepared != nil {
-				e, err := s.opts.Hook.Prepare(r)
-				if err != nil {
-					return fmt.Errorf("prepare index entry: %w", err)
-				}
-				req.prepared[i] = e
-				seq, ok, err := s.opts.Hook.LookupID(r.ID)
-				if err != nil {
-					// No id in the message: clients may choose ids from
-					// personal data.
-					return fmt.Errorf("look up a record id: %w", err)
-				}
-				if ok {
-					req.known[i] = seq + 1
-				}
+			req.prepared[i] = e
+			seq, ok, err := s.opts.Hook.LookupID(r.ID)
+			if err != nil {
+				// No id in the message: clients may choose ids from
+				// personal data.
+				return fmt.Errorf("look up a record id: %w", err)
+			}
+			if ok {
+				req.known[i] = seq + 1
 			}
 		}
 		return nil
 	}
 	n := len(req.recs)
-	workers := min(runtime.GOMAXPROCS(0), n/256)
+	workers := min(runtime.GOMAXPROCS(0), n/prepareChunk)
 	if workers <= 1 {
-		return one(0, n)
+		for i := range n {
+			if err := one(i); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
-	errs := make([]error, workers)
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Go(func() { errs[w] = one(w*n/workers, (w+1)*n/workers) })
-	}
-	wg.Wait()
-	for _, err := range errs {
-		// The first failing part holds the lowest failing index.
-		if err != nil {
-			return err
+	// Workers take chunks in turn rather than a fixed share each: a core
+	// taken by the garbage collector or another process then slows the
+	// batch by one chunk, not by a share. The lowest failing index is
+	// reported, as one goroutine going through the batch would.
+	var (
+		next   atomic.Int64
+		mu     sync.Mutex
+		first  error
+		firstI = n
+	)
+	work := func() {
+		for {
+			lo := int(next.Add(prepareChunk)) - prepareChunk
+			if lo >= n {
+				return
+			}
+			for i := lo; i < min(lo+prepareChunk, n); i++ {
+				if err := one(i); err != nil {
+					mu.Lock()
+					if i < firstI {
+						first, firstI = err, i
+					}
+					mu.Unlock()
+					// Chunks after this one cannot hold the lowest
+					// failure; earlier ones taken by others still run.
+					next.Store(int64(n))
+					return
+				}
+			}
 		}
 	}
-	return nil
+	var wg sync.WaitGroup
+	for range workers - 1 {
+		wg.Go(work)
+	}
+	work()
+	wg.Wait()
+	return first
 }
+
+// prepareChunk is how many records a prepare worker takes at a time: a
+// batch smaller than two chunks is prepared by its caller alone.
+const prepareChunk = 128
 
 func (s *Store) writeLoop() {
 	defer s.wg.Done()

@@ -208,7 +208,7 @@ func (f refuser) Seal(_ context.Context, r *record.Record) error {
 	}
 	return nil
 }
-func (refuser) Sync(context.Context) error                      { return nil }
+func (refuser) Sync(context.Context) error                     { return nil }
 func (refuser) Rederive(context.Context, *record.Record) error { return nil }
 
 // TestLargeBatchReportsLowestRefusal: the records of a large batch are

@@ -342,6 +342,8 @@ func (w *writerScratch) frameAll(size int) {
 	}
 	frame(0)
 	wg.Wait()
+	// Keep no record of this commit until the next one.
+	clear(w.fresh)
 }
 
 // writeRecordFrame writes r's frame into dst, which is exactly its size:

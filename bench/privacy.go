@@ -28,6 +28,16 @@ const piiSchema = `{"type":"object","x-retention":"P7Y","properties":{
   "phone":{"type":"string","x-pii":true},
   "notes":{"type":"string"}}}`
 
+// validatedSchema has piiSchema's fields without the annotations that make
+// the Guard seal: records are validated and nothing else, which separates
+// the cost of validation from the cost of sealing.
+const validatedSchema = `{"type":"object","properties":{
+  "id":{"type":"integer"},
+  "email":{"type":"string"},
+  "name":{"type":"string"},
+  "phone":{"type":"string"},
+  "notes":{"type":"string"}}}`
+
 // PIIRecord returns the i-th record of the sealing figures: an insert of
 // customer subject with three personal fields, about 512 bytes stored
 // unsealed.
@@ -48,13 +58,13 @@ func PIIRecord(i, subject int) *record.Record {
 }
 
 // privacyLayer is the sealing set-up serve wires: a key store under a file
-// master key and a schema registry holding piiSchema.
+// master key and a schema registry holding the records' schema.
 type privacyLayer struct {
 	guard *privacy.Guard
 	keys  *keystore.Store
 }
 
-func openPrivacy(ctx context.Context, dir string) (*privacyLayer, error) {
+func openPrivacy(ctx context.Context, dir, schemaText string) (*privacyLayer, error) {
 	master, err := keystore.FileMaster(filepath.Join(dir, "master.key"))
 	if err != nil {
 		return nil, err
@@ -65,7 +75,7 @@ func openPrivacy(ctx context.Context, dir string) (*privacyLayer, error) {
 	}
 	reg, err := schema.Open(filepath.Join(dir, "schemas"))
 	if err == nil {
-		_, _, err = reg.Put(ctx, "crm.public.customers", []byte(piiSchema))
+		_, _, err = reg.Put(ctx, "crm.public.customers", []byte(schemaText))
 	}
 	var g *privacy.Guard
 	if err == nil {
@@ -80,51 +90,72 @@ func openPrivacy(ctx context.Context, dir string) (*privacyLayer, error) {
 
 func (p *privacyLayer) close() { p.keys.Close() }
 
-// piiAppends returns the durable rate of appending the same PII records to
-// a log without its index, unsealed and then with their three personal
-// fields sealed, in that order (as privacy's BenchmarkAppendPII does).
-func piiAppends(ctx context.Context, opts Options) (plain, sealed float64, err error) {
+// piiRates are the durable rates of appending the same PII records to a
+// log without its index: with no sealer, through the Guard with a schema
+// that only validates them, and with their three personal fields sealed.
+type piiRates struct{ plain, validated, sealed float64 }
+
+// piiModes are the set-ups piiAppends measures, in the order it runs them
+// (as privacy's BenchmarkAppendPII does: unsealed first): the schema the
+// Guard holds, or "" for a log without one.
+var piiModes = [...]struct{ name, schema string }{{"plain", ""}, {"validated", validatedSchema}, {"sealed", piiSchema}}
+
+// piiLog opens a log in dir for one of piiModes, and returns what closes
+// them.
+func piiLog(ctx context.Context, dir, schemaText string) (*steleLog.Store, func(), error) {
+	lopts := steleLog.Options{Origin: "bench.stele.local/log"}
+	var p *privacyLayer
+	if schemaText != "" {
+		var err error
+		if p, err = openPrivacy(ctx, dir, schemaText); err != nil {
+			return nil, nil, fmt.Errorf("privacy layer: %w", err)
+		}
+		lopts.Sealer = p.guard
+	}
+	store, err := steleLog.Open(ctx, filepath.Join(dir, "log"), lopts)
+	if err != nil {
+		if p != nil {
+			p.close()
+		}
+		return nil, nil, err
+	}
+	return store, func() {
+		store.Close()
+		if p != nil {
+			p.close()
+		}
+	}, nil
+}
+
+// piiAppends measures piiRates.
+func piiAppends(ctx context.Context, opts Options) (piiRates, error) {
 	// 1,000 subjects, so sealing creates keys in the first batch and then
 	// reuses them, as a table of customers would.
 	templates := make([]record.Record, 1000)
 	for i := range templates {
 		templates[i] = *PIIRecord(i, i)
 	}
-	for _, seal := range []bool{false, true} {
-		dir := filepath.Join(opts.Dir, fmt.Sprintf("pii-sealed-%v", seal))
-		lopts := steleLog.Options{Origin: "bench.stele.local/log"}
-		if seal {
-			p, err := openPrivacy(ctx, dir)
-			if err != nil {
-				return 0, 0, fmt.Errorf("privacy layer: %w", err)
-			}
-			defer p.close()
-			lopts.Sealer = p.guard
-		}
-		store, err := steleLog.Open(ctx, filepath.Join(dir, "log"), lopts)
+	var rates [len(piiModes)]float64
+	for m, mode := range piiModes {
+		store, closeAll, err := piiLog(ctx, filepath.Join(opts.Dir, "pii-"+mode.name), mode.schema)
 		if err != nil {
-			return 0, 0, err
+			return piiRates{}, err
 		}
-		elapsed, err := timedAppends(ctx, opts, store, 1, templates, "pii")
-		store.Close()
+		elapsed, err := timedAppends(ctx, opts, store, 1, templates, "pii "+mode.name)
+		closeAll()
 		if err != nil {
-			return 0, 0, err
+			return piiRates{}, fmt.Errorf("%s: %w", mode.name, err)
 		}
-		rate := float64(opts.Throughput/1000*1000) / elapsed.Seconds()
-		if seal {
-			sealed = rate
-		} else {
-			plain = rate
-		}
+		rates[m] = float64(opts.Throughput/1000*1000) / elapsed.Seconds()
 	}
-	return plain, sealed, nil
+	return piiRates{plain: rates[0], validated: rates[1], sealed: rates[2]}, nil
 }
 
 // eraseOne appends n sealed records that all name one subject to a log
 // with its index, as serve runs it, and times that subject's erasure.
 func eraseOne(ctx context.Context, opts Options, n int) (time.Duration, error) {
 	dir := filepath.Join(opts.Dir, "erase")
-	p, err := openPrivacy(ctx, dir)
+	p, err := openPrivacy(ctx, dir, piiSchema)
 	if err != nil {
 		return 0, fmt.Errorf("privacy layer: %w", err)
 	}

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -136,4 +138,107 @@ func TestAppendRefusesOversizedRecord(t *testing.T) {
 	s = openStore(t, dir)
 	defer s.Close()
 	appendN(t, s, 2, 1)
+}
+
+// TestLargeCommitFramedInParts: a commit large enough to be framed and
+// hashed by several goroutines stores exactly the bytes and leaf hashes
+// of framing its records one by one — records of uneven sizes, so the
+// parts split at arbitrary offsets, and a duplicate inside the batch,
+// which takes no frame — and the directory verifies and reopens.
+func TestLargeCommitFramedInParts(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	appendN(t, s, 0, 3)
+	recs := make([]*record.Record, 1200)
+	for i := range recs {
+		r := testRecord(3 + i)
+		r.After = json.RawMessage(fmt.Sprintf(`{"id":%d,"name":"n%d","notes":%q}`, i%10, i, strings.Repeat("x", i%700)))
+		recs[i] = r
+	}
+	dup := *recs[5]
+	recs[600] = &dup
+	res, err := s.Append(ctx, recs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res[600].Duplicate || res[600].Seq != 8 || res[601].Seq != 603 {
+		t.Fatalf("duplicate inside the batch: %+v, next %+v", res[600], res[601])
+	}
+	check := func(s *steleLog.Store) {
+		t.Helper()
+		if s.Size() != 1202 {
+			t.Fatalf("size %d, want 1202", s.Size())
+		}
+		for i, r := range recs {
+			if i == 600 {
+				continue
+			}
+			want := record.Encode(r)
+			raw, err := s.ReadRaw(r.Seq)
+			if err != nil || string(raw) != string(want) {
+				t.Fatalf("seq %d: stored %q, %v; want %q", r.Seq, raw, err, want)
+			}
+			leaf, err := s.LeafHash(r.Seq)
+			if err != nil || string(leaf) != string(rfc6962.DefaultHasher.HashLeaf(want)) {
+				t.Fatalf("seq %d: leaf hash %x, %v", r.Seq, leaf, err)
+			}
+		}
+	}
+	check(s)
+	if _, err := s.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if rep, err := steleLog.VerifyDir(ctx, dir, steleLog.VerifyOptions{}); err != nil || rep.Records != 1202 {
+		t.Fatalf("verify: %+v, %v", rep, err)
+	}
+	s = openStore(t, dir)
+	defer s.Close()
+	check(s)
+}
+
+// refuser is a Sealer that refuses the records whose ids it lists.
+type refuser map[string]bool
+
+func (f refuser) Seal(_ context.Context, r *record.Record) error {
+	if f[r.ID] {
+		return &record.FieldError{Field: "after.name", Reason: "refused"}
+	}
+	return nil
+}
+func (refuser) Sync(context.Context) error                     { return nil }
+func (refuser) Rederive(context.Context, *record.Record) error { return nil }
+
+// TestLargeBatchReportsLowestRefusal: the records of a large batch are
+// prepared by several goroutines, yet a refusal names the lowest refused
+// index, as going through the batch in order would, and nothing of the
+// batch is appended.
+func TestLargeBatchReportsLowestRefusal(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	ctx := context.Background()
+	recs := make([]*record.Record, 3000)
+	for i := range recs {
+		recs[i] = testRecord(i)
+	}
+	for _, refused := range [][]int{{2999}, {1500, 2400}, {130, 2}, {0, 1, 2999}} {
+		f := refuser{}
+		for _, i := range refused {
+			f[recs[i].ID] = true
+		}
+		s, err := steleLog.Open(ctx, t.TempDir(), steleLog.Options{Origin: "test.example/log", Sealer: f})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.Append(ctx, recs)
+		var re *steleLog.RecordError
+		if !errors.As(err, &re) || re.Index != slices.Min(refused) {
+			t.Errorf("refusing %v: %v, want a RecordError for index %d", refused, err, slices.Min(refused))
+		}
+		if s.Size() != 0 {
+			t.Errorf("refusing %v: %d records appended", refused, s.Size())
+		}
+		s.Close()
+	}
 }

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"hash/crc32"
 	"runtime"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -47,7 +49,11 @@ type writerScratch struct {
 	hashes  []byte
 	offsets []byte
 	ids     map[string]uint64
-	sha     hashWriter
+	// fresh are this commit's new records, framed and hashed together
+	// once their seqs are known (frameAll); shas are the hash states of
+	// the goroutines that share that work.
+	fresh []freshRecord
+	shas  []hashWriter
 	// for the index follower: ids and prepared entries of this commit's
 	// new records, whose seqs are consecutive from the commit's first.
 	freshIDs     []string
@@ -102,65 +108,96 @@ func (s *Store) Append(ctx context.Context, recs []*record.Record) ([]Appended, 
 }
 
 // prepare encodes each record's body and index entry and looks its id up
-// in the index, on the caller's side of the queue; a large batch is split
-// over all cores, so one producer sending big batches is not limited to one
+// in the index, on the caller's side of the queue; a large batch is shared
+// by all cores, so one producer sending big batches is not limited to one
 // core.
 func (s *Store) prepare(ctx context.Context, req *appendReq) error {
-	one := func(lo, hi int) error {
-		for i := lo; i < hi; i++ {
-			r := req.recs[i]
-			if s.opts.Sealer != nil {
-				if err := s.opts.Sealer.Seal(ctx, r); err != nil {
-					return &RecordError{Index: i, Err: err}
-				}
+	one := func(i int) error {
+		r := req.recs[i]
+		if s.opts.Sealer != nil {
+			if err := s.opts.Sealer.Seal(ctx, r); err != nil {
+				return &RecordError{Index: i, Err: err}
 			}
-			req.bodies[i] = record.AppendBody(make([]byte, 0, record.BodySize(r)), r)
-			if size := record.HeaderSize + len(req.bodies[i]); size > MaxRecordSize {
-				return fmt.Errorf("%w: record %d of the batch encodes to %d bytes, more than %d", ErrTooLarge, i, size, MaxRecordSize)
+		}
+		req.bodies[i] = record.AppendBody(make([]byte, 0, record.BodySize(r)), r)
+		if size := record.HeaderSize + len(req.bodies[i]); size > MaxRecordSize {
+			return fmt.Errorf("%w: record %d of the batch encodes to %d bytes, more than %d", ErrTooLarge, i, size, MaxRecordSize)
+		}
+		if req.prepared != nil {
+			e, err := s.opts.Hook.Prepare(r)
+			if err != nil {
+				return fmt.Errorf("prepare index entry: %w", err)
 			}
-			if req.prepared != nil {
-				e, err := s.opts.Hook.Prepare(r)
-				if err != nil {
-					return fmt.Errorf("prepare index entry: %w", err)
-				}
-				req.prepared[i] = e
-				seq, ok, err := s.opts.Hook.LookupID(r.ID)
-				if err != nil {
-					// No id in the message: clients may choose ids from
-					// personal data.
-					return fmt.Errorf("look up a record id: %w", err)
-				}
-				if ok {
-					req.known[i] = seq + 1
-				}
+			req.prepared[i] = e
+			seq, ok, err := s.opts.Hook.LookupID(r.ID)
+			if err != nil {
+				// No id in the message: clients may choose ids from
+				// personal data.
+				return fmt.Errorf("look up a record id: %w", err)
+			}
+			if ok {
+				req.known[i] = seq + 1
 			}
 		}
 		return nil
 	}
 	n := len(req.recs)
-	workers := min(runtime.GOMAXPROCS(0), n/256)
+	workers := min(runtime.GOMAXPROCS(0), n/prepareChunk)
 	if workers <= 1 {
-		return one(0, n)
+		for i := range n {
+			if err := one(i); err != nil {
+				return err
+			}
+		}
+		return nil
 	}
-	errs := make([]error, workers)
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Go(func() { errs[w] = one(w*n/workers, (w+1)*n/workers) })
-	}
-	wg.Wait()
-	for _, err := range errs {
-		// The first failing part holds the lowest failing index.
-		if err != nil {
-			return err
+	// Workers take chunks in turn rather than a fixed share each: a core
+	// taken by the garbage collector or another process then slows the
+	// batch by one chunk, not by a share. The lowest failing index is
+	// reported, as one goroutine going through the batch would.
+	var (
+		next   atomic.Int64
+		mu     sync.Mutex
+		first  error
+		firstI = n
+	)
+	work := func() {
+		for {
+			lo := int(next.Add(prepareChunk)) - prepareChunk
+			if lo >= n {
+				return
+			}
+			for i := lo; i < min(lo+prepareChunk, n); i++ {
+				if err := one(i); err != nil {
+					mu.Lock()
+					if i < firstI {
+						first, firstI = err, i
+					}
+					mu.Unlock()
+					// Chunks after this one cannot hold the lowest
+					// failure; earlier ones taken by others still run.
+					next.Store(int64(n))
+					return
+				}
+			}
 		}
 	}
-	return nil
+	var wg sync.WaitGroup
+	for range workers - 1 {
+		wg.Go(work)
+	}
+	work()
+	wg.Wait()
+	return first
 }
+
+// prepareChunk is how many records a prepare worker takes at a time: a
+// batch smaller than two chunks is prepared by its caller alone.
+const prepareChunk = 128
 
 func (s *Store) writeLoop() {
 	defer s.wg.Done()
 	s.w.ids = make(map[string]uint64)
-	s.w.sha = sha256.New()
 	var batch []*appendReq
 	for {
 		batch = batch[:0]
@@ -202,8 +239,9 @@ func (s *Store) commit(batch []*appendReq) {
 		return
 	}
 	w := &s.w
-	w.frames, w.hashes, w.offsets = w.frames[:0], w.hashes[:0], w.offsets[:0]
+	w.offsets, w.fresh = w.offsets[:0], w.fresh[:0]
 	w.freshIDs, w.freshEntries = nil, nil
+	size := 0 // of the frames so far
 	clear(w.ids)
 	now := s.opts.Now().UTC()
 	seq := s.next
@@ -239,10 +277,9 @@ func (s *Store) commit(batch []*appendReq) {
 			}
 			r.Seq, r.RecordedAt = seq, now
 			w.ids[r.ID] = seq
-			start := len(w.frames)
-			w.offsets = binary.LittleEndian.AppendUint64(w.offsets, uint64(s.recEnd)+uint64(start))
-			w.frames = appendRecordFrame(w.frames, r, req.bodies[i])
-			w.hashes = appendLeafHash(w.hashes, w.sha, w.frames[start+frameHeader:])
+			w.offsets = binary.LittleEndian.AppendUint64(w.offsets, uint64(s.recEnd)+uint64(size))
+			w.fresh = append(w.fresh, freshRecord{r: r, body: req.bodies[i], at: size})
+			size += frameHeader + record.HeaderSize + len(req.bodies[i])
 			w.freshIDs = append(w.freshIDs, r.ID)
 			if req.prepared != nil {
 				w.freshEntries = append(w.freshEntries, req.prepared[i])
@@ -253,6 +290,7 @@ func (s *Store) commit(batch []*appendReq) {
 		results[bi] = res
 	}
 	if len(w.freshIDs) > 0 {
+		w.frameAll(size)
 		if err := s.persist(seq); err != nil {
 			s.fail(err)
 			s.failBatch(batch, err)
@@ -264,19 +302,60 @@ func (s *Store) commit(batch []*appendReq) {
 	}
 }
 
-// appendRecordFrame writes r's stored bytes straight into the frame buffer
-// and fills in the frame header afterwards.
-func appendRecordFrame(dst []byte, r *record.Record, body []byte) []byte {
-	start := len(dst)
-	dst = append(dst, make([]byte, frameHeader)...)
-	dst = record.AppendHeader(dst, r.Seq, r.RecordedAt)
-	dst = append(dst, body...)
-	payload := dst[start+frameHeader:]
-	binary.LittleEndian.PutUint32(dst[start:], uint32(len(payload)))
-	crc := crc32.Update(0, castagnoli, dst[start:start+4])
+// freshRecord is a record a commit stores: its frame starts at byte at of
+// the commit's frames.
+type freshRecord struct {
+	r    *record.Record
+	body []byte
+	at   int
+}
+
+// minFrameShare is the fewest bytes worth handing to another goroutine
+// when framing a commit: far more than starting one costs.
+const minFrameShare = 64 << 10
+
+// frameAll writes the frames of w.fresh (size bytes in all) into w.frames
+// and their leaf hashes into w.hashes. Hashing every stored byte is the
+// writer's largest cost and the records are independent once their seqs
+// are set, so a large commit shares the work between goroutines; the bytes
+// come out the same as framing them one by one, and nothing is written
+// until all of them are done.
+func (w *writerScratch) frameAll(size int) {
+	w.frames = slices.Grow(w.frames[:0], size)[:size]
+	w.hashes = slices.Grow(w.hashes[:0], hashSize*len(w.fresh))[:hashSize*len(w.fresh)]
+	parts := max(1, min(runtime.GOMAXPROCS(0), size/minFrameShare, len(w.fresh)))
+	for len(w.shas) < parts {
+		w.shas = append(w.shas, sha256.New())
+	}
+	frame := func(part int) {
+		lo, hi := part*len(w.fresh)/parts, (part+1)*len(w.fresh)/parts
+		for i := lo; i < hi; i++ {
+			f := w.fresh[i]
+			n := frameHeader + record.HeaderSize + len(f.body)
+			writeRecordFrame(w.frames[f.at:f.at+n], f.r, f.body)
+			appendLeafHash(w.hashes[i*hashSize:i*hashSize:(i+1)*hashSize], w.shas[part], w.frames[f.at+frameHeader:f.at+n])
+		}
+	}
+	var wg sync.WaitGroup
+	for part := 1; part < parts; part++ {
+		wg.Go(func() { frame(part) })
+	}
+	frame(0)
+	wg.Wait()
+	// Keep no record of this commit until the next one.
+	clear(w.fresh)
+}
+
+// writeRecordFrame writes r's frame into dst, which is exactly its size:
+// the frame header, then r's stored bytes.
+func writeRecordFrame(dst []byte, r *record.Record, body []byte) {
+	record.AppendHeader(dst[frameHeader:frameHeader], r.Seq, r.RecordedAt)
+	copy(dst[frameHeader+record.HeaderSize:], body)
+	payload := dst[frameHeader:]
+	binary.LittleEndian.PutUint32(dst, uint32(len(payload)))
+	crc := crc32.Update(0, castagnoli, dst[:4])
 	crc = crc32.Update(crc, castagnoli, payload)
-	binary.LittleEndian.PutUint32(dst[start+4:], crc)
-	return dst
+	binary.LittleEndian.PutUint32(dst[4:], crc)
 }
 
 // persist makes the commit durable, then updates derived files and the

@@ -17,7 +17,9 @@
 // field), and the AEAD's associated data binds the record id, the field's
 // path ("after.address.street") and the kid, so an envelope moved to
 // another record or field fails authentication. The envelope is what the
-// Merkle leaf hashes, so erasure never changes the log.
+// Merkle leaf hashes, so erasure never changes the log. Kids are short
+// (keystore: 22 base64url characters) because every sealed field carries
+// two; envelopes from earlier versions name them in hex, which still reads.
 //
 // Subject keys are named by a keyed hash of the data group and the subject
 // value, so neither the keystore nor the index holds the value itself.

@@ -3,6 +3,9 @@ package privacy
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"path/filepath"
@@ -180,6 +183,59 @@ func TestSealAfterErasureUsesNewKeys(t *testing.T) {
 	}
 	if !bytes.Contains(recs[2].After, []byte(`"email":"alice@example.com"`)) {
 		t.Fatalf("record sealed after erasure unreadable: %s", recs[2].After)
+	}
+}
+
+// Envelopes sealed before kids were base64url name them in 32 hex digits.
+// They stay readable, and erasing their subject erases them, although the
+// field key read through them is cached under the old form of the kid.
+func TestLegacyHexKidEnvelopes(t *testing.T) {
+	f, st, _, ledger := ledgerFixture(t)
+	ctx := context.Background()
+	r := customer(t, "7", alice, f.clock.Add(-time.Hour))
+	if err := f.g.Seal(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	// Re-seal the email as an older Stele did: the same keys, the kid in
+	// hex, bound into the associated data as written.
+	skid, pkid, _ := strings.Cut(kidOf(t, r.After), ".")
+	var keys [2][]byte
+	var hexKids [2]string
+	for i, kid := range []string{skid, pkid} {
+		raw, err := base64.RawURLEncoding.DecodeString(kid)
+		if err != nil || len(raw) != 16 {
+			t.Fatalf("kid %q is not 16 bytes in base64url: %v", kid, err)
+		}
+		hexKids[i] = hex.EncodeToString(raw)
+		if keys[i], err = f.keys.Key(ctx, kid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	legacyKid := hexKids[0] + "." + hexKids[1]
+	aead, err := fieldKey(keys[0], keys[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce := make([]byte, nonceSize)
+	rand.Read(nonce)
+	ct := aead.Seal(bytes.Clone(nonce), nonce, []byte(`"alice@example.com"`), aad(r.ID, "after.email", legacyKid))
+	env := `{"$sealed":{"alg":"A256GCM","ct":"` + base64.StdEncoding.EncodeToString(ct) + `","kid":"` + legacyKid + `"}}`
+	r.After = bytes.Replace(r.After, field(t, r.After, "email"), []byte(env), 1)
+	if kidOf(t, r.After) != legacyKid {
+		t.Fatalf("email not replaced: %s", r.After)
+	}
+	if _, err := st.Append(ctx, []*record.Record{r}); err != nil {
+		t.Fatal(err)
+	}
+	if recs := readAll(t, st, f.g, auth.RoleAuditor); !bytes.Contains(recs[0].After, []byte(`"email":"alice@example.com"`)) {
+		t.Fatalf("envelope with a hex kid unreadable: %s", recs[0].After)
+	}
+	if _, err := ledger.Erase(ctx, EraseRequest{Subject: "7", By: auth.Principal{Name: "ops", Role: auth.RoleAdmin}}); err != nil {
+		t.Fatal(err)
+	}
+	recs := readAll(t, st, f.g, auth.RoleAuditor)
+	if !bytes.Contains(recs[0].After, []byte(`"email":{"$erased":true}`)) || !bytes.Contains(recs[0].After, []byte(`"name":{"$erased":true}`)) {
+		t.Fatalf("after erasure: %s", recs[0].After)
 	}
 }
 

@@ -97,7 +97,7 @@ func walkEnvelopes(dst []byte, img jsontext.Value, path string, fn func(path str
 
 // open decrypts one envelope found at path of record id.
 func (g *Guard) open(ctx context.Context, recordID, path string, e envelope) ([]byte, error) {
-	var kid [80]byte // "<32 hex>.<32 hex>" fits: no allocation per field read
+	var kid [80]byte // "<skid>.<pkid>" fits, in either kid form: no allocation per field read
 	aead, ok := g.aeads.get(append(kid[:0], e.kid...))
 	if !ok {
 		skid, pkid, found := strings.Cut(e.kid, ".")

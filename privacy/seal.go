@@ -155,12 +155,23 @@ func (g *Guard) Seal(ctx context.Context, r *record.Record) error {
 	if !sealable(r.Op) || (r.Derived != nil && r.Derived.Sealed) {
 		return nil
 	}
-	sch, err := g.schemas.Latest(SubjectName(r.Source))
+	s, _ := g.sealings.Get().(*sealing)
+	if s == nil {
+		s = &sealing{}
+	}
+	err := s.seal(g, ctx, r)
+	g.sealings.Put(s)
+	return err
+}
+
+func (s *sealing) seal(g *Guard, ctx context.Context, r *record.Record) error {
+	subject := s.subjectName(r.Source)
+	sch, err := g.schemas.Latest(subject)
 	if errors.Is(err, schema.ErrNotFound) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("privacy: schema of %s: %w", SubjectName(r.Source), err)
+		return fmt.Errorf("privacy: schema of %s: %w", subject, err)
 	}
 	p := g.plan(sch)
 	if len(p.groups) == 0 || len(p.root.children) == 0 {
@@ -175,15 +186,19 @@ func (g *Guard) Seal(ctx context.Context, r *record.Record) error {
 		r.Schema = &record.SchemaRef{Subject: sch.Subject, Version: int64(sch.Version)}
 		return nil
 	}
-	s, _ := g.sealings.Get().(*sealing)
-	if s == nil {
-		s = &sealing{}
-	}
 	s.reset(g, ctx, r, p)
 	err = s.run()
 	s.reset(nil, nil, nil, nil)
-	g.sealings.Put(s)
 	return err
+}
+
+// subjectName is SubjectName(src), kept from the record before: a batch
+// mostly comes from one table, and building the name costs an allocation.
+func (s *sealing) subjectName(src record.Source) string {
+	if src != s.source || s.subject == "" {
+		s.source, s.subject = src, SubjectName(src)
+	}
+	return s.subject
 }
 
 // validate checks one side's image against sch and, when f is not nil,
@@ -232,7 +247,7 @@ func dotted(pointer string) string {
 
 type groupKeys struct {
 	subject    string // keystore name; "" when the record has no subject value
-	kid        string // skid.pkid
+	kid        string // skid.pkid, as the envelope names it
 	aead       cipher.AEAD
 	skid, pkid string
 }
@@ -245,12 +260,17 @@ type sealing struct {
 	r    *record.Record
 	plan *plan
 
+	// source is the last record's source, subject its schema subject.
+	source  record.Source
+	subject string
+
 	sides   [numSides]finder
 	groups  []groupKeys
 	random  []byte // nonce material not used yet
 	tokens  []byte // where blind tokens go
 	ct      []byte
-	aad     []byte
+	aad     []byte // starts with the prefix and the record id, aadID bytes
+	aadID   int
 	scratch []byte
 	// subjectSide is the side subjectValue last found a value in.
 	subjectSide int
@@ -331,6 +351,8 @@ func (s *sealing) run() error {
 	if err != nil {
 		return err
 	}
+	s.aad = append(append(s.aad[:0], aadPrefix...), r.ID...)
+	s.aadID = len(s.aad)
 	// All sides are sealed before any is replaced: a failure leaves the
 	// record as it came, so a retry starts from the same state.
 	var outs [numSides][]byte
@@ -453,14 +475,22 @@ func (g *Guard) forget(kids []string) {
 	// A lookup that found its keys before the destruction must not cache
 	// them after this; it sees the epoch move (keyCache.put).
 	g.epoch.Add(1)
+	gone := func(kid string) bool {
+		// Kids read from envelopes sealed before keep the form they were
+		// sealed with; Destroy names kids in today's.
+		if c, ok := keystore.CanonicalKid(kid); ok {
+			kid = c
+		}
+		return slices.Contains(kids, kid)
+	}
 	g.aeads.forget(func(kid string, _ cipher.AEAD) bool {
 		skid, pkid, _ := strings.Cut(kid, ".")
-		return slices.Contains(kids, skid) || slices.Contains(kids, pkid)
+		return gone(skid) || gone(pkid)
 	})
 	g.plans.Range(func(_, p any) bool {
 		for _, gp := range p.(*plan).groups {
 			gp.keys.forget(func(_ string, gk groupKeys) bool {
-				return slices.Contains(kids, gk.skid) || slices.Contains(kids, gk.pkid)
+				return gone(gk.skid) || gone(gk.pkid)
 			})
 		}
 		return true
@@ -527,7 +557,7 @@ const (
 func (s *sealing) sealSide(side int, img []byte, leaves []leaf, nonces []byte, derived *record.Derived) ([]byte, error) {
 	size := len(img)
 	for _, l := range leaves {
-		gk := s.groups[l.field.group.index]
+		gk := &s.groups[l.field.group.index]
 		if gk.aead == nil {
 			gp := l.field.group
 			return nil, &record.FieldError{Field: "after." + gp.subject,
@@ -540,7 +570,7 @@ func (s *sealing) sealSide(side int, img []byte, leaves []leaf, nonces []byte, d
 	at := 0
 	for i, l := range leaves {
 		f := l.field
-		gk := s.groups[f.group.index]
+		gk := &s.groups[f.group.index]
 		raw := img[l.start:l.end]
 		if f.field.Searchable {
 			if text, err := scalarBytes(raw); err == nil {
@@ -553,7 +583,7 @@ func (s *sealing) sealSide(side int, img []byte, leaves []leaf, nonces []byte, d
 			}
 		}
 		nonce := nonces[i*nonceSize : (i+1)*nonceSize]
-		s.aad = append(append(append(append(s.aad[:0], aadPrefix...), s.r.ID...), f.aadTail[side]...), gk.kid...)
+		s.aad = append(append(s.aad[:s.aadID], f.aadTail[side]...), gk.kid...)
 		s.ct = gk.aead.Seal(append(s.ct[:0], nonce...), nonce, raw, s.aad)
 		out = append(out, img[at:l.start]...)
 		out = append(out, envelopeStart...)
@@ -592,7 +622,7 @@ func (g *Guard) blindToken(dst []byte, field string, value []byte) []byte {
 // needed per record on the append path.
 type keyedHasher struct {
 	mac hash.Hash
-	msg []byte
+	msg []byte // a and the separator; b, which may be personal, is not copied
 	sum [sha256.Size]byte
 }
 
@@ -604,10 +634,10 @@ func keyedHash(pool *sync.Pool, key []byte, a string, b []byte, dst []byte) []by
 		h = &keyedHasher{mac: hmac.New(sha256.New, key)}
 	}
 	h.mac.Reset()
-	h.msg = append(append(append(h.msg[:0], a...), 0), b...)
+	h.msg = append(append(h.msg[:0], a...), 0)
 	h.mac.Write(h.msg)
+	h.mac.Write(b)
 	dst = append(dst, h.mac.Sum(h.sum[:0])[:16]...)
-	clear(h.msg) // it may hold a subject's value
 	pool.Put(h)
 	return dst
 }

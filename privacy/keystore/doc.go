@@ -14,8 +14,10 @@
 // whose compactions keep deleted values around for an unbounded time. The cost
 // of an erasure is one shard, about 1/256 of the store.
 //
-// A kid is 16 bytes shown as 32 hex digits: the first byte names the shard,
-// the other 15 are random. New keys fill one shard for a run of 1,024 before
+// A kid is 16 bytes shown as 22 characters of unpadded base64url: the first
+// byte names the shard, the other 15 are random. Stores written before
+// showed kids as 32 hex digits; Key reads both forms, so envelopes sealed
+// then stay readable. New keys fill one shard for a run of 1,024 before
 // the least-filled shard is picked, so a group commit fsyncs one or two files
 // rather than all 256, and shards stay balanced.
 //

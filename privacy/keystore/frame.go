@@ -177,7 +177,7 @@ func keyFromPlain(e *entry, p []byte) ([]byte, error) {
 	if len(p) != kidSize+1+KeySize+len(e.name) ||
 		kidT(p[:kidSize]) != e.kid || Kind(p[kidSize]) != e.kind ||
 		string(p[kidSize+1+KeySize:]) != e.name {
-		return nil, fmt.Errorf("kid %x: unwrapped key does not belong to this entry: %w", e.kid, ErrCorrupt)
+		return nil, fmt.Errorf("kid %s: unwrapped key does not belong to this entry: %w", e.kid, ErrCorrupt)
 	}
 	return p[kidSize+1 : kidSize+1+KeySize], nil
 }

@@ -378,15 +378,15 @@ func (s *Store) loadShard(i int) (bool, error) {
 			return fmt.Errorf("%v: %w", err, ErrCorrupt)
 		}
 		if int(e.kid[0]) != i {
-			return fmt.Errorf("kid %x does not belong in this shard: %w", e.kid, ErrCorrupt)
+			return fmt.Errorf("kid %s does not belong in this shard: %w", e.kid, ErrCorrupt)
 		}
 		if e.masterID == s.master.ID() {
 			e.masterID = s.master.ID() // share one string, not one per key
 		} else {
-			return fmt.Errorf("kid %x is wrapped under master %s, the store under %s: %w", e.kid, e.masterID, s.master.ID(), ErrCorrupt)
+			return fmt.Errorf("kid %s is wrapped under master %s, the store under %s: %w", e.kid, e.masterID, s.master.ID(), ErrCorrupt)
 		}
 		if _, dup := sh.entries[e.kid]; dup {
-			return fmt.Errorf("kid %x appears twice: %w", e.kid, ErrCorrupt)
+			return fmt.Errorf("kid %s appears twice: %w", e.kid, ErrCorrupt)
 		}
 		if _, gone := s.destroyed[e.kid]; gone {
 			sh.scrub = true // Destroy recorded it but crashed before rewriting the shard

@@ -124,7 +124,7 @@ func (s *Store) rotateShard(ctx context.Context, i int, from, to MasterKey, newD
 		}
 		plain, err := from.Unwrap(ctx, e.wrapped)
 		if err != nil {
-			return nil, fmt.Errorf("kid %x: %w", k, err)
+			return nil, fmt.Errorf("kid %s: %w", k, err)
 		}
 		key, err := keyFromPlain(e, plain)
 		if err != nil {
@@ -137,10 +137,10 @@ func (s *Store) rotateShard(ctx context.Context, i int, from, to MasterKey, newD
 		ne.wrapped, err = to.Wrap(ctx, np)
 		clear(np)
 		if err != nil {
-			return nil, fmt.Errorf("kid %x: wrap: %w", k, err)
+			return nil, fmt.Errorf("kid %s: wrap: %w", k, err)
 		}
 		if len(ne.wrapped) > 0xffff {
-			return nil, fmt.Errorf("kid %x: master %s wrapped a key into %d bytes", k, to.ID(), len(ne.wrapped))
+			return nil, fmt.Errorf("kid %s: master %s wrapped a key into %d bytes", k, to.ID(), len(ne.wrapped))
 		}
 		out[k] = ne
 		buf, scratch = appendEntryFrame(buf, ne, scratch)

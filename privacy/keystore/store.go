@@ -3,7 +3,7 @@ package keystore
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -133,23 +133,60 @@ type nameKey struct {
 	name string
 }
 
-// A kid travels as 32 hex digits (callers keep it in sealed envelopes).
-func formatKid(k kidT) string { return hex.EncodeToString(k[:]) }
+// kidEncoding writes kids as text: unpadded base64url, 22 characters for
+// 16 bytes. A sealed field carries two kids, so every character counts
+// on the append path. Strict, so each kid has exactly one text form.
+var kidEncoding = base64.RawURLEncoding.Strict()
 
+const (
+	kidTextLen    = 22          // kidEncoding of kidSize bytes
+	legacyKidText = 2 * kidSize // the hex digits kids were shown as at first
+)
+
+func formatKid(k kidT) string { return kidEncoding.EncodeToString(k[:]) }
+
+// String is the kid as callers see it, so errors name it the same way.
+func (k kidT) String() string { return formatKid(k) }
+
+// parseKid reads a kid in its text form or as the 32 hex digits of stores
+// written before: sealed envelopes keep the kid they were sealed under, so
+// both stay readable. The lengths tell the forms apart.
 func parseKid(s string) (kidT, bool) {
 	var k kidT
-	if len(s) != 2*kidSize {
-		return k, false
-	}
-	for i := range k { // by hand: hex.Decode would need a []byte copy per lookup
-		hi, ok1 := unhex(s[2*i])
-		lo, ok2 := unhex(s[2*i+1])
-		if !ok1 || !ok2 {
-			return k, false
+	switch len(s) {
+	case kidTextLen:
+		// Through an array: no []byte copy of the string per lookup.
+		var text [kidTextLen]byte
+		copy(text[:], s)
+		n, err := kidEncoding.Decode(k[:], text[:])
+		return k, err == nil && n == kidSize
+	case legacyKidText:
+		for i := range k { // by hand: hex.Decode would need a []byte copy per lookup
+			hi, ok1 := unhex(s[2*i])
+			lo, ok2 := unhex(s[2*i+1])
+			if !ok1 || !ok2 {
+				return k, false
+			}
+			k[i] = hi<<4 | lo
 		}
-		k[i] = hi<<4 | lo
+		return k, true
 	}
-	return k, true
+	return k, false
+}
+
+// CanonicalKid returns kid in the text form GetOrCreate and Destroy use
+// today, whichever form it came in; ok is false if kid is malformed. A
+// caller comparing kids read from old envelopes with kids Destroy returned
+// must compare these.
+func CanonicalKid(kid string) (canonical string, ok bool) {
+	k, ok := parseKid(kid)
+	if !ok {
+		return "", false
+	}
+	if len(kid) == kidTextLen {
+		return kid, true
+	}
+	return formatKid(k), true
 }
 
 func unhex(c byte) (byte, bool) {
@@ -291,7 +328,7 @@ func (s *Store) leastFilledShard() int {
 func (s *Store) Key(ctx context.Context, kid string) ([]byte, error) {
 	k, ok := parseKid(kid)
 	if !ok {
-		return nil, fmt.Errorf("keystore: kid %q is malformed, want %d hex digits: %w", truncate(kid, 64), 2*kidSize, ErrUnknownKey)
+		return nil, fmt.Errorf("keystore: kid %q is malformed, want %d base64url characters (or %d hex digits): %w", truncate(kid, 64), kidTextLen, legacyKidText, ErrUnknownKey)
 	}
 	return s.key(ctx, k)
 }
@@ -318,19 +355,19 @@ func (s *Store) key(ctx context.Context, k kidT) ([]byte, error) {
 		_, gone := s.destroyed[k]
 		s.mu.Unlock()
 		if gone {
-			return nil, fmt.Errorf("keystore: kid %x: %w", k, ErrDestroyed)
+			return nil, fmt.Errorf("keystore: kid %s: %w", k, ErrDestroyed)
 		}
-		return nil, fmt.Errorf("keystore: kid %x: %w", k, ErrUnknownKey)
+		return nil, fmt.Errorf("keystore: kid %s: %w", k, ErrUnknownKey)
 	}
 	master := s.master
 	s.mu.Unlock()
 
 	if e.masterID != master.ID() {
-		return nil, fmt.Errorf("keystore: kid %x is wrapped under master %s, store has %s: %w", k, e.masterID, master.ID(), ErrWrongMaster)
+		return nil, fmt.Errorf("keystore: kid %s is wrapped under master %s, store has %s: %w", k, e.masterID, master.ID(), ErrWrongMaster)
 	}
 	plain, err := master.Unwrap(ctx, e.wrapped)
 	if err != nil {
-		return nil, fmt.Errorf("keystore: kid %x: %w", k, err)
+		return nil, fmt.Errorf("keystore: kid %s: %w", k, err)
 	}
 	defer clear(plain)
 	inner, err := keyFromPlain(e, plain)
@@ -344,7 +381,7 @@ func (s *Store) key(ctx context.Context, k kidT) ([]byte, error) {
 	if cur := s.shards[k[0]].entries[k]; cur != e {
 		if _, gone := s.destroyed[k]; gone {
 			clear(key)
-			return nil, fmt.Errorf("keystore: kid %x: %w", k, ErrDestroyed)
+			return nil, fmt.Errorf("keystore: kid %s: %w", k, ErrDestroyed)
 		}
 		return key, nil // re-wrapped by Rotate meanwhile: the key is the same
 	}

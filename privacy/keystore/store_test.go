@@ -3,6 +3,7 @@ package keystore
 import (
 	"bytes"
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -32,7 +33,7 @@ func TestRoundTripAndReopen(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(key) != KeySize || len(kid) != 32 {
+	if len(key) != KeySize || len(kid) != kidTextLen {
 		t.Fatalf("key %d bytes, kid %q", len(key), kid)
 	}
 	kid2, key2, err := s.GetOrCreate(ctx, KindSubject, "hmac-of-alice")
@@ -719,16 +720,64 @@ func TestParseKid(t *testing.T) {
 	for i := range k {
 		k[i] = byte(i*17 + 3)
 	}
-	if got, ok := parseKid(formatKid(k)); !ok || got != k {
-		t.Fatal("round trip")
+	text := formatKid(k)
+	if len(text) != kidTextLen || strings.ContainsAny(text, ".=+/") {
+		t.Fatalf("kid text %q: want %d base64url characters, no padding and no dot (the envelope separates two kids with one)", text, kidTextLen)
 	}
-	if got, ok := parseKid(strings.ToUpper(formatKid(k))); !ok || got != k {
-		t.Fatal("upper case")
-	}
-	for _, bad := range []string{"", "00", strings.Repeat("g", 32), strings.Repeat("0", 31) + "x", strings.Repeat("0", 33)} {
-		if _, ok := parseKid(bad); ok {
-			t.Fatalf("accepted %q", bad)
+	legacy := hex.EncodeToString(k[:])
+	for name, s := range map[string]string{"text": text, "hex": legacy, "upper-case hex": strings.ToUpper(legacy)} {
+		if got, ok := parseKid(s); !ok || got != k {
+			t.Errorf("%s form %q does not parse back", name, s)
 		}
+		if c, ok := CanonicalKid(s); !ok || c != text {
+			t.Errorf("CanonicalKid(%q) = %q, %v; want %q", s, c, ok, text)
+		}
+	}
+	// The last character carries 2 of 6 bits: any other value of the
+	// 4 spare bits is a second spelling of the same kid, refused.
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	alias := text[:kidTextLen-1] + string(alphabet[strings.IndexByte(alphabet, text[kidTextLen-1])|1])
+	for _, bad := range []string{"", "00", strings.Repeat("g", 32), strings.Repeat("0", 31) + "x", strings.Repeat("0", 33),
+		text[:kidTextLen-1], text + "A", text[:5] + "+" + text[6:], text[:5] + "." + text[6:], alias} {
+		if _, ok := parseKid(bad); ok {
+			t.Errorf("accepted %q", bad)
+		}
+		if _, ok := CanonicalKid(bad); ok {
+			t.Errorf("CanonicalKid accepted %q", bad)
+		}
+	}
+	if n := testing.AllocsPerRun(100, func() { parseKid(text) }); n != 0 {
+		t.Errorf("parseKid allocates %v times per call; it runs on every read of a sealed field", n)
+	}
+}
+
+// TestLegacyHexKids: stores written before kids were base64url handed out
+// 32 hex digits, which old envelopes keep. Key serves a key under either
+// form, and after Destroy refuses both.
+func TestLegacyHexKids(t *testing.T) {
+	ctx := context.Background()
+	s := openT(t, t.TempDir(), testMaster(t, 1), Options{CacheSize: -1})
+	defer s.Close()
+	kid, key, err := s.GetOrCreate(ctx, KindSubject, "old-subject")
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, _ := parseKid(kid)
+	legacy := hex.EncodeToString(k[:])
+	if got, err := s.Key(ctx, legacy); err != nil || !bytes.Equal(got, key) {
+		t.Fatalf("Key(%s) = %v; want the key of %s", legacy, err, kid)
+	}
+	kids, err := s.Destroy(ctx, KindSubject, "old-subject")
+	if err != nil || len(kids) != 1 || kids[0] != kid {
+		t.Fatalf("Destroy: %v %v; want [%s] in today's form", kids, err, kid)
+	}
+	for _, form := range []string{kid, legacy} {
+		if _, err := s.Key(ctx, form); !errors.Is(err, ErrDestroyed) {
+			t.Errorf("Key(%s) after Destroy: %v, want ErrDestroyed", form, err)
+		}
+	}
+	if _, err := s.Key(ctx, legacy[:31]+"z"); !errors.Is(err, ErrUnknownKey) || !strings.Contains(err.Error(), "malformed") {
+		t.Errorf("malformed kid: %v", err)
 	}
 }
 

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/stele/stele/internal/atomicfile"
 )
@@ -29,11 +31,13 @@ type Registry struct {
 	dir string
 
 	// putMu serialises Puts, so version numbers are dense, and is held
-	// across the fsyncs; mu guards subjects and is held only to read or
-	// publish, so lookups on the append path never wait for a disk.
-	putMu    sync.Mutex
-	mu       sync.RWMutex
-	subjects map[string][]*Schema // versions in order; index i is version i+1
+	// across the fsyncs.
+	putMu sync.Mutex
+	// subjects holds each subject's versions in order (index i is version
+	// i+1). Put publishes a new map rather than changing this one: lookups
+	// run for every appended record, on every core, and a lock word they
+	// all write would bounce between the cores' caches.
+	subjects atomic.Pointer[map[string][]*Schema]
 }
 
 const versionExt = ".json"
@@ -45,7 +49,8 @@ func Open(dir string) (*Registry, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("schema registry: %w", err)
 	}
-	r := &Registry{dir: dir, subjects: make(map[string][]*Schema)}
+	r := &Registry{dir: dir}
+	subjects := make(map[string][]*Schema)
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("schema registry: %w", err)
@@ -63,9 +68,10 @@ func Open(dir string) (*Registry, error) {
 			return nil, fmt.Errorf("schema registry %s: %w", dir, err)
 		}
 		if len(versions) > 0 {
-			r.subjects[subject] = versions
+			subjects[subject] = versions
 		}
 	}
+	r.subjects.Store(&subjects)
 	return r, nil
 }
 
@@ -117,9 +123,7 @@ func (r *Registry) Put(ctx context.Context, subject string, schemaJSON []byte) (
 	}
 	r.putMu.Lock()
 	defer r.putMu.Unlock()
-	r.mu.RLock()
-	versions := r.subjects[subject]
-	r.mu.RUnlock()
+	versions := (*r.subjects.Load())[subject]
 	if n := len(versions); n > 0 {
 		latest := versions[n-1]
 		if string(latest.Raw) == string(s.Raw) {
@@ -136,9 +140,9 @@ func (r *Registry) Put(ctx context.Context, subject string, schemaJSON []byte) (
 	if err := r.write(subject, s.Version, s.Raw); err != nil {
 		return 0, false, fmt.Errorf("schema registry: store %s version %d: %w", subject, s.Version, err)
 	}
-	r.mu.Lock()
-	r.subjects[subject] = append(slices.Clip(versions), s)
-	r.mu.Unlock()
+	next := maps.Clone(*r.subjects.Load())
+	next[subject] = append(slices.Clip(versions), s)
+	r.subjects.Store(&next)
 	return s.Version, true, nil
 }
 
@@ -181,9 +185,7 @@ func (r *Registry) write(subject string, version int, raw []byte) error {
 
 // Latest returns the newest version of subject, or ErrNotFound.
 func (r *Registry) Latest(subject string) (*Schema, error) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	versions := r.subjects[subject]
+	versions := (*r.subjects.Load())[subject]
 	if len(versions) == 0 {
 		return nil, fmt.Errorf("%w: no schema for subject %q", ErrNotFound, subject)
 	}
@@ -192,9 +194,7 @@ func (r *Registry) Latest(subject string) (*Schema, error) {
 
 // Version returns version n of subject, or ErrNotFound.
 func (r *Registry) Version(subject string, n int) (*Schema, error) {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	versions := r.subjects[subject]
+	versions := (*r.subjects.Load())[subject]
 	if len(versions) == 0 {
 		return nil, fmt.Errorf("%w: no schema for subject %q", ErrNotFound, subject)
 	}
@@ -206,10 +206,9 @@ func (r *Registry) Version(subject string, n int) (*Schema, error) {
 
 // Subjects lists the registered subjects in lexical order.
 func (r *Registry) Subjects() []string {
-	r.mu.RLock()
-	defer r.mu.RUnlock()
-	out := make([]string, 0, len(r.subjects))
-	for s := range r.subjects {
+	subjects := *r.subjects.Load()
+	out := make([]string, 0, len(subjects))
+	for s := range subjects {
 		out = append(out, s)
 	}
 	slices.Sort(out)

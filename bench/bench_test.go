@@ -42,7 +42,7 @@ func TestRunSmall(t *testing.T) {
 		want = append(want, "skipped: ")
 	} else {
 		c := res.Capture
-		if c.Changes != 2_000 || c.SteleSecs <= 0 || c.RecvSecs <= 0 || c.LatencySamples == 0 || c.LatencyP99 < c.LatencyP50 || c.LatencyP50 <= 0 {
+		if c.Changes != 2_000 || len(c.Rounds) != 3 || c.SteleRate() <= 0 || c.RecvRate() <= 0 || c.Ratio() <= 0 || c.LatencySamples == 0 || c.LatencyP99 < c.LatencyP50 || c.LatencyP50 <= 0 {
 			t.Errorf("capture results %+v", c)
 		}
 		want = append(want, "pg_recvlogical to /dev/null", "commit to queryable", "capture "+mib(res.PeakRSSBytes["capture"]))

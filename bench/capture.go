@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +40,12 @@ type CaptureOptions struct {
 	// Changes is how many single-row INSERTs, 100 per transaction, the
 	// throughput figure captures (200,000).
 	Changes int
+	// Rounds is how many times the throughput figure is measured, each
+	// round capturing the whole workload on its own slot into a fresh log
+	// and streaming it with pg_recvlogical on another, the two in
+	// alternating order; the figure is the median round (3). One pair
+	// alone swings with whatever else the machine is doing.
+	Rounds int
 	// LatencyRate is the steady load, in transactions/s, under which
 	// commit-to-queryable latency is sampled (500; every 20th transaction
 	// is a sample) and LatencyFor how long it lasts (20s).
@@ -55,8 +63,8 @@ type CaptureOptions struct {
 	// durable log with its index, as serve runs it), "noindex" (the log
 	// alone) or "discard" (a sink that only counts); any but "" stops
 	// after the throughput figure, as ThroughputOnly does. RecvFirst runs
-	// pg_recvlogical before Stele, to check for an order bias. CPUProfile
-	// receives a CPU profile of Stele's throughput phase.
+	// pg_recvlogical first in the first round (and so in every odd one).
+	// CPUProfile receives a CPU profile of Stele's first round.
 	Sink           string
 	RecvFirst      bool
 	CPUProfile     io.Writer
@@ -71,6 +79,9 @@ type CaptureOptions struct {
 func (o *CaptureOptions) fill() error {
 	if o.Changes <= 0 {
 		o.Changes = 200_000
+	}
+	if o.Rounds <= 0 {
+		o.Rounds = 3
 	}
 	if o.LatencyRate <= 0 {
 		o.LatencyRate = 500
@@ -96,10 +107,10 @@ func (o *CaptureOptions) fill() error {
 
 // CaptureResults are the capture figures.
 type CaptureResults struct {
-	Changes   int
-	Sink      string
-	SteleSecs float64 // Run until every change was durable and indexed
-	RecvSecs  float64 // pg_recvlogical to /dev/null up to the same LSN
+	Changes int
+	Sink    string
+	// Rounds of the throughput figure, in the order they ran.
+	Rounds []CaptureRound
 	// Latency from COMMIT's return until the query engine's history of the
 	// key returns the change; zero when the phase did not run.
 	LatencyRate    int
@@ -111,6 +122,16 @@ type CaptureResults struct {
 	Big            []BigTx
 }
 
+// CaptureRound is one measurement of both consumers over the same WAL.
+type CaptureRound struct {
+	SteleSecs float64 // Run until every change was durable and indexed
+	RecvSecs  float64 // pg_recvlogical to /dev/null up to the same LSN
+	RecvFirst bool
+}
+
+// Ratio is Stele's rate over pg_recvlogical's in this round.
+func (r CaptureRound) Ratio() float64 { return r.RecvSecs / r.SteleSecs }
+
 // BigTx is one large transaction's capture.
 type BigTx struct {
 	Rows, MB     int
@@ -120,9 +141,30 @@ type BigTx struct {
 	PeakIsPhased bool  // false: RSSPeak is the process's peak so far
 }
 
-// SteleRate and RecvRate are in changes/s.
-func (r *CaptureResults) SteleRate() float64 { return float64(r.Changes) / r.SteleSecs }
-func (r *CaptureResults) RecvRate() float64  { return float64(r.Changes) / r.RecvSecs }
+// SteleRate and RecvRate are the median rounds' rates in changes/s, and
+// Ratio the median of the rounds' ratios.
+func (r *CaptureResults) SteleRate() float64 {
+	return median(r.Rounds, func(c CaptureRound) float64 { return float64(r.Changes) / c.SteleSecs })
+}
+func (r *CaptureResults) RecvRate() float64 {
+	return median(r.Rounds, func(c CaptureRound) float64 { return float64(r.Changes) / c.RecvSecs })
+}
+func (r *CaptureResults) Ratio() float64 { return median(r.Rounds, CaptureRound.Ratio) }
+
+func median(rounds []CaptureRound, f func(CaptureRound) float64) float64 {
+	if len(rounds) == 0 {
+		return 0
+	}
+	v := make([]float64, len(rounds))
+	for i, c := range rounds {
+		v[i] = f(c)
+	}
+	slices.Sort(v)
+	if len(v)%2 == 1 {
+		return v[len(v)/2]
+	}
+	return (v[len(v)/2-1] + v[len(v)/2]) / 2
+}
 
 // Lines are the report, one figure a line.
 func (r *CaptureResults) Lines() []string {
@@ -130,8 +172,12 @@ func (r *CaptureResults) Lines() []string {
 	if r.Sink != "" {
 		what = "DIAGNOSTIC sink=" + r.Sink
 	}
-	lines := []string{fmt.Sprintf("capture PostgreSQL → log     %7.0f changes/s %s   (%.2fx pg_recvlogical to /dev/null at %.0f changes/s; %d single-row INSERTs, 100 per transaction)",
-		r.SteleRate(), what, r.SteleRate()/r.RecvRate(), r.RecvRate(), r.Changes)}
+	ratios := make([]string, len(r.Rounds))
+	for i, c := range r.Rounds {
+		ratios[i] = fmt.Sprintf("%.2f", c.Ratio())
+	}
+	lines := []string{fmt.Sprintf("capture PostgreSQL → log     %7.0f changes/s %s   (%.2fx pg_recvlogical to /dev/null at %.0f changes/s, medians of %d alternating rounds whose ratios were %s; %d single-row INSERTs, 100 per transaction)",
+		r.SteleRate(), what, r.Ratio(), r.RecvRate(), len(r.Rounds), strings.Join(ratios, " "), r.Changes)}
 	if r.LatencySamples > 0 {
 		lines = append(lines, fmt.Sprintf("commit to queryable          p50 %v  p99 %v  max %v   (%d tx/s for %v, %d samples)",
 			r.LatencyP50.Round(time.Microsecond), r.LatencyP99.Round(time.Microsecond), r.LatencyMax.Round(time.Microsecond),
@@ -176,14 +222,19 @@ func Capture(ctx context.Context, opts CaptureOptions) (*CaptureResults, error) 
 	if err := srv.ExecIn(ctx, "postgres", "CREATE DATABASE bench"); err != nil {
 		return nil, err
 	}
-	if err := srv.ExecIn(ctx, "bench",
+	setup := []string{
 		"CREATE TABLE t (id bigint PRIMARY KEY, v text, at timestamptz)",
 		"CREATE TABLE lat (id bigint PRIMARY KEY, at timestamptz)",
 		"CREATE TABLE big (id bigint PRIMARY KEY, v text)",
 		"CREATE PUBLICATION stele_bench FOR ALL TABLES",
-		"SELECT pg_create_logical_replication_slot('stele_bench', 'pgoutput')",
-		"SELECT pg_create_logical_replication_slot('recv_bench', 'pgoutput')",
-	); err != nil {
+	}
+	// Every round's slots start before the workload, so each reads all of it.
+	for r := range opts.Rounds {
+		setup = append(setup,
+			fmt.Sprintf("SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", steleSlot(r)),
+			fmt.Sprintf("SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", recvSlot(r)))
+	}
+	if err := srv.ExecIn(ctx, "bench", setup...); err != nil {
 		return nil, err
 	}
 	url := srv.URL("bench")
@@ -195,6 +246,9 @@ func Capture(ctx context.Context, opts CaptureOptions) (*CaptureResults, error) 
 	c := &captureRun{opts: opts, srv: srv, url: url, conn: conn, res: &CaptureResults{Changes: opts.Changes, Sink: opts.Sink}}
 	return c.res, c.run(ctx)
 }
+
+func steleSlot(round int) string { return "stele_bench_" + strconv.Itoa(round) }
+func recvSlot(round int) string  { return "recv_bench_" + strconv.Itoa(round) }
 
 type captureRun struct {
 	opts CaptureOptions
@@ -241,81 +295,131 @@ func (c *captureRun) run(ctx context.Context) error {
 	if err := c.workload(ctx); err != nil {
 		return fmt.Errorf("workload: %w", err)
 	}
-	st, err := openStore(ctx, filepath.Join(c.opts.Dir, "log"), true)
-	if err != nil {
-		return err
+	for r := range c.opts.Rounds {
+		round := CaptureRound{RecvFirst: (r%2 == 1) != c.opts.RecvFirst}
+		var err error
+		if round.RecvFirst {
+			if round.RecvSecs, err = c.recvlogical(ctx, r); err != nil {
+				return err
+			}
+		}
+		last := r == c.opts.Rounds-1
+		stack, err := c.steleRound(ctx, r, &round)
+		if err != nil {
+			return err
+		}
+		if !last || c.opts.ThroughputOnly {
+			stack.stop()
+		} else {
+			defer stack.stop()
+		}
+		if !round.RecvFirst {
+			if round.RecvSecs, err = c.recvlogical(ctx, r); err != nil {
+				return err
+			}
+		}
+		c.res.Rounds = append(c.res.Rounds, round)
+		if last && !c.opts.ThroughputOnly {
+			return c.afterThroughput(ctx, stack)
+		}
 	}
-	defer st.close()
+	return nil
+}
+
+// captureStack is one round's source capturing into its own store.
+type captureStack struct {
+	st      *stack
+	plain   *stack // the "noindex" diagnostic's store
+	cancel  context.CancelFunc
+	stopped chan error
+}
+
+// stop stops the source and closes the stores. The source's error is not
+// a result: it stops because it was cancelled, and a failure while it ran
+// ended the wait that timed it.
+func (s *captureStack) stop() {
+	if s.cancel != nil { // the source was started
+		s.cancel()
+		<-s.stopped
+	}
+	if s.plain != nil {
+		s.plain.close()
+	}
+	s.st.close()
+}
+
+// steleRound starts a source on round r's slot into a fresh store and
+// times it until the store holds the whole workload, durable and indexed.
+// The source keeps running for the phases after the last round.
+func (c *captureRun) steleRound(ctx context.Context, r int, round *CaptureRound) (*captureStack, error) {
+	st, err := openStore(ctx, filepath.Join(c.opts.Dir, "log-"+strconv.Itoa(r)), true)
+	if err != nil {
+		return nil, err
+	}
+	cs := &captureStack{st: st}
 	n := c.opts.Changes
 	var sink capture.Sink = st.store
 	size := st.store.Size
 	switch c.opts.Sink {
 	case "noindex":
-		plain, err := openStore(ctx, filepath.Join(c.opts.Dir, "noindex"), false)
-		if err != nil {
-			return err
+		if cs.plain, err = openStore(ctx, filepath.Join(c.opts.Dir, "noindex-"+strconv.Itoa(r)), false); err != nil {
+			cs.stop()
+			return nil, err
 		}
-		defer plain.close()
-		sink, size = plain.store, plain.store.Size
+		sink, size = cs.plain.store, cs.plain.store.Size
 	case "discard":
 		d := &countSink{}
 		sink, size = d, d.n.Load
 	}
-	src, err := postgres.New(postgres.Config{ConnString: c.url, Name: "bench", SpillDir: c.opts.Dir, Logger: slog.New(slog.DiscardHandler)})
+	src, err := postgres.New(postgres.Config{ConnString: c.url, Name: "bench", Slot: steleSlot(r), Publication: "stele_bench",
+		SpillDir: c.opts.Dir, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
-		return err
+		cs.stop()
+		return nil, err
 	}
-	if c.opts.RecvFirst {
-		if c.res.RecvSecs, err = c.recvlogical(ctx); err != nil {
-			return err
-		}
-	}
-	if c.opts.CPUProfile != nil {
+	if c.opts.CPUProfile != nil && r == 0 {
 		if err := pprof.StartCPUProfile(c.opts.CPUProfile); err != nil {
-			return err
+			cs.stop()
+			return nil, err
 		}
-		defer pprof.StopCPUProfile() // also stopped right after (a)
+		defer pprof.StopCPUProfile()
 	}
 	runCtx, cancel := context.WithCancel(ctx)
-	done := make(chan error, 1)
+	cs.cancel, cs.stopped = cancel, make(chan error, 1)
 	start := time.Now()
-	go func() { done <- src.Run(runCtx, sink) }()
-	c.stopped = done
-	defer func() {
-		cancel()
-		<-done
-	}()
-	// (a) Stele: from Run until the log holds all n records, durable and
-	// indexed (log.Open with the index as its hook, as serve does).
-	err = c.waitSize(ctx, size, uint64(n), 10*time.Minute, func(got uint64) { c.opts.Progress("capture", int(got), n) })
+	go func() { cs.stopped <- src.Run(runCtx, sink) }()
+	c.stopped = cs.stopped
+	// From Run until the log holds all n records, durable and indexed
+	// (log.Open with the index as its hook, as serve does).
+	err = c.waitSize(ctx, size, uint64(n), 10*time.Minute, func(got uint64) { c.opts.Progress(fmt.Sprintf("capture: round %d", r+1), int(got), n) })
 	if err != nil {
-		return err
+		cs.stop()
+		return nil, err
 	}
 	durable := time.Since(start)
 	if c.opts.Sink == "" {
 		// Size counts durable records; the index follows them
 		// asynchronously, and queryable means indexed too.
 		if err := st.store.WaitIndexed(ctx, uint64(n)); err != nil {
-			return err
+			cs.stop()
+			return nil, err
 		}
 	}
-	c.res.SteleSecs = time.Since(start).Seconds()
-	pprof.StopCPUProfile()
-	c.opts.Logf("(a) durable after %.2fs, queryable after %.2fs", durable.Seconds(), c.res.SteleSecs)
-	if !c.opts.RecvFirst {
-		if c.res.RecvSecs, err = c.recvlogical(ctx); err != nil {
-			return err
-		}
-	}
-	if c.opts.ThroughputOnly {
-		return nil
-	}
+	round.SteleSecs = time.Since(start).Seconds()
+	c.opts.Logf("round %d: durable after %.2fs, queryable after %.2fs", r+1, durable.Seconds(), round.SteleSecs)
+	return cs, nil
+}
+
+// afterThroughput runs the latency and large-transaction phases on the
+// last round's running source.
+func (c *captureRun) afterThroughput(ctx context.Context, cs *captureStack) error {
+	st := cs.st
 	if err := c.latency(ctx, query.New(st.store, st.ix)); err != nil {
 		return fmt.Errorf("commit-to-queryable latency: %w", err)
 	}
 	// Only the sampled changes were waited for: every change must be in
 	// the log, and the large transactions' figures must not include them.
-	if err := c.waitSize(ctx, st.store.Size, uint64(n+c.committed), time.Minute, func(uint64) {}); err != nil {
+	if err := c.waitSize(ctx, st.store.Size, uint64(c.opts.Changes+c.committed), time.Minute, func(uint64) {}); err != nil {
 		return fmt.Errorf("commit-to-queryable latency: %w", err)
 	}
 	if c.opts.BigMB > 0 {
@@ -359,11 +463,11 @@ func (c *captureRun) workload(ctx context.Context) error {
 	return nil
 }
 
-// recvlogical streams the workload's WAL to /dev/null on its own slot and
-// returns how long it took.
-func (c *captureRun) recvlogical(ctx context.Context) (float64, error) {
+// recvlogical streams the workload's WAL to /dev/null on round r's slot
+// and returns how long it took.
+func (c *captureRun) recvlogical(ctx context.Context, r int) (float64, error) {
 	cmd := c.srv.Command(ctx, "pg_recvlogical",
-		"-d", c.url, "--slot", "recv_bench", "--start", "--no-loop", "--endpos", c.end,
+		"-d", c.url, "--slot", recvSlot(r), "--start", "--no-loop", "--endpos", c.end,
 		"-o", "proto_version=2", "-o", "publication_names=stele_bench", "-f", "/dev/null")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out

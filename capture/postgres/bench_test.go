@@ -17,8 +17,8 @@ import (
 // pgoutput to /dev/null, and their ratio; (c) commit-to-queryable latency
 // under a steady load; (d) peak RSS growth while one large transaction is
 // captured, which `stele bench` leaves out by default because it is slow.
-// It is long, so it runs only with STELE_BENCH_CAPTURE=1 (STELE_BENCH_N and
-// STELE_BENCH_BIG_MB scale it):
+// It is long, so it runs only with STELE_BENCH_CAPTURE=1 (STELE_BENCH_N,
+// STELE_BENCH_ROUNDS and STELE_BENCH_BIG_MB scale it):
 //
 //	STELE_BENCH_CAPTURE=1 go test -run TestCaptureBenchmark -v -timeout 30m ./capture/postgres/
 func TestCaptureBenchmark(t *testing.T) {
@@ -28,6 +28,7 @@ func TestCaptureBenchmark(t *testing.T) {
 	opts := bench.CaptureOptions{
 		Dir:     t.TempDir(),
 		Changes: envInt("STELE_BENCH_N", 200_000),
+		Rounds:  envInt("STELE_BENCH_ROUNDS", 3),
 		BigMB:   envInt("STELE_BENCH_BIG_MB", 1024),
 		// Diagnostics: STELE_BENCH_SINK=noindex appends to a log without
 		// its index hook, =discard to a sink that only counts; neither is

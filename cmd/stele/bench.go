@@ -29,7 +29,7 @@ func runBench(ctx context.Context, args []string) error {
 // benchOptions parses bench's flags; --quick scales down what is not
 // given explicitly.
 func benchOptions(args []string) (bench.Options, error) {
-	fs := newFlagSet("bench", "[--records N] [--throughput N] [--clients N] [--queries N] [--erase-records N] [--capture=false] [--capture-changes N] [--capture-latency D] [--capture-big-mb N] [--dir DIR] [--quick]")
+	fs := newFlagSet("bench", "[--records N] [--throughput N] [--clients N] [--queries N] [--erase-records N] [--capture=false] [--capture-changes N] [--capture-rounds N] [--capture-latency D] [--capture-big-mb N] [--dir DIR] [--quick]")
 	records := fs.Int("records", 1_000_000, "records in the store used for the query and verify figures")
 	throughput := fs.Int("throughput", 300_000, "records written for each append figure")
 	clients := fs.Int("clients", 256, "concurrent single-record writers")
@@ -37,6 +37,7 @@ func benchOptions(args []string) (bench.Options, error) {
 	eraseRecords := fs.Int("erase-records", 0, "records naming the subject whose erasure is timed (default --records)")
 	withCapture := fs.Bool("capture", true, "measure PostgreSQL capture against pg_recvlogical (starts a throwaway PostgreSQL 15; skipped, saying why, without one)")
 	captureChanges := fs.Int("capture-changes", 200_000, "single-row INSERTs captured for the capture throughput figure")
+	captureRounds := fs.Int("capture-rounds", 3, "rounds of the capture throughput figure (each: Stele and pg_recvlogical over the whole workload, in alternating order); the median is reported")
 	captureLatency := fs.Duration("capture-latency", 20*time.Second, "how long the steady load (500 tx/s) of the commit-to-queryable figure runs")
 	captureBigMB := fs.Int("capture-big-mb", 0, "also capture one transaction of this many MiB (after one of a quarter of it) and report peak RSS around each; 1024 is slow")
 	dir := fs.String("dir", "", "directory for the throwaway stores (default: a temp dir, removed afterwards)")
@@ -58,5 +59,5 @@ func benchOptions(args []string) (bench.Options, error) {
 	}
 	return bench.Options{Dir: *dir, Records: *records, Throughput: *throughput, Clients: *clients, Queries: *queries,
 		EraseRecords: *eraseRecords, SkipCapture: !*withCapture,
-		Capture: bench.CaptureOptions{Changes: *captureChanges, LatencyFor: *captureLatency, BigMB: *captureBigMB}}, nil
+		Capture: bench.CaptureOptions{Changes: *captureChanges, Rounds: *captureRounds, LatencyFor: *captureLatency, BigMB: *captureBigMB}}, nil
 }

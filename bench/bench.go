@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/stele/stele/internal/gctune"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -124,6 +125,7 @@ type Results struct {
 
 // Run measures everything and prints a report as it goes.
 func Run(ctx context.Context, opts Options) (*Results, error) {
+	gctune.Apply() // as the stele binary runs
 	opts.fill()
 	if opts.Dir == "" {
 		dir, err := os.MkdirTemp("", "stele-bench-")

@@ -22,6 +22,7 @@ import (
 
 	"github.com/stele/stele/capture"
 	"github.com/stele/stele/capture/postgres"
+	"github.com/stele/stele/internal/gctune"
 	"github.com/stele/stele/internal/pgtest"
 	steleLog "github.com/stele/stele/log"
 	"github.com/stele/stele/query"
@@ -203,6 +204,7 @@ func (r *CaptureResults) Lines() []string {
 // transactions are captured. The error wraps ErrNoPostgres when the
 // binaries are missing.
 func Capture(ctx context.Context, opts CaptureOptions) (*CaptureResults, error) {
+	gctune.Apply() // as the stele binary runs
 	if err := opts.fill(); err != nil {
 		return nil, err
 	}

@@ -199,8 +199,9 @@ func (r *CaptureResults) Lines() []string {
 // Stele capturing Changes single-row INSERTs, written before it starts,
 // into a durable, indexed log; (b) pg_recvlogical streaming the same WAL
 // with the same plugin (pgoutput, protocol 2) to /dev/null on its own
-// slot, the database's own streaming speed; (c) commit-to-queryable
-// latency under a steady load; (d) when BigMB is set, peak RSS while large
+// slot, the database's own streaming speed — (a) and (b) in Rounds
+// rounds of alternating order; (c) commit-to-queryable latency under a
+// steady load, on the last round's source; (d) when BigMB is set, peak RSS while large
 // transactions are captured. The error wraps ErrNoPostgres when the
 // binaries are missing.
 func Capture(ctx context.Context, opts CaptureOptions) (*CaptureResults, error) {

@@ -161,24 +161,18 @@ func (ix *Index) Prepare(r *record.Record) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("index a record key: %w", err)
 	}
-	lists := []List{
-		SourceList(r.Source.Name),
-		TableList(r.Source.Name, r.Source.Table),
-		EntityList(r.Source.Name, r.Source.Table, keyStr),
-	}
-	if actor := r.ActorID(); actor != "" {
-		lists = append(lists, ActorList(actor))
-	}
-	if r.Op == record.OpTruncate {
-		lists = append(lists, TruncateList(r.Source.Name, r.Source.Table))
-	}
-	e := make([]byte, postingValueSize, 64+len(r.ID)+len(keyStr))
+	e := make([]byte, postingValueSize, 96+len(r.ID)+3*len(r.Source.Name)+3*len(r.Source.Table)+len(keyStr))
 	putOccurredAt(e, r.OccurredAt)
 	e = binary.AppendUvarint(e, uint64(len(r.ID)))
 	e = append(e, r.ID...)
-	for _, l := range lists {
-		e = binary.AppendUvarint(e, uint64(len(l.prefix)))
-		e = append(e, l.prefix...)
+	e = appendList(e, pSource, r.Source.Name)
+	e = appendList(e, pTable, r.Source.Name, r.Source.Table)
+	e = appendList(e, pEntity, r.Source.Name, r.Source.Table, keyStr)
+	if actor := r.ActorID(); actor != "" {
+		e = appendList(e, pActor, actor)
+	}
+	if r.Op == record.OpTruncate {
+		e = appendList(e, pTruncate, r.Source.Name, r.Source.Table)
 	}
 	for _, p := range derivedLists(r.Derived) {
 		e = binary.AppendUvarint(e, uint64(len(p)))
@@ -395,6 +389,30 @@ func (ix *Index) applyPart(seqs []uint64, entries [][]byte) error {
 		return fmt.Errorf("write index: %w", err)
 	}
 	return nil
+}
+
+// appendList appends list(p, parts...)'s prefix to a prepared entry,
+// length first, without building the List: Prepare runs for every record.
+func appendList(e []byte, p byte, parts ...string) []byte {
+	n := 1
+	for _, s := range parts {
+		n += uvarintLen(len(s)) + len(s)
+	}
+	e = binary.AppendUvarint(e, uint64(n))
+	e = append(e, p)
+	for _, s := range parts {
+		e = binary.AppendUvarint(e, uint64(len(s)))
+		e = append(e, s...)
+	}
+	return e
+}
+
+func uvarintLen(n int) int {
+	l := 1
+	for ; n >= 0x80; n >>= 7 {
+		l++
+	}
+	return l
 }
 
 func cutUvarintBytes(b []byte) (field, rest []byte, ok bool) {

@@ -398,13 +398,7 @@ func appendList(e []byte, p byte, parts ...string) []byte {
 	for _, s := range parts {
 		n += uvarintLen(len(s)) + len(s)
 	}
-	e = binary.AppendUvarint(e, uint64(n))
-	e = append(e, p)
-	for _, s := range parts {
-		e = binary.AppendUvarint(e, uint64(len(s)))
-		e = append(e, s...)
-	}
-	return e
+	return appendListPrefix(binary.AppendUvarint(e, uint64(n)), p, parts...)
 }
 
 func uvarintLen(n int) int {

@@ -15,12 +15,18 @@ type List struct {
 }
 
 func list(p byte, parts ...string) List {
-	b := []byte{p}
+	return List{prefix: appendListPrefix(nil, p, parts...)}
+}
+
+// appendListPrefix appends the key prefix of list p over parts, each
+// length-prefixed so no value can run into the next.
+func appendListPrefix(dst []byte, p byte, parts ...string) []byte {
+	dst = append(dst, p)
 	for _, s := range parts {
-		b = binary.AppendUvarint(b, uint64(len(s)))
-		b = append(b, s...)
+		dst = binary.AppendUvarint(dst, uint64(len(s)))
+		dst = append(dst, s...)
 	}
-	return List{prefix: b}
+	return dst
 }
 
 // The posting lists a query can scan.

@@ -27,12 +27,20 @@ const MaxRecordSize = maxFrame
 
 func appendFrame(dst, payload []byte) []byte {
 	var hdr [frameHeader]byte
-	binary.LittleEndian.PutUint32(hdr[0:4], uint32(len(payload)))
-	crc := crc32.Update(0, castagnoli, hdr[0:4])
-	crc = crc32.Update(crc, castagnoli, payload)
-	binary.LittleEndian.PutUint32(hdr[4:8], crc)
+	putFrameHeader(hdr[:], payload)
 	dst = append(dst, hdr[:]...)
 	return append(dst, payload...)
+}
+
+// putFrameHeader writes the header of the frame holding payload: its
+// length, then the CRC-32C of the length and the payload.
+func putFrameHeader(hdr, payload []byte) {
+	binary.LittleEndian.PutUint32(hdr[0:4], uint32(len(payload)))
+	binary.LittleEndian.PutUint32(hdr[4:8], frameCRC(hdr, payload))
+}
+
+func frameCRC(hdr, payload []byte) uint32 {
+	return crc32.Update(crc32.Update(0, castagnoli, hdr[0:4]), castagnoli, payload)
 }
 
 // parseFrame reads the frame at the start of buf and returns its payload and
@@ -49,9 +57,7 @@ func parseFrame(buf []byte) (payload []byte, n int, err error) {
 	if len(buf) < end {
 		return nil, 0, errTorn
 	}
-	crc := crc32.Update(0, castagnoli, buf[0:4])
-	crc = crc32.Update(crc, castagnoli, buf[frameHeader:end])
-	if crc != binary.LittleEndian.Uint32(buf[4:8]) {
+	if frameCRC(buf, buf[frameHeader:end]) != binary.LittleEndian.Uint32(buf[4:8]) {
 		return nil, 0, errChecksum
 	}
 	return buf[frameHeader:end], end, nil

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"os"
 )
@@ -106,8 +105,7 @@ func lengthDamaged(f *os.File, off int64, maxLen int) (bool, error) {
 		// its checksum once the length is put right.
 		var lb [4]byte
 		binary.LittleEndian.PutUint32(lb[:], uint32(len(buf)-frameHeader))
-		crc := crc32.Update(crc32.Update(0, castagnoli, lb[:]), castagnoli, buf[frameHeader:])
-		if crc == binary.LittleEndian.Uint32(buf[4:8]) {
+		if frameCRC(lb[:], buf[frameHeader:]) == binary.LittleEndian.Uint32(buf[4:8]) {
 			return true, nil
 		}
 	}

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"runtime"
 	"slices"
 	"sync"
@@ -351,11 +350,7 @@ func (w *writerScratch) frameAll(size int) {
 func writeRecordFrame(dst []byte, r *record.Record, body []byte) {
 	record.AppendHeader(dst[frameHeader:frameHeader], r.Seq, r.RecordedAt)
 	copy(dst[frameHeader+record.HeaderSize:], body)
-	payload := dst[frameHeader:]
-	binary.LittleEndian.PutUint32(dst, uint32(len(payload)))
-	crc := crc32.Update(0, castagnoli, dst[:4])
-	crc = crc32.Update(crc, castagnoli, payload)
-	binary.LittleEndian.PutUint32(dst[4:], crc)
+	putFrameHeader(dst, dst[frameHeader:])
 }
 
 // persist makes the commit durable, then updates derived files and the

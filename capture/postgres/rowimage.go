@@ -142,7 +142,11 @@ func (l *layout) keyOf(vals rowVals) (json.RawMessage, error) {
 // (present in one only, or with different canonical bytes), sorted, as
 // record.ChangedFields would on the images.
 func (rel *relation) changed(before, after rowVals) []string {
-	if (before == nil) != (after == nil) && complete(cmpOr(before, after), len(rel.cols)) {
+	present := after
+	if present == nil {
+		present = before
+	}
+	if (before == nil) != (after == nil) && complete(present, len(rel.cols)) {
 		// An insert or a delete: every column, the same list each time.
 		if rel.allCols == nil {
 			for _, c := range rel.cols {
@@ -171,13 +175,6 @@ func (rel *relation) changed(before, after rowVals) []string {
 	}
 	slices.Sort(out)
 	return out
-}
-
-func cmpOr(a, b rowVals) rowVals {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 // complete reports whether v holds all n columns.

@@ -20,9 +20,10 @@ import (
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/stele/stele"
 	"github.com/stele/stele/api"
 	"github.com/stele/stele/index"
-	"github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/query"
 	"github.com/stele/stele/record"
 )
@@ -31,7 +32,7 @@ var testNow = time.Date(2026, 3, 31, 12, 0, 0, 0, time.UTC)
 
 type env struct {
 	srv    *httptest.Server
-	store  *log.Store
+	store  *logstore.Store
 	health atomic.Pointer[[2]string]
 }
 
@@ -44,7 +45,7 @@ func newEnv(t *testing.T, opts ...option) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := log.Open(context.Background(), dir, log.Options{Origin: "test.example/log", Hook: ix})
+	store, err := logstore.Open(context.Background(), dir, logstore.Options{Origin: "test.example/log", Hook: ix})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,10 +130,10 @@ func rec(key int, extra string) string {
 }
 
 type appendedJSON struct {
-	Records []log.Appended `json:"records"`
+	Records []stele.Appended `json:"records"`
 }
 
-func mustAppend(t *testing.T, e *env, contentType, body string) []log.Appended {
+func mustAppend(t *testing.T, e *env, contentType, body string) []stele.Appended {
 	t.Helper()
 	r := e.post(t, contentType, body)
 	if r.status != http.StatusCreated {
@@ -152,7 +153,7 @@ func mustAppend(t *testing.T, e *env, contentType, body string) []log.Appended {
 	return a.Records
 }
 
-func seqs(as []log.Appended) []uint64 {
+func seqs(as []stele.Appended) []uint64 {
 	out := make([]uint64, len(as))
 	for i, a := range as {
 		out[i] = a.Seq
@@ -355,7 +356,7 @@ func TestGetRecordWithProof(t *testing.T) {
 		if got.Checkpoint == nil {
 			t.Fatal("no checkpoint without tree_size")
 		}
-		cp, err := log.ParseCheckpoint([]byte(*got.Checkpoint), e.verifier(t))
+		cp, err := stele.OpenCheckpoint([]byte(*got.Checkpoint), e.verifier(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -482,7 +483,7 @@ func TestCheckpointAndKey(t *testing.T) {
 	if r.status != 200 || r.header.Get("Content-Type") != "text/plain; charset=utf-8" {
 		t.Fatalf("status %d type %q", r.status, r.header.Get("Content-Type"))
 	}
-	cp, err := log.ParseCheckpoint(r.body, e.verifier(t))
+	cp, err := stele.OpenCheckpoint(r.body, e.verifier(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -606,11 +607,11 @@ func TestMetrics(t *testing.T) {
 
 // overloadedLog answers every append with the log's pushback error.
 type overloadedLog struct {
-	*log.Store
+	*logstore.Store
 	err error
 }
 
-func (o overloadedLog) Append(context.Context, []*record.Record) ([]log.Appended, error) {
+func (o overloadedLog) Append(context.Context, []*record.Record) ([]stele.Appended, error) {
 	return nil, o.err
 }
 
@@ -619,13 +620,12 @@ func TestAppendErrors(t *testing.T) {
 		err        error
 		retryAfter string
 	}{
-		{fmt.Errorf("queue: %w", log.ErrOverloaded), "1"},
-		{log.ErrClosed, ""},
-		{fmt.Errorf("%w: disk full", log.ErrFailed), ""},
+		{fmt.Errorf("queue: %w", stele.ErrOverloaded), "1"},
+		{logstore.ErrClosed, ""},
+		{fmt.Errorf("%w: disk full", logstore.ErrFailed), ""},
 	} {
 		t.Run(tc.err.Error(), func(t *testing.T) {
-			var e *env
-			e = newEnv(t, func(c *api.Config) { c.Log = overloadedLog{Store: c.Log.(*log.Store), err: tc.err} })
+			e := newEnv(t, func(c *api.Config) { c.Log = overloadedLog{Store: c.Log.(*logstore.Store), err: tc.err} })
 			r := e.post(t, "application/json", rec(1, ""))
 			if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") != tc.retryAfter {
 				t.Fatalf("status %d Retry-After %q", r.status, r.header.Get("Retry-After"))

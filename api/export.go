@@ -8,9 +8,10 @@ import (
 	"net/http"
 	"strconv"
 
+	"github.com/stele/stele"
 	"github.com/stele/stele/auth"
 	"github.com/stele/stele/export"
-	"github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 )
 
 // Exporter is what the API needs to serve exports (package export).
@@ -171,7 +172,7 @@ func (s *Server) exportFailed(w http.ResponseWriter, r *http.Request, err error)
 		writeError(w, http.StatusBadRequest, &apiError{Msg: "tree_size: " + err.Error(), Field: "tree_size"})
 	case errors.Is(err, export.ErrUnrepresentable):
 		writeError(w, http.StatusUnprocessableEntity, &apiError{Msg: err.Error(), Field: "format"})
-	case errors.Is(err, log.ErrTampered):
+	case errors.Is(err, logstore.ErrTampered):
 		s.log.ErrorContext(r.Context(), "stored record failed its integrity check during an export", "err", err)
 		writeError(w, http.StatusInternalServerError, &apiError{Msg: "a stored record failed its integrity check; run `stele verify`"})
 	default:
@@ -180,7 +181,7 @@ func (s *Server) exportFailed(w http.ResponseWriter, r *http.Request, err error)
 }
 
 // freshCheckpoint returns a signed checkpoint covering every durable record.
-func (s *Server) freshCheckpoint(ctx context.Context) (*log.Checkpoint, error) {
+func (s *Server) freshCheckpoint(ctx context.Context) (*stele.Checkpoint, error) {
 	cp := s.cfg.Log.LatestCheckpoint()
 	if cp != nil && cp.Size >= s.cfg.Log.Size() {
 		return cp, nil

@@ -9,12 +9,12 @@ import (
 
 	"github.com/stele/stele/api"
 	"github.com/stele/stele/export"
-	"github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/query"
 )
 
 func withExporter(c *api.Config) {
-	c.Exporter = export.New(c.Log.(*log.Store), c.Query.(*query.Engine))
+	c.Exporter = export.New(c.Log.(*logstore.Store), c.Query.(*query.Engine))
 }
 
 // fetchExport downloads an export and its proof as a client would: the

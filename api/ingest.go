@@ -14,7 +14,8 @@ import (
 
 	"github.com/go-json-experiment/json/jsontext"
 
-	"github.com/stele/stele/log"
+	"github.com/stele/stele"
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/privacy"
 	"github.com/stele/stele/record"
 )
@@ -82,7 +83,7 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request) {
 	}
 	s.metrics.appended.Add(float64(fresh))
 	writeJSON(w, http.StatusCreated, struct {
-		Records []log.Appended `json:"records"`
+		Records []stele.Appended `json:"records"`
 	}{res})
 }
 
@@ -131,18 +132,18 @@ func batchIndex(batch bool, i int) *int {
 }
 
 func (s *Server) appendFailed(w http.ResponseWriter, r *http.Request, err error) {
-	var re *log.RecordError
+	var re *stele.RecordError
 	var fe *record.FieldError
 	switch {
 	case errors.As(err, &re) && errors.As(re.Err, &fe):
 		// The record broke its schema: nothing of the batch was appended.
 		writeError(w, http.StatusBadRequest, &apiError{Msg: fe.Error(), Field: fe.Field, Index: indexPtr(re.Index)})
-	case errors.Is(err, log.ErrOverloaded):
+	case errors.Is(err, stele.ErrOverloaded):
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "the log is overloaded; retry after a second (resubmitting the same records is safe)"})
-	case errors.Is(err, log.ErrClosed):
+	case errors.Is(err, logstore.ErrClosed):
 		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "the server is shutting down; retry against a running one"})
-	case errors.Is(err, log.ErrFailed):
+	case errors.Is(err, logstore.ErrFailed):
 		// The cause (a path, an errno) is for the operator, not the client.
 		s.log.ErrorContext(r.Context(), "append refused", "err", err)
 		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "the log stopped accepting records after a storage failure; the operator must restart it"})

@@ -13,7 +13,8 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/transparency-dev/merkle/rfc6962"
 
-	"github.com/stele/stele/log"
+	"github.com/stele/stele"
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/query"
 	"github.com/stele/stele/record"
 )
@@ -183,7 +184,7 @@ func (s *Server) getRecord(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, &apiError{Msg: fmt.Sprintf("no record with seq %d: the log holds %d records", seq, size)})
 		return
 	}
-	var cp *log.Checkpoint
+	var cp *stele.Checkpoint
 	treeSize := uint64(0)
 	if v, ok := p["tree_size"]; ok {
 		if treeSize, aerr = parseUint("tree_size", v); aerr != nil {
@@ -253,9 +254,9 @@ func (s *Server) getRecord(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) readFailed(w http.ResponseWriter, r *http.Request, seq uint64, err error) {
 	switch {
-	case errors.Is(err, log.ErrNotFound):
+	case errors.Is(err, logstore.ErrNotFound):
 		writeError(w, http.StatusNotFound, &apiError{Msg: "no record with seq " + strconv.FormatUint(seq, 10)})
-	case errors.Is(err, log.ErrTampered), errors.Is(err, record.ErrFormat):
+	case errors.Is(err, logstore.ErrTampered), errors.Is(err, record.ErrFormat):
 		// Never serve what may be tampered bytes as evidence.
 		s.log.ErrorContext(r.Context(), "stored record failed its integrity check", "seq", seq, "err", err)
 		writeError(w, http.StatusInternalServerError, &apiError{Msg: fmt.Sprintf("stored record %d failed its integrity check; run `stele verify`", seq)})

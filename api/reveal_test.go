@@ -18,7 +18,7 @@ import (
 	"github.com/stele/stele/api/graphql"
 	"github.com/stele/stele/auth"
 	"github.com/stele/stele/export"
-	"github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/privacy"
 	"github.com/stele/stele/query"
 	"github.com/stele/stele/record"
@@ -141,7 +141,7 @@ func newRevealEnv(t *testing.T) (*env, *fakePrivacy) {
 	e := newEnv(t, withExporter, func(c *api.Config) {
 		c.Privacy = fp
 		c.Auth = roleTokens{}
-		c.GraphQL = graphql.New(graphql.Options{Log: c.Log.(*log.Store), Query: c.Query.(*query.Engine)})
+		c.GraphQL = graphql.New(graphql.Options{Log: c.Log.(*logstore.Store), Query: c.Query.(*query.Engine)})
 	})
 	return e, fp
 }

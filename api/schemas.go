@@ -10,7 +10,7 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/stele/stele/privacy/schema"
+	"github.com/stele/stele/schema"
 )
 
 // SchemaRegistry is what the API needs from the schema registry

@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/stele/stele/api"
-	"github.com/stele/stele/privacy/schema"
+	"github.com/stele/stele/schema"
 )
 
 const customersV1 = `{"type": "object", "required": ["id"], "properties": {

@@ -15,7 +15,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/stele/stele/log"
+	"github.com/stele/stele"
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/query"
 	"github.com/stele/stele/record"
 )
@@ -29,7 +30,7 @@ const (
 // Log is what the API needs from the store of record.
 type Log interface {
 	// Append makes recs durable and returns their seqs in order.
-	Append(ctx context.Context, recs []*record.Record) ([]log.Appended, error)
+	Append(ctx context.Context, recs []*record.Record) ([]stele.Appended, error)
 	// Size is the number of durable records.
 	Size() uint64
 	// ReadRaw returns the stored (hashed) bytes of the record at seq.
@@ -39,12 +40,12 @@ type Log interface {
 	// ConsistencyProof proves the tree of size from is a prefix of size to.
 	ConsistencyProof(from, to uint64) ([][]byte, error)
 	// LatestCheckpoint is the most recent signed checkpoint, or nil.
-	LatestCheckpoint() *log.Checkpoint
+	LatestCheckpoint() *stele.Checkpoint
 	// Checkpoint returns a checkpoint covering every durable record,
 	// signing one if needed.
-	Checkpoint(ctx context.Context) (*log.Checkpoint, error)
+	Checkpoint(ctx context.Context) (*stele.Checkpoint, error)
 	// Keys holds the public verifier key of the checkpoints.
-	Keys() *log.Keys
+	Keys() *logstore.Keys
 }
 
 // Query is what the API needs from the query engine.

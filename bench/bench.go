@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/stele/stele/internal/gctune"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -21,10 +20,13 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/stele/stele"
+	"github.com/stele/stele/internal/gctune"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/stele/stele/index"
-	steleLog "github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/query"
 	"github.com/stele/stele/record"
 )
@@ -323,7 +325,7 @@ func baselineFile(ctx context.Context, opts Options, recBytes int) (float64, err
 
 type stack struct {
 	ix    *index.Index
-	store *steleLog.Store
+	store *logstore.Store
 }
 
 func openStack(ctx context.Context, dir string) (*stack, error) {
@@ -332,7 +334,7 @@ func openStack(ctx context.Context, dir string) (*stack, error) {
 
 // openStore opens a log with its index, as the server runs it, or alone.
 func openStore(ctx context.Context, dir string, indexed bool) (*stack, error) {
-	opts := steleLog.Options{Origin: "bench.stele.local/log"}
+	opts := logstore.Options{Origin: "bench.stele.local/log"}
 	st := &stack{}
 	if indexed {
 		ix, err := index.Open(filepath.Join(dir, "index"), nil)
@@ -341,7 +343,7 @@ func openStore(ctx context.Context, dir string, indexed bool) (*stack, error) {
 		}
 		st.ix, opts.Hook = ix, ix
 	}
-	store, err := steleLog.Open(ctx, dir, opts)
+	store, err := logstore.Open(ctx, dir, opts)
 	if err != nil {
 		if st.ix != nil {
 			st.ix.Close()
@@ -389,7 +391,7 @@ func batchedAppends(ctx context.Context, opts Options, producers int, withIndex 
 // giving each copy its own id and image: building records with fmt would
 // measure the benchmark, not Stele, and building all of them up front
 // would measure its memory.
-func timedAppends(ctx context.Context, opts Options, store *steleLog.Store, producers int, templates []record.Record, phase string) (time.Duration, error) {
+func timedAppends(ctx context.Context, opts Options, store *logstore.Store, producers int, templates []record.Record, phase string) (time.Duration, error) {
 	batches := opts.Throughput / 1000
 	start := time.Now()
 	var next atomic.Int64
@@ -453,7 +455,7 @@ func concurrentAppends(ctx context.Context, opts Options) (float64, error) {
 					if err == nil {
 						break
 					}
-					if err != steleLog.ErrOverloaded {
+					if err != stele.ErrOverloaded {
 						errs <- err
 						return
 					}
@@ -513,7 +515,7 @@ func buildStore(ctx context.Context, opts Options, dir string) error {
 }
 
 func verifySpeed(ctx context.Context, opts Options, dir string) (float64, error) {
-	rep, err := steleLog.VerifyDir(ctx, dir, steleLog.VerifyOptions{Progress: func(done, total int64) {
+	rep, err := logstore.VerifyDir(ctx, dir, logstore.VerifyOptions{Progress: func(done, total int64) {
 		opts.Progress("verify", int(done>>20), int(total>>20))
 	}})
 	if err != nil {

@@ -20,11 +20,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/stele/stele"
 	"github.com/stele/stele/capture"
 	"github.com/stele/stele/capture/postgres"
 	"github.com/stele/stele/internal/gctune"
 	"github.com/stele/stele/internal/pgtest"
-	steleLog "github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/query"
 	"github.com/stele/stele/record"
 )
@@ -555,7 +556,7 @@ func (c *captureRun) latency(ctx context.Context, eng *query.Engine) error {
 
 // bigTransactions captures one transaction of a quarter of BigMB and one
 // of BigMB (~1 KB rows), recording peak RSS around each.
-func (c *captureRun) bigTransactions(ctx context.Context, store *steleLog.Store) error {
+func (c *captureRun) bigTransactions(ctx context.Context, store *logstore.Store) error {
 	for i, mb := range []int{max(1, c.opts.BigMB/4), c.opts.BigMB} {
 		var m rssMeter
 		m.Start()
@@ -580,7 +581,7 @@ func (c *captureRun) bigTransactions(ctx context.Context, store *steleLog.Store)
 // countSink counts appended records and keeps nothing (a diagnostic).
 type countSink struct{ n atomic.Uint64 }
 
-func (c *countSink) Append(_ context.Context, recs []*record.Record) ([]steleLog.Appended, error) {
+func (c *countSink) Append(_ context.Context, recs []*record.Record) ([]stele.Appended, error) {
 	c.n.Add(uint64(len(recs)))
-	return make([]steleLog.Appended, len(recs)), nil
+	return make([]stele.Appended, len(recs)), nil
 }

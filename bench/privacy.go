@@ -12,11 +12,11 @@ import (
 
 	"github.com/stele/stele/auth"
 	"github.com/stele/stele/index"
-	steleLog "github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/privacy"
 	"github.com/stele/stele/privacy/keystore"
-	"github.com/stele/stele/privacy/schema"
 	"github.com/stele/stele/record"
+	"github.com/stele/stele/schema"
 )
 
 // piiSchema declares a data subject and three personal fields, as
@@ -102,8 +102,8 @@ var piiModes = [...]struct{ name, schema string }{{"plain", ""}, {"validated", v
 
 // piiLog opens a log in dir for one of piiModes, and returns what closes
 // them.
-func piiLog(ctx context.Context, dir, schemaText string) (*steleLog.Store, func(), error) {
-	lopts := steleLog.Options{Origin: "bench.stele.local/log"}
+func piiLog(ctx context.Context, dir, schemaText string) (*logstore.Store, func(), error) {
+	lopts := logstore.Options{Origin: "bench.stele.local/log"}
 	var p *privacyLayer
 	if schemaText != "" {
 		var err error
@@ -112,7 +112,7 @@ func piiLog(ctx context.Context, dir, schemaText string) (*steleLog.Store, func(
 		}
 		lopts.Sealer = p.guard
 	}
-	store, err := steleLog.Open(ctx, filepath.Join(dir, "log"), lopts)
+	store, err := logstore.Open(ctx, filepath.Join(dir, "log"), lopts)
 	if err != nil {
 		if p != nil {
 			p.close()
@@ -165,7 +165,7 @@ func eraseOne(ctx context.Context, opts Options, n int) (time.Duration, error) {
 		return 0, err
 	}
 	defer ix.Close()
-	store, err := steleLog.Open(ctx, filepath.Join(dir, "log"), steleLog.Options{Origin: "bench.stele.local/log", Hook: ix, Sealer: p.guard})
+	store, err := logstore.Open(ctx, filepath.Join(dir, "log"), logstore.Options{Origin: "bench.stele.local/log", Hook: ix, Sealer: p.guard})
 	if err != nil {
 		return 0, err
 	}

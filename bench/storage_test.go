@@ -10,7 +10,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"golang.org/x/sys/unix"
 
-	steleLog "github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/record"
 )
 
@@ -68,7 +68,7 @@ func BenchmarkStoragePebbleSync(b *testing.B) {
 // BenchmarkStorageSteleLog is the chosen design: frames + Merkle tree files,
 // without the index, so it compares storage with storage.
 func BenchmarkStorageSteleLog(b *testing.B) {
-	s, err := steleLog.Open(context.Background(), b.TempDir(), steleLog.Options{})
+	s, err := logstore.Open(context.Background(), b.TempDir(), logstore.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

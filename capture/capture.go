@@ -8,7 +8,7 @@ package capture
 import (
 	"context"
 
-	"github.com/stele/stele/log"
+	"github.com/stele/stele"
 	"github.com/stele/stele/record"
 )
 
@@ -16,9 +16,9 @@ import (
 // durable (or with an error, after which none of them counts as
 // acknowledged); a record whose id is already stored is reported with
 // Duplicate set and not stored again, so replaying a source position is
-// safe. *log.Store satisfies it.
+// safe. *logstore.Store satisfies it.
 type Sink interface {
-	Append(ctx context.Context, recs []*record.Record) ([]log.Appended, error)
+	Append(ctx context.Context, recs []*record.Record) ([]stele.Appended, error)
 }
 
 // Source captures changes from one external system.

@@ -22,8 +22,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/stele/stele"
 	"github.com/stele/stele/internal/atomicfile"
-	"github.com/stele/stele/log"
 	"github.com/stele/stele/record"
 )
 
@@ -44,7 +44,7 @@ type SubjectNamer interface {
 
 // Appender is the log the records go to.
 type Appender interface {
-	Append(ctx context.Context, recs []*record.Record) ([]log.Appended, error)
+	Append(ctx context.Context, recs []*record.Record) ([]stele.Appended, error)
 }
 
 // Store is the dead-letter file, <data>/deadletter/records.jsonl.
@@ -119,10 +119,10 @@ func sourceName(src record.Source) string {
 // AppendOrPark appends recs; a record refused for breaking its schema is
 // parked (durably) and the rest appended, so the source may acknowledge
 // its position. Any other failure is returned as it is.
-func (s *Store) AppendOrPark(ctx context.Context, l Appender, recs []*record.Record) ([]log.Appended, error) {
+func (s *Store) AppendOrPark(ctx context.Context, l Appender, recs []*record.Record) ([]stele.Appended, error) {
 	for {
 		res, err := l.Append(ctx, recs)
-		var re *log.RecordError
+		var re *stele.RecordError
 		var fe *record.FieldError
 		if err == nil || !errors.As(err, &re) || !errors.As(re.Err, &fe) {
 			return res, err

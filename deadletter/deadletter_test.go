@@ -12,14 +12,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stele/stele"
 	"github.com/stele/stele/auth"
 	"github.com/stele/stele/deadletter"
 	"github.com/stele/stele/index"
-	"github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/privacy"
 	"github.com/stele/stele/privacy/keystore"
-	"github.com/stele/stele/privacy/schema"
 	"github.com/stele/stele/record"
+	"github.com/stele/stele/schema"
 )
 
 const customers = `{"type":"object","properties":{
@@ -30,7 +31,7 @@ type env struct {
 	reg    *schema.Registry
 	dir    string
 	guard  *privacy.Guard
-	log    *log.Store
+	log    *logstore.Store
 	ledger *privacy.Ledger
 	dead   *deadletter.Store
 }
@@ -62,7 +63,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := log.Open(ctx, filepath.Join(dir, "log"), log.Options{Hook: ix, Sealer: g})
+	st, err := logstore.Open(ctx, filepath.Join(dir, "log"), logstore.Options{Hook: ix, Sealer: g})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +165,7 @@ func TestParkedRecordsAreKeptAndErasedWithTheirSubject(t *testing.T) {
 
 type failingLog struct{ err error }
 
-func (f failingLog) Append(context.Context, []*record.Record) ([]log.Appended, error) {
+func (f failingLog) Append(context.Context, []*record.Record) ([]stele.Appended, error) {
 	return nil, f.err
 }
 

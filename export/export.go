@@ -11,7 +11,7 @@ import (
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
 
-	"github.com/stele/stele/log"
+	"github.com/stele/stele"
 	"github.com/stele/stele/query"
 	"github.com/stele/stele/record"
 )
@@ -48,7 +48,7 @@ type Options struct {
 	// Size: export records with seqs below Size; at most the checkpoint's.
 	Size uint64
 	// Checkpoint is the signed checkpoint the proof refers to.
-	Checkpoint *log.Checkpoint
+	Checkpoint *stele.Checkpoint
 	// VerifierKey is the log's note verifier key, written into the proof.
 	VerifierKey string
 	// Reveal, when set, rewrites each record after its leaf hash is taken

@@ -18,13 +18,13 @@ import (
 
 	"github.com/stele/stele/export"
 	"github.com/stele/stele/index"
-	"github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/query"
 	"github.com/stele/stele/record"
 )
 
 type env struct {
-	store *log.Store
+	store *logstore.Store
 	ex    *export.Exporter
 	dir   string
 }
@@ -36,7 +36,7 @@ func newEnv(t testing.TB) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := log.Open(context.Background(), dir, log.Options{Origin: "test.example/log", Hook: ix})
+	store, err := logstore.Open(context.Background(), dir, logstore.Options{Origin: "test.example/log", Hook: ix})
 	if err != nil {
 		t.Fatal(err)
 	}

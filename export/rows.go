@@ -312,7 +312,7 @@ func newParquetReader(ra io.ReaderAt, size int64) (*parquetReader, error) {
 		got = append(got, c.Name())
 	}
 	if !slices.Equal(got, Columns) {
-		return nil, fmt.Errorf("Parquet columns are %q, want %q", got, Columns)
+		return nil, fmt.Errorf("the Parquet file's columns are %q, want %q", got, Columns)
 	}
 	return &parquetReader{r: parquet.NewGenericReader[parquetRow](f), batch: make([]parquetRow, 0, parquetBatch)}, nil
 }

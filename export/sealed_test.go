@@ -11,12 +11,12 @@ import (
 
 	"github.com/stele/stele/auth"
 	"github.com/stele/stele/export"
-	"github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/privacy"
 	"github.com/stele/stele/privacy/keystore"
-	"github.com/stele/stele/privacy/schema"
 	"github.com/stele/stele/query"
 	"github.com/stele/stele/record"
+	"github.com/stele/stele/schema"
 )
 
 // TestRealSealedRecords exports records sealed by the real privacy layer
@@ -46,7 +46,7 @@ func TestRealSealedRecords(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := log.Open(ctx, filepath.Join(dir, "log"), log.Options{Origin: "sealed.test/log", Sealer: guard})
+	store, err := logstore.Open(ctx, filepath.Join(dir, "log"), logstore.Options{Origin: "sealed.test/log", Sealer: guard})
 	if err != nil {
 		t.Fatal(err)
 	}

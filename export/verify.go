@@ -14,7 +14,7 @@ import (
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
 
-	"github.com/stele/stele/log"
+	"github.com/stele/stele"
 	"github.com/stele/stele/query"
 	"github.com/stele/stele/record"
 )
@@ -73,7 +73,7 @@ type VerifyReport struct {
 	Size       uint64
 	Complete   bool
 	Filter     FilterJSON
-	Checkpoint *log.Checkpoint
+	Checkpoint *stele.Checkpoint
 	// KeyPinned: the checkpoint was checked against VerifyOptions.VerifierKey.
 	KeyPinned bool
 }
@@ -119,7 +119,7 @@ func Verify(ctx context.Context, data io.ReaderAt, dataSize int64, proofR io.Rea
 	if err != nil {
 		return nil, &VerifyError{Reason: "verifier key is not a note verifier key", Err: err}
 	}
-	cp, err := log.ParseCheckpoint([]byte(h.Checkpoint), v)
+	cp, err := stele.OpenCheckpoint([]byte(h.Checkpoint), v)
 	if err != nil {
 		return nil, &VerifyError{Reason: "checkpoint does not verify with the log's key", Err: err}
 	}

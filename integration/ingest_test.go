@@ -496,7 +496,7 @@ func TestIngestQueryProveRestart(t *testing.T) {
 			}
 		}
 		s.get(fmt.Sprintf("/v1/records/%d", len(all)), http.StatusNotFound)
-		s.get(fmt.Sprintf("/v1/records/5?tree_size=5"), http.StatusBadRequest)
+		s.get("/v1/records/5?tree_size=5", http.StatusBadRequest)
 		s.get(fmt.Sprintf("/v1/records/0?tree_size=%d", len(all)+1), http.StatusBadRequest)
 		if err := fetchConsistency(s.URL(), cp1, cp2); err != nil {
 			t.Error(err)

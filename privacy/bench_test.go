@@ -13,10 +13,10 @@ import (
 
 	"github.com/stele/stele/auth"
 	"github.com/stele/stele/index"
-	"github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/privacy/keystore"
-	"github.com/stele/stele/privacy/schema"
 	"github.com/stele/stele/record"
+	"github.com/stele/stele/schema"
 )
 
 const benchSchema = `{"type":"object","x-retention":"P7Y","properties":{
@@ -88,11 +88,11 @@ func BenchmarkAppendPII(b *testing.B) {
 		}
 		b.Run(name, func(b *testing.B) {
 			dir := b.TempDir()
-			opts := log.Options{}
+			opts := logstore.Options{}
 			if sealed {
 				opts.Sealer = newBenchEnv(b, dir).guard
 			}
-			st, err := log.Open(context.Background(), filepath.Join(dir, "log"), opts)
+			st, err := logstore.Open(context.Background(), filepath.Join(dir, "log"), opts)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -148,7 +148,7 @@ func benchErase(b *testing.B, n int) {
 		b.Fatal(err)
 	}
 	defer ix.Close()
-	st, err := log.Open(ctx, filepath.Join(dir, "log"), log.Options{Hook: ix, Sealer: env.guard})
+	st, err := logstore.Open(ctx, filepath.Join(dir, "log"), logstore.Options{Hook: ix, Sealer: env.guard})
 	if err != nil {
 		b.Fatal(err)
 	}

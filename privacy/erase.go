@@ -14,19 +14,21 @@ import (
 
 	"golang.org/x/mod/sumdb/note"
 
+	"github.com/stele/stele"
 	"github.com/stele/stele/auth"
-	"github.com/stele/stele/log"
 	"github.com/stele/stele/privacy/keystore"
 	"github.com/stele/stele/record"
 )
 
 // Log is what erasure, retention and access logging need from the log.
 type Log interface {
-	Append(ctx context.Context, recs []*record.Record) ([]log.Appended, error)
+	Append(ctx context.Context, recs []*record.Record) ([]stele.Appended, error)
 	Size() uint64
 	WaitIndexed(ctx context.Context, n uint64) error
-	Checkpoint(ctx context.Context) (*log.Checkpoint, error)
-	Keys() *log.Keys
+	Checkpoint(ctx context.Context) (*stele.Checkpoint, error)
+	// Signer signs receipts with the log's checkpoint key, so a receipt is
+	// checked with the verifier key auditors already hold.
+	Signer() note.Signer
 }
 
 // SubjectCounter is what erasure needs from the index.
@@ -204,8 +206,8 @@ func (l *Ledger) Erase(ctx context.Context, req EraseRequest) (*ReceiptResult, e
 
 // earlyCheckpoint issues a checkpoint in the background; the function it
 // returns waits for it (nil if it failed).
-func (l *Ledger) earlyCheckpoint(ctx context.Context) func() *log.Checkpoint {
-	done := make(chan *log.Checkpoint, 1)
+func (l *Ledger) earlyCheckpoint(ctx context.Context) func() *stele.Checkpoint {
+	done := make(chan *stele.Checkpoint, 1)
 	go func() {
 		cp, err := l.log.Checkpoint(ctx)
 		if err != nil {
@@ -213,7 +215,7 @@ func (l *Ledger) earlyCheckpoint(ctx context.Context) func() *log.Checkpoint {
 		}
 		done <- cp
 	}()
-	return sync.OnceValue(func() *log.Checkpoint { return <-done })
+	return sync.OnceValue(func() *stele.Checkpoint { return <-done })
 }
 
 // ExpirePeriods shreds every retention period whose time is up at now,
@@ -259,7 +261,7 @@ func (l *Ledger) RunRetention(ctx context.Context, interval time.Duration) {
 
 // appendReceipt signs and appends a receipt citing cp, or a checkpoint of
 // the log as it is now if cp is nil or older.
-func (l *Ledger) appendReceipt(ctx context.Context, rc Receipt, by *auth.Principal, erased []string, cp *log.Checkpoint) (*ReceiptResult, error) {
+func (l *Ledger) appendReceipt(ctx context.Context, rc Receipt, by *auth.Principal, erased []string, cp *stele.Checkpoint) (*ReceiptResult, error) {
 	if cp == nil || cp.Size < l.log.Size() {
 		var err error
 		if cp, err = l.log.Checkpoint(ctx); err != nil {
@@ -274,7 +276,7 @@ func (l *Ledger) appendReceipt(ctx context.Context, rc Receipt, by *auth.Princip
 	if err != nil {
 		return nil, fmt.Errorf("receipt: %w", err)
 	}
-	signed, err := note.Sign(&note.Note{Text: "stele receipt\n" + string(body) + "\n"}, l.log.Keys().Signer)
+	signed, err := note.Sign(&note.Note{Text: "stele receipt\n" + string(body) + "\n"}, l.log.Signer())
 	if err != nil {
 		return nil, fmt.Errorf("receipt: sign: %w", err)
 	}

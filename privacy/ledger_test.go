@@ -15,13 +15,13 @@ import (
 
 	"github.com/stele/stele/auth"
 	"github.com/stele/stele/index"
-	"github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/privacy/keystore"
 	"github.com/stele/stele/record"
 )
 
 // ledgerFixture is a Guard over a real log and index.
-func ledgerFixture(t *testing.T) (*fixture, *log.Store, *index.Index, *Ledger) {
+func ledgerFixture(t *testing.T) (*fixture, *logstore.Store, *index.Index, *Ledger) {
 	t.Helper()
 	f := newFixture(t)
 	dir := t.TempDir()
@@ -29,7 +29,7 @@ func ledgerFixture(t *testing.T) (*fixture, *log.Store, *index.Index, *Ledger) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := log.Open(context.Background(), filepath.Join(dir, "log"), log.Options{Hook: ix, Sealer: f.g})
+	st, err := logstore.Open(context.Background(), filepath.Join(dir, "log"), logstore.Options{Hook: ix, Sealer: f.g})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +37,7 @@ func ledgerFixture(t *testing.T) (*fixture, *log.Store, *index.Index, *Ledger) {
 	return f, st, ix, NewLedger(f.g, st, ix)
 }
 
-func readAll(t *testing.T, st *log.Store, g *Guard, role auth.Role) []*record.Record {
+func readAll(t *testing.T, st *logstore.Store, g *Guard, role auth.Role) []*record.Record {
 	t.Helper()
 	var out []*record.Record
 	for seq := range st.Size() {
@@ -256,7 +256,7 @@ func TestSealRacingErasureCachesNothingStale(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := log.Open(ctx, filepath.Join(dir, "log"), log.Options{Hook: ix})
+	st, err := logstore.Open(ctx, filepath.Join(dir, "log"), logstore.Options{Hook: ix})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,9 +6,9 @@ import (
 
 	"github.com/go-json-experiment/json/jsontext"
 
-	"github.com/stele/stele/privacy/internal/jsonscan"
-	"github.com/stele/stele/privacy/schema"
+	"github.com/stele/stele/internal/jsonscan"
 	"github.com/stele/stele/record"
+	"github.com/stele/stele/schema"
 )
 
 // plan is a schema compiled for sealing: a tree of the PII paths and the

@@ -13,8 +13,8 @@ import (
 
 	"github.com/stele/stele/auth"
 	"github.com/stele/stele/privacy/keystore"
-	"github.com/stele/stele/privacy/schema"
 	"github.com/stele/stele/record"
+	"github.com/stele/stele/schema"
 )
 
 const customersSchema = `{

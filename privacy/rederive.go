@@ -9,8 +9,8 @@ import (
 
 	"github.com/go-json-experiment/json/jsontext"
 
-	"github.com/stele/stele/privacy/schema"
 	"github.com/stele/stele/record"
+	"github.com/stele/stele/schema"
 )
 
 // Rederive rebuilds r.Derived for a record read back from the log, for the

@@ -13,7 +13,7 @@ import (
 
 	"github.com/stele/stele/auth"
 	"github.com/stele/stele/index"
-	"github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/record"
 )
 
@@ -73,13 +73,13 @@ func TestRebuiltIndexKeepsPersonalDataEntries(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
 	dir := t.TempDir()
-	open := func(ixDir string) (*log.Store, *index.Index) {
+	open := func(ixDir string) (*logstore.Store, *index.Index) {
 		t.Helper()
 		ix, err := index.Open(ixDir, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		st, err := log.Open(ctx, filepath.Join(dir, "log"), log.Options{Hook: ix, Sealer: f.g})
+		st, err := logstore.Open(ctx, filepath.Join(dir, "log"), logstore.Options{Hook: ix, Sealer: f.g})
 		if err != nil {
 			t.Fatal(err)
 		}

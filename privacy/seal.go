@@ -22,10 +22,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/stele/stele/privacy/internal/jsonscan"
+	"github.com/stele/stele/internal/jsonscan"
 	"github.com/stele/stele/privacy/keystore"
-	"github.com/stele/stele/privacy/schema"
 	"github.com/stele/stele/record"
+	"github.com/stele/stele/schema"
 )
 
 // Keys is what the privacy layer needs from the keystore.

@@ -3,8 +3,8 @@ package privacy
 import (
 	"errors"
 
-	"github.com/stele/stele/privacy/schema"
 	"github.com/stele/stele/record"
+	"github.com/stele/stele/schema"
 )
 
 // SubjectsOf names the data subjects r refers to, as erasure names them,

@@ -10,14 +10,14 @@ import (
 	"testing"
 	"time"
 
-	steleLog "github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/projection"
 	"github.com/stele/stele/record"
 )
 
-func newLog(t testing.TB) *steleLog.Store {
+func newLog(t testing.TB) *logstore.Store {
 	t.Helper()
-	s, err := steleLog.Open(context.Background(), t.TempDir(), steleLog.Options{Origin: "test.example/log"})
+	s, err := logstore.Open(context.Background(), t.TempDir(), logstore.Options{Origin: "test.example/log"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -25,7 +25,7 @@ func newLog(t testing.TB) *steleLog.Store {
 	return s
 }
 
-func appendAll(t testing.TB, s *steleLog.Store, recs ...*record.Record) {
+func appendAll(t testing.TB, s *logstore.Store, recs ...*record.Record) {
 	t.Helper()
 	if _, err := s.Append(context.Background(), recs); err != nil {
 		t.Fatal(err)

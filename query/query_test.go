@@ -15,8 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stele/stele"
 	"github.com/stele/stele/index"
-	steleLog "github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/query"
 	"github.com/stele/stele/record"
 )
@@ -24,7 +25,7 @@ import (
 // env is a log with its index wired as the server does it.
 type env struct {
 	dir string
-	s   *steleLog.Store
+	s   *logstore.Store
 	ix  *index.Index
 	e   *query.Engine
 }
@@ -36,7 +37,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := steleLog.Open(context.Background(), dir, steleLog.Options{Origin: "test.example/log", Hook: ix})
+	s, err := logstore.Open(context.Background(), dir, logstore.Options{Origin: "test.example/log", Hook: ix})
 	if err != nil {
 		ix.Close()
 		t.Fatal(err)
@@ -48,7 +49,7 @@ func newEnv(t *testing.T) *env {
 	return &env{dir: dir, s: s, ix: ix, e: query.New(s, ix)}
 }
 
-func (v *env) append(t *testing.T, recs ...*record.Record) []steleLog.Appended {
+func (v *env) append(t *testing.T, recs ...*record.Record) []stele.Appended {
 	t.Helper()
 	res, err := v.s.Append(context.Background(), recs)
 	if err != nil {
@@ -656,7 +657,7 @@ func TestDescendingSkipsRecordsNewerThanTheSnapshot(t *testing.T) {
 	// indexed between its snapshot and its scan.
 	full := newEnv(t)
 	prefixDir := t.TempDir()
-	prefix, err := steleLog.Open(ctx, prefixDir, steleLog.Options{Origin: "test.example/log"})
+	prefix, err := logstore.Open(ctx, prefixDir, logstore.Options{Origin: "test.example/log"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,7 @@ import (
 	"time"
 
 	"github.com/stele/stele/index"
-	steleLog "github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/query"
 	"github.com/stele/stele/record"
 )
@@ -340,7 +340,7 @@ func BenchmarkTableStateAt(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := steleLog.Open(context.Background(), dir, steleLog.Options{Origin: "bench.example/log", Hook: ix})
+	s, err := logstore.Open(context.Background(), dir, logstore.Options{Origin: "bench.example/log", Hook: ix})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -2,9 +2,6 @@ package record
 
 import (
 	"bytes"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base32"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -178,30 +175,6 @@ func joinOps() string {
 	return strings.Join(s, ", ")
 }
 
-var idEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
-
-// DeriveID returns the record id for a change that names its source position
-// (tx.position, with tx.index inside the transaction): the same change
-// captured twice gets the same id and so is stored once. Without a position
-// the change cannot be recognised again, so it gets a random id.
-func DeriveID(r *Record) string {
-	if r.Tx == nil || r.Tx.Position == "" {
-		var b [16]byte
-		_, _ = rand.Read(b[:])
-		return "r" + strings.ToLower(idEncoding.EncodeToString(b[:]))
-	}
-	h := sha256.New()
-	for _, part := range []string{r.Source.Kind, r.Source.Name, r.Source.Database, r.Source.Schema, r.Source.Table, r.Tx.Position} {
-		h.Write([]byte(part))
-		h.Write([]byte{0})
-	}
-	if r.Tx.Index != nil {
-		h.Write(strconv.AppendInt(nil, *r.Tx.Index, 10))
-	}
-	sum := h.Sum(nil)
-	return "p" + strings.ToLower(idEncoding.EncodeToString(sum[:16]))
-}
-
 type member struct {
 	name  string
 	path  string
@@ -327,15 +300,6 @@ func parseSource(v jsontext.Value, s *Source) error {
 // canonicalOptions sort object members and minimise strings but keep number
 // literals exactly as sent, so 12345678901234567890.123 stays that.
 var canonicalOptions = []jsontext.Options{jsontext.CanonicalizeRawInts(false), jsontext.CanonicalizeRawFloats(false)}
-
-// Canonical returns v in Stele's canonical JSON form.
-func Canonical(v []byte) ([]byte, error) {
-	val := jsontext.Value(slices.Clone(v))
-	if err := val.Canonicalize(canonicalOptions...); err != nil {
-		return nil, err
-	}
-	return val, nil
-}
 
 func canonicalObject(path string, v jsontext.Value, keepOrder bool) (json.RawMessage, error) {
 	if v.Kind() != '{' {
@@ -511,51 +475,4 @@ func sortedCopy(s []string) []string {
 	out := slices.Clone(s)
 	slices.Sort(out)
 	return slices.Compact(out)
-}
-
-// ChangedFields names the top-level fields whose canonical value differs
-// between two images. With one image missing, every field of the other has
-// changed (an insert or a delete).
-func ChangedFields(before, after json.RawMessage) ([]string, error) {
-	b, err := topLevel("before", before)
-	if err != nil {
-		return nil, err
-	}
-	a, err := topLevel("after", after)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for name, av := range a {
-		if bv, ok := b[name]; !ok || !bytes.Equal(av, bv) {
-			out = append(out, name)
-		}
-	}
-	for name := range b {
-		if _, ok := a[name]; !ok {
-			out = append(out, name)
-		}
-	}
-	slices.Sort(out)
-	return out, nil
-}
-
-func topLevel(path string, obj json.RawMessage) (map[string][]byte, error) {
-	if len(obj) == 0 {
-		return nil, nil
-	}
-	members, err := objectMembers(obj, path)
-	if err != nil {
-		return nil, err
-	}
-	out := make(map[string][]byte, len(members))
-	for _, m := range members {
-		// Compare canonical forms, so member order and spacing inside a
-		// value are not changes even when the caller's images are not
-		// canonical.
-		if out[m.name], err = Canonical(m.value); err != nil {
-			return nil, syntaxErr(m.path, err)
-		}
-	}
-	return out, nil
 }

@@ -273,7 +273,7 @@ func TestParseIngestID(t *testing.T) {
 			}
 		}
 		r := &record.Record{Source: record.Source{Name: "s", Kind: "http", Table: "t"}}
-		if record.DeriveID(r) == record.DeriveID(r) {
+		if first, second := record.DeriveID(r), record.DeriveID(r); first == second {
 			t.Errorf("DeriveID without a position is not random")
 		}
 	})

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: formatting, vet, every package's tests (with the race
+# The whole test suite: formatting and import grouping, vet, staticcheck,
+# govulncheck (when its database is reachable), every package's tests (with the race
 # detector), and a short fuzz run of the record decoders. CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,8 +12,28 @@ if [ -n "$unformatted" ]; then
   echo "gofmt would change:"; echo "$unformatted"; exit 1
 fi
 
+echo "== goimports"
+# generated.go is gqlgen's output, formatted by gqlgen itself.
+misgrouped=$(go tool goimports -local github.com/stele/stele -l $(git ls-files '*.go' 2>/dev/null | grep -v 'generated.go$' || find . -name '*.go' ! -name generated.go))
+if [ -n "$misgrouped" ]; then
+  echo "goimports -local github.com/stele/stele would change:"; echo "$misgrouped"; exit 1
+fi
+
 echo "== go vet"
 go vet ./...
+
+echo "== staticcheck"
+go tool staticcheck ./...
+
+echo "== govulncheck"
+# It needs vuln.go.dev; on a machine without it, say so and go on.
+if vulnout=$(go tool govulncheck ./... 2>&1); then
+  echo "$vulnout" | tail -n 3
+elif echo "$vulnout" | grep -qiE 'vuln.go.dev|dial tcp|no such host|connection refused|i/o timeout|TLS handshake'; then
+  echo "govulncheck skipped: the vulnerability database (vuln.go.dev) cannot be reached from this machine"
+else
+  echo "$vulnout"; exit 1
+fi
 
 echo "== go test -race"
 go test -race -count=1 -timeout 20m ./...

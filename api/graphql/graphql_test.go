@@ -21,11 +21,12 @@ import (
 	"github.com/transparency-dev/merkle/proof"
 	"github.com/transparency-dev/merkle/rfc6962"
 
+	"github.com/stele/stele"
 	"github.com/stele/stele/api"
 	"github.com/stele/stele/api/graphql"
 	"github.com/stele/stele/auth"
 	"github.com/stele/stele/index"
-	"github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/privacy"
 	"github.com/stele/stele/query"
 	"github.com/stele/stele/record"
@@ -37,7 +38,7 @@ var (
 )
 
 type env struct {
-	store  *log.Store
+	store  *logstore.Store
 	engine *query.Engine
 	srv    *httptest.Server
 	recs   []*record.Record // what the test appended, in seq order
@@ -50,7 +51,7 @@ func newEnv(t *testing.T, opts graphql.Options) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store, err := log.Open(context.Background(), dir, log.Options{Origin: "test.example/log", Hook: ix})
+	store, err := logstore.Open(context.Background(), dir, logstore.Options{Origin: "test.example/log", Hook: ix})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -454,7 +455,7 @@ func TestCheckpointAndProofs(t *testing.T) {
 	var d1 struct{ Checkpoint cp }
 	e.data(t, `{ checkpoint { origin size rootHash note } }`, nil, &d1)
 	c1 := d1.Checkpoint
-	parsed, err := log.ParseCheckpoint([]byte(c1.Note), e.store.Keys().Verifier)
+	parsed, err := stele.OpenCheckpoint([]byte(c1.Note), e.store.Keys().Verifier)
 	if err != nil {
 		t.Fatalf("checkpoint note does not verify: %v", err)
 	}
@@ -501,7 +502,7 @@ func TestCheckpointAndProofs(t *testing.T) {
 		if d.Latest.Checkpoint == nil || d.Latest.TreeSize != d.Latest.Checkpoint.Size || d.Latest.TreeSize != 180 {
 			t.Fatalf("seq %d latest: %+v", seq, d.Latest)
 		}
-		latest, err := log.ParseCheckpoint([]byte(d.Latest.Checkpoint.Note), e.store.Keys().Verifier)
+		latest, err := stele.OpenCheckpoint([]byte(d.Latest.Checkpoint.Note), e.store.Keys().Verifier)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -642,7 +643,7 @@ func TestMountedInAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ix.Close()
-	store, err := log.Open(context.Background(), dir, log.Options{Origin: "test.example/log", Hook: ix})
+	store, err := logstore.Open(context.Background(), dir, logstore.Options{Origin: "test.example/log", Hook: ix})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -701,7 +702,7 @@ func BenchmarkRecordsQuery(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer ix.Close()
-	store, err := log.Open(context.Background(), dir, log.Options{Origin: "bench.example/log", Hook: ix})
+	store, err := logstore.Open(context.Background(), dir, logstore.Options{Origin: "bench.example/log", Hook: ix})
 	if err != nil {
 		b.Fatal(err)
 	}

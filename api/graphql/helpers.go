@@ -10,7 +10,8 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
-	"github.com/stele/stele/log"
+	"github.com/stele/stele"
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/query"
 )
 
@@ -38,7 +39,7 @@ func (r *Resolver) internal(ctx context.Context, what string, err error) error {
 	}
 	r.logger.ErrorContext(ctx, "graphql resolver failed", "what", what, "err", err)
 	msg := "internal error (" + what + ")"
-	if errors.Is(err, log.ErrTampered) {
+	if errors.Is(err, logstore.ErrTampered) {
 		msg = "a stored record failed its integrity check; run `stele verify`"
 	}
 	return &gqlerror.Error{Path: graphql.GetPath(ctx), Message: msg, Extensions: map[string]any{"code": CodeInternal}}
@@ -93,7 +94,7 @@ func pageInfo(next string) *PageInfo {
 // checkpoint returns a signed checkpoint covering at least min records and
 // every durable one, signing one first if the latest lags, as GET
 // /v1/checkpoint does.
-func (r *Resolver) checkpoint(ctx context.Context, min uint64) (*log.Checkpoint, error) {
+func (r *Resolver) checkpoint(ctx context.Context, min uint64) (*stele.Checkpoint, error) {
 	cp := r.log.LatestCheckpoint()
 	if cp != nil && cp.Size >= min && cp.Size >= r.log.Size() {
 		return cp, nil
@@ -110,7 +111,7 @@ func (r *Resolver) checkpoint(ctx context.Context, min uint64) (*log.Checkpoint,
 	return nil, r.internal(ctx, "checkpoint", fmt.Errorf("sign checkpoint: %w", err))
 }
 
-func checkpointOf(cp *log.Checkpoint) *Checkpoint {
+func checkpointOf(cp *stele.Checkpoint) *Checkpoint {
 	return &Checkpoint{Origin: cp.Origin, Size: cp.Size, RootHash: base64.StdEncoding.EncodeToString(cp.Root), Note: string(cp.Note)}
 }
 

@@ -5,7 +5,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/stele/stele/log"
+	"github.com/stele/stele"
 	"github.com/stele/stele/query"
 )
 
@@ -23,8 +23,8 @@ type Store interface {
 	ReadRaw(seq uint64) ([]byte, error)
 	InclusionProof(seq, size uint64) ([][]byte, error)
 	ConsistencyProof(from, to uint64) ([][]byte, error)
-	LatestCheckpoint() *log.Checkpoint
-	Checkpoint(ctx context.Context) (*log.Checkpoint, error)
+	LatestCheckpoint() *stele.Checkpoint
+	Checkpoint(ctx context.Context) (*stele.Checkpoint, error)
 }
 
 // Resolver resolves the schema's fields; it holds no per-request state.

@@ -12,9 +12,10 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/transparency-dev/merkle/rfc6962"
+
 	"github.com/stele/stele/query"
 	"github.com/stele/stele/record"
-	"github.com/transparency-dev/merkle/rfc6962"
 )
 
 // Records is the resolver for the records field.

@@ -22,7 +22,7 @@ import (
 
 	"github.com/stele/stele/capture/pgctx"
 	"github.com/stele/stele/internal/pgtest"
-	"github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 )
 
 // TestCrashExactlyOnce runs the real stele binary against a throwaway
@@ -145,7 +145,7 @@ func TestCrashExactlyOnce(t *testing.T) {
 	if strings.Contains(string(logs), "wrong-pw-xyz") {
 		t.Errorf("a password appears in the logs")
 	}
-	if _, err := log.VerifyDir(context.Background(), data, log.VerifyOptions{}); err != nil {
+	if _, err := logstore.VerifyDir(context.Background(), data, logstore.VerifyOptions{}); err != nil {
 		t.Fatalf("log does not verify: %v", err)
 	}
 

@@ -17,18 +17,19 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/stele/stele"
 	"github.com/stele/stele/capture"
 	"github.com/stele/stele/capture/pgctx"
 	"github.com/stele/stele/index"
 	"github.com/stele/stele/internal/pgtest"
-	"github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/record"
 )
 
 // testStore is a real log store with its index (which recognises
 // duplicate ids across commits).
 type testStore struct {
-	*log.Store
+	*logstore.Store
 	ix *index.Index
 }
 
@@ -38,7 +39,7 @@ func openStore(t *testing.T, dir string) *testStore {
 	if err != nil {
 		t.Fatalf("open index: %v", err)
 	}
-	st, err := log.Open(context.Background(), dir, log.Options{Hook: ix})
+	st, err := logstore.Open(context.Background(), dir, logstore.Options{Hook: ix})
 	if err != nil {
 		ix.Close()
 		t.Fatalf("open log: %v", err)
@@ -84,7 +85,7 @@ type dupCounter struct {
 	dups atomic.Int64
 }
 
-func (d *dupCounter) Append(ctx context.Context, recs []*record.Record) ([]log.Appended, error) {
+func (d *dupCounter) Append(ctx context.Context, recs []*record.Record) ([]stele.Appended, error) {
 	res, err := d.Sink.Append(ctx, recs)
 	for _, a := range res {
 		if a.Duplicate {
@@ -495,9 +496,9 @@ func TestCapture(t *testing.T) {
 		ts.close()
 		ts = openStore(t, dir)
 		r = startReady(t, cfg, ts)
-		recs := ts.records(t, 85)
+		ts.records(t, 85)
 		execIn(t, url, `UPDATE r SET v = 3 WHERE id = 60`) // a marker after everything
-		recs = ts.records(t, 86)
+		recs := ts.records(t, 86)
 		r.stop()
 		// Replaying every transaction from the start (same source name,
 		// the copied slot) stores nothing new: the ids are the same.

@@ -262,7 +262,7 @@ func parseRowMessage(data []byte, m *rowMessage) error {
 	}
 	if kind == 'D' {
 		if !m.hasOld {
-			return fmt.Errorf("D message: no old tuple")
+			return fmt.Errorf("delete message (D) has no old tuple")
 		}
 		return nil
 	}

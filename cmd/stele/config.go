@@ -16,7 +16,7 @@ import (
 
 	"github.com/stele/stele/api"
 	"github.com/stele/stele/projection"
-	"github.com/stele/stele/stream"
+	"github.com/stele/stele/publish"
 )
 
 // Config is the server configuration. Precedence, lowest first: defaults,
@@ -212,7 +212,7 @@ func options() []option {
 			return nil
 		}},
 		{"stream_format", "lineage event `format`: cloudevents (data = the record) or debezium (data = {before, after, source, op, ts_ms}) (YAML: stream: {format: ...})", func(c *Config, v string) error {
-			if _, err := stream.ParseFormat(v); err != nil || v == "" {
+			if _, err := publish.ParseFormat(v); err != nil || v == "" {
 				return errors.New("want cloudevents or debezium")
 			}
 			c.Stream.Format = v

@@ -21,8 +21,8 @@ import (
 	"github.com/transparency-dev/merkle/rfc6962"
 	"golang.org/x/mod/sumdb/note"
 
-	"github.com/stele/stele/audit"
-	"github.com/stele/stele/log"
+	"github.com/stele/stele"
+	"github.com/stele/stele/auditor"
 )
 
 func runDemo(ctx context.Context, args []string) error {
@@ -159,7 +159,7 @@ func (d *demo) run(ctx context.Context, dataDir string) error {
 		nd.WriteByte('\n')
 	}
 	var r1, r2 struct {
-		Records []log.Appended `json:"records"`
+		Records []stele.Appended `json:"records"`
 	}
 	if err := d.do(ctx, "POST", "/v1/records", "application/json", demoJSON(recs[:half]), http.StatusCreated, &r1); err != nil {
 		return err
@@ -235,7 +235,7 @@ func (d *demo) run(ctx context.Context, dataDir string) error {
 		return err
 	}
 	vkey = strings.TrimSpace(vkey)
-	rep, err := audit.Check(ctx, audit.Options{URL: d.base, VerifierKey: vkey, StatePath: filepath.Join(dataDir, "demo-audit-state.json"), SpotChecks: 8})
+	rep, err := auditor.Check(ctx, auditor.Options{URL: d.base, VerifierKey: vkey, StatePath: filepath.Join(dataDir, "demo-audit-state.json"), SpotChecks: 8})
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
@@ -284,7 +284,7 @@ func (d *demo) proveInclusion(ctx context.Context, seq uint64) error {
 	if err != nil {
 		return err
 	}
-	cp, err := log.ParseCheckpoint([]byte(resp.Checkpoint), v)
+	cp, err := stele.OpenCheckpoint([]byte(resp.Checkpoint), v)
 	if err != nil {
 		return err
 	}

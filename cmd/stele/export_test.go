@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/stele/stele/export"
-	"github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/record"
 )
 
@@ -21,7 +21,7 @@ import (
 // verifier key.
 func fillDir(t *testing.T, dir string, n int) string {
 	t.Helper()
-	store, err := log.Open(context.Background(), dir, log.Options{Origin: "cli.test/log"})
+	store, err := logstore.Open(context.Background(), dir, logstore.Options{Origin: "cli.test/log"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,7 +145,7 @@ func TestExportFromURL(t *testing.T) {
 	if resp.StatusCode != http.StatusCreated {
 		t.Fatalf("ingest: %s", resp.Status)
 	}
-	vkey, err := log.LoadVerifierKey(cfg.Data)
+	vkey, err := logstore.LoadVerifierKey(cfg.Data)
 	if err != nil {
 		t.Fatal(err)
 	}

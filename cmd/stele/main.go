@@ -9,11 +9,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/stele/stele/internal/gctune"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/stele/stele/internal/gctune"
 )
 
 // command is one subcommand.

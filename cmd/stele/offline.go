@@ -11,13 +11,13 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/stele/stele/index"
-	"github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 )
 
 // stoppedDir is a stopped server's data directory opened for reading: its
 // lock held, its log open and the index brought up to date with it.
 type stoppedDir struct {
-	store *log.Store
+	store *logstore.Store
 	ix    *index.Index
 	vkey  string
 }
@@ -47,7 +47,7 @@ func openStopped(ctx context.Context, cfg Config, logger *slog.Logger, lockHint 
 		return nil, nil, fmt.Errorf("%w (%s)", err, lockHint)
 	}
 	undo = append(undo, unlock)
-	vkey, err := log.LoadVerifierKey(data)
+	vkey, err := logstore.LoadVerifierKey(data)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -67,11 +67,11 @@ func openStopped(ctx context.Context, cfg Config, logger *slog.Logger, lockHint 
 		return nil, nil, err
 	}
 	undo = append(undo, closeSealer)
-	store, err := log.Open(ctx, data, log.Options{Origin: v.Name(), Hook: ix, Sealer: sealer, Logger: logger})
+	store, err := logstore.Open(ctx, data, logstore.Options{Origin: v.Name(), Hook: ix, Sealer: sealer, Logger: logger})
 	switch {
-	case errors.Is(err, log.ErrIndexAhead):
+	case errors.Is(err, logstore.ErrIndexAhead):
 		return nil, nil, fmt.Errorf("%w: run `stele reindex --data %s` first", err, data)
-	case errors.Is(err, log.ErrTampered):
+	case errors.Is(err, logstore.ErrTampered):
 		return nil, nil, fmt.Errorf("%w; run `stele verify --data %s` to find the first bad seq", err, data)
 	case err != nil:
 		return nil, nil, fmt.Errorf("open log in %s: %w", data, err)

@@ -13,11 +13,11 @@ import (
 	"time"
 
 	"github.com/stele/stele/auth"
-	"github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/privacy"
 	"github.com/stele/stele/privacy/keystore"
-	"github.com/stele/stele/privacy/schema"
 	"github.com/stele/stele/record"
+	"github.com/stele/stele/schema"
 )
 
 // privacyStack is the keystore, the schema registry and the guard that
@@ -104,7 +104,7 @@ func requireTokensOffLoopback(addr, data string, tokens *auth.Tokens, logger *sl
 // recordTokenChanges appends an admin record whenever the set of tokens
 // in force changes (at start and while running), so creating a token —
 // done offline with `stele token create` — is itself in the log.
-func recordTokenChanges(ctx context.Context, store *log.Store, tokens *auth.Tokens, logger *slog.Logger, every time.Duration) {
+func recordTokenChanges(ctx context.Context, store *logstore.Store, tokens *auth.Tokens, logger *slog.Logger, every time.Duration) {
 	last := ""
 	t := time.NewTicker(every)
 	defer t.Stop()
@@ -141,10 +141,10 @@ func recordTokenChanges(ctx context.Context, store *log.Store, tokens *auth.Toke
 // offlineSealer opens the privacy layer of a stopped server's data
 // directory for a command that opens its log with the index: the records
 // the index catches up on need their personal-data entries rederived
-// (log.Sealer.Rederive), or they would be indexed without blind-index terms
+// (logstore.Sealer.Rederive), or they would be indexed without blind-index terms
 // and subject counts. Without a keystore there is nothing to rederive, and
 // it returns no sealer. release closes the keystore.
-func offlineSealer(ctx context.Context, cfg Config, logger *slog.Logger) (sealer log.Sealer, release func(), err error) {
+func offlineSealer(ctx context.Context, cfg Config, logger *slog.Logger) (sealer logstore.Sealer, release func(), err error) {
 	if _, err := os.Stat(filepath.Join(cfg.Data, "keystore")); errors.Is(err, os.ErrNotExist) {
 		return nil, func() {}, nil
 	}

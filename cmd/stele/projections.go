@@ -18,7 +18,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 	"gopkg.in/yaml.v3"
 
-	"github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/projection"
 )
 
@@ -186,7 +186,7 @@ func rebuildProjection(ctx context.Context, cfg Config, name string, logger *slo
 		return err
 	}
 	defer unlock()
-	vkey, err := log.LoadVerifierKey(cfg.Data)
+	vkey, err := logstore.LoadVerifierKey(cfg.Data)
 	if err != nil {
 		return err
 	}
@@ -202,7 +202,7 @@ func rebuildProjection(ctx context.Context, cfg Config, name string, logger *slo
 	if _, err := st.Info(name); err != nil {
 		return usagef("%v (configured: %s)", err, strings.Join(set.Names(), ", "))
 	}
-	store, err := log.Open(ctx, cfg.Data, log.Options{Origin: v.Name(), Logger: logger})
+	store, err := logstore.Open(ctx, cfg.Data, logstore.Options{Origin: v.Name(), Logger: logger})
 	if err != nil {
 		return fmt.Errorf("open log: %w", err)
 	}
@@ -266,7 +266,7 @@ func setProjectionsAside(data string, set *projection.Set, cause error, logger *
 // startProjections opens the configured projections and follows the log
 // in the background. It returns nil when none are configured; stop ends
 // the follower and closes the database.
-func startProjections(ctx context.Context, cfg Config, store *log.Store, logger *slog.Logger) (st *projection.Store, stop func(), err error) {
+func startProjections(ctx context.Context, cfg Config, store *logstore.Store, logger *slog.Logger) (st *projection.Store, stop func(), err error) {
 	defs := cfg.projectionList()
 	if len(defs) == 0 {
 		return nil, func() {}, nil

@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/projection"
 	"github.com/stele/stele/record"
 )
@@ -70,7 +70,7 @@ func TestProjectionsRebuildCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	logger := slog.New(slog.DiscardHandler)
-	store, err := log.Open(ctx, data, log.Options{Origin: "test.example/log"})
+	store, err := logstore.Open(ctx, data, logstore.Options{Origin: "test.example/log"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/stele/stele/index"
-	"github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 )
 
 const reindexUsage = `[--config FILE] [--data DIR]
@@ -50,7 +50,7 @@ func reindex(ctx context.Context, cfg Config, logger *slog.Logger, progress bool
 	defer unlock()
 	// The log refuses to open under another origin than its key's, so take
 	// the origin from the key rather than from configuration.
-	vkey, err := log.LoadVerifierKey(data)
+	vkey, err := logstore.LoadVerifierKey(data)
 	if err != nil {
 		return err
 	}
@@ -101,13 +101,13 @@ func reindex(ctx context.Context, cfg Config, logger *slog.Logger, progress bool
 	}
 	defer closeSealer()
 	// Opening the log replays every record the (empty) index has not seen.
-	store, err := log.Open(ctx, data, log.Options{Origin: v.Name(), Hook: hook, Sealer: sealer, Logger: logger})
+	store, err := logstore.Open(ctx, data, logstore.Options{Origin: v.Name(), Hook: hook, Sealer: sealer, Logger: logger})
 	if progress {
 		fmt.Fprint(stderr, "\r\033[K")
 	}
 	if err != nil {
 		ix.Close()
-		if errors.Is(err, log.ErrTampered) {
+		if errors.Is(err, logstore.ErrTampered) {
 			err = fmt.Errorf("%w; run `stele verify --data %s` to find the first bad seq", err, data)
 		}
 		return restore(fmt.Errorf("replay the log: %w", err))

@@ -20,7 +20,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"gopkg.in/yaml.v3"
 
-	"github.com/stele/stele/privacy/schema"
+	"github.com/stele/stele/capture/postgres"
+	"github.com/stele/stele/schema"
 )
 
 // runSchema dispatches `stele schema put|get|infer`.
@@ -218,7 +219,7 @@ func runSchemaInfer(ctx context.Context, args []string, out io.Writer) error {
 		return fmt.Errorf("connect to PostgreSQL: %w", err)
 	}
 	defer conn.Close(context.Background())
-	doc, err := schema.InferPostgres(cctx, conn, schemaName, tableName, ann)
+	doc, err := postgres.InferSchema(cctx, conn, schemaName, tableName, ann)
 	if err != nil {
 		return err
 	}

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/stele/stele/internal/pgtest"
-	"github.com/stele/stele/privacy/schema"
+	"github.com/stele/stele/schema"
 )
 
 const cliOrders = `{"type": "object", "properties": {"id": {"type": "integer", "x-subject": true}, "email": {"type": "string", "x-pii": true}}}`

@@ -26,7 +26,7 @@ import (
 	"github.com/stele/stele/export"
 	"github.com/stele/stele/index"
 	"github.com/stele/stele/internal/atomicfile"
-	"github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/privacy"
 	"github.com/stele/stele/query"
 )
@@ -95,17 +95,17 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 	if err != nil {
 		return err
 	}
-	logOpts := log.Options{Origin: cfg.Origin, Hook: ix, Sealer: priv.guard, Logger: logger, CheckpointInterval: cfg.CheckpointInterval}
-	store, err := log.Open(ctx, cfg.Data, logOpts)
-	if errors.Is(err, log.ErrIndexAhead) {
+	logOpts := logstore.Options{Origin: cfg.Origin, Hook: ix, Sealer: priv.guard, Logger: logger, CheckpointInterval: cfg.CheckpointInterval}
+	store, err := logstore.Open(ctx, cfg.Data, logOpts)
+	if errors.Is(err, logstore.ErrIndexAhead) {
 		ix.Close()
 		if ix, err = setIndexAside(cfg.Data, err, logger); err != nil {
 			return err
 		}
 		logOpts.Hook = ix
-		store, err = log.Open(ctx, cfg.Data, logOpts)
+		store, err = logstore.Open(ctx, cfg.Data, logOpts)
 	}
-	if errors.Is(err, log.ErrTampered) {
+	if errors.Is(err, logstore.ErrTampered) {
 		ix.Close()
 		logger.Error("the stored log failed verification; serving only the reason until an operator intervenes", "err", err)
 		return listenAndServe(ctx, cfg, addrFile, logger, tamperedHandler(cfg.Data, err.Error()))
@@ -189,7 +189,7 @@ func verifyAtStart(ctx context.Context, dir string, size uint64, h *health, logg
 		return
 	}
 	start := time.Now()
-	rep, err := log.VerifyDir(ctx, dir, log.VerifyOptions{Size: size})
+	rep, err := logstore.VerifyDir(ctx, dir, logstore.VerifyOptions{Size: size})
 	switch {
 	case err == nil:
 		h.set(api.StatusOK, "")
@@ -296,7 +296,7 @@ func tamperedHandler(data, detail string) http.Handler {
 		}{api.StatusTampered, detail})
 	})
 	mux.HandleFunc("GET /v1/log/key", func(w http.ResponseWriter, r *http.Request) {
-		key, err := log.LoadVerifierKey(data)
+		key, err := logstore.LoadVerifierKey(data)
 		if err != nil {
 			unavailable(w, errorBody{"verifier key unavailable: " + err.Error()})
 			return
@@ -305,7 +305,7 @@ func tamperedHandler(data, detail string) http.Handler {
 		_, _ = w.Write([]byte(key + "\n"))
 	})
 	mux.HandleFunc("GET /v1/checkpoint", func(w http.ResponseWriter, r *http.Request) {
-		cp, err := log.LatestCheckpointInDir(data)
+		cp, err := logstore.LatestCheckpointInDir(data)
 		if err != nil {
 			unavailable(w, errorBody{"no trustworthy checkpoint: " + err.Error()})
 			return
@@ -345,7 +345,7 @@ func lockDataDir(data string) (unlock func(), err error) {
 // to the log through the privacy layer, like any captured record.
 type deadLetterReplay struct {
 	*deadletter.Store
-	log    *log.Store
+	log    *logstore.Store
 	opener deadletter.Opener
 }
 

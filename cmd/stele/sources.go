@@ -3,15 +3,17 @@ package main
 import (
 	"context"
 	"fmt"
-	"github.com/stele/stele/deadletter"
-	"github.com/stele/stele/index"
-	"github.com/stele/stele/log"
-	"github.com/stele/stele/record"
 	"log/slog"
 	"net/url"
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/stele/stele"
+	"github.com/stele/stele/deadletter"
+	"github.com/stele/stele/index"
+	"github.com/stele/stele/logstore"
+	"github.com/stele/stele/record"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"gopkg.in/yaml.v3"
@@ -323,14 +325,14 @@ func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 // acknowledged record, so a source can tell whether its initial snapshot
 // completed before a crash.
 type indexedSink struct {
-	*log.Store
+	*logstore.Store
 	ix   *index.Index
 	dead *deadletter.Store
 }
 
 // Append parks records that break their schema instead of failing the
 // batch, so one bad row cannot stall a source.
-func (s indexedSink) Append(ctx context.Context, recs []*record.Record) ([]log.Appended, error) {
+func (s indexedSink) Append(ctx context.Context, recs []*record.Record) ([]stele.Appended, error) {
 	return s.dead.AppendOrPark(ctx, s.Store, recs)
 }
 

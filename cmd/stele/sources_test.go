@@ -3,13 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"github.com/stele/stele/index"
-	"github.com/stele/stele/log"
-	"github.com/stele/stele/record"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stele/stele/index"
+	"github.com/stele/stele/logstore"
+	"github.com/stele/stele/record"
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
@@ -157,7 +158,7 @@ func TestIndexedSinkHasID(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ix.Close()
-	store, err := log.Open(ctx, dir, log.Options{Hook: ix})
+	store, err := logstore.Open(ctx, dir, logstore.Options{Hook: ix})
 	if err != nil {
 		t.Fatal(err)
 	}

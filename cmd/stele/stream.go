@@ -11,8 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/stele/stele/log"
-	"github.com/stele/stele/stream"
+	"github.com/stele/stele/logstore"
+	"github.com/stele/stele/publish"
 )
 
 // defaultNATSListen is the embedded NATS server's usual client port.
@@ -22,18 +22,18 @@ const defaultNATSListen = "127.0.0.1:4222"
 // configured) and returns the function that stops it. It runs until stop
 // is called, not until ctx ends, so records appended by requests still in
 // flight at shutdown are published too.
-func startStream(cfg Config, store *log.Store, reg *prometheus.Registry, logger *slog.Logger) (stop func(), err error) {
+func startStream(cfg Config, store *logstore.Store, reg *prometheus.Registry, logger *slog.Logger) (stop func(), err error) {
 	if cfg.Stream.Disabled {
 		logger.Info("lineage stream disabled (stream.enabled: false)")
 		return func() {}, nil
 	}
-	format, err := stream.ParseFormat(cfg.Stream.Format)
+	format, err := publish.ParseFormat(cfg.Stream.Format)
 	if err != nil {
 		return nil, err
 	}
 	var (
 		nc  *nats.Conn
-		emb *stream.Embedded
+		emb *publish.Embedded
 	)
 	if cfg.Stream.NATSURL == "" {
 		listen := cfg.Stream.Listen
@@ -52,7 +52,7 @@ func startStream(cfg Config, store *log.Store, reg *prometheus.Registry, logger 
 		case "none":
 			listen = ""
 		}
-		emb, err = stream.StartEmbedded(stream.EmbeddedConfig{Dir: filepath.Join(cfg.Data, "nats"), Listen: listen, Logger: logger})
+		emb, err = publish.StartEmbedded(publish.EmbeddedConfig{Dir: filepath.Join(cfg.Data, "nats"), Listen: listen, Logger: logger})
 		if err != nil {
 			return nil, err
 		}
@@ -61,7 +61,7 @@ func startStream(cfg Config, store *log.Store, reg *prometheus.Registry, logger 
 			return nil, err
 		}
 		logger.Info("lineage stream: embedded NATS JetStream", "store", filepath.Join(cfg.Data, "nats"), "client_url", emb.ClientURL(),
-			"subjects", stream.DefaultSubjectPrefix+".>", "stream", stream.DefaultStream)
+			"subjects", publish.DefaultSubjectPrefix+".>", "stream", publish.DefaultStream)
 	} else {
 		// A NATS that is down at start is retried forever: the log keeps
 		// the backlog, so Stele starts and serves regardless.
@@ -71,12 +71,12 @@ func startStream(cfg Config, store *log.Store, reg *prometheus.Registry, logger 
 			// The URL may carry credentials; the error does not repeat it.
 			return nil, fmt.Errorf("stream.nats_url: %w", err)
 		}
-		logger.Info("lineage stream: external NATS JetStream", "servers", len(nc.Servers()), "stream", stream.DefaultStream)
+		logger.Info("lineage stream: external NATS JetStream", "servers", len(nc.Servers()), "stream", publish.DefaultStream)
 	}
-	pub, err := stream.New(stream.Config{
+	pub, err := publish.New(publish.Config{
 		Log:        store,
 		Conn:       nc,
-		Encoder:    stream.Encoder{Source: "stele://" + cfg.Origin, Format: format},
+		Encoder:    publish.Encoder{Source: "stele://" + cfg.Origin, Format: format},
 		CursorFile: filepath.Join(cfg.Data, "stream.cursor"),
 		Logger:     logger,
 	})

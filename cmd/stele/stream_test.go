@@ -14,9 +14,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
+	"github.com/stele/stele/publish"
 	"github.com/stele/stele/record"
-	"github.com/stele/stele/stream"
 )
 
 func TestStreamConfig(t *testing.T) {
@@ -66,7 +66,7 @@ func TestStreamConfig(t *testing.T) {
 // client in another process reads them over TCP, and reports the backlog.
 func TestStartStreamEmbedded(t *testing.T) {
 	dir := t.TempDir()
-	store, err := log.Open(context.Background(), filepath.Join(dir, "log"), log.Options{})
+	store, err := logstore.Open(context.Background(), filepath.Join(dir, "log"), logstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +120,7 @@ func TestStartStreamEmbedded(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	st, err := js.Stream(ctx, stream.DefaultStream)
+	st, err := js.Stream(ctx, publish.DefaultStream)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,9 +15,9 @@ import (
 
 	"golang.org/x/term"
 
-	"github.com/stele/stele/audit"
+	"github.com/stele/stele/auditor"
 	"github.com/stele/stele/export"
-	"github.com/stele/stele/log"
+	"github.com/stele/stele/logstore"
 )
 
 const verifyUsage = `--data DIR [--key VKEY]
@@ -52,7 +52,7 @@ func runVerify(ctx context.Context, args []string) error {
 	exportFile := fs.String("export", "", "export `file` to check offline, with its FILE.proof.json")
 	key := fs.String("key", "", "log verifier `key` (<origin>+<hash>+<base64>), obtained out of band")
 	statePath := fs.String("state", "", "audit state `file` (--url only); none for no state")
-	spot := fs.Int("spot", audit.DefaultSpotChecks, "records to spot-check for inclusion (--url only)")
+	spot := fs.Int("spot", auditor.DefaultSpotChecks, "records to spot-check for inclusion (--url only)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -92,7 +92,7 @@ func verifyDir(ctx context.Context, dir, key string, progress bool, stdout, stde
 		return fmt.Errorf("%s is not a Stele data directory: %w", dir, err)
 	}
 	start := time.Now()
-	opts := log.VerifyOptions{VerifierKey: strings.TrimSpace(key)}
+	opts := logstore.VerifyOptions{VerifierKey: strings.TrimSpace(key)}
 	if progress {
 		var last time.Time
 		opts.Progress = func(done, total int64) {
@@ -106,12 +106,12 @@ func verifyDir(ctx context.Context, dir, key string, progress bool, stdout, stde
 			}
 		}
 	}
-	rep, err := log.VerifyDir(ctx, dir, opts)
+	rep, err := logstore.VerifyDir(ctx, dir, opts)
 	if progress {
 		fmt.Fprint(stderr, "\r\033[K")
 	}
 	if err != nil {
-		var ve *log.VerifyError
+		var ve *logstore.VerifyError
 		if errors.As(err, &ve) {
 			fmt.Fprintf(stdout, "FAILED: %s: %v\n", dir, ve)
 			return &exitError{code: exitFailure}
@@ -181,17 +181,17 @@ func verifyURL(ctx context.Context, url, key, statePath string, spot int, progre
 		statePath = p
 	}
 	// A server with tokens needs one for the spot checks (any role).
-	opts := audit.Options{URL: url, VerifierKey: key, StatePath: statePath, SpotChecks: spot, Token: os.Getenv("STELE_TOKEN")}
+	opts := auditor.Options{URL: url, VerifierKey: key, StatePath: statePath, SpotChecks: spot, Token: os.Getenv("STELE_TOKEN")}
 	if progress {
 		opts.Progress = func(done, total int) {
 			fmt.Fprintf(stderr, "\rspot-checking records: %d/%d ", done, total)
 		}
 	}
-	rep, err := audit.Check(ctx, opts)
+	rep, err := auditor.Check(ctx, opts)
 	if progress {
 		fmt.Fprint(stderr, "\r\033[K")
 	}
-	if errors.Is(err, audit.ErrOptions) {
+	if errors.Is(err, auditor.ErrOptions) {
 		return usagef("%v", err)
 	}
 	if err != nil {

@@ -1,0 +1,430 @@
+package publish
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stele/stele/record"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultStream     = "STELE_LINEAGE"
+	DefaultWindow     = 4096
+	DefaultAckTimeout = 5 * time.Second
+	DefaultRetryWait  = 500 * time.Millisecond
+	maxRetryWait      = 30 * time.Second
+	cursorEvery       = time.Second
+)
+
+// HeaderSeq carries a message's record seq, so the publisher can resume
+// from the stream's last message and consumers can check for gaps.
+const HeaderSeq = "Stele-Seq"
+
+// Errors that stop publishing until an operator intervenes (the publisher
+// keeps retrying, logging each time, in case the stream is fixed).
+var (
+	// ErrStreamAhead: the stream holds a seq the log does not have, e.g.
+	// the data directory was restored from an older backup.
+	ErrStreamAhead = errors.New("stream is ahead of the log")
+	// ErrForeignStream: the stream's last message is not the log's record
+	// at that seq; the stream belongs to another log.
+	ErrForeignStream = errors.New("stream holds records of another log")
+	// ErrOutOfOrder: JetStream did not store a message right after the
+	// previous one (another writer, or a lost message); the publisher
+	// resynchronises from the stream.
+	ErrOutOfOrder = errors.New("stream sequence out of step")
+)
+
+// Log is what the publisher needs from the store of record.
+type Log interface {
+	// Size is the number of durable records.
+	Size() uint64
+	// ReadRaw returns the stored bytes of the record at seq.
+	ReadRaw(seq uint64) ([]byte, error)
+	// Changed is closed once the log grows past the size it had when
+	// Changed was called.
+	Changed() <-chan struct{}
+}
+
+// Config wires a Publisher. Log and Conn are required.
+type Config struct {
+	Log  Log
+	Conn *nats.Conn
+	// Stream is the JetStream stream (default STELE_LINEAGE), created with
+	// file storage if missing. It must carry only this log's events.
+	Stream string
+	// SubjectPrefix starts every subject (default stele.lineage).
+	SubjectPrefix string
+	// Encoder shapes the events.
+	Encoder Encoder
+	// Replicas of a stream the publisher creates (default 1; 3 on a
+	// cluster makes an ack mean "replicated").
+	Replicas int
+	// Window bounds messages in flight awaiting their ack (default 4096).
+	Window int
+	// AckTimeout bounds the wait for one ack (default 5s).
+	AckTimeout time.Duration
+	// RetryWait is the first pause after a failure; it doubles up to 30s
+	// while failures continue (default 500ms).
+	RetryWait time.Duration
+	// CursorFile, if set, records the next seq to publish, written after
+	// acks (at most once a second). It is consulted only when the stream
+	// has no message left to resume from.
+	CursorFile string
+	Logger     *slog.Logger
+}
+
+// Publisher follows the log and publishes every record, in order, once.
+type Publisher struct {
+	cfg       Config
+	js        jetstream.JetStream
+	published atomic.Uint64
+	cursor    uint64 // last value written to CursorFile
+}
+
+// New checks cfg and returns a publisher; Run starts it.
+func New(cfg Config) (*Publisher, error) {
+	if cfg.Log == nil {
+		return nil, errors.New("stream: Config.Log is required")
+	}
+	if cfg.Conn == nil {
+		return nil, errors.New("stream: Config.Conn is required")
+	}
+	if cfg.Stream == "" {
+		cfg.Stream = DefaultStream
+	}
+	if strings.ContainsAny(cfg.Stream, ".*> \t\n") {
+		return nil, fmt.Errorf("stream: name %q: must not contain '.', '*', '>' or whitespace", cfg.Stream)
+	}
+	if cfg.SubjectPrefix == "" {
+		cfg.SubjectPrefix = DefaultSubjectPrefix
+	}
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = DefaultWindow
+	}
+	if cfg.AckTimeout <= 0 {
+		cfg.AckTimeout = DefaultAckTimeout
+	}
+	if cfg.RetryWait <= 0 {
+		cfg.RetryWait = DefaultRetryWait
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	js, err := jetstream.New(cfg.Conn,
+		jetstream.WithPublishAsyncMaxPending(2*cfg.Window),
+		jetstream.WithPublishAsyncTimeout(cfg.AckTimeout))
+	if err != nil {
+		return nil, fmt.Errorf("stream: %w", err)
+	}
+	return &Publisher{cfg: cfg, js: js}, nil
+}
+
+// Published is the number of leading records of the log that JetStream
+// has acknowledged (the next seq to publish).
+func (p *Publisher) Published() uint64 { return p.published.Load() }
+
+// Run publishes until ctx ends, then returns nil. Failures (NATS down, a
+// timed-out ack, a message out of step) are logged and retried with
+// backoff from the stream's own last message, never from memory, so
+// nothing is skipped or published twice.
+func (p *Publisher) Run(ctx context.Context) error {
+	wait := p.cfg.RetryWait
+	for {
+		before := p.published.Load()
+		err := p.runOnce(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if p.published.Load() > before {
+			wait = p.cfg.RetryWait
+		}
+		p.cfg.Logger.Warn("lineage stream: publishing paused; the backlog is kept in the log and published on recovery",
+			"stream", p.cfg.Stream, "published", p.published.Load(), "log_size", p.cfg.Log.Size(), "retry_in", wait, "err", err)
+		p.js.CleanupPublisher()
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, maxRetryWait)
+	}
+}
+
+func (p *Publisher) runOnce(ctx context.Context) error {
+	st, err := p.ensureStream(ctx)
+	if err != nil {
+		return err
+	}
+	next, last, err := p.resync(ctx, st)
+	if err != nil {
+		return err
+	}
+	p.published.Store(next)
+	p.cfg.Logger.Info("lineage stream: publishing", "stream", p.cfg.Stream, "from_seq", next, "log_size", p.cfg.Log.Size())
+	return p.publish(ctx, next, last)
+}
+
+func (p *Publisher) ensureStream(ctx context.Context) (jetstream.Stream, error) {
+	cctx, cancel := context.WithTimeout(ctx, p.cfg.AckTimeout)
+	defer cancel()
+	st, err := p.js.Stream(cctx, p.cfg.Stream)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		st, err = p.js.CreateStream(cctx, jetstream.StreamConfig{
+			Name:        p.cfg.Stream,
+			Description: "Stele lineage records, one message per record in log order",
+			Subjects:    []string{p.cfg.SubjectPrefix + ".>"},
+			Storage:     jetstream.FileStorage,
+			Replicas:    p.cfg.Replicas,
+		})
+		if err == nil {
+			p.cfg.Logger.Info("lineage stream: created JetStream stream", "stream", p.cfg.Stream, "subjects", p.cfg.SubjectPrefix+".>")
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open JetStream stream %s: %w", p.cfg.Stream, err)
+	}
+	return st, nil
+}
+
+// resync finds where to continue: after the stream's last message, checked
+// against the log; with no message left (all expired), at the cursor file;
+// on a new stream, at seq 0, so the stream receives the whole log.
+func (p *Publisher) resync(ctx context.Context, st jetstream.Stream) (next, lastStreamSeq uint64, err error) {
+	cctx, cancel := context.WithTimeout(ctx, p.cfg.AckTimeout)
+	defer cancel()
+	info, err := st.Info(cctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("stream %s info: %w", p.cfg.Stream, err)
+	}
+	state := info.State
+	switch {
+	case state.Msgs > 0:
+		m, err := st.GetLastMsgForSubject(cctx, p.cfg.SubjectPrefix+".>")
+		if err != nil {
+			return 0, 0, fmt.Errorf("stream %s: read last message: %w", p.cfg.Stream, err)
+		}
+		seq, err := strconv.ParseUint(m.Header.Get(HeaderSeq), 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("%w: stream %s message %d has no valid %s header", ErrForeignStream, p.cfg.Stream, m.Sequence, HeaderSeq)
+		}
+		if size := p.cfg.Log.Size(); seq >= size {
+			return 0, 0, fmt.Errorf("%w: stream %s holds seq %d, the log has %d records", ErrStreamAhead, p.cfg.Stream, seq, size)
+		}
+		raw, err := p.cfg.Log.ReadRaw(seq)
+		if err != nil {
+			return 0, 0, fmt.Errorf("read record %d: %w", seq, err)
+		}
+		rec, err := record.Decode(raw)
+		if err != nil {
+			return 0, 0, fmt.Errorf("decode record %d: %w", seq, err)
+		}
+		if id := m.Header.Get(jetstream.MsgIDHeader); id != rec.ID {
+			return 0, 0, fmt.Errorf("%w: stream %s message %d has seq %d with a different record id than the log", ErrForeignStream, p.cfg.Stream, m.Sequence, seq)
+		}
+		return seq + 1, state.LastSeq, nil
+	case state.LastSeq > 0:
+		next, err := p.readCursor()
+		if err != nil {
+			return 0, 0, err
+		}
+		p.cfg.Logger.Warn("lineage stream: the stream holds no message to resume from; resuming at the cursor file",
+			"stream", p.cfg.Stream, "from_seq", next)
+		return next, state.LastSeq, nil
+	}
+	return 0, 0, nil
+}
+
+type inflight struct {
+	seq    uint64
+	future jetstream.PubAckFuture
+}
+
+// prepared is one record read from the log and encoded as a message.
+type prepared struct {
+	seq uint64
+	msg *nats.Msg
+	id  string
+	err error
+}
+
+// prepareAhead reads and encodes records from seq on, in order, on its own
+// goroutine, so that decoding the next records overlaps with publishing
+// and acks; it closes out when ctx ends or after sending an error.
+func (p *Publisher) prepareAhead(ctx context.Context, seq uint64, out chan<- prepared) {
+	defer close(out)
+	var buf []byte
+	for {
+		changed := p.cfg.Log.Changed()
+		for size := p.cfg.Log.Size(); seq < size; seq++ {
+			msg, id, err := p.prepare(seq, &buf)
+			select {
+			case out <- prepared{seq: seq, msg: msg, id: id, err: err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// publish sends records from next on, keeping up to Window unacknowledged;
+// each message expects the stream's last sequence to be the one before it,
+// so none can land out of order.
+func (p *Publisher) publish(ctx context.Context, next, lastStreamSeq uint64) error {
+	pctx, cancel := context.WithCancel(ctx)
+	in := make(chan prepared, min(p.cfg.Window, 1024))
+	go p.prepareAhead(pctx, next, in)
+	defer func() {
+		cancel()
+		for range in { // wait for prepareAhead to end
+		}
+	}()
+	var (
+		queue     []inflight
+		lastWrite time.Time
+		timer     = time.NewTimer(time.Hour)
+	)
+	defer timer.Stop()
+	base := lastStreamSeq - next // stream seq of record s is base+s+1 (mod 2^64)
+	for {
+	fill:
+		for len(queue) < p.cfg.Window {
+			var (
+				pr prepared
+				ok bool
+			)
+			if len(queue) == 0 {
+				p.saveCursor(&lastWrite, true)
+				select {
+				case pr, ok = <-in:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			} else {
+				select {
+				case pr, ok = <-in:
+				default:
+					break fill
+				}
+			}
+			if !ok {
+				// prepareAhead ends only when ctx does (or after an error,
+				// which it sends first).
+				return fmt.Errorf("publisher stopping: %w", context.Cause(ctx))
+			}
+			if pr.err != nil {
+				return pr.err
+			}
+			f, err := p.js.PublishMsgAsync(pr.msg, jetstream.WithMsgID(pr.id), jetstream.WithExpectLastSequence(base+pr.seq))
+			if err != nil {
+				return fmt.Errorf("publish record %d: %w", pr.seq, err)
+			}
+			queue = append(queue, inflight{seq: pr.seq, future: f})
+		}
+		head := queue[0]
+		timer.Reset(2 * p.cfg.AckTimeout) // a guard: the client times acks out itself
+		select {
+		case ack := <-head.future.Ok():
+			if want := base + head.seq + 1; ack.Sequence != want || ack.Duplicate {
+				return fmt.Errorf("%w: record %d stored at stream sequence %d (duplicate %t), expected %d",
+					ErrOutOfOrder, head.seq, ack.Sequence, ack.Duplicate, want)
+			}
+		case err := <-head.future.Err():
+			return fmt.Errorf("publish record %d: %w", head.seq, err)
+		case <-timer.C:
+			return fmt.Errorf("publish record %d: no ack within %s", head.seq, 2*p.cfg.AckTimeout)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		queue[0] = inflight{}
+		queue = queue[1:]
+		p.published.Store(head.seq + 1)
+		p.saveCursor(&lastWrite, false)
+	}
+}
+
+func (p *Publisher) prepare(seq uint64, buf *[]byte) (*nats.Msg, string, error) {
+	raw, err := p.cfg.Log.ReadRaw(seq)
+	if err != nil {
+		return nil, "", fmt.Errorf("read record %d: %w", seq, err)
+	}
+	rec, err := record.Decode(raw)
+	if err != nil {
+		return nil, "", fmt.Errorf("decode record %d: %w", seq, err)
+	}
+	*buf, err = p.cfg.Encoder.Append((*buf)[:0], rec)
+	if err != nil {
+		return nil, "", err
+	}
+	return &nats.Msg{
+		Subject: Subject(p.cfg.SubjectPrefix, rec),
+		// The client keeps a reference until the ack; the buffer is reused.
+		Data:   append([]byte(nil), *buf...),
+		Header: nats.Header{HeaderSeq: []string{strconv.FormatUint(seq, 10)}, "Content-Type": []string{ContentType}},
+	}, rec.ID, nil
+}
+
+// saveCursor writes the cursor file when idle or at most once a second.
+// A failure is logged, not fatal: the stream itself is the primary record
+// of progress.
+func (p *Publisher) saveCursor(lastWrite *time.Time, idle bool) {
+	n := p.published.Load()
+	if p.cfg.CursorFile == "" || n == p.cursor || (!idle && time.Since(*lastWrite) < cursorEvery) {
+		return
+	}
+	*lastWrite = time.Now()
+	if err := writeCursor(p.cfg.CursorFile, n); err != nil {
+		p.cfg.Logger.Warn("lineage stream: write cursor file", "file", p.cfg.CursorFile, "err", err)
+		return
+	}
+	p.cursor = n
+}
+
+func (p *Publisher) readCursor() (uint64, error) {
+	if p.cfg.CursorFile == "" {
+		return 0, nil
+	}
+	b, err := os.ReadFile(p.cfg.CursorFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("read cursor file: %w", err)
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("cursor file %s: %q is not a seq", p.cfg.CursorFile, strings.TrimSpace(string(b)))
+	}
+	return n, nil
+}
+
+func writeCursor(path string, n uint64) error {
+	tmp := filepath.Join(filepath.Dir(path), "."+filepath.Base(path)+".tmp")
+	if err := os.WriteFile(tmp, []byte(strconv.FormatUint(n, 10)+"\n"), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

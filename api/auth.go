@@ -14,6 +14,7 @@ import (
 	"github.com/stele/stele/privacy"
 	"github.com/stele/stele/query"
 	"github.com/stele/stele/record"
+	"github.com/stele/stele/sysrecord"
 )
 
 // Authenticator is what the API needs from the token store.
@@ -235,7 +236,7 @@ func (g *accessGate) discard() { g.buf = nil }
 // recordAdmin appends an admin action to the log; on failure it answers
 // 503 and returns false.
 func (s *Server) recordAdmin(w http.ResponseWriter, r *http.Request, action string, detail map[string]any) bool {
-	rec, err := privacy.AdminRecord(principal(r.Context()), action, detail, s.cfg.Now())
+	rec, err := sysrecord.Admin(principal(r.Context()), action, detail, s.cfg.Now())
 	if err == nil {
 		_, err = s.cfg.Log.Append(r.Context(), []*record.Record{rec})
 	}

@@ -31,7 +31,7 @@ func (g *Guard) Rederive(ctx context.Context, r *record.Record) error {
 		}
 		return nil
 	}
-	if r.Schema == nil || !sealable(r.Op) {
+	if r.Schema == nil {
 		return nil
 	}
 	sch, err := g.schemas.Version(r.Schema.Subject, int(r.Schema.Version))

@@ -25,13 +25,13 @@ func (s *Server) entityHistory(w http.ResponseWriter, r *http.Request) {
 	if !s.queryAvailable(w) {
 		return
 	}
-	ctx, acc := s.revealing(r.Context())
-	res, err := s.cfg.Query.History(ctx, r.PathValue("source"), r.PathValue("table"), r.PathValue("key"), page)
+	rd := s.reads(r)
+	res, err := s.cfg.Query.History(revealing(r.Context(), rd), r.PathValue("source"), r.PathValue("table"), r.PathValue("key"), page)
 	if err != nil {
 		s.queryFailed(w, r, err)
 		return
 	}
-	if !s.recordAccess(w, r, acc) {
+	if !s.commitRead(w, r, rd) {
 		return
 	}
 	writeRaw(w, http.StatusOK, appendPage(nil, res))
@@ -65,8 +65,8 @@ func (s *Server) entityState(w http.ResponseWriter, r *http.Request) {
 	if !s.queryAvailable(w) {
 		return
 	}
-	ctx, acc := s.revealing(r.Context())
-	st, err := s.cfg.Query.StateAt(ctx, r.PathValue("source"), r.PathValue("table"), r.PathValue("key"), at)
+	rd := s.reads(r)
+	st, err := s.cfg.Query.StateAt(revealing(r.Context(), rd), r.PathValue("source"), r.PathValue("table"), r.PathValue("key"), at)
 	if errors.Is(err, query.ErrNotFound) {
 		// The key is not repeated: it may be personal data.
 		writeError(w, http.StatusNotFound, &apiError{Msg: "the entity did not exist at " + at.UTC().Format(time.RFC3339Nano)})
@@ -76,7 +76,7 @@ func (s *Server) entityState(w http.ResponseWriter, r *http.Request) {
 		s.queryFailed(w, r, err)
 		return
 	}
-	if !s.recordAccess(w, r, acc) {
+	if !s.commitRead(w, r, rd) {
 		return
 	}
 	writeJSON(w, http.StatusOK, stateResponse{

@@ -12,6 +12,7 @@ import (
 	"github.com/stele/stele/auth"
 	"github.com/stele/stele/export"
 	"github.com/stele/stele/logstore"
+	"github.com/stele/stele/privacy"
 )
 
 // Exporter is what the API needs to serve exports (package export).
@@ -99,11 +100,11 @@ func (s *Server) serveExport(w http.ResponseWriter, r *http.Request, proof bool)
 	if proof {
 		data, proofW = nil, lw
 	}
-	var gate *accessGate
+	var gate *privacy.GatedWriter
 	if inClear {
-		var acc *readAccess
-		opts.Reveal, acc = s.revealer(r.Context())
-		gate = &accessGate{s: s, r: r, acc: acc, w: lw}
+		rd := s.reads(r)
+		opts.Reveal = rd.Reveal
+		gate = rd.Writer(r.Context(), lw)
 		data = gate
 	}
 	_, err = s.cfg.Exporter.Write(r.Context(), opts, data, proofW)
@@ -112,7 +113,7 @@ func (s *Server) serveExport(w http.ResponseWriter, r *http.Request, proof bool)
 	}
 	if err != nil {
 		if gate != nil {
-			gate.discard()
+			gate.Discard()
 		}
 		if !lw.started {
 			s.exportFailed(w, r, err)
@@ -166,7 +167,7 @@ func exportView(role auth.Role, view string, proof bool) (inClear bool, aerr *ap
 
 func (s *Server) exportFailed(w http.ResponseWriter, r *http.Request, err error) {
 	switch {
-	case errors.Is(err, errAccessNotRecorded):
+	case errors.Is(err, privacy.ErrAccessNotRecorded):
 		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: accessNotRecordedMsg})
 	case errors.Is(err, export.ErrSize):
 		writeError(w, http.StatusBadRequest, &apiError{Msg: "tree_size: " + err.Error(), Field: "tree_size"})

@@ -17,10 +17,10 @@ func (s *Server) graphQL(w http.ResponseWriter, r *http.Request) {
 		s.cfg.GraphQL.ServeHTTP(w, r)
 		return
 	}
-	ctx, acc := s.revealing(r.Context())
+	rd := s.reads(r)
 	held := &heldResponse{header: http.Header{}}
-	s.cfg.GraphQL.ServeHTTP(held, r.WithContext(ctx))
-	if err := s.logAccess(r, acc); err != nil {
+	s.cfg.GraphQL.ServeHTTP(held, r.WithContext(revealing(r.Context(), rd)))
+	if err := rd.Commit(r.Context()); err != nil {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusServiceUnavailable)
 		_, _ = w.Write(append(append([]byte(`{"errors":[{"message":`), quote(accessNotRecordedMsg)...),

@@ -16,8 +16,8 @@ import (
 
 	"github.com/stele/stele"
 	"github.com/stele/stele/logstore"
-	"github.com/stele/stele/privacy"
 	"github.com/stele/stele/record"
+	"github.com/stele/stele/sysrecord"
 )
 
 // postRecords ingests one object, an array of objects or NDJSON. The batch
@@ -105,7 +105,7 @@ func (s *Server) parseBatch(items [][]byte, batch bool) ([]*record.Record, *apiE
 			e.Index = batchIndex(batch, i)
 			return nil, e
 		}
-		if rec.Source.Name == privacy.SystemSource {
+		if sysrecord.IsSystem(rec.Source) {
 			// Receipts, access and admin records are Stele's own: a
 			// look-alike receipt would purge a subject's index entries
 			// when the index is rebuilt.

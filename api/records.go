@@ -46,13 +46,13 @@ func (s *Server) listRecords(w http.ResponseWriter, r *http.Request) {
 	if !s.queryAvailable(w) {
 		return
 	}
-	ctx, acc := s.revealing(r.Context())
-	res, err := s.cfg.Query.Records(ctx, f, page)
+	rd := s.reads(r)
+	res, err := s.cfg.Query.Records(revealing(r.Context(), rd), f, page)
 	if err != nil {
 		s.queryFailed(w, r, err)
 		return
 	}
-	if !s.recordAccess(w, r, acc) {
+	if !s.commitRead(w, r, rd) {
 		return
 	}
 	writeRaw(w, http.StatusOK, appendPage(nil, res))
@@ -229,16 +229,15 @@ func (s *Server) getRecord(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, &apiError{Msg: fmt.Sprintf("view: %q is not stored or role", view), Field: "view"})
 		return
 	}
-	ctx, acc := r.Context(), &readAccess{}
 	if view != "stored" {
-		ctx, acc = s.revealing(ctx)
-	}
-	if err := query.ApplyReadHook(ctx, rec); err != nil {
-		s.internalError(w, r, "reveal", err)
-		return
-	}
-	if !s.recordAccess(w, r, acc) {
-		return
+		rd := s.reads(r)
+		if err := rd.Reveal(r.Context(), rec); err != nil {
+			s.internalError(w, r, "reveal", err)
+			return
+		}
+		if !s.commitRead(w, r, rd) {
+			return
+		}
 	}
 	resp := recordResponse{
 		Record:   record.AppendJSON(nil, rec),

@@ -129,12 +129,21 @@ func (s *Server) streamRecords(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Accel-Buffering", "no") // proxies must not hold events back
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
-	bw := bufio.NewWriterSize(w, streamFlushBytes+4096)
+	// Events pass the read guard's gate: each flush first makes the access
+	// record of the clear reads it carries durable. If that fails the held
+	// events are never sent and the stream ends.
+	rd := s.reads(r)
+	gate := rd.Writer(r.Context(), w)
+	bw := bufio.NewWriterSize(gate, streamFlushBytes+4096)
 	flush := func() error {
 		// Each flush gets its own deadline: a stuck client is dropped, a
 		// live one may stay connected for days.
 		_ = rc.SetWriteDeadline(time.Now().Add(streamWriteTimeout))
 		if err := bw.Flush(); err != nil {
+			return err
+		}
+		if err := gate.Flush(); err != nil {
+			gate.Discard()
 			return err
 		}
 		return rc.Flush()
@@ -181,6 +190,10 @@ func (s *Server) streamRecords(w http.ResponseWriter, r *http.Request) {
 			}
 			if !f.match(rec) {
 				continue
+			}
+			if err := rd.Reveal(ctx, rec); err != nil {
+				s.log.ErrorContext(ctx, "live stream: reveal record", "seq", pos, "err", err)
+				return
 			}
 			buf = append(buf[:0], "id: "...)
 			buf = strconv.AppendUint(buf, pos, 10)

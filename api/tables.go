@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/stele/stele/privacy"
 	"github.com/stele/stele/query"
 )
 
@@ -35,7 +36,8 @@ const tableWriteTimeout = 2 * time.Minute
 // tableState answers GET /v1/tables/{source}/{table}/state?at=T: every unit
 // of the table as it was at T (default now), streamed as JSON Lines so a
 // table of millions of rows never sits in memory. Personal data shows as
-// the caller's role may see it; what shows in clear passes an accessGate.
+// the caller's role may see it; what shows in clear passes a
+// privacy.GatedWriter.
 // An error found before the first byte is sent is an ordinary JSON error
 // answer; one found after it (the status is sent by then) ends the stream
 // with a line {"error": …}, so a client must treat a line holding "error"
@@ -61,8 +63,9 @@ func (s *Server) tableState(w http.ResponseWriter, r *http.Request) {
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Stele-At", at.UTC().Format(time.RFC3339Nano))
 	}}
-	ctx, acc := s.revealing(r.Context())
-	gate := &accessGate{s: s, r: r, acc: acc, w: lw}
+	rd := s.reads(r)
+	ctx := revealing(r.Context(), rd)
+	gate := rd.Writer(r.Context(), lw)
 	// The server's write timeout bounds a whole response; a large table
 	// streams for longer, so each stretch of progress extends it. A stuck
 	// client still times out.
@@ -86,16 +89,16 @@ func (s *Server) tableState(w http.ResponseWriter, r *http.Request) {
 		}
 		return
 	}
-	gate.discard()
+	gate.Discard()
 	switch {
-	case !lw.started && errors.Is(err, errAccessNotRecorded):
+	case !lw.started && errors.Is(err, privacy.ErrAccessNotRecorded):
 		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: accessNotRecordedMsg})
 	case !lw.started:
 		s.queryFailed(w, r, err)
 	case r.Context().Err() == nil:
 		s.log.ErrorContext(r.Context(), "table state stream failed", "err", err)
 		msg := "reading the table state failed after streaming began; the stream is incomplete"
-		if errors.Is(err, errAccessNotRecorded) {
+		if errors.Is(err, privacy.ErrAccessNotRecorded) {
 			msg = "the read of personal data could not be recorded in the log, so the stream stops here; it is incomplete"
 		}
 		line = append(append(append(line[:0], `{"error":`...), quote(msg)...), "}\n"...)

@@ -2,10 +2,6 @@ package privacy
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/base64"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -18,6 +14,7 @@ import (
 	"github.com/stele/stele/auth"
 	"github.com/stele/stele/privacy/keystore"
 	"github.com/stele/stele/record"
+	"github.com/stele/stele/sysrecord"
 )
 
 // Log is what erasure, retention and access logging need from the log.
@@ -35,15 +32,6 @@ type Log interface {
 type SubjectCounter interface {
 	SubjectCount(subject string) (uint64, error)
 }
-
-// The source of the records Stele writes about itself.
-const (
-	SystemSource   = "stele"
-	ErasuresTable  = "erasures"
-	AccessTable    = "access"
-	AdminTable     = "admin"
-	receiptVersion = 1
-)
 
 // ErrUnknownGroup: erasure named a data group no schema declares.
 var ErrUnknownGroup = errors.New("no schema declares this data group")
@@ -84,41 +72,10 @@ type EraseRequest struct {
 	Reason string
 }
 
-// Receipt is the proof of an erasure or a retention shredding, appended to
-// the log and signed with the log's key.
-type Receipt struct {
-	Version       int               `json:"version"`
-	Type          string            `json:"type"` // "erasure" or "retention"
-	ID            string            `json:"id"`
-	At            time.Time         `json:"at"`
-	RequestedBy   *auth.Principal   `json:"requested_by,omitempty"`
-	Reason        string            `json:"reason,omitempty"`
-	Subjects      []SubjectRef      `json:"subjects,omitempty"`
-	Period        string            `json:"period,omitempty"`
-	Records       *uint64           `json:"records,omitempty"`
-	KeysDestroyed int               `json:"keys_destroyed"`
-	CopiesRemoved int               `json:"copies_removed,omitempty"` // parked dead letters removed
-	Checkpoint    ReceiptCheckpoint `json:"checkpoint"`
-}
-
-// SubjectRef names an erased subject by its keyed pseudonym, never by the
-// value: the receipt lives forever in the log.
-type SubjectRef struct {
-	Group string `json:"group"`
-	Ref   string `json:"ref"`
-}
-
-// ReceiptCheckpoint is the log's signed state when the keys were destroyed.
-type ReceiptCheckpoint struct {
-	Size uint64 `json:"size"`
-	Root string `json:"root"`
-	Note string `json:"note"`
-}
-
 // ReceiptResult is what an erasure returns.
 type ReceiptResult struct {
-	Seq     uint64  `json:"seq"`
-	Receipt Receipt `json:"receipt"`
+	Seq     uint64            `json:"seq"`
+	Receipt sysrecord.Receipt `json:"receipt"`
 	// Signed is the receipt as a signed note (verifiable with the log's
 	// verifier key); it is also stored in the receipt record.
 	Signed string `json:"signed"`
@@ -165,7 +122,7 @@ func (l *Ledger) Erase(ctx context.Context, req EraseRequest) (*ReceiptResult, e
 	if err := l.log.WaitIndexed(ctx, l.log.Size()); err != nil {
 		return nil, fmt.Errorf("erase: wait for the index: %w", err)
 	}
-	var refs []SubjectRef
+	var refs []sysrecord.SubjectRef
 	var names, allNames []string
 	var records uint64
 	destroyed := 0
@@ -185,7 +142,7 @@ func (l *Ledger) Erase(ctx context.Context, req EraseRequest) (*ReceiptResult, e
 		}
 		destroyed += len(kids)
 		if len(kids) > 0 || n > 0 {
-			refs = append(refs, SubjectRef{Group: group, Ref: name})
+			refs = append(refs, sysrecord.SubjectRef{Group: group, Ref: name})
 			names = append(names, name)
 			records += n
 		}
@@ -200,7 +157,7 @@ func (l *Ledger) Erase(ctx context.Context, req EraseRequest) (*ReceiptResult, e
 		}
 		copies += n
 	}
-	rc := Receipt{Type: "erasure", RequestedBy: &req.By, Reason: req.Reason, Subjects: refs, Records: &records, KeysDestroyed: destroyed, CopiesRemoved: copies}
+	rc := sysrecord.Receipt{Type: "erasure", RequestedBy: &req.By, Reason: req.Reason, Subjects: refs, Records: &records, KeysDestroyed: destroyed, CopiesRemoved: copies}
 	return l.appendReceipt(ctx, rc, &req.By, names, early())
 }
 
@@ -233,7 +190,7 @@ func (l *Ledger) ExpirePeriods(ctx context.Context) ([]string, error) {
 		if err != nil {
 			return done, fmt.Errorf("retention: destroy period %s: %w", name, err)
 		}
-		rc := Receipt{Type: "retention", Period: name, KeysDestroyed: len(kids)}
+		rc := sysrecord.Receipt{Type: "retention", Period: name, KeysDestroyed: len(kids)}
 		if _, err := l.appendReceipt(ctx, rc, nil, nil, nil); err != nil {
 			return done, err
 		}
@@ -261,48 +218,29 @@ func (l *Ledger) RunRetention(ctx context.Context, interval time.Duration) {
 
 // appendReceipt signs and appends a receipt citing cp, or a checkpoint of
 // the log as it is now if cp is nil or older.
-func (l *Ledger) appendReceipt(ctx context.Context, rc Receipt, by *auth.Principal, erased []string, cp *stele.Checkpoint) (*ReceiptResult, error) {
+func (l *Ledger) appendReceipt(ctx context.Context, rc sysrecord.Receipt, by *auth.Principal, erased []string, cp *stele.Checkpoint) (*ReceiptResult, error) {
 	if cp == nil || cp.Size < l.log.Size() {
 		var err error
 		if cp, err = l.log.Checkpoint(ctx); err != nil {
 			return nil, fmt.Errorf("receipt: checkpoint: %w", err)
 		}
 	}
-	rc.Version = receiptVersion
-	rc.ID = newID()
-	rc.At = l.g.now().UTC()
-	rc.Checkpoint = ReceiptCheckpoint{Size: cp.Size, Root: base64.StdEncoding.EncodeToString(cp.Root), Note: string(cp.Note)}
-	body, err := json.Marshal(rc)
-	if err != nil {
-		return nil, fmt.Errorf("receipt: %w", err)
-	}
-	signed, err := note.Sign(&note.Note{Text: "stele receipt\n" + string(body) + "\n"}, l.log.Signer())
-	if err != nil {
-		return nil, fmt.Errorf("receipt: sign: %w", err)
-	}
-	after, err := json.Marshal(map[string]any{"receipt": json.RawMessage(body), "signed": string(signed)})
-	if err != nil {
-		return nil, fmt.Errorf("receipt: %w", err)
-	}
-	r, err := systemRecord(ErasuresTable, rc.Type, "receipt", rc.ID, after, by, rc.At)
+	r, signed, err := sysrecord.ReceiptRecord(&rc, cp, l.log.Signer(), by, erased, l.g.now())
 	if err != nil {
 		return nil, err
-	}
-	if len(erased) > 0 {
-		r.Derived = &record.Derived{Erased: erased}
 	}
 	res, err := l.log.Append(ctx, []*record.Record{r})
 	if err != nil {
 		return nil, fmt.Errorf("receipt: append (keys are already destroyed; retry to record the receipt): %w", err)
 	}
-	return &ReceiptResult{Seq: res[0].Seq, Receipt: rc, Signed: string(signed)}, nil
+	return &ReceiptResult{Seq: res[0].Seq, Receipt: rc, Signed: signed}, nil
 }
 
-// RecordAccess appends an access record: who read which records with
-// personal data in clear, through which endpoint.
+// RecordAccess appends an access record (who read which records with
+// personal data in clear, through which endpoint) and returns once it is
+// durable.
 func (l *Ledger) RecordAccess(ctx context.Context, by auth.Principal, endpoint string, seqs []uint64, fields int) error {
-	after := mustJSON(map[string]any{"endpoint": endpoint, "records": seqs, "fields_in_clear": fields})
-	r, err := systemRecord(AccessTable, "access", "access", newID(), after, &by, l.g.now())
+	r, err := sysrecord.Access(by, endpoint, seqs, fields, l.g.now())
 	if err != nil {
 		return err
 	}
@@ -310,63 +248,4 @@ func (l *Ledger) RecordAccess(ctx context.Context, by auth.Principal, endpoint s
 		return fmt.Errorf("record access: %w", err)
 	}
 	return nil
-}
-
-// AdminRecord is an administrative action recorded in the log.
-func AdminRecord(by auth.Principal, action string, detail map[string]any, at time.Time) (*record.Record, error) {
-	d := map[string]any{"action": action}
-	for k, v := range detail {
-		d[k] = v
-	}
-	return systemRecord(AdminTable, "admin", "action", newID(), mustJSON(d), &by, at)
-}
-
-// systemRecord builds an event record Stele writes about itself (source
-// "stele"), with id "<idPrefix>-<id>" and key {keyName: id}.
-func systemRecord(table, idPrefix, keyName, id string, after json.RawMessage, by *auth.Principal, at time.Time) (*record.Record, error) {
-	r := &record.Record{
-		ID:         idPrefix + "-" + id,
-		Source:     record.Source{Name: SystemSource, Kind: SystemSource, Table: table},
-		Op:         record.OpEvent,
-		Key:        mustJSON(map[string]string{keyName: id}),
-		After:      after,
-		Actor:      actorJSON(by),
-		OccurredAt: at.UTC(),
-	}
-	return r, canonicalize(r)
-}
-
-func canonicalize(r *record.Record) error {
-	for _, p := range []*json.RawMessage{&r.Key, &r.After, &r.Actor} {
-		if len(*p) == 0 {
-			continue
-		}
-		c, err := record.Canonical(*p)
-		if err != nil {
-			return fmt.Errorf("privacy: canonical record: %w", err)
-		}
-		*p = c
-	}
-	return nil
-}
-
-func actorJSON(by *auth.Principal) json.RawMessage {
-	if by == nil {
-		return mustJSON(map[string]string{"id": "stele", "type": "system"})
-	}
-	return mustJSON(map[string]string{"id": by.Name, "type": "token", "role": string(by.Role)})
-}
-
-func mustJSON(v any) json.RawMessage {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(err) // only maps of strings and numbers reach here
-	}
-	return b
-}
-
-func newID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }

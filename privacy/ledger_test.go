@@ -18,6 +18,7 @@ import (
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/privacy/keystore"
 	"github.com/stele/stele/record"
+	"github.com/stele/stele/sysrecord"
 )
 
 // ledgerFixture is a Guard over a real log and index.
@@ -83,7 +84,7 @@ func TestRetentionShredsExpiredPeriodsOnly(t *testing.T) {
 		t.Fatalf("a later period was shredded too: %s", recs[1].After)
 	}
 	rc := recs[2]
-	if rc.Source.Table != ErasuresTable || !bytes.Contains(rc.After, []byte(`"type":"retention"`)) || !bytes.Contains(rc.After, []byte(`"period":"P1Y/2025-01"`)) {
+	if rc.Source.Table != sysrecord.ErasuresTable || !bytes.Contains(rc.After, []byte(`"type":"retention"`)) || !bytes.Contains(rc.After, []byte(`"period":"P1Y/2025-01"`)) {
 		t.Fatalf("receipt: %s", rc.After)
 	}
 	// Running again shreds nothing more and writes no receipt.

@@ -3,7 +3,6 @@ package privacy
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 
@@ -11,6 +10,7 @@ import (
 
 	"github.com/stele/stele/record"
 	"github.com/stele/stele/schema"
+	"github.com/stele/stele/sysrecord"
 )
 
 // Rederive rebuilds r.Derived for a record read back from the log, for the
@@ -21,8 +21,8 @@ import (
 // erasure left in the index anyway. An erasure receipt gets back the
 // subjects it purges.
 func (g *Guard) Rederive(ctx context.Context, r *record.Record) error {
-	if isReceipt(r) {
-		erased, err := receiptSubjects(r.After)
+	if sysrecord.IsReceipt(r) {
+		erased, err := sysrecord.ReceiptSubjects(r.After)
 		if err != nil {
 			return fmt.Errorf("privacy: receipt %s: %w", r.ID, err)
 		}
@@ -31,7 +31,7 @@ func (g *Guard) Rederive(ctx context.Context, r *record.Record) error {
 		}
 		return nil
 	}
-	if r.Schema == nil || !sealable(r.Op) {
+	if r.Schema == nil {
 		return nil
 	}
 	sch, err := g.schemas.Version(r.Schema.Subject, int(r.Schema.Version))
@@ -106,27 +106,6 @@ func (g *Guard) Rederive(ctx context.Context, r *record.Record) error {
 	}
 	r.Derived = d
 	return nil
-}
-
-// isReceipt reports whether r is an erasure or retention receipt the
-// ledger appended.
-func isReceipt(r *record.Record) bool {
-	return r.Source.Kind == SystemSource && r.Source.Name == SystemSource && r.Source.Table == ErasuresTable && r.Op == record.OpEvent
-}
-
-// receiptSubjects are the keyed subject names a receipt record erased.
-func receiptSubjects(after []byte) ([]string, error) {
-	var body struct {
-		Receipt Receipt `json:"receipt"`
-	}
-	if err := json.Unmarshal(after, &body); err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, s := range body.Receipt.Subjects {
-		out = append(out, s.Ref)
-	}
-	return out, nil
 }
 
 // valueAt returns the raw value at path in an object image; for the

@@ -15,6 +15,7 @@ import (
 	"github.com/stele/stele/index"
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/record"
+	"github.com/stele/stele/sysrecord"
 )
 
 // TestRederiveMatchesSeal: what Rederive rebuilds from a stored record is
@@ -157,8 +158,8 @@ func TestRebuiltIndexKeepsPersonalDataEntries(t *testing.T) {
 // purges again the subjects it names.
 func TestRederiveReceiptNamesErasedSubjects(t *testing.T) {
 	f := newFixture(t)
-	after, _ := json.Marshal(map[string]any{"receipt": Receipt{Type: "erasure", Subjects: []SubjectRef{{Group: "default", Ref: "s1"}, {Group: "g2", Ref: "s2"}}}})
-	r, err := systemRecord(ErasuresTable, "erasure", "receipt", "x", after, nil, time.Now())
+	after, _ := json.Marshal(map[string]any{"receipt": sysrecord.Receipt{Type: "erasure", Subjects: []sysrecord.SubjectRef{{Group: "default", Ref: "s1"}, {Group: "g2", Ref: "s2"}}}})
+	r, err := sysrecord.Event(sysrecord.ErasuresTable, "erasure", "receipt", "x", after, nil, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

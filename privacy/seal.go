@@ -137,22 +137,25 @@ func (g *Guard) plan(s *schema.Schema) *plan {
 	return p.(*plan)
 }
 
-// sealed reports whether records of this op carry images a schema covers.
-func sealable(op record.Op) bool {
-	switch op {
-	case record.OpInsert, record.OpUpdate, record.OpDelete, record.OpSnapshot, record.OpEvent:
-		return true
-	}
-	return false
+// rowImages reports whether the images of records of this op are rows of
+// their table, which the table's schema validates. A ddl record's images
+// describe the table's definition and a truncate's carry no row; they are
+// not validated as rows, but they are still sealed: whatever sits at a
+// personal-data path of the schema is personal data whatever the op says,
+// or a client could pass it in clear by calling its record "ddl".
+func rowImages(op record.Op) bool {
+	return op != record.OpDDL && op != record.OpTruncate
 }
 
 // Seal validates r against its subject's latest schema and seals its
-// personal fields in place, setting r.Schema and r.Derived. A record whose
+// personal fields in place, setting r.Schema and r.Derived. Every op is
+// sealed, in every image and the key; the images of ddl and truncate
+// records are sealed but not validated as rows (rowImages). A record whose
 // subject has no schema passes unchanged. Keys created here are durable
 // only after Sync. Errors wrapping *record.FieldError name the field that
-// does not match the schema.
+// does not match the schema or cannot be sealed.
 func (g *Guard) Seal(ctx context.Context, r *record.Record) error {
-	if !sealable(r.Op) || (r.Derived != nil && r.Derived.Sealed) {
+	if r.Derived != nil && r.Derived.Sealed {
 		return nil
 	}
 	s, _ := g.sealings.Get().(*sealing)
@@ -179,6 +182,9 @@ func (s *sealing) seal(g *Guard, ctx context.Context, r *record.Record) error {
 			side int
 			img  []byte
 		}{{sideBefore, r.Before}, {sideAfter, r.After}} {
+			if !rowImages(r.Op) {
+				break
+			}
 			if _, err := validate(sch, side.side, side.img, nil); err != nil {
 				return err
 			}
@@ -316,11 +322,13 @@ func (s *sealing) nonce(n int) ([]byte, error) {
 func (s *sealing) run() error {
 	r := s.r
 	// Images are validated before anything else, and their sealed values
-	// found on the way when the schema allows; the key is not validated.
+	// found on the way when the schema allows; the key, and the images of
+	// records that are not rows, are not validated, only walked.
+	rows := rowImages(r.Op)
 	for _, side := range [...]int{sideBefore, sideAfter, sideKey} {
 		f := &s.sides[side]
 		scanned := false
-		if side != sideKey {
+		if side != sideKey && rows {
 			var err error
 			if scanned, err = validate(s.plan.schema, side, f.img, f); err != nil {
 				return err

@@ -18,6 +18,7 @@ import (
 	"github.com/stele/stele/privacy/keystore"
 	"github.com/stele/stele/record"
 	"github.com/stele/stele/schema"
+	"github.com/stele/stele/sysrecord"
 )
 
 // privacyStack is the keystore, the schema registry and the guard that
@@ -118,7 +119,7 @@ func recordTokenChanges(ctx context.Context, store *logstore.Store, tokens *auth
 		}
 		slices.Sort(parts)
 		if fp := strings.Join(parts, "\n"); fp != last && len(list) > 0 {
-			r, err := privacy.AdminRecord(auth.Principal{Name: "stele", Role: auth.RoleAdmin}, "tokens in force", map[string]any{"tokens": detail}, time.Now())
+			r, err := sysrecord.Admin(auth.Principal{Name: "stele", Role: auth.RoleAdmin}, "tokens in force", map[string]any{"tokens": detail}, time.Now())
 			if err == nil {
 				_, err = store.Append(ctx, []*record.Record{r})
 			}

@@ -1,0 +1,111 @@
+package api_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"testing"
+
+	"github.com/stele/stele/auth"
+)
+
+// post sends body to /v1/records as role and returns the status, the
+// answer and the seq of the first record when stored.
+func (e *guardEnv) post(t *testing.T, role auth.Role, body string) (int, []byte, uint64) {
+	t.Helper()
+	resp := e.open(t, role, http.MethodPost, "/v1/records", "application/json", body)
+	b := readAll(t, resp)
+	var out struct {
+		Records []struct {
+			Seq uint64 `json:"seq"`
+		} `json:"records"`
+	}
+	if resp.StatusCode == http.StatusCreated {
+		if err := json.Unmarshal(b, &out); err != nil || len(out.Records) == 0 {
+			t.Fatalf("answer %s: %v", b, err)
+		}
+		return resp.StatusCode, b, out.Records[0].Seq
+	}
+	return resp.StatusCode, b, 0
+}
+
+// stored is the record at seq as the leaf holds it (view=stored).
+func (e *guardEnv) stored(t *testing.T, seq uint64) []byte {
+	t.Helper()
+	return e.read(t, auth.RoleAdmin, fmt.Sprintf("/v1/records/%d?view=stored", seq))
+}
+
+func (e *guardEnv) read(t *testing.T, role auth.Role, path string) []byte {
+	t.Helper()
+	resp := e.open(t, role, http.MethodGet, path, "", "")
+	b := readAll(t, resp)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s as %s: %d %s", path, role, resp.StatusCode, b)
+	}
+	return b
+}
+
+const customersSource = `"source":{"name":"crm","kind":"postgres","schema":"public","table":"customers"}`
+
+// TestNoOpBypassesSealing: personal data in any image of any op — ddl and
+// truncate included, before, after and key — is sealed under the table's
+// schema, or the record is refused naming the field; once the subject is
+// erased, it is unreadable to every role.
+func TestNoOpBypassesSealing(t *testing.T) {
+	e := newGuardEnv(t)
+	cases := []struct{ name, body string }{
+		{"ddl after", `{` + customersSource + `,"op":"ddl","key":{"object":"public.customers"},"tx":{"position":"0/A1"},"after":{"id":1,"email":"smuggled@example.com"}}`},
+		{"truncate before", `{` + customersSource + `,"op":"truncate","key":{"table":"customers"},"tx":{"position":"0/A2"},"before":{"id":1,"email":"smuggled@example.com"}}`},
+		{"ddl key", `{` + customersSource + `,"op":"ddl","key":{"id":1,"email":"smuggled@example.com"},"tx":{"position":"0/A3"}}`},
+	}
+	var seqs []uint64
+	for _, c := range cases {
+		status, b, seq := e.post(t, auth.RoleService, c.body)
+		if status != http.StatusCreated {
+			t.Fatalf("%s: %d %s", c.name, status, b)
+		}
+		st := e.stored(t, seq)
+		if bytes.Contains(st, []byte("smuggled@example.com")) || !bytes.Contains(st, []byte(`$sealed`)) || !bytes.Contains(st, []byte(`"subject":"crm.public.customers"`)) {
+			t.Fatalf("%s: stored in clear or without the schema:\n%s", c.name, st)
+		}
+		for _, role := range []auth.Role{auth.RoleAnalyst, auth.RoleService} {
+			if b := e.read(t, role, fmt.Sprintf("/v1/records/%d", seq)); bytes.Contains(b, []byte("smuggled@example.com")) {
+				t.Fatalf("%s: %s reads it in clear:\n%s", c.name, role, b)
+			}
+		}
+		if b := e.read(t, auth.RoleAuditor, fmt.Sprintf("/v1/records/%d", seq)); !bytes.Contains(b, []byte("smuggled@example.com")) {
+			t.Fatalf("%s: the auditor cannot read the sealed value:\n%s", c.name, b)
+		}
+		seqs = append(seqs, seq)
+	}
+
+	// Personal data with no subject to seal it under is refused, naming
+	// the field that is missing.
+	status, b, _ := e.post(t, auth.RoleService, `{`+customersSource+`,"op":"ddl","key":{"object":"public.customers"},"tx":{"position":"0/B1"},"after":{"email":"nobody@example.com"}}`)
+	if status != http.StatusBadRequest || !bytes.Contains(b, []byte(`"field":"after.id"`)) {
+		t.Fatalf("ddl with personal data and no subject: %d %s", status, b)
+	}
+
+	// A ddl record as capture writes it (the DDL command, no row) still
+	// passes, unchanged, under the table's schema.
+	capture := `{"command":"ALTER TABLE","objects":[{"identity":"public.customers","schema":"public","table":"customers"}]}`
+	status, b, seq := e.post(t, auth.RoleService, `{`+customersSource+`,"op":"ddl","key":{"object":"public.customers"},"tx":{"position":"0/C1"},"after":`+capture+`}`)
+	if status != http.StatusCreated {
+		t.Fatalf("capture-shaped ddl: %d %s", status, b)
+	}
+	if st := e.stored(t, seq); !bytes.Contains(st, []byte(`"after":`+capture)) {
+		t.Fatalf("capture-shaped ddl changed:\n%s", st)
+	}
+
+	resp := e.open(t, auth.RoleAdmin, http.MethodPost, "/v1/subjects/1/erase", "application/json", `{"reason":"ticket 1"}`)
+	if b := readAll(t, resp); resp.StatusCode != http.StatusOK {
+		t.Fatalf("erase: %d %s", resp.StatusCode, b)
+	}
+	for _, seq := range seqs {
+		b := e.read(t, auth.RoleAuditor, fmt.Sprintf("/v1/records/%d", seq))
+		if bytes.Contains(b, []byte("smuggled@example.com")) || !bytes.Contains(b, []byte(`{"$erased":true}`)) {
+			t.Fatalf("record %d still readable after erasure:\n%s", seq, b)
+		}
+	}
+}

@@ -72,3 +72,22 @@ func TestCheckpointSignerFromConfig(t *testing.T) {
 		t.Fatalf("STELE_CHECKPOINT_SIGNER=kms: %v", err)
 	}
 }
+
+func TestMasterKeyInData(t *testing.T) {
+	data := t.TempDir()
+	for _, tc := range []struct {
+		cfg  Config
+		want bool
+	}{
+		{Config{Data: data}, true},
+		{Config{Data: data, MasterKeyFile: filepath.Join(data, "keys", "m.key")}, true},
+		{Config{Data: data, MasterKeyFile: filepath.Join(data, "..", filepath.Base(data)+"-keys", "m.key")}, false},
+		{Config{Data: data, MasterKeyFile: "/etc/stele/master.key"}, false},
+		{Config{Data: data, MasterKey: "x"}, false},
+		{Config{Data: data, VaultAddr: "http://v", VaultKey: "k"}, false},
+	} {
+		if _, got := masterKeyInData(tc.cfg); got != tc.want {
+			t.Errorf("%+v: inside %v, want %v", tc.cfg.MasterKeyFile, got, tc.want)
+		}
+	}
+}

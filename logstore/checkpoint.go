@@ -1,9 +1,11 @@
 package logstore
 
 import (
+	"context"
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,14 +28,47 @@ const (
 	verifierKeyFile = "checkpoint.vkey"
 )
 
-// loadOrCreateKeys reads the data directory's checkpoint key, creating one
-// named origin on first start. A key made for another origin is an error:
-// silently re-keying would orphan every earlier checkpoint.
-func loadOrCreateKeys(dir, origin string) (*Keys, error) {
+// CheckpointSigner is a checkpoint signing key held outside the data
+// directory (a KMS such as Vault Transit, keystore.TransitSigner), so that a
+// copy of the directory is not enough to sign checkpoints. It is defined
+// here, by its consumer.
+type CheckpointSigner interface {
+	note.Signer
+	// VerifierKey is the signer's public key in note format.
+	VerifierKey() string
+}
+
+// contextSigner is a signer whose calls can be bounded by a context (one
+// that goes over the network).
+type contextSigner interface {
+	WithContext(ctx context.Context) note.Signer
+}
+
+// signerFor binds s to ctx when it can be.
+func signerFor(ctx context.Context, s note.Signer) note.Signer {
+	if cs, ok := s.(contextSigner); ok {
+		return cs.WithContext(ctx)
+	}
+	return s
+}
+
+// loadOrCreateKeys returns the checkpoint keys: ext when one is configured,
+// else the data directory's own key, created named origin on first start.
+// A key made for another origin is an error: silently re-keying would
+// orphan every earlier checkpoint.
+func loadOrCreateKeys(dir, origin string, ext CheckpointSigner, logger *slog.Logger) (*Keys, error) {
+	if ext != nil {
+		return externalKeys(dir, origin, ext, logger)
+	}
 	kdir := filepath.Join(dir, "keys")
 	skeyPath := filepath.Join(kdir, signerKeyFile)
 	skey, err := os.ReadFile(skeyPath)
 	if errors.Is(err, os.ErrNotExist) {
+		if _, err := LoadVerifierKey(dir); err == nil {
+			// Creating a key now would re-key the log; a key held outside
+			// the directory (checkpoint_signer) is the likely reason.
+			return nil, fmt.Errorf("data directory %s has a verifier key but no %s: its signing key is held elsewhere (checkpoint_signer: vault) or was removed; configure that signer", dir, filepath.Join("keys", signerKeyFile))
+		}
 		if err := os.MkdirAll(kdir, 0o700); err != nil {
 			return nil, fmt.Errorf("create key directory: %w", err)
 		}
@@ -75,6 +110,46 @@ func loadOrCreateKeys(dir, origin string) (*Keys, error) {
 		return nil, fmt.Errorf("%w: verifier key in %s does not belong to the signing key", stele.ErrBadCheckpoint, kdir)
 	}
 	return &Keys{Signer: signer, Verifier: verifier, VerifierKey: vkey}, nil
+}
+
+// externalKeys checks a signer held outside the directory against the
+// directory's verifier key, recording the key on first start so that
+// offline verification and auditors find it where they always do.
+func externalKeys(dir, origin string, ext CheckpointSigner, logger *slog.Logger) (*Keys, error) {
+	if origin != "" && ext.Name() != origin {
+		return nil, fmt.Errorf("checkpoint signer is named %q, not the origin %q: name the signer after the log's origin", ext.Name(), origin)
+	}
+	vkey := strings.TrimSpace(ext.VerifierKey())
+	verifier, err := note.NewVerifier(vkey)
+	if err != nil || verifier.Name() != ext.Name() || verifier.KeyHash() != ext.KeyHash() {
+		return nil, fmt.Errorf("checkpoint signer %q gives a verifier key that is not its own", ext.Name())
+	}
+	kdir := filepath.Join(dir, "keys")
+	stored, err := LoadVerifierKey(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.MkdirAll(kdir, 0o700); err != nil {
+			return nil, fmt.Errorf("create key directory: %w", err)
+		}
+		if err := writeFileSync(filepath.Join(kdir, verifierKeyFile), []byte(vkey+"\n"), 0o644); err != nil {
+			return nil, err
+		}
+		if err := atomicfile.SyncDir(kdir); err != nil {
+			return nil, err
+		}
+	case err != nil:
+		return nil, err
+	case stored != vkey:
+		return nil, fmt.Errorf("%w: data directory %s was signed with verifier key %s, but the configured checkpoint signer's key is %s: "+
+			"configure the signer holding the log's key (or import the key into it), or use a new data directory", stele.ErrBadCheckpoint, dir, stored, vkey)
+	}
+	if _, err := os.Stat(filepath.Join(kdir, signerKeyFile)); err == nil {
+		// The same key (the verifier keys match): a copy was imported into
+		// the KMS, and the file still gives it to anyone with the directory.
+		logger.Warn("the checkpoint signing key is held outside the data directory, yet keys/"+signerKeyFile+
+			" still holds it: delete the file, or a copy of the data directory can sign checkpoints", "file", filepath.Join(kdir, signerKeyFile))
+	}
+	return &Keys{Signer: ext, Verifier: verifier, VerifierKey: vkey}, nil
 }
 
 // LoadVerifierKey returns the verifier key stored in a data directory.

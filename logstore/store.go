@@ -85,7 +85,11 @@ type Options struct {
 	// Sealer, when set, seals personal data in every record before it is
 	// encoded and hashed.
 	Sealer Sealer
-	Logger *slog.Logger
+	// CheckpointSigner, when set, signs checkpoints instead of the key file
+	// keys/checkpoint.skey (see CheckpointSigner); its verifier key must be
+	// the directory's.
+	CheckpointSigner CheckpointSigner
+	Logger           *slog.Logger
 	// CheckpointInterval is how often a checkpoint is issued while records
 	// arrive (default 500ms, so every record is covered within a second).
 	CheckpointInterval time.Duration
@@ -174,7 +178,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	keys, err := loadOrCreateKeys(dir, opts.Origin)
+	keys, err := loadOrCreateKeys(dir, opts.Origin, opts.CheckpointSigner, opts.Logger)
 	if err != nil {
 		return nil, err
 	}

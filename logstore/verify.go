@@ -20,12 +20,21 @@ import (
 	"github.com/stele/stele/record"
 )
 
+// ErrUnproven: records.log holds more records past the latest signed
+// checkpoint than a crash can leave unsigned (see VerifyDir), or
+// checkpoints.log holds no checkpoint at all next to a non-empty log. Nothing
+// proves those records were written by the log's owner. It comes wrapped in a
+// *VerifyError, together with ErrTampered.
+var ErrUnproven = errors.New("records not covered by any signed checkpoint")
+
 // VerifyError pinpoints what verification found wrong. Seq is the first bad
 // record, or -1 when the fault is not in a record (a checkpoint, a key).
 type VerifyError struct {
 	Seq    int64
 	File   string
 	Reason string
+	// Kind, when set, narrows ErrTampered (ErrUnproven).
+	Kind error
 }
 
 func (e *VerifyError) Error() string {
@@ -35,8 +44,13 @@ func (e *VerifyError) Error() string {
 	return fmt.Sprintf("%s: %s", e.File, e.Reason)
 }
 
-// Unwrap lets errors.Is(err, ErrTampered) match.
-func (e *VerifyError) Unwrap() error { return ErrTampered }
+// Unwrap lets errors.Is(err, ErrTampered) match, and Kind when set.
+func (e *VerifyError) Unwrap() []error {
+	if e.Kind != nil {
+		return []error{ErrTampered, e.Kind}
+	}
+	return []error{ErrTampered}
+}
 
 // VerifyOptions tune VerifyDir.
 type VerifyOptions struct {
@@ -48,6 +62,14 @@ type VerifyOptions struct {
 	// Size stops at this many records (0: all). A running server verifies
 	// up to the size it had when it opened.
 	Size uint64
+	// CheckpointInterval is the interval the log's server signs checkpoints
+	// at (its checkpoint_interval; default 500ms, the store's default). It
+	// bounds how many records a crash can leave past the latest checkpoint.
+	CheckpointInterval time.Duration
+	// AllowUnproven accepts up to this many records past the latest
+	// checkpoint whatever their timing: the operator knows the server
+	// stopped uncleanly under load and has not been restarted since.
+	AllowUnproven uint64
 }
 
 // VerifyReport summarises a successful verification.
@@ -59,14 +81,67 @@ type VerifyReport struct {
 	// TornTail is the size of an unacknowledged partial write after the
 	// last record, which the next start will cut off.
 	TornTail int64
-	Elapsed  time.Duration
+	// Unproven is the number of records past the latest checkpoint, which
+	// no signature vouches for yet, and UnprovenSpan the time between the
+	// first and the last one's recorded_at. VerifyDir passes only a tail a
+	// crash can leave (or one VerifyOptions.AllowUnproven accepts).
+	Unproven     uint64
+	UnprovenSpan time.Duration
+	// TornCheckpoint is the size of a partial final frame in
+	// checkpoints.log: a checkpoint whose write a crash interrupted, which
+	// the next start cuts off.
+	TornCheckpoint int64
+	Elapsed        time.Duration
+}
+
+// Bounds of an in-flight tail (see VerifyDir).
+const (
+	// inFlightGrace is what signing a checkpoint may lag behind its tick:
+	// syncing records.idx, the tree files and checkpoints.log under load.
+	inFlightGrace = time.Second
+	// inFlightRate is more records per second than the writer has been
+	// measured to commit on this machine class (~220k/s in-process).
+	inFlightRate = 1 << 18
+	// inFlightBatch is one more group commit (Options.MaxBatchRecords).
+	inFlightBatch             = 16384
+	defaultCheckpointInterval = 500 * time.Millisecond
+)
+
+// maxInFlight is the most records a crash can leave past the latest
+// checkpoint when checkpoints are signed every interval.
+func maxInFlight(interval time.Duration) uint64 {
+	return uint64(inFlightRate*interval.Seconds()) + inFlightBatch
 }
 
 // VerifyDir checks a data directory offline, independent of any running
 // server: every frame's checksum and position, every leaf and tree node,
 // every record index entry, and every checkpoint's signature and root.
+//
+// Records past the latest checkpoint are proven by nothing: whoever can
+// write the directory can rebuild the tree over altered records and drop
+// the checkpoints that would contradict them. So such a tail passes only if
+// a crash can have left it. The writer signs a checkpoint of everything
+// durable on every tick of its interval, so the records a crash leaves
+// unsigned were all appended within one interval (plus the time signing
+// lags behind its tick, inFlightGrace): the tail must hold at most
+// maxInFlight(interval) records (more than the writer commits in one
+// interval at its fastest), each stamped with a recorded_at, the last at
+// most interval+inFlightGrace after the first. The checkpoint note carries
+// no time, so the first unsigned record stands for the moment after the
+// last signed tick. A longer tail, or a checkpoints.log with no checkpoint
+// next to a non-empty records.log (a store signs its empty log when it is
+// created), fails with ErrUnproven unless AllowUnproven accepts its length.
+// A partial final frame in checkpoints.log is an interrupted checkpoint
+// write only under the same rule; otherwise the file was cut.
+//
+// This bounds what a disk-only attacker can slip in, and names it; only a
+// checkpoint held outside the directory (an auditor's state, a witness)
+// proves that no newer checkpoint was removed.
 func VerifyDir(ctx context.Context, dir string, opts VerifyOptions) (*VerifyReport, error) {
 	start := time.Now()
+	if opts.CheckpointInterval <= 0 {
+		opts.CheckpointInterval = defaultCheckpointInterval
+	}
 	vkey := opts.VerifierKey
 	if vkey == "" {
 		k, err := LoadVerifierKey(dir)
@@ -82,7 +157,7 @@ func VerifyDir(ctx context.Context, dir string, opts VerifyOptions) (*VerifyRepo
 	if err := checkSignerMatches(dir, verifier); err != nil {
 		return nil, err
 	}
-	cps, err := readCheckpoints(filepath.Join(dir, checkpointsFile), verifier)
+	cps, torn, err := readCheckpoints(filepath.Join(dir, checkpointsFile), verifier)
 	if err != nil {
 		return nil, err
 	}
@@ -91,6 +166,7 @@ func VerifyDir(ctx context.Context, dir string, opts VerifyOptions) (*VerifyRepo
 		return nil, err
 	}
 	defer v.close()
+	v.tornCP = torn
 	rep, err := v.run(ctx)
 	if err != nil {
 		return nil, err
@@ -118,17 +194,26 @@ func checkSignerMatches(dir string, v note.Verifier) error {
 	return nil
 }
 
-func readCheckpoints(path string, v note.Verifier) ([]*stele.Checkpoint, error) {
+// tornFrame is a partial final frame of checkpoints.log: it starts at off
+// and size bytes of it are in the file.
+type tornFrame struct {
+	off, size int64
+}
+
+// readCheckpoints returns the checkpoints in path, oldest first, and the
+// partial final frame after them, if any.
+func readCheckpoints(path string, v note.Verifier) ([]*stele.Checkpoint, *tornFrame, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, &VerifyError{Seq: -1, File: checkpointsFile, Reason: err.Error()}
+		return nil, nil, &VerifyError{Seq: -1, File: checkpointsFile, Reason: err.Error()}
 	}
 	defer f.Close()
 	sc, err := newFrameScanner(f, 0, 64<<10)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var out []*stele.Checkpoint
+	var torn *tornFrame
 	for i := 0; ; i++ {
 		p, off, err := sc.next()
 		if errors.Is(err, io.EOF) {
@@ -137,26 +222,30 @@ func readCheckpoints(path string, v note.Verifier) ([]*stele.Checkpoint, error) 
 		if errors.Is(err, errTorn) {
 			damaged, derr := lengthDamaged(f, off, maxCheckpointFrame)
 			if derr != nil {
-				return nil, &VerifyError{Seq: -1, File: checkpointsFile, Reason: derr.Error()}
+				return nil, nil, &VerifyError{Seq: -1, File: checkpointsFile, Reason: derr.Error()}
 			}
 			if !damaged {
-				break // a torn final checkpoint was never relied on
+				// Cut short by a crash, or by someone cutting the file:
+				// the caller tells them apart by what follows the last
+				// whole checkpoint in records.log.
+				torn = &tornFrame{off: off, size: sc.fileSz - off}
+				break
 			}
 			err = errors.New("frame length runs past the end of the file, yet checkpoints follow it")
 		}
 		if err != nil {
-			return nil, &VerifyError{Seq: -1, File: checkpointsFile, Reason: fmt.Sprintf("checkpoint #%d at offset %d: %v", i, off, err)}
+			return nil, nil, &VerifyError{Seq: -1, File: checkpointsFile, Reason: fmt.Sprintf("checkpoint #%d at offset %d: %v", i, off, err)}
 		}
 		cp, err := stele.OpenCheckpoint(p, v)
 		if err != nil {
-			return nil, &VerifyError{Seq: -1, File: checkpointsFile, Reason: fmt.Sprintf("checkpoint #%d at offset %d: %v", i, off, err)}
+			return nil, nil, &VerifyError{Seq: -1, File: checkpointsFile, Reason: fmt.Sprintf("checkpoint #%d at offset %d: %v", i, off, err)}
 		}
 		if n := len(out); n > 0 && cp.Size < out[n-1].Size {
-			return nil, &VerifyError{Seq: -1, File: checkpointsFile, Reason: fmt.Sprintf("checkpoint #%d has size %d, smaller than the %d before it", i, cp.Size, out[n-1].Size)}
+			return nil, nil, &VerifyError{Seq: -1, File: checkpointsFile, Reason: fmt.Sprintf("checkpoint #%d has size %d, smaller than the %d before it", i, cp.Size, out[n-1].Size)}
 		}
 		out = append(out, cp)
 	}
-	return out, nil
+	return out, torn, nil
 }
 
 type dirVerifier struct {
@@ -169,6 +258,7 @@ type dirVerifier struct {
 	levels []*bufio.Reader
 	files  []*os.File
 	failed *VerifyError
+	tornCP *tornFrame
 }
 
 func newDirVerifier(dir string, cps []*stele.Checkpoint, opts VerifyOptions) (*dirVerifier, error) {
@@ -216,19 +306,55 @@ type verifyChunk struct {
 	err     error
 	errOff  int64
 	tornEnd bool
+	// tail is what the chunk's records from the stage's tailFrom on
+	// contribute to the judgement of the unsigned tail.
+	tail tailTimes
+}
+
+// tailTimes gathers the recorded_at stamps of the records past the latest
+// checkpoint.
+type tailTimes struct {
+	first, last time.Time // earliest and latest recorded_at
+	unstamped   int64     // first seq without a recorded_at, or -1
+}
+
+func (t *tailTimes) add(seq uint64, at time.Time) {
+	if at.IsZero() {
+		if t.unstamped < 0 {
+			t.unstamped = int64(seq)
+		}
+		return
+	}
+	if t.first.IsZero() || at.Before(t.first) {
+		t.first = at
+	}
+	if at.After(t.last) {
+		t.last = at
+	}
+}
+
+func (t *tailTimes) merge(o tailTimes) {
+	if o.unstamped >= 0 && (t.unstamped < 0 || o.unstamped < t.unstamped) {
+		t.unstamped = o.unstamped
+	}
+	if !o.first.IsZero() {
+		t.add(0, o.first)
+		t.add(0, o.last)
+	}
 }
 
 const verifyChunkFrames = 4096
 
 // hashFrames is the first stage of verification: it reads records.log in
 // order, checks each frame's checksum and seq header and computes its leaf
-// hash. It runs on its own core while the caller rebuilds the tree.
-func hashFrames(ctx context.Context, sc *frameScanner, limit uint64, out chan<- *verifyChunk) {
+// hash, and notes the recorded_at of records from seq tailFrom on. It runs
+// on its own core while the caller rebuilds the tree.
+func hashFrames(ctx context.Context, sc *frameScanner, limit, tailFrom uint64, out chan<- *verifyChunk) {
 	defer close(out)
 	h := sha256.New()
 	var seq uint64
 	for {
-		c := &verifyChunk{first: seq, leaves: make([]byte, 0, verifyChunkFrames*hashSize)}
+		c := &verifyChunk{first: seq, leaves: make([]byte, 0, verifyChunkFrames*hashSize), tail: tailTimes{unstamped: -1}}
 		for len(c.offsets) < verifyChunkFrames {
 			if limit != 0 && seq >= limit {
 				c.err = io.EOF
@@ -246,6 +372,10 @@ func hashFrames(ctx context.Context, sc *frameScanner, limit uint64, out chan<- 
 			if err != nil {
 				c.err, c.errOff = err, off
 				break
+			}
+			if seq >= tailFrom {
+				at, _ := record.RecordedAt(p) // the header was checked by record.Seq
+				c.tail.add(seq, at)
 			}
 			c.offsets = append(c.offsets, off)
 			c.ends = append(c.ends, off+frameHeader+int64(len(p)))
@@ -283,7 +413,8 @@ func (v *dirVerifier) run(ctx context.Context) (*VerifyReport, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	chunks := make(chan *verifyChunk, 4)
-	go hashFrames(ctx, sc, v.opts.Size, chunks)
+	go hashFrames(ctx, sc, v.opts.Size, covered, chunks)
+	tail := tailTimes{unstamped: -1}
 
 	nh := newNodeHasher()
 	rng := (&compact.RangeFactory{Hash: nh.hashChildren}).NewEmptyRange(0)
@@ -321,6 +452,7 @@ func (v *dirVerifier) run(ctx context.Context) (*VerifyReport, error) {
 			rep.Bytes = c.ends[i]
 			seq++
 		}
+		tail.merge(c.tail)
 		if v.opts.Progress != nil {
 			v.opts.Progress(rep.Bytes, total)
 		}
@@ -350,6 +482,9 @@ func (v *dirVerifier) run(ctx context.Context) (*VerifyReport, error) {
 	}
 	if v.opts.Size == 0 && cpi < len(v.cps) {
 		return nil, &VerifyError{Seq: int64(seq), File: recordsFile, Reason: fmt.Sprintf("log ends after %d records but checkpoint #%d covers %d: records from seq %d on are missing", seq, cpi, v.cps[cpi].Size, seq)}
+	}
+	if err := v.judgeTail(rep, covered, tail); err != nil {
+		return nil, err
 	}
 	if v.opts.Progress != nil {
 		v.opts.Progress(total, total)
@@ -413,7 +548,7 @@ func LatestCheckpointInDir(dir string) (*stele.Checkpoint, error) {
 	if err != nil {
 		return nil, fmt.Errorf("verifier key: %w", err)
 	}
-	cps, err := readCheckpoints(filepath.Join(dir, checkpointsFile), v)
+	cps, _, err := readCheckpoints(filepath.Join(dir, checkpointsFile), v)
 	if err != nil {
 		return nil, err
 	}
@@ -421,4 +556,53 @@ func LatestCheckpointInDir(dir string) (*stele.Checkpoint, error) {
 		return nil, fmt.Errorf("%w: no checkpoint in %s", ErrNotFound, dir)
 	}
 	return cps[len(cps)-1], nil
+}
+
+// judgeTail applies VerifyDir's rule to the records past the latest
+// checkpoint (covered records are signed) and to a partial final frame of
+// checkpoints.log.
+func (v *dirVerifier) judgeTail(rep *VerifyReport, covered uint64, tail tailTimes) error {
+	if v.tornCP != nil {
+		rep.TornCheckpoint = v.tornCP.size
+	}
+	if rep.Records <= covered {
+		return nil
+	}
+	n := rep.Records - covered
+	rep.Unproven = n
+	if !tail.first.IsZero() {
+		rep.UnprovenSpan = tail.last.Sub(tail.first)
+	}
+	if len(v.cps) == 0 {
+		return &VerifyError{Seq: 0, File: checkpointsFile, Kind: ErrUnproven, Reason: fmt.Sprintf(
+			"holds no checkpoint, yet records.log holds %d records: a store signs a checkpoint of its empty log when it is created, so checkpoints.log was emptied or replaced, and nothing proves any record", n)}
+	}
+	if n <= v.opts.AllowUnproven {
+		return nil
+	}
+	interval := v.opts.CheckpointInterval
+	limit, window := maxInFlight(interval), interval+inFlightGrace
+	var why string
+	switch {
+	case n > limit:
+		why = fmt.Sprintf("more than the %d a crash can leave unsigned with checkpoints every %s", limit, interval)
+	case tail.unstamped >= 0:
+		why = fmt.Sprintf("seq %d has no recorded_at, which the writer stamps on every record", tail.unstamped)
+	case rep.UnprovenSpan > window:
+		why = fmt.Sprintf("appended over %s (recorded_at %s to %s), while the writer signs every %s, so a crash leaves at most %s unsigned",
+			rep.UnprovenSpan.Round(time.Millisecond), tail.first.Format(time.RFC3339Nano), tail.last.Format(time.RFC3339Nano), interval, window)
+	default:
+		return nil // an in-flight tail: the next start signs it
+	}
+	cut := "checkpoints.log lost its newest checkpoints"
+	if t := v.tornCP; t != nil {
+		cut = fmt.Sprintf("checkpoints.log was cut inside the frame at offset %d", t.off)
+	}
+	cp := v.cps[len(v.cps)-1]
+	return &VerifyError{Seq: int64(covered), File: checkpointsFile, Kind: ErrUnproven, Reason: fmt.Sprintf(
+		"records %d to %d (%d records) follow the latest checkpoint (size %d) and no signature covers them: %s. "+
+			"Either %s, or the records were appended by someone without the signing key. "+
+			"If the server was stopped uncleanly and has not run since, and you expect this, accept them with --allow-unproven %d "+
+			"(or set --checkpoint-interval to the server's checkpoint_interval)",
+		covered, rep.Records-1, n, cp.Size, why, cut, n)}
 }

@@ -418,7 +418,7 @@ func (s *Store) Checkpoint(ctx context.Context) (*stele.Checkpoint, error) {
 	if err := s.tree.sync(); err != nil {
 		return nil, err
 	}
-	cp, err := stele.SignCheckpoint(s.keys.Signer, st.size, st.root)
+	cp, err := stele.SignCheckpoint(signerFor(ctx, s.keys.Signer), st.size, st.root)
 	if err != nil {
 		return nil, err
 	}

@@ -217,6 +217,18 @@ func Seq(stored []byte) (uint64, error) {
 	return binary.BigEndian.Uint64(stored[1:HeaderSize]), nil
 }
 
+// RecordedAt returns the append time stored in the header of encoded record
+// bytes without decoding the body (the zero time when none was stored).
+func RecordedAt(stored []byte) (time.Time, error) {
+	if _, err := Seq(stored); err != nil {
+		return time.Time{}, err
+	}
+	if ns := int64(binary.BigEndian.Uint64(stored[9:HeaderSize])); ns != 0 {
+		return time.Unix(0, ns).UTC(), nil
+	}
+	return time.Time{}, nil
+}
+
 // Decode parses stored record bytes.
 func Decode(stored []byte) (*Record, error) {
 	seq, err := Seq(stored)

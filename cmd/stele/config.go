@@ -40,6 +40,12 @@ type Config struct {
 	VaultKey          string
 	VaultMount        string
 	RetentionInterval time.Duration
+	// CheckpointSigner is where the checkpoint signing key lives: "file"
+	// (keys/checkpoint.skey in the data directory, the default) or "vault"
+	// (the Vault Transit ed25519 key VaultSigningKey, reached through
+	// VaultAddr, VaultToken and VaultMount).
+	CheckpointSigner string
+	VaultSigningKey  string
 	// Sources are the capture sources (sources: in the file, repeatable
 	// --source URL); a pointer keeps Config comparable. See SourceConfig.
 	Sources *[]SourceConfig
@@ -179,6 +185,20 @@ func options() []option {
 		}},
 		{"vault_mount", "Vault Transit mount `path` (default transit)", func(c *Config, v string) error {
 			c.VaultMount = v
+			return nil
+		}},
+		{"checkpoint_signer", "where the checkpoint signing key lives: file (keys/checkpoint.skey in the data directory) or vault (the Transit key vault_signing_key, so a copy of the data directory cannot sign) (default file)", func(c *Config, v string) error {
+			if v != "file" && v != "vault" {
+				return errors.New("want file or vault")
+			}
+			c.CheckpointSigner = v
+			return nil
+		}},
+		{"vault_signing_key", "Vault Transit key `name` of type ed25519 that signs checkpoints when checkpoint_signer is vault", func(c *Config, v string) error {
+			if v == "" || strings.ContainsAny(v, "/?#") {
+				return errors.New("want a Transit key name without '/', '?' or '#'")
+			}
+			c.VaultSigningKey = v
 			return nil
 		}},
 		{"retention_interval", "how often expired retention periods are shredded, a `duration` (default 1h)", func(c *Config, v string) error {

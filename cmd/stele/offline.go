@@ -67,7 +67,11 @@ func openStopped(ctx context.Context, cfg Config, logger *slog.Logger, lockHint 
 		return nil, nil, err
 	}
 	undo = append(undo, closeSealer)
-	store, err := logstore.Open(ctx, data, logstore.Options{Origin: v.Name(), Hook: ix, Sealer: sealer, Logger: logger})
+	signer, err := checkpointSigner(ctx, cfg, v.Name())
+	if err != nil {
+		return nil, nil, err
+	}
+	store, err := logstore.Open(ctx, data, logstore.Options{Origin: v.Name(), Hook: ix, Sealer: sealer, Logger: logger, CheckpointSigner: signer})
 	switch {
 	case errors.Is(err, logstore.ErrIndexAhead):
 		return nil, nil, fmt.Errorf("%w: run `stele reindex --data %s` first", err, data)

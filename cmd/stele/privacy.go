@@ -50,10 +50,34 @@ func masterKey(cfg Config) (keystore.MasterKey, error) {
 	return keystore.FileMaster(path)
 }
 
+// masterKeyInData reports the master key file when it sits inside the data
+// directory (the default): a copy of the directory then holds every key.
+func masterKeyInData(cfg Config) (string, bool) {
+	if cfg.VaultAddr != "" || cfg.VaultKey != "" || cfg.MasterKey != "" {
+		return "", false
+	}
+	path := cfg.MasterKeyFile
+	if path == "" {
+		path = filepath.Join(cfg.Data, "master.key")
+	}
+	p, err1 := filepath.Abs(path)
+	d, err2 := filepath.Abs(cfg.Data)
+	if err1 != nil || err2 != nil {
+		return path, false
+	}
+	rel, err := filepath.Rel(d, p)
+	return path, err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
+}
+
 func openPrivacy(ctx context.Context, cfg Config, logger *slog.Logger) (*privacyStack, error) {
 	master, err := masterKey(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("master key: %w", err)
+	}
+	if path, inside := masterKeyInData(cfg); inside {
+		logger.Warn("the master key file is inside the data directory: a copy of the directory unwraps every key, reads sealed personal data "+
+			"and can forge batches that recovery adopts; keep the file on another disk (master_key_file), or use STELE_MASTER_KEY or Vault Transit",
+			"file", path)
 	}
 	keys, err := keystore.Open(ctx, filepath.Join(cfg.Data, "keystore"), master, keystore.Options{Logger: logger})
 	if err != nil {

@@ -202,7 +202,11 @@ func rebuildProjection(ctx context.Context, cfg Config, name string, logger *slo
 	if _, err := st.Info(name); err != nil {
 		return usagef("%v (configured: %s)", err, strings.Join(set.Names(), ", "))
 	}
-	store, err := logstore.Open(ctx, cfg.Data, logstore.Options{Origin: v.Name(), Logger: logger})
+	signer, err := checkpointSigner(ctx, cfg, v.Name())
+	if err != nil {
+		return err
+	}
+	store, err := logstore.Open(ctx, cfg.Data, logstore.Options{Origin: v.Name(), Logger: logger, CheckpointSigner: signer})
 	if err != nil {
 		return fmt.Errorf("open log: %w", err)
 	}

@@ -100,8 +100,13 @@ func reindex(ctx context.Context, cfg Config, logger *slog.Logger, progress bool
 		return restore(err)
 	}
 	defer closeSealer()
+	signer, err := checkpointSigner(ctx, cfg, v.Name())
+	if err != nil {
+		ix.Close()
+		return restore(err)
+	}
 	// Opening the log replays every record the (empty) index has not seen.
-	store, err := logstore.Open(ctx, data, logstore.Options{Origin: v.Name(), Hook: hook, Sealer: sealer, Logger: logger})
+	store, err := logstore.Open(ctx, data, logstore.Options{Origin: v.Name(), Hook: hook, Sealer: sealer, Logger: logger, CheckpointSigner: signer})
 	if progress {
 		fmt.Fprint(stderr, "\r\033[K")
 	}

@@ -95,7 +95,12 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 	if err != nil {
 		return err
 	}
-	logOpts := logstore.Options{Origin: cfg.Origin, Hook: ix, Sealer: priv.guard, Logger: logger, CheckpointInterval: cfg.CheckpointInterval}
+	signer, err := checkpointSigner(ctx, cfg, cfg.Origin)
+	if err != nil {
+		ix.Close()
+		return err
+	}
+	logOpts := logstore.Options{Origin: cfg.Origin, Hook: ix, Sealer: priv.guard, Logger: logger, CheckpointInterval: cfg.CheckpointInterval, CheckpointSigner: signer}
 	store, err := logstore.Open(ctx, cfg.Data, logOpts)
 	if errors.Is(err, logstore.ErrIndexAhead) {
 		ix.Close()

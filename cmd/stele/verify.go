@@ -20,7 +20,7 @@ import (
 	"github.com/stele/stele/logstore"
 )
 
-const verifyUsage = `--data DIR [--key VKEY]
+const verifyUsage = `--data DIR [--key VKEY] [--checkpoint-interval D] [--allow-unproven N]
        stele verify --url URL --key VKEY [--state FILE|none] [--spot N]
        stele verify --export FILE [--key VKEY]
 
@@ -28,6 +28,14 @@ With --data, check a data directory offline: every record's checksum and
 position, every leaf and tree node, every index entry and every checkpoint's
 signature and root. Without --key the directory's own key is used, which
 proves self-consistency only; pass the published key to pin it.
+Records past the latest checkpoint are proven by nothing, so they pass only
+as the tail a crash can leave: appended within one checkpoint interval
+(--checkpoint-interval, the server's checkpoint_interval, default 500ms)
+plus 1s, and no more than the writer commits in that time. A longer tail,
+an empty checkpoints.log next to records, or a checkpoints.log cut short is
+reported as unproven and fails, unless --allow-unproven N says that up to N
+such records are expected (a server stopped uncleanly that has not run
+since; its next start signs them).
 
 With --url, check a running server from the outside, as an independent
 auditor would, trusting only the verifier key: the latest checkpoint's
@@ -53,11 +61,13 @@ func runVerify(ctx context.Context, args []string) error {
 	key := fs.String("key", "", "log verifier `key` (<origin>+<hash>+<base64>), obtained out of band")
 	statePath := fs.String("state", "", "audit state `file` (--url only); none for no state")
 	spot := fs.Int("spot", auditor.DefaultSpotChecks, "records to spot-check for inclusion (--url only)")
+	interval := fs.Duration("checkpoint-interval", 500*time.Millisecond, "the server's checkpoint_interval: bounds the unsigned tail a crash can leave (--data only)")
+	allow := fs.Uint64("allow-unproven", 0, "accept up to `N` records past the latest checkpoint whatever their timing (--data only)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *exportFile != "" {
-		if *data != "" || *url != "" || *statePath != "" || isFlagSet(fs, "spot") {
+		if *data != "" || *url != "" || *statePath != "" || isFlagSet(fs, "spot") || isFlagSet(fs, "checkpoint-interval") || isFlagSet(fs, "allow-unproven") {
 			return usagef("--export takes only --key")
 		}
 		return verifyExport(ctx, *exportFile, *key, os.Stdout)
@@ -69,12 +79,17 @@ func runVerify(ctx context.Context, args []string) error {
 		return usagef("--url needs --key: an auditor must not trust the key served by the log it audits")
 	case *data != "" && (*statePath != "" || isFlagSet(fs, "spot")):
 		return usagef("--state and --spot apply to --url only")
+	case *data == "" && (isFlagSet(fs, "checkpoint-interval") || isFlagSet(fs, "allow-unproven")):
+		return usagef("--checkpoint-interval and --allow-unproven apply to --data only")
+	case *interval <= 0:
+		return usagef("--checkpoint-interval must be positive, e.g. 500ms")
 	case *spot < 1:
 		return usagef("--spot must be at least 1")
 	}
 	progress := isTerminal(os.Stderr)
 	if *data != "" {
-		return verifyDir(ctx, *data, *key, progress, os.Stdout, os.Stderr)
+		opts := logstore.VerifyOptions{VerifierKey: strings.TrimSpace(*key), CheckpointInterval: *interval, AllowUnproven: *allow}
+		return verifyDir(ctx, *data, opts, progress, os.Stdout, os.Stderr)
 	}
 	return verifyURL(ctx, *url, *key, *statePath, *spot, progress, os.Stdout, os.Stderr)
 }
@@ -87,12 +102,11 @@ func isFlagSet(fs *flag.FlagSet, name string) bool {
 
 func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
 
-func verifyDir(ctx context.Context, dir, key string, progress bool, stdout, stderr io.Writer) error {
+func verifyDir(ctx context.Context, dir string, opts logstore.VerifyOptions, progress bool, stdout, stderr io.Writer) error {
 	if _, err := os.Stat(filepath.Join(dir, "records.log")); err != nil {
 		return fmt.Errorf("%s is not a Stele data directory: %w", dir, err)
 	}
 	start := time.Now()
-	opts := logstore.VerifyOptions{VerifierKey: strings.TrimSpace(key)}
 	if progress {
 		var last time.Time
 		opts.Progress = func(done, total int64) {
@@ -129,7 +143,18 @@ func verifyDir(ctx context.Context, dir, key string, progress bool, stdout, stde
 	if rep.TornTail > 0 {
 		fmt.Fprintf(stdout, "note: %d bytes of an unacknowledged partial write follow the last record; the next start cuts them off\n", rep.TornTail)
 	}
-	if key == "" {
+	if rep.TornCheckpoint > 0 {
+		fmt.Fprintf(stdout, "note: checkpoints.log ends in %d bytes of a checkpoint whose write was interrupted; the next start cuts them off\n", rep.TornCheckpoint)
+	}
+	if rep.Unproven > 0 {
+		how := "appended within one checkpoint interval, as a crash leaves them"
+		if opts.AllowUnproven >= rep.Unproven {
+			how = "accepted by --allow-unproven"
+		}
+		fmt.Fprintf(stdout, "UNPROVEN: %d records after the latest checkpoint (recorded over %s) are covered by no signature yet (%s); the next start of the server signs them\n",
+			rep.Unproven, rep.UnprovenSpan.Round(time.Millisecond), how)
+	}
+	if opts.VerifierKey == "" {
 		fmt.Fprintln(stdout, "note: checked against the directory's own verifier key (self-consistency); pass --key with the published key to pin it")
 	}
 	fmt.Fprintln(stdout, "OK")

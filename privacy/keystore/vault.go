@@ -32,6 +32,7 @@ type VaultConfig struct {
 // Stele's STELE_* configuration. Two endpoints are small enough to own.
 type vaultTransit struct {
 	cfg      VaultConfig
+	base     string // <address>/v1/<mount>
 	encURL   string
 	decURL   string
 	id       string
@@ -44,6 +45,18 @@ type vaultTransit struct {
 // wrapped form is Vault's ciphertext text ("vault:v1:…"), so Vault-side key
 // rotation keeps working; the ID names mount and key.
 func VaultTransit(cfg VaultConfig) (MasterKey, error) {
+	client, err := newVaultClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	key := url.PathEscape(client.cfg.KeyName)
+	client.encURL = client.base + "/encrypt/" + key
+	client.decURL = client.base + "/decrypt/" + key
+	return client, nil
+}
+
+// newVaultClient checks cfg and fills its defaults.
+func newVaultClient(cfg VaultConfig) (*vaultTransit, error) {
 	if cfg.Address == "" {
 		return nil, errors.New("vault transit: Address is empty; want e.g. https://vault.example:8200")
 	}
@@ -68,12 +81,9 @@ func VaultTransit(cfg VaultConfig) (MasterKey, error) {
 	if client == nil {
 		client = &http.Client{Timeout: 30 * time.Second}
 	}
-	base := strings.TrimRight(cfg.Address, "/") + "/v1/" + cfg.Mount
-	key := url.PathEscape(cfg.KeyName)
 	return &vaultTransit{
 		cfg:      cfg,
-		encURL:   base + "/encrypt/" + key,
-		decURL:   base + "/decrypt/" + key,
+		base:     strings.TrimRight(cfg.Address, "/") + "/v1/" + cfg.Mount,
 		id:       "vault-transit:" + cfg.Mount + "/" + cfg.KeyName,
 		client:   client,
 		maxError: 512,
@@ -116,7 +126,7 @@ func (v *vaultTransit) Unwrap(ctx context.Context, wrapped []byte) ([]byte, erro
 // VaultError is an error answer from Vault. It carries Vault's own messages
 // (never the token or the payload).
 type VaultError struct {
-	Op         string // "encrypt" or "decrypt"
+	Op         string // "encrypt", "decrypt", "sign" or "read key"
 	KeyID      string
 	Address    string
 	StatusCode int
@@ -139,11 +149,20 @@ func (e *VaultError) Error() string {
 }
 
 func (v *vaultTransit) call(ctx context.Context, op, endpoint string, in any, out any) error {
-	body, err := json.Marshal(in)
-	if err != nil {
-		return fmt.Errorf("vault transit %s: %w", op, err)
+	return v.do(ctx, op, http.MethodPost, endpoint, in, out)
+}
+
+// do sends one request; in is the JSON body (nil for none).
+func (v *vaultTransit) do(ctx context.Context, op, method, endpoint string, in any, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return fmt.Errorf("vault transit %s: %w", op, err)
+		}
+		body = bytes.NewReader(b)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, method, endpoint, body)
 	if err != nil {
 		return fmt.Errorf("vault transit %s (%s at %s): %w", op, v.id, v.cfg.Address, err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/stele/stele"
 	"github.com/stele/stele/internal/atomicfile"
+	"github.com/stele/stele/internal/vfs"
 )
 
 // Keys holds the checkpoint signing key and its public verifier key.
@@ -29,25 +30,25 @@ const (
 // loadOrCreateKeys reads the data directory's checkpoint key, creating one
 // named origin on first start. A key made for another origin is an error:
 // silently re-keying would orphan every earlier checkpoint.
-func loadOrCreateKeys(dir, origin string) (*Keys, error) {
+func loadOrCreateKeys(fsys vfs.FS, dir, origin string) (*Keys, error) {
 	kdir := filepath.Join(dir, "keys")
 	skeyPath := filepath.Join(kdir, signerKeyFile)
-	skey, err := os.ReadFile(skeyPath)
+	skey, err := vfs.ReadFile(fsys, skeyPath)
 	if errors.Is(err, os.ErrNotExist) {
-		if err := os.MkdirAll(kdir, 0o700); err != nil {
+		if err := fsys.MkdirAll(kdir, 0o700); err != nil {
 			return nil, fmt.Errorf("create key directory: %w", err)
 		}
 		s, v, err := note.GenerateKey(rand.Reader, origin)
 		if err != nil {
 			return nil, fmt.Errorf("generate checkpoint key: %w", err)
 		}
-		if err := writeFileSync(skeyPath, []byte(s+"\n"), 0o600); err != nil {
+		if err := atomicfile.WriteSync(fsys, skeyPath, []byte(s+"\n"), 0o600, atomicfile.Exclusive); err != nil {
 			return nil, err
 		}
-		if err := writeFileSync(filepath.Join(kdir, verifierKeyFile), []byte(v+"\n"), 0o644); err != nil {
+		if err := atomicfile.WriteSync(fsys, filepath.Join(kdir, verifierKeyFile), []byte(v+"\n"), 0o644, atomicfile.Exclusive); err != nil {
 			return nil, err
 		}
-		if err := atomicfile.SyncDir(kdir); err != nil {
+		if err := vfs.SyncDir(fsys, kdir); err != nil {
 			return nil, err
 		}
 		skey = []byte(s)
@@ -63,7 +64,7 @@ func loadOrCreateKeys(dir, origin string) (*Keys, error) {
 	if origin != "" && signer.Name() != origin {
 		return nil, fmt.Errorf("data directory %s was created with origin %q, not %q: keep the original origin or use a new data directory", dir, signer.Name(), origin)
 	}
-	vkey, err := LoadVerifierKey(dir)
+	vkey, err := loadVerifierKey(fsys, dir)
 	if err != nil {
 		return nil, err
 	}
@@ -78,26 +79,12 @@ func loadOrCreateKeys(dir, origin string) (*Keys, error) {
 }
 
 // LoadVerifierKey returns the verifier key stored in a data directory.
-func LoadVerifierKey(dir string) (string, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "keys", verifierKeyFile))
+func LoadVerifierKey(dir string) (string, error) { return loadVerifierKey(vfs.Default, dir) }
+
+func loadVerifierKey(fsys vfs.FS, dir string) (string, error) {
+	b, err := vfs.ReadFile(fsys, filepath.Join(dir, "keys", verifierKeyFile))
 	if err != nil {
 		return "", fmt.Errorf("read verifier key: %w", err)
 	}
 	return strings.TrimSpace(string(b)), nil
-}
-
-func writeFileSync(path string, data []byte, perm os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		return fmt.Errorf("create %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	return f.Close()
 }

@@ -38,7 +38,7 @@ type env struct {
 
 type option func(*api.Config)
 
-func newEnv(t *testing.T, opts ...option) *env {
+func newEnv(t testing.TB, opts ...option) *env {
 	t.Helper()
 	dir := t.TempDir()
 	ix, err := index.Open(filepath.Join(dir, "index"), nil)
@@ -93,7 +93,7 @@ func (r response) json(t *testing.T) map[string]any {
 	return m
 }
 
-func (e *env) do(t *testing.T, method, path, contentType string, body []byte) response {
+func (e *env) do(t testing.TB, method, path, contentType string, body []byte) response {
 	t.Helper()
 	req, err := http.NewRequest(method, e.srv.URL+path, bytes.NewReader(body))
 	if err != nil {
@@ -116,7 +116,7 @@ func (e *env) do(t *testing.T, method, path, contentType string, body []byte) re
 
 func (e *env) get(t *testing.T, path string) response { return e.do(t, http.MethodGet, path, "", nil) }
 
-func (e *env) post(t *testing.T, contentType, body string) response {
+func (e *env) post(t testing.TB, contentType, body string) response {
 	return e.do(t, http.MethodPost, "/v1/records", contentType, []byte(body))
 }
 

@@ -143,6 +143,12 @@ func (s *Server) appendFailed(w http.ResponseWriter, r *http.Request, err error)
 		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "the log is overloaded; retry after a second (resubmitting the same records is safe)"})
 	case errors.Is(err, logstore.ErrClosed):
 		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "the server is shutting down; retry against a running one"})
+	case errors.Is(err, logstore.ErrNoSpace) || isNoSpace(err):
+		// Nothing of the batch was stored; appends resume by themselves
+		// once the operator frees space.
+		s.log.ErrorContext(r.Context(), "append refused: storage full", "err", err)
+		w.Header().Set("Retry-After", "10")
+		writeError(w, http.StatusInsufficientStorage, &apiError{Msg: "the log's disk is full: nothing of this batch was stored; the operator must free space in the data directory, after which the server resumes by itself; resubmit the batch then (records with ids are stored once)"})
 	case errors.Is(err, logstore.ErrFailed):
 		// The cause (a path, an errno) is for the operator, not the client.
 		s.log.ErrorContext(r.Context(), "append refused", "err", err)

@@ -1,9 +1,12 @@
 package api
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
+
+	"github.com/stele/stele/logstore"
 )
 
 // getCheckpoint answers GET /v1/checkpoint with the signed note of a
@@ -105,6 +108,16 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	status, detail := StatusOK, ""
 	if s.cfg.Health != nil {
 		status, detail = s.cfg.Health()
+	}
+	if status == StatusOK {
+		if err := s.writeErr(); err != nil {
+			// Reads still work, but a load balancer should send writes
+			// elsewhere; the detail says what the operator must do.
+			status, detail = StatusNotAcceptingWrites, "not accepting writes: the data directory is full; free space and appends resume by themselves"
+			if !errors.Is(err, logstore.ErrNoSpace) {
+				detail = "not accepting writes after a storage failure; the operator must restart the server"
+			}
+		}
 	}
 	code := http.StatusOK
 	if status != StatusOK {

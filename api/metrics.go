@@ -38,6 +38,15 @@ func newMetrics(reg *prometheus.Registry, l Log, logger *slog.Logger) *metrics {
 		Help: "Number of durable records in the log.",
 	}, func() float64 { return float64(l.Size()) }))
 	register(reg, logger, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "stele_log_accepting_writes",
+		Help: "1 while the log accepts appends, 0 while it refuses them (a full disk, or a storage failure that needs a restart; /healthz says which).",
+	}, func() float64 {
+		if ws, ok := l.(writeState); ok && ws.WriteErr() != nil {
+			return 0
+		}
+		return 1
+	}))
+	register(reg, logger, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "stele_checkpoint_size",
 		Help: "Tree size covered by the latest signed checkpoint.",
 	}, func() float64 {

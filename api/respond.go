@@ -3,8 +3,10 @@ package api
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"strconv"
+	"syscall"
 
 	"github.com/go-json-experiment/json/jsontext"
 )
@@ -73,6 +75,26 @@ func writeRaw(w http.ResponseWriter, status int, body []byte) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
+}
+
+// isNoSpace reports a full disk or quota (ENOSPC, EDQUOT) anywhere in err's
+// chain: the one storage failure an operator fixes without a restart.
+func isNoSpace(err error) bool {
+	return errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
+
+// writeState is what /healthz and /metrics ask of a log that can refuse
+// writes (logstore.Store): nil while it accepts them.
+type writeState interface {
+	WriteErr() error
+}
+
+// writeErr is why the log refuses appends now, or nil.
+func (s *Server) writeErr() error {
+	if ws, ok := s.cfg.Log.(writeState); ok {
+		return ws.WriteErr()
+	}
+	return nil
 }
 
 func writeError(w http.ResponseWriter, status int, e *apiError) {

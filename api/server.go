@@ -66,6 +66,9 @@ const (
 	StatusOK        = "ok"
 	StatusVerifying = "verifying"
 	StatusTampered  = "tampered"
+	// StatusNotAcceptingWrites: the log refuses appends (a full disk, or
+	// a storage failure that needs a restart).
+	StatusNotAcceptingWrites = "not accepting writes"
 )
 
 // Config wires a Server. Log is required; zero values of the other fields

@@ -14,6 +14,7 @@ import (
 
 	"github.com/stele/stele"
 	"github.com/stele/stele/internal/atomicfile"
+	"github.com/stele/stele/internal/vfs"
 )
 
 // Keys holds the checkpoint signing key and its public verifier key.
@@ -56,33 +57,33 @@ func signerFor(ctx context.Context, s note.Signer) note.Signer {
 // else the data directory's own key, created named origin on first start.
 // A key made for another origin is an error: silently re-keying would
 // orphan every earlier checkpoint.
-func loadOrCreateKeys(dir, origin string, ext CheckpointSigner, logger *slog.Logger) (*Keys, error) {
+func loadOrCreateKeys(fsys vfs.FS, dir, origin string, ext CheckpointSigner, logger *slog.Logger) (*Keys, error) {
 	if ext != nil {
-		return externalKeys(dir, origin, ext, logger)
+		return externalKeys(fsys, dir, origin, ext, logger)
 	}
 	kdir := filepath.Join(dir, "keys")
 	skeyPath := filepath.Join(kdir, signerKeyFile)
-	skey, err := os.ReadFile(skeyPath)
+	skey, err := vfs.ReadFile(fsys, skeyPath)
 	if errors.Is(err, os.ErrNotExist) {
-		if _, err := LoadVerifierKey(dir); err == nil {
+		if _, err := loadVerifierKey(fsys, dir); err == nil {
 			// Creating a key now would re-key the log; a key held outside
 			// the directory (checkpoint_signer) is the likely reason.
 			return nil, fmt.Errorf("data directory %s has a verifier key but no %s: its signing key is held elsewhere (checkpoint_signer: vault) or was removed; configure that signer", dir, filepath.Join("keys", signerKeyFile))
 		}
-		if err := os.MkdirAll(kdir, 0o700); err != nil {
+		if err := fsys.MkdirAll(kdir, 0o700); err != nil {
 			return nil, fmt.Errorf("create key directory: %w", err)
 		}
 		s, v, err := note.GenerateKey(rand.Reader, origin)
 		if err != nil {
 			return nil, fmt.Errorf("generate checkpoint key: %w", err)
 		}
-		if err := writeFileSync(skeyPath, []byte(s+"\n"), 0o600); err != nil {
+		if err := atomicfile.WriteSync(fsys, skeyPath, []byte(s+"\n"), 0o600, atomicfile.Exclusive); err != nil {
 			return nil, err
 		}
-		if err := writeFileSync(filepath.Join(kdir, verifierKeyFile), []byte(v+"\n"), 0o644); err != nil {
+		if err := atomicfile.WriteSync(fsys, filepath.Join(kdir, verifierKeyFile), []byte(v+"\n"), 0o644, atomicfile.Exclusive); err != nil {
 			return nil, err
 		}
-		if err := atomicfile.SyncDir(kdir); err != nil {
+		if err := vfs.SyncDir(fsys, kdir); err != nil {
 			return nil, err
 		}
 		skey = []byte(s)
@@ -98,7 +99,7 @@ func loadOrCreateKeys(dir, origin string, ext CheckpointSigner, logger *slog.Log
 	if origin != "" && signer.Name() != origin {
 		return nil, fmt.Errorf("data directory %s was created with origin %q, not %q: keep the original origin or use a new data directory", dir, signer.Name(), origin)
 	}
-	vkey, err := LoadVerifierKey(dir)
+	vkey, err := loadVerifierKey(fsys, dir)
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +116,7 @@ func loadOrCreateKeys(dir, origin string, ext CheckpointSigner, logger *slog.Log
 // externalKeys checks a signer held outside the directory against the
 // directory's verifier key, recording the key on first start so that
 // offline verification and auditors find it where they always do.
-func externalKeys(dir, origin string, ext CheckpointSigner, logger *slog.Logger) (*Keys, error) {
+func externalKeys(fsys vfs.FS, dir, origin string, ext CheckpointSigner, logger *slog.Logger) (*Keys, error) {
 	if origin != "" && ext.Name() != origin {
 		return nil, fmt.Errorf("checkpoint signer is named %q, not the origin %q: name the signer after the log's origin", ext.Name(), origin)
 	}
@@ -125,16 +126,16 @@ func externalKeys(dir, origin string, ext CheckpointSigner, logger *slog.Logger)
 		return nil, fmt.Errorf("checkpoint signer %q gives a verifier key that is not its own", ext.Name())
 	}
 	kdir := filepath.Join(dir, "keys")
-	stored, err := LoadVerifierKey(dir)
+	stored, err := loadVerifierKey(fsys, dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
-		if err := os.MkdirAll(kdir, 0o700); err != nil {
+		if err := fsys.MkdirAll(kdir, 0o700); err != nil {
 			return nil, fmt.Errorf("create key directory: %w", err)
 		}
-		if err := writeFileSync(filepath.Join(kdir, verifierKeyFile), []byte(vkey+"\n"), 0o644); err != nil {
+		if err := atomicfile.WriteSync(fsys, filepath.Join(kdir, verifierKeyFile), []byte(vkey+"\n"), 0o644, atomicfile.Exclusive); err != nil {
 			return nil, err
 		}
-		if err := atomicfile.SyncDir(kdir); err != nil {
+		if err := vfs.SyncDir(fsys, kdir); err != nil {
 			return nil, err
 		}
 	case err != nil:
@@ -143,7 +144,7 @@ func externalKeys(dir, origin string, ext CheckpointSigner, logger *slog.Logger)
 		return nil, fmt.Errorf("%w: data directory %s was signed with verifier key %s, but the configured checkpoint signer's key is %s: "+
 			"configure the signer holding the log's key (or import the key into it), or use a new data directory", stele.ErrBadCheckpoint, dir, stored, vkey)
 	}
-	if _, err := os.Stat(filepath.Join(kdir, signerKeyFile)); err == nil {
+	if _, err := fsys.Stat(filepath.Join(kdir, signerKeyFile)); err == nil {
 		// The same key (the verifier keys match): a copy was imported into
 		// the KMS, and the file still gives it to anyone with the directory.
 		logger.Warn("the checkpoint signing key is held outside the data directory, yet keys/"+signerKeyFile+
@@ -153,26 +154,12 @@ func externalKeys(dir, origin string, ext CheckpointSigner, logger *slog.Logger)
 }
 
 // LoadVerifierKey returns the verifier key stored in a data directory.
-func LoadVerifierKey(dir string) (string, error) {
-	b, err := os.ReadFile(filepath.Join(dir, "keys", verifierKeyFile))
+func LoadVerifierKey(dir string) (string, error) { return loadVerifierKey(vfs.Default, dir) }
+
+func loadVerifierKey(fsys vfs.FS, dir string) (string, error) {
+	b, err := vfs.ReadFile(fsys, filepath.Join(dir, "keys", verifierKeyFile))
 	if err != nil {
 		return "", fmt.Errorf("read verifier key: %w", err)
 	}
 	return strings.TrimSpace(string(b)), nil
-}
-
-func writeFileSync(path string, data []byte, perm os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
-	if err != nil {
-		return fmt.Errorf("create %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	return f.Close()
 }

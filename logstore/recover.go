@@ -8,13 +8,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"time"
 
 	"github.com/transparency-dev/merkle/compact"
 
 	"github.com/stele/stele"
+	"github.com/stele/stele/internal/atomicfile"
 	"github.com/stele/stele/record"
 )
 
@@ -31,7 +31,10 @@ func (s *Store) recover(ctx context.Context) error {
 		covered = cp.Size
 		s.latest.Store(cp)
 	}
-	n, end, err := s.findEnd(ctx, covered)
+	if s.batchesFrom, err = readBatchesFrom(s.fs, s.dir); err != nil {
+		return err
+	}
+	n, end, trailers, err := s.findEnd(ctx, covered)
 	if err != nil {
 		return err
 	}
@@ -66,12 +69,44 @@ func (s *Store) recover(ctx context.Context) error {
 			return fmt.Errorf("%w: tree root at size %d differs from the signed checkpoint; run `stele verify` to find the first bad seq", ErrTampered, cp.Size)
 		}
 	}
+	if err := s.checkTrailers(ctx, trailers); err != nil {
+		return err
+	}
 	root, err := s.tree.root()
 	if err != nil {
 		return err
 	}
+	if s.batchesFrom < 0 {
+		// A data directory from before batch trailers: what it holds was
+		// adopted as it always was; every batch from here on has one.
+		if err := writeBatchesFrom(s.fs, s.dir, end); err != nil {
+			return err
+		}
+		s.batchesFrom = end
+	}
 	s.next, s.recEnd = n, end
 	s.state.Store(&treeState{size: n, root: root})
+	return nil
+}
+
+// checkTrailers checks each batch trailer recovery met against the tree
+// rebuilt from the records before it, and its authenticator against the
+// BatchSealer: a trailer is a claim about the log, not proof by itself.
+func (s *Store) checkTrailers(ctx context.Context, trailers []trailer) error {
+	for _, t := range trailers {
+		root, err := s.tree.rootAt(t.size)
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(root, t.root) {
+			return fmt.Errorf("%w: the batch trailer after seq %d names a tree root the records before it do not give; run `stele verify`", ErrTampered, t.size-1)
+		}
+		if s.opts.BatchSealer != nil {
+			if err := s.opts.BatchSealer.Verify(ctx, t.size, t.root, t.auth); err != nil {
+				return fmt.Errorf("%w: the batch ending at seq %d is not sealed by this log's writer: %w", ErrTampered, t.size-1, err)
+			}
+		}
+	}
 	return nil
 }
 
@@ -108,6 +143,7 @@ func (s *Store) loadLatestCheckpoint() (*stele.Checkpoint, error) {
 		last = bytes.Clone(p)
 		end = off + frameHeader + int64(len(p))
 	}
+	s.cpsEnd = end
 	if last == nil {
 		return nil, nil
 	}
@@ -120,13 +156,34 @@ func (s *Store) loadLatestCheckpoint() (*stele.Checkpoint, error) {
 
 // findEnd returns the number of whole records and the offset where they end.
 // records.idx is only a hint: it is checked against the frames and the scan
-// continues from the last entry that agrees.
-func (s *Store) findEnd(ctx context.Context, covered uint64) (n uint64, end int64, err error) {
+// continues from the last entry that agrees. From batchesFrom on, a record
+// counts only once its batch's trailer follows it: records after the last
+// trailer are an unacknowledged batch cut short, and end stops before them
+// (cutTail quarantines them). The trailers met are returned for
+// checkTrailers.
+//
+// A hint inside the batched part is confirmed by the next trailer: if none
+// follows (the trailer after the hinted record is gone), the hint may sit
+// inside a batch that never completed, and the scan starts over from the
+// beginning.
+func (s *Store) findEnd(ctx context.Context, covered uint64) (n uint64, end int64, trailers []trailer, err error) {
+	n, end, trailers, confirmed, err := s.scanEnd(ctx, covered, true)
+	if err == nil && !confirmed {
+		s.opts.Logger.Warn("no batch trailer after the last record records.idx names; rescanning records.log from the start")
+		n, end, trailers, _, err = s.scanEnd(ctx, covered, false)
+	}
+	return n, end, trailers, err
+}
+
+func (s *Store) scanEnd(ctx context.Context, covered uint64, useHint bool) (n uint64, end int64, trailers []trailer, confirmed bool, err error) {
 	st, err := s.idx.Stat()
 	if err != nil {
-		return 0, 0, fmt.Errorf("stat records.idx: %w", err)
+		return 0, 0, nil, false, fmt.Errorf("stat records.idx: %w", err)
 	}
 	k := uint64(st.Size() / 8)
+	if !useHint {
+		k = 0
+	}
 	for tries := 0; k > 0; tries++ {
 		if tries == 64 {
 			k = 0
@@ -140,9 +197,17 @@ func (s *Store) findEnd(ctx context.Context, covered uint64) (n uint64, end int6
 	}
 	sc, err := newFrameScanner(s.rec, end, 1<<20)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, nil, false, err
 	}
-	var offs []byte
+	// A hint at the end of a legacy record, or none, needs no trailer.
+	confirmed = k == 0 || s.batchesFrom < 0 || end <= s.batchesFrom
+	// offs are the index entries of adopted records not yet written;
+	// pending those of records still waiting for their batch's trailer,
+	// which are never written to records.idx, so that the idx hint never
+	// points into a batch that may be cut.
+	var offs, pending []byte
+	seen := k // records met, pending ones included
+	trailered := false
 	flush := func() error {
 		if len(offs) == 0 {
 			return nil
@@ -152,22 +217,49 @@ func (s *Store) findEnd(ctx context.Context, covered uint64) (n uint64, end int6
 		return err
 	}
 	for {
-		if k%65536 == 0 && ctx.Err() != nil {
-			return 0, 0, ctx.Err()
+		if seen%65536 == 0 && ctx.Err() != nil {
+			return 0, 0, nil, false, ctx.Err()
 		}
 		p, off, err := sc.next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
-		if err == nil {
+		if err == nil && isTrailer(p) {
+			t, terr := parseTrailer(p)
+			if terr == nil && t.size != seen {
+				terr = fmt.Errorf("batch trailer says the log holds %d records, %d precede it", t.size, seen)
+			}
+			if terr == nil {
+				t.root, t.auth = bytes.Clone(t.root), bytes.Clone(t.auth)
+				trailers = append(trailers, t)
+				offs = append(offs, pending...)
+				pending = pending[:0]
+				k = seen
+				end = off + frameHeader + int64(len(p))
+				trailered, confirmed = true, true
+				if len(offs) >= 1<<16 {
+					if err := flush(); err != nil {
+						return 0, 0, nil, false, fmt.Errorf("write records.idx: %w", err)
+					}
+				}
+				continue
+			}
+			err = terr
+		} else if err == nil {
 			seq, serr := record.Seq(p)
-			if serr == nil && seq == k {
+			if serr == nil && seq == seen {
+				seen++
+				if trailered || (s.batchesFrom >= 0 && off >= s.batchesFrom) {
+					pending = binary.LittleEndian.AppendUint64(pending, uint64(off))
+					continue
+				}
+				// Legacy: written before trailers, adopted as it is.
 				offs = binary.LittleEndian.AppendUint64(offs, uint64(off))
-				k++
+				k = seen
 				end = off + frameHeader + int64(len(p))
 				if len(offs) >= 1<<16 {
 					if err := flush(); err != nil {
-						return 0, 0, fmt.Errorf("write records.idx: %w", err)
+						return 0, 0, nil, false, fmt.Errorf("write records.idx: %w", err)
 					}
 				}
 				continue
@@ -179,17 +271,23 @@ func (s *Store) findEnd(ctx context.Context, covered uint64) (n uint64, end int6
 			}
 		}
 		// A bad frame: a torn tail after a crash, or damage. Damage inside
-		// the checkpointed prefix, or followed by a good next record, is
+		// the checkpointed prefix, or followed by a good next frame, is
 		// never cut: that would destroy acknowledged records.
-		if k < covered || validFrameFollows(s.rec, off, k+1) {
-			return 0, 0, fmt.Errorf("%w: seq %d at offset %d of records.log is damaged: %w; run `stele verify`", ErrTampered, k, off, err)
+		if seen < covered || goodFrameFollows(s.rec, off, seen) {
+			if !confirmed {
+				return 0, 0, nil, false, nil
+			}
+			return 0, 0, nil, false, fmt.Errorf("%w: seq %d at offset %d of records.log is damaged: %w; run `stele verify`", ErrTampered, seen, off, err)
 		}
 		break
 	}
 	if err := flush(); err != nil {
-		return 0, 0, fmt.Errorf("write records.idx: %w", err)
+		return 0, 0, nil, false, fmt.Errorf("write records.idx: %w", err)
 	}
-	return k, end, nil
+	if len(pending) > 0 {
+		s.opts.Logger.Warn("records after the last batch trailer belong to a batch that was never acknowledged; cutting them", "records", len(pending)/8, "from_seq", k)
+	}
+	return k, end, trailers, confirmed, nil
 }
 
 // frameEndAt checks the frame records.idx names for seq and returns where it ends.
@@ -209,7 +307,7 @@ func (s *Store) frameEndAt(seq uint64) (int64, bool) {
 	return off + frameHeader + int64(len(p)), true
 }
 
-func frameAt(f *os.File, off int64) ([]byte, bool) {
+func frameAt(f readFile, off int64) ([]byte, bool) {
 	var hdr [frameHeader]byte
 	if _, err := f.ReadAt(hdr[:], off); err != nil {
 		return nil, false
@@ -226,23 +324,33 @@ func frameAt(f *os.File, off int64) ([]byte, bool) {
 	return p, err == nil
 }
 
-// validFrameFollows reports whether, assuming the frame at off has an intact
-// length, the next frame is a good record with seq want.
-func validFrameFollows(f *os.File, off int64, want uint64) bool {
-	var hdr [frameHeader]byte
-	if _, err := f.ReadAt(hdr[:], off); err != nil {
-		return false
-	}
-	length := binary.LittleEndian.Uint32(hdr[0:4])
-	if length > maxFrame {
-		return false
-	}
-	p, ok := frameAt(f, off+frameHeader+int64(length))
+// goodFrameFollows reports whether, assuming the frame at off has an intact
+// length, a good frame follows it. The damaged frame at off was record
+// seen (so a good record seen+1 may follow) or a trailer (so record seen,
+// or another trailer, may).
+func goodFrameFollows(f readFile, off int64, seen uint64) bool {
+	p, ok := nextFrameAfter(f, off)
 	if !ok {
 		return false
 	}
+	if isTrailer(p) {
+		_, err := parseTrailer(p)
+		return err == nil
+	}
 	seq, err := record.Seq(p)
-	return err == nil && seq == want
+	return err == nil && (seq == seen || seq == seen+1)
+}
+
+func nextFrameAfter(f readFile, off int64) ([]byte, bool) {
+	var hdr [frameHeader]byte
+	if _, err := f.ReadAt(hdr[:], off); err != nil {
+		return nil, false
+	}
+	length := binary.LittleEndian.Uint32(hdr[0:4])
+	if length > maxFrame {
+		return nil, false
+	}
+	return frameAt(f, off+frameHeader+int64(length))
 }
 
 // cutTail removes bytes after the last whole record, keeping a copy under
@@ -260,18 +368,18 @@ func (s *Store) cutTail(end int64) error {
 		return fmt.Errorf("read torn tail: %w", err)
 	}
 	qdir := filepath.Join(s.dir, quarantineDir)
-	if err := os.MkdirAll(qdir, 0o700); err != nil {
+	if err := s.fs.MkdirAll(qdir, 0o700); err != nil {
 		return fmt.Errorf("create quarantine directory: %w", err)
 	}
 	name := filepath.Join(qdir, fmt.Sprintf("records-tail-%d-%d.bin", end, time.Now().UnixNano()))
-	if err := writeFileSync(name, tail, 0o600); err != nil {
+	if err := atomicfile.WriteSync(s.fs, name, tail, 0o600, atomicfile.Exclusive); err != nil {
 		return err
 	}
 	s.opts.Logger.Warn("cut torn tail of records.log (an unacknowledged write interrupted by a crash)", "offset", end, "bytes", len(tail), "kept_as", name)
 	if err := s.rec.Truncate(end); err != nil {
 		return fmt.Errorf("truncate records.log: %w", err)
 	}
-	return s.rec.Sync()
+	return s.rec.SyncData()
 }
 
 // rehashFrom appends leaves [from, to) to the tree, reading records.log.
@@ -291,6 +399,9 @@ func (s *Store) rehashFrom(ctx context.Context, from, to uint64) error {
 	hashes := make([]byte, 0, 4096*hashSize)
 	for seq := from; seq < to; seq++ {
 		p, _, err := sc.next()
+		for err == nil && isTrailer(p) {
+			p, _, err = sc.next()
+		}
 		if err != nil {
 			return fmt.Errorf("%w: rehash seq %d: %w", ErrTampered, seq, err)
 		}
@@ -373,6 +484,9 @@ func (s *Store) Replay(ctx context.Context, from, to uint64, batch int, fn func(
 	recs := make([]*record.Record, 0, batch)
 	for seq := from; seq < to; seq++ {
 		p, _, err := sc.next()
+		for err == nil && isTrailer(p) {
+			p, _, err = sc.next()
+		}
 		if err != nil {
 			return fmt.Errorf("%w: replay seq %d: %w", ErrTampered, seq, err)
 		}

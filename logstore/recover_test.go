@@ -276,12 +276,17 @@ func TestRecoverAfterCrash(t *testing.T) {
 		{"damaged-uncheckpointed-record", func(t *testing.T, dir string) {
 			flipByte(t, filepath.Join(dir, "records.log"), frames[120].off+30, 0x01)
 		}, 0, false},
-		// The same damage to the final record is indistinguishable from a
-		// torn write: recovery cuts it (keeping a copy in quarantine/) even
-		// though its Append was acknowledged.
+		// The same damage to the final record: before batch trailers it
+		// was indistinguishable from a torn write and cut; now the trailer
+		// after it shows its batch was written whole, so it is damage.
 		{"damaged-final-record", func(t *testing.T, dir string) {
 			flipByte(t, filepath.Join(dir, "records.log"), frames[149].off+30, 0x01)
-		}, 149, true},
+		}, 0, false},
+		// A batch whose trailer never reached the disk (the crash came
+		// between the records and the trailer) is cut whole, quarantined.
+		{"batch-without-trailer", func(t *testing.T, dir string) {
+			os.Truncate(filepath.Join(dir, "records.log"), frames[149].end())
+		}, 130, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()

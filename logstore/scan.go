@@ -5,13 +5,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
+	"io/fs"
 )
+
+// readFile is what scanning needs of a file: a vfs.File, or an *os.File
+// opened by the offline verifier.
+type readFile interface {
+	io.ReaderAt
+	Stat() (fs.FileInfo, error)
+	Name() string
+}
 
 // frameScanner reads frames sequentially with one large buffer; it is the
 // fast path for recovery, verification and replay.
 type frameScanner struct {
-	f      *os.File
+	f      readFile
 	buf    []byte
 	start  int   // first unread byte in buf
 	end    int   // end of valid data in buf
@@ -20,7 +28,7 @@ type frameScanner struct {
 	eof    bool
 }
 
-func newFrameScanner(f *os.File, from int64, bufSize int) (*frameScanner, error) {
+func newFrameScanner(f readFile, from int64, bufSize int) (*frameScanner, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("stat %s: %w", f.Name(), err)
@@ -87,7 +95,7 @@ const maxCheckpointFrame = 64 << 10
 // one frame, so if a complete frame starts anywhere after off, or more bytes
 // follow than one frame of at most maxLen can hold, the length field itself
 // was changed and every frame after it would silently be dropped.
-func lengthDamaged(f *os.File, off int64, maxLen int) (bool, error) {
+func lengthDamaged(f readFile, off int64, maxLen int) (bool, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return false, fmt.Errorf("stat %s: %w", f.Name(), err)

@@ -16,7 +16,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/stele/stele"
-	"github.com/stele/stele/internal/atomicfile"
+	"github.com/stele/stele/internal/vfs"
 	"github.com/stele/stele/record"
 )
 
@@ -38,7 +38,16 @@ var (
 	ErrIndexAhead = errors.New("index is ahead of the log")
 	// ErrFailed: a write or sync failed; the store accepts no more appends
 	// until it is reopened, because what reached the disk is unknown.
+	// Every fsync failure ends here: after one, the kernel may have
+	// dropped the dirty pages and a second fsync of the same file can
+	// report success for data that never reached the disk ("fsyncgate"),
+	// so it is never retried on the same file state; reopening rereads
+	// what the disk really holds.
 	ErrFailed = errors.New("log failed")
+	// ErrNoSpace: the disk (or the quota) is full. The batch that hit it
+	// was rolled back, nothing acknowledged is lost, and appends resume by
+	// themselves once a probe write in the data directory succeeds.
+	ErrNoSpace = errors.New("log storage full")
 )
 
 // Hook is what the log needs from the index that follows it. It is defined
@@ -98,6 +107,19 @@ type Options struct {
 	// MaxBatchRecords bounds one group commit (default 16384).
 	MaxBatchRecords int
 	Now             func() time.Time
+	// FS is the file system the store works in (default the OS); tests
+	// inject disk faults through it (internal/vfs.ErrorFS).
+	FS vfs.FS
+	// Lock is the data directory's lock, when the caller took it itself
+	// (LockDir) to hold it beyond the store's life; Open then neither takes
+	// nor releases it. Nil: Open takes it and Close releases it.
+	Lock *DirLock
+	// BatchSealer authenticates each batch trailer (nil: empty
+	// authenticators, accepted).
+	BatchSealer BatchSealer
+	// ProbeInterval is how often a full disk is probed with a small write
+	// while appends are refused with ErrNoSpace (default 1s).
+	ProbeInterval time.Duration
 }
 
 func (o *Options) fill() {
@@ -119,6 +141,10 @@ func (o *Options) fill() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	o.FS = vfs.Or(o.FS)
+	if o.ProbeInterval <= 0 {
+		o.ProbeInterval = time.Second
+	}
 }
 
 // File names inside the data directory.
@@ -128,6 +154,7 @@ const (
 	treeDir         = "tree"
 	checkpointsFile = "checkpoints.log"
 	quarantineDir   = "quarantine"
+	probeFile       = ".probe"
 )
 
 type treeState struct {
@@ -140,16 +167,25 @@ type treeState struct {
 type Store struct {
 	dir  string
 	opts Options
+	fs   vfs.FS
 	keys *Keys
+	lock *DirLock // released by Close when Open took it
 
-	rec  *os.File
-	idx  *os.File
+	rec  vfs.File
+	idx  vfs.File
 	tree *tree
-	cps  *os.File
+	cps  vfs.File
 
 	state  atomic.Pointer[treeState]
 	latest atomic.Pointer[stele.Checkpoint]
 	failed atomic.Pointer[error]
+	// full is set while the disk is full (ErrNoSpace); the probe loop
+	// clears it.
+	full      atomic.Pointer[error]
+	probeKick chan struct{}
+	// batchesFrom is the offset of records.log from which every batch
+	// ends with a trailer (FORMAT); -1 until recovery settles it.
+	batchesFrom int64
 
 	reqs    chan *appendReq
 	stop    chan struct{}
@@ -158,6 +194,7 @@ type Store struct {
 	closed  bool
 	cpMu    sync.Mutex
 	cpKick  chan struct{}
+	cpsEnd  int64 // end of the last whole checkpoint frame; cpMu
 
 	follow *follower
 	notify notifier // wakes log followers once per commit (notify.go)
@@ -173,17 +210,34 @@ type Store struct {
 // brought in line with records.log, and the tree is checked against the
 // latest checkpoint. It returns an error wrapping ErrTampered when the
 // stored data contradicts a signed checkpoint.
+//
+// Open takes the directory's lock (unless opts.Lock holds it already): a
+// second Open of the same directory fails with ErrLocked naming it.
 func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	opts.fill()
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := opts.FS.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	keys, err := loadOrCreateKeys(dir, opts.Origin, opts.CheckpointSigner, opts.Logger)
+	s := &Store{dir: dir, opts: opts, fs: opts.FS, batchesFrom: -1,
+		reqs: make(chan *appendReq, opts.QueueDepth), stop: make(chan struct{}), cpKick: make(chan struct{}, 1),
+		probeKick: make(chan struct{}, 1)}
+	if opts.Lock != nil {
+		if !sameDir(opts.Lock.Dir(), dir) {
+			return nil, fmt.Errorf("open log in %s: Options.Lock holds %s, another directory; pass the lock of the directory being opened", dir, opts.Lock.Dir())
+		}
+	} else {
+		l, err := LockDir(opts.FS, dir)
+		if err != nil {
+			return nil, err
+		}
+		s.lock = l
+	}
+	keys, err := loadOrCreateKeys(s.fs, dir, opts.Origin, opts.CheckpointSigner, opts.Logger)
 	if err != nil {
+		s.closeFiles()
 		return nil, err
 	}
-	s := &Store{dir: dir, opts: opts, keys: keys,
-		reqs: make(chan *appendReq, opts.QueueDepth), stop: make(chan struct{}), cpKick: make(chan struct{}, 1)}
+	s.keys = keys
 	if err := s.openFiles(); err != nil {
 		s.closeFiles()
 		return nil, err
@@ -203,20 +257,21 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		}
 	}
 	s.follow = newFollower(s)
-	s.wg.Add(2)
+	s.wg.Add(3)
 	go s.writeLoop()
 	go s.checkpointLoop()
+	go s.probeLoop()
 	return s, nil
 }
 
 func (s *Store) openFiles() error {
 	var err error
-	open := func(name string) *os.File {
+	open := func(name string) vfs.File {
 		if err != nil {
 			return nil
 		}
-		var f *os.File
-		f, err = os.OpenFile(filepath.Join(s.dir, name), os.O_RDWR|os.O_CREATE, 0o644)
+		var f vfs.File
+		f, err = s.fs.OpenFile(filepath.Join(s.dir, name), os.O_RDWR|os.O_CREATE, 0o644)
 		if err != nil {
 			err = fmt.Errorf("open %s: %w", name, err)
 		}
@@ -228,21 +283,25 @@ func (s *Store) openFiles() error {
 	if err != nil {
 		return err
 	}
-	s.tree, err = openTree(filepath.Join(s.dir, treeDir))
+	s.tree, err = openTree(s.fs, filepath.Join(s.dir, treeDir))
 	if err != nil {
 		return err
 	}
-	return atomicfile.SyncDir(s.dir)
+	return vfs.SyncDir(s.fs, s.dir)
 }
 
 func (s *Store) closeFiles() {
-	for _, f := range []*os.File{s.rec, s.idx, s.cps} {
+	for _, f := range []vfs.File{s.rec, s.idx, s.cps} {
 		if f != nil {
 			f.Close()
 		}
 	}
 	if s.tree != nil {
 		s.tree.close()
+	}
+	if s.lock != nil {
+		s.lock.Close()
+		s.lock = nil
 	}
 }
 
@@ -268,9 +327,23 @@ func (s *Store) Root() (size uint64, root []byte) {
 // LatestCheckpoint is the most recent signed checkpoint.
 func (s *Store) LatestCheckpoint() *stele.Checkpoint { return s.latest.Load() }
 
-// Err reports why the store refuses appends, or nil.
+// Err reports why the store refuses appends until it is reopened
+// (ErrFailed), or nil.
 func (s *Store) Err() error {
 	if p := s.failed.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// WriteErr reports why the store refuses appends now, or nil: ErrFailed
+// (reopen required) or ErrNoSpace (resumes by itself once space is free).
+// /healthz and /metrics report it as "not accepting writes".
+func (s *Store) WriteErr() error {
+	if err := s.Err(); err != nil {
+		return err
+	}
+	if p := s.full.Load(); p != nil {
 		return *p
 	}
 	return nil

@@ -8,7 +8,10 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
+
+	"github.com/stele/stele/internal/vfs"
 
 	"github.com/transparency-dev/merkle/compact"
 	"github.com/transparency-dev/merkle/proof"
@@ -42,26 +45,27 @@ type hashWriter interface {
 // up needs no rebuild. The writer goroutine owns rng and counts; readers use
 // only node(), which reads completed nodes.
 type tree struct {
+	fs     vfs.FS
 	dir    string
 	mu     sync.RWMutex // guards files
-	files  []*os.File
+	files  []vfs.File
 	counts []uint64 // nodes on disk per level; writer-owned
 	rng    *compact.Range
 }
 
-func openTree(dir string) (*tree, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+func openTree(fsys vfs.FS, dir string) (*tree, error) {
+	if err := fsys.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create tree directory: %w", err)
 	}
-	t := &tree{dir: dir}
+	t := &tree{fs: fsys, dir: dir}
 	for level := 0; level < 64; level++ {
 		path := t.levelPath(level)
-		if _, err := os.Stat(path); err != nil {
+		if _, err := t.fs.Stat(path); err != nil {
 			// Levels above a missing one are never opened here, so reset
 			// would not cut them, and when the tree grows back into them
 			// file() would append rebuilt nodes after their stale ones.
 			for l := level + 1; l < 64; l++ {
-				if err := os.Remove(t.levelPath(l)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				if err := t.fs.Remove(t.levelPath(l)); err != nil && !errors.Is(err, os.ErrNotExist) {
 					t.close()
 					return nil, fmt.Errorf("remove orphaned tree level %d: %w", l, err)
 				}
@@ -82,7 +86,7 @@ func (t *tree) levelPath(level int) string {
 
 // file returns the level's file, creating it when the tree first grows
 // that tall.
-func (t *tree) file(level int) (*os.File, error) {
+func (t *tree) file(level int) (vfs.File, error) {
 	t.mu.RLock()
 	if level < len(t.files) {
 		f := t.files[level]
@@ -94,7 +98,7 @@ func (t *tree) file(level int) (*os.File, error) {
 	defer t.mu.Unlock()
 	for len(t.files) <= level {
 		l := len(t.files)
-		f, err := os.OpenFile(t.levelPath(l), os.O_RDWR|os.O_CREATE, 0o644)
+		f, err := t.fs.OpenFile(t.levelPath(l), os.O_RDWR|os.O_CREATE, 0o644)
 		if err != nil {
 			return nil, fmt.Errorf("open tree level %d: %w", l, err)
 		}
@@ -174,7 +178,7 @@ func (t *tree) node(id compact.NodeID) ([]byte, error) {
 	return buf, nil
 }
 
-func (t *tree) existing(level int) (*os.File, error) {
+func (t *tree) existing(level int) (vfs.File, error) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	if level >= len(t.files) {
@@ -185,6 +189,18 @@ func (t *tree) existing(level int) (*os.File, error) {
 
 // appendLeaves extends the tree and writes every completed node.
 func (t *tree) appendLeaves(leafHashes []byte) error {
+	pending, err := t.extend(leafHashes)
+	if err != nil {
+		return err
+	}
+	return t.writeNodes(pending)
+}
+
+// extend appends leaves to the in-memory range only and returns the
+// completed nodes by level, for writeNodes. The writer extends first so the
+// new root is known before the batch (and its trailer, which carries the
+// root) is written, and writes the nodes once the batch is durable.
+func (t *tree) extend(leafHashes []byte) (map[uint][]byte, error) {
 	pending := make(map[uint][]byte, 8)
 	visit := func(id compact.NodeID, hash []byte) {
 		pending[id.Level] = append(pending[id.Level], hash...)
@@ -194,9 +210,14 @@ func (t *tree) appendLeaves(leafHashes []byte) error {
 	leafHashes = bytes.Clone(leafHashes)
 	for off := 0; off < len(leafHashes); off += hashSize {
 		if err := t.rng.Append(leafHashes[off:off+hashSize:off+hashSize], visit); err != nil {
-			return fmt.Errorf("extend tree: %w", err)
+			return nil, fmt.Errorf("extend tree: %w", err)
 		}
 	}
+	return pending, nil
+}
+
+// writeNodes writes nodes extend completed.
+func (t *tree) writeNodes(pending map[uint][]byte) error {
 	for level, buf := range pending {
 		f, err := t.file(int(level))
 		if err != nil {
@@ -208,6 +229,42 @@ func (t *tree) appendLeaves(leafHashes []byte) error {
 		t.counts[level] += uint64(len(buf) / hashSize)
 	}
 	return nil
+}
+
+// treeMark is the tree as it was before a batch, for rollback.
+type treeMark struct {
+	end    uint64
+	hashes [][]byte
+	counts []uint64
+}
+
+func (t *tree) mark() treeMark {
+	return treeMark{end: t.rng.End(), hashes: slices.Clone(t.rng.Hashes()), counts: slices.Clone(t.counts)}
+}
+
+// rollback returns the tree to m: a batch that was not made durable is
+// forgotten, in memory and in the level files.
+func (t *tree) rollback(m treeMark) error {
+	rng, err := (&compact.RangeFactory{Hash: newNodeHasher().hashChildren}).NewRange(0, m.end, m.hashes)
+	if err != nil {
+		return fmt.Errorf("roll back tree: %w", err)
+	}
+	t.rng = rng
+	var errs []error
+	for level := range t.files {
+		want := uint64(0)
+		if level < len(m.counts) {
+			want = m.counts[level]
+		}
+		if t.counts[level] != want {
+			if err := t.files[level].Truncate(int64(want) * hashSize); err != nil {
+				errs = append(errs, fmt.Errorf("truncate tree level %d: %w", level, err))
+				continue
+			}
+			t.counts[level] = want
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (t *tree) root() ([]byte, error) {

@@ -17,6 +17,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 
 	"github.com/stele/stele"
+	"github.com/stele/stele/internal/vfs"
 	"github.com/stele/stele/record"
 )
 
@@ -249,21 +250,27 @@ func readCheckpoints(path string, v note.Verifier) ([]*stele.Checkpoint, *tornFr
 }
 
 type dirVerifier struct {
-	dir    string
-	opts   VerifyOptions
-	cps    []*stele.Checkpoint
-	rec    *os.File
-	idx    *bufio.Reader
-	idxF   *os.File
-	levels []*bufio.Reader
-	files  []*os.File
-	failed *VerifyError
-	tornCP *tornFrame
+	dir string
+	// batchesFrom is where batch trailers start in records.log (FORMAT),
+	// -1 for a log written before them.
+	batchesFrom int64
+	opts        VerifyOptions
+	cps         []*stele.Checkpoint
+	rec         *os.File
+	idx         *bufio.Reader
+	idxF        *os.File
+	levels      []*bufio.Reader
+	files       []*os.File
+	failed      *VerifyError
+	tornCP      *tornFrame
 }
 
 func newDirVerifier(dir string, cps []*stele.Checkpoint, opts VerifyOptions) (*dirVerifier, error) {
 	v := &dirVerifier{dir: dir, opts: opts, cps: cps}
 	var err error
+	if v.batchesFrom, err = readBatchesFrom(vfs.Default, dir); err != nil {
+		return nil, &VerifyError{Seq: -1, File: formatFile, Reason: err.Error()}
+	}
 	if v.rec, err = os.Open(filepath.Join(dir, recordsFile)); err != nil {
 		return nil, &VerifyError{Seq: -1, File: recordsFile, Reason: err.Error()}
 	}
@@ -302,13 +309,27 @@ type verifyChunk struct {
 	offsets []int64
 	ends    []int64
 	leaves  []byte // hashSize per frame
-	// err ends the stream: a bad frame at seq first+len(offsets), or io.EOF.
+	// err ends the stream: a bad frame at seq first+len(offsets)+pending,
+	// or io.EOF.
 	err     error
 	errOff  int64
 	tornEnd bool
 	// tail is what the chunk's records from the stage's tailFrom on
 	// contribute to the judgement of the unsigned tail.
 	tail tailTimes
+	// pending records of a batch whose trailer never came precede the end
+	// of the stream, from offset pendingOff: an unacknowledged batch that
+	// the next start cuts, never part of the log.
+	pending    uint64
+	pendingOff int64
+	// bytes is where the last frame passed on (a record or a trailer) ends.
+	bytes int64
+	// errTrailer: the bad frame is shaped like a batch trailer, so the
+	// fault is reported at the batch's last record.
+	errTrailer bool
+	// trailers are the batch trailers in the chunk, checked against the
+	// rebuilt tree when it reaches their size.
+	trailers []trailer
 }
 
 // tailTimes gathers the recorded_at stamps of the records past the latest
@@ -345,14 +366,24 @@ func (t *tailTimes) merge(o tailTimes) {
 
 const verifyChunkFrames = 4096
 
+// hashBatch holds the records of a batch until its trailer is read.
+type hashBatch struct {
+	offsets, ends []int64
+	leaves        []byte
+}
+
 // hashFrames is the first stage of verification: it reads records.log in
 // order, checks each frame's checksum and seq header and computes its leaf
 // hash, and notes the recorded_at of records from seq tailFrom on. It runs
-// on its own core while the caller rebuilds the tree.
-func hashFrames(ctx context.Context, sc *frameScanner, limit, tailFrom uint64, out chan<- *verifyChunk) {
+// on its own core while the caller rebuilds the tree. From batchesFrom on
+// (-1: never) records are passed on only once their batch's trailer is
+// read, and each trailer must name the log's size after it.
+func hashFrames(ctx context.Context, sc *frameScanner, limit, tailFrom uint64, batchesFrom int64, out chan<- *verifyChunk) {
 	defer close(out)
 	h := sha256.New()
-	var seq uint64
+	var seq uint64 // records passed on
+	var b hashBatch
+	seen := func() uint64 { return seq + uint64(len(b.offsets)) }
 	for {
 		c := &verifyChunk{first: seq, leaves: make([]byte, 0, verifyChunkFrames*hashSize), tail: tailTimes{unstamped: -1}}
 		for len(c.offsets) < verifyChunkFrames {
@@ -363,24 +394,55 @@ func hashFrames(ctx context.Context, sc *frameScanner, limit, tailFrom uint64, o
 			p, off, err := sc.next()
 			if err != nil {
 				c.err, c.errOff, c.tornEnd = err, off, errors.Is(err, errTorn)
+				c.errTrailer = trailerShaped(sc.f, off)
 				break
 			}
+			if isTrailer(p) {
+				t, err := parseTrailer(p)
+				if err == nil && t.size != seen() {
+					err = fmt.Errorf("batch trailer at offset %d says the log holds %d records, %d precede it", off, t.size, seen())
+				}
+				if err != nil {
+					c.err, c.errOff, c.errTrailer = err, off, true
+					break
+				}
+				t.root = bytes.Clone(t.root)
+				c.trailers = append(c.trailers, t)
+				c.offsets = append(c.offsets, b.offsets...)
+				c.ends = append(c.ends, b.ends...)
+				c.leaves = append(c.leaves, b.leaves...)
+				seq = seen()
+				c.bytes = off + frameHeader + int64(len(p))
+				b.offsets, b.ends, b.leaves = b.offsets[:0], b.ends[:0], b.leaves[:0]
+				batchesFrom = 0 // once trailers appear, every batch has one
+				continue
+			}
 			got, err := record.Seq(p)
-			if err == nil && got != seq {
+			if err == nil && got != seen() {
 				err = fmt.Errorf("offset %d holds the record for seq %d: a record is missing, inserted or out of order", off, got)
 			}
 			if err != nil {
 				c.err, c.errOff = err, off
 				break
 			}
-			if seq >= tailFrom {
+			if seen() >= tailFrom {
 				at, _ := record.RecordedAt(p) // the header was checked by record.Seq
-				c.tail.add(seq, at)
+				c.tail.add(seen(), at)
+			}
+			if batchesFrom >= 0 && off >= batchesFrom {
+				b.offsets = append(b.offsets, off)
+				b.ends = append(b.ends, off+frameHeader+int64(len(p)))
+				b.leaves = appendLeafHash(b.leaves, h, p)
+				continue
 			}
 			c.offsets = append(c.offsets, off)
 			c.ends = append(c.ends, off+frameHeader+int64(len(p)))
 			c.leaves = appendLeafHash(c.leaves, h, p)
+			c.bytes = off + frameHeader + int64(len(p))
 			seq++
+		}
+		if c.err != nil && len(b.offsets) > 0 {
+			c.pending, c.pendingOff = uint64(len(b.offsets)), b.offsets[0]
 		}
 		if ctx.Err() != nil {
 			c.err = ctx.Err()
@@ -413,7 +475,7 @@ func (v *dirVerifier) run(ctx context.Context) (*VerifyReport, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	chunks := make(chan *verifyChunk, 4)
-	go hashFrames(ctx, sc, v.opts.Size, covered, chunks)
+	go hashFrames(ctx, sc, v.opts.Size, covered, v.batchesFrom, chunks)
 	tail := tailTimes{unstamped: -1}
 
 	nh := newNodeHasher()
@@ -433,6 +495,8 @@ func (v *dirVerifier) run(ctx context.Context) (*VerifyReport, error) {
 		return nil
 	}
 	var seq uint64
+	endAt := uint64(0) // where the log ends for the checkpoint check; seq unless set
+	endSet := false
 	for c := range chunks {
 		for i, off := range c.offsets {
 			if err := checkpointsAt(seq); err != nil {
@@ -451,25 +515,57 @@ func (v *dirVerifier) run(ctx context.Context) (*VerifyReport, error) {
 			}
 			rep.Bytes = c.ends[i]
 			seq++
+			// Checkpoints first: a forged record under a rewritten tree is
+			// reported against the checkpoints that bracket it.
+			if err := checkpointsAt(seq); err != nil {
+				return nil, err
+			}
+			for len(c.trailers) > 0 && c.trailers[0].size <= seq {
+				if err := v.checkTrailer(rng, c.trailers[0], seq); err != nil {
+					return nil, err
+				}
+				c.trailers = c.trailers[1:]
+			}
 		}
 		tail.merge(c.tail)
+		rep.Bytes = max(rep.Bytes, c.bytes)
 		if v.opts.Progress != nil {
 			v.opts.Progress(rep.Bytes, total)
+		}
+		at := seq + c.pending // the position of the bad frame
+		tornFrom := c.errOff
+		if c.pending > 0 {
+			tornFrom = c.pendingOff
 		}
 		switch {
 		case c.err == nil:
 			continue
 		case errors.Is(c.err, io.EOF):
-		case seq >= covered && (c.tornEnd || errors.Is(c.err, errChecksum)) && !validFrameFollows(v.rec, c.errOff, seq+1):
+			switch {
+			case c.pending == 0:
+			case seq >= covered:
+				// A whole batch's records with no trailer: its write was
+				// cut short before the trailer reached the disk, so it was
+				// never acknowledged and the next start cuts it.
+				rep.TornTail = total - tornFrom
+			case at < covered:
+				endAt, endSet = at, true // the end check below names the first missing seq
+			default:
+				return nil, &VerifyError{Seq: int64(at) - 1, File: recordsFile, Reason: fmt.Sprintf("the batch ending at seq %d has no trailer, yet a signed checkpoint covers it", at-1)}
+			}
+		case seq >= covered && (c.tornEnd || errors.Is(c.err, errChecksum)) && !goodFrameFollows(v.rec, c.errOff, at):
 			// The same rule recovery applies: a bad final frame past the last
 			// checkpoint, with no good record after it, is an interrupted
 			// write (ext4 may leave zeros after a power loss) that the next
 			// start cuts off.
-			rep.TornTail = total - c.errOff
+			rep.TornTail = total - tornFrom
 		case errors.Is(c.err, context.Canceled) || errors.Is(c.err, context.DeadlineExceeded):
 			return nil, c.err
 		default:
-			return nil, &VerifyError{Seq: int64(seq), File: recordsFile, Reason: fmt.Sprintf("frame at offset %d: %v", c.errOff, c.err)}
+			if c.errTrailer && at > 0 {
+				return nil, &VerifyError{Seq: int64(at) - 1, File: recordsFile, Reason: fmt.Sprintf("batch trailer after seq %d at offset %d: %v", at-1, c.errOff, c.err)}
+			}
+			return nil, &VerifyError{Seq: int64(at), File: recordsFile, Reason: fmt.Sprintf("frame at offset %d: %v", c.errOff, c.err)}
 		}
 		break
 	}
@@ -480,8 +576,11 @@ func (v *dirVerifier) run(ctx context.Context) (*VerifyReport, error) {
 	if err := checkpointsAt(seq); err != nil {
 		return nil, err
 	}
+	if !endSet {
+		endAt = seq
+	}
 	if v.opts.Size == 0 && cpi < len(v.cps) {
-		return nil, &VerifyError{Seq: int64(seq), File: recordsFile, Reason: fmt.Sprintf("log ends after %d records but checkpoint #%d covers %d: records from seq %d on are missing", seq, cpi, v.cps[cpi].Size, seq)}
+		return nil, &VerifyError{Seq: int64(endAt), File: recordsFile, Reason: fmt.Sprintf("log ends after %d records but checkpoint #%d covers %d: records from seq %d on are missing", endAt, cpi, v.cps[cpi].Size, endAt)}
 	}
 	if err := v.judgeTail(rep, covered, tail); err != nil {
 		return nil, err
@@ -515,6 +614,32 @@ func (v *dirVerifier) checkNode(id compact.NodeID, hash, buf []byte) {
 		}
 		v.failed = &VerifyError{Seq: int64(first), File: file(), Reason: reason}
 	}
+}
+
+// trailerShaped reports whether the damaged frame at off has a batch
+// trailer's tag and length, so a fault in a trailer is reported at its
+// batch's last record rather than at the record after it.
+func trailerShaped(f readFile, off int64) bool {
+	var b [frameHeader + trailerFixed]byte
+	if _, err := f.ReadAt(b[:], off); err != nil {
+		return false
+	}
+	p := b[frameHeader:]
+	n := int(binary.LittleEndian.Uint32(b[0:4]))
+	return p[0] == trailerTag && n == trailerFixed+int(binary.BigEndian.Uint16(p[10+hashSize:trailerFixed]))
+}
+
+// checkTrailer compares a batch trailer's root with the tree rebuilt up to
+// its size.
+func (v *dirVerifier) checkTrailer(rng *compact.Range, t trailer, seq uint64) error {
+	root, err := rng.GetRootHash(nil)
+	if err != nil {
+		return err
+	}
+	if t.size != seq || !bytes.Equal(root, t.root) {
+		return &VerifyError{Seq: int64(t.size) - 1, File: recordsFile, Reason: fmt.Sprintf("the batch trailer after seq %d names a tree root the records up to it do not give", t.size-1)}
+	}
+	return nil
 }
 
 func (v *dirVerifier) checkRoot(rng *compact.Range, cp *stele.Checkpoint, i int) error {

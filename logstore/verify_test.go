@@ -147,11 +147,16 @@ func patchByte(t *testing.T, path string, off int64, b byte) {
 	}
 }
 
-// frame is one frame of records.log or checkpoints.log.
+// frame is one frame of records.log or checkpoints.log. In records.log a
+// record that ends a batch carries the batch's trailer frame along with it.
 type frame struct {
 	off     int64
 	payload []byte
+	trailer []byte // the whole trailer frame after this record, if any
 }
+
+// trailerTag starts a batch trailer's payload (logstore/batch.go).
+const trailerTag = 0xB7
 
 func (f frame) end() int64 { return f.off + 8 + int64(len(f.payload)) }
 
@@ -188,10 +193,22 @@ func makeFrame(payload []byte) []byte {
 	return append(hdr[:], payload...)
 }
 
-// recordFrames parses records.log and checks it against records.idx.
+// recordFrames parses records.log and checks it against records.idx. Batch
+// trailers ride with the record before them, so the tests can drop, move
+// and copy records with or without their batch's trailer.
 func recordFrames(t *testing.T, dir string) []frame {
 	t.Helper()
-	frames := parseFrames(t, readFile(t, filepath.Join(dir, "records.log")))
+	var frames []frame
+	for _, f := range parseFrames(t, readFile(t, filepath.Join(dir, "records.log"))) {
+		if len(f.payload) > 0 && f.payload[0] == trailerTag {
+			if len(frames) == 0 || frames[len(frames)-1].trailer != nil {
+				t.Fatalf("batch trailer at %d follows no record", f.off)
+			}
+			frames[len(frames)-1].trailer = makeFrame(f.payload)
+			continue
+		}
+		frames = append(frames, f)
+	}
 	idx := readFile(t, filepath.Join(dir, "records.idx"))
 	if len(idx) != 8*len(frames) {
 		t.Fatalf("records.idx has %d bytes for %d frames", len(idx), len(frames))
@@ -211,6 +228,7 @@ func joinFrames(frames []frame) []byte {
 	var out []byte
 	for _, f := range frames {
 		out = append(out, makeFrame(f.payload)...)
+		out = append(out, f.trailer...)
 	}
 	return out
 }
@@ -343,21 +361,27 @@ func TestVerifyFlipSweep(t *testing.T) {
 	path := filepath.Join(dir, "records.log")
 	frames := recordFrames(t, dir)
 	orig := readFile(t, path)
-	owner := func(pos int64) int {
+	// A fault in a batch trailer is reported at the batch's last record,
+	// unless it hits the tag that says it is a trailer.
+	owner := func(pos int64) (int, bool) {
 		for i, f := range frames {
-			if pos >= f.off && pos < f.end() {
-				return i
+			if pos >= f.off && pos < f.end()+int64(len(f.trailer)) {
+				return i, pos != f.end()+8
 			}
 		}
 		t.Fatalf("position %d is in no frame", pos)
-		return -1
+		return -1, false
 	}
 	rng := mrand.New(mrand.NewPCG(1, 2))
 	for range 200 {
 		pos := rng.Int64N(int64(len(orig)))
+		seq, ok := owner(pos)
+		if !ok {
+			continue
+		}
 		mask := byte(1 + rng.IntN(255))
 		patchByte(t, path, pos, orig[pos]^mask)
-		wantVerifyError(t, dir, int64(owner(pos)), "records.log")
+		wantVerifyError(t, dir, int64(seq), "records.log")
 		patchByte(t, path, pos, orig[pos])
 	}
 }

@@ -4,16 +4,18 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/stele/stele"
+	"github.com/stele/stele/internal/vfs"
 	"github.com/stele/stele/record"
 )
 
@@ -49,6 +51,7 @@ type writerScratch struct {
 	// new records, whose seqs are consecutive from the commit's first.
 	freshIDs     []string
 	freshEntries [][]byte
+	trailer      []byte
 }
 
 // Append makes recs durable and returns their seqs, in order. The store
@@ -61,7 +64,7 @@ func (s *Store) Append(ctx context.Context, recs []*record.Record) ([]stele.Appe
 	if len(recs) == 0 {
 		return nil, nil
 	}
-	if err := s.Err(); err != nil {
+	if err := s.WriteErr(); err != nil {
 		return nil, err
 	}
 	req := &appendReq{recs: recs, bodies: make([][]byte, len(recs)), done: make(chan appendResult, 1)}
@@ -223,7 +226,7 @@ func (s *Store) writeLoop() {
 
 // commit writes one group of append requests with a single fsync.
 func (s *Store) commit(batch []*appendReq) {
-	if err := s.Err(); err != nil {
+	if err := s.WriteErr(); err != nil {
 		for _, req := range batch {
 			req.done <- appendResult{err: err}
 		}
@@ -283,7 +286,14 @@ func (s *Store) commit(batch []*appendReq) {
 	if len(w.freshIDs) > 0 {
 		w.frameAll(size)
 		if err := s.persist(seq); err != nil {
-			s.fail(err)
+			var fatal *fatalError
+			switch {
+			case errors.As(err, &fatal):
+				s.fail(fatal.err)
+				err = s.Err()
+			case vfs.IsNoSpace(err):
+				err = s.setFull(err)
+			}
 			s.failBatch(batch, err)
 			return
 		}
@@ -312,7 +322,8 @@ const minFrameShare = 64 << 10
 // come out the same as framing them one by one, and nothing is written
 // until all of them are done.
 func (w *writerScratch) frameAll(size int) {
-	w.frames = slices.Grow(w.frames[:0], size)[:size]
+	// Room for the batch trailer persist appends, so it never reallocates.
+	w.frames = slices.Grow(w.frames[:0], size+frameHeader+trailerFixed+maxAuthLen)[:size]
 	w.hashes = slices.Grow(w.hashes[:0], hashSize*len(w.fresh))[:hashSize*len(w.fresh)]
 	parts := max(1, min(runtime.GOMAXPROCS(0), size/minFrameShare, len(w.fresh)))
 	for len(w.shas) < parts {
@@ -347,23 +358,56 @@ func writeRecordFrame(dst []byte, r *record.Record, body []byte) {
 
 // persist makes the commit durable, then updates derived files and the
 // index, then publishes the new size.
+//
+// The batch goes to records.log as its frames and then a trailer frame
+// carrying the log's size and root after it (and the BatchSealer's
+// authenticator), in one write and one fdatasync; recovery keeps a batch
+// only with its trailer, so a batch cut short by a crash is absent as a
+// whole. If anything fails before the batch is acknowledged, records.log,
+// records.idx and the tree are cut back to the last durable batch before
+// the callers are answered, so an unacknowledged batch is absent from the
+// running store too. A full disk (ENOSPC, EDQUOT on a write) is then
+// recoverable; every other failure, and any failed fsync, is a
+// *fatalError: the store stops (ErrFailed), see ErrFailed for why.
 func (s *Store) persist(next uint64) error {
 	w := &s.w
-	if _, err := s.rec.WriteAt(w.frames, s.recEnd); err != nil {
-		return fmt.Errorf("write records.log: %w", err)
-	}
-	if err := unix.Fdatasync(int(s.rec.Fd())); err != nil {
-		return fmt.Errorf("fsync records.log: %w", err)
-	}
-	if _, err := s.idx.WriteAt(w.offsets, int64(s.next)*8); err != nil {
-		return fmt.Errorf("write records.idx: %w", err)
-	}
-	if err := s.tree.appendLeaves(w.hashes); err != nil {
-		return err
+	mark := s.tree.mark()
+	pending, err := s.tree.extend(w.hashes)
+	if err != nil {
+		return s.undo(mark, err, false)
 	}
 	root, err := s.tree.root()
 	if err != nil {
-		return err
+		return s.undo(mark, err, false)
+	}
+	var auth []byte
+	if s.opts.BatchSealer != nil {
+		if auth, err = s.opts.BatchSealer.Seal(context.Background(), next, root); err != nil {
+			s.tree.rollback(mark)
+			return fmt.Errorf("seal batch trailer at size %d: %w", next, err)
+		}
+		if len(auth) > maxAuthLen {
+			s.tree.rollback(mark)
+			return fmt.Errorf("seal batch trailer at size %d: authenticator of %d bytes, at most %d", next, len(auth), maxAuthLen)
+		}
+	}
+	w.trailer = appendTrailer(w.trailer[:0], trailer{size: next, root: root, auth: auth})
+	w.frames = appendFrame(w.frames, w.trailer)
+	if _, err := s.rec.WriteAt(w.frames, s.recEnd); err != nil {
+		return s.undo(mark, fmt.Errorf("write records.log: %w", err), false)
+	}
+	if err := s.rec.SyncData(); err != nil {
+		err = fmt.Errorf("fsync records.log: %w", err)
+		if uerr := s.undo(mark, err, false); uerr != nil {
+			err = uerr
+		}
+		return &fatalError{err}
+	}
+	if _, err := s.idx.WriteAt(w.offsets, int64(s.next)*8); err != nil {
+		return s.undo(mark, fmt.Errorf("write records.idx: %w", err), true)
+	}
+	if err := s.tree.writeNodes(pending); err != nil {
+		return s.undo(mark, err, true)
 	}
 	s.recEnd += int64(len(w.frames))
 	s.next = next
@@ -373,6 +417,99 @@ func (s *Store) persist(next uint64) error {
 	// The follower's queue is bounded, so a slow index pushes back here.
 	s.follow.enqueue(followItem{first: s.next - uint64(len(w.freshIDs)), ids: w.freshIDs, entries: w.freshEntries})
 	return nil
+}
+
+// fatalError is a persist failure after which the store must stop.
+type fatalError struct{ err error }
+
+func (e *fatalError) Error() string { return e.err.Error() }
+func (e *fatalError) Unwrap() error { return e.err }
+
+// undo cuts records.log, records.idx and the tree back to the last durable
+// batch after cause. synced says the batch had already been fsync'd, so
+// the cut must be made durable too, or a crash would bring the batch back
+// after its callers were told it failed. It returns cause, as a
+// *fatalError unless the disk was merely full and the cut succeeded.
+func (s *Store) undo(mark treeMark, cause error, synced bool) error {
+	errs := []error{cause}
+	if err := s.rec.Truncate(s.recEnd); err != nil {
+		errs = append(errs, fmt.Errorf("cut records.log back to %d: %w", s.recEnd, err))
+	} else if synced {
+		if err := s.rec.SyncData(); err != nil {
+			errs = append(errs, fmt.Errorf("fsync records.log after cutting it back: %w", err))
+		}
+	}
+	if err := s.idx.Truncate(int64(s.next) * 8); err != nil {
+		errs = append(errs, fmt.Errorf("cut records.idx back: %w", err))
+	}
+	if err := s.tree.rollback(mark); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) == 1 && vfs.IsNoSpace(cause) {
+		return cause
+	}
+	return &fatalError{errors.Join(errs...)}
+}
+
+// setFull stops appends until the probe loop finds space again, and
+// returns the error callers get meanwhile.
+func (s *Store) setFull(cause error) error {
+	err := fmt.Errorf("%w: free space in %s (or raise the quota); appends resume by themselves once a test write succeeds: %w", ErrNoSpace, s.dir, cause)
+	if s.full.CompareAndSwap(nil, &err) {
+		s.opts.Logger.Error("data directory full; refusing appends until space is freed", "dir", s.dir, "err", cause)
+		select {
+		case s.probeKick <- struct{}{}:
+		default:
+		}
+	}
+	return err
+}
+
+// probeBytes is the size of the probe write: a little more than a typical
+// group commit, so a disk with a few bytes free does not flap between
+// full and not.
+const probeBytes = 256 << 10
+
+// probeLoop watches a full disk: every ProbeInterval it writes, fsyncs and
+// cuts a small file in the data directory, and lifts ErrNoSpace when that
+// works. The probe has its own file, so a failed fsync of it says nothing
+// about records.log's state (and never retries an fsync of records.log).
+func (s *Store) probeLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.opts.ProbeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		case <-s.probeKick:
+			continue // armed; the first probe waits a full interval
+		}
+		if s.full.Load() == nil || s.Err() != nil {
+			continue
+		}
+		if err := s.probe(); err != nil {
+			s.opts.Logger.Debug("data directory still full", "err", err)
+			continue
+		}
+		s.full.Store(nil)
+		s.opts.Logger.Info("data directory has space again; accepting appends", "dir", s.dir)
+	}
+}
+
+func (s *Store) probe() error {
+	path := filepath.Join(s.dir, probeFile)
+	f, err := s.fs.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(make([]byte, probeBytes))
+	if err == nil {
+		err = f.SyncData()
+	}
+	err = errors.Join(err, f.Truncate(0), f.Close())
+	return errors.Join(err, s.fs.Remove(path))
 }
 
 func (s *Store) failBatch(batch []*appendReq, err error) {
@@ -411,27 +548,42 @@ func (s *Store) Checkpoint(ctx context.Context) (*stele.Checkpoint, error) {
 		return nil, err
 	}
 	// Derived files must be durable before a checkpoint vouches for them:
-	// recovery trusts them up to the latest checkpoint.
+	// recovery trusts them up to the latest checkpoint. A failed fsync
+	// stops the store (see ErrFailed): retrying it could report success
+	// for pages the kernel already dropped, and a checkpoint would then
+	// vouch for them.
 	if err := s.idx.Sync(); err != nil {
-		return nil, fmt.Errorf("sync records.idx: %w", err)
+		err = fmt.Errorf("sync records.idx: %w", err)
+		s.fail(err)
+		return nil, err
 	}
 	if err := s.tree.sync(); err != nil {
+		s.fail(err)
 		return nil, err
 	}
 	cp, err := stele.SignCheckpoint(signerFor(ctx, s.keys.Signer), st.size, st.root)
 	if err != nil {
 		return nil, err
 	}
-	off, err := s.cps.Seek(0, 2)
-	if err != nil {
-		return nil, fmt.Errorf("seek checkpoints.log: %w", err)
+	fr := appendFrame(nil, cp.Note)
+	if _, err := s.cps.WriteAt(fr, s.cpsEnd); err != nil {
+		// Cut the partial frame: the next checkpoint is written at
+		// cpsEnd, never after a torn one (which recovery would read as
+		// damage).
+		err = fmt.Errorf("write checkpoints.log: %w", err)
+		if terr := s.cps.Truncate(s.cpsEnd); terr != nil {
+			s.fail(errors.Join(err, terr))
+		} else if vfs.IsNoSpace(err) {
+			s.setFull(err)
+		}
+		return nil, err
 	}
-	if _, err := s.cps.WriteAt(appendFrame(nil, cp.Note), off); err != nil {
-		return nil, fmt.Errorf("write checkpoints.log: %w", err)
+	if err := s.cps.SyncData(); err != nil {
+		err = fmt.Errorf("fsync checkpoints.log: %w", err)
+		s.fail(err)
+		return nil, err
 	}
-	if err := unix.Fdatasync(int(s.cps.Fd())); err != nil {
-		return nil, fmt.Errorf("fsync checkpoints.log: %w", err)
-	}
+	s.cpsEnd += int64(len(fr))
 	s.latest.Store(cp)
 	return cp, nil
 }

@@ -98,11 +98,11 @@ func TestExportDataDirAndVerify(t *testing.T) {
 func TestExportDataDirLocked(t *testing.T) {
 	data := t.TempDir()
 	fillDir(t, data, 3)
-	unlock, err := lockDataDir(data)
+	lock, err := lockDataDir(data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer unlock()
+	defer lock.Close()
 	file := filepath.Join(t.TempDir(), "x.csv")
 	code, stderr := runCLI(t, "export", "--data", data, "--out", file)
 	if code != exitFailure || !strings.Contains(stderr, "in use by another stele process") || !strings.Contains(stderr, "--url") {

@@ -30,11 +30,11 @@ func runKeys(ctx context.Context, args []string) error {
 	if err != nil {
 		return usagef("%v", err)
 	}
-	unlock, err := lockDataDir(cfg.Data)
+	lock, err := lockDataDir(cfg.Data)
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer lock.Close()
 	from, err := masterKey(cfg)
 	if err != nil {
 		return fmt.Errorf("current master key: %w", err)

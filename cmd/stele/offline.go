@@ -42,11 +42,11 @@ func openStopped(ctx context.Context, cfg Config, logger *slog.Logger, lockHint 
 			closeAll()
 		}
 	}()
-	unlock, err := lockDataDir(data)
+	lock, err := lockDataDir(data)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%w (%s)", err, lockHint)
 	}
-	undo = append(undo, unlock)
+	undo = append(undo, func() { lock.Close() })
 	vkey, err := logstore.LoadVerifierKey(data)
 	if err != nil {
 		return nil, nil, err
@@ -71,7 +71,7 @@ func openStopped(ctx context.Context, cfg Config, logger *slog.Logger, lockHint 
 	if err != nil {
 		return nil, nil, err
 	}
-	store, err := logstore.Open(ctx, data, logstore.Options{Origin: v.Name(), Hook: ix, Sealer: sealer, Logger: logger, CheckpointSigner: signer})
+	store, err := logstore.Open(ctx, data, logstore.Options{Origin: v.Name(), Hook: ix, Sealer: sealer, Logger: logger, CheckpointSigner: signer, Lock: lock})
 	switch {
 	case errors.Is(err, logstore.ErrIndexAhead):
 		return nil, nil, fmt.Errorf("%w: run `stele reindex --data %s` first", err, data)

@@ -181,11 +181,11 @@ func rebuildProjection(ctx context.Context, cfg Config, name string, logger *slo
 	if _, err := os.Stat(filepath.Join(cfg.Data, "records.log")); err != nil {
 		return fmt.Errorf("%s is not a Stele data directory: %w", cfg.Data, err)
 	}
-	unlock, err := lockDataDir(cfg.Data)
+	lock, err := lockDataDir(cfg.Data)
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer lock.Close()
 	vkey, err := logstore.LoadVerifierKey(cfg.Data)
 	if err != nil {
 		return err
@@ -206,7 +206,7 @@ func rebuildProjection(ctx context.Context, cfg Config, name string, logger *slo
 	if err != nil {
 		return err
 	}
-	store, err := logstore.Open(ctx, cfg.Data, logstore.Options{Origin: v.Name(), Logger: logger, CheckpointSigner: signer})
+	store, err := logstore.Open(ctx, cfg.Data, logstore.Options{Origin: v.Name(), Logger: logger, CheckpointSigner: signer, Lock: lock})
 	if err != nil {
 		return fmt.Errorf("open log: %w", err)
 	}

@@ -43,11 +43,11 @@ func reindex(ctx context.Context, cfg Config, logger *slog.Logger, progress bool
 	if _, err := os.Stat(filepath.Join(data, "records.log")); err != nil {
 		return fmt.Errorf("%s is not a Stele data directory: %w", data, err)
 	}
-	unlock, err := lockDataDir(data)
+	lock, err := lockDataDir(data)
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer lock.Close()
 	// The log refuses to open under another origin than its key's, so take
 	// the origin from the key rather than from configuration.
 	vkey, err := logstore.LoadVerifierKey(data)
@@ -106,7 +106,7 @@ func reindex(ctx context.Context, cfg Config, logger *slog.Logger, progress bool
 		return restore(err)
 	}
 	// Opening the log replays every record the (empty) index has not seen.
-	store, err := logstore.Open(ctx, data, logstore.Options{Origin: v.Name(), Hook: hook, Sealer: sealer, Logger: logger, CheckpointSigner: signer})
+	store, err := logstore.Open(ctx, data, logstore.Options{Origin: v.Name(), Hook: hook, Sealer: sealer, Logger: logger, CheckpointSigner: signer, Lock: lock})
 	if progress {
 		fmt.Fprint(stderr, "\r\033[K")
 	}

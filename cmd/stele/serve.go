@@ -17,7 +17,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"golang.org/x/sys/unix"
 
 	"github.com/stele/stele/api"
 	"github.com/stele/stele/api/graphql"
@@ -73,11 +72,11 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
 	}
-	unlock, err := lockDataDir(cfg.Data)
+	lock, err := lockDataDir(cfg.Data)
 	if err != nil {
 		return err
 	}
-	defer unlock()
+	defer lock.Close()
 	tokens, err := auth.Open(cfg.Data)
 	if err != nil {
 		return err
@@ -100,7 +99,7 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		ix.Close()
 		return err
 	}
-	logOpts := logstore.Options{Origin: cfg.Origin, Hook: ix, Sealer: priv.guard, Logger: logger, CheckpointInterval: cfg.CheckpointInterval, CheckpointSigner: signer}
+	logOpts := logstore.Options{Origin: cfg.Origin, Hook: ix, Sealer: priv.guard, Logger: logger, CheckpointInterval: cfg.CheckpointInterval, CheckpointSigner: signer, Lock: lock}
 	store, err := logstore.Open(ctx, cfg.Data, logOpts)
 	if errors.Is(err, logstore.ErrIndexAhead) {
 		ix.Close()
@@ -324,26 +323,13 @@ func tamperedHandler(data, detail string) http.Handler {
 	return mux
 }
 
-// lockDataDir takes an exclusive lock on <data>/LOCK so a second server, or
-// a reindex, cannot open the same log: two writers would interleave frames.
-// The lock is released when the process exits, however it exits.
-func lockDataDir(data string) (unlock func(), err error) {
-	path := filepath.Join(data, "LOCK")
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	if err != nil {
-		return nil, fmt.Errorf("open lock file: %w", err)
-	}
-	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, unix.EWOULDBLOCK) {
-			return nil, fmt.Errorf("data directory %s is in use by another stele process (it holds %s); stop it first", data, path)
-		}
-		return nil, fmt.Errorf("lock %s: %w", path, err)
-	}
-	return func() {
-		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
-		f.Close()
-	}, nil
+// lockDataDir takes the log's lock on <data>/LOCK for a command that does
+// more than open the log while holding it (the keystore, the index, a
+// reindex): a second server cannot open the same log, as two writers
+// would interleave frames. The command passes it to logstore.Open in
+// Options.Lock. It is released when the process exits, however it exits.
+func lockDataDir(data string) (*logstore.DirLock, error) {
+	return logstore.LockDir(nil, data)
 }
 
 // deadLetterReplay is the dead-letter file as the API sees it: replays go

@@ -5,10 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+
+	"github.com/stele/stele/internal/frame"
 )
 
 const (
-	frameHeader   = 8
+	frameHeader   = frame.HeaderSize
 	maxFrameBody  = 1 << 16 // far above any real entry; a bigger length is damage
 	formatVersion = 1
 	kidSize       = 16
@@ -24,29 +26,30 @@ var (
 	errBadFrame = errors.New("bad frame")
 )
 
-func appendFrame(dst, body []byte) []byte {
-	var h [frameHeader]byte
-	binary.LittleEndian.PutUint32(h[0:4], uint32(len(body)))
-	binary.LittleEndian.PutUint32(h[4:8], crc32.Checksum(body, crcTable))
-	return append(append(dst, h[:]...), body...)
-}
+// appendFrame writes the one frame format of Stele's files
+// (internal/frame: the checksum covers the length and the body).
+func appendFrame(dst, body []byte) []byte { return frame.Append(dst, body) }
 
 // nextFrame returns the body of the frame at the start of b and the bytes
 // it used. errTorn: the frame runs past the end of b; errBadFrame: checksum
-// or length is wrong.
+// or length is wrong. Frames written before the keystore moved to
+// internal/frame checksum the body alone; they are still read (never
+// written), so existing stores open without a migration, and a shard
+// rewrite keeps their bytes as they are.
 func nextFrame(b []byte) (body []byte, n int, err error) {
-	if len(b) < frameHeader {
+	body, n, err = frame.Parse(b, maxFrameBody)
+	switch {
+	case err == nil:
+		return body, n, nil
+	case errors.Is(err, frame.ErrTorn):
 		return nil, 0, errTorn
 	}
-	l := int(binary.LittleEndian.Uint32(b[0:4]))
+	l := int(frame.Length(b))
 	if l > maxFrameBody {
 		return nil, 0, errBadFrame
 	}
-	if len(b) < frameHeader+l {
-		return nil, 0, errTorn
-	}
 	body = b[frameHeader : frameHeader+l]
-	if crc32.Checksum(body, crcTable) != binary.LittleEndian.Uint32(b[4:8]) {
+	if crc32.Checksum(body, crcTable) != frame.StoredCRC(b) {
 		return nil, 0, errBadFrame
 	}
 	return body, frameHeader + l, nil

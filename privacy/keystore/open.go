@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stele/stele/internal/atomicfile"
+	"github.com/stele/stele/internal/vfs"
 )
 
 // Open opens (or creates) the store in dir. master must be the master key the
@@ -416,19 +417,10 @@ func (s *Store) addEntry(e *entry) {
 	s.liveEntries++
 }
 
+// writeFileSync writes a file nobody reads until a rename or CURRENT makes
+// it live (a shard's .tmp, a new generation's files), and fsyncs it.
 func writeFileSync(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
+	return atomicfile.WriteSync(vfs.Default, path, data, 0o600, atomicfile.Truncate)
 }
 
 // readFileInto reads path into buf, reusing its capacity.

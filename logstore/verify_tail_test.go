@@ -11,6 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/transparency-dev/merkle/compact"
+	"github.com/transparency-dev/merkle/rfc6962"
+
 	"github.com/stele/stele/logstore"
 )
 
@@ -102,6 +105,24 @@ func TestVerifyForgedUncoveredHistory(t *testing.T) {
 	}
 	p[i+1] = 'm'
 	frames[seq].payload = p
+	// The attacker also rewrites the root in each later batch trailer (its
+	// authenticator, which offline verify cannot check, stays as it was).
+	rf := compact.RangeFactory{Hash: rfc6962.DefaultHasher.HashChildren}
+	rng := rf.NewEmptyRange(0)
+	for k := range frames {
+		if err := rng.Append(rfc6962.DefaultHasher.HashLeaf(frames[k].payload), nil); err != nil {
+			t.Fatal(err)
+		}
+		if k >= seq && frames[k].trailer != nil {
+			root, err := rng.GetRootHash(nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tp := bytes.Clone(frames[k].trailer[8:])
+			copy(tp[10:42], root)
+			frames[k].trailer = makeFrame(tp)
+		}
+	}
 	writeFile(t, filepath.Join(dir, "records.log"), joinFrames(frames))
 	rewriteTree(t, dir, frames)
 

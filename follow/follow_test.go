@@ -332,4 +332,3 @@ func TestLagMetrics(t *testing.T) {
 	stop()
 	checkLag(t, reg, "index", 0, 0, 10, 0)
 }
-

@@ -138,6 +138,9 @@ func (s *Server) queryFailed(w http.ResponseWriter, r *http.Request, err error) 
 	switch {
 	case errors.As(err, &fe):
 		writeError(w, http.StatusBadRequest, &apiError{Msg: fe.Error(), Field: fe.Field})
+	case errors.Is(err, query.ErrIndexRebuilding):
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "the query index was found damaged and is being rebuilt from the log; retry in a few seconds"})
 	case errors.Is(err, query.ErrBadCursor):
 		writeError(w, http.StatusBadRequest, &apiError{Msg: "cursor: not a cursor this server issued for this query", Field: "cursor"})
 	case errors.Is(err, context.Canceled):

@@ -9,8 +9,11 @@ package api
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime"
+	"runtime/debug"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -243,7 +246,41 @@ func (s *Server) handle(pattern string, h http.HandlerFunc) {
 	// An unhealthy /healthz is a report, not a server error: monitors poll
 	// it, and logging each poll at Error would bury real errors.
 	quiet := pattern == "GET /healthz"
-	s.mux.Handle(pattern, s.instrument(route, quiet, h))
+	s.mux.Handle(pattern, s.instrument(route, quiet, s.recovering(route, h)))
+}
+
+// recovering turns a panic in h into a logged 500 in the API's error
+// format, instead of net/http's dropped connection: a client sees an answer
+// it can report, and the stack reaches the log. http.ErrAbortHandler is
+// net/http's deliberate abort and passes through.
+func (s *Server) recovering(route string, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		defer func() {
+			p := recover()
+			if p == nil {
+				return
+			}
+			if p == http.ErrAbortHandler {
+				panic(p)
+			}
+			// The route, not the path, and not the panic's value in the
+			// answer: either may carry personal data.
+			// A runtime error's text is safe to log; another value may hold
+			// request data, so only its type is.
+			what := fmt.Sprintf("%T", p)
+			if re, ok := p.(runtime.Error); ok {
+				what = re.Error()
+			}
+			s.log.ErrorContext(r.Context(), "handler panicked", "route", route, "panic", what, "stack", string(debug.Stack()))
+			rec, _ := w.(*statusRecorder)
+			if rec != nil && rec.status != 0 {
+				// The answer has begun; all that is left is to end it.
+				panic(http.ErrAbortHandler)
+			}
+			writeError(w, http.StatusInternalServerError, &apiError{Msg: "internal error in " + route + "; see the server log"})
+		}()
+		h(w, r)
+	}
 }
 
 // gated refuses service on a log that failed verification: answering from

@@ -90,7 +90,7 @@ func (ix *Index) scanChunks(l List, desc bool, from uint64, fn func(Posting) boo
 	for ; valid; valid = step(it, desc) {
 		k, v := it.Key(), it.Value()
 		if len(k) != n+8 || len(v)%chunkPostingSize != 0 {
-			return fmt.Errorf("index chunk of %d/%d bytes is damaged: run `stele reindex`", len(k), len(v))
+			return fmt.Errorf("index chunk of %d/%d bytes: %w", len(k), len(v), ErrCorrupt)
 		}
 		base := binary.BigEndian.Uint64(k[n:]) << chunkBits
 		scratch = chunkPostings(scratch[:0], v)

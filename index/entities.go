@@ -18,6 +18,15 @@ import (
 // caller folds one entity at a time instead of holding every unit of the
 // table while it walks the table's posting list.
 func (ix *Index) ScanEntities(source, table string, after *string, fn func(key []byte, p Posting) bool) error {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	if err := ix.readable(); err != nil {
+		return err
+	}
+	return ix.checkDamage(ix.scanEntities(source, table, after, fn))
+}
+
+func (ix *Index) scanEntities(source, table string, after *string, fn func(key []byte, p Posting) bool) error {
 	tl := list(pEntity, source, table)
 	it, err := ix.db.NewIter(&pebble.IterOptions{LowerBound: tl.prefix, UpperBound: tl.upper()})
 	if err != nil {
@@ -33,9 +42,14 @@ func (ix *Index) ScanEntities(source, table string, after *string, fn func(key [
 	n := len(tl.prefix)
 	for ; valid; valid = it.Next() {
 		k, v := it.Key(), it.Value()
+		if len(k) < n+8 {
+			return fmt.Errorf("entity index key of %d bytes: %w", len(k), ErrCorrupt)
+		}
+		// Compared without adding to klen, which a damaged key can make
+		// large enough to wrap around.
 		klen, w := binary.Uvarint(k[n:])
-		if w <= 0 || uint64(len(k)-n-w) != klen+8 || len(v) != postingValueSize {
-			return fmt.Errorf("index entry of %d/%d bytes is damaged: run `stele reindex`", len(k), len(v))
+		if w <= 0 || klen != uint64(len(k)-n-w-8) || len(k)-n-w < 8 || len(v) != postingValueSize {
+			return fmt.Errorf("entity index entry of %d/%d bytes: %w", len(k), len(v), ErrCorrupt)
 		}
 		key := k[n+w : n+w+int(klen)]
 		p := Posting{Seq: binary.BigEndian.Uint64(k[len(k)-8:]), OccurredAt: occurredAt(v)}

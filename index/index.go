@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
@@ -47,8 +48,25 @@ const cacheBytes = 128 << 20
 
 // Index is an open index database.
 type Index struct {
+	dir    string
+	logger *slog.Logger
+
+	// mu guards db and ids: every use read-locks it, and only the swap of a
+	// damaged database for a rebuilt one (rebuild.go) write-locks it, so a
+	// reader never touches a closed database.
+	mu  sync.RWMutex
 	db  *pebble.DB
 	ids *idFilter
+
+	// applied is the watermark after the last apply: what a rebuild must
+	// restore before the log's follower applies the next batch.
+	applied atomic.Uint64
+	// damaged is set when corruption is seen, and cleared once the index
+	// is rebuilt; reads meanwhile answer ErrRebuilding.
+	damaged   atomic.Bool
+	damage    chan struct{} // wakes the rebuild loop; buffered 1
+	rebuilder atomic.Pointer[Rebuilder]
+	loop      sync.WaitGroup
 
 	// bg runs purge compactions; Close cancels and waits for them.
 	bg       sync.WaitGroup
@@ -65,6 +83,32 @@ func Open(dir string, logger *slog.Logger) (*Index, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	ix := &Index{dir: dir, logger: logger, damage: make(chan struct{}, 1)}
+	db, err := ix.openDB()
+	if err != nil {
+		return nil, err
+	}
+	ix.db = db
+	ix.bgCtx, ix.bgCancel = context.WithCancel(context.Background())
+	w, err := ix.watermark()
+	if err != nil {
+		db.Close()
+		if isDamage(err) {
+			return nil, &damageError{what: "open index " + dir, cause: err}
+		}
+		return nil, err
+	}
+	ix.applied.Store(w)
+	// Room for the log to double before the filter is rebuilt bigger.
+	ix.ids = newIDFilter(db, max(2*uint(w), 1<<20), logger)
+	return ix, nil
+}
+
+// openDB opens the Pebble database in ix.dir. Corruption Pebble finds
+// (a block checksum, a bad sstable) is reported to ix, which sets the index
+// aside and rebuilds it, instead of Pebble's default of a fatal panic.
+func (ix *Index) openDB() (*pebble.DB, error) {
+	dir := ix.dir
 	cache := pebble.NewCache(cacheBytes)
 	defer cache.Unref()
 	// A cache large enough to hold the filter and index blocks keeps the
@@ -73,7 +117,19 @@ func Open(dir string, logger *slog.Logger) (*Index, error) {
 	// No WAL: the log is this index's write-ahead log. After a crash the
 	// index reopens at the watermark of its last flushed memtable and the
 	// log replays the rest (log.Store's catch-up).
-	opts := &pebble.Options{Logger: pebbleLogger{logger}, Cache: cache, MemTableSize: 64 << 20, DisableWAL: true, Merger: indexMerger}
+	opts := &pebble.Options{Logger: pebbleLogger{ix.logger}, Cache: cache, MemTableSize: 64 << 20, DisableWAL: true, Merger: indexMerger}
+	opts.EventListener = &pebble.EventListener{
+		// The bounds and details of a corruption may hold index keys,
+		// which hold entity keys and actor ids: only the file is logged.
+		DataCorruption: func(info pebble.DataCorruptionInfo) { ix.noteDamage("corrupt file " + info.Path) },
+		BackgroundError: func(err error) {
+			if isDamage(err) {
+				ix.noteDamage("a background compaction found corruption")
+				return
+			}
+			ix.logger.Error("index background error", "err", err, "component", "index")
+		},
+	}
 	opts.EnsureDefaults()
 	for i := range opts.Levels {
 		// Bloom filters make the id lookup done for every append cheap when
@@ -85,26 +141,30 @@ func Open(dir string, logger *slog.Logger) (*Index, error) {
 		return nil, fmt.Errorf("open index %s: %w: %v", dir, ErrIncompatible, err)
 	}
 	if err != nil {
+		if isDamage(err) {
+			return nil, fmt.Errorf("open index %s: %w: %w", dir, ErrCorrupt, err)
+		}
 		return nil, fmt.Errorf("open index %s: %w", dir, err)
 	}
-	ix := &Index{db: db}
-	ix.bgCtx, ix.bgCancel = context.WithCancel(context.Background())
-	w, err := ix.Watermark()
-	if err != nil {
-		db.Close()
-		return nil, err
-	}
-	// Room for the log to double before the filter is rebuilt bigger.
-	ix.ids = newIDFilter(db, max(2*uint(w), 1<<20), logger)
-	return ix, nil
+	return db, nil
 }
 
 // Close flushes and closes the index.
 func (ix *Index) Close() error {
-	// Purge compactions are small; letting them finish keeps erased
-	// subjects' tokens out of the files.
+	// Purge compactions are small; letting them finish (before the
+	// cancel that also stops the rebuild loop) keeps erased subjects'
+	// tokens out of the files.
 	ix.bg.Wait()
 	ix.bgCancel()
+	ix.loop.Wait()
+	ix.mu.Lock()
+	defer ix.mu.Unlock()
+	ix.bg.Wait()
+	if ix.damaged.Load() || ix.db == nil {
+		// Nothing worth flushing: the next open rebuilds it anyway.
+		ix.closeDB()
+		return nil
+	}
 	ix.ids.close()
 	if err := ix.db.Flush(); err != nil {
 		ix.db.Close()
@@ -115,6 +175,16 @@ func (ix *Index) Close() error {
 
 // Watermark is the number of leading log records indexed.
 func (ix *Index) Watermark() (uint64, error) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	if err := ix.readable(); err != nil {
+		return 0, err
+	}
+	w, err := ix.watermark()
+	return w, ix.checkDamage(err)
+}
+
+func (ix *Index) watermark() (uint64, error) {
 	v, closer, err := ix.db.Get([]byte{pWatermark})
 	if errors.Is(err, pebble.ErrNotFound) {
 		return 0, nil
@@ -124,13 +194,32 @@ func (ix *Index) Watermark() (uint64, error) {
 	}
 	defer closer.Close()
 	if len(v) != 8 {
-		return 0, fmt.Errorf("index watermark is %d bytes, want 8: the index is damaged; run `stele reindex`", len(v))
+		return 0, fmt.Errorf("index watermark is %d bytes, want 8: %w", len(v), ErrCorrupt)
 	}
 	return binary.BigEndian.Uint64(v), nil
 }
 
-// LookupID returns the seq of the record with this id.
+// LookupID returns the seq of the record with this id. The log asks it
+// before every append, so on damage it rebuilds the index there and then
+// and asks the rebuilt one: an answer from a damaged index could let a
+// duplicate in.
 func (ix *Index) LookupID(id string) (uint64, bool, error) {
+	seq, ok, err := ix.lookupID(id)
+	if err != nil && isDamage(err) && ix.rebuilder.Load() != nil {
+		if err := ix.rebuildNow(); err != nil {
+			return 0, false, err
+		}
+		seq, ok, err = ix.lookupID(id)
+	}
+	return seq, ok, err
+}
+
+func (ix *Index) lookupID(id string) (uint64, bool, error) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	if ix.damaged.Load() {
+		return 0, false, fmt.Errorf("look up record id: %w", ErrCorrupt)
+	}
 	if !ix.ids.mayContain([]byte(id)) {
 		return 0, false, nil
 	}
@@ -139,11 +228,13 @@ func (ix *Index) LookupID(id string) (uint64, bool, error) {
 		return 0, false, nil
 	}
 	if err != nil {
+		ix.checkDamage(err)
 		return 0, false, fmt.Errorf("look up record id: %w", err)
 	}
 	defer closer.Close()
 	if len(v) != 8 {
-		return 0, false, fmt.Errorf("index entry for a record id is %d bytes, want 8: run `stele reindex`", len(v))
+		ix.noteDamage("a record id entry has the wrong size")
+		return 0, false, fmt.Errorf("index entry for a record id is %d bytes, want 8: %w", len(v), ErrCorrupt)
 	}
 	return binary.BigEndian.Uint64(v), true, nil
 }
@@ -195,17 +286,45 @@ func (ix *Index) Apply(recs []*record.Record) error {
 		}
 		seqs[i], entries[i] = r.Seq, e
 	}
-	return ix.apply(seqs, entries)
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	if err := ix.readable(); err != nil {
+		return err
+	}
+	return ix.checkDamage(ix.apply(seqs, entries))
 }
 
 // ApplyPrepared indexes entries from Prepare for the records with seqs
-// first, first+1, … . Batches arrive in log order.
+// first, first+1, … . Batches arrive in log order. A damaged index is
+// rebuilt first (when a Rebuilder is set), so the log's follower, which
+// stops taking appends on an error here, never sees the damage.
 func (ix *Index) ApplyPrepared(first uint64, entries [][]byte) error {
 	seqs := make([]uint64, len(entries))
 	for i := range seqs {
 		seqs[i] = first + uint64(i)
 	}
-	return ix.apply(seqs, entries)
+	if ix.damaged.Load() && ix.rebuilder.Load() != nil {
+		if err := ix.rebuildNow(); err != nil {
+			return err
+		}
+	}
+	ix.mu.RLock()
+	err := ix.readable()
+	if err == nil {
+		err = ix.apply(seqs, entries)
+	}
+	ix.mu.RUnlock()
+	if err != nil && isDamage(ix.checkDamage(err)) && ix.rebuilder.Load() != nil {
+		// The batch was applied in part at most; the rebuilt index ends
+		// before it, and applying it again sets the same keys.
+		if err := ix.rebuildNow(); err != nil {
+			return err
+		}
+		ix.mu.RLock()
+		err = ix.apply(seqs, entries)
+		ix.mu.RUnlock()
+	}
+	return err
 }
 
 // apply splits large batches across two goroutines, each committing its
@@ -311,6 +430,7 @@ func (ix *Index) apply(seqs []uint64, entries [][]byte) error {
 	if err := b.Commit(pebble.NoSync); err != nil {
 		return fmt.Errorf("write index watermark: %w", err)
 	}
+	ix.applied.Store(seqs[len(seqs)-1] + 1)
 	ix.compactAway(purged)
 	return nil
 }

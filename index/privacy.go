@@ -40,7 +40,7 @@ type sumMerger struct{ sum uint64 }
 
 func (m *sumMerger) add(v []byte) error {
 	if len(v) != 8 {
-		return fmt.Errorf("index counter operand is %d bytes, want 8", len(v))
+		return fmt.Errorf("index counter operand is %d bytes, want 8: %w", len(v), ErrCorrupt)
 	}
 	m.sum += binary.BigEndian.Uint64(v)
 	return nil
@@ -114,6 +114,15 @@ func (c *subjectCounts) merge(b *pebble.Batch) error {
 // SearchBlind returns the seqs of records whose blind index holds token, in
 // ascending order. Tokens are per field and value, so the lists are short.
 func (ix *Index) SearchBlind(token []byte, fn func(Posting) bool) error {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	if err := ix.readable(); err != nil {
+		return err
+	}
+	return ix.checkDamage(ix.searchBlind(token, fn))
+}
+
+func (ix *Index) searchBlind(token []byte, fn func(Posting) bool) error {
 	prefix := blindPrefix(token)
 	it, err := ix.db.NewIter(&pebble.IterOptions{LowerBound: prefix, UpperBound: prefixEnd(prefix)})
 	if err != nil {
@@ -122,9 +131,9 @@ func (ix *Index) SearchBlind(token []byte, fn func(Posting) bool) error {
 	defer it.Close()
 	var ps []Posting
 	for valid := it.First(); valid; valid = it.Next() {
-		k := it.Key()
-		if len(k) < len(prefix)+8 {
-			continue
+		k, v := it.Key(), it.Value()
+		if len(k) < len(prefix)+8 || len(v) != postingValueSize {
+			return fmt.Errorf("blind index entry of %d/%d bytes: %w", len(k), len(v), ErrCorrupt)
 		}
 		ps = append(ps, Posting{Seq: binary.BigEndian.Uint64(k[len(k)-8:]), OccurredAt: occurredAt(it.Value())})
 	}
@@ -153,6 +162,16 @@ func cmpU64(a, b uint64) int {
 
 // SubjectCount is the number of indexed records naming the subject.
 func (ix *Index) SubjectCount(subject string) (uint64, error) {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	if err := ix.readable(); err != nil {
+		return 0, err
+	}
+	n, err := ix.subjectCount(subject)
+	return n, ix.checkDamage(err)
+}
+
+func (ix *Index) subjectCount(subject string) (uint64, error) {
 	v, closer, err := ix.db.Get(subjectPart([]byte{pSubjectCount}, subject))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return 0, nil
@@ -162,7 +181,7 @@ func (ix *Index) SubjectCount(subject string) (uint64, error) {
 	}
 	defer closer.Close()
 	if len(v) != 8 {
-		return 0, fmt.Errorf("subject count is %d bytes, want 8: run `stele reindex`", len(v))
+		return 0, fmt.Errorf("subject count is %d bytes, want 8: %w", len(v), ErrCorrupt)
 	}
 	return binary.BigEndian.Uint64(v), nil
 }
@@ -203,17 +222,20 @@ func (ix *Index) compactAway(ranges [][2][]byte) {
 	if len(ranges) == 0 {
 		return
 	}
+	// The database of this apply: a rebuild swaps ix.db, after waiting
+	// for these.
+	db := ix.db
 	ix.bg.Go(func() {
 		// Flushing first moves the memtable's copies into files that the
 		// compaction then rewrites without them.
-		if err := ix.db.Flush(); err != nil {
+		if err := db.Flush(); err != nil {
 			return
 		}
 		for _, r := range ranges {
 			if ix.bgCtx.Err() != nil {
 				return
 			}
-			_ = ix.db.Compact(ix.bgCtx, r[0], r[1], false)
+			_ = db.Compact(ix.bgCtx, r[0], r[1], false)
 		}
 	})
 }

@@ -55,9 +55,18 @@ type Posting struct {
 // Scan walks l in seq order starting at from (inclusive), newest first when
 // desc, calling fn until it returns false.
 func (ix *Index) Scan(l List, desc bool, from uint64, fn func(Posting) bool) error {
-	if chunked(l.prefix[0]) {
-		return ix.scanChunks(l, desc, from, fn)
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	if err := ix.readable(); err != nil {
+		return err
 	}
+	if chunked(l.prefix[0]) {
+		return ix.checkDamage(ix.scanChunks(l, desc, from, fn))
+	}
+	return ix.checkDamage(ix.scan(l, desc, from, fn))
+}
+
+func (ix *Index) scan(l List, desc bool, from uint64, fn func(Posting) bool) error {
 	it, err := ix.db.NewIter(&pebble.IterOptions{LowerBound: l.prefix, UpperBound: l.upper()})
 	if err != nil {
 		return fmt.Errorf("scan index: %w", err)
@@ -77,7 +86,7 @@ func (ix *Index) Scan(l List, desc bool, from uint64, fn func(Posting) bool) err
 	for ; valid; valid = step(it, desc) {
 		k, v := it.Key(), it.Value()
 		if len(k) != n+8 || len(v) != postingValueSize {
-			return fmt.Errorf("index entry of %d/%d bytes is damaged: run `stele reindex`", len(k), len(v))
+			return fmt.Errorf("index entry of %d/%d bytes: %w", len(k), len(v), ErrCorrupt)
 		}
 		p := Posting{Seq: binary.BigEndian.Uint64(k[n:]), OccurredAt: occurredAt(v)}
 		if !fn(p) {

@@ -25,6 +25,9 @@ var (
 	ErrNotFound = errors.New("not found")
 	// ErrBadCursor: the cursor was not issued by this server.
 	ErrBadCursor = errors.New("bad cursor")
+	// ErrIndexRebuilding: the index was found damaged and is being rebuilt
+	// from the log; the same query succeeds once it is done.
+	ErrIndexRebuilding = index.ErrRebuilding
 )
 
 // FieldError names a bad query parameter.

@@ -223,6 +223,21 @@ func join(path, name string) string {
 
 func syntaxErr(path string, err error) error {
 	var se *jsontext.SyntacticError
+	if errors.As(err, &se) && errors.Is(se.Err, jsontext.ErrDuplicateName) {
+		// Name the member itself, nested ones too: the pointer locates it
+		// within the value being decoded.
+		// The pointer is relative to the object objectMembers decodes,
+		// whose member path already ends path.
+		toks := slices.Collect(se.JSONPointer.Tokens())
+		dup := path
+		if len(toks) > 0 && (dup == toks[0] || strings.HasSuffix(dup, "."+toks[0])) {
+			dup = strings.TrimSuffix(strings.TrimSuffix(dup, toks[0]), ".")
+		}
+		for _, tok := range toks {
+			dup = join(dup, tok)
+		}
+		return fieldErr(dup, "duplicate JSON member name %q", se.JSONPointer.LastToken())
+	}
 	if errors.As(err, &se) {
 		return fieldErr(path, "malformed JSON at byte %d: %v", se.ByteOffset, se.Err)
 	}

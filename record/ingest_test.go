@@ -356,11 +356,11 @@ func TestParseIngestErrors(t *testing.T) {
 		{"lone surrogate escape", validWith("op", `"\ud800"`), "op", "malformed JSON"},
 		{"bad escape", validWith("op", `"\x"`), "op", "malformed JSON"},
 		{"raw control char in string", "{\"op\":\"in\x01sert\"}", "op", "malformed JSON"},
-		{"duplicate top-level member", `{"op":"insert","op":"update","source":{"name":"crm","table":"t"},"key":{"id":1}}`, "", "duplicate"},
-		{"duplicate in source", validWith("source", `{"name":"a","name":"b","table":"t"}`), "source", "duplicate"},
-		{"duplicate in key", validWith("key", `{"id":1,"id":2}`), "key", "duplicate"},
-		{"duplicate in after", validWith("after", `{"a":1,"b":{"c":1,"c":1}}`), "after", "duplicate"},
-		{"duplicate in tx", validWith("tx", `{"position":"a","position":"b"}`), "tx", "duplicate"},
+		{"duplicate top-level member", `{"op":"insert","op":"update","source":{"name":"crm","table":"t"},"key":{"id":1}}`, "op", "duplicate"},
+		{"duplicate in source", validWith("source", `{"name":"a","name":"b","table":"t"}`), "source.name", "duplicate"},
+		{"duplicate in key", validWith("key", `{"id":1,"id":2}`), "key.id", "duplicate"},
+		{"duplicate in after", validWith("after", `{"a":1,"b":{"c":1,"c":1}}`), "after.b.c", "duplicate"},
+		{"duplicate in tx", validWith("tx", `{"position":"a","position":"b"}`), "tx.position", "duplicate"},
 
 		// Unknown and log-assigned fields.
 		{"unknown top-level field", validWith("extra", `1`), "extra", "unknown field"},

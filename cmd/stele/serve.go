@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +28,7 @@ import (
 	"github.com/stele/stele/privacy"
 	"github.com/stele/stele/privacy/keystore"
 	"github.com/stele/stele/query"
+	"github.com/stele/stele/record"
 )
 
 // shutdownTimeout bounds how long in-flight requests may run after a
@@ -110,7 +110,7 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 	}
 	logOpts := logstore.Options{Origin: cfg.Origin, Hook: ix, Sealer: priv.guard, Logger: logger, CheckpointInterval: cfg.CheckpointInterval, CheckpointSigner: signer, Lock: lock, BatchSealer: batchMAC}
 	store, err := logstore.Open(ctx, cfg.Data, logOpts)
-	if errors.Is(err, logstore.ErrIndexAhead) {
+	if errors.Is(err, logstore.ErrIndexAhead) || errors.Is(err, index.ErrCorrupt) {
 		ix.Close()
 		if ix, err = setIndexAside(cfg.Data, err, logger); err != nil {
 			return err
@@ -127,6 +127,10 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		ix.Close()
 		return fmt.Errorf("open log in %s: %w", cfg.Data, err)
 	}
+	// From here on, damage the index finds in itself (a corrupt block, a
+	// malformed value) sets it aside and rebuilds it from the log while
+	// the server runs; queries answer 503 meanwhile.
+	ix.RebuildFrom(indexRebuilder(store, priv.guard))
 	defer func() {
 		// The final checkpoint is signed here, after the last append.
 		if err := store.Close(); err != nil {
@@ -229,16 +233,38 @@ func openIndex(data string, logger *slog.Logger) (*index.Index, error) {
 // setIndexAside moves an unusable index out of the way and opens a fresh one.
 func setIndexAside(data string, err error, logger *slog.Logger) (*index.Index, error) {
 	dir := filepath.Join(data, "index")
-	aside := filepath.Join(data, "index.corrupt-"+strconv.FormatInt(time.Now().Unix(), 10))
-	logger.Warn("index cannot be opened; setting it aside and rebuilding it from the log", "err", err, "moved_to", aside)
-	if rerr := os.Rename(dir, aside); rerr != nil {
-		return nil, fmt.Errorf("open index: %w (and moving it aside failed: %w)", err, rerr)
+	aside, rerr := index.SetAside(dir)
+	if rerr != nil {
+		return nil, fmt.Errorf("open index: %w (and %w)", err, rerr)
 	}
+	logger.Warn("index cannot be opened; set it aside and rebuilding it from the log", "err", err, "moved_to", aside)
 	ix, err := index.Open(dir, logger)
 	if err != nil {
 		return nil, fmt.Errorf("open fresh index: %w", err)
 	}
 	return ix, nil
+}
+
+// rederiver gives a record read back from the log its derived
+// personal-data entries (privacy's Rederive), which the index needs.
+type rederiver interface {
+	Rederive(ctx context.Context, r *record.Record) error
+}
+
+// indexRebuilder replays the log into a fresh index the way the log's
+// catch-up at open does: records decoded in order, their personal-data
+// entries re-derived, in batches.
+func indexRebuilder(store *logstore.Store, priv rederiver) index.Rebuilder {
+	return func(ctx context.Context, n uint64, apply func([]*record.Record) error) error {
+		return store.Replay(ctx, 0, n, 4096, func(recs []*record.Record) error {
+			for _, r := range recs {
+				if err := priv.Rederive(ctx, r); err != nil {
+					return fmt.Errorf("index seq %d: %w", r.Seq, err)
+				}
+			}
+			return apply(recs)
+		})
+	}
 }
 
 func listenAndServe(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger, handler http.Handler) error {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/stele/stele"
 	"github.com/stele/stele/logstore"
+	"github.com/stele/stele/privacy"
 	"github.com/stele/stele/record"
 	"github.com/stele/stele/sysrecord"
 )
@@ -67,7 +68,7 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request) {
 	}
 	recs, aerr := s.parseBatch(items, batch)
 	if aerr != nil {
-		writeError(w, http.StatusBadRequest, aerr)
+		writeError(w, aerr.status(), aerr)
 		return
 	}
 	res, err := s.cfg.Log.Append(r.Context(), recs)
@@ -112,6 +113,14 @@ func (s *Server) parseBatch(items [][]byte, batch bool) ([]*record.Record, *apiE
 			return nil, &apiError{Msg: fmt.Sprintf("source.name: %q is reserved for the records Stele writes about itself", rec.Source.Name),
 				Field: "source.name", Index: batchIndex(batch, i)}
 		}
+		if err := privacy.Admit(s.schemas(), rec); err != nil {
+			var fe *record.FieldError
+			if !errors.As(err, &fe) {
+				s.log.Error("checking a record against the schema registry failed", "err", err)
+				return nil, &apiError{Status: http.StatusInternalServerError, Msg: "internal error checking the record against the schema registry; see the server log"}
+			}
+			return nil, &apiError{Msg: fe.Error(), Field: fe.Field, Index: batchIndex(batch, i)}
+		}
 		if first, dup := seen[rec.ID]; dup {
 			return nil, &apiError{
 				Msg:   fmt.Sprintf("id: same id as record %d of this batch (ids, given or derived from source and tx.position, must be unique within a batch)", first),
@@ -121,6 +130,14 @@ func (s *Server) parseBatch(items [][]byte, batch bool) ([]*record.Record, *apiE
 		recs[i] = rec
 	}
 	return recs, nil
+}
+
+// schemas is the registry ingest checks records against, nil without one.
+func (s *Server) schemas() privacy.Schemas {
+	if s.cfg.Schemas == nil {
+		return nil
+	}
+	return s.cfg.Schemas
 }
 
 // batchIndex names item i of a batch in an error; a single record has none.

@@ -109,3 +109,42 @@ func TestNoOpBypassesSealing(t *testing.T) {
 		}
 	}
 }
+
+// TestClientSchemaRefIsCheckedNotTrusted: a schema reference a client sends
+// is checked against the registry and never stored as sent, and a record
+// cannot step around its table's schema by naming another database schema.
+func TestClientSchemaRefIsCheckedNotTrusted(t *testing.T) {
+	e := newGuardEnv(t)
+	row := `"op":"insert","key":{"id":5},"after":{"id":5,"email":"five@example.com"}`
+	for _, c := range []struct{ name, body, field string }{
+		{"unknown version", `{` + customersSource + `,` + row + `,"schema":{"subject":"crm.public.customers","version":9}}`, "schema.version"},
+		{"other subject", `{` + customersSource + `,` + row + `,"schema":{"subject":"crm.public.leads","version":1}}`, "schema.subject"},
+		{"no database schema", `{"source":{"name":"crm","kind":"postgres","table":"customers"},` + row + `}`, "source.schema"},
+		{"other database schema", `{"source":{"name":"crm","kind":"postgres","schema":"shadow","table":"customers"},` + row + `}`, "source.schema"},
+	} {
+		status, b, _ := e.post(t, auth.RoleService, c.body)
+		if status != http.StatusBadRequest || !bytes.Contains(b, []byte(`"field":"`+c.field+`"`)) || bytes.Contains(b, []byte("five@example.com")) {
+			t.Fatalf("%s: %d %s, want 400 naming %s", c.name, status, b, c.field)
+		}
+	}
+	// A reference that names a version the registry holds is accepted;
+	// what is stored is the schema the record was sealed under.
+	status, b, seq := e.post(t, auth.RoleService, `{`+customersSource+`,`+row+`,"schema":{"subject":"crm.public.customers","version":1}}`)
+	if status != http.StatusCreated {
+		t.Fatalf("valid reference: %d %s", status, b)
+	}
+	if st := e.stored(t, seq); !bytes.Contains(st, []byte(`"schema":{"subject":"crm.public.customers","version":1}`)) || bytes.Contains(st, []byte("five@example.com")) {
+		t.Fatalf("stored:\n%s", st)
+	}
+	// A table with no schema anywhere is not PII-aware and passes as sent.
+	if status, b, _ := e.post(t, auth.RoleService, `{"source":{"name":"shop","table":"orders"},"op":"insert","key":{"id":1},"after":{"total":3}}`); status != http.StatusCreated {
+		t.Fatalf("table without a schema: %d %s", status, b)
+	}
+
+	// Without a registry, no reference can be checked: it is refused.
+	plain := newEnv(t)
+	r := plain.post(t, "application/json", `{"source":{"name":"shop","table":"orders"},"op":"insert","key":{"id":1},"schema":{"subject":"shop.orders","version":1}}`)
+	if r.status != http.StatusBadRequest || !bytes.Contains(r.body, []byte(`"field":"schema"`)) {
+		t.Fatalf("reference without a registry: %d %s", r.status, r.body)
+	}
+}

@@ -137,7 +137,7 @@ type Source struct {
 	pgcfg    *pgconn.Config
 	database string
 	logger   *slog.Logger
-	stats    sourceStats
+	progress capture.Progress
 }
 
 var _ capture.Source = (*Source)(nil)
@@ -225,51 +225,28 @@ func identifier(name string) string {
 }
 
 // Run captures changes into sink until ctx is done. Connection losses are
-// retried with capped exponential backoff; a permanent misconfiguration
-// (ErrAuth, ErrNoDatabase, ErrWALLevel, ErrSlotInUse, ErrPermission,
-// ErrConfig) is returned.
+// retried by the runtime's supervisor with capped exponential backoff; a
+// permanent misconfiguration (ErrAuth, ErrNoDatabase, ErrWALLevel,
+// ErrSlotInUse, ErrPermission, ErrConfig) is returned.
 func (s *Source) Run(ctx context.Context, sink capture.Sink) error {
 	st := newState(s)
-	backoff := s.cfg.MinBackoff
 	slotBusy := 0
-	for {
-		s.stats.setState(StateConnecting)
-		progressed, err := s.session(ctx, sink, st)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if errors.Is(err, ErrSlotInUse) {
-			// Our own previous connection may still hold the slot for a
-			// moment after a reconnect; another consumer holds it for good.
-			slotBusy++
-			if slotBusy < 5 {
-				s.logger.Warn("replication slot busy; retrying", "slot", s.cfg.Slot, "err", err, "retry_in", backoff)
-				err = nil
+	sup := capture.Supervisor{
+		MinBackoff: s.cfg.MinBackoff, MaxBackoff: s.cfg.MaxBackoff,
+		Progress: &s.progress, Redact: capture.Redactor(s.pgcfg.Password), Logger: s.logger,
+		Permanent: func(err error) bool {
+			if errors.Is(err, ErrSlotInUse) {
+				// Our own previous connection may still hold the slot
+				// for a moment after a reconnect; another consumer
+				// holds it for good.
+				slotBusy++
+				return slotBusy >= 5
 			}
-		} else {
 			slotBusy = 0
-		}
-		if err != nil && permanent(err) {
-			s.setError(err)
-			s.stats.setState(StateFailed)
-			s.logger.Error("source stopped: permanent failure", "err", err)
-			return err
-		}
-		if progressed {
-			backoff = s.cfg.MinBackoff
-		}
-		if err != nil {
-			s.setError(err)
-			s.logger.Warn("connection to PostgreSQL lost; reconnecting", "err", err, "retry_in", backoff)
-		}
-		s.stats.setState(StateRetrying)
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, s.cfg.MaxBackoff)
+			return permanent(err)
+		},
 	}
+	return sup.Run(ctx, func(ctx context.Context) (bool, error) { return s.session(ctx, sink, st) })
 }
 
 // classify maps server errors to the package's sentinels.

@@ -1,16 +1,11 @@
 package postgres
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
-	"encoding/gob"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,7 +17,6 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 	"github.com/jackc/pgx/v5/pgtype"
 
-	"github.com/stele/stele"
 	"github.com/stele/stele/capture"
 	"github.com/stele/stele/capture/pgctx"
 	"github.com/stele/stele/record"
@@ -45,28 +39,30 @@ type relation struct {
 }
 
 // txBuf holds one transaction's records until its COMMIT. Past
-// Config.SpillBytes of images the records move to a temporary file, so a
-// large transaction is not held whole in memory.
+// Config.SpillBytes of images the runtime's buffer moves them to a
+// temporary file, so a large transaction is not held whole in memory.
 type txBuf struct {
 	xid   uint32
-	recs  []*record.Record // in memory, after the spilled ones
-	bytes int              // image bytes in recs
+	buf   capture.TxBuffer
 	actor json.RawMessage
 	cause json.RawMessage
+}
 
-	spill   *os.File
-	spillW  *bufio.Writer
-	enc     *gob.Encoder
-	spilled int
+// newTx opens the buffer of transaction xid.
+func (x *stream) newTx(xid uint32) *txBuf {
+	tx := &txBuf{xid: xid}
+	tx.buf.Limit, tx.buf.Dir = x.src.cfg.SpillBytes, x.src.cfg.SpillDir
+	tx.buf.OnSpill = func(file string) {
+		x.src.logger.Info("transaction exceeds the in-memory limit; spilling its records to disk", "xid", xid, "limit_bytes", x.src.cfg.SpillBytes, "file", file)
+	}
+	return tx
 }
 
 // discard removes the spill file of a transaction that will not commit
 // here (the connection was lost; the server sends it again).
 func (tx *txBuf) discard() {
-	if tx != nil && tx.spill != nil {
-		tx.spill.Close()
-		os.Remove(tx.spill.Name())
-		tx.spill = nil
+	if tx != nil {
+		tx.buf.Discard()
 	}
 }
 
@@ -120,7 +116,7 @@ func (s *Source) session(ctx context.Context, sink capture.Sink, st *state) (pro
 		return false, fmt.Errorf("start replication on slot %s: %w", s.cfg.Slot, classify(err))
 	}
 	s.logger.Info("streaming changes", "slot", s.cfg.Slot, "publication", s.cfg.Publication)
-	s.stats.setState(StateStreaming)
+	s.progress.SetState(capture.StateStreaming)
 	str := &stream{src: s, sink: sink, st: st, conn: conn, repl: repl, rels: map[uint32]*relation{}, toastAt: toastAt}
 	return true, str.loop(ctx)
 }
@@ -145,13 +141,22 @@ type stream struct {
 	pend      []*record.Record
 	pendEnd   pglogrepl.LSN
 	pendSince time.Time
-	app       *appender
+	// app appends committed transactions on its own goroutine, in commit
+	// order, so decoding the next ones overlaps with making the last ones
+	// durable; its Durable position is what may be acknowledged.
+	app *capture.Acknowledger[pglogrepl.LSN]
+}
+
+// durable is the end LSN of the last transaction known durable (0: none).
+func (x *stream) durable() pglogrepl.LSN {
+	d, _ := x.app.Durable()
+	return d
 }
 
 // syncFlushed moves the acknowledged position up to what the appender has
 // made durable.
 func (x *stream) syncFlushed() {
-	if d := x.app.durable(); d > x.st.flushed {
+	if d := x.durable(); d > x.st.flushed {
 		x.st.flushed = d
 	}
 }
@@ -174,9 +179,15 @@ func (x *stream) sendStatus(ctx context.Context) error {
 }
 
 func (x *stream) loop(ctx context.Context) error {
-	x.app = newAppender(ctx, x)
+	x.app = capture.NewAcknowledger(ctx, capture.AckOptions[pglogrepl.LSN]{
+		Sink: x.sink, BatchSize: x.src.cfg.BatchSize, Progress: &x.src.progress,
+		OnDurable: func(_ context.Context, end pglogrepl.LSN) error {
+			x.src.progress.Observe(0, uint64(end))
+			return nil
+		},
+	})
 	defer func() {
-		x.app.stop()
+		x.app.Stop()
 		x.syncFlushed()
 		x.tx.discard()
 		// Best effort: acknowledge what is durable before leaving.
@@ -197,7 +208,7 @@ func (x *stream) loop(ctx context.Context) error {
 	var deadlineSet time.Time
 	next := time.Now().Add(x.src.cfg.Heartbeat)
 	for {
-		if err := x.app.failed(); err != nil {
+		if err := x.app.Failed(); err != nil {
 			return err
 		}
 		x.syncFlushed()
@@ -251,10 +262,10 @@ func (x *stream) loop(ctx context.Context) error {
 				// Nothing in flight: every transaction the server has
 				// sent so far is durable, so its position may be
 				// acknowledged and an idle database pins no WAL.
-				if x.tx == nil && len(x.pend) == 0 && x.app.inflight.Load() == 0 && ka.ServerWALEnd > x.st.flushed {
+				if x.tx == nil && len(x.pend) == 0 && x.app.Inflight() == 0 && ka.ServerWALEnd > x.st.flushed {
 					x.st.flushed = ka.ServerWALEnd
 				}
-				x.src.stats.observe(ka.ServerWALEnd, x.st.flushed)
+				x.src.progress.Observe(uint64(ka.ServerWALEnd), uint64(x.st.flushed))
 				if ka.ReplyRequested {
 					next = time.Time{}
 				}
@@ -263,7 +274,7 @@ func (x *stream) loop(ctx context.Context) error {
 				if err != nil {
 					return fmt.Errorf("parse XLogData: %w", err)
 				}
-				x.src.stats.observe(xld.ServerWALEnd, x.st.flushed)
+				x.src.progress.Observe(uint64(xld.ServerWALEnd), uint64(x.st.flushed))
 				if err := x.handle(ctx, xld.WALData); err != nil {
 					return err
 				}
@@ -312,9 +323,9 @@ func (x *stream) handle(ctx context.Context, data []byte) error {
 		return x.relation(ctx, &m.RelationMessage)
 	case *pglogrepl.BeginMessage:
 		x.tx.discard()
-		x.tx = &txBuf{xid: m.Xid}
+		x.tx = x.newTx(m.Xid)
 		// The oldest transaction not yet appended sets the lag.
-		x.src.stats.pending.CompareAndSwap(0, m.CommitTime.UnixNano())
+		x.src.progress.Pending(m.CommitTime)
 	case *pglogrepl.LogicalDecodingMessageV2:
 		if m.Prefix == DDLPrefix {
 			return x.ddlMessage(&m.LogicalDecodingMessage)
@@ -411,30 +422,11 @@ func (x *stream) message(m *pglogrepl.LogicalDecodingMessage) {
 
 func (x *stream) add(r *record.Record) error {
 	if x.tx == nil {
-		x.tx = &txBuf{}
+		x.tx = x.newTx(0)
 	}
-	tx := x.tx
-	tx.recs = append(tx.recs, r)
-	tx.bytes += len(r.Key) + len(r.Before) + len(r.After) + 256
-	if tx.bytes <= x.src.cfg.SpillBytes {
-		return nil
+	if err := x.tx.buf.Add(r); err != nil {
+		return fmt.Errorf("transaction %d: %w", x.tx.xid, err)
 	}
-	if tx.spill == nil {
-		f, err := os.CreateTemp(x.src.cfg.SpillDir, "stele-tx-*.gob")
-		if err != nil {
-			return fmt.Errorf("spill a large transaction to disk (set the spill directory to a writable place): %w", err)
-		}
-		tx.spill, tx.spillW = f, bufio.NewWriterSize(f, 1<<20)
-		tx.enc = gob.NewEncoder(tx.spillW)
-		x.src.logger.Info("transaction exceeds the in-memory limit; spilling its records to disk", "xid", tx.xid, "limit_bytes", x.src.cfg.SpillBytes, "file", f.Name())
-	}
-	for _, r := range tx.recs {
-		if err := tx.enc.Encode(r); err != nil {
-			return fmt.Errorf("spill transaction %d to %s: %w", tx.xid, tx.spill.Name(), err)
-		}
-	}
-	tx.spilled += len(tx.recs)
-	tx.recs, tx.bytes = tx.recs[:0], 0
 	return nil
 }
 
@@ -595,13 +587,13 @@ func (x *stream) commit(ctx context.Context, m *pglogrepl.CommitMessage) error {
 	x.tx = nil
 	if tx != nil {
 		defer tx.discard()
-		if tx.spill != nil {
+		if tx.buf.Spilled() {
 			// A spilled transaction streams from its file; everything
 			// before it must be durable first so the log keeps commit order.
 			if err := x.flushPending(ctx); err != nil {
 				return err
 			}
-			if err := x.app.drain(ctx); err != nil {
+			if err := x.app.Drain(ctx); err != nil {
 				return err
 			}
 			x.syncFlushed()
@@ -609,11 +601,12 @@ func (x *stream) commit(ctx context.Context, m *pglogrepl.CommitMessage) error {
 				return err
 			}
 		} else {
-			x.stamper(tx, m)(tx.recs)
+			recs := tx.buf.Records()
+			x.stamper(tx, m)(recs)
 			if len(x.pend) == 0 {
 				x.pendSince = time.Now()
 			}
-			x.pend = append(x.pend, tx.recs...)
+			x.pend = append(x.pend, recs...)
 		}
 	}
 	x.pendEnd = max(x.pendEnd, m.TransactionEndLSN)
@@ -626,18 +619,18 @@ func (x *stream) commit(ctx context.Context, m *pglogrepl.CommitMessage) error {
 // flushPending hands the pending transactions to the appender; the flush
 // position moves past them once the appender reports them durable.
 func (x *stream) flushPending(ctx context.Context) error {
-	if len(x.pend) == 0 && x.app.inflight.Load() == 0 {
+	if len(x.pend) == 0 && x.app.Inflight() == 0 {
 		// Nothing in flight: an empty transaction can be acknowledged now.
 		x.st.flushed = max(x.st.flushed, x.pendEnd)
-		x.src.stats.observe(0, x.st.flushed)
+		x.src.progress.Observe(0, uint64(x.st.flushed))
 		return nil
 	}
-	if len(x.pend) == 0 && x.pendEnd <= x.app.durable() {
+	if len(x.pend) == 0 && x.pendEnd <= x.durable() {
 		return nil
 	}
-	job := appendJob{recs: x.pend, end: x.pendEnd}
+	recs := x.pend
 	x.pend = nil
-	return x.app.submit(ctx, job)
+	return x.app.Submit(ctx, recs, x.pendEnd)
 }
 
 // stamper returns a function that gives a committed transaction's records,
@@ -670,59 +663,10 @@ func (x *stream) stamper(tx *txBuf, m *pglogrepl.CommitMessage) func([]*record.R
 // appendTx appends a spilled transaction, reading it back from its file.
 func (x *stream) appendTx(ctx context.Context, tx *txBuf, m *pglogrepl.CommitMessage) error {
 	stamp := x.stamper(tx, m)
-	batchSize := x.src.cfg.BatchSize
-	if tx.spill != nil {
-		if err := tx.spillW.Flush(); err != nil {
-			return fmt.Errorf("spill transaction %d: %w", tx.xid, err)
-		}
-		if _, err := tx.spill.Seek(0, io.SeekStart); err != nil {
-			return fmt.Errorf("read back spilled transaction %d: %w", tx.xid, err)
-		}
-		dec := gob.NewDecoder(bufio.NewReaderSize(tx.spill, 1<<20))
-		batch := make([]*record.Record, 0, batchSize)
-		for i := 0; i < tx.spilled; i++ {
-			r := &record.Record{}
-			if err := dec.Decode(r); err != nil {
-				return fmt.Errorf("read back spilled transaction %d, record %d: %w", tx.xid, i, err)
-			}
-			batch = append(batch, r)
-			if len(batch) == batchSize || i == tx.spilled-1 {
-				stamp(batch)
-				if err := x.appendBatch(ctx, batch); err != nil {
-					return err
-				}
-				batch = make([]*record.Record, 0, batchSize)
-			}
-		}
-	}
-	stamp(tx.recs)
-	for lo := 0; lo < len(tx.recs); lo += batchSize {
-		if err := x.appendBatch(ctx, tx.recs[lo:min(lo+batchSize, len(tx.recs))]); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// appendBatch appends, waiting out a full append queue.
-func (x *stream) appendBatch(ctx context.Context, batch []*record.Record) error {
-	wait := 10 * time.Millisecond
-	for {
-		_, err := x.sink.Append(ctx, batch)
-		if err == nil {
-			x.src.stats.records.Add(uint64(len(batch)))
-			return nil
-		}
-		if !errors.Is(err, stele.ErrOverloaded) {
-			return fmt.Errorf("append %d records to the log: %w", len(batch), err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(wait):
-		}
-		wait = min(wait*2, time.Second)
-	}
+	return tx.buf.Replay(x.src.cfg.BatchSize, func(batch []*record.Record) error {
+		stamp(batch)
+		return x.app.Append(ctx, batch)
+	})
 }
 
 // imageCache keeps the last after image of up to n rows, evicting the

@@ -207,7 +207,7 @@ func BenchmarkRowMessage(b *testing.B) {
 		if err := x.handle(context.Background(), msg); err != nil {
 			b.Fatal(err)
 		}
-		if len(x.tx.recs) >= 1000 {
+		if x.tx.buf.Len() >= 1000 {
 			x.tx = nil
 		}
 	}

@@ -182,9 +182,10 @@ ORDER BY 2, 3`, s.cfg.Publication)
 		if len(batch) == 0 {
 			return nil
 		}
-		if err := x.appendBatch(ctx, batch); err != nil {
+		if _, err := capture.AppendRetry(ctx, sink, batch); err != nil {
 			return err
 		}
+		s.progress.Appended(len(batch))
 		batch = make([]*record.Record, 0, s.cfg.BatchSize)
 		return nil
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stele/stele/capture"
 	"github.com/stele/stele/internal/pgtest"
 )
 
@@ -19,7 +20,7 @@ func TestStats(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st := src.Stats(); st.State != StateConnecting || st.SlotName != "stele_statsdb" || st.RecordsTotal != 0 {
+	if st := src.Stats(); st.State != capture.StateConnecting || src.Config().Slot != "stele_statsdb" || st.RecordsTotal != 0 {
 		t.Fatalf("before Run: %+v", st)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -42,7 +43,7 @@ func TestStats(t *testing.T) {
 	// Once idle, the keepalives move the flushed position to the server's
 	// WAL end: no lag.
 	deadline := time.Now().Add(20 * time.Second)
-	var st Stats
+	var st capture.Stats
 	for {
 		st = src.Stats()
 		if st.RecordsTotal == want && st.LagBytes == 0 && st.LagSeconds == 0 {
@@ -53,7 +54,7 @@ func TestStats(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if st.State != StateStreaming || st.LastError != "" || st.FlushedLSN == "0/0" || !strings.Contains(st.FlushedLSN, "/") {
+	if st.State != capture.StateStreaming || st.LastError != "" || st.Position == "0/0" || !strings.Contains(st.Position, "/") {
 		t.Errorf("stats = %+v", st)
 	}
 }
@@ -70,7 +71,7 @@ func TestStatsFailed(t *testing.T) {
 		t.Fatal("Run with a wrong password succeeded")
 	}
 	st := src.Stats()
-	if st.State != StateFailed || st.LastError == "" || strings.Contains(st.LastError, "wrong-pw-123") {
+	if st.State != capture.StateFailed || st.LastError == "" || strings.Contains(st.LastError, "wrong-pw-123") {
 		t.Errorf("stats = %+v", st)
 	}
 }

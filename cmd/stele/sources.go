@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/url"
 	"slices"
 	"strings"
@@ -23,23 +24,35 @@ import (
 )
 
 // SourceConfig is one change-data-capture source, from the config file's
-// sources: list or a --source flag:
+// sources: list or a --source flag. Each kind has its own typed section,
+// named like the kind:
 //
 //	sources:
 //	  - name: shop                 # default: the database name
-//	    kind: postgres             # the only kind so far (default)
-//	    url: postgres://stele@db:5432/shop
-//	    slot: stele_shop           # default stele_<name>
-//	    publication: stele_shop    # default stele_<name>
-//	    tables: [public.orders]    # default: all tables
-//	    exclude_tables: [public.sessions]
-//	    replica_identity: full     # full | default (default: default)
-//	    setup: skip                # auto | skip: skip creating publication/slot (default auto)
-//	    snapshot: initial          # snapshot existing rows when the slot is created (default: none)
-//	    capture_ddl: true          # install a DDL event trigger (needs a superuser; default false)
+//	    kind: postgres             # default: the kind of the section given (else postgres)
+//	    postgres:
+//	      url: postgres://stele@db:5432/shop
+//	      slot: stele_shop           # default stele_<name>
+//	      publication: stele_shop    # default stele_<name>
+//	      tables: [public.orders]    # default: all tables
+//	      exclude_tables: [public.sessions]
+//	      replica_identity: full     # full | default (default: default)
+//	      setup: skip                # auto | skip: skip creating publication/slot (default auto)
+//	      snapshot: initial          # snapshot existing rows when the slot is created (default: none)
+//	      capture_ddl: true          # install a DDL event trigger (needs a superuser; default false)
+//
+// For configurations written before kinds had sections, a postgres
+// source's keys may also stand directly in the entry (url: … next to
+// name:), as long as the entry has no section.
 type SourceConfig struct {
-	Name            string
-	Kind            string
+	Name string
+	Kind string
+	// Postgres is the section of a kind: postgres source.
+	Postgres *PostgresSourceConfig
+}
+
+// PostgresSourceConfig is the postgres: section of a source.
+type PostgresSourceConfig struct {
 	URL             string
 	Slot            string
 	Publication     string
@@ -51,24 +64,139 @@ type SourceConfig struct {
 	CaptureDDL      bool
 }
 
-// sourceKeys lists the keys a sources: entry may have.
-func sourceKeys() []string {
-	return []string{"name", "kind", "url", "slot", "publication", "tables", "exclude_tables", "replica_identity", "setup", "snapshot", "capture_ddl"}
+// runnableSource is what the server runs and reports on.
+type runnableSource interface {
+	capture.Source
+	Stats() capture.Stats
+}
+
+// sourceKind is one kind of source in the table of kinds: how its section
+// is read, checked and turned into a running source. Adding a kind is one
+// entry here and one capture/<kind> package.
+type sourceKind struct {
+	// schemes are the URL schemes of --source values of this kind.
+	schemes []string
+	// keys are the keys of the kind's section.
+	keys []string
+	// parse reads the section's key k (value v) into sc; where names the
+	// entry and section for errors.
+	parse func(sc *SourceConfig, where, k string, v *yaml.Node) error
+	// fromURL makes the section of a --source URL.
+	fromURL func(sc *SourceConfig, url string)
+	// check validates the section beyond single values (required keys,
+	// the adapter's own validation) and returns the source's name, the
+	// default filled in.
+	check func(sc SourceConfig) (name string, err error)
+	// build makes the source.
+	build func(sc SourceConfig, logger *slog.Logger) (runnableSource, error)
+}
+
+// sourceKinds is the table of kinds. It is a function, not a package
+// variable, so nothing at package level is mutable.
+func sourceKinds() map[string]sourceKind {
+	return map[string]sourceKind{
+		"postgres": {
+			schemes: []string{"postgres", "postgresql"},
+			keys:    []string{"url", "slot", "publication", "tables", "exclude_tables", "replica_identity", "setup", "snapshot", "capture_ddl"},
+			parse:   parsePostgresKey,
+			fromURL: func(sc *SourceConfig, url string) { sc.Postgres = &PostgresSourceConfig{URL: url} },
+			check:   checkPostgres,
+			build: func(sc SourceConfig, logger *slog.Logger) (runnableSource, error) {
+				return postgres.New(sc.postgresConfig(logger))
+			},
+		},
+	}
+}
+
+// knownKinds lists the kinds, sorted, for error messages.
+func knownKinds() string {
+	return strings.Join(slices.Sorted(maps.Keys(sourceKinds())), ", ")
+}
+
+// parsePostgresKey reads one key of a postgres: section.
+func parsePostgresKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
+	if sc.Postgres == nil {
+		sc.Postgres = &PostgresSourceConfig{}
+	}
+	pc := sc.Postgres
+	if k == "tables" || k == "exclude_tables" {
+		var list []string
+		if val.Kind == yaml.ScalarNode {
+			list = []string{val.Value}
+		} else if err := val.Decode(&list); err != nil {
+			return fmt.Errorf("%s: %s: want a list of table names (schema.table): %w", where, k, err)
+		}
+		if k == "tables" {
+			pc.Tables = list
+		} else {
+			pc.ExcludeTables = list
+		}
+		return nil
+	}
+	if val.Kind != yaml.ScalarNode {
+		return fmt.Errorf("%s: %s: want a single value", where, k)
+	}
+	switch k {
+	case "url":
+		pc.URL = val.Value
+	case "slot":
+		pc.Slot = val.Value
+	case "publication":
+		pc.Publication = val.Value
+	case "replica_identity":
+		pc.ReplicaIdentity = val.Value
+	case "setup":
+		pc.Setup = val.Value
+	case "snapshot":
+		pc.Snapshot = val.Value
+	case "capture_ddl":
+		if err := val.Decode(&pc.CaptureDDL); err != nil {
+			return fmt.Errorf("%s: capture_ddl: want true or false: %w", where, err)
+		}
+	}
+	return nil
+}
+
+// checkPostgres validates a postgres section by building its adapter.
+func checkPostgres(sc SourceConfig) (string, error) {
+	pc := sc.Postgres
+	if pc == nil || pc.URL == "" {
+		return "", fmt.Errorf("url: required, e.g. postgres://user@host:5432/dbname")
+	}
+	switch pc.ReplicaIdentity {
+	case "", "default", "full":
+	default:
+		return "", fmt.Errorf("replica_identity: %q is not full or default", pc.ReplicaIdentity)
+	}
+	switch pc.Setup {
+	case "", "auto", "skip":
+	default:
+		return "", fmt.Errorf("setup: %q is not auto or skip", pc.Setup)
+	}
+	src, err := postgres.New(sc.postgresConfig(nil))
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", redactURL(pc.URL), err)
+	}
+	return src.Name(), nil
 }
 
 // postgresConfig builds the adapter's configuration.
 func (sc SourceConfig) postgresConfig(logger *slog.Logger) postgres.Config {
+	pc := sc.Postgres
+	if pc == nil {
+		pc = &PostgresSourceConfig{}
+	}
 	return postgres.Config{
 		Name:                sc.Name,
-		ConnString:          sc.URL,
-		Slot:                sc.Slot,
-		Publication:         sc.Publication,
-		Tables:              sc.Tables,
-		ExcludeTables:       sc.ExcludeTables,
-		ReplicaIdentityFull: sc.ReplicaIdentity == "full",
-		SkipSetup:           sc.Setup == "skip",
-		Snapshot:            sc.Snapshot,
-		CaptureDDL:          sc.CaptureDDL,
+		ConnString:          pc.URL,
+		Slot:                pc.Slot,
+		Publication:         pc.Publication,
+		Tables:              pc.Tables,
+		ExcludeTables:       pc.ExcludeTables,
+		ReplicaIdentityFull: pc.ReplicaIdentity == "full",
+		SkipSetup:           pc.Setup == "skip",
+		Snapshot:            pc.Snapshot,
+		CaptureDDL:          pc.CaptureDDL,
 		Logger:              logger,
 	}
 }
@@ -95,11 +223,14 @@ func sourceFromURL(raw string) (SourceConfig, error) {
 	if !ok {
 		return SourceConfig{}, fmt.Errorf("%s: want a URL such as postgres://user@host:5432/dbname", redactURL(raw))
 	}
-	switch scheme {
-	case "postgres", "postgresql":
-		return SourceConfig{Kind: "postgres", URL: raw}, nil
+	for name, k := range sourceKinds() {
+		if slices.Contains(k.schemes, scheme) {
+			sc := SourceConfig{Kind: name}
+			k.fromURL(&sc, raw)
+			return sc, nil
+		}
 	}
-	return SourceConfig{}, fmt.Errorf("%s: unknown source kind %q (known: postgres)", redactURL(raw), scheme)
+	return SourceConfig{}, fmt.Errorf("%s: unknown source kind %q (known: %s)", redactURL(raw), scheme, knownKinds())
 }
 
 // parseSourcesYAML reads the sources: list.
@@ -107,97 +238,136 @@ func parseSourcesYAML(path string, v *yaml.Node) ([]SourceConfig, error) {
 	if v.Kind != yaml.SequenceNode {
 		return nil, fmt.Errorf("config file %s: line %d: sources: want a list of sources", path, v.Line)
 	}
+	kinds := sourceKinds()
 	var out []SourceConfig
 	for i, item := range v.Content {
 		where := fmt.Sprintf("config file %s: line %d: sources[%d]", path, item.Line, i)
 		if item.Kind != yaml.MappingNode {
-			return nil, fmt.Errorf("%s: want a mapping with kind, url, …", where)
+			return nil, fmt.Errorf("%s: want a mapping with name, kind and the kind's section", where)
 		}
-		sc := SourceConfig{}
-		seen := map[string]bool{}
-		for j := 0; j+1 < len(item.Content); j += 2 {
-			k, val := item.Content[j], item.Content[j+1]
-			if !slices.Contains(sourceKeys(), k.Value) {
-				return nil, fmt.Errorf("%s: unknown key %q (known keys: %s)", where, k.Value, strings.Join(sourceKeys(), ", "))
-			}
-			if seen[k.Value] {
-				return nil, fmt.Errorf("%s: key %q given twice", where, k.Value)
-			}
-			seen[k.Value] = true
-			if k.Value == "tables" || k.Value == "exclude_tables" {
-				var list []string
-				if val.Kind == yaml.ScalarNode {
-					list = []string{val.Value}
-				} else if err := val.Decode(&list); err != nil {
-					return nil, fmt.Errorf("%s: %s: want a list of table names (schema.table): %w", where, k.Value, err)
-				}
-				if k.Value == "tables" {
-					sc.Tables = list
-				} else {
-					sc.ExcludeTables = list
-				}
-				continue
-			}
-			if val.Kind != yaml.ScalarNode {
-				return nil, fmt.Errorf("%s: %s: want a single value", where, k.Value)
-			}
-			switch k.Value {
-			case "name":
-				sc.Name = val.Value
-			case "kind":
-				sc.Kind = val.Value
-			case "url":
-				sc.URL = val.Value
-			case "slot":
-				sc.Slot = val.Value
-			case "publication":
-				sc.Publication = val.Value
-			case "replica_identity":
-				sc.ReplicaIdentity = val.Value
-			case "setup":
-				sc.Setup = val.Value
-			case "snapshot":
-				sc.Snapshot = val.Value
-			case "capture_ddl":
-				if err := val.Decode(&sc.CaptureDDL); err != nil {
-					return nil, fmt.Errorf("%s: capture_ddl: want true or false: %w", where, err)
-				}
-			}
-		}
-		if err := sc.validate(); err != nil {
-			return nil, fmt.Errorf("%s: %w", where, err)
+		sc, err := parseSourceEntry(kinds, where, item)
+		if err != nil {
+			return nil, err
 		}
 		out = append(out, sc)
 	}
 	return out, nil
 }
 
-// validate fills the kind and checks the entry by building its adapter.
+// parseSourceEntry reads one entry of sources: in either form, the typed
+// section (postgres: {url: …}) or the flat keys of before sections.
+func parseSourceEntry(kinds map[string]sourceKind, where string, item *yaml.Node) (SourceConfig, error) {
+	sc := SourceConfig{}
+	// The name and kind first, so every later error names the source.
+	var section, flat *yaml.Node
+	var sectionKind, firstFlat string
+	for j := 0; j+1 < len(item.Content); j += 2 {
+		if k, val := item.Content[j], item.Content[j+1]; k.Value == "name" && val.Kind == yaml.ScalarNode && val.Value != "" {
+			where += fmt.Sprintf(" (source %q)", val.Value)
+			break
+		}
+	}
+	seen := map[string]bool{}
+	for j := 0; j+1 < len(item.Content); j += 2 {
+		k, val := item.Content[j], item.Content[j+1]
+		if seen[k.Value] {
+			return sc, fmt.Errorf("%s: key %q given twice", where, k.Value)
+		}
+		seen[k.Value] = true
+		switch {
+		case k.Value == "name" || k.Value == "kind":
+			if val.Kind != yaml.ScalarNode {
+				return sc, fmt.Errorf("%s: %s: want a single value", where, k.Value)
+			}
+			if k.Value == "name" {
+				sc.Name = val.Value
+			} else {
+				sc.Kind = val.Value
+			}
+		case kinds[k.Value].parse != nil:
+			if section != nil {
+				return sc, fmt.Errorf("%s: sections %s and %s: a source has one kind; split it into two sources", where, sectionKind, k.Value)
+			}
+			if val.Kind != yaml.MappingNode {
+				return sc, fmt.Errorf("%s: %s: want a mapping of the %s source's settings, e.g. %s: {url: …}", where, k.Value, k.Value, k.Value)
+			}
+			section, sectionKind = val, k.Value
+		default:
+			if flat == nil {
+				flat = &yaml.Node{Kind: yaml.MappingNode}
+				firstFlat = k.Value
+			}
+			flat.Content = append(flat.Content, k, val)
+		}
+	}
+	switch {
+	case sc.Kind == "" && section != nil:
+		sc.Kind = sectionKind
+	case sc.Kind == "":
+		sc.Kind = "postgres" // the only kind before kinds had sections
+	}
+	kind, ok := kinds[sc.Kind]
+	if !ok {
+		return sc, fmt.Errorf("%s: kind: unknown source kind %q (known: %s)", where, sc.Kind, knownKinds())
+	}
+	if section != nil && sectionKind != sc.Kind {
+		return sc, fmt.Errorf("%s: section %s does not match kind %s; name the section like the kind", where, sectionKind, sc.Kind)
+	}
+	if section != nil && flat != nil {
+		return sc, fmt.Errorf("%s: key %q beside the %s: section: move it into the section (known keys there: %s)", where, firstFlat, sc.Kind, strings.Join(kind.keys, ", "))
+	}
+	body, prefix := section, sc.Kind+"."
+	if section == nil {
+		body, prefix = flat, ""
+	}
+	if body != nil {
+		seen := map[string]bool{}
+		for j := 0; j+1 < len(body.Content); j += 2 {
+			k, val := body.Content[j], body.Content[j+1]
+			if !slices.Contains(kind.keys, k.Value) {
+				known := kind.keys
+				if section == nil {
+					known = append([]string{"name", "kind", sc.Kind}, kind.keys...)
+				}
+				return sc, fmt.Errorf("%s: unknown key %q%s (known keys: %s)", where, prefix+k.Value, inSection(prefix), strings.Join(known, ", "))
+			}
+			if seen[k.Value] {
+				return sc, fmt.Errorf("%s: key %q given twice", where, prefix+k.Value)
+			}
+			seen[k.Value] = true
+			if err := kind.parse(&sc, where+inSection(prefix), k.Value, val); err != nil {
+				return sc, err
+			}
+		}
+	}
+	if err := sc.validate(); err != nil {
+		return sc, fmt.Errorf("%s%s: %w", where, inSection(prefix), err)
+	}
+	return sc, nil
+}
+
+func inSection(prefix string) string {
+	if prefix == "" {
+		return ""
+	}
+	return " in the " + strings.TrimSuffix(prefix, ".") + " section"
+}
+
+// validate fills the kind and the name and checks the entry by building
+// its adapter.
 func (sc *SourceConfig) validate() error {
 	if sc.Kind == "" {
 		sc.Kind = "postgres"
 	}
-	if sc.Kind != "postgres" {
-		return fmt.Errorf("kind: unknown source kind %q (known: postgres)", sc.Kind)
+	kind, ok := sourceKinds()[sc.Kind]
+	if !ok {
+		return fmt.Errorf("kind: unknown source kind %q (known: %s)", sc.Kind, knownKinds())
 	}
-	if sc.URL == "" {
-		return fmt.Errorf("url: required, e.g. postgres://user@host:5432/dbname")
-	}
-	switch sc.ReplicaIdentity {
-	case "", "default", "full":
-	default:
-		return fmt.Errorf("replica_identity: %q is not full or default", sc.ReplicaIdentity)
-	}
-	switch sc.Setup {
-	case "", "auto", "skip":
-	default:
-		return fmt.Errorf("setup: %q is not auto or skip", sc.Setup)
-	}
-	src, err := postgres.New(sc.postgresConfig(nil))
+	name, err := kind.check(*sc)
 	if err != nil {
-		return fmt.Errorf("%s: %w", redactURL(sc.URL), err)
+		return err
 	}
-	sc.Name = src.Name()
+	sc.Name = name
 	return nil
 }
 
@@ -253,15 +423,25 @@ func startSources(ctx context.Context, cfg Config, sink capture.Sink, reg promet
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	coll := &sourceCollector{}
+	kinds := sourceKinds()
 	for _, sc := range cfg.sourceList() {
-		src, err := postgres.New(sc.postgresConfig(logger))
+		kind, ok := kinds[sc.Kind]
+		if !ok {
+			logger.Error("capture source not started: unknown kind", "source", sc.Name, "kind", sc.Kind, "known", knownKinds())
+			continue
+		}
+		src, err := kind.build(sc, logger)
 		if err != nil {
-			logger.Error("capture source not started", "source", sc.Name, "err", err)
+			logger.Error("capture source not started", "source", sc.Name, "kind", sc.Kind, "err", err)
 			continue
 		}
 		coll.sources = append(coll.sources, src)
 		wg.Go(func() {
-			logger.Info("capture source starting", "source", src.Name(), "kind", sc.Kind, "conn", src.Redacted())
+			attrs := []any{"source", src.Name(), "kind", sc.Kind}
+			if r, ok := src.(interface{ Redacted() string }); ok {
+				attrs = append(attrs, "conn", r.Redacted())
+			}
+			logger.Info("capture source starting", attrs...)
 			if err := src.Run(ctx, sink); err != nil {
 				logger.Error("capture source stopped; other sources and the server keep running", "source", src.Name(), "err", err)
 			}
@@ -281,12 +461,18 @@ func startSources(ctx context.Context, cfg Config, sink capture.Sink, reg promet
 // sourceCollector exports the running sources' Stats as Prometheus metrics,
 // read at scrape time.
 type sourceCollector struct {
-	sources []*postgres.Source
+	sources []statsSource
+}
+
+// statsSource is what the collector reads: any kind's capture.Stats.
+type statsSource interface {
+	Name() string
+	Stats() capture.Stats
 }
 
 var (
 	sourceLagBytesDesc = prometheus.NewDesc("stele_source_lag_bytes",
-		"WAL bytes the source's server has written past the position acknowledged as durable in the log.", []string{"source"}, nil)
+		"How far the source's upstream is past the position acknowledged as durable in the log, in its offset unit (WAL bytes for PostgreSQL).", []string{"source"}, nil)
 	sourceLagSecondsDesc = prometheus.NewDesc("stele_source_lag_seconds",
 		"Age of the oldest transaction committed at the source but not yet appended to the log (0 when caught up).", []string{"source"}, nil)
 	sourceRecordsDesc = prometheus.NewDesc("stele_source_records_total",
@@ -294,9 +480,6 @@ var (
 	sourceUpDesc = prometheus.NewDesc("stele_source_up",
 		"1 for the source's current state (connecting, streaming, retrying, failed), 0 for the others.", []string{"source", "state"}, nil)
 )
-
-// sourceStates are the values of stele_source_up's state label.
-var sourceStates = []string{postgres.StateConnecting, postgres.StateStreaming, postgres.StateRetrying, postgres.StateFailed}
 
 func (c *sourceCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{sourceLagBytesDesc, sourceLagSecondsDesc, sourceRecordsDesc, sourceUpDesc} {
@@ -310,7 +493,7 @@ func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(sourceLagBytesDesc, prometheus.GaugeValue, float64(st.LagBytes), name)
 		ch <- prometheus.MustNewConstMetric(sourceLagSecondsDesc, prometheus.GaugeValue, st.LagSeconds, name)
 		ch <- prometheus.MustNewConstMetric(sourceRecordsDesc, prometheus.CounterValue, float64(st.RecordsTotal), name)
-		for _, state := range sourceStates {
+		for _, state := range capture.States() {
 			v := 0.0
 			if st.State == state {
 				v = 1

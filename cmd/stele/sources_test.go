@@ -42,13 +42,13 @@ sources:
 		t.Fatalf("got %d sources, want 4: %+v", len(got), got)
 	}
 	shop := got[0]
-	if shop.Name != "shop" || shop.Kind != "postgres" || shop.Slot != "shop_slot" || shop.Publication != "shop_pub" ||
-		strings.Join(shop.Tables, ",") != "public.orders,customers" || strings.Join(shop.ExcludeTables, ",") != "public.sessions" ||
-		shop.ReplicaIdentity != "full" {
+	if pg := shop.Postgres; shop.Name != "shop" || shop.Kind != "postgres" || pg.Slot != "shop_slot" || pg.Publication != "shop_pub" ||
+		strings.Join(pg.Tables, ",") != "public.orders,customers" || strings.Join(pg.ExcludeTables, ",") != "public.sessions" ||
+		pg.ReplicaIdentity != "full" {
 		t.Errorf("shop = %+v", shop)
 	}
 	pc := shop.postgresConfig(nil)
-	if !pc.ReplicaIdentityFull || !pc.SkipSetup || pc.ConnString != shop.URL {
+	if !pc.ReplicaIdentityFull || !pc.SkipSetup || pc.ConnString != shop.Postgres.URL {
 		t.Errorf("postgres config = %+v", pc)
 	}
 	for i, name := range []string{"shop", "crm", "billing", "hr"} {
@@ -107,7 +107,7 @@ func TestSourceCollector(t *testing.T) {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(&sourceCollector{sources: []*postgres.Source{src}})
+	reg.MustRegister(&sourceCollector{sources: []statsSource{src}})
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -176,5 +176,93 @@ func TestIndexedSinkHasID(t *testing.T) {
 	}
 	if ok, err := sink.HasID(ctx, "marker-2"); err != nil || ok {
 		t.Fatalf("HasID(unknown id) = %v, %v", ok, err)
+	}
+}
+
+// Each kind has its own section; the flat keys of older configurations
+// still load to the same configuration.
+func TestConfigSourceSections(t *testing.T) {
+	sectioned := `
+sources:
+  - name: shop
+    kind: postgres
+    postgres:
+      url: postgres://stele@db.example:5432/shop
+      slot: shop_slot
+      tables: [public.orders]
+      replica_identity: full
+  - postgres:
+      url: postgres://stele@db.example/crm
+`
+	flat := `
+sources:
+  - name: shop
+    url: postgres://stele@db.example:5432/shop
+    slot: shop_slot
+    tables: [public.orders]
+    replica_identity: full
+  - url: postgres://stele@db.example/crm
+`
+	a, err := loadTest(t, sectioned, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := loadTest(t, flat, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ga, gb := a.sourceList(), b.sourceList()
+	if len(ga) != 2 || len(gb) != 2 {
+		t.Fatalf("sources: %+v / %+v", ga, gb)
+	}
+	for i := range ga {
+		if ga[i].Name != gb[i].Name || ga[i].Kind != "postgres" || gb[i].Kind != "postgres" {
+			t.Errorf("source %d: %+v vs %+v", i, ga[i], gb[i])
+		}
+		if pa, pb := ga[i].postgresConfig(nil), gb[i].postgresConfig(nil); pa.ConnString != pb.ConnString || pa.Slot != pb.Slot ||
+			pa.ReplicaIdentityFull != pb.ReplicaIdentityFull || strings.Join(pa.Tables, ",") != strings.Join(pb.Tables, ",") {
+			t.Errorf("source %d: sectioned %+v, flat %+v", i, pa, pb)
+		}
+	}
+	if ga[1].Name != "crm" {
+		t.Errorf("kind and name defaults: %+v", ga[1])
+	}
+}
+
+func TestConfigSourceSectionErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		yaml  string
+		wants []string
+	}{
+		{name: "unknown key in section", yaml: "sources:\n  - name: shop\n    postgres:\n      url: postgres://h/db\n      host: x\n",
+			wants: []string{`unknown key "postgres.host"`, `source "shop"`, "known keys: url"}},
+		{name: "missing url in section", yaml: "sources:\n  - name: shop\n    postgres: {slot: s}\n",
+			wants: []string{`source "shop"`, "postgres section", "url: required"}},
+		{name: "bad value in section", yaml: "sources:\n  - name: shop\n    postgres: {url: postgres://h/db, setup: never}\n",
+			wants: []string{`source "shop"`, "setup", "auto or skip"}},
+		{name: "section of another kind", yaml: "sources:\n  - name: shop\n    kind: mysql\n    postgres: {url: postgres://h/db}\n",
+			wants: []string{`source "shop"`, `unknown source kind "mysql"`, "known: postgres"}},
+		{name: "flat key beside section", yaml: "sources:\n  - name: shop\n    slot: s\n    postgres: {url: postgres://h/db}\n",
+			wants: []string{`source "shop"`, `key "slot" beside the postgres: section`, "move it into the section"}},
+		{name: "section not a mapping", yaml: "sources:\n  - name: shop\n    postgres: postgres://h/db\n",
+			wants: []string{`source "shop"`, "postgres: want a mapping"}},
+		{name: "password not shown", yaml: "sources:\n  - name: shop\n    postgres: {url: 'postgres://u:topsecret@h/db', snapshot: always}\n",
+			wants: []string{`source "shop"`, "snapshot"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := loadTest(t, tc.yaml, nil)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tc.wants {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "topsecret") {
+				t.Errorf("error reveals a password: %v", err)
+			}
+		})
 	}
 }

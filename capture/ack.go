@@ -1,0 +1,182 @@
+package capture
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/stele/stele/record"
+)
+
+// Acknowledger is the ordered "durable up to here" of a source: it appends
+// jobs (the records of one or more upstream transactions and the upstream
+// position just past them) on its own goroutine, in submission order, so
+// reading and decoding the next changes overlaps with making the last ones
+// durable. Only after a job's Append calls have all returned does its
+// position become Durable and OnDurable run, so a source that acknowledges
+// Durable() upstream, or saves it in a PositionStore, is never ahead of the
+// log. P is the source's position type (an LSN, a GTID set, a map of shard
+// sequence numbers); the acknowledger only carries it.
+//
+// After the first failed append the acknowledger refuses further jobs
+// (Failed, Submit and Drain return the error): the source reconnects and
+// its upstream sends again from the last durable position.
+type Acknowledger[P any] struct {
+	opt  AckOptions[P]
+	jobs chan ackJob[P]
+	wg   sync.WaitGroup
+
+	done     atomic.Pointer[P] // position of the last durable job
+	inflight atomic.Int64      // jobs handed over and not yet finished
+	err      atomic.Pointer[error]
+}
+
+// AckOptions configures an Acknowledger.
+type AckOptions[P any] struct {
+	Sink Sink
+	// BatchSize is the most records per Append (default 1000).
+	BatchSize int
+	// Queue bounds the jobs handed over and not yet durable (default 8):
+	// a source decodes at most that far ahead of the log.
+	Queue int
+	// Progress, when set, counts appended records and is told when
+	// nothing is in flight any more.
+	Progress *Progress
+	// OnDurable, when set, runs on the acknowledger's goroutine after each
+	// job's records are durable, in order, with the job's position. An
+	// error fails the acknowledger like a failed append. Saving the
+	// position in a PositionStore belongs here: the runtime, not each
+	// source, keeps the rule that a position is stored only after the
+	// records before it.
+	OnDurable func(ctx context.Context, pos P) error
+}
+
+type ackJob[P any] struct {
+	recs []*record.Record
+	pos  P
+	// barrier, when set, is closed once every earlier job is done.
+	barrier chan struct{}
+}
+
+// NewAcknowledger starts the acknowledger's goroutine; Stop ends it. ctx
+// bounds the appends.
+func NewAcknowledger[P any](ctx context.Context, opt AckOptions[P]) *Acknowledger[P] {
+	if opt.BatchSize <= 0 {
+		opt.BatchSize = 1000
+	}
+	if opt.Queue <= 0 {
+		opt.Queue = 8
+	}
+	a := &Acknowledger[P]{opt: opt, jobs: make(chan ackJob[P], opt.Queue)}
+	a.wg.Go(func() {
+		for job := range a.jobs {
+			if job.barrier != nil {
+				close(job.barrier)
+				a.inflight.Add(-1)
+				continue
+			}
+			if a.err.Load() == nil {
+				if err := a.run(ctx, job); err != nil {
+					a.err.Store(&err)
+				}
+			}
+			a.inflight.Add(-1)
+		}
+	})
+	return a
+}
+
+func (a *Acknowledger[P]) run(ctx context.Context, job ackJob[P]) error {
+	if err := a.Append(ctx, job.recs); err != nil {
+		return err
+	}
+	if a.opt.OnDurable != nil {
+		if err := a.opt.OnDurable(ctx, job.pos); err != nil {
+			return fmt.Errorf("after the append of %d records: %w", len(job.recs), err)
+		}
+	}
+	pos := job.pos
+	a.done.Store(&pos)
+	if a.opt.Progress != nil && a.inflight.Load() == 1 {
+		a.opt.Progress.CaughtUp()
+	}
+	return nil
+}
+
+// Append appends recs now, on the caller's goroutine, in batches of
+// BatchSize, waiting out overload (AppendRetry). A source uses it for what
+// must not wait in the queue, such as a spilled transaction read back from
+// disk after Drain; it moves no position.
+func (a *Acknowledger[P]) Append(ctx context.Context, recs []*record.Record) error {
+	bs := a.opt.BatchSize
+	for lo := 0; lo < len(recs); lo += bs {
+		batch := recs[lo:min(lo+bs, len(recs))]
+		if _, err := AppendRetry(ctx, a.opt.Sink, batch); err != nil {
+			return err
+		}
+		if a.opt.Progress != nil {
+			a.opt.Progress.Appended(len(batch))
+		}
+	}
+	return nil
+}
+
+// Submit hands the records up to pos over, waiting while the queue is full.
+// recs may be empty: pos then becomes durable once the jobs before it are.
+func (a *Acknowledger[P]) Submit(ctx context.Context, recs []*record.Record, pos P) error {
+	return a.submit(ctx, ackJob[P]{recs: recs, pos: pos})
+}
+
+func (a *Acknowledger[P]) submit(ctx context.Context, job ackJob[P]) error {
+	if err := a.Failed(); err != nil {
+		return err
+	}
+	a.inflight.Add(1)
+	select {
+	case a.jobs <- job:
+		return nil
+	case <-ctx.Done():
+		a.inflight.Add(-1)
+		return ctx.Err()
+	}
+}
+
+// Drain waits until every submitted job is durable (or failed).
+func (a *Acknowledger[P]) Drain(ctx context.Context) error {
+	barrier := make(chan struct{})
+	if err := a.submit(ctx, ackJob[P]{barrier: barrier}); err != nil {
+		return err
+	}
+	select {
+	case <-barrier:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return a.Failed()
+}
+
+// Failed is the error of the first failed job (nil: none).
+func (a *Acknowledger[P]) Failed() error {
+	if p := a.err.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// Durable is the position of the last job made durable (ok false: none yet).
+func (a *Acknowledger[P]) Durable() (pos P, ok bool) {
+	if p := a.done.Load(); p != nil {
+		return *p, true
+	}
+	return pos, false
+}
+
+// Inflight is the number of jobs handed over and not yet finished.
+func (a *Acknowledger[P]) Inflight() int64 { return a.inflight.Load() }
+
+// Stop finishes the queued jobs and ends the goroutine.
+func (a *Acknowledger[P]) Stop() {
+	close(a.jobs)
+	a.wg.Wait()
+}

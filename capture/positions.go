@@ -1,0 +1,207 @@
+package capture
+
+// # Position store
+//
+// A source whose upstream does not keep the consumer's position (a MySQL
+// binlog reader, DynamoDB Streams, a Kafka consumer without group commits)
+// keeps it here: several named positions (one per shard or partition, or a
+// single "gtid"), saved only after the records up to them are durable
+// (Acknowledger.OnDurable does that), and read back on start.
+//
+// On disk, a directory of its own per source with two files,
+// positions.0 and positions.1, written alternately, each one frame:
+//
+//	+----------+---------+------------+-------------+-----------+----------------------+
+//	| "STELEPOS" | version | generation | payload len | CRC-32C   | payload: JSON object |
+//	|  8 bytes   | 1 byte  | uint64 BE  | uint32 BE   | uint32 BE | name → position      |
+//	+----------+---------+------------+-------------+-----------+----------------------+
+//
+// The CRC covers version, generation, length and payload. Save writes the
+// next generation over the older file and fsyncs it; the newer file is
+// never touched, so a crash or torn write mid-save leaves the previous
+// positions readable. Open takes the valid file of the higher generation.
+// When no file is valid: if only one exists it was the very first save,
+// which never completed, so there are no positions yet; if both exist, one
+// of them was written completely, so both being invalid is damage, an
+// error (ErrPositionsDamaged).
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io/fs"
+	"maps"
+	"os"
+	"path/filepath"
+	"sync"
+
+	"github.com/stele/stele/internal/atomicfile"
+)
+
+// Positions are a source's named upstream positions, opaque to the
+// runtime (a GTID set, "file:pos", a shard's sequence number, a partition
+// offset).
+type Positions map[string]string
+
+// ErrPositionsDamaged: neither position file of a source holds a valid
+// frame.
+var ErrPositionsDamaged = errors.New("capture position store damaged")
+
+const (
+	posMagic   = "STELEPOS"
+	posVersion = 1
+	posHeader  = len(posMagic) + 1 + 8 + 4 + 4
+)
+
+var posCRC = crc32.MakeTable(crc32.Castagnoli)
+
+// PositionStore is one source's durable positions. It is safe for
+// concurrent use.
+type PositionStore struct {
+	dir string
+	mu  sync.Mutex
+	gen uint64
+	cur Positions
+	// created records which files exist, so the directory is fsync'd
+	// once after each file's creation.
+	created [2]bool
+}
+
+// OpenPositions opens (creating it when missing) the position store in dir,
+// a directory of one source's own.
+func OpenPositions(dir string) (*PositionStore, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("open position store %s: %w", dir, err)
+	}
+	s := &PositionStore{dir: dir, cur: Positions{}}
+	type found struct {
+		gen uint64
+		pos Positions
+		err error
+	}
+	var files [2]*found
+	for i := range files {
+		data, err := os.ReadFile(s.file(i))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("open position store: %w", err)
+		}
+		s.created[i] = true
+		gen, pos, err := decodePositions(data)
+		files[i] = &found{gen, pos, err}
+	}
+	var best *found
+	for _, f := range files {
+		if f != nil && f.err == nil && (best == nil || f.gen > best.gen) {
+			best = f
+		}
+	}
+	switch {
+	case best != nil:
+		s.gen, s.cur = best.gen, best.pos
+	case files[0] != nil && files[1] != nil:
+		return nil, fmt.Errorf("%w: %s: %v; %s: %v; restore the directory from a backup, or remove it to capture again from the upstream's oldest retained position (records already stored keep their ids and are not stored twice)",
+			ErrPositionsDamaged, s.file(0), files[0].err, s.file(1), files[1].err)
+	}
+	return s, nil
+}
+
+func (s *PositionStore) file(i int) string {
+	return filepath.Join(s.dir, fmt.Sprintf("positions.%d", i))
+}
+
+// Get returns the position saved under name.
+func (s *PositionStore) Get(name string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, ok := s.cur[name]
+	return p, ok
+}
+
+// All returns a copy of every saved position.
+func (s *PositionStore) All() Positions {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.cur)
+}
+
+// Save merges updates into the saved positions and makes them durable
+// before it returns. Call it only once the records up to these positions
+// are durable in the log: as the OnDurable of an Acknowledger[Positions],
+// the runtime keeps that order.
+func (s *PositionStore) Save(ctx context.Context, updates Positions) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	next := maps.Clone(s.cur)
+	maps.Copy(next, updates)
+	gen := s.gen + 1
+	data, err := encodePositions(gen, next)
+	if err != nil {
+		return err
+	}
+	i := int(gen % 2)
+	f, err := os.OpenFile(s.file(i), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("save source positions: %w", err)
+	}
+	_, werr := f.Write(data)
+	if err := errors.Join(werr, f.Sync(), f.Close()); err != nil {
+		return fmt.Errorf("save source positions to %s: %w", s.file(i), err)
+	}
+	if !s.created[i] {
+		if err := atomicfile.SyncDir(s.dir); err != nil {
+			return fmt.Errorf("save source positions: %w", err)
+		}
+		s.created[i] = true
+	}
+	s.gen, s.cur = gen, next
+	return nil
+}
+
+func encodePositions(gen uint64, pos Positions) ([]byte, error) {
+	payload, err := json.Marshal(pos) // map keys sorted: deterministic
+	if err != nil {
+		return nil, fmt.Errorf("encode source positions: %w", err)
+	}
+	buf := make([]byte, posHeader, posHeader+len(payload))
+	copy(buf, posMagic)
+	buf[8] = posVersion
+	binary.BigEndian.PutUint64(buf[9:], gen)
+	binary.BigEndian.PutUint32(buf[17:], uint32(len(payload)))
+	buf = append(buf, payload...)
+	crc := crc32.Update(crc32.Checksum(buf[8:21], posCRC), posCRC, payload)
+	binary.BigEndian.PutUint32(buf[21:], crc)
+	return buf, nil
+}
+
+func decodePositions(data []byte) (uint64, Positions, error) {
+	if len(data) < posHeader || !bytes.Equal(data[:8], []byte(posMagic)) {
+		return 0, nil, fmt.Errorf("%d bytes, not a position frame", len(data))
+	}
+	if data[8] != posVersion {
+		return 0, nil, fmt.Errorf("version %d, want %d", data[8], posVersion)
+	}
+	gen := binary.BigEndian.Uint64(data[9:])
+	n := int(binary.BigEndian.Uint32(data[17:]))
+	if len(data) != posHeader+n {
+		return 0, nil, fmt.Errorf("payload of %d bytes announced, %d present (torn write)", n, len(data)-posHeader)
+	}
+	payload := data[posHeader:]
+	if crc32.Update(crc32.Checksum(data[8:21], posCRC), posCRC, payload) != binary.BigEndian.Uint32(data[21:]) {
+		return 0, nil, errors.New("checksum mismatch")
+	}
+	pos := Positions{}
+	if err := json.Unmarshal(payload, &pos); err != nil {
+		return 0, nil, fmt.Errorf("payload: %w", err)
+	}
+	return gen, pos, nil
+}

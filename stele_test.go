@@ -107,3 +107,47 @@ func TestOpenCheckpointSignature(t *testing.T) {
 		t.Fatalf("not a note: %v, want ErrCheckpointMalformed", err)
 	}
 }
+
+// FuzzOpenCheckpoint feeds arbitrary notes to the one checkpoint parser the
+// server, the verifiers and the auditor share: it never panics, and what it
+// accepts is exactly what signing the parsed values gives back.
+func FuzzOpenCheckpoint(f *testing.F) {
+	skey, vkey, err := note.GenerateKey(rand.Reader, origin)
+	if err != nil {
+		f.Fatal(err)
+	}
+	s, _ := note.NewSigner(skey)
+	v, _ := note.NewVerifier(vkey)
+	good, err := stele.SignCheckpoint(s, 42, make([]byte, 32))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good.Note, false)
+	f.Add([]byte(origin+"\n42\n"+base64.StdEncoding.EncodeToString(make([]byte, 32))+"\next\n"), true)
+	f.Add([]byte(origin+"\n042\n"), true)
+	f.Fuzz(func(t *testing.T, data []byte, signBody bool) {
+		msg := data
+		if signBody {
+			signed, err := note.Sign(&note.Note{Text: string(data)}, s)
+			if err != nil {
+				return
+			}
+			msg = signed
+		}
+		cp, err := stele.OpenCheckpoint(msg, v)
+		if err != nil {
+			if !errors.Is(err, stele.ErrBadCheckpoint) {
+				t.Fatalf("error %v does not wrap ErrBadCheckpoint", err)
+			}
+			return
+		}
+		again, err := stele.SignCheckpoint(s, cp.Size, cp.Root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, _ := note.Open(msg, note.VerifierList(v))
+		if !strings.HasPrefix(n.Text, stele.CheckpointBody(cp.Origin, cp.Size, cp.Root)) || again.Size != cp.Size {
+			t.Fatalf("accepted %q, which is not the checkpoint of size %d it parsed to", n.Text, cp.Size)
+		}
+	})
+}

@@ -39,9 +39,11 @@ echo "== go test -race"
 go test -race -count=1 -timeout 20m ./...
 
 echo "== fuzz (short)"
-fuzztime="${STELE_FUZZTIME:-15s}"
+fuzztime="${STELE_FUZZTIME:-10s}"
 go test -run='^$' -fuzz='^FuzzParseIngest$' -fuzztime="$fuzztime" ./record
 go test -run='^$' -fuzz='^FuzzDecode$' -fuzztime="$fuzztime" ./record
 go test -run='^$' -fuzz='^FuzzKeyFastPaths$' -fuzztime="$fuzztime" ./record
+go test -run='^$' -fuzz='^FuzzOpenCheckpoint$' -fuzztime="$fuzztime" .
+go test -run='^$' -fuzz='^FuzzReadRequest$' -fuzztime="$fuzztime" ./api
 
 echo "== all tests passed"

@@ -51,7 +51,9 @@ func TestFullDiskAnswers507AndResumes(t *testing.T) {
 	if code, body := post("[" + rec(1, `"id":"a"`) + "]"); code != http.StatusCreated {
 		t.Fatalf("first batch: %d %s", code, body)
 	}
-	fault := efs.Add(&vfs.Fault{Op: vfs.OpWrite, Match: "records.log", Err: syscall.ENOSPC, After: 100})
+	// Every write fails, as on a real full disk: the store's probe writes its
+	// own file, and a fault on records.log alone let it resume at once.
+	fault := efs.Add(&vfs.Fault{Op: vfs.OpWrite, Err: syscall.ENOSPC, After: 100})
 	code, body := post("[" + rec(2, `"id":"b"`) + "," + rec(3, `"id":"c"`) + "]")
 	if code != http.StatusInsufficientStorage || !strings.Contains(body, "free space") {
 		t.Fatalf("batch on a full disk: %d %s, want 507 saying what to do", code, body)

@@ -26,7 +26,6 @@ import (
 	"github.com/stele/stele/internal/atomicfile"
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/privacy"
-	"github.com/stele/stele/privacy/keystore"
 	"github.com/stele/stele/query"
 	"github.com/stele/stele/record"
 )
@@ -100,15 +99,7 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		ix.Close()
 		return err
 	}
-	// Every batch is sealed under a key the master key protects, and
-	// recovery adopts only batches that verify: a frame appended to
-	// records.log by someone with only the disk is never signed.
-	batchMAC, err := keystore.NewBatchMAC(ctx, priv.keys, cfg.Origin)
-	if err != nil {
-		ix.Close()
-		return err
-	}
-	logOpts := logstore.Options{Origin: cfg.Origin, Hook: ix, Sealer: priv.guard, Logger: logger, CheckpointInterval: cfg.CheckpointInterval, CheckpointSigner: signer, Lock: lock, BatchSealer: batchMAC}
+	logOpts := logstore.Options{Origin: cfg.Origin, Hook: ix, Sealer: priv.guard, Logger: logger, CheckpointInterval: cfg.CheckpointInterval, CheckpointSigner: signer, Lock: lock}
 	store, err := logstore.Open(ctx, cfg.Data, logOpts)
 	if errors.Is(err, logstore.ErrIndexAhead) || errors.Is(err, index.ErrCorrupt) {
 		ix.Close()

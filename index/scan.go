@@ -14,6 +14,10 @@ type List struct {
 	prefix []byte
 }
 
+// Key identifies the list (its key prefix), for fingerprinting a query;
+// the bytes are a copy.
+func (l List) Key() []byte { return append([]byte(nil), l.prefix...) }
+
 func list(p byte, parts ...string) List {
 	return List{prefix: appendListPrefix(nil, p, parts...)}
 }

@@ -5,7 +5,9 @@ package query
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -226,7 +228,7 @@ func (e *Engine) page(ctx context.Context, l *index.List, req PageRequest, f Fil
 		from = math.MaxUint64
 	}
 	if req.Cursor != "" {
-		c, err := decodeCursor(req.Cursor, desc)
+		c, err := decodeCursor(req.Cursor, desc, queryPrint(l, f))
 		if err != nil {
 			return nil, err
 		}
@@ -282,38 +284,71 @@ func (e *Engine) page(ctx context.Context, l *index.List, req PageRequest, f Fil
 		return nil, err
 	}
 	if more {
-		page.NextCursor = encodeCursor(last, desc)
+		page.NextCursor = encodeCursor(last, desc, queryPrint(l, f))
 	}
 	return page, nil
 }
 
-// A cursor names the next seq to look at and the direction it was issued
-// for, so it cannot be replayed in the other order by mistake.
-func encodeCursor(last uint64, desc bool) string {
+// A cursor names the next seq to look at, the direction it was issued for
+// and a fingerprint of the query (the list scanned and the filter), so it
+// cannot be replayed in the other order or with another filter by mistake:
+// a page of one query continued with another would silently skip or repeat
+// records.
+func encodeCursor(last uint64, desc bool, print string) string {
 	dir, next := "a", last+1
 	if desc {
 		dir, next = "d", last-1
 	}
-	return base64.RawURLEncoding.EncodeToString([]byte("v1:" + dir + ":" + strconv.FormatUint(next, 10)))
+	return base64.RawURLEncoding.EncodeToString([]byte("v2:" + dir + ":" + strconv.FormatUint(next, 10) + ":" + print))
 }
 
-func decodeCursor(c string, desc bool) (uint64, error) {
+func decodeCursor(c string, desc bool, print string) (uint64, error) {
 	raw, err := base64.RawURLEncoding.DecodeString(c)
 	if err != nil {
 		return 0, fmt.Errorf("%w: not base64url", ErrBadCursor)
 	}
 	parts := strings.Split(string(raw), ":")
-	if len(parts) != 3 || parts[0] != "v1" || (parts[1] != "a" && parts[1] != "d") {
+	if len(parts) != 4 || parts[0] != "v2" || (parts[1] != "a" && parts[1] != "d") {
 		return 0, fmt.Errorf("%w: unknown format", ErrBadCursor)
 	}
 	if (parts[1] == "d") != desc {
 		return 0, fmt.Errorf("%w: issued for the other order", ErrBadCursor)
+	}
+	if parts[3] != print {
+		return 0, fmt.Errorf("%w: issued for another query (other filters or another entity); start again without a cursor", ErrBadCursor)
 	}
 	n, err := strconv.ParseUint(parts[2], 10, 64)
 	if err != nil {
 		return 0, fmt.Errorf("%w: bad position", ErrBadCursor)
 	}
 	return n, nil
+}
+
+// queryPrint fingerprints what a page scans: the list and every filter
+// field, each length-prefixed so no two queries share an encoding.
+func queryPrint(l *index.List, f Filter) string {
+	h := sha256.New()
+	field := func(b []byte) {
+		h.Write(binary.AppendUvarint(nil, uint64(len(b))))
+		h.Write(b)
+	}
+	if l != nil {
+		field(l.Key())
+	} else {
+		field(nil)
+	}
+	for _, s := range []string{f.Source, f.Table, f.Key, f.Actor, string(f.Op)} {
+		field([]byte(s))
+	}
+	for _, t := range []time.Time{f.Since, f.Until} {
+		b, _ := t.UTC().MarshalBinary()
+		if t.IsZero() {
+			b = nil
+		}
+		field(b)
+	}
+	field(f.Blind)
+	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:9])
 }
 
 func inWindow(t time.Time, f Filter) bool {

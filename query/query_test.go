@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -340,7 +342,7 @@ func TestRecordsRejectsBadRequests(t *testing.T) {
 	}{
 		{"not-base64", query.Desc, "!!!"},
 		{"garbage", query.Desc, "Zm9vYmFy"},                   // "foobar"
-		{"unknown-version", query.Asc, "djI6YTox"},            // "v2:a:1"
+		{"unknown-version", query.Asc, "djE6YTox"},            // "v1:a:1", the unbound format
 		{"bad-position", query.Asc, "djE6YTp4"},               // "v1:a:x"
 		{"desc-cursor-used-ascending", query.Asc, descCursor}, // issued for the other order
 		{"asc-cursor-used-descending", query.Desc, ascCursor}, // issued for the other order
@@ -353,6 +355,39 @@ func TestRecordsRejectsBadRequests(t *testing.T) {
 	}
 	if _, err := v.e.History(ctx, "crm", "customers", "3", query.PageRequest{Cursor: descCursor}); !errors.Is(err, query.ErrBadCursor) {
 		t.Errorf("descending cursor in History: %v, want ErrBadCursor", err)
+	}
+	// A cursor continues the query it was issued for, and no other: with
+	// another filter or on another entity it would skip or repeat records.
+	for name, f := range map[string]query.Filter{
+		"another source": {Source: "billing"},
+		"an op added":    {Source: "crm", Op: "insert"},
+		"a time window":  {Source: "crm", Since: base},
+		"no filter":      {},
+	} {
+		_, err := v.e.Records(ctx, f, query.PageRequest{Order: query.Asc, Cursor: ascCursor})
+		if !errors.Is(err, query.ErrBadCursor) || !strings.Contains(err.Error(), "another query") {
+			t.Errorf("cursor reused with %s: %v, want ErrBadCursor naming another query", name, err)
+		}
+	}
+	if _, err := v.e.Records(ctx, query.Filter{Source: "crm"}, query.PageRequest{Order: query.Asc, Cursor: ascCursor}); err != nil {
+		t.Errorf("cursor with its own filter: %v", err)
+	}
+	historyCursor := ""
+	for key := range 20 {
+		h, err := v.e.History(ctx, "crm", "customers", strconv.Itoa(key), query.PageRequest{Limit: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.NextCursor != "" {
+			historyCursor = h.NextCursor
+			break
+		}
+	}
+	if historyCursor == "" {
+		t.Fatal("no entity of the fixture has two changes")
+	}
+	if _, err := v.e.History(ctx, "crm", "customers", "other", query.PageRequest{Cursor: historyCursor}); !errors.Is(err, query.ErrBadCursor) {
+		t.Errorf("one entity's history cursor on another: %v, want ErrBadCursor", err)
 	}
 
 	for _, c := range []struct {

@@ -14,7 +14,7 @@ import (
 )
 
 // SchemaRegistry is what the API needs from the schema registry
-// (privacy/schema.Registry).
+// (schema.Registry).
 type SchemaRegistry interface {
 	// Put registers the next version of subject; created is false when the
 	// schema equals the latest version, whose number is returned.

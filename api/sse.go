@@ -24,7 +24,7 @@ const (
 )
 
 // changeNotifier is what the live stream needs beyond Log to wait for new
-// records without polling; *log.Store has it.
+// records without polling; *logstore.Store has it.
 type changeNotifier interface {
 	// Changed is closed once the log grows past the size it had when
 	// Changed was called.

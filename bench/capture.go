@@ -394,7 +394,7 @@ func (c *captureRun) steleRound(ctx context.Context, r int, round *CaptureRound)
 	go func() { cs.stopped <- src.Run(runCtx, sink) }()
 	c.stopped = cs.stopped
 	// From Run until the log holds all n records, durable and indexed
-	// (log.Open with the index as its hook, as serve does).
+	// (logstore.Open with the index as its hook, as serve does).
 	err = c.waitSize(ctx, size, uint64(n), 10*time.Minute, func(got uint64) { c.opts.Progress(fmt.Sprintf("capture: round %d", r+1), int(got), n) })
 	if err != nil {
 		cs.stop()

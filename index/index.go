@@ -116,7 +116,7 @@ func (ix *Index) openDB() (*pebble.DB, error) {
 	// scattered entity and actor keys before they reach compaction.
 	// No WAL: the log is this index's write-ahead log. After a crash the
 	// index reopens at the watermark of its last flushed memtable and the
-	// log replays the rest (log.Store's catch-up).
+	// log replays the rest (logstore.Store's catch-up).
 	opts := &pebble.Options{Logger: pebbleLogger{ix.logger}, Cache: cache, MemTableSize: 64 << 20, DisableWAL: true, Merger: indexMerger}
 	opts.EventListener = &pebble.EventListener{
 		// The bounds and details of a corruption may hold index keys,

@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-// On-disk format (log/doc.go): records.log is a sequence of frames, one per
+// On-disk format (logstore/doc.go): records.log is a sequence of frames, one per
 // record in seq order: u32 LE payload length, u32 LE CRC-32C of length and
 // payload, payload (the stored record bytes). records.idx holds one u64 LE
 // frame offset per seq. tree/L00 holds the 32-byte leaf hashes.

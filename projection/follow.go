@@ -11,7 +11,7 @@ import (
 	"github.com/stele/stele/record"
 )
 
-// Log is what projections need from the store of record (log.Store).
+// Log is what projections need from the store of record (logstore.Store).
 type Log interface {
 	// Size is the number of durable records.
 	Size() uint64

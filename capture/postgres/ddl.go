@@ -37,7 +37,7 @@ package postgres
 // for the table since the process started (1 for the first), so they
 // restart at 1 after a Stele restart, and a replayed record keeps whichever
 // version was stored first. For a table with a schema in the registry
-// (privacy/schema), the privacy layer replaces this with the registry's
+// (package schema), the privacy layer replaces this with the registry's
 // subject and version, which do not restart.
 
 import (

@@ -43,7 +43,7 @@ fuzztime="${STELE_FUZZTIME:-10s}"
 go test -run='^$' -fuzz='^FuzzParseIngest$' -fuzztime="$fuzztime" ./record
 go test -run='^$' -fuzz='^FuzzDecode$' -fuzztime="$fuzztime" ./record
 go test -run='^$' -fuzz='^FuzzKeyFastPaths$' -fuzztime="$fuzztime" ./record
-go test -run='^$' -fuzz='^FuzzOpenCheckpoint$' -fuzztime="$fuzztime" .
+go test -run='^$' -fuzz='^FuzzOpenCheckpoint$' -fuzztime=100000x .
 go test -run='^$' -fuzz='^FuzzReadRequest$' -fuzztime="$fuzztime" ./api
 
 echo "== all tests passed"

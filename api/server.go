@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/stele/stele"
+	"github.com/stele/stele/follow"
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/query"
 	"github.com/stele/stele/record"
@@ -49,6 +50,9 @@ type Log interface {
 	Checkpoint(ctx context.Context) (*stele.Checkpoint, error)
 	// Keys holds the public verifier key of the checkpoints.
 	Keys() *logstore.Keys
+	// Changed is closed once the log grows past the size it had when
+	// Changed was called (the live stream follows the log with it).
+	Changed() <-chan struct{}
 }
 
 // Query is what the API needs from the query engine.
@@ -105,6 +109,10 @@ type Config struct {
 	// like /v1/ on a tampered log, and its requests carry the read hook
 	// that reveals personal data by role (graphql.go).
 	GraphQL http.Handler
+	// FollowMetrics receives the live streams' lag (follower "sse"). Nil
+	// means a fresh set registered in Registry; a caller passing its own
+	// registers it itself (it is shared with the other followers).
+	FollowMetrics *follow.Metrics
 	// StreamHeartbeat is how often an idle live stream (GET /v1/stream)
 	// sends a comment to keep proxies from closing it (default 15s).
 	StreamHeartbeat time.Duration
@@ -126,7 +134,8 @@ type Server struct {
 	log     *slog.Logger
 	mux     *http.ServeMux
 	metrics *metrics
-	streams streams // live streams, ended by CloseStreams (stream.go)
+	streams streams // live streams, ended by CloseStreams (sse.go)
+	follow  *follow.Metrics
 }
 
 // New builds the API handler. It panics if cfg.Log is nil, a wiring mistake
@@ -150,7 +159,11 @@ func New(cfg Config) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux()}
+	s := &Server{cfg: cfg, log: cfg.Logger, mux: http.NewServeMux(), follow: cfg.FollowMetrics}
+	if s.follow == nil {
+		s.follow = follow.NewMetrics(nil)
+		cfg.Registry.MustRegister(s.follow)
+	}
 	s.metrics = newMetrics(cfg.Registry, cfg.Log, cfg.Logger)
 	s.routes()
 	return s

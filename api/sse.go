@@ -2,12 +2,15 @@ package api
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/stele/stele/follow"
 	"github.com/stele/stele/record"
 )
 
@@ -17,19 +20,9 @@ const (
 	// streamWriteTimeout bounds one flush to a client, replacing the
 	// server's WriteTimeout, which would otherwise end every stream.
 	streamWriteTimeout = 30 * time.Second
-	// streamPoll is how often a log without change notification is polled.
-	streamPoll = 200 * time.Millisecond
 	// streamFlushBytes flushes a catch-up in chunks rather than per record.
 	streamFlushBytes = 32 << 10
 )
-
-// changeNotifier is what the live stream needs beyond Log to wait for new
-// records without polling; *logstore.Store has it.
-type changeNotifier interface {
-	// Changed is closed once the log grows past the size it had when
-	// Changed was called.
-	Changed() <-chan struct{}
-}
 
 // streams lets Shutdown end live streams, which would otherwise hold the
 // HTTP server's graceful shutdown until its deadline. The zero value works.
@@ -157,86 +150,77 @@ func (s *Server) streamRecords(w http.ResponseWriter, r *http.Request) {
 	if heartbeat <= 0 {
 		heartbeat = DefaultStreamHeartbeat
 	}
-	tick := time.NewTicker(heartbeat)
-	defer tick.Stop()
-	notifier, _ := s.cfg.Log.(changeNotifier)
+	// Shutdown (CloseStreams) ends the follower like a client leaving.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
 	stop := s.streams.stopped()
-	ctx := r.Context()
-	pos, sentID := from, from // sentID: the client resumes at sentID
-	var buf []byte
-	for {
-		var changed <-chan struct{}
-		if notifier != nil {
-			changed = notifier.Changed()
+	go func() {
+		select {
+		case <-stop:
+			cancel()
+		case <-ctx.Done():
 		}
-		size := s.cfg.Log.Size()
-		for ; pos < size; pos++ {
-			if ctx.Err() != nil {
-				return
+	}()
+	sentID := from // the client resumes at sentID
+	var buf []byte
+	fl := follow.New(s.cfg.Log, follow.Options{
+		Name:      "sse",
+		Metrics:   s.follow,
+		IdleEvery: heartbeat,
+		Idle: func(_ context.Context, next uint64) error {
+			bw.WriteString(": heartbeat\n")
+			if next > sentID {
+				// Records skipped by the filter still move the resume
+				// point: an event with only an id sets Last-Event-ID
+				// without firing a message.
+				bw.WriteString("id: " + strconv.FormatUint(next-1, 10) + "\n")
+				sentID = next
 			}
-			raw, err := s.cfg.Log.ReadRaw(pos)
-			var rec *record.Record
-			if err == nil {
-				rec, err = record.Decode(raw)
-			}
-			if err != nil {
-				// Ending the stream with the reason beats skipping a seq:
-				// the client would never learn about the gap.
-				s.log.ErrorContext(ctx, "live stream: read record", "seq", pos, "err", err)
-				fmt.Fprintf(bw, "event: error\ndata: {\"error\":%s,\"seq\":%d}\n\n",
-					quote(fmt.Sprintf("record %d cannot be read; run `stele verify`", pos)), pos)
-				_ = flush()
-				return
-			}
+			bw.WriteString("\n")
+			return flush()
+		},
+	})
+	err := fl.Run(ctx, from, func(ctx context.Context, b follow.Batch) error {
+		for _, rec := range b.Records {
 			if !f.match(rec) {
 				continue
 			}
 			if err := rd.Reveal(ctx, rec); err != nil {
-				s.log.ErrorContext(ctx, "live stream: reveal record", "seq", pos, "err", err)
-				return
+				return fmt.Errorf("reveal record %d: %w", rec.Seq, err)
 			}
 			buf = append(buf[:0], "id: "...)
-			buf = strconv.AppendUint(buf, pos, 10)
+			buf = strconv.AppendUint(buf, rec.Seq, 10)
 			buf = append(buf, "\ndata: "...)
 			buf = record.AppendJSON(buf, rec)
 			buf = append(buf, "\n\n"...)
 			bw.Write(buf)
-			sentID = pos + 1
+			sentID = rec.Seq + 1
 			if bw.Buffered() >= streamFlushBytes {
-				if flush() != nil {
-					return
+				if err := flush(); err != nil {
+					return err
 				}
 			}
 		}
-		if bw.Buffered() > 0 && flush() != nil {
-			return
+		if b.CaughtUp() && bw.Buffered() > 0 {
+			return flush()
 		}
-		var poll <-chan time.Time
-		if notifier == nil {
-			poll = time.After(streamPoll)
-		}
-		select {
-		case <-changed:
-		case <-poll:
-		case <-tick.C:
-			bw.WriteString(": heartbeat\n")
-			if pos > sentID {
-				// Records skipped by the filter still move the resume
-				// point: an event with only an id sets Last-Event-ID
-				// without firing a message.
-				bw.WriteString("id: " + strconv.FormatUint(pos-1, 10) + "\n")
-				sentID = pos
-			}
-			bw.WriteString("\n")
-			if flush() != nil {
-				return
-			}
-		case <-ctx.Done():
-			return
-		case <-stop:
-			bw.WriteString(": server shutting down; reconnect with Last-Event-ID to resume\n\n")
-			_ = flush()
-			return
-		}
+		return nil
+	})
+	var rerr *follow.ReadError
+	switch {
+	case errors.As(err, &rerr):
+		// Ending the stream with the reason beats skipping a seq: the
+		// client would never learn about the gap.
+		s.log.ErrorContext(ctx, "live stream: read record", "seq", rerr.Seq, "err", err)
+		fmt.Fprintf(bw, "event: error\ndata: {\"error\":%s,\"seq\":%d}\n\n",
+			quote(fmt.Sprintf("record %d cannot be read; run `stele verify`", rerr.Seq)), rerr.Seq)
+		_ = flush()
+	case r.Context().Err() != nil:
+		// The client left.
+	case ctx.Err() != nil:
+		bw.WriteString(": server shutting down; reconnect with Last-Event-ID to resume\n\n")
+		_ = flush()
+	case err != nil:
+		s.log.ErrorContext(ctx, "live stream ended", "err", err)
 	}
 }

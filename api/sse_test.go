@@ -320,3 +320,48 @@ func TestStreamEndsOnShutdownAndDisconnect(t *testing.T) {
 		t.Fatal("server close blocked by a stream handler")
 	}
 }
+
+// TestStreamReportsFollowerMetrics: a live stream follows the log through
+// the one follow primitive, so /metrics shows it like every other follower
+// while it runs, and no longer once the client has left.
+func TestStreamReportsFollowerMetrics(t *testing.T) {
+	e := newStreamEnv(t, time.Hour)
+	e.appendRecs(t, 0, 20)
+	c := e.openStream(t, "/v1/stream?from=0", "")
+	c.expect(t, seqRange(0, 20)...)
+	metric := func(name string) string {
+		t.Helper()
+		resp, err := e.srv.Client().Get(e.srv.URL + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			if v, ok := strings.CutPrefix(sc.Text(), name+`{follower="sse"} `); ok {
+				return v
+			}
+		}
+		return ""
+	}
+	waitFor(t, func() bool { return metric("stele_follow_processed_records_total") == "20" })
+	if got := metric("stele_follow_running"); got != "1" {
+		t.Fatalf("stele_follow_running{follower=sse} = %q with one client connected, want 1", got)
+	}
+	if got := metric("stele_follow_behind_records"); got != "0" {
+		t.Fatalf("stele_follow_behind_records{follower=sse} = %q after catching up, want 0", got)
+	}
+	c.close()
+	waitFor(t, func() bool { return metric("stele_follow_running") == "0" })
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,6 +1,8 @@
 package follow
 
 import (
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -122,8 +124,23 @@ func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// Collect implements prometheus.Collector.
-func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+// Lag is one follower name's progress at a moment.
+type Lag struct {
+	Name string
+	// BehindRecords and BehindSeconds are those of the furthest-behind
+	// follower of the name (0 when all are caught up).
+	BehindRecords uint64
+	BehindSeconds float64
+	// Processed counts records handled by every follower of the name,
+	// including those that have ended.
+	Processed uint64
+	// Running is how many followers of the name follow the log now.
+	Running int
+}
+
+// Lags returns every follower name's progress, sorted by name, for
+// /metrics and `stele status`.
+func (m *Metrics) Lags() []Lag {
 	m.mu.Lock()
 	type named struct {
 		name    string
@@ -136,24 +153,43 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 	m.mu.Unlock()
 	now := m.now()
+	lags := make([]Lag, 0, len(all))
 	for _, n := range all {
-		var behind, processed uint64
-		var seconds float64
-		processed = n.retired
+		l := Lag{Name: n.name, Processed: n.retired, Running: len(n.list)}
 		for _, p := range n.list {
 			next, done := p.load()
-			processed += done
+			l.Processed += done
 			size := p.log.Size()
 			if next >= size {
 				continue
 			}
-			behind = max(behind, size-next)
-			seconds = max(seconds, age(p.log, next, now))
+			l.BehindRecords = max(l.BehindRecords, size-next)
+			l.BehindSeconds = max(l.BehindSeconds, age(p.log, next, now))
 		}
-		ch <- prometheus.MustNewConstMetric(behindRecordsDesc, prometheus.GaugeValue, float64(behind), n.name)
-		ch <- prometheus.MustNewConstMetric(behindSecondsDesc, prometheus.GaugeValue, seconds, n.name)
-		ch <- prometheus.MustNewConstMetric(processedDesc, prometheus.CounterValue, float64(processed), n.name)
-		ch <- prometheus.MustNewConstMetric(runningDesc, prometheus.GaugeValue, float64(len(n.list)), n.name)
+		lags = append(lags, l)
+	}
+	slices.SortFunc(lags, func(a, b Lag) int { return strings.Compare(a.Name, b.Name) })
+	return lags
+}
+
+// Lag returns the progress of the followers named name; ok is false if no
+// follower of that name ever ran.
+func (m *Metrics) Lag(name string) (l Lag, ok bool) {
+	for _, l := range m.Lags() {
+		if l.Name == name {
+			return l, true
+		}
+	}
+	return Lag{}, false
+}
+
+// Collect implements prometheus.Collector.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	for _, l := range m.Lags() {
+		ch <- prometheus.MustNewConstMetric(behindRecordsDesc, prometheus.GaugeValue, float64(l.BehindRecords), l.Name)
+		ch <- prometheus.MustNewConstMetric(behindSecondsDesc, prometheus.GaugeValue, l.BehindSeconds, l.Name)
+		ch <- prometheus.MustNewConstMetric(processedDesc, prometheus.CounterValue, float64(l.Processed), l.Name)
+		ch <- prometheus.MustNewConstMetric(runningDesc, prometheus.GaugeValue, float64(l.Running), l.Name)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 
+	"github.com/stele/stele/follow"
 	"github.com/stele/stele/record"
 )
 
@@ -39,42 +40,65 @@ func (s *Store) CatchUp(ctx context.Context, src Log) error {
 	return src.Replay(ctx, from, to, liveBatch, s.Apply)
 }
 
-// FollowOptions tune Follow.
+// FollowLog is what Follow needs from the store of record: what every
+// follower of the log needs.
+type FollowLog = follow.Log
+
+// FollowOptions tune Follow. The zero value works.
 type FollowOptions struct {
-	// Poll is how often the log's size is checked (default 50ms). Polling
-	// reads one atomic; appends are never slowed.
-	Poll time.Duration
-	// Wake, if set, triggers a check as soon as it receives (or is closed
-	// and replaced by a notifier); polling continues as a fallback.
-	Wake <-chan struct{}
+	// Metrics, if set, reports the projections' lag as follower
+	// "projections".
+	Metrics *follow.Metrics
+	// RetryWait is the pause before following again after a failure
+	// (default 1s).
+	RetryWait time.Duration
 }
 
-// Follow keeps the projections current with src until ctx ends. Errors
-// are logged and retried on the next poll; it returns ctx's error.
-func (s *Store) Follow(ctx context.Context, src Log, opts FollowOptions) error {
-	if opts.Poll <= 0 {
-		opts.Poll = 50 * time.Millisecond
+// Follow keeps the projections current with src until ctx ends, waking on
+// the log's change notification. Each batch is folded before the next is
+// read, so a slow projection holds back only itself. A failure is logged
+// and following restarts from the projections' own watermark (at once
+// after a rebuild moved it, else after RetryWait); it returns ctx's error.
+func (s *Store) Follow(ctx context.Context, src FollowLog, opts FollowOptions) error {
+	if opts.RetryWait <= 0 {
+		opts.RetryWait = time.Second
 	}
-	t := time.NewTicker(opts.Poll)
-	defer t.Stop()
+	if len(s.set.list) == 0 {
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	f := follow.New(src, follow.Options{Name: "projections", Batch: liveBatch, Metrics: opts.Metrics})
 	var failing bool
 	for {
-		err := s.CatchUp(ctx, src)
-		switch {
-		case err != nil && ctx.Err() != nil:
+		err := f.Run(ctx, s.Applied(), func(_ context.Context, b follow.Batch) error {
+			if err := s.Apply(b.Records); err != nil {
+				return err
+			}
+			if failing {
+				s.log.Info("projections follow the log again")
+				failing = false
+			}
+			return nil
+		})
+		if ctx.Err() != nil {
 			return ctx.Err()
-		case err != nil && !failing:
+		}
+		if errors.Is(err, ErrGap) {
+			// A rebuild moved a watermark while this batch was read:
+			// continue from where the projections now stand.
+			continue
+		}
+		if errors.Is(err, follow.ErrAhead) {
+			err = fmt.Errorf("projections have folded %d records but the log holds %d: they belong to another data directory; delete projections/ and restart: %w", s.Applied(), src.Size(), err)
+		}
+		if !failing {
 			s.log.Error("projections cannot follow the log; retrying", "err", err)
 			failing = true
-		case err == nil && failing:
-			s.log.Info("projections follow the log again")
-			failing = false
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-t.C:
-		case <-opts.Wake:
+		case <-time.After(opts.RetryWait):
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/stele/stele/follow"
 	"github.com/stele/stele/projection"
 	"github.com/stele/stele/record"
 )
@@ -268,7 +269,8 @@ func TestLiveEqualsRebuilt(t *testing.T) {
 	live := openStore(t, t.TempDir(), set, projection.Options{})
 	defer live.Close()
 	done := make(chan error, 1)
-	go func() { done <- live.Follow(ctx, lg, projection.FollowOptions{Poll: time.Millisecond}) }()
+	follows := follow.NewMetrics(nil)
+	go func() { done <- live.Follow(ctx, lg, projection.FollowOptions{Metrics: follows}) }()
 
 	rng := rand.New(rand.NewPCG(3, 4))
 	recs := mixedRecords(rng, "l", 6000)
@@ -281,6 +283,9 @@ func TestLiveEqualsRebuilt(t *testing.T) {
 	defer wcancel()
 	if err := live.WaitApplied(wctx, lg.Size()); err != nil {
 		t.Fatal(err)
+	}
+	if lag, ok := follows.Lag("projections"); !ok || lag.Running != 1 || lag.Processed == 0 {
+		t.Errorf("follower metrics for projections = %+v (reported %t), want one running follower that processed records", lag, ok)
 	}
 	cancel()
 	if err := <-done; !errors.Is(err, context.Canceled) {

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/stele/stele/follow"
 	"github.com/stele/stele/record"
 )
 
@@ -47,16 +48,9 @@ var (
 	ErrOutOfOrder = errors.New("stream sequence out of step")
 )
 
-// Log is what the publisher needs from the store of record.
-type Log interface {
-	// Size is the number of durable records.
-	Size() uint64
-	// ReadRaw returns the stored bytes of the record at seq.
-	ReadRaw(seq uint64) ([]byte, error)
-	// Changed is closed once the log grows past the size it had when
-	// Changed was called.
-	Changed() <-chan struct{}
-}
+// Log is what the publisher needs from the store of record: what every
+// follower of the log needs (size, change notification, raw reads).
+type Log = follow.Log
 
 // Config wires a Publisher. Log and Conn are required.
 type Config struct {
@@ -84,6 +78,9 @@ type Config struct {
 	// has no message left to resume from.
 	CursorFile string
 	Logger     *slog.Logger
+	// Metrics, if set, reports the publisher's lag as follower "publish":
+	// records not yet acknowledged by JetStream, like every other follower.
+	Metrics *follow.Metrics
 }
 
 // Publisher follows the log and publishes every record, in order, once.
@@ -144,6 +141,9 @@ func (p *Publisher) Published() uint64 { return p.published.Load() }
 // backoff from the stream's own last message, never from memory, so
 // nothing is skipped or published twice.
 func (p *Publisher) Run(ctx context.Context) error {
+	if p.cfg.Metrics != nil {
+		defer p.cfg.Metrics.Observe("publish", p.cfg.Log, p.published.Load)()
+	}
 	wait := p.cfg.RetryWait
 	for {
 		before := p.published.Load()
@@ -263,30 +263,38 @@ type prepared struct {
 	err error
 }
 
-// prepareAhead reads and encodes records from seq on, in order, on its own
-// goroutine, so that decoding the next records overlaps with publishing
-// and acks; it closes out when ctx ends or after sending an error.
+// prepareAhead follows the log from seq on and encodes each record as a
+// message on its own goroutine, so that decoding the next records overlaps
+// with publishing and acks; it closes out when ctx ends or after sending an
+// error (a record that cannot be read ends publishing rather than leaving
+// a gap).
 func (p *Publisher) prepareAhead(ctx context.Context, seq uint64, out chan<- prepared) {
 	defer close(out)
 	var buf []byte
-	for {
-		changed := p.cfg.Log.Changed()
-		for size := p.cfg.Log.Size(); seq < size; seq++ {
-			msg, id, err := p.prepare(seq, &buf)
-			select {
-			case out <- prepared{seq: seq, msg: msg, id: id, err: err}:
-			case <-ctx.Done():
-				return
-			}
+	// The follower reports no metrics itself: its position is what was
+	// prepared, while the publisher's lag is what JetStream acknowledged
+	// (Run observes that instead).
+	f := follow.New(p.cfg.Log, follow.Options{Name: "publish"})
+	err := f.Run(ctx, seq, func(ctx context.Context, b follow.Batch) error {
+		for _, rec := range b.Records {
+			msg, err := p.message(rec, &buf)
 			if err != nil {
-				return
+				return err
+			}
+			select {
+			case out <- prepared{seq: rec.Seq, msg: msg, id: rec.ID}:
+			case <-ctx.Done():
+				return ctx.Err()
 			}
 		}
-		select {
-		case <-changed:
-		case <-ctx.Done():
-			return
-		}
+		return nil
+	})
+	if err == nil || ctx.Err() != nil {
+		return
+	}
+	select {
+	case out <- prepared{err: fmt.Errorf("follow the log: %w", err)}:
+	case <-ctx.Done():
 	}
 }
 
@@ -366,25 +374,18 @@ func (p *Publisher) publish(ctx context.Context, next, lastStreamSeq uint64) err
 	}
 }
 
-func (p *Publisher) prepare(seq uint64, buf *[]byte) (*nats.Msg, string, error) {
-	raw, err := p.cfg.Log.ReadRaw(seq)
-	if err != nil {
-		return nil, "", fmt.Errorf("read record %d: %w", seq, err)
-	}
-	rec, err := record.Decode(raw)
-	if err != nil {
-		return nil, "", fmt.Errorf("decode record %d: %w", seq, err)
-	}
+func (p *Publisher) message(rec *record.Record, buf *[]byte) (*nats.Msg, error) {
+	var err error
 	*buf, err = p.cfg.Encoder.Append((*buf)[:0], rec)
 	if err != nil {
-		return nil, "", err
+		return nil, fmt.Errorf("encode record %d: %w", rec.Seq, err)
 	}
 	return &nats.Msg{
 		Subject: Subject(p.cfg.SubjectPrefix, rec),
 		// The client keeps a reference until the ack; the buffer is reused.
 		Data:   append([]byte(nil), *buf...),
-		Header: nats.Header{HeaderSeq: []string{strconv.FormatUint(seq, 10)}, "Content-Type": []string{ContentType}},
-	}, rec.ID, nil
+		Header: nats.Header{HeaderSeq: []string{strconv.FormatUint(rec.Seq, 10)}, "Content-Type": []string{ContentType}},
+	}, nil
 }
 
 // saveCursor writes the cursor file when idle or at most once a second.

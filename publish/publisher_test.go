@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/stele/stele/follow"
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/publish"
 	"github.com/stele/stele/record"
@@ -270,10 +271,16 @@ func TestEmbeddedExactlyOnceAcrossRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	pub = startPublisher(t, publish.Config{Log: store, Conn: nc, Window: 64, CursorFile: cursor})
+	follows := follow.NewMetrics(nil)
+	pub = startPublisher(t, publish.Config{Log: store, Conn: nc, Window: 64, CursorFile: cursor, Metrics: follows})
 	defer pub.stop(t)
 	appendRange(t, store, 4000, 5000, 10)
 	waitPublished(t, pub.p, 5000, 30*time.Second)
+	// The publisher's lag is what JetStream has acknowledged, in the same
+	// shape as every other follower's.
+	if lag, ok := follows.Lag("publish"); !ok || lag.Running != 1 || lag.BehindRecords != 0 || lag.Processed == 0 {
+		t.Errorf("follower metrics for publish = %+v (reported %t), want running 1, 0 behind, some processed", lag, ok)
+	}
 
 	cons = newConsumer(t, nc) // the same durable: continues after its last ack
 	cons.next = consumed

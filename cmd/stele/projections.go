@@ -18,6 +18,7 @@ import (
 	"golang.org/x/mod/sumdb/note"
 	"gopkg.in/yaml.v3"
 
+	"github.com/stele/stele/follow"
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/projection"
 )
@@ -270,7 +271,7 @@ func setProjectionsAside(data string, set *projection.Set, cause error, logger *
 // startProjections opens the configured projections and follows the log
 // in the background. It returns nil when none are configured; stop ends
 // the follower and closes the database.
-func startProjections(ctx context.Context, cfg Config, store *logstore.Store, logger *slog.Logger) (st *projection.Store, stop func(), err error) {
+func startProjections(ctx context.Context, cfg Config, store *logstore.Store, follows *follow.Metrics, logger *slog.Logger) (st *projection.Store, stop func(), err error) {
 	defs := cfg.projectionList()
 	if len(defs) == 0 {
 		return nil, func() {}, nil
@@ -290,7 +291,7 @@ func startProjections(ctx context.Context, cfg Config, store *logstore.Store, lo
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	wg.Go(func() { _ = st.Follow(ctx, store, projection.FollowOptions{}) })
+	wg.Go(func() { _ = st.Follow(ctx, store, projection.FollowOptions{Metrics: follows}) })
 	logger.Info("projections following the log", "projections", strings.Join(set.Names(), ","), "applied", st.Applied(), "records", store.Size())
 	return st, func() {
 		cancel()

@@ -74,7 +74,7 @@ func TestProjectionsRebuildCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, stop, err := startProjections(ctx, cfg, store, logger)
+	st, stop, err := startProjections(ctx, cfg, store, nil, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

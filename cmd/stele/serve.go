@@ -22,6 +22,7 @@ import (
 	"github.com/stele/stele/auth"
 	"github.com/stele/stele/deadletter"
 	"github.com/stele/stele/export"
+	"github.com/stele/stele/follow"
 	"github.com/stele/stele/index"
 	"github.com/stele/stele/internal/atomicfile"
 	"github.com/stele/stele/logstore"
@@ -150,23 +151,29 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Every reader of the log reports its lag in the same shape; the index,
+	// fed by the store from memory, reports its position alongside.
+	follows := follow.NewMetrics(nil)
+	reg.MustRegister(follows)
+	defer follows.Observe("index", store, store.Indexed)()
 	engine := query.New(store, ix)
 	apiCfg := api.Config{
-		Log:          store,
-		Query:        engine,
-		GraphQL:      graphql.New(graphql.Options{Log: store, Query: engine, Logger: logger}),
-		Exporter:     export.New(store, engine),
-		Health:       h.get,
-		Logger:       logger,
-		Registry:     reg,
-		MaxBodyBytes: cfg.MaxBodyBytes,
-		MaxBatch:     cfg.MaxBatch,
-		Auth:         tokens,
-		Privacy:      apiPrivacy{priv.guard, ledger},
-		Schemas:      priv.schemas,
-		DeadLetters:  deadLetterReplay{dead, store, priv.guard},
+		Log:           store,
+		Query:         engine,
+		GraphQL:       graphql.New(graphql.Options{Log: store, Query: engine, Logger: logger}),
+		Exporter:      export.New(store, engine),
+		Health:        h.get,
+		Logger:        logger,
+		Registry:      reg,
+		MaxBodyBytes:  cfg.MaxBodyBytes,
+		MaxBatch:      cfg.MaxBatch,
+		Auth:          tokens,
+		Privacy:       apiPrivacy{priv.guard, ledger},
+		Schemas:       priv.schemas,
+		DeadLetters:   deadLetterReplay{dead, store, priv.guard},
+		FollowMetrics: follows,
 	}
-	projections, stopProjections, err := startProjections(ctx, cfg, store, logger)
+	projections, stopProjections, err := startProjections(ctx, cfg, store, follows, logger)
 	if err != nil {
 		return err
 	}
@@ -176,7 +183,7 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		apiCfg.Projections = projections
 	}
 	handler := api.New(apiCfg)
-	stopStream, err := startStream(cfg, store, reg, logger)
+	stopStream, err := startStream(cfg, store, reg, follows, logger)
 	if err != nil {
 		return fmt.Errorf("start lineage stream: %w", err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/stele/stele/follow"
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/publish"
 )
@@ -22,7 +23,7 @@ const defaultNATSListen = "127.0.0.1:4222"
 // configured) and returns the function that stops it. It runs until stop
 // is called, not until ctx ends, so records appended by requests still in
 // flight at shutdown are published too.
-func startStream(cfg Config, store *logstore.Store, reg *prometheus.Registry, logger *slog.Logger) (stop func(), err error) {
+func startStream(cfg Config, store *logstore.Store, reg *prometheus.Registry, follows *follow.Metrics, logger *slog.Logger) (stop func(), err error) {
 	if cfg.Stream.Disabled {
 		logger.Info("lineage stream disabled (stream.enabled: false)")
 		return func() {}, nil
@@ -79,6 +80,7 @@ func startStream(cfg Config, store *logstore.Store, reg *prometheus.Registry, lo
 		Encoder:    publish.Encoder{Source: "stele://" + cfg.Origin, Format: format},
 		CursorFile: filepath.Join(cfg.Data, "stream.cursor"),
 		Logger:     logger,
+		Metrics:    follows,
 	})
 	if err != nil {
 		nc.Close()

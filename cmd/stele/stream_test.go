@@ -81,7 +81,7 @@ func TestStartStreamEmbedded(t *testing.T) {
 	cfg.Data = dir
 	cfg.Stream = StreamConfig{Listen: addr, Format: "debezium"}
 	reg := prometheus.NewRegistry()
-	stop, err := startStream(cfg, store, reg, slog.New(slog.DiscardHandler))
+	stop, err := startStream(cfg, store, reg, nil, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/stele/stele/auth"
 	"github.com/stele/stele/export"
 	"github.com/stele/stele/index"
+	"github.com/stele/stele/internal/vfs"
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/privacy"
 	"github.com/stele/stele/privacy/keystore"
@@ -42,13 +43,18 @@ type realPrivacy struct {
 type guardEnv struct {
 	srv    *httptest.Server
 	store  *logstore.Store
+	dir    string // the log's directory
 	tokens map[auth.Role]string
 }
 
 const customersSchema = `{"type":"object","x-retention":"P10Y","properties":{
 	"id":{"type":"integer","x-subject":true},"email":{"type":"string","x-pii":true},"plan":{"type":"string"}},"required":["id"]}`
 
-func newGuardEnv(t *testing.T) *guardEnv {
+func newGuardEnv(t *testing.T) *guardEnv { return newGuardEnvOn(t, nil) }
+
+// newGuardEnvOn is newGuardEnv with the keystore on keysFS (nil: the
+// operating system's), for fault injection.
+func newGuardEnvOn(t *testing.T, keysFS vfs.FS) *guardEnv {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -56,7 +62,7 @@ func newGuardEnv(t *testing.T) *guardEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := keystore.Open(ctx, filepath.Join(dir, "keystore"), master, keystore.Options{})
+	keys, err := keystore.Open(ctx, filepath.Join(dir, "keystore"), master, keystore.Options{FS: keysFS})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +89,7 @@ func newGuardEnv(t *testing.T) *guardEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &guardEnv{store: store, tokens: map[auth.Role]string{}}
+	e := &guardEnv{store: store, dir: filepath.Join(dir, "log"), tokens: map[auth.Role]string{}}
 	for _, role := range auth.Roles {
 		if e.tokens[role], err = toks.Create("t-"+string(role), role); err != nil {
 			t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/privacy"
 )
 
@@ -80,6 +81,10 @@ func (s *Server) eraseSubject(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, privacy.ErrUnknownGroup):
 		writeError(w, http.StatusBadRequest, &apiError{Msg: "group: " + err.Error(), Field: "group"})
+		return
+	case errors.Is(err, logstore.ErrNoSpace) || isNoSpace(err):
+		s.log.WarnContext(r.Context(), "erase refused: the disk is full", "err", err)
+		writeError(w, http.StatusInsufficientStorage, &apiError{Msg: "the disk is full: the erasure is not finished and no receipt was written; the operator must free space in the data directory, then send the same request again (a retried erasure is safe: keys already destroyed stay destroyed)"})
 		return
 	case err != nil:
 		// The subject id may be personal data: it is not logged.

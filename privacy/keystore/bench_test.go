@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/stele/stele/internal/atomicfile"
+	"github.com/stele/stele/internal/vfs"
 )
 
 // BenchmarkBaselineFsync is the floor for Sync: one append of a batch's
@@ -147,7 +148,7 @@ func BenchmarkDestroy1M(b *testing.B) {
 		done := make(chan error, 1)
 		go func() { done <- list.Sync() }()
 		tmp := filepath.Join(floorDir, "x.tmp")
-		if err := writeFileSync(tmp, floorBuf); err != nil {
+		if err := writeFileSync(vfs.Default, tmp, floorBuf); err != nil {
 			b.Fatal(err)
 		}
 		if err := <-done; err != nil {

@@ -15,8 +15,6 @@ import (
 	"slices"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/stele/stele/internal/atomicfile"
 	"github.com/stele/stele/internal/vfs"
 )
@@ -36,19 +34,20 @@ func Open(ctx context.Context, dir string, master MasterKey, opts Options) (*Sto
 	if cacheSize == 0 {
 		cacheSize = DefaultCacheSize
 	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	fsys := vfs.Or(opts.FS)
+	if err := fsys.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("keystore: open %s: %w", dir, err)
 	}
-	lock, err := os.OpenFile(filepath.Join(dir, "LOCK"), os.O_CREATE|os.O_RDWR, 0o600)
+	lock, err := fsys.Lock(filepath.Join(dir, "LOCK"))
+	if errors.Is(err, vfs.ErrLocked) {
+		return nil, fmt.Errorf("keystore: open %s: %w (%v)", dir, ErrLocked, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("keystore: open %s: %w", dir, err)
 	}
-	if err := unix.Flock(int(lock.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("keystore: open %s: %w (%v)", dir, ErrLocked, err)
-	}
 	s := &Store{
 		dir:       dir,
+		fs:        fsys,
 		log:       logger.With("component", "keystore"),
 		lock:      lock,
 		master:    master,
@@ -74,7 +73,7 @@ func shardName(i int) string { return fmt.Sprintf("%02x.keys", i) }
 const canaryPrefix = "stele-keystore-canary-v1:"
 
 func (s *Store) load(ctx context.Context) error {
-	cur, err := os.ReadFile(filepath.Join(s.dir, "CURRENT"))
+	cur, err := vfs.ReadFile(s.fs, filepath.Join(s.dir, "CURRENT"))
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		if err := s.refuseOrphanKeys(); err != nil {
@@ -130,7 +129,7 @@ func (s *Store) load(ctx context.Context) error {
 // generation that may exist without CURRENT is an empty first one left by a
 // crash during creation.
 func (s *Store) refuseOrphanKeys() error {
-	ents, err := os.ReadDir(s.dir)
+	ents, err := s.fs.ReadDir(s.dir)
 	if err != nil {
 		return fmt.Errorf("keystore: open %s: %w", s.dir, err)
 	}
@@ -138,8 +137,7 @@ func (s *Store) refuseOrphanKeys() error {
 		if !e.IsDir() || !strings.HasPrefix(e.Name(), "g") {
 			continue
 		}
-		keys, _ := filepath.Glob(filepath.Join(s.dir, e.Name(), "*.keys"))
-		if e.Name() != genName(1) || len(keys) > 0 {
+		if e.Name() != genName(1) || s.holdsKeys(filepath.Join(s.dir, e.Name())) {
 			return fmt.Errorf("keystore: open %s: CURRENT is missing but %s holds keys; refusing to create a new store over them (restore CURRENT with the generation name, e.g. %q): %w",
 				s.dir, e.Name(), e.Name(), ErrCorrupt)
 		}
@@ -150,7 +148,7 @@ func (s *Store) refuseOrphanKeys() error {
 // initGen creates generation 1 of a new store.
 func (s *Store) initGen(ctx context.Context) error {
 	s.gen, s.genDir = 1, filepath.Join(s.dir, genName(1))
-	if err := os.RemoveAll(s.genDir); err != nil {
+	if err := s.fs.RemoveAll(s.genDir); err != nil {
 		return fmt.Errorf("keystore: create %s: %w", s.dir, err)
 	}
 	if err := s.writeGenHeader(ctx, s.genDir, s.master, nil); err != nil {
@@ -161,7 +159,7 @@ func (s *Store) initGen(ctx context.Context) error {
 
 // writeGenHeader makes dir with its MASTER canary and DESTROYED list.
 func (s *Store) writeGenHeader(ctx context.Context, dir string, master MasterKey, destroyed map[kidT]struct{}) error {
-	if err := os.Mkdir(dir, 0o700); err != nil {
+	if err := s.fs.Mkdir(dir, 0o700); err != nil {
 		return err
 	}
 	canary := make([]byte, len(canaryPrefix)+16)
@@ -176,14 +174,14 @@ func (s *Store) writeGenHeader(ctx context.Context, dir string, master MasterKey
 	if len(wrapped) > 0xffff || len(master.ID()) > 0xff {
 		return fmt.Errorf("master %s: id or wrapping too long", master.ID())
 	}
-	if err := writeFileSync(filepath.Join(dir, "MASTER"), appendFrame(nil, appendMasterBody(nil, master.ID(), wrapped))); err != nil {
+	if err := writeFileSync(s.fs, filepath.Join(dir, "MASTER"), appendFrame(nil, appendMasterBody(nil, master.ID(), wrapped))); err != nil {
 		return err
 	}
 	var buf []byte
 	for kid := range destroyed {
 		buf = appendFrame(buf, appendDestroyedBody(nil, kid))
 	}
-	if err := writeFileSync(filepath.Join(dir, "DESTROYED"), buf); err != nil {
+	if err := writeFileSync(s.fs, filepath.Join(dir, "DESTROYED"), buf); err != nil {
 		return err
 	}
 	return nil
@@ -191,17 +189,17 @@ func (s *Store) writeGenHeader(ctx context.Context, dir string, master MasterKey
 
 // commitGen points CURRENT at name atomically and durably.
 func (s *Store) commitGen(name string) error {
-	if err := atomicfile.SyncDir(filepath.Join(s.dir, name)); err != nil {
+	if err := vfs.SyncDir(s.fs, filepath.Join(s.dir, name)); err != nil {
 		return fmt.Errorf("keystore: %s: %w", name, err)
 	}
 	tmp := filepath.Join(s.dir, "CURRENT.tmp")
-	if err := writeFileSync(tmp, []byte(name+"\n")); err != nil {
+	if err := writeFileSync(s.fs, tmp, []byte(name+"\n")); err != nil {
 		return fmt.Errorf("keystore: CURRENT: %w", err)
 	}
-	if err := os.Rename(tmp, filepath.Join(s.dir, "CURRENT")); err != nil {
+	if err := s.fs.Rename(tmp, filepath.Join(s.dir, "CURRENT")); err != nil {
 		return fmt.Errorf("keystore: CURRENT: %w", err)
 	}
-	if err := atomicfile.SyncDir(s.dir); err != nil {
+	if err := vfs.SyncDir(s.fs, s.dir); err != nil {
 		return fmt.Errorf("keystore: CURRENT: %w", err)
 	}
 	return nil
@@ -212,7 +210,7 @@ func (s *Store) commitGen(name string) error {
 // so no stale wrapping stays on disk.
 func (s *Store) removeStale() error {
 	cur := filepath.Base(s.genDir)
-	ents, err := os.ReadDir(s.dir)
+	ents, err := s.fs.ReadDir(s.dir)
 	if err != nil {
 		return fmt.Errorf("keystore: open %s: %w", s.dir, err)
 	}
@@ -223,35 +221,35 @@ func (s *Store) removeStale() error {
 			continue
 		}
 		if (e.IsDir() && strings.HasPrefix(n, "g")) || strings.HasSuffix(n, ".tmp") {
-			if err := os.RemoveAll(filepath.Join(s.dir, n)); err != nil {
+			if err := s.fs.RemoveAll(filepath.Join(s.dir, n)); err != nil {
 				return fmt.Errorf("keystore: open %s: remove stale %s: %w", s.dir, n, err)
 			}
 			removed = true
 		}
 	}
-	ents, err = os.ReadDir(s.genDir)
+	ents, err = s.fs.ReadDir(s.genDir)
 	if err != nil {
 		return fmt.Errorf("keystore: open %s: %w", s.dir, err)
 	}
 	for _, e := range ents {
 		if strings.HasSuffix(e.Name(), ".tmp") {
-			if err := os.Remove(filepath.Join(s.genDir, e.Name())); err != nil {
+			if err := s.fs.Remove(filepath.Join(s.genDir, e.Name())); err != nil {
 				return fmt.Errorf("keystore: open %s: remove stale %s: %w", s.dir, e.Name(), err)
 			}
 			removed = true
 		}
 	}
 	if removed {
-		if err := atomicfile.SyncDir(s.dir); err != nil {
+		if err := vfs.SyncDir(s.fs, s.dir); err != nil {
 			return err
 		}
-		return atomicfile.SyncDir(s.genDir)
+		return vfs.SyncDir(s.fs, s.genDir)
 	}
 	return nil
 }
 
 func (s *Store) checkMaster(ctx context.Context) error {
-	data, err := os.ReadFile(filepath.Join(s.genDir, "MASTER"))
+	data, err := vfs.ReadFile(s.fs, filepath.Join(s.genDir, "MASTER"))
 	if err != nil {
 		return fmt.Errorf("keystore: open %s: MASTER: %w", s.dir, err)
 	}
@@ -279,8 +277,8 @@ func (s *Store) checkMaster(ctx context.Context) error {
 // readFrames reads every frame of path. A torn tail (a frame cut short, or a
 // bad last frame, or zero fill) is cut from the file; a bad frame with data
 // after it is ErrCorrupt. A missing file reads as empty.
-func readFrames(path string, fn func(body []byte) error) (torn bool, err error) {
-	data, err := os.ReadFile(path)
+func readFrames(fsys vfs.FS, path string, fn func(body []byte) error) (torn bool, err error) {
+	data, err := vfs.ReadFile(fsys, path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
 	}
@@ -295,7 +293,7 @@ func readFrames(path string, fn func(body []byte) error) (torn bool, err error) 
 		}
 		if ferr != nil {
 			if ferr == errTorn || allZero(data[off:]) || endsAtEOF(data[off:]) {
-				if err := truncateSync(path, int64(off)); err != nil {
+				if err := truncateSync(fsys, path, int64(off)); err != nil {
 					return false, fmt.Errorf("cut torn tail at offset %d: %w", off, err)
 				}
 				return true, nil
@@ -331,8 +329,8 @@ func allZero(b []byte) bool {
 	return true
 }
 
-func truncateSync(path string, size int64) error {
-	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+func truncateSync(fsys vfs.FS, path string, size int64) error {
+	f, err := fsys.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
 		return err
 	}
@@ -348,7 +346,7 @@ func truncateSync(path string, size int64) error {
 
 func (s *Store) loadDestroyed() error {
 	path := filepath.Join(s.genDir, "DESTROYED")
-	torn, err := readFrames(path, func(body []byte) error {
+	torn, err := readFrames(s.fs, path, func(body []byte) error {
 		kid, err := decodeDestroyed(body)
 		if err != nil {
 			return fmt.Errorf("%v: %w", err, ErrCorrupt)
@@ -362,7 +360,7 @@ func (s *Store) loadDestroyed() error {
 	if torn {
 		s.log.Warn("keystore: cut a torn tail from the destroyed list", "file", path)
 	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	f, err := s.fs.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return fmt.Errorf("keystore: open %s: DESTROYED: %w", s.dir, err)
 	}
@@ -373,7 +371,7 @@ func (s *Store) loadDestroyed() error {
 func (s *Store) loadShard(i int) (bool, error) {
 	path := filepath.Join(s.genDir, shardName(i))
 	sh := s.shards[i]
-	torn, err := readFrames(path, func(body []byte) error {
+	torn, err := readFrames(s.fs, path, func(body []byte) error {
 		e, err := decodeEntry(body)
 		if err != nil {
 			return fmt.Errorf("%v: %w", err, ErrCorrupt)
@@ -419,13 +417,24 @@ func (s *Store) addEntry(e *entry) {
 
 // writeFileSync writes a file nobody reads until a rename or CURRENT makes
 // it live (a shard's .tmp, a new generation's files), and fsyncs it.
-func writeFileSync(path string, data []byte) error {
-	return atomicfile.WriteSync(vfs.Default, path, data, 0o600, atomicfile.Truncate)
+func writeFileSync(fsys vfs.FS, path string, data []byte) error {
+	return atomicfile.WriteSync(fsys, path, data, 0o600, atomicfile.Truncate)
+}
+
+// holdsKeys reports whether the generation directory dir has a shard file.
+func (s *Store) holdsKeys(dir string) bool {
+	ents, _ := s.fs.ReadDir(dir)
+	for _, e := range ents {
+		if strings.HasSuffix(e.Name(), ".keys") {
+			return true
+		}
+	}
+	return false
 }
 
 // readFileInto reads path into buf, reusing its capacity.
-func readFileInto(path string, buf []byte) ([]byte, error) {
-	f, err := os.Open(path)
+func readFileInto(fsys vfs.FS, path string, buf []byte) ([]byte, error) {
+	f, err := vfs.Open(fsys, path)
 	if err != nil {
 		return buf, err
 	}

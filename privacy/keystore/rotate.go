@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/stele/stele/internal/atomicfile"
+	"github.com/stele/stele/internal/vfs"
 )
 
 // Rotate re-wraps every live key under to, writing a complete new generation
@@ -34,10 +34,10 @@ func (s *Store) Rotate(ctx context.Context, to MasterKey) error {
 	newName := genName(s.gen + 1)
 	newDir := filepath.Join(s.dir, newName)
 	abort := func(err error) error {
-		_ = os.RemoveAll(newDir)
+		_ = s.fs.RemoveAll(newDir)
 		return fmt.Errorf("keystore: rotate %s -> %s: %w", from.ID(), to.ID(), err)
 	}
-	if err := os.RemoveAll(newDir); err != nil {
+	if err := s.fs.RemoveAll(newDir); err != nil {
 		return abort(err)
 	}
 	if err := s.writeGenHeader(ctx, newDir, to, s.destroyed); err != nil {
@@ -94,16 +94,16 @@ func (s *Store) Rotate(ctx context.Context, to MasterKey) error {
 	s.destroyedF = nil
 	s.master, s.gen, s.genDir = to, s.gen+1, newDir
 	s.durable = s.seq
-	f, err := os.OpenFile(filepath.Join(newDir, "DESTROYED"), os.O_WRONLY|os.O_APPEND, 0o600)
+	f, err := s.fs.OpenFile(filepath.Join(newDir, "DESTROYED"), os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		s.failed = fmt.Errorf("keystore: after rotation: DESTROYED: %w", err)
 		return s.failed
 	}
 	s.destroyedF = f
-	if err := os.RemoveAll(oldDir); err != nil {
+	if err := s.fs.RemoveAll(oldDir); err != nil {
 		return fmt.Errorf("keystore: rotated to %s, but removing the old generation failed (Open retries): %w", to.ID(), err)
 	}
-	if err := atomicfile.SyncDir(s.dir); err != nil {
+	if err := vfs.SyncDir(s.fs, s.dir); err != nil {
 		return fmt.Errorf("keystore: rotated to %s: %w", to.ID(), err)
 	}
 	s.log.Info("keystore: rotated master key", "from", from.ID(), "to", to.ID(), "keys", n.Load(), "took", time.Since(start))
@@ -146,7 +146,7 @@ func (s *Store) rotateShard(ctx context.Context, i int, from, to MasterKey, newD
 		buf, scratch = appendEntryFrame(buf, ne, scratch)
 	}
 	if len(buf) > 0 {
-		if err := writeFileSync(filepath.Join(newDir, shardName(i)), buf); err != nil {
+		if err := writeFileSync(s.fs, filepath.Join(newDir, shardName(i)), buf); err != nil {
 			return nil, err
 		}
 	}

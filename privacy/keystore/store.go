@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -14,9 +15,7 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
-	"github.com/stele/stele/internal/atomicfile"
+	"github.com/stele/stele/internal/vfs"
 )
 
 // Kind separates key namespaces: a subject and a period may share a name.
@@ -64,6 +63,9 @@ type Options struct {
 	// 0 means DefaultCacheSize; negative means none are kept.
 	CacheSize int
 	Logger    *slog.Logger
+	// FS is the file system the store works in (default the operating
+	// system's); tests pass a vfs.ErrorFS to inject disk faults.
+	FS vfs.FS
 }
 
 const (
@@ -78,7 +80,7 @@ const (
 type shard struct {
 	entries map[kidT]*entry
 	pending []byte   // frames created but not yet written
-	f       *os.File // append handle; guarded by fileMu
+	f       vfs.File // append handle; guarded by fileMu
 	scrub   bool     // must be rewritten: holds a destroyed key, or a rewrite failed
 }
 
@@ -86,13 +88,14 @@ type shard struct {
 type Store struct {
 	dir  string
 	log  *slog.Logger
-	lock *os.File
+	fs   vfs.FS
+	lock io.Closer
 
 	// fileMu serialises file I/O (flush, shard rewrite, rotation); it is
 	// taken before mu. mu guards the in-memory state and is never held across
 	// I/O, except by Rotate.
 	fileMu     sync.Mutex
-	destroyedF *os.File // guarded by fileMu
+	destroyedF vfs.File // guarded by fileMu
 	readBuf    []byte   // shard rewrite buffers, reused; guarded by fileMu
 	writeBuf   []byte
 
@@ -115,17 +118,6 @@ type Store struct {
 	closed      bool
 	liveEntries int
 	flushes     int // flushes run; lets tests observe group commit
-
-	// faults, when set by a test, fails chosen I/O steps ("fsync" of a
-	// named file, "rewrite" of a shard) to exercise the error paths.
-	faults func(op, file string) error
-}
-
-func (s *Store) inject(op, file string) error {
-	if s.faults == nil {
-		return nil
-	}
-	return s.faults(op, file)
 }
 
 type nameKey struct {
@@ -480,7 +472,7 @@ func (s *Store) flush() error {
 	for _, j := range jobs {
 		sh := s.shards[j.i]
 		if sh.f == nil {
-			f, err := os.OpenFile(filepath.Join(s.genDir, shardName(j.i)), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+			f, err := s.fs.OpenFile(filepath.Join(s.genDir, shardName(j.i)), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 			if err != nil {
 				return fail(j.i, err)
 			}
@@ -496,13 +488,11 @@ func (s *Store) flush() error {
 	var wg sync.WaitGroup
 	for n, j := range jobs {
 		wg.Go(func() {
-			if errs[n] = s.inject("fsync", shardName(j.i)); errs[n] == nil {
-				errs[n] = s.shards[j.i].f.Sync()
-			}
+			errs[n] = s.shards[j.i].f.Sync()
 		})
 	}
 	if created {
-		wg.Go(func() { errs[len(jobs)] = atomicfile.SyncDir(s.genDir) })
+		wg.Go(func() { errs[len(jobs)] = vfs.SyncDir(s.fs, s.genDir) })
 	}
 	wg.Wait()
 	for n, err := range errs {
@@ -538,11 +528,34 @@ func (s *Store) flush() error {
 	return nil
 }
 
+// errRolledBack marks a write that failed on a full disk and was cut back
+// off the file, leaving it as it was before.
+var errRolledBack = errors.New("rolled back; retry once space is freed")
+
+// recordDestroyed appends the erasure record rec to DESTROYED. A full disk
+// may leave part of it written: it is cut back off, so the store need not
+// stop (a half frame at the end would be cut by the next Open anyway). Any
+// other write error leaves the file in an unknown state. fileMu held.
+func (s *Store) recordDestroyed(rec []byte) error {
+	st, err := s.destroyedF.Stat()
+	if err != nil {
+		return err
+	}
+	_, err = s.destroyedF.Write(rec)
+	if err == nil || !vfs.IsNoSpace(err) {
+		return err
+	}
+	if terr := s.destroyedF.Truncate(st.Size()); terr != nil {
+		return errors.Join(err, fmt.Errorf("cut the partial record back off: %w", terr))
+	}
+	return fmt.Errorf("%w (%w)", err, errRolledBack)
+}
+
 // rewriteShard replaces shard i on disk with exactly its live entries
 // (pending ones included), erasing destroyed keys physically. If also is
 // not nil it is fsynced alongside the new shard file, before the rename.
 // fileMu held.
-func (s *Store) rewriteShard(i int, also *os.File) error {
+func (s *Store) rewriteShard(i int, also vfs.File) error {
 	// Filter the bytes already on disk rather than re-encode from memory:
 	// a sequential pass over the file is several times faster than walking
 	// thousands of heap entries, and the survivors keep their exact bytes.
@@ -550,7 +563,7 @@ func (s *Store) rewriteShard(i int, also *os.File) error {
 	// Both buffers are reused: fresh ~1 MB allocations per erasure made the
 	// runtime return and re-fault pages (madvise) and doubled the cost.
 	path := filepath.Join(s.genDir, shardName(i))
-	onDisk, err := readFileInto(path, s.readBuf[:0])
+	onDisk, err := readFileInto(s.fs, path, s.readBuf[:0])
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("keystore: rewrite %s: %w", shardName(i), err)
 	}
@@ -585,27 +598,23 @@ func (s *Store) rewriteShard(i int, also *os.File) error {
 	var wg sync.WaitGroup
 	if also != nil {
 		wg.Go(func() {
-			if alsoErr = s.inject("fsync", filepath.Base(also.Name())); alsoErr == nil {
-				alsoErr = also.Sync()
-			}
+			alsoErr = also.Sync()
 		})
 	}
 	if len(buf) == 0 {
 		wg.Wait()
-		if err = os.Remove(path); errors.Is(err, fs.ErrNotExist) {
+		if err = s.fs.Remove(path); errors.Is(err, fs.ErrNotExist) {
 			err = nil
 		}
 	} else {
 		tmp := path + ".tmp"
-		if err = s.inject("rewrite", shardName(i)); err == nil {
-			err = writeFileSync(tmp, buf)
-		}
+		err = writeFileSync(s.fs, tmp, buf)
 		wg.Wait()
 		if err == nil && alsoErr == nil {
-			err = os.Rename(tmp, path)
+			err = s.fs.Rename(tmp, path)
 		}
 		if err != nil || alsoErr != nil {
-			_ = os.Remove(tmp)
+			_ = s.fs.Remove(tmp)
 		}
 	}
 	if alsoErr != nil {
@@ -617,7 +626,7 @@ func (s *Store) rewriteShard(i int, also *os.File) error {
 		return err
 	}
 	if err == nil {
-		err = atomicfile.SyncDir(dir)
+		err = vfs.SyncDir(s.fs, dir)
 	}
 	if err != nil {
 		return fmt.Errorf("keystore: rewrite %s: %w", shardName(i), err)
@@ -695,8 +704,13 @@ func (s *Store) Destroy(ctx context.Context, kind Kind, name string) (kids []str
 	for _, k := range ks {
 		rec = appendFrame(rec, appendDestroyedBody(nil, k))
 	}
-	if _, err := s.destroyedF.Write(rec); err != nil {
+	if err := s.recordDestroyed(rec); err != nil {
 		err = fmt.Errorf("keystore: destroy %s key: record in DESTROYED: %w", kind, err)
+		if errors.Is(err, errRolledBack) {
+			// Nothing was erased and the store stays usable: the caller
+			// retries once space is freed.
+			return nil, err
+		}
 		s.mu.Lock()
 		s.failed = err
 		s.mu.Unlock()
@@ -805,7 +819,6 @@ func (s *Store) closeFiles() {
 		s.destroyedF = nil
 	}
 	if s.lock != nil {
-		_ = unix.Flock(int(s.lock.Fd()), unix.LOCK_UN)
 		s.lock.Close()
 		s.lock = nil
 	}

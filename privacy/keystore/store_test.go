@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/stele/stele/internal/vfs"
 )
 
 func openT(t testing.TB, dir string, m MasterKey, opts Options) *Store {
@@ -465,7 +467,7 @@ func TestRotation(t *testing.T) {
 	// Every wrapping on disk: the old master opens none, the new one all.
 	var frames int
 	for _, p := range shardFiles(t, dir) {
-		if _, err := readFrames(p, func(body []byte) error {
+		if _, err := readFrames(vfs.Default, p, func(body []byte) error {
 			e, err := decodeEntry(body)
 			if err != nil {
 				return err

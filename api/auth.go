@@ -70,13 +70,15 @@ func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (auth.Prin
 	token, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok || token == "" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="stele"`)
-		writeError(w, http.StatusUnauthorized, &apiError{Msg: "Authorization: a bearer token is required (create one with `stele token create`)"})
+		writeError(w, http.StatusUnauthorized, &apiError{Msg: "Authorization: no bearer token was sent, and this server requires one: " +
+			"send the header `Authorization: Bearer TOKEN` (stele commands: --token or $STELE_TOKEN); an admin creates tokens with `stele token create`"})
 		return auth.Principal{}, false
 	}
 	p, ok := s.cfg.Auth.Authenticate(strings.TrimSpace(token))
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="stele", error="invalid_token"`)
-		writeError(w, http.StatusUnauthorized, &apiError{Msg: "Authorization: the bearer token is not valid"})
+		writeError(w, http.StatusUnauthorized, &apiError{Msg: "Authorization: the bearer token sent was refused: it is not one of this server's tokens " +
+			"(check it for typos, and that it was created on this server's data directory)"})
 		return auth.Principal{}, false
 	}
 	return p, true

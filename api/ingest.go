@@ -99,6 +99,10 @@ func (s *Server) parseBatch(items [][]byte, batch bool) ([]*record.Record, *apiE
 		rec, err := record.ParseIngest(item, opts)
 		if err != nil {
 			e := &apiError{Msg: err.Error()}
+			if !batch && severalValues(item) {
+				e.Msg += ": the body holds several JSON values; send several records as a JSON array, " +
+					"or one a line as NDJSON with Content-Type: application/x-ndjson"
+			}
 			var fe *record.FieldError
 			if errors.As(err, &fe) {
 				e.Field = fe.Field
@@ -203,8 +207,21 @@ func bodyFormat(ct string) (ndjson bool, _ *apiError) {
 		return false, nil
 	case "application/x-ndjson":
 		return true, nil
+	case "application/x-www-form-urlencoded", "multipart/form-data":
+		return false, &apiError{Msg: "unsupported Content-Type " + strconv.Quote(mt) + " (what curl -d and -F send unless told otherwise): " +
+			"add -H 'Content-Type: application/json' for a record or a JSON array, or -H 'Content-Type: application/x-ndjson' for one record a line"}
 	}
-	return false, &apiError{Msg: "unsupported Content-Type " + strconv.Quote(mt) + ": send application/json or application/x-ndjson"}
+	return false, &apiError{Msg: "unsupported Content-Type " + strconv.Quote(mt) + ": send application/json (a record or a JSON array) or application/x-ndjson (one record a line)"}
+}
+
+// severalValues reports whether body is a JSON value followed by more
+// JSON: NDJSON sent as application/json.
+func severalValues(body []byte) bool {
+	dec := jsontext.NewDecoder(bytes.NewReader(body), jsontext.AllowDuplicateNames(true))
+	if _, err := dec.ReadValue(); err != nil {
+		return false
+	}
+	return dec.PeekKind() != 0
 }
 
 func tooMany(max int) *apiError {

@@ -71,7 +71,7 @@ func parseFilter(p map[string]string) (query.Filter, *apiError) {
 	if v, ok := p["op"]; ok {
 		f.Op = record.Op(v)
 		if !f.Op.Valid() {
-			return f, &apiError{Msg: fmt.Sprintf("op: %q is not one of %v", v, record.Ops), Field: "op"}
+			return f, &apiError{Msg: fmt.Sprintf("op: %q is not one of %s", v, record.OpList()), Field: "op"}
 		}
 	}
 	if f.Key != "" && (f.Source == "" || f.Table == "") {

@@ -180,9 +180,9 @@ func (s *Server) routes() {
 	// and no method may ever update or delete a record.
 	s.handle("POST /v1/records", s.gated(s.authorize(writeRoles, s.postRecords)))
 	s.handle("GET /v1/records", s.gated(s.authorize(anyRole, s.listRecords)))
-	s.handle("/v1/records", methodNotAllowed("GET, HEAD, POST"))
+	s.handle("/v1/records", recordMethodNotAllowed("GET, HEAD, POST"))
 	s.handle("GET /v1/records/{seq}", s.gated(s.authorize(anyRole, s.getRecord)))
-	s.handle("/v1/records/{seq}", methodNotAllowed("GET, HEAD"))
+	s.handle("/v1/records/{seq}", recordMethodNotAllowed("GET, HEAD"))
 
 	// Exports are bulk reads of records as stored (sealed fields stay
 	// sealed), open to every role that may read records; view=clear
@@ -244,8 +244,9 @@ func (s *Server) routes() {
 	s.handle("GET /metrics", s.metrics.handler().ServeHTTP)
 	s.handle("/metrics", methodNotAllowed("GET, HEAD"))
 
+	s.handle("GET /{$}", s.root)
 	s.handle("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, &apiError{Msg: "no such endpoint; see docs/api.md"})
+		writeError(w, http.StatusNotFound, &apiError{Msg: "no such endpoint " + r.Method + " " + r.URL.Path + "; GET / lists the endpoints, docs/api.md describes them"})
 	})
 }
 
@@ -314,7 +315,46 @@ func methodNotAllowed(allow string) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", allow)
 		writeError(w, http.StatusMethodNotAllowed, &apiError{
-			Msg: "method " + r.Method + " is not allowed here (allowed: " + allow + "); records are never updated or deleted",
+			Msg: "method " + r.Method + " is not allowed on " + r.URL.Path + " (allowed: " + allow + ")",
 		})
 	}
+}
+
+// recordMethodNotAllowed is methodNotAllowed on the record paths, where a
+// PUT, PATCH or DELETE means to change a record: none ever changes.
+func recordMethodNotAllowed(allow string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", allow)
+		writeError(w, http.StatusMethodNotAllowed, &apiError{
+			Msg: "method " + r.Method + " is not allowed on " + r.URL.Path + " (allowed: " + allow + "); records are never updated or deleted",
+		})
+	}
+}
+
+// rootText is what GET / answers until the web UI serves it: where the
+// API is described and its main endpoints.
+const rootText = `Stele: an append-only, verifiable change log. This is its HTTP API (v1);
+docs/api.md in the source tree describes it, docs/openapi.yaml is its OpenAPI form.
+
+  POST /v1/records                               append records (JSON, a JSON array, or NDJSON as application/x-ndjson)
+  GET  /v1/records?source=&table=&actor=&op=     search
+  GET  /v1/records/{seq}                         one record and its inclusion proof
+  GET  /v1/entities/{source}/{table}/{key}/history
+  GET  /v1/entities/{source}/{table}/{key}/state?at=TIME
+  GET  /v1/tables/{source}/{table}/state?at=TIME
+  GET  /v1/checkpoint                            the latest signed checkpoint
+  GET  /v1/log/key                               the checkpoints' verifier key
+  GET  /v1/proof/consistency?from=N&to=M
+  GET  /v1/export                                records with proofs, to verify offline
+  GET  /v1/stream                                live records (Server-Sent Events)
+  POST /graphql                                  GraphQL (playground at /graphql/playground)
+  GET  /healthz, GET /metrics
+`
+
+// root answers GET / with a pointer to the docs (the web UI will live here).
+func (s *Server) root(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write([]byte(rootText))
 }

@@ -80,7 +80,7 @@ func (s *Server) streamRecords(w http.ResponseWriter, r *http.Request) {
 	if v, ok := p["op"]; ok {
 		f.op = record.Op(v)
 		if !f.op.Valid() {
-			writeError(w, http.StatusBadRequest, &apiError{Msg: fmt.Sprintf("op: %q is not one of %v", v, record.Ops), Field: "op"})
+			writeError(w, http.StatusBadRequest, &apiError{Msg: fmt.Sprintf("op: %q is not one of %s", v, record.OpList()), Field: "op"})
 			return
 		}
 	}

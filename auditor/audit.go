@@ -331,6 +331,16 @@ func (e *statusError) Error() string {
 
 func (e *statusError) Unwrap() error { return ErrBadResponse }
 
+// HTTPStatus is the HTTP status of the error answer behind err (401 for a
+// refused or missing token), or 0 when err is not one.
+func HTTPStatus(err error) int {
+	var se *statusError
+	if errors.As(err, &se) {
+		return se.status
+	}
+	return 0
+}
+
 func errorMessage(body []byte) string {
 	var e struct {
 		Error string `json:"error"`

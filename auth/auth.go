@@ -182,13 +182,23 @@ func (t *Tokens) List() []Principal {
 	return out
 }
 
-// Create makes a new token and returns it; it is shown only this once.
-func (t *Tokens) Create(name string, role Role) (string, error) {
+// CheckNew checks the name and role of a token to be created, so a
+// caller can refuse bad input before it touches the disk. Create checks
+// the same, and that the name is free.
+func CheckNew(name string, role Role) error {
 	if !role.Valid() {
-		return "", fmt.Errorf("role: %w %q (expected one of %v)", ErrBadRole, role, Roles)
+		return fmt.Errorf("role: %w %q (expected one of %v)", ErrBadRole, role, Roles)
 	}
 	if name == "" || len(name) > 128 || strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-		return "", fmt.Errorf("name: %w: must be 1 to 128 printable characters", ErrBadName)
+		return fmt.Errorf("name: %w: must be 1 to 128 printable characters", ErrBadName)
+	}
+	return nil
+}
+
+// Create makes a new token and returns it; it is shown only this once.
+func (t *Tokens) Create(name string, role Role) (string, error) {
+	if err := CheckNew(name, role); err != nil {
+		return "", err
 	}
 	var secret [32]byte
 	if _, err := rand.Read(secret[:]); err != nil {

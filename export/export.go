@@ -57,6 +57,9 @@ type Options struct {
 	// a data file cannot be verified, and the proof, if written, still
 	// covers the records as stored.
 	Reveal func(ctx context.Context, r *record.Record) error
+	// Progress, when set, is called now and then with the seq the export
+	// has reached and Size, and once more with Size, Size at the end.
+	Progress func(seq, size uint64)
 }
 
 // Summary describes a finished export.
@@ -122,6 +125,9 @@ func (e *Exporter) Write(ctx context.Context, opts Options, data, proofW io.Writ
 	var enc []byte
 	emit := func(r *record.Record) error {
 		sum.Records++
+		if opts.Progress != nil && sum.Records%256 == 0 {
+			opts.Progress(r.Seq+1, opts.Size)
+		}
 		var leaf Leaf
 		if pw != nil {
 			// The leaf is rebuilt from the decoded record exactly as a
@@ -161,6 +167,9 @@ func (e *Exporter) Write(ctx context.Context, opts Options, data, proofW io.Writ
 	}
 	if err := e.scan(ctx, opts.Filter, opts.Size, emit); err != nil {
 		return nil, err
+	}
+	if opts.Progress != nil {
+		opts.Progress(opts.Size, opts.Size)
 	}
 	if rows != nil {
 		if err := rows.close(); err != nil {

@@ -64,6 +64,9 @@ type VerifyOptions struct {
 	// written in the proof, which proves only that the export is
 	// self-consistent: anyone can sign a checkpoint with a key of their own.
 	VerifierKey string
+	// Progress, when set, is called now and then with the seq reached and
+	// the export's size (records with seqs below it).
+	Progress func(seq, size uint64)
 }
 
 // VerifyReport describes an export that verified.
@@ -197,6 +200,9 @@ func Verify(ctx context.Context, data io.ReaderAt, dataSize int64, proofR io.Rea
 			return nil, fail("does not match the export's filter", nil)
 		}
 		prev = r.Seq
+		if opts.Progress != nil && row%256 == 0 {
+			opts.Progress(r.Seq+1, h.Size)
+		}
 		enc = record.AppendEncoded(enc[:0], r)
 		leaf := rfc6962.DefaultHasher.HashLeaf(enc)
 		if !bytes.Equal(leaf, l.LeafHash) {
@@ -213,6 +219,9 @@ func Verify(ctx context.Context, data io.ReaderAt, dataSize int64, proofR io.Rea
 		}
 	}
 	rep.Records = row
+	if opts.Progress != nil {
+		opts.Progress(h.Size, h.Size)
+	}
 	if h.Complete {
 		if row != h.Size {
 			return nil, &VerifyError{Reason: fmt.Sprintf("a complete export of size %d must hold %d rows, not %d", h.Size, h.Size, row)}
@@ -242,7 +251,7 @@ func CheckFilter(f query.Filter) error {
 		return &record.FieldError{Field: "key", Reason: "needs source and table"}
 	}
 	if f.Op != "" && !f.Op.Valid() {
-		return &record.FieldError{Field: "op", Reason: fmt.Sprintf("%q is not a known op", f.Op)}
+		return &record.FieldError{Field: "op", Reason: fmt.Sprintf("%q is not one of %s", f.Op, record.OpList())}
 	}
 	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Until.After(f.Since) {
 		return &record.FieldError{Field: "until", Reason: "must be after since"}

@@ -121,7 +121,7 @@ func (e *Engine) Records(ctx context.Context, f Filter, req PageRequest) (*Page,
 		return nil, &FieldError{Field: "key", Reason: "needs source and table"}
 	}
 	if f.Op != "" && !f.Op.Valid() {
-		return nil, &FieldError{Field: "op", Reason: fmt.Sprintf("%q is not a known op", f.Op)}
+		return nil, &FieldError{Field: "op", Reason: fmt.Sprintf("%q is not one of %s", f.Op, record.OpList())}
 	}
 	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Until.After(f.Since) {
 		return nil, &FieldError{Field: "until", Reason: "must be after since"}

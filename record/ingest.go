@@ -88,7 +88,7 @@ func ParseIngest(data []byte, opts IngestOptions) (*Record, error) {
 			if s, err = stringField(m, 32); err == nil {
 				r.Op = Op(s)
 				if !r.Op.Valid() {
-					err = fieldErr("op", "%q is not one of %s", s, joinOps())
+					err = fieldErr("op", "%q is not one of %s", s, OpList())
 				}
 			}
 		case "key":
@@ -167,7 +167,8 @@ func requireFields(r *Record) error {
 	return nil
 }
 
-func joinOps() string {
+// OpList names the ops for error messages: "insert, update, …".
+func OpList() string {
 	s := make([]string, len(Ops))
 	for i, op := range Ops {
 		s[i] = string(op)

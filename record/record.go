@@ -12,7 +12,7 @@ import (
 // Op is the kind of change a record describes.
 type Op string
 
-// The ops a record may carry (VISION.md, "The record").
+// The ops a record may carry (docs/api.md, "The record").
 const (
 	OpInsert   Op = "insert"
 	OpUpdate   Op = "update"

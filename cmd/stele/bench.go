@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"flag"
-	"fmt"
 	"os"
 	"time"
 
@@ -16,12 +15,14 @@ func runBench(ctx context.Context, args []string) error {
 		return err
 	}
 	opts.Out = os.Stdout
-	if isTerminal(os.Stderr) {
-		opts.Progress = func(phase string, done, total int) {
-			fmt.Fprintf(os.Stderr, "\r\033[K%s: %d/%d", phase, done, total)
-		}
-		defer fmt.Fprint(os.Stderr, "\r\033[K")
+	pr := stderrProgress("bench", "steps", 1)
+	opts.Progress = func(phase string, done, total int) {
+		// The figures on stdout go between the lines of a plain report;
+		// on a terminal the bar is redrawn under them.
+		pr.phase(phase, "steps", 1)
+		pr.update(int64(done), int64(total))
 	}
+	defer pr.finish()
 	_, err = bench.Run(ctx, opts)
 	return err
 }

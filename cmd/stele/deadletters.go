@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -12,41 +13,43 @@ import (
 	"time"
 )
 
-const deadLettersUsage = `[--url URL] list|replay
-
-list    what captured records are parked in the dead-letter file and why
-replay  offer every parked record to the log again (after a schema fix);
-        those that fit are appended, the rest stay parked with today's reason
-
-Admin only: the token comes from $STELE_TOKEN.`
+func deadLettersFlags(verb string) (*flag.FlagSet, *string, *string) {
+	fs := newFlagSet("deadletters "+verb, "[--url URL] [--token TOKEN]")
+	base := fs.String("url", defaultURL, "`URL` of the running stele server")
+	return fs, base, tokenFlag(fs)
+}
 
 func runDeadLetters(ctx context.Context, args []string) error {
-	fs := newFlagSet("deadletters", deadLettersUsage)
-	base := fs.String("url", "http://127.0.0.1:7070", "`URL` of the running stele server")
-	var action string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		action, args = args[0], args[1:]
+	verb := func(name, summary string) verbSpec {
+		return verbSpec{name, summary,
+			func() *flag.FlagSet { fs, _, _ := deadLettersFlags(name); return fs },
+			func(args []string) error { return deadLetters(ctx, name, args) }}
 	}
+	return verbCommand{
+		name: "deadletters",
+		verbs: []verbSpec{
+			verb("list", "what captured records are parked in the dead-letter file and why"),
+			verb("replay", "offer every parked record to the log again (after a schema fix); those that fit\n"+
+				"           are appended, the rest stay parked with today's reason"),
+		},
+		about: "Admin only: pass an admin token with --token or $STELE_TOKEN.",
+	}.run(args)
+}
+
+func deadLetters(ctx context.Context, action string, args []string) error {
+	fs, base, token := deadLettersFlags(action)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if action == "" && fs.NArg() == 1 {
-		action = fs.Arg(0)
-	}
-	method, path := "", ""
-	switch action {
-	case "list":
-		method, path = http.MethodGet, "/v1/deadletters"
-	case "replay":
+	method, path := http.MethodGet, "/v1/deadletters"
+	if action == "replay" {
 		method, path = http.MethodPost, "/v1/deadletters/replay"
-	default:
-		return usagef("want list or replay, got %q", action)
 	}
 	req, err := http.NewRequestWithContext(ctx, method, strings.TrimRight(*base, "/")+path, nil)
 	if err != nil {
 		return err
 	}
-	setBearer(req)
+	setBearer(req, *token)
 	resp, err := (&http.Client{Timeout: 10 * time.Minute}).Do(req)
 	if err != nil {
 		return fmt.Errorf("deadletters %s: %w", action, err)
@@ -57,7 +60,7 @@ func runDeadLetters(ctx context.Context, args []string) error {
 		return fmt.Errorf("deadletters %s: read the answer: %w", action, err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("deadletters %s: server answered %s: %s", action, resp.Status, strings.TrimSpace(string(out)))
+		return answerError("deadletters "+action, resp.StatusCode, out, *token)
 	}
 	var pretty bytes.Buffer
 	if json.Indent(&pretty, out, "", "  ") == nil {

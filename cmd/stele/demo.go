@@ -23,12 +23,27 @@ import (
 
 	"github.com/stele/stele"
 	"github.com/stele/stele/auditor"
+	"github.com/stele/stele/auth"
+	"github.com/stele/stele/internal/atomicfile"
 )
 
+const demoUsage = `[--data DIR] [--addr HOST:PORT] [--token TOKEN] [--exit]
+
+Start Stele on DIR, ingest a sample CRM history, show it, prove a record's
+inclusion, audit the server from outside, and print where to look.
+Running it again stores none of the sample changes twice.
+
+Once DIR has API tokens (stele token create --data DIR), the demo needs
+one that may append (admin or service): the one of --token or
+$STELE_TOKEN, or else a service token of its own, created on first need
+and kept in DIR/demo.token (readable by you only; a demo directory is
+not a place for secrets).`
+
 func runDemo(ctx context.Context, args []string) error {
-	fs := newFlagSet("demo", "[--data DIR] [--addr HOST:PORT] [--exit]")
+	fs := newFlagSet("demo", demoUsage)
 	data := fs.String("data", "./stele-demo-data", "data `directory` for the demo log (kept, so you can explore it afterwards)")
 	addr := fs.String("addr", "127.0.0.1:7070", "listen `address`; if it is taken, a free port is used")
+	token := tokenFlag(fs)
 	exit := fs.Bool("exit", false, "stop after the demonstration instead of serving until Ctrl-C")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -43,6 +58,11 @@ func runDemo(ctx context.Context, args []string) error {
 	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
 		return err
 	}
+	// Before the server starts, so it knows a token the demo creates.
+	tok, tokNote, err := demoToken(cfg.Data, *token, isFlagSet(fs, "token"))
+	if err != nil {
+		return err
+	}
 	addrFile := filepath.Join(cfg.Data, "demo.addr")
 	os.Remove(addrFile)
 	srvCtx, stop := context.WithCancel(ctx)
@@ -55,7 +75,7 @@ func runDemo(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	d := &demo{base: base, out: os.Stdout, client: &http.Client{Timeout: 30 * time.Second}}
+	d := &demo{base: base, out: os.Stdout, client: &http.Client{Timeout: 30 * time.Second}, token: tok, tokenNote: tokNote}
 	if err := d.run(ctx, cfg.Data); err != nil {
 		stop()
 		<-served
@@ -100,6 +120,63 @@ type demo struct {
 	base   string
 	out    io.Writer
 	client *http.Client
+	// token is sent with every request when the data directory has
+	// tokens; tokenNote says whose it is, for the curl lines.
+	token, tokenNote string
+}
+
+// demoTokenFile keeps the demo's own token in its data directory.
+const demoTokenFile = "demo.token"
+
+// demoToken picks the token the demo sends: none while the directory has
+// no tokens (the server is open), else the one given (--token, or
+// $STELE_TOKEN) if it may append, else the demo's own service token,
+// created the first time it is needed and kept in DIR/demo.token.
+func demoToken(data, given string, explicit bool) (token, note string, err error) {
+	tokens, err := auth.Open(data)
+	if err != nil {
+		return "", "", err
+	}
+	if tokens.Empty() {
+		return "", "", nil
+	}
+	if given != "" {
+		p, ok := tokens.Authenticate(given)
+		from := "$STELE_TOKEN"
+		if explicit {
+			from = "--token"
+		}
+		switch {
+		case !ok:
+			return "", "", fmt.Errorf("the token given by %s is not one of %s's tokens (%s); pass one of them, or none to let the demo use its own", from, data, auth.TokenFile)
+		case p.Role != auth.RoleAdmin && p.Role != auth.RoleService:
+			return "", "", fmt.Errorf("the token given by %s (%q) has role %s, which may not append records: the demo needs an admin or service token, or none to use its own", from, p.Name, p.Role)
+		}
+		return given, "your token (" + from + ")", nil
+	}
+	path := filepath.Join(data, demoTokenFile)
+	if b, err := os.ReadFile(path); err == nil {
+		if t := strings.TrimSpace(string(b)); t != "" {
+			if _, ok := tokens.Authenticate(t); ok {
+				return t, "the demo's token, in " + path, nil
+			}
+		}
+	}
+	name := "stele-demo"
+	for i := 2; ; i++ {
+		token, err = tokens.Create(name, auth.RoleService)
+		if !errors.Is(err, auth.ErrNameTaken) {
+			break
+		}
+		name = fmt.Sprintf("stele-demo-%d", i)
+	}
+	if err != nil {
+		return "", "", fmt.Errorf("create the demo's own token: %w", err)
+	}
+	if err := atomicfile.Write(path, []byte(token+"\n"), 0o600); err != nil {
+		return "", "", fmt.Errorf("keep the demo's token: %w", err)
+	}
+	return token, "the demo's token, in " + path, nil
 }
 
 func (d *demo) say(format string, args ...any) { fmt.Fprintf(d.out, format+"\n", args...) }
@@ -112,6 +189,7 @@ func (d *demo) do(ctx context.Context, method, path, ctype string, body []byte, 
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)
 	}
+	setBearer(req, d.token)
 	resp, err := d.client.Do(req)
 	if err != nil {
 		return err
@@ -235,17 +313,25 @@ func (d *demo) run(ctx context.Context, dataDir string) error {
 		return err
 	}
 	vkey = strings.TrimSpace(vkey)
-	rep, err := auditor.Check(ctx, auditor.Options{URL: d.base, VerifierKey: vkey, StatePath: filepath.Join(dataDir, "demo-audit-state.json"), SpotChecks: 8})
+	rep, err := auditor.Check(ctx, auditor.Options{URL: d.base, VerifierKey: vkey, StatePath: filepath.Join(dataDir, "demo-audit-state.json"), SpotChecks: 8, Token: d.token})
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
 	d.say("\n6. Outside audit (stele verify --url): %s", rep.Summary())
 
 	d.say("\nWhere to look:")
-	d.say("   curl %s/v1/entities/crm/customers/7/history", d.base)
-	d.say("   curl '%s/v1/entities/crm/customers/7/state?at=2025-04-01T00:00:00Z'", d.base)
-	d.say("   curl '%s/v1/records?source=crm&table=orders&op=update'", d.base)
-	d.say("   curl %s/v1/records/%d          # record + inclusion proof", d.base, cityChange)
+	curl := "curl"
+	if d.token != "" {
+		d.say("   # this server requires a token; these lines send %s:", d.tokenNote)
+		if strings.HasPrefix(d.tokenNote, "the demo's") {
+			d.say("   export STELE_TOKEN=$(cat %s)", filepath.Join(dataDir, demoTokenFile))
+		}
+		curl = `curl -H "Authorization: Bearer $STELE_TOKEN"`
+	}
+	d.say("   %s %s/v1/entities/crm/customers/7/history", curl, d.base)
+	d.say("   %s '%s/v1/entities/crm/customers/7/state?at=2025-04-01T00:00:00Z'", curl, d.base)
+	d.say("   %s '%s/v1/records?source=crm&table=orders&op=update'", curl, d.base)
+	d.say("   %s %s/v1/records/%d          # record + inclusion proof", curl, d.base, cityChange)
 	d.say("   curl %s/v1/checkpoint           # signed checkpoint", d.base)
 	d.say("   stele verify --url %s --key '%s'", d.base, vkey)
 	d.say("   stele verify --data %s          # offline, after stopping the server", dataDir)

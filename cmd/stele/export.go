@@ -21,7 +21,7 @@ import (
 	"github.com/stele/stele/record"
 )
 
-const exportUsage = `(--data DIR | --url URL) --out FILE [--format jsonl|csv|parquet]
+const exportUsage = `(--data DIR | --url URL [--token TOKEN]) --out FILE [--format jsonl|csv|parquet]
        [--source S] [--table T] [--key K] [--actor A] [--op OP] [--since T] [--until T]
 
 Write the records a filter selects (every record without one) to FILE, in
@@ -31,7 +31,7 @@ check the export offline with 'stele verify --export FILE --key VKEY'.
 
 --data reads a data directory directly; no server may be running on it.
 --url asks a running server (GET /v1/export and /v1/export/proof), with the
-bearer token from $STELE_TOKEN if the server requires one.
+bearer token of --token (default $STELE_TOKEN) if the server requires one.
 The format defaults to FILE's extension (.jsonl, .csv, .parquet). The filter
 flags mean what the query parameters of GET /v1/records mean; --since is
 inclusive and --until exclusive on occurred_at (RFC 3339).`
@@ -46,6 +46,7 @@ func runExport(ctx context.Context, args []string) error {
 	var ef exportFlags
 	fs.StringVar(&ef.data, "data", "", "data `directory` to export from (no server may be running on it)")
 	fs.StringVar(&ef.url, "url", "", "base `URL` of a running server to export from")
+	token := tokenFlag(fs)
 	fs.StringVar(&ef.out, "out", "", "output `file`; its proof is written to FILE.proof.json")
 	fs.StringVar(&ef.format, "format", "", "jsonl, csv or parquet (default: from --out's extension)")
 	cf := addConfigFlags(fs, "master_key_file")
@@ -89,9 +90,13 @@ func runExport(ctx context.Context, args []string) error {
 			return usagef("%v", err)
 		}
 		cfg.Data = ef.data
-		sum, err = exportFromDir(ctx, cfg, ef.out, format, f)
+		pr := stderrProgress("exporting", "records", 1)
+		sum, err = exportFromDir(ctx, cfg, ef.out, format, f, pr)
+		pr.finish()
 	} else {
-		sum, err = exportFromURL(ctx, ef.url, os.Getenv("STELE_TOKEN"), ef.out, format, ef.query(format))
+		pr := stderrProgress("downloading", "MB", 1e6)
+		sum, err = exportFromURL(ctx, ef.url, *token, ef.out, format, ef.query(format), pr)
+		pr.finish()
 	}
 	if err != nil {
 		return err
@@ -216,7 +221,7 @@ func (o *outputs) commit() error {
 
 // exportFromDir exports straight from a stopped server's data directory,
 // taking its lock so no server starts on it meanwhile.
-func exportFromDir(ctx context.Context, cfg Config, out string, format export.Format, f query.Filter) (string, error) {
+func exportFromDir(ctx context.Context, cfg Config, out string, format export.Format, f query.Filter, pr *progress) (string, error) {
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	d, release, err := openStopped(ctx, cfg, logger, "export from a running server with --url instead")
 	if err != nil {
@@ -234,7 +239,8 @@ func exportFromDir(ctx context.Context, cfg Config, out string, format export.Fo
 	}
 	defer o.abort()
 	sum, err := export.New(store, query.New(store, ix)).Write(ctx,
-		export.Options{Format: format, Filter: f, Size: cp.Size, Checkpoint: cp, VerifierKey: vkey}, o.data, o.prf)
+		export.Options{Format: format, Filter: f, Size: cp.Size, Checkpoint: cp, VerifierKey: vkey,
+			Progress: func(seq, size uint64) { pr.update(int64(seq), int64(size)) }}, o.data, o.prf)
 	if err != nil {
 		return "", fmt.Errorf("export: %w", err)
 	}
@@ -247,7 +253,7 @@ func exportFromDir(ctx context.Context, cfg Config, out string, format export.Fo
 // exportFromURL downloads the data file, then its proof for the very tree
 // size the data response names, so both cover the same records even while
 // the server keeps appending.
-func exportFromURL(ctx context.Context, base, token, out string, format export.Format, q url.Values) (string, error) {
+func exportFromURL(ctx context.Context, base, token, out string, format export.Format, q url.Values, pr *progress) (string, error) {
 	base = strings.TrimRight(base, "/")
 	o, err := createOutputs(out)
 	if err != nil {
@@ -255,7 +261,7 @@ func exportFromURL(ctx context.Context, base, token, out string, format export.F
 	}
 	defer o.abort()
 	client := &http.Client{}
-	hdr, err := download(ctx, client, token, base+"/v1/export?"+q.Encode(), o.data)
+	hdr, err := download(ctx, client, token, base+"/v1/export?"+q.Encode(), &countingWriter{w: o.data, pr: pr})
 	if err != nil {
 		return "", err
 	}
@@ -278,9 +284,7 @@ func download(ctx context.Context, client *http.Client, token, u string, dst io.
 	if err != nil {
 		return nil, fmt.Errorf("--url: %w", err)
 	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
+	setBearer(req, token)
 	resp, err := client.Do(req)
 	if err != nil {
 		return nil, err
@@ -295,14 +299,28 @@ func download(ctx context.Context, client *http.Client, token, u string, dst io.
 		if json.Unmarshal(body, &e) == nil && e.Error != "" {
 			msg = e.Error
 		}
-		err := fmt.Errorf("%s: %s: %s", req.URL.Path, resp.Status, msg)
 		if resp.StatusCode == http.StatusBadRequest {
-			return nil, usagef("%v", err)
+			return nil, usagef("%s: %s: %s", req.URL.Path, resp.Status, msg)
 		}
-		return nil, err
+		return nil, answerError(req.URL.Path, resp.StatusCode, body, token)
 	}
 	if _, err := io.Copy(dst, resp.Body); err != nil {
 		return nil, fmt.Errorf("%s: transfer broken off: %w", req.URL.Path, err)
 	}
 	return resp.Header, nil
+}
+
+// countingWriter reports the bytes written through it as progress (the
+// size of a streamed answer is known only at its end).
+type countingWriter struct {
+	w  io.Writer
+	n  int64
+	pr *progress
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	c.pr.update(c.n, 0)
+	return n, err
 }

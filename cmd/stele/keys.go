@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -10,17 +11,30 @@ import (
 	"github.com/stele/stele/privacy/keystore"
 )
 
+// keysRotateFlags are the flags of `stele keys rotate`: where the data
+// directory and its current master key are, and the new key's file.
+func keysRotateFlags() (*flag.FlagSet, *configFlags, *string) {
+	fs := newFlagSet("keys rotate", "[--config FILE] [--data DIR] [--master-key-file FILE | Vault flags] --to-key-file FILE")
+	cf := addConfigFlags(fs, "data", "master_key_file", "master_key", "vault_addr", "vault_token", "vault_key", "vault_mount")
+	to := fs.String("to-key-file", "", "`file` of the new master key, created if missing (then point master_key_file at it)")
+	return fs, cf, to
+}
+
 // runKeys rotates the keystore's master key: every live key is re-wrapped
 // under the new master, and the files wrapped under the old one are
 // deleted. The server must be stopped (the keystore is locked while it runs).
 func runKeys(ctx context.Context, args []string) error {
-	if len(args) == 0 || args[0] != "rotate" {
-		return usagef("keys: want `stele keys rotate [--config FILE] [--data DIR] --to-key-file FILE`")
-	}
-	fs := newFlagSet("keys rotate", "[--config FILE] [--data DIR] --to-key-file FILE")
-	cf := addConfigFlags(fs)
-	to := fs.String("to-key-file", "", "`file` of the new master key, created if missing (then point master_key_file at it)")
-	if err := parseFlags(fs, args[1:]); err != nil {
+	return verbCommand{
+		name: "keys",
+		verbs: []verbSpec{{"rotate", "re-wrap every key under a new master key and delete the old wrapping (server stopped)",
+			func() *flag.FlagSet { fs, _, _ := keysRotateFlags(); return fs },
+			func(args []string) error { return runKeysRotate(ctx, args) }}},
+	}.run(args)
+}
+
+func runKeysRotate(ctx context.Context, args []string) error {
+	fs, cf, to := keysRotateFlags()
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *to == "" {
@@ -29,6 +43,14 @@ func runKeys(ctx context.Context, args []string) error {
 	cfg, err := cf.load(os.Getenv)
 	if err != nil {
 		return usagef("%v", err)
+	}
+	// A missing or empty directory has no keystore to rotate, and the
+	// master key file would be created there for nothing.
+	if _, err := os.Stat(filepath.Join(cfg.Data, "keystore")); err != nil {
+		if err := requireDataDir(cfg.Data); err != nil {
+			return err
+		}
+		return fmt.Errorf("%s holds no keystore (%s): nothing to rotate", cfg.Data, filepath.Join(cfg.Data, "keystore"))
 	}
 	lock, err := lockDataDir(cfg.Data)
 	if err != nil {

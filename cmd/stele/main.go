@@ -1,7 +1,22 @@
-// Command stele runs and checks a Stele change log: `stele serve` runs the
-// HTTP API over a data directory, `stele verify` checks a store offline or a
-// running server from the outside, `stele reindex` rebuilds the derived
-// index. Run `stele help` for the list of commands.
+// Command stele runs and checks a Stele change log. Its commands:
+//
+//   - serve: run the HTTP API over a data directory
+//   - demo: start Stele on a demo directory, ingest a sample history, verify it
+//   - verify: check a data directory or an export offline, or a running server from outside
+//   - export: write filtered records with their proofs (JSON Lines, CSV, Parquet)
+//   - reindex: rebuild a data directory's index from its log
+//   - snapshot: write a table's rows as they were at an instant
+//   - projections: list the configured read models, or rebuild one
+//   - token: create or list API tokens
+//   - keys: rotate the keystore's master key
+//   - erase: erase a data subject and print the signed receipt
+//   - deadletters: list or replay the captured records parked for breaking their schema
+//   - schema: register, print or infer a table's JSON Schema
+//   - status: a running server's health, checkpoint and capture lag
+//   - bench: measure the headline figures
+//   - version: print the version
+//
+// Run `stele help` for the list, `stele help COMMAND` for a command's flags.
 package main
 
 import (
@@ -38,7 +53,7 @@ func commands() []command {
 		{"snapshot", "write a table's rows as they were at an instant, as JSON Lines", runSnapshot},
 		{"projections", "list the configured projections, or rebuild one from the log", runProjections},
 		{"status", "print a running server's health, checkpoint and capture sources' lag", runStatus},
-		{"demo", "run a demonstration against a fresh log", runDemo},
+		{"demo", "start Stele on ./stele-demo-data, ingest a sample history, prove and audit it", runDemo},
 		{"bench", "measure the headline figures on this machine", runBench},
 		{"version", "print the version", runVersion},
 	}
@@ -84,7 +99,7 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 	case "help", "-h", "-help", "--help":
 		if len(args) > 1 {
 			// `stele help serve` shows the command's own flags.
-			return run(ctx, []string{args[1], "-h"}, stderr)
+			return run(ctx, append([]string{args[1], "-h"}, args[2:]...), stderr)
 		}
 		printUsage(os.Stdout)
 		return 0
@@ -116,10 +131,14 @@ func run(ctx context.Context, args []string, stderr io.Writer) int {
 
 func printUsage(w io.Writer) {
 	fmt.Fprint(w, "Stele: an append-only, tamper-evident change log.\n\nUsage:\n\n  stele <command> [flags]\n\nCommands:\n\n")
+	width := len("help")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+		width = max(width, len(c.name))
 	}
-	fmt.Fprint(w, "  help     show this help, or `stele help <command>` for a command's flags\n\n")
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-*s  %s\n", width, c.name, c.summary)
+	}
+	fmt.Fprintf(w, "  %-*s  %s\n\n", width, "help", "show this help, or `stele help <command>` for a command's flags")
 }
 
 // newFlagSet returns a flag set that reports errors instead of exiting, with
@@ -137,11 +156,8 @@ func newFlagSet(name, synopsis string) *flag.FlagSet {
 // package has already printed them with the usage text) and refusing
 // positional arguments, which no command takes.
 func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &exitError{code: exitUsage}
+	if err := parseArgs(fs, args); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return usagef("unexpected argument %q", fs.Arg(0))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/stele/stele/index"
 	"github.com/stele/stele/logstore"
+	"github.com/stele/stele/privacy"
 )
 
 // stoppedDir is a stopped server's data directory opened for reading: its
@@ -20,6 +21,8 @@ type stoppedDir struct {
 	store *logstore.Store
 	ix    *index.Index
 	vkey  string
+	// guard is the directory's privacy layer, nil without a keystore.
+	guard *privacy.Guard
 }
 
 // openStopped opens cfg.Data for a command that reads a stopped server's
@@ -81,5 +84,6 @@ func openStopped(ctx context.Context, cfg Config, logger *slog.Logger, lockHint 
 		return nil, nil, fmt.Errorf("open log in %s: %w", data, err)
 	}
 	undo = append(undo, func() { store.Close() })
-	return &stoppedDir{store: store, ix: ix, vkey: vkey}, closeAll, nil
+	guard, _ := sealer.(*privacy.Guard)
+	return &stoppedDir{store: store, ix: ix, vkey: vkey, guard: guard}, closeAll, nil
 }

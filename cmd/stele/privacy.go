@@ -121,9 +121,18 @@ func requireTokensOffLoopback(addr, data string, tokens *auth.Tokens, logger *sl
 		return fmt.Errorf("addr %s is not loopback and no API token exists: anyone could read and write the log; "+
 			"create one with `stele token create --data %s --role admin --name NAME`, or listen on 127.0.0.1", addr, data)
 	}
-	logger.Warn("NO API TOKENS: the server is OPEN to anyone who can reach " + addr + " (loopback only); " +
-		"create tokens with `stele token create` to require them")
 	return nil
+}
+
+// warnIfOpen says loudly, once the server listens on addr, that it has no
+// tokens and is open to whoever reaches addr.
+func warnIfOpen(data, addr string, logger *slog.Logger) {
+	tokens, err := auth.Open(data)
+	if err != nil || !tokens.Empty() {
+		return
+	}
+	logger.Warn("NO API TOKENS: the server is OPEN to anyone who can reach " + addr + " (loopback only); " +
+		"create tokens with `stele token create --data " + data + "` to require them")
 }
 
 // recordTokenChanges appends an admin record whenever the set of tokens

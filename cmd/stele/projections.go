@@ -23,9 +23,7 @@ import (
 	"github.com/stele/stele/projection"
 )
 
-const projectionsUsage = `list|rebuild NAME [--config FILE] [--data DIR]
-
-Projections are read models declared under projections: in the config file
+const projectionsAbout = `Projections are read models declared under projections: in the config file
 and kept current by the server. "list" shows each one and how far it has
 got; "rebuild NAME" clears one and folds the whole log into it again (stop
 the server first). Progress goes to stderr.`
@@ -91,52 +89,56 @@ func (c Config) projectionList() []projection.Definition {
 	return *c.Projections
 }
 
+func projectionsFlags(verb, synopsis string) (*flag.FlagSet, *configFlags) {
+	fs := newFlagSet("projections "+verb, synopsis)
+	return fs, addConfigFlags(fs, "data", "log_level")
+}
+
 func runProjections(ctx context.Context, args []string) error {
-	if len(args) == 0 || strings.HasPrefix(args[0], "-") && args[0] != "-h" && args[0] != "--help" && args[0] != "-help" {
-		return usagef("want a subcommand: list or rebuild NAME")
+	return verbCommand{
+		name: "projections",
+		verbs: []verbSpec{
+			{"list", "each configured projection, how far it has got, its keys",
+				func() *flag.FlagSet { fs, _ := projectionsFlags("list", "[--config FILE] [--data DIR]"); return fs },
+				func(args []string) error { return runProjectionsVerb(ctx, "list", args) }},
+			{"rebuild", "clear projection NAME and fold the whole log into it again (server stopped)",
+				func() *flag.FlagSet {
+					fs, _ := projectionsFlags("rebuild", "NAME [--config FILE] [--data DIR]")
+					return fs
+				},
+				func(args []string) error { return runProjectionsVerb(ctx, "rebuild", args) }},
+		},
+		about: projectionsAbout,
+	}.run(args)
+}
+
+func runProjectionsVerb(ctx context.Context, verb string, args []string) error {
+	synopsis, want := "[--config FILE] [--data DIR]", 0
+	if verb == "rebuild" {
+		synopsis, want = "NAME [--config FILE] [--data DIR]", 1
 	}
-	sub, rest := args[0], args[1:]
-	if sub == "-h" || sub == "--help" || sub == "-help" {
-		fs := newFlagSet("projections", projectionsUsage)
-		addConfigFlags(fs, "data", "log_level")
-		fs.Usage()
-		return nil
-	}
-	name := ""
-	if sub == "rebuild" && len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
-		name, rest = rest[0], rest[1:]
-	}
-	fs := newFlagSet("projections", projectionsUsage)
-	cf := addConfigFlags(fs, "data", "log_level")
-	if err := fs.Parse(rest); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return &exitError{code: exitUsage}
-	}
-	if sub == "rebuild" && name == "" && fs.NArg() > 0 {
-		name = fs.Arg(0)
-		if fs.NArg() > 1 {
-			return usagef("unexpected argument %q", fs.Arg(1))
-		}
-	} else if fs.NArg() > 0 {
-		return usagef("unexpected argument %q", fs.Arg(0))
+	fs, cf := projectionsFlags(verb, synopsis)
+	pos, err := parseMixed(fs, args, -1)
+	switch {
+	case err != nil:
+		return err
+	case want == 1 && len(pos) == 0:
+		return usagef("rebuild: want the projection's name: stele projections rebuild NAME")
+	case len(pos) > want:
+		return usagef("unexpected argument %q", pos[want])
 	}
 	cfg, err := cf.load(os.Getenv)
 	if err != nil {
 		return usagef("%v", err)
 	}
-	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
-	switch sub {
-	case "list":
-		return listProjections(cfg, os.Stdout)
-	case "rebuild":
-		if name == "" {
-			return usagef("rebuild: want the projection's name: stele projections rebuild NAME")
-		}
-		return rebuildProjection(ctx, cfg, name, logger, isTerminal(os.Stderr), os.Stdout, os.Stderr)
+	if err := requireDataDir(cfg.Data); err != nil {
+		return err
 	}
-	return usagef("unknown subcommand %q: want list or rebuild NAME", sub)
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	if verb == "list" {
+		return listProjections(cfg, os.Stdout)
+	}
+	return rebuildProjection(ctx, cfg, pos[0], logger, stderrProgress("rebuilding "+pos[0], "records", 1), os.Stdout)
 }
 
 func compileConfigured(cfg Config) (*projection.Set, error) {
@@ -174,7 +176,7 @@ func listProjections(cfg Config, stdout io.Writer) error {
 	return tw.Flush()
 }
 
-func rebuildProjection(ctx context.Context, cfg Config, name string, logger *slog.Logger, terminal bool, stdout, stderr io.Writer) error {
+func rebuildProjection(ctx context.Context, cfg Config, name string, logger *slog.Logger, pr *progress, stdout io.Writer) error {
 	set, err := compileConfigured(cfg)
 	if err != nil {
 		return err
@@ -214,22 +216,8 @@ func rebuildProjection(ctx context.Context, cfg Config, name string, logger *slo
 	defer store.Close()
 
 	start := time.Now()
-	var last time.Time
-	progress := func(n, total uint64) {
-		if now := time.Now(); now.Sub(last) >= 200*time.Millisecond || n == total {
-			last = now
-			line := fmt.Sprintf("rebuilding %s: %d/%d records (%.0f%%)", name, n, total, 100*float64(n)/float64(max(total, 1)))
-			if terminal {
-				fmt.Fprintf(stderr, "\r%s ", line)
-			} else {
-				fmt.Fprintln(stderr, line)
-			}
-		}
-	}
-	err = st.Rebuild(ctx, name, store, progress)
-	if terminal {
-		fmt.Fprint(stderr, "\r\033[K")
-	}
+	err = st.Rebuild(ctx, name, store, func(n, total uint64) { pr.update(int64(n), int64(total)) })
+	pr.finish()
 	if err != nil {
 		return err
 	}

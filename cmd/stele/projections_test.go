@@ -106,10 +106,12 @@ func TestProjectionsRebuildCommand(t *testing.T) {
 
 	for _, name := range []string{"orders", "per-actor", "totals"} {
 		var stdout, stderr bytes.Buffer
-		if err := rebuildProjection(ctx, cfg, name, logger, false, &stdout, &stderr); err != nil {
+		pr := newProgress(&stderr, false, "rebuilding "+name, "records", 1)
+		pr.every = time.Nanosecond
+		if err := rebuildProjection(ctx, cfg, name, logger, pr, &stdout); err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(stderr.String(), "rebuilding "+name+": 1000/1000 records (100%)") {
+		if !strings.Contains(stderr.String(), "rebuilding "+name+": 100% (1000/1000 records, ") {
 			t.Errorf("progress on stderr: %q", stderr.String())
 		}
 		if !strings.Contains(stdout.String(), "rebuilt projection "+name+": 1000 records") {
@@ -138,7 +140,7 @@ func TestProjectionsRebuildCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if err := rebuildProjection(ctx, cfg, "nope", logger, false, io.Discard, io.Discard); err == nil || !strings.Contains(err.Error(), `no such projection: "nope"`) {
+	if err := rebuildProjection(ctx, cfg, "nope", logger, nil, io.Discard); err == nil || !strings.Contains(err.Error(), `no such projection: "nope"`) {
 		t.Errorf("unknown projection: %v", err)
 	}
 	if code := run(ctx, []string{"projections", "rebuild"}, io.Discard); code != exitUsage {

@@ -35,10 +35,10 @@ func runReindex(ctx context.Context, args []string) error {
 		return usagef("%v", err)
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
-	return reindex(ctx, cfg, logger, isTerminal(os.Stderr), os.Stdout, os.Stderr)
+	return reindex(ctx, cfg, logger, stderrProgress("reindexing", "records", 1), os.Stdout)
 }
 
-func reindex(ctx context.Context, cfg Config, logger *slog.Logger, progress bool, stdout, stderr io.Writer) error {
+func reindex(ctx context.Context, cfg Config, logger *slog.Logger, pr *progress, stdout io.Writer) error {
 	data := cfg.Data
 	if _, err := os.Stat(filepath.Join(data, "records.log")); err != nil {
 		return fmt.Errorf("%s is not a Stele data directory: %w", data, err)
@@ -85,14 +85,8 @@ func reindex(ctx context.Context, cfg Config, logger *slog.Logger, progress bool
 		return restore(fmt.Errorf("create index: %w", err))
 	}
 	hook := &countingHook{Index: ix, total: approxRecords(data)}
-	if progress {
-		hook.progress = func(n, total uint64) {
-			if total > 0 {
-				fmt.Fprintf(stderr, "\rreindexing: %d/%d records (%.0f%%) ", n, total, 100*float64(n)/float64(total))
-			} else {
-				fmt.Fprintf(stderr, "\rreindexing: %d records ", n)
-			}
-		}
+	if pr != nil {
+		hook.progress = func(n, total uint64) { pr.update(int64(n), int64(total)) }
 	}
 	sealer, closeSealer, err := offlineSealer(ctx, cfg, logger)
 	if err != nil {
@@ -107,9 +101,7 @@ func reindex(ctx context.Context, cfg Config, logger *slog.Logger, progress bool
 	}
 	// Opening the log replays every record the (empty) index has not seen.
 	store, err := logstore.Open(ctx, data, logstore.Options{Origin: v.Name(), Hook: hook, Sealer: sealer, Logger: logger, CheckpointSigner: signer, Lock: lock})
-	if progress {
-		fmt.Fprint(stderr, "\r\033[K")
-	}
+	pr.finish()
 	if err != nil {
 		ix.Close()
 		if errors.Is(err, logstore.ErrTampered) {
@@ -140,7 +132,6 @@ type countingHook struct {
 	n        uint64
 	total    uint64
 	progress func(n, total uint64)
-	last     time.Time
 }
 
 func (h *countingHook) ApplyPrepared(first uint64, entries [][]byte) error {
@@ -149,10 +140,7 @@ func (h *countingHook) ApplyPrepared(first uint64, entries [][]byte) error {
 	}
 	h.n += uint64(len(entries))
 	if h.progress != nil {
-		if now := time.Now(); now.Sub(h.last) >= 200*time.Millisecond {
-			h.last = now
-			h.progress(h.n, h.total)
-		}
+		h.progress(h.n, max(h.total, h.n))
 	}
 	return nil
 }

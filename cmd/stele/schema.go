@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -24,44 +23,53 @@ import (
 	"github.com/stele/stele/schema"
 )
 
+func schemaPutFlags() (*flag.FlagSet, *string, *string) {
+	fs := newFlagSet("schema put", "[--url URL] [--token TOKEN] SUBJECT FILE")
+	return fs, fs.String("url", defaultURL, "`URL` of the running stele server"), tokenFlag(fs)
+}
+
+func schemaGetFlags() (*flag.FlagSet, *string, *string, *int) {
+	fs := newFlagSet("schema get", "[--url URL] [--token TOKEN] [--version N] SUBJECT")
+	base, token := fs.String("url", defaultURL, "`URL` of the running stele server"), tokenFlag(fs)
+	return fs, base, token, fs.Int("version", 0, "print version `N` instead of the latest")
+}
+
+func schemaInferFlags() (*flag.FlagSet, *string, *string, *string) {
+	fs := newFlagSet("schema infer", "--pg CONNSTRING --table SCHEMA.TABLE [--annotations FILE]")
+	pg := fs.String("pg", "", "PostgreSQL connection `string`, e.g. postgres://user@host:5432/db")
+	table := fs.String("table", "", "`schema.table` to describe (public.orders)")
+	annFile := fs.String("annotations", "", "YAML `file`: column → {pii, subject, data_group, retention, searchable, mask}")
+	return fs, pg, table, annFile
+}
+
 // runSchema dispatches `stele schema put|get|infer`.
 func runSchema(ctx context.Context, args []string) error {
-	const subs = "put, get or infer"
-	if len(args) == 0 {
-		return usagef("want a subcommand: %s", subs)
-	}
-	switch args[0] {
-	case "put":
-		return runSchemaPut(ctx, args[1:], os.Stdout)
-	case "get":
-		return runSchemaGet(ctx, args[1:], os.Stdout)
-	case "infer":
-		return runSchemaInfer(ctx, args[1:], os.Stdout)
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(os.Stdout, "Usage:\n\n"+
-			"  stele schema put [--url URL] SUBJECT FILE\n"+
-			"      register FILE (- for stdin) as SUBJECT's next version\n"+
-			"  stele schema get [--url URL] [--version N] SUBJECT\n"+
-			"      print SUBJECT's latest (or N-th) schema\n"+
-			"  stele schema infer --pg CONNSTRING --table SCHEMA.TABLE [--annotations FILE]\n"+
-			"      print a schema inferred from a PostgreSQL table\n\n"+
-			"SUBJECT is <source>.<table> or <source>.<schema>.<table>, e.g. crm.public.customers.\n")
-		return nil
-	}
-	return usagef("unknown subcommand %q: want %s", args[0], subs)
+	return verbCommand{
+		name: "schema",
+		verbs: []verbSpec{
+			{"put", "register FILE (- for stdin) as SUBJECT's next version",
+				func() *flag.FlagSet { fs, _, _ := schemaPutFlags(); return fs },
+				func(args []string) error { return runSchemaPut(ctx, args, os.Stdout) }},
+			{"get", "print SUBJECT's latest (or N-th) schema",
+				func() *flag.FlagSet { fs, _, _, _ := schemaGetFlags(); return fs },
+				func(args []string) error { return runSchemaGet(ctx, args, os.Stdout) }},
+			{"infer", "print a schema inferred from a PostgreSQL table",
+				func() *flag.FlagSet { fs, _, _, _ := schemaInferFlags(); return fs },
+				func(args []string) error { return runSchemaInfer(ctx, args, os.Stdout) }},
+		},
+		about: "SUBJECT is <source>.<table> or <source>.<schema>.<table>, e.g. crm.public.customers.",
+	}.run(args)
 }
 
 // parseMixed parses flags that may come before or after the positional
 // arguments (`put app.orders f.json --url …`), which flag.Parse alone
-// stops at, and checks the number of positional arguments.
+// stops at, and checks the number of positional arguments (none when want
+// is negative).
 func parseMixed(fs *flag.FlagSet, args []string, want int) ([]string, error) {
 	var pos []string
 	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, err
-			}
-			return nil, &exitError{code: exitUsage}
+		if err := parseArgs(fs, args); err != nil {
+			return nil, err
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -70,7 +78,7 @@ func parseMixed(fs *flag.FlagSet, args []string, want int) ([]string, error) {
 		pos = append(pos, args[0])
 		args = args[1:]
 	}
-	if len(pos) != want {
+	if want >= 0 && len(pos) != want {
 		return nil, usagef("want %d arguments, got %d (%s)", want, len(pos), strings.Join(pos, " "))
 	}
 	return pos, nil
@@ -79,8 +87,7 @@ func parseMixed(fs *flag.FlagSet, args []string, want int) ([]string, error) {
 const defaultURL = "http://127.0.0.1:7070"
 
 func runSchemaPut(ctx context.Context, args []string, out io.Writer) error {
-	fs := newFlagSet("schema put", "[--url URL] SUBJECT FILE")
-	base := fs.String("url", defaultURL, "`URL` of the running stele server")
+	fs, base, token := schemaPutFlags()
 	pos, err := parseMixed(fs, args, 2)
 	if err != nil {
 		return err
@@ -96,7 +103,7 @@ func runSchemaPut(ctx context.Context, args []string, out io.Writer) error {
 		return fmt.Errorf("read schema: %w", err)
 	}
 	u := strings.TrimRight(*base, "/") + "/v1/schemas/" + url.PathEscape(subject)
-	body, code, err := schemaRequest(ctx, http.MethodPut, u, doc)
+	body, code, err := schemaRequest(ctx, http.MethodPut, u, doc, *token)
 	if err != nil {
 		return err
 	}
@@ -115,9 +122,7 @@ func runSchemaPut(ctx context.Context, args []string, out io.Writer) error {
 }
 
 func runSchemaGet(ctx context.Context, args []string, out io.Writer) error {
-	fs := newFlagSet("schema get", "[--url URL] [--version N] SUBJECT")
-	base := fs.String("url", defaultURL, "`URL` of the running stele server")
-	version := fs.Int("version", 0, "print version `N` instead of the latest")
+	fs, base, token, version := schemaGetFlags()
 	pos, err := parseMixed(fs, args, 1)
 	if err != nil {
 		return err
@@ -129,7 +134,7 @@ func runSchemaGet(ctx context.Context, args []string, out io.Writer) error {
 	if *version > 0 {
 		u += "/versions/" + strconv.Itoa(*version)
 	}
-	body, _, err := schemaRequest(ctx, http.MethodGet, u, nil)
+	body, _, err := schemaRequest(ctx, http.MethodGet, u, nil, *token)
 	if err != nil {
 		return err
 	}
@@ -153,7 +158,7 @@ func runSchemaGet(ctx context.Context, args []string, out io.Writer) error {
 
 // schemaRequest sends one request and turns an error answer into an error
 // naming the status, the reason and the schema field at fault.
-func schemaRequest(ctx context.Context, method, u string, body []byte) ([]byte, int, error) {
+func schemaRequest(ctx context.Context, method, u string, body []byte, token string) ([]byte, int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, u, bytes.NewReader(body))
@@ -163,7 +168,7 @@ func schemaRequest(ctx context.Context, method, u string, body []byte) ([]byte, 
 	if body != nil {
 		req.Header.Set("Content-Type", "application/schema+json")
 	}
-	setBearer(req)
+	setBearer(req, token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return nil, 0, fmt.Errorf("%s %s: %w (is `stele serve` running there?)", method, u, err)
@@ -174,27 +179,13 @@ func schemaRequest(ctx context.Context, method, u string, body []byte) ([]byte, 
 		return nil, resp.StatusCode, fmt.Errorf("%s %s: %w", method, u, err)
 	}
 	if resp.StatusCode >= 300 {
-		var e struct {
-			Error string `json:"error"`
-			Field string `json:"field"`
-		}
-		if json.Unmarshal(b, &e) != nil || e.Error == "" {
-			return nil, resp.StatusCode, fmt.Errorf("%s %s: %s: %s", method, u, resp.Status, strings.TrimSpace(string(b)))
-		}
-		msg := fmt.Sprintf("%s (%s)", e.Error, resp.Status)
-		if e.Field != "" && !strings.Contains(e.Error, e.Field) {
-			msg += " at " + e.Field
-		}
-		return nil, resp.StatusCode, errors.New(msg)
+		return nil, resp.StatusCode, answerError(method+" "+u, resp.StatusCode, b, token)
 	}
 	return b, resp.StatusCode, nil
 }
 
 func runSchemaInfer(ctx context.Context, args []string, out io.Writer) error {
-	fs := newFlagSet("schema infer", "--pg CONNSTRING --table SCHEMA.TABLE [--annotations FILE]")
-	pg := fs.String("pg", "", "PostgreSQL connection `string`, e.g. postgres://user@host:5432/db")
-	table := fs.String("table", "", "`schema.table` to describe (public.orders)")
-	annFile := fs.String("annotations", "", "YAML `file`: column → {pii, subject, data_group, retention, searchable, mask}")
+	fs, pg, table, annFile := schemaInferFlags()
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

@@ -69,7 +69,8 @@ func (h *health) get() (string, string) {
 	return v[0], v[1]
 }
 
-func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger) error {
+func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger) (err error) {
+	created := !exists(cfg.Data)
 	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
 	}
@@ -78,6 +79,9 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		return err
 	}
 	defer lock.Close()
+	// A refused start leaves no directory behind that it created for
+	// nothing (runs before the lock is released).
+	defer func() { cleanupRefused(cfg.Data, created, err, logger) }()
 	tokens, err := auth.Open(cfg.Data)
 	if err != nil {
 		return err
@@ -292,6 +296,7 @@ func listenAndServe(ctx context.Context, cfg Config, addrFile string, logger *sl
 		// Live streams never go idle; end them so Shutdown need not wait.
 		srv.RegisterOnShutdown(cs.CloseStreams)
 	}
+	warnIfOpen(cfg.Data, addr, logger)
 	logger.Info("listening", "addr", addr, "url", "http://"+addr)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -16,21 +16,27 @@ import (
 	"time"
 
 	"github.com/stele/stele/api"
+	"github.com/stele/stele/auth"
 	"github.com/stele/stele/query"
+	"github.com/stele/stele/record"
 )
 
-const snapshotUsage = `(--url URL | --data DIR) --source S --table T [--at TIME] --out FILE
+const snapshotUsage = `(--url URL [--token TOKEN] | --data DIR) --source S --table T [--at TIME] --out FILE
 
 Write every unit (row, entity) of one table as it was at TIME (RFC 3339,
 default now) to FILE as JSON Lines, one {"key","state","seq","occurred_at"}
 object a line — the lines GET /v1/tables/{source}/{table}/state serves.
---url asks a running server; --data reads a stopped server's data directory
-(refused while a server holds it). FILE "-" is standard output; any other
-FILE appears only once complete.`
+--url asks a running server (with the token of --token or $STELE_TOKEN if
+it requires one); --data reads a stopped server's data directory (refused
+while a server holds it), showing personal data as a service token sees
+it: sealed, and {"$erased":true} where the subject was erased. FILE "-" is
+standard output; any other FILE appears only once complete. Progress (a
+count of units and their rate) goes to stderr.`
 
 func runSnapshot(ctx context.Context, args []string) error {
 	fs := newFlagSet("snapshot", snapshotUsage)
 	baseURL := fs.String("url", "", "base `URL` of a running server")
+	token := tokenFlag(fs)
 	data := fs.String("data", "", "data `DIR` of a stopped server")
 	source := fs.String("source", "", "source `name`")
 	table := fs.String("table", "", "table `name`")
@@ -62,15 +68,19 @@ func runSnapshot(ctx context.Context, args []string) error {
 	}
 	cfg.Data = *data
 	var n int
+	// The number of units is known only at the end: no bar, a count.
+	pr := stderrProgress("snapshot of "+*source+"/"+*table, "units", 1)
 	err = writeOutput(*out, func(w io.Writer) error {
+		w = &unitCounter{w: w, pr: pr}
 		var err error
 		if *baseURL != "" {
-			n, err = snapshotURL(ctx, *baseURL, *source, *table, at, w)
+			n, err = snapshotURL(ctx, *baseURL, *token, *source, *table, at, w)
 		} else {
 			n, err = snapshotData(ctx, cfg, *source, *table, at, w)
 		}
 		return err
 	})
+	pr.finish()
 	if err != nil {
 		return err
 	}
@@ -114,7 +124,7 @@ func writeOutput(path string, write func(io.Writer) error) error {
 	return nil
 }
 
-func snapshotURL(ctx context.Context, base, source, table string, at time.Time, w io.Writer) (int, error) {
+func snapshotURL(ctx context.Context, base, token, source, table string, at time.Time, w io.Writer) (int, error) {
 	u, err := url.Parse(strings.TrimRight(base, "/"))
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return 0, usagef("--url: %q is not an http(s) URL", base)
@@ -125,7 +135,7 @@ func snapshotURL(ctx context.Context, base, source, table string, at time.Time, 
 	if err != nil {
 		return 0, err
 	}
-	setBearer(req)
+	setBearer(req, token)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, fmt.Errorf("ask %s: %w", base, err)
@@ -133,7 +143,7 @@ func snapshotURL(ctx context.Context, base, source, table string, at time.Time, 
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-		return 0, fmt.Errorf("server answered %s: %s", resp.Status, bytes.TrimSpace(body))
+		return 0, answerError("snapshot", resp.StatusCode, body, token)
 	}
 	r := bufio.NewReaderSize(resp.Body, 64<<10)
 	n := 0
@@ -169,6 +179,15 @@ func snapshotData(ctx context.Context, cfg Config, source, table string, at time
 	}
 	defer release()
 	store, ix := d.store, d.ix
+	if d.guard != nil {
+		// As a service token sees them, like the server's answer to one:
+		// sealed fields stay sealed, an erased subject's show
+		// {"$erased":true}.
+		ctx = query.WithReadHook(ctx, func(ctx context.Context, r *record.Record) error {
+			_, err := d.guard.Reveal(ctx, auth.RoleService, r)
+			return err
+		})
+	}
 	n := 0
 	var line []byte
 	err = query.New(store, ix).TableStateAt(ctx, source, table, at, func(u query.Unit) error {
@@ -178,4 +197,18 @@ func snapshotData(ctx context.Context, cfg Config, source, table string, at time
 		return err
 	})
 	return n, err
+}
+
+// unitCounter reports the units written through it (one a Write, a line
+// each) as progress.
+type unitCounter struct {
+	w  io.Writer
+	n  int64
+	pr *progress
+}
+
+func (u *unitCounter) Write(p []byte) (int, error) {
+	u.n++
+	u.pr.update(u.n, 0)
+	return u.w.Write(p)
 }

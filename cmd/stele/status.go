@@ -15,12 +15,13 @@ import (
 )
 
 func runStatus(ctx context.Context, args []string) error {
-	fs := newFlagSet("status", "[--url URL]")
-	base := fs.String("url", "http://127.0.0.1:7070", "`URL` of the running stele server")
+	fs := newFlagSet("status", "[--url URL] [--token TOKEN]")
+	base := fs.String("url", defaultURL, "`URL` of the running stele server")
+	token := tokenFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	return printStatus(ctx, strings.TrimRight(*base, "/"), os.Stdout, time.Second)
+	return printStatus(ctx, strings.TrimRight(*base, "/"), *token, os.Stdout, time.Second)
 }
 
 // sourceStatus is one source's figures from /metrics.
@@ -33,8 +34,8 @@ type sourceStatus struct {
 // printStatus prints the server's health, log and checkpoint size and, per
 // capture source, its state, lag and throughput; records/s comes from two
 // /metrics samples interval apart.
-func printStatus(ctx context.Context, base string, out io.Writer, interval time.Duration) error {
-	client := &http.Client{Timeout: 10 * time.Second}
+func printStatus(ctx context.Context, base, token string, out io.Writer, interval time.Duration) error {
+	client := &http.Client{Timeout: 10 * time.Second, Transport: bearerTransport{token}}
 	var health struct {
 		Status string `json:"status"`
 		Detail string `json:"detail"`
@@ -124,7 +125,7 @@ func fetch(ctx context.Context, client *http.Client, url string) (body []byte, c
 	}
 	// /healthz answers 503 with a body when the log is not (yet) verified.
 	if resp.StatusCode != http.StatusOK && !strings.HasSuffix(url, "/healthz") {
-		return nil, resp.StatusCode, fmt.Errorf("GET %s: %s: %s", url, resp.Status, strings.TrimSpace(string(body)))
+		return nil, resp.StatusCode, answerError("GET "+url, resp.StatusCode, body, clientToken(client))
 	}
 	return body, resp.StatusCode, nil
 }

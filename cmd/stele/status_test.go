@@ -73,7 +73,7 @@ func TestStatus(t *testing.T) {
 	var out bytes.Buffer
 	for {
 		out.Reset()
-		if err := printStatus(ctx, base, &out, 200*time.Millisecond); err != nil {
+		if err := printStatus(ctx, base, "", &out, 200*time.Millisecond); err != nil {
 			t.Fatal(err)
 		}
 		if strings.Contains(out.String(), "log size    40 records") {

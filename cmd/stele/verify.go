@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,7 +22,7 @@ import (
 )
 
 const verifyUsage = `--data DIR [--key VKEY] [--checkpoint-interval D] [--allow-unproven N]
-       stele verify --url URL --key VKEY [--state FILE|none] [--spot N]
+       stele verify --url URL --key VKEY [--token TOKEN] [--state FILE|none] [--spot N]
        stele verify --export FILE [--key VKEY]
 
 With --data, check a data directory offline: every record's checksum and
@@ -43,7 +44,9 @@ signature, its consistency with the checkpoint verified last time (kept in
 the state file), and inclusion of --spot records. The state file defaults to
 $XDG_CONFIG_HOME/stele/audit-<host>_<port>.json (~/.config/... when unset;
 ./stele-audit-<host>_<port>.json without a home directory); --state none
-keeps no state. Run it periodically with the same state file.
+keeps no state. Run it periodically with the same state file. A server
+that requires tokens needs one (any role) for the spot checks: --token, or
+$STELE_TOKEN.
 
 With --export, check an export made by 'stele export' offline, with its
 proof FILE.proof.json: the checkpoint's signature, every row rebuilt into the
@@ -57,6 +60,7 @@ func runVerify(ctx context.Context, args []string) error {
 	fs := newFlagSet("verify", verifyUsage)
 	data := fs.String("data", "", "data `directory` to check offline")
 	url := fs.String("url", "", "base `URL` of a running server to audit")
+	token := tokenFlag(fs)
 	exportFile := fs.String("export", "", "export `file` to check offline, with its FILE.proof.json")
 	key := fs.String("key", "", "log verifier `key` (<origin>+<hash>+<base64>), obtained out of band")
 	statePath := fs.String("state", "", "audit state `file` (--url only); none for no state")
@@ -67,18 +71,18 @@ func runVerify(ctx context.Context, args []string) error {
 		return err
 	}
 	if *exportFile != "" {
-		if *data != "" || *url != "" || *statePath != "" || isFlagSet(fs, "spot") || isFlagSet(fs, "checkpoint-interval") || isFlagSet(fs, "allow-unproven") {
+		if *data != "" || *url != "" || *statePath != "" || isFlagSet(fs, "spot") || isFlagSet(fs, "token") || isFlagSet(fs, "checkpoint-interval") || isFlagSet(fs, "allow-unproven") {
 			return usagef("--export takes only --key")
 		}
-		return verifyExport(ctx, *exportFile, *key, os.Stdout)
+		return verifyExport(ctx, *exportFile, *key, stderrProgress("verifying "+*exportFile, "records", 1), os.Stdout)
 	}
 	switch {
 	case (*data == "") == (*url == ""):
 		return usagef("give exactly one of --data, --url and --export")
 	case *url != "" && *key == "":
 		return usagef("--url needs --key: an auditor must not trust the key served by the log it audits")
-	case *data != "" && (*statePath != "" || isFlagSet(fs, "spot")):
-		return usagef("--state and --spot apply to --url only")
+	case *data != "" && (*statePath != "" || isFlagSet(fs, "spot") || isFlagSet(fs, "token")):
+		return usagef("--state, --spot and --token apply to --url only")
 	case *data == "" && (isFlagSet(fs, "checkpoint-interval") || isFlagSet(fs, "allow-unproven")):
 		return usagef("--checkpoint-interval and --allow-unproven apply to --data only")
 	case *interval <= 0:
@@ -86,12 +90,11 @@ func runVerify(ctx context.Context, args []string) error {
 	case *spot < 1:
 		return usagef("--spot must be at least 1")
 	}
-	progress := isTerminal(os.Stderr)
 	if *data != "" {
 		opts := logstore.VerifyOptions{VerifierKey: strings.TrimSpace(*key), CheckpointInterval: *interval, AllowUnproven: *allow}
-		return verifyDir(ctx, *data, opts, progress, os.Stdout, os.Stderr)
+		return verifyDir(ctx, *data, opts, stderrProgress("verifying "+*data, "MB", 1e6), os.Stdout)
 	}
-	return verifyURL(ctx, *url, *key, *statePath, *spot, progress, os.Stdout, os.Stderr)
+	return verifyURL(ctx, *url, *key, *token, *statePath, *spot, stderrProgress("spot-checking records", "records", 1), os.Stdout)
 }
 
 func isFlagSet(fs *flag.FlagSet, name string) bool {
@@ -102,28 +105,15 @@ func isFlagSet(fs *flag.FlagSet, name string) bool {
 
 func isTerminal(f *os.File) bool { return term.IsTerminal(int(f.Fd())) }
 
-func verifyDir(ctx context.Context, dir string, opts logstore.VerifyOptions, progress bool, stdout, stderr io.Writer) error {
+func verifyDir(ctx context.Context, dir string, opts logstore.VerifyOptions, pr *progress, stdout io.Writer) error {
 	if _, err := os.Stat(filepath.Join(dir, "records.log")); err != nil {
 		return fmt.Errorf("%s is not a Stele data directory: %w", dir, err)
 	}
-	start := time.Now()
-	if progress {
-		var last time.Time
-		opts.Progress = func(done, total int64) {
-			if now := time.Now(); now.Sub(last) >= 200*time.Millisecond || done == total {
-				last = now
-				pct := 100.0
-				if total > 0 {
-					pct = 100 * float64(done) / float64(total)
-				}
-				fmt.Fprintf(stderr, "\rverifying: %5.1f%%  %8.1f MB/s ", pct, mbPerSec(done, time.Since(start)))
-			}
-		}
+	if pr != nil {
+		opts.Progress = func(done, total int64) { pr.update(done, total) }
 	}
 	rep, err := logstore.VerifyDir(ctx, dir, opts)
-	if progress {
-		fmt.Fprint(stderr, "\r\033[K")
-	}
+	pr.finish()
 	if err != nil {
 		var ve *logstore.VerifyError
 		if errors.As(err, &ve) {
@@ -161,8 +151,10 @@ func verifyDir(ctx context.Context, dir string, opts logstore.VerifyOptions, pro
 	return nil
 }
 
-func verifyExport(ctx context.Context, path, key string, stdout io.Writer) error {
-	rep, err := export.VerifyFile(ctx, path, export.VerifyOptions{VerifierKey: key})
+func verifyExport(ctx context.Context, path, key string, pr *progress, stdout io.Writer) error {
+	rep, err := export.VerifyFile(ctx, path, export.VerifyOptions{VerifierKey: key,
+		Progress: func(seq, size uint64) { pr.update(int64(seq), int64(size)) }})
+	pr.finish()
 	if err != nil {
 		if errors.Is(err, export.ErrVerify) {
 			fmt.Fprintf(stdout, "FAILED: %s: %v\n", path, err)
@@ -194,7 +186,7 @@ func mbPerSec(bytes int64, d time.Duration) float64 {
 	return float64(bytes) / 1e6 / d.Seconds()
 }
 
-func verifyURL(ctx context.Context, url, key, statePath string, spot int, progress bool, stdout, stderr io.Writer) error {
+func verifyURL(ctx context.Context, url, key, token, statePath string, spot int, pr *progress, stdout io.Writer) error {
 	switch statePath {
 	case "none":
 		statePath = ""
@@ -206,18 +198,19 @@ func verifyURL(ctx context.Context, url, key, statePath string, spot int, progre
 		statePath = p
 	}
 	// A server with tokens needs one for the spot checks (any role).
-	opts := auditor.Options{URL: url, VerifierKey: key, StatePath: statePath, SpotChecks: spot, Token: os.Getenv("STELE_TOKEN")}
-	if progress {
-		opts.Progress = func(done, total int) {
-			fmt.Fprintf(stderr, "\rspot-checking records: %d/%d ", done, total)
-		}
+	opts := auditor.Options{URL: url, VerifierKey: key, StatePath: statePath, SpotChecks: spot, Token: token}
+	if pr != nil {
+		opts.Progress = func(done, total int) { pr.update(int64(done), int64(total)) }
 	}
 	rep, err := auditor.Check(ctx, opts)
-	if progress {
-		fmt.Fprint(stderr, "\r\033[K")
-	}
+	pr.finish()
 	if errors.Is(err, auditor.ErrOptions) {
 		return usagef("%v", err)
+	}
+	if auditor.HTTPStatus(err) == http.StatusUnauthorized {
+		// Not a failed verification: the server wants a token for the
+		// spot checks.
+		return answerError("verify --url "+url, http.StatusUnauthorized, []byte(err.Error()), token)
 	}
 	if err != nil {
 		fmt.Fprintf(stdout, "FAILED: %s: %v\n", url, err)

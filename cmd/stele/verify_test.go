@@ -67,7 +67,7 @@ func unprovenDir(t *testing.T) string {
 func TestVerifyDirUnprovenExitAndAllow(t *testing.T) {
 	dir := unprovenDir(t)
 	var out bytes.Buffer
-	err := verifyDir(context.Background(), dir, logstore.VerifyOptions{CheckpointInterval: 500 * time.Millisecond}, false, &out, &out)
+	err := verifyDir(context.Background(), dir, logstore.VerifyOptions{CheckpointInterval: 500 * time.Millisecond}, nil, &out)
 	var ee *exitError
 	if !errors.As(err, &ee) || ee.code != exitFailure {
 		t.Fatalf("verify of a cut checkpoints.log: %v, want exit %d\n%s", err, exitFailure, out.String())
@@ -79,7 +79,7 @@ func TestVerifyDirUnprovenExitAndAllow(t *testing.T) {
 	}
 
 	out.Reset()
-	if err := verifyDir(context.Background(), dir, logstore.VerifyOptions{CheckpointInterval: 500 * time.Millisecond, AllowUnproven: 20}, false, &out, &out); err != nil {
+	if err := verifyDir(context.Background(), dir, logstore.VerifyOptions{CheckpointInterval: 500 * time.Millisecond, AllowUnproven: 20}, nil, &out); err != nil {
 		t.Fatalf("verify with --allow-unproven 20: %v\n%s", err, out.String())
 	}
 	for _, want := range []string{"UNPROVEN: 20 records", "accepted by --allow-unproven", "OK"} {

@@ -116,7 +116,7 @@ func TestDocsLinksResolve(t *testing.T) {
 	}
 }
 
-// citedFile finds file names in comments: docs/api.md, ingest.go, ….
+// citedFile finds file names in comments: docs/api.md, record/ingest.go, ….
 var citedFile = regexp.MustCompile(`(?:^|[\s("'` + "`" + `])((?:[\w-]+/)*[\w-]+\.(?:md|go|yaml|sh))\b`)
 
 // TestCommentsCiteExistingFiles: a file a Go comment names exists, relative

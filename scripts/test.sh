@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: formatting and import grouping, vet, staticcheck,
 # govulncheck (when its database is reachable), every package's tests (with the race
-# detector), and a short fuzz run of the record decoders. CI runs exactly this.
+# detector), and a short fuzz run of every decoder that reads untrusted bytes. CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$PATH:/usr/local/go/bin"
@@ -45,5 +45,10 @@ go test -run='^$' -fuzz='^FuzzDecode$' -fuzztime="$fuzztime" ./record
 go test -run='^$' -fuzz='^FuzzKeyFastPaths$' -fuzztime="$fuzztime" ./record
 go test -run='^$' -fuzz='^FuzzOpenCheckpoint$' -fuzztime=100000x .
 go test -run='^$' -fuzz='^FuzzReadRequest$' -fuzztime="$fuzztime" ./api
+go test -run='^$' -fuzz='^FuzzParse$' -fuzztime="$fuzztime" ./internal/frame
+go test -run='^$' -fuzz='^FuzzParseTrailer$' -fuzztime="$fuzztime" ./logstore
+go test -run='^$' -fuzz='^FuzzDecodeCursor$' -fuzztime="$fuzztime" ./query
+go test -run='^$' -fuzz='^FuzzReadFrames$' -fuzztime="$fuzztime" ./privacy/keystore
+go test -run='^$' -fuzz='^FuzzColumnJSON$' -fuzztime="$fuzztime" ./capture/postgres
 
 echo "== all tests passed"

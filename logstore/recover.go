@@ -69,7 +69,7 @@ func (s *Store) recover(ctx context.Context) error {
 			return fmt.Errorf("%w: tree root at size %d differs from the signed checkpoint; run `stele verify` to find the first bad seq", ErrTampered, cp.Size)
 		}
 	}
-	if err := s.checkTrailers(ctx, trailers); err != nil {
+	if err := s.checkTrailers(ctx, trailers, covered); err != nil {
 		return err
 	}
 	root, err := s.tree.root()
@@ -90,9 +90,13 @@ func (s *Store) recover(ctx context.Context) error {
 }
 
 // checkTrailers checks each batch trailer recovery met against the tree
-// rebuilt from the records before it, and its authenticator against the
-// BatchSealer: a trailer is a claim about the log, not proof by itself.
-func (s *Store) checkTrailers(ctx context.Context, trailers []trailer) error {
+// rebuilt from the records before it, and the authenticator of each batch
+// no signed checkpoint covers against the BatchSealer: a trailer is a
+// claim about the log, not proof by itself. A covered batch is proven by
+// the checkpoint's signature (its root was checked), so a batch written
+// before sealing was switched on, or by a writer without the keystore,
+// stays adoptable once a checkpoint covers it.
+func (s *Store) checkTrailers(ctx context.Context, trailers []trailer, covered uint64) error {
 	for _, t := range trailers {
 		root, err := s.tree.rootAt(t.size)
 		if err != nil {
@@ -101,7 +105,7 @@ func (s *Store) checkTrailers(ctx context.Context, trailers []trailer) error {
 		if !bytes.Equal(root, t.root) {
 			return fmt.Errorf("%w: the batch trailer after seq %d names a tree root the records before it do not give; run `stele verify`", ErrTampered, t.size-1)
 		}
-		if s.opts.BatchSealer != nil {
+		if s.opts.BatchSealer != nil && t.size > covered {
 			if err := s.opts.BatchSealer.Verify(ctx, t.size, t.root, t.auth); err != nil {
 				return fmt.Errorf("%w: the batch ending at seq %d is not sealed by this log's writer: %w", ErrTampered, t.size-1, err)
 			}

@@ -65,7 +65,7 @@ func openStopped(ctx context.Context, cfg Config, logger *slog.Logger, lockHint 
 		return nil, nil, err
 	}
 	undo = append(undo, func() { ix.Close() })
-	sealer, closeSealer, err := offlineSealer(ctx, cfg, logger)
+	sealer, batches, closeSealer, err := offlineSealer(ctx, cfg, v.Name(), logger)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -74,7 +74,7 @@ func openStopped(ctx context.Context, cfg Config, logger *slog.Logger, lockHint 
 	if err != nil {
 		return nil, nil, err
 	}
-	store, err := logstore.Open(ctx, data, logstore.Options{Origin: v.Name(), Hook: ix, Sealer: sealer, Logger: logger, CheckpointSigner: signer, Lock: lock})
+	store, err := logstore.Open(ctx, data, logstore.Options{Origin: v.Name(), Hook: ix, Sealer: sealer, BatchSealer: batches, Logger: logger, CheckpointSigner: signer, Lock: lock})
 	switch {
 	case errors.Is(err, logstore.ErrIndexAhead):
 		return nil, nil, fmt.Errorf("%w: run `stele reindex --data %s` first", err, data)

@@ -173,18 +173,25 @@ func recordTokenChanges(ctx context.Context, store *logstore.Store, tokens *auth
 }
 
 // offlineSealer opens the privacy layer of a stopped server's data
-// directory for a command that opens its log with the index: the records
-// the index catches up on need their personal-data entries rederived
-// (logstore.Sealer.Rederive), or they would be indexed without blind-index terms
-// and subject counts. Without a keystore there is nothing to rederive, and
-// it returns no sealer. release closes the keystore.
-func offlineSealer(ctx context.Context, cfg Config, logger *slog.Logger) (sealer logstore.Sealer, release func(), err error) {
+// directory for a command that opens its log: the sealer, which also
+// rederives the personal-data entries of records the index catches up on
+// (logstore.Sealer.Rederive; without them records would be indexed without
+// blind-index terms and subject counts), and the batch authenticator, so
+// that what the command appends is sealed as the server seals it and its
+// recovery adopts only batches this log's writer sealed. A directory without a keystore (never served) gets neither: its
+// batches are adopted once the writer's closing checkpoint covers them.
+func offlineSealer(ctx context.Context, cfg Config, origin string, logger *slog.Logger) (sealer logstore.Sealer, batches logstore.BatchSealer, release func(), err error) {
 	if _, err := os.Stat(filepath.Join(cfg.Data, "keystore")); errors.Is(err, os.ErrNotExist) {
-		return nil, func() {}, nil
+		return nil, nil, func() {}, nil
 	}
 	priv, err := openPrivacy(ctx, cfg, logger)
 	if err != nil {
-		return nil, nil, fmt.Errorf("open the keystore (the index needs it to rebuild its personal-data entries): %w", err)
+		return nil, nil, nil, fmt.Errorf("open the keystore (the index needs it to rebuild its personal-data entries): %w", err)
 	}
-	return priv.guard, func() { priv.Close() }, nil
+	mac, err := keystore.NewBatchMAC(ctx, priv.keys, origin)
+	if err != nil {
+		priv.Close()
+		return nil, nil, nil, err
+	}
+	return priv.guard, mac, func() { priv.Close() }, nil
 }

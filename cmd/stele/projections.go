@@ -209,7 +209,14 @@ func rebuildProjection(ctx context.Context, cfg Config, name string, logger *slo
 	if err != nil {
 		return err
 	}
-	store, err := logstore.Open(ctx, cfg.Data, logstore.Options{Origin: v.Name(), Logger: logger, CheckpointSigner: signer, Lock: lock})
+	// The rebuild appends nothing, but opening the log recovers it, and
+	// recovery must adopt only batches this log's writer sealed.
+	_, batches, closeSealer, err := offlineSealer(ctx, cfg, v.Name(), logger)
+	if err != nil {
+		return err
+	}
+	defer closeSealer()
+	store, err := logstore.Open(ctx, cfg.Data, logstore.Options{Origin: v.Name(), BatchSealer: batches, Logger: logger, CheckpointSigner: signer, Lock: lock})
 	if err != nil {
 		return fmt.Errorf("open log: %w", err)
 	}

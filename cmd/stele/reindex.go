@@ -88,7 +88,7 @@ func reindex(ctx context.Context, cfg Config, logger *slog.Logger, pr *progress,
 	if pr != nil {
 		hook.progress = func(n, total uint64) { pr.update(int64(n), int64(total)) }
 	}
-	sealer, closeSealer, err := offlineSealer(ctx, cfg, logger)
+	sealer, batches, closeSealer, err := offlineSealer(ctx, cfg, v.Name(), logger)
 	if err != nil {
 		ix.Close()
 		return restore(err)
@@ -100,7 +100,7 @@ func reindex(ctx context.Context, cfg Config, logger *slog.Logger, pr *progress,
 		return restore(err)
 	}
 	// Opening the log replays every record the (empty) index has not seen.
-	store, err := logstore.Open(ctx, data, logstore.Options{Origin: v.Name(), Hook: hook, Sealer: sealer, Logger: logger, CheckpointSigner: signer, Lock: lock})
+	store, err := logstore.Open(ctx, data, logstore.Options{Origin: v.Name(), Hook: hook, Sealer: sealer, BatchSealer: batches, Logger: logger, CheckpointSigner: signer, Lock: lock})
 	pr.finish()
 	if err != nil {
 		ix.Close()

@@ -27,6 +27,7 @@ import (
 	"github.com/stele/stele/internal/atomicfile"
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/privacy"
+	"github.com/stele/stele/privacy/keystore"
 	"github.com/stele/stele/query"
 	"github.com/stele/stele/record"
 )
@@ -104,7 +105,15 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		ix.Close()
 		return err
 	}
-	logOpts := logstore.Options{Origin: cfg.Origin, Hook: ix, Sealer: priv.guard, Logger: logger, CheckpointInterval: cfg.CheckpointInterval, CheckpointSigner: signer, Lock: lock}
+	// Every durable batch is sealed with a key the data directory alone
+	// does not give (it is wrapped by the master key), and recovery adopts
+	// past the latest checkpoint only batches sealed so.
+	batches, err := keystore.NewBatchMAC(ctx, priv.keys, cfg.Origin)
+	if err != nil {
+		ix.Close()
+		return err
+	}
+	logOpts := logstore.Options{Origin: cfg.Origin, Hook: ix, Sealer: priv.guard, BatchSealer: batches, Logger: logger, CheckpointInterval: cfg.CheckpointInterval, CheckpointSigner: signer, Lock: lock}
 	store, err := logstore.Open(ctx, cfg.Data, logOpts)
 	if errors.Is(err, logstore.ErrIndexAhead) || errors.Is(err, index.ErrCorrupt) {
 		ix.Close()

@@ -50,5 +50,6 @@ go test -run='^$' -fuzz='^FuzzParseTrailer$' -fuzztime="$fuzztime" ./logstore
 go test -run='^$' -fuzz='^FuzzDecodeCursor$' -fuzztime="$fuzztime" ./query
 go test -run='^$' -fuzz='^FuzzReadFrames$' -fuzztime="$fuzztime" ./privacy/keystore
 go test -run='^$' -fuzz='^FuzzColumnJSON$' -fuzztime="$fuzztime" ./capture/postgres
+go test -run='^$' -fuzz='^FuzzVaultResponse$' -fuzztime="$fuzztime" ./privacy/keystore
 
 echo "== all tests passed"

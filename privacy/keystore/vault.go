@@ -189,6 +189,13 @@ func (v *vaultTransit) do(ctx context.Context, op, method, endpoint string, in a
 		if json.Unmarshal(raw, &e) == nil {
 			for _, m := range e.Errors {
 				m = strings.ReplaceAll(m, v.cfg.Token, "[token]") // defensive: never echo the token
+				if sent, ok := in.(map[string]string); ok {
+					for _, val := range sent { // nor the key material sent
+						if val != "" {
+							m = strings.ReplaceAll(m, val, "[payload]")
+						}
+					}
+				}
 				if len(m) > v.maxError {
 					m = m[:v.maxError] + "…"
 				}

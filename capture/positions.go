@@ -9,14 +9,16 @@ package capture
 // (Acknowledger.OnDurable does that), and read back on start.
 //
 // On disk, a directory of its own per source with two files,
-// positions.0 and positions.1, written alternately, each one frame:
+// positions.0 and positions.1, written alternately, each one frame of the
+// codec the log and the keystore use (internal/frame: length, CRC-32C of
+// length and payload, payload), whose payload is
 //
-//	+----------+---------+------------+-------------+-----------+----------------------+
-//	| "STELEPOS" | version | generation | payload len | CRC-32C   | payload: JSON object |
-//	|  8 bytes   | 1 byte  | uint64 BE  | uint32 BE   | uint32 BE | name → position      |
-//	+----------+---------+------------+-------------+-----------+----------------------+
+//	+------------+---------+------------+----------------------+
+//	| "STELEPOS" | version | generation | JSON object          |
+//	|  8 bytes   | 1 byte  | uint64 BE  | name → position      |
+//	+------------+---------+------------+----------------------+
 //
-// The CRC covers version, generation, length and payload. Save writes the
+// Save writes the
 // next generation over the older file and fsyncs it; the newer file is
 // never touched, so a crash or torn write mid-save leaves the previous
 // positions readable. Open takes the valid file of the higher generation.
@@ -32,7 +34,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io/fs"
 	"maps"
 	"os"
@@ -40,6 +41,7 @@ import (
 	"sync"
 
 	"github.com/stele/stele/internal/atomicfile"
+	"github.com/stele/stele/internal/frame"
 )
 
 // Positions are a source's named upstream positions, opaque to the
@@ -54,10 +56,11 @@ var ErrPositionsDamaged = errors.New("capture position store damaged")
 const (
 	posMagic   = "STELEPOS"
 	posVersion = 1
-	posHeader  = len(posMagic) + 1 + 8 + 4 + 4
+	posHeader  = len(posMagic) + 1 + 8
+	// maxPositionsFrame bounds what Open reads as one source's positions
+	// (thousands of shards or partitions fit many times over).
+	maxPositionsFrame = 64 << 20
 )
-
-var posCRC = crc32.MakeTable(crc32.Castagnoli)
 
 // PositionStore is one source's durable positions. It is safe for
 // concurrent use.
@@ -168,39 +171,34 @@ func (s *PositionStore) Save(ctx context.Context, updates Positions) error {
 }
 
 func encodePositions(gen uint64, pos Positions) ([]byte, error) {
-	payload, err := json.Marshal(pos) // map keys sorted: deterministic
+	js, err := json.Marshal(pos) // map keys sorted: deterministic
 	if err != nil {
 		return nil, fmt.Errorf("encode source positions: %w", err)
 	}
-	buf := make([]byte, posHeader, posHeader+len(payload))
-	copy(buf, posMagic)
-	buf[8] = posVersion
-	binary.BigEndian.PutUint64(buf[9:], gen)
-	binary.BigEndian.PutUint32(buf[17:], uint32(len(payload)))
-	buf = append(buf, payload...)
-	crc := crc32.Update(crc32.Checksum(buf[8:21], posCRC), posCRC, payload)
-	binary.BigEndian.PutUint32(buf[21:], crc)
-	return buf, nil
+	payload := make([]byte, posHeader, posHeader+len(js))
+	copy(payload, posMagic)
+	payload[8] = posVersion
+	binary.BigEndian.PutUint64(payload[9:], gen)
+	return frame.Append(nil, append(payload, js...)), nil
 }
 
 func decodePositions(data []byte) (uint64, Positions, error) {
-	if len(data) < posHeader || !bytes.Equal(data[:8], []byte(posMagic)) {
+	payload, n, err := frame.Parse(data, maxPositionsFrame)
+	switch {
+	case errors.Is(err, frame.ErrTorn):
+		return 0, nil, fmt.Errorf("%d bytes, a frame cut short (torn write)", len(data))
+	case err != nil:
+		return 0, nil, err
+	case n != len(data):
+		return 0, nil, fmt.Errorf("%d bytes after the frame", len(data)-n)
+	case len(payload) < posHeader || !bytes.Equal(payload[:8], []byte(posMagic)):
 		return 0, nil, fmt.Errorf("%d bytes, not a position frame", len(data))
+	case payload[8] != posVersion:
+		return 0, nil, fmt.Errorf("version %d, want %d", payload[8], posVersion)
 	}
-	if data[8] != posVersion {
-		return 0, nil, fmt.Errorf("version %d, want %d", data[8], posVersion)
-	}
-	gen := binary.BigEndian.Uint64(data[9:])
-	n := int(binary.BigEndian.Uint32(data[17:]))
-	if len(data) != posHeader+n {
-		return 0, nil, fmt.Errorf("payload of %d bytes announced, %d present (torn write)", n, len(data)-posHeader)
-	}
-	payload := data[posHeader:]
-	if crc32.Update(crc32.Checksum(data[8:21], posCRC), posCRC, payload) != binary.BigEndian.Uint32(data[21:]) {
-		return 0, nil, errors.New("checksum mismatch")
-	}
+	gen := binary.BigEndian.Uint64(payload[9:])
 	pos := Positions{}
-	if err := json.Unmarshal(payload, &pos); err != nil {
+	if err := json.Unmarshal(payload[posHeader:], &pos); err != nil {
 		return 0, nil, fmt.Errorf("payload: %w", err)
 	}
 	return gen, pos, nil

@@ -51,5 +51,6 @@ go test -run='^$' -fuzz='^FuzzDecodeCursor$' -fuzztime="$fuzztime" ./query
 go test -run='^$' -fuzz='^FuzzReadFrames$' -fuzztime="$fuzztime" ./privacy/keystore
 go test -run='^$' -fuzz='^FuzzColumnJSON$' -fuzztime="$fuzztime" ./capture/postgres
 go test -run='^$' -fuzz='^FuzzVaultResponse$' -fuzztime="$fuzztime" ./privacy/keystore
+go test -run='^$' -fuzz='^FuzzDecodePositions$' -fuzztime="$fuzztime" ./capture
 
 echo "== all tests passed"

@@ -51,7 +51,6 @@ import (
 //	      server_id: 1234            # the replica id to register with (default: derived from the name)
 //	      tables: [crm.accounts]     # database.table or table (default: all tables)
 //	      exclude_tables: [crm.sessions]
-//	      snapshot: initial          # record every table's rows before streaming (default: none)
 //	      context_table: stele_context        # the actor/cause table (default stele_context)
 //	      create_context_table: true # create it in the URL's database (default false)
 //	      max_lag: 24h               # binlog retention must be at least this (default 24h)

@@ -18,7 +18,6 @@ sources:
       server_id: 4242
       tables: [accounts, crm.contacts]
       exclude_tables: crm.sessions
-      snapshot: initial
       context_table: who
       create_context_table: true
       max_lag: 2h
@@ -36,7 +35,7 @@ sources:
 	crm := got[0]
 	mc := crm.MySQL
 	if crm.Kind != "mysql" || mc.Flavor != "mariadb" || mc.ServerID != 4242 || strings.Join(mc.Tables, ",") != "accounts,crm.contacts" ||
-		strings.Join(mc.ExcludeTables, ",") != "crm.sessions" || mc.Snapshot != "initial" || mc.ContextTable != "who" || !mc.CreateContextTable || mc.MaxLag != 2*time.Hour {
+		strings.Join(mc.ExcludeTables, ",") != "crm.sessions" || mc.ContextTable != "who" || !mc.CreateContextTable || mc.MaxLag != 2*time.Hour {
 		t.Errorf("crm = %+v %+v", crm, mc)
 	}
 	for i, name := range []string{"crm", "billing", "hr", "ops"} {
@@ -65,6 +64,7 @@ func TestConfigMySQLSourceErrors(t *testing.T) {
 		{"bad server id", "sources:\n  - mysql: {url: 'mysql://u@h/d', server_id: x}\n", []string{"server_id", "not a number"}},
 		{"bad max lag", "sources:\n  - mysql: {url: 'mysql://u@h/d', max_lag: soon}\n", []string{"max_lag", "duration"}},
 		{"bad snapshot", "sources:\n  - mysql: {url: 'mysql://u@h/d', snapshot: always}\n", []string{"snapshot", "initial"}},
+		{"snapshot not built", "sources:\n  - mysql: {url: 'mysql://u@h/d', snapshot: initial}\n", []string{"snapshot: initial is not built yet"}},
 		{"unknown key", "sources:\n  - mysql: {url: 'mysql://u@h/d', slot: x}\n", []string{`unknown key "mysql.slot"`, "server_id"}},
 		{"password redacted", "sources:\n  - mysql: {url: 'mysql://u:hunter2@h/d?tls=maybe'}\n", []string{"tls="}},
 	} {

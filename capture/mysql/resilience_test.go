@@ -147,3 +147,24 @@ func TestTableFilters(t *testing.T) {
 		t.Errorf("tables [b]:\n%s", g)
 	}
 }
+
+// TestIdleHeartbeats: an idle stream stays connected (the server's
+// heartbeats keep the read timeout of three heartbeats from firing), and
+// lag is measured in binlog bytes past the durable position.
+func TestIdleHeartbeats(t *testing.T) {
+	srv := mysqltest.Start(t, mysqltest.Options{})
+	url := newDB(t, srv, "idle", `CREATE TABLE i (id INT PRIMARY KEY)`)
+	ts := openStore(t, t.TempDir())
+	r := startReady(t, Config{URL: url, Heartbeat: 300 * time.Millisecond}, ts)
+	time.Sleep(7 * time.Second) // longer than the read timeout (3 heartbeats + 5 s = 5.9 s): only heartbeats keep it open
+	srv.Exec(t, "idle", "INSERT INTO i VALUES (1)")
+	ts.records(t, 1)
+	time.Sleep(500 * time.Millisecond)
+	if strings.Contains(r.logs.String(), "reconnecting") {
+		t.Errorf("the idle stream reconnected:\n%s", r.logs)
+	}
+	st := r.src.Stats()
+	if st.State != capture.StateStreaming || st.LagBytes != 0 || st.Position == "" || st.RecordsTotal != 1 {
+		t.Errorf("stats when caught up: %+v", st)
+	}
+}

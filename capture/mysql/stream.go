@@ -380,13 +380,9 @@ func (x *stream) run(ctx context.Context, start binlogPos) error {
 		select {
 		case it = <-events:
 		default:
-			// The stream is quiet: hand pending transactions over when no
-			// append is in flight (else they join the next one).
-			if x.pendDirty && x.app.Inflight() == 0 {
-				if err := x.flushPending(ctx); err != nil {
-					return err
-				}
-			}
+			// The stream is quiet: pending transactions are handed over
+			// after quietFlush more of silence (or at maxPendAge, or a
+			// full batch), so a burst shares one append.
 			var quietC <-chan time.Time
 			if x.pendDirty {
 				quiet.Reset(quietFlush)

@@ -6,9 +6,12 @@ import (
 	"log/slog"
 	"maps"
 	"net/url"
+	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/stele/stele"
 	"github.com/stele/stele/deadletter"
@@ -20,6 +23,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/stele/stele/capture"
+	"github.com/stele/stele/capture/mysql"
 	"github.com/stele/stele/capture/postgres"
 )
 
@@ -40,6 +44,16 @@ import (
 //	      setup: skip                # auto | skip: skip creating publication/slot (default auto)
 //	      snapshot: initial          # snapshot existing rows when the slot is created (default: none)
 //	      capture_ddl: true          # install a DDL event trigger (needs a superuser; default false)
+//	  - name: crm
+//	    mysql:                       # MySQL or MariaDB, from the row-based binlog
+//	      url: mysql://stele:pw@db:3306/crm   # or mariadb://…; the database is optional (default: all)
+//	      flavor: mariadb            # mysql | mariadb (default: read from the server)
+//	      server_id: 1234            # the replica id to register with (default: derived from the name)
+//	      tables: [crm.accounts]     # database.table or table (default: all tables)
+//	      exclude_tables: [crm.sessions]
+//	      context_table: stele_context        # the actor/cause table (default stele_context)
+//	      create_context_table: true # create it in the URL's database (default false)
+//	      max_lag: 24h               # binlog retention must be at least this (default 24h)
 //
 // For configurations written before kinds had sections, a postgres
 // source's keys may also stand directly in the entry (url: … next to
@@ -49,6 +63,25 @@ type SourceConfig struct {
 	Kind string
 	// Postgres is the section of a kind: postgres source.
 	Postgres *PostgresSourceConfig
+	// MySQL is the section of a kind: mysql source (MySQL or MariaDB).
+	MySQL *MySQLSourceConfig
+	// stateDir is where a source keeps its own durable state (the mysql
+	// source's position and schema history): <data>/sources/<name>, set
+	// when the server starts the source.
+	stateDir string
+}
+
+// MySQLSourceConfig is the mysql: section of a source.
+type MySQLSourceConfig struct {
+	URL                string
+	Flavor             string
+	ServerID           uint32
+	Tables             []string
+	ExcludeTables      []string
+	Snapshot           string
+	ContextTable       string
+	CreateContextTable bool
+	MaxLag             time.Duration
 }
 
 // PostgresSourceConfig is the postgres: section of a source.
@@ -105,6 +138,105 @@ func sourceKinds() map[string]sourceKind {
 				return postgres.New(sc.postgresConfig(logger))
 			},
 		},
+		"mysql": {
+			schemes: []string{"mysql", "mariadb"},
+			keys:    []string{"url", "flavor", "server_id", "tables", "exclude_tables", "snapshot", "context_table", "create_context_table", "max_lag"},
+			parse:   parseMySQLKey,
+			fromURL: func(sc *SourceConfig, url string) { sc.MySQL = &MySQLSourceConfig{URL: url} },
+			check:   checkMySQL,
+			build: func(sc SourceConfig, logger *slog.Logger) (runnableSource, error) {
+				return mysql.New(sc.mysqlConfig(logger))
+			},
+		},
+	}
+}
+
+// parseMySQLKey reads one key of a mysql: section.
+func parseMySQLKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
+	if sc.MySQL == nil {
+		sc.MySQL = &MySQLSourceConfig{}
+	}
+	mc := sc.MySQL
+	if k == "tables" || k == "exclude_tables" {
+		var list []string
+		if val.Kind == yaml.ScalarNode {
+			list = []string{val.Value}
+		} else if err := val.Decode(&list); err != nil {
+			return fmt.Errorf("%s: %s: want a list of table names (database.table): %w", where, k, err)
+		}
+		if k == "tables" {
+			mc.Tables = list
+		} else {
+			mc.ExcludeTables = list
+		}
+		return nil
+	}
+	if val.Kind != yaml.ScalarNode {
+		return fmt.Errorf("%s: %s: want a single value", where, k)
+	}
+	switch k {
+	case "url":
+		mc.URL = val.Value
+	case "flavor":
+		mc.Flavor = val.Value
+	case "server_id":
+		n, err := strconv.ParseUint(val.Value, 10, 32)
+		if err != nil || n == 0 {
+			return fmt.Errorf("%s: server_id: %q is not a number from 1 to 4294967295", where, val.Value)
+		}
+		mc.ServerID = uint32(n)
+	case "snapshot":
+		mc.Snapshot = val.Value
+	case "context_table":
+		mc.ContextTable = val.Value
+	case "create_context_table":
+		if err := val.Decode(&mc.CreateContextTable); err != nil {
+			return fmt.Errorf("%s: create_context_table: want true or false: %w", where, err)
+		}
+	case "max_lag":
+		d, err := time.ParseDuration(val.Value)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("%s: max_lag: %q is not a duration such as 24h", where, val.Value)
+		}
+		mc.MaxLag = d
+	}
+	return nil
+}
+
+// checkMySQL validates a mysql section by building its adapter.
+func checkMySQL(sc SourceConfig) (string, error) {
+	mc := sc.MySQL
+	if mc == nil || mc.URL == "" {
+		return "", fmt.Errorf("url: required, e.g. mysql://user:password@host:3306/dbname")
+	}
+	cfg := sc.mysqlConfig(nil)
+	cfg.StateDir = "(checked at start)"
+	src, err := mysql.New(cfg)
+	if err != nil {
+		return "", fmt.Errorf("%s: %w", redactURL(mc.URL), err)
+	}
+	return src.Name(), nil
+}
+
+// mysqlConfig builds the adapter's configuration.
+func (sc SourceConfig) mysqlConfig(logger *slog.Logger) mysql.Config {
+	mc := sc.MySQL
+	if mc == nil {
+		mc = &MySQLSourceConfig{}
+	}
+	return mysql.Config{
+		Name:               sc.Name,
+		URL:                mc.URL,
+		Flavor:             mc.Flavor,
+		ServerID:           mc.ServerID,
+		StateDir:           sc.stateDir,
+		Tables:             mc.Tables,
+		ExcludeTables:      mc.ExcludeTables,
+		Snapshot:           mc.Snapshot,
+		ContextTable:       mc.ContextTable,
+		CreateContextTable: mc.CreateContextTable,
+		MaxLag:             mc.MaxLag,
+		Logger:             logger,
 	}
 }
 
@@ -430,6 +562,7 @@ func startSources(ctx context.Context, cfg Config, sink capture.Sink, reg promet
 			logger.Error("capture source not started: unknown kind", "source", sc.Name, "kind", sc.Kind, "known", knownKinds())
 			continue
 		}
+		sc.stateDir = sourceStateDir(cfg.Data, sc.Name)
 		src, err := kind.build(sc, logger)
 		if err != nil {
 			logger.Error("capture source not started", "source", sc.Name, "kind", sc.Kind, "err", err)
@@ -458,6 +591,21 @@ func startSources(ctx context.Context, cfg Config, sink capture.Sink, reg promet
 	}
 }
 
+// sourceStateDir is the directory of a source's own durable state:
+// <data>/sources/<name>, the name made safe as one path element.
+func sourceStateDir(data, name string) string {
+	safe := []byte(name)
+	for i, c := range safe {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			safe[i] = '_'
+		}
+	}
+	if s := string(safe); s == "" || strings.Trim(s, ".") == "" || strings.HasPrefix(s, ".") {
+		safe = append([]byte("_"), safe...)
+	}
+	return filepath.Join(data, "sources", string(safe))
+}
+
 // sourceCollector exports the running sources' Stats as Prometheus metrics,
 // read at scrape time.
 type sourceCollector struct {
@@ -472,7 +620,7 @@ type statsSource interface {
 
 var (
 	sourceLagBytesDesc = prometheus.NewDesc("stele_source_lag_bytes",
-		"How far the source's upstream is past the position acknowledged as durable in the log, in its offset unit (WAL bytes for PostgreSQL).", []string{"source"}, nil)
+		"How far the source's upstream is past the position acknowledged as durable in the log, in its offset unit (WAL bytes for PostgreSQL, binlog bytes for MySQL).", []string{"source"}, nil)
 	sourceLagSecondsDesc = prometheus.NewDesc("stele_source_lag_seconds",
 		"Age of the oldest transaction committed at the source but not yet appended to the log (0 when caught up).", []string{"source"}, nil)
 	sourceRecordsDesc = prometheus.NewDesc("stele_source_records_total",

@@ -1,0 +1,233 @@
+package mysql
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stele/stele/capture/mysqlctx"
+	"github.com/stele/stele/internal/mysqltest"
+	"github.com/stele/stele/logstore"
+)
+
+// TestCrashExactlyOnce runs the real stele binary against a throwaway
+// MariaDB under a continuous write workload, kill -9s it three times, and
+// checks that the log holds every committed change exactly once, row by
+// row against the table (each transaction inserts a row and increments v
+// of an earlier one, so the table is its own ground truth), and verifies.
+func TestCrashExactlyOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and kills the stele binary; skipped with -short")
+	}
+	srv := mysqltest.Start(t, mysqltest.Options{})
+	url := newDB(t, srv, "crash", `CREATE TABLE items (id BIGINT PRIMARY KEY, v INT NOT NULL DEFAULT 0)`, mysqlctx.TableDDL)
+	tmp := t.TempDir()
+	bin := filepath.Join(tmp, "stele")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/stele/stele/cmd/stele").CombinedOutput(); err != nil {
+		t.Fatalf("build stele: %v\n%s", err, out)
+	}
+	data := filepath.Join(tmp, "data")
+	addrFile := filepath.Join(tmp, "addr")
+	logPath := filepath.Join(tmp, "stele.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("stele logs:\n%s", b)
+		}
+	})
+	startStele := func() *exec.Cmd {
+		os.Remove(addrFile)
+		// A second, broken source (wrong password) must not stop the first.
+		cmd := exec.Command(bin, "serve", "--data", data, "--addr", "127.0.0.1:0", "--addr-file", addrFile,
+			"--source", url, "--source", srv.PasswordURL("", "wrong-pw-xyz"))
+		cmd.Stdout, cmd.Stderr = logFile, logFile
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd
+	}
+	cmd := startStele()
+	waitPositions(t, filepath.Join(data, "sources", "crash", "positions"))
+
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	var workErr error
+	wg.Go(func() {
+		db, err := sql.Open("mysql", "root@"+srv.Addr()+"/crash")
+		if err != nil {
+			workErr = err
+			return
+		}
+		defer db.Close()
+		db.SetMaxOpenConns(1)
+		ctx := context.Background()
+		for n := int64(1); !stop.Load(); n++ {
+			tx, err := db.BeginTx(ctx, nil)
+			if err != nil {
+				workErr = err
+				return
+			}
+			if n%3 == 0 {
+				if err := mysqlctx.SetContext(ctx, tx, map[string]any{"id": "worker"}, nil); err != nil {
+					workErr = err
+					return
+				}
+			}
+			if _, err := tx.Exec(`INSERT INTO items (id) VALUES (?)`, n); err != nil {
+				workErr = err
+				return
+			}
+			if _, err := tx.Exec(`UPDATE items SET v = v + 1 WHERE id = ?`, 1+rand.Int64N(n)); err != nil {
+				workErr = err
+				return
+			}
+			if err := tx.Commit(); err != nil {
+				workErr = err
+				return
+			}
+		}
+	})
+	for range 3 {
+		time.Sleep(time.Duration(300+rand.IntN(400)) * time.Millisecond)
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		_ = cmd.Wait()
+		cmd = startStele()
+	}
+	time.Sleep(300 * time.Millisecond)
+	stop.Store(true)
+	wg.Wait()
+	if workErr != nil {
+		t.Fatalf("workload: %v", workErr)
+	}
+	truth := map[int]int{}
+	for _, row := range srv.Query(t, "crash", `SELECT id, v FROM items`) {
+		id, _ := strconv.Atoi(*row["id"])
+		v, _ := strconv.Atoi(*row["v"])
+		truth[id] = v
+	}
+	want := uint64(0)
+	for _, v := range truth {
+		want += 1 + uint64(v)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for size := uint64(0); size < want; size = checkpointSize(addrFile) {
+		if time.Now().After(deadline) {
+			t.Fatalf("log reached %d records, want %d", size, want)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("stele exit: %v", err)
+	}
+	logs, _ := os.ReadFile(logPath)
+	if !strings.Contains(string(logs), "capture source stopped") || !strings.Contains(string(logs), "authentication failed") {
+		t.Errorf("the broken source's permanent failure was not logged")
+	}
+	if strings.Contains(string(logs), "wrong-pw-xyz") {
+		t.Errorf("a password appears in the logs")
+	}
+	if _, err := logstore.VerifyDir(context.Background(), data, logstore.VerifyOptions{}); err != nil {
+		t.Fatalf("log does not verify: %v", err)
+	}
+
+	ts := openStore(t, data)
+	recs := ts.records(t, want)
+	if uint64(len(recs)) != want {
+		t.Fatalf("log holds %d records, want %d (one per committed change)", len(recs), want)
+	}
+	inserts, updates := map[int]int{}, map[int]int{}
+	ids := map[string]bool{}
+	workerTx := map[string]bool{}
+	for _, r := range recs {
+		if ids[r.ID] {
+			t.Fatalf("id %s stored twice", r.ID)
+		}
+		ids[r.ID] = true
+		var id int
+		if _, err := fmt.Sscanf(string(r.Key), `{"id":%d}`, &id); err != nil {
+			t.Fatalf("key %s: %v", r.Key, err)
+		}
+		switch r.Op {
+		case "insert":
+			inserts[id]++
+			if id%3 == 0 && string(r.Actor) != `{"id":"worker"}` {
+				t.Errorf("row %d: actor %s, want the context table's", id, r.Actor)
+			}
+			if string(r.Actor) == `{"id":"worker"}` {
+				workerTx[r.Tx.ID] = true
+			}
+		case "update":
+			updates[id]++
+		default:
+			t.Fatalf("unexpected op %s", r.Op)
+		}
+	}
+	for id, v := range truth {
+		if inserts[id] != 1 || updates[id] != v {
+			t.Errorf("row %d: %d inserts and %d updates in the log, want 1 and %d", id, inserts[id], updates[id], v)
+		}
+	}
+	if len(inserts) != len(truth) {
+		t.Errorf("log has inserts of %d rows, table has %d", len(inserts), len(truth))
+	}
+	t.Logf("%d transactions, %d records, 3 kills", len(truth), len(recs))
+}
+
+// waitPositions waits for a source's position store to exist: the source
+// has stored its start position and streams from there.
+func waitPositions(t *testing.T, dir string) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if m, _ := filepath.Glob(filepath.Join(dir, "positions.*")); len(m) > 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no position store in %s after 30s", dir)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// checkpointSize reads the size of the server's latest signed checkpoint.
+func checkpointSize(addrFile string) uint64 {
+	addr, err := os.ReadFile(addrFile)
+	if err != nil {
+		return 0
+	}
+	resp, err := http.Get("http://" + strings.TrimSpace(string(addr)) + "/v1/checkpoint")
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(io.LimitReader(resp.Body, 1<<16))
+	sc.Scan() // origin
+	sc.Scan()
+	n, _ := strconv.ParseUint(sc.Text(), 10, 64)
+	return n
+}

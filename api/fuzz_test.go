@@ -26,7 +26,7 @@ var readRoutes = []string{
 // store. Whatever comes in, the server answers — never a 5xx, never a
 // dropped connection — and every error answer is the API's JSON error body.
 func FuzzReadRequest(f *testing.F) {
-	e := newEnv(f)
+	e := newEnv(f, withExporter) // every route answers as on a real server
 	var batch []string
 	for i := range 20 {
 		batch = append(batch, rec(i%7, ""))

@@ -2,7 +2,8 @@
 // source implements, and the sink it delivers records to. Sources live in
 // sub-packages (capture/postgres, …); they import this package and the
 // record package, never the other way round, and only cmd/stele wires a
-// source to a concrete sink (the log store).
+// source to a concrete sink (the log store). Every source passes the
+// conformance suite in capture/capturetest against its real backend.
 package capture
 
 import (

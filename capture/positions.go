@@ -185,6 +185,8 @@ func encodePositions(gen uint64, pos Positions) ([]byte, error) {
 func decodePositions(data []byte) (uint64, Positions, error) {
 	payload, n, err := frame.Parse(data, maxPositionsFrame)
 	switch {
+	case len(data) == 0:
+		return 0, nil, errors.New("empty file, not a position frame")
 	case errors.Is(err, frame.ErrTorn):
 		return 0, nil, fmt.Errorf("%d bytes, a frame cut short (torn write)", len(data))
 	case err != nil:

@@ -609,8 +609,10 @@ func TestDepthLimit(t *testing.T) {
 	if ge.Extensions["code"] != graphql.CodeDepthLimit {
 		t.Fatalf("depth through fragments: %+v", ge)
 	}
-	// Introspection, deeper than 3, is not limited (the playground needs it).
-	e.data(t, `{ __schema { types { name fields { name type { name ofType { name ofType { name } } } } } } }`, nil, &d)
+	// Introspection counts like any field (TestIntrospectionIsCostedLikeAnyField).
+	if ge := e.fails(t, `{ __schema { types { fields { name } } } }`, nil); ge.Extensions["code"] != graphql.CodeDepthLimit {
+		t.Fatalf("introspection of depth 4: %+v", ge)
+	}
 	// The default limit accepts the schema's deepest selections.
 	e2 := newEnv(t, graphql.Options{})
 	e2.history(t)

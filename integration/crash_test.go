@@ -60,7 +60,7 @@ type loadClient struct {
 	posts    int
 	retries  int
 	reposts  int
-	dupRetry int // entries a retry found already stored
+	dupRetry int      // entries a retry found already stored
 	sent     []string // every mark sent (noIDs), acknowledged or not
 }
 

@@ -50,7 +50,7 @@ func FuzzGraphQL(f *testing.F) {
 	e.history(f)
 	h := graphql.New(graphql.Options{Log: e.store, Query: e.engine, Logger: slog.New(slog.NewTextHandler(logs, nil)), MaxResponseBytes: maxResponse})
 	for _, s := range []struct {
-		mode             byte
+		mode            byte
 		query, vars, op string
 	}{
 		{0, `{ records(first: 3) { nodes { seq id op key before after changed actor tx { id } source { name table } occurredAt } pageInfo { endCursor } } }`, ``, ``},

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -91,7 +90,7 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 	if err := requireTokensOffLoopback(cfg.Addr, cfg.Data, tokens, cfg.TLSClientRoles != nil, logger); err != nil {
 		return err
 	}
-	tlsCfg, err := serverTLS(cfg)
+	tlsCfg, err := newTLSReloader(cfg, logger)
 	if err != nil {
 		return err
 	}
@@ -290,8 +289,9 @@ func indexRebuilder(store *logstore.Store, priv rederiver) index.Rebuilder {
 	}
 }
 
-// listenAndServe serves handler on cfg.Addr, over TLS when tlsCfg is set.
-func listenAndServe(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger, handler http.Handler, tlsCfg *tls.Config) error {
+// listenAndServe serves handler on cfg.Addr, over TLS when tlsCfg is set
+// (whose files SIGHUP reloads).
+func listenAndServe(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger, handler http.Handler, tlsCfg *tlsReloader) error {
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
@@ -313,7 +313,10 @@ func listenAndServe(ctx context.Context, cfg Config, addrFile string, logger *sl
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-		TLSConfig:      tlsCfg,
+	}
+	if tlsCfg != nil {
+		srv.TLSConfig = tlsCfg.serverConfig()
+		defer tlsCfg.reloadOnHangup(ctx)()
 	}
 	if cs, ok := handler.(interface{ CloseStreams() }); ok {
 		// Live streams never go idle; end them so Shutdown need not wait.
@@ -330,7 +333,7 @@ func listenAndServe(ctx context.Context, cfg Config, addrFile string, logger *sl
 	errc := make(chan error, 1)
 	go func() {
 		if tlsCfg != nil {
-			// The certificate is in TLSConfig already.
+			// The certificate comes from TLSConfig.
 			errc <- srv.ServeTLS(ln, "", "")
 			return
 		}

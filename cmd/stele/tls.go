@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -8,6 +9,9 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
 )
 
 // serverTLS returns the API's TLS configuration, nil when tls_cert is not
@@ -33,6 +37,9 @@ func serverTLS(cfg Config) (*tls.Config, error) {
 	tc := &tls.Config{
 		Certificates: []tls.Certificate{cert},
 		MinVersion:   tls.VersionTLS12,
+		// Set here because the config is handed out per connection
+		// (tlsReloader), where http.Server.ServeTLS cannot add h2.
+		NextProtos: []string{"h2", "http/1.1"},
 	}
 	switch {
 	case cfg.TLSClientCA == "" && cfg.TLSClientRoles == nil:
@@ -83,4 +90,74 @@ func isLoopback(addr string) (bool, error) {
 	}
 	ip := net.ParseIP(host)
 	return host == "localhost" || (ip != nil && ip.IsLoopback()), nil
+}
+
+// tlsReloader serves the TLS configuration built from the files of cfg and
+// builds it again on reload (SIGHUP), so a renewed certificate, key or
+// client CA file is used by new connections without a restart. A reload
+// that fails keeps the configuration in force and says why in the log.
+// tls_client_roles is configuration, not a file, and is not reloaded.
+type tlsReloader struct {
+	cfg    Config
+	logger *slog.Logger
+	cur    atomic.Pointer[tls.Config]
+}
+
+// newTLSReloader returns nil when cfg has no TLS.
+func newTLSReloader(cfg Config, logger *slog.Logger) (*tlsReloader, error) {
+	tc, err := serverTLS(cfg)
+	if err != nil || tc == nil {
+		return nil, err
+	}
+	r := &tlsReloader{cfg: cfg, logger: logger}
+	r.cur.Store(tc)
+	return r, nil
+}
+
+// Reload builds the configuration from the files again.
+func (r *tlsReloader) Reload() error {
+	tc, err := serverTLS(r.cfg)
+	if err != nil {
+		return fmt.Errorf("reload TLS files (the ones in force stay): %w", err)
+	}
+	r.cur.Store(tc)
+	return nil
+}
+
+// serverConfig is the http.Server's TLS configuration: each handshake
+// takes the configuration in force.
+func (r *tlsReloader) serverConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion:         tls.VersionTLS12,
+		NextProtos:         []string{"h2", "http/1.1"},
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return r.cur.Load(), nil },
+	}
+}
+
+// reloadOnHangup reloads on every SIGHUP until ctx ends or stop is called.
+func (r *tlsReloader) reloadOnHangup(ctx context.Context) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if err := r.Reload(); err != nil {
+					r.logger.Error("SIGHUP: TLS files not reloaded", "err", err)
+					continue
+				}
+				r.logger.Info("SIGHUP: TLS certificate, key and client CA reloaded", "tls_cert", r.cfg.TLSCert)
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		cancel()
+		<-done
+	}
 }

@@ -18,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -380,5 +381,66 @@ func TestTLSConfigOptions(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// servedCN is the common name of the certificate base serves.
+func servedCN(ctx context.Context, t *testing.T, base string, roots *x509.CertPool) string {
+	t.Helper()
+	d := tls.Dialer{Config: &tls.Config{RootCAs: roots}}
+	conn, err := d.DialContext(ctx, "tcp", strings.TrimPrefix(base, "https://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	return conn.(*tls.Conn).ConnectionState().PeerCertificates[0].Subject.CommonName
+}
+
+// A renewed certificate is served after SIGHUP, without a restart; files
+// that do not load leave the one in force.
+func TestTLSReloadOnSIGHUP(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dir := t.TempDir()
+	ca := newTestCA(t, "ca")
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.cert)
+	server := func(cn string) ([]byte, []byte) {
+		return ca.issue(t, &x509.Certificate{Subject: pkix.Name{CommonName: cn}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}})
+	}
+	c, k := server("first")
+	cfg := defaultConfig()
+	cfg.Data, cfg.Addr = filepath.Join(dir, "data"), "127.0.0.1:0"
+	cfg.Stream.Listen = "none"
+	cfg.TLSCert, cfg.TLSKey = writeFile(t, dir, "s.crt", c), writeFile(t, dir, "s.key", k)
+	base := tlsServer(ctx, t, cfg, roots)
+	if cn := servedCN(ctx, t, base, roots); cn != "first" {
+		t.Fatalf("serves %q", cn)
+	}
+	c, k = server("second")
+	writeFile(t, dir, "s.crt", c)
+	writeFile(t, dir, "s.key", k)
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	for servedCN(ctx, t, base, roots) != "second" {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the renewed certificate is not served after SIGHUP")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+
+	r, err := newTLSReloader(cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, dir, "s.key", []byte("not a key"))
+	if err := r.Reload(); err == nil || !strings.Contains(err.Error(), "the ones in force stay") {
+		t.Fatalf("reload of a bad key: %v", err)
+	}
+	if got := r.cur.Load().Certificates[0].Leaf.Subject.CommonName; got != "second" {
+		t.Fatalf("after a failed reload the config in force serves %q", got)
 	}
 }

@@ -443,10 +443,27 @@ type budgetKey struct{}
 type responseBudget struct {
 	used atomic.Int64
 	over atomic.Bool
+	// loaded counts the bytes of the records the operation's pages read
+	// from the store, up to loadMax, before any field of them resolves.
+	loaded  atomic.Int64
+	loadMax int64
+}
+
+// loadBudget is the query engine's page budget (query.PageRequest.Budget)
+// of the operation in ctx, shared by all its list fields: half the answer
+// limit, as the answer also carries field names and structure. A page
+// that spends it ends early with a cursor (hasNextPage), so a page of
+// large records never sits in memory whole. Nil outside an operation.
+func loadBudget(ctx context.Context) func(int) bool {
+	b, _ := ctx.Value(budgetKey{}).(*responseBudget)
+	if b == nil {
+		return nil
+	}
+	return func(n int) bool { return b.loaded.Add(int64(n)) < b.loadMax }
 }
 
 func (l responseLimit) InterceptResponse(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
-	b := &responseBudget{}
+	b := &responseBudget{loadMax: l.max / 2}
 	resp := next(context.WithValue(ctx, budgetKey{}, b))
 	if resp == nil || (!b.over.Load() && int64(len(resp.Data)) <= l.max) {
 		return resp

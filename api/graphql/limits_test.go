@@ -166,9 +166,34 @@ func TestResponseSizeLimit(t *testing.T) {
 	e.history(t)
 	var d map[string]any
 	e.data(t, `{ records(first: 5) { nodes { seq id after } } }`, nil, &d)
-	refused(t, e.do(t, `{ records(first: 90) { nodes { seq id op key before after actor occurredAt source { name table } } } }`, nil),
-		graphql.CodeResponseTooLarge, "larger than the limit of 4000 bytes")
+	var q strings.Builder
+	q.WriteString("{")
+	for i := range 40 {
+		fmt.Fprintf(&q, " r%d: record(seq: %d) { seq id op key before after actor occurredAt source { name table } }", i, i)
+	}
+	q.WriteString(" }")
+	refused(t, e.do(t, q.String(), nil), graphql.CodeResponseTooLarge, "larger than the limit of 4000 bytes")
 	// Introspection answers count as well.
 	refused(t, e.do(t, `{ __schema { types { name description fields { name description } } } }`, nil),
 		graphql.CodeResponseTooLarge)
+}
+
+// Pages read from the store stop at half the answer limit, shared by the
+// operation's list fields, and say hasNextPage: a page of large records is
+// never in memory whole, and paging still reaches every record.
+func TestPagesStopAtTheLoadBudget(t *testing.T) {
+	e := newEnv(t, graphql.Options{MaxResponseBytes: 4000})
+	e.history(t)
+	var d struct {
+		Records recordsPage
+		Again   recordsPage
+	}
+	e.data(t, `{ records(first: 90) { nodes { seq } pageInfo { hasNextPage endCursor } } again: records(first: 90, order: ASC) { nodes { seq } pageInfo { hasNextPage endCursor } } }`, nil, &d)
+	n := len(d.Records.Nodes) + len(d.Again.Nodes)
+	if n == 0 || n >= 45 || !d.Records.PageInfo.HasNextPage || !d.Again.PageInfo.HasNextPage {
+		t.Fatalf("two pages of 90 under a 2000-byte load budget: %d nodes in all, %+v %+v", n, d.Records.PageInfo, d.Again.PageInfo)
+	}
+	if got := e.allRecords(t, nil, "ASC", 90); len(got) != 90 {
+		t.Fatalf("paging under the budget found %d of 90 records", len(got))
+	}
 }

@@ -124,4 +124,3 @@ func ackedBy(dir string) (func(*record.Record) bool, error) {
 		return p.state == stateDone || p.seq != "" && compareSeq(seq, p.seq) <= 0
 	}, nil
 }
-

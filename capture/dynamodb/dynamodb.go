@@ -130,8 +130,8 @@ type Config struct {
 	Credentials aws.CredentialsProvider
 	// HTTPClient, when set, carries the SDK's requests (tests count them).
 	HTTPClient aws.HTTPClient
-	// StateDir holds the source's durable positions (required; stele
-	// serve uses <data>/sources/<name>).
+	// StateDir holds the source's durable shard positions, in its folder
+	// positions (required; stele serve uses <data>/sources/<name>).
 	StateDir string
 	// Concurrency is the most GetRecords (and GetShardIterator) calls in
 	// flight at once (default 8).

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -99,8 +100,8 @@ func compareSeq(a, b string) int {
 // ackedBy reads a source's saved positions and says which records they
 // cover: a record of a shard whose position is done, or at or before its
 // saved sequence number.
-func ackedBy(dir string) (func(*record.Record) bool, error) {
-	ps, err := capture.OpenPositions(dir)
+func ackedBy(stateDir string) (func(*record.Record) bool, error) {
+	ps, err := capture.OpenPositions(filepath.Join(stateDir, "positions"))
 	if err != nil {
 		return nil, err
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"math/big"
+	"path/filepath"
 	"strings"
 	"sync"
 
@@ -69,7 +70,8 @@ type state struct {
 	saved   capture.Positions
 }
 
-func openState(dir string) (*state, error) {
+func openState(stateDir string) (*state, error) {
+	dir := filepath.Join(stateDir, "positions")
 	store, err := capture.OpenPositions(dir)
 	if err != nil {
 		return nil, fmt.Errorf("dynamodb source: %w", err)

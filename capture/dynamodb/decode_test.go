@@ -1,0 +1,201 @@
+package dynamodb
+
+import (
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
+
+	"github.com/stele/stele/record"
+)
+
+func TestAttrJSON(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		v    types.AttributeValue
+		want string
+	}{
+		{"S escapes", &types.AttributeValueMemberS{Value: "a\"b\\c\x01\t\u00e9\xff"}, `"a\"b\\c\u0001\té` + "\uFFFD" + `"`},
+		{"N exact", &types.AttributeValueMemberN{Value: "123456789012345678901234567890.12345678"}, "123456789012345678901234567890.12345678"},
+		{"N exponent", &types.AttributeValueMemberN{Value: "1E+130"}, "1E+130"},
+		{"N plus sign", &types.AttributeValueMemberN{Value: "+5"}, "5"},
+		{"N leading dot", &types.AttributeValueMemberN{Value: "-.5"}, "-0.5"},
+		{"N leading zeros", &types.AttributeValueMemberN{Value: "007.50"}, "7.50"},
+		{"B", &types.AttributeValueMemberB{Value: []byte("hi")}, `"aGk="`},
+		{"BOOL", &types.AttributeValueMemberBOOL{Value: false}, "false"},
+		{"NULL", &types.AttributeValueMemberNULL{Value: true}, "null"},
+		{"L", &types.AttributeValueMemberL{Value: []types.AttributeValue{&types.AttributeValueMemberN{Value: "1"}, &types.AttributeValueMemberL{}}}, "[1,[]]"},
+		{"M sorted", &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{"z": &types.AttributeValueMemberS{Value: "1"}, "a": &types.AttributeValueMemberM{}}}, `{"a":{},"z":"1"}`},
+		{"SS sorted", &types.AttributeValueMemberSS{Value: []string{"b", "B", "a"}}, `["B","a","b"]`},
+		{"NS sorted by value", &types.AttributeValueMemberNS{Value: []string{"10", "9.5", "-100", "1E+2"}}, "[-100,9.5,10,1E+2]"},
+		{"BS sorted by bytes", &types.AttributeValueMemberBS{Value: [][]byte{{0xff}, {0x00, 0x01}, {0x00}}}, `["AA==","AAE=","/w=="]`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := appendAttr(nil, tc.v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if string(got) != tc.want {
+				t.Errorf("got %s, want %s", got, tc.want)
+			}
+			if !json.Valid(got) {
+				t.Errorf("%s is not valid JSON", got)
+			}
+		})
+	}
+	for _, tc := range []struct {
+		name  string
+		v     types.AttributeValue
+		wants string
+	}{
+		{"N not a number", &types.AttributeValueMemberN{Value: "12abc"}, `number "12abc" is not a decimal number`},
+		{"NS member", &types.AttributeValueMemberNS{Value: []string{"1", "x"}}, `number set member "x"`},
+		{"nested path", &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{"m": &types.AttributeValueMemberL{Value: []types.AttributeValue{nil}}}}, "m: [0]: attribute value missing"},
+		{"unknown type", &types.UnknownUnionMember{Tag: "X"}, "unknown type"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := appendAttr(nil, tc.v)
+			if err == nil || !strings.Contains(err.Error(), tc.wants) {
+				t.Errorf("err = %v, want one saying %q", err, tc.wants)
+			}
+		})
+	}
+}
+
+func streamRecord(op types.OperationType, oldImg, newImg map[string]types.AttributeValue) *types.Record {
+	at := time.Date(2026, 2, 3, 4, 5, 6, 0, time.UTC)
+	return &types.Record{
+		EventID: aws.String("ev1"), EventName: op,
+		Dynamodb: &types.StreamRecord{
+			ApproximateCreationDateTime: &at, SequenceNumber: aws.String("4900000000000000000001"),
+			Keys:     map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: "a"}, "sk": &types.AttributeValueMemberN{Value: "2"}},
+			OldImage: oldImg, NewImage: newImg,
+		},
+	}
+}
+
+func item(kv ...any) map[string]types.AttributeValue {
+	m := map[string]types.AttributeValue{"pk": &types.AttributeValueMemberS{Value: "a"}, "sk": &types.AttributeValueMemberN{Value: "2"}}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i].(string)] = kv[i+1].(types.AttributeValue)
+	}
+	return m
+}
+
+func ctxAttr(js string) types.AttributeValue { return &types.AttributeValueMemberS{Value: js} }
+
+func TestDecode(t *testing.T) {
+	d := decoder{source: "src", table: "T"}
+	s := func(v string) types.AttributeValue { return &types.AttributeValueMemberS{Value: v} }
+
+	r, err := d.decode("shardId-1", streamRecord(types.OperationTypeModify, item("v", s("1"), "w", s("x")), item("v", s("2"), "w", s("x"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Op != record.OpUpdate || string(r.Key) != `{"pk":"a","sk":2}` || string(r.Before) != `{"pk":"a","sk":2,"v":"1","w":"x"}` ||
+		strings.Join(r.Changed, ",") != "v" || r.Tx.Position != "shardId-1/4900000000000000000001" || r.Tx.ID != "ev1" ||
+		!r.OccurredAt.Equal(time.Date(2026, 2, 3, 4, 5, 6, 0, time.UTC)) || r.Source.Kind != "dynamodb" || r.Source.Table != "T" || len(r.Actor) != 0 {
+		t.Errorf("modify: %+v tx %+v", r, r.Tx)
+	}
+	if r.ID != record.DeriveID(r) {
+		t.Errorf("id %s, want DeriveID's %s", r.ID, record.DeriveID(r))
+	}
+
+	alice := `{"actor":{"id":"alice"},"cause":{"type":"t"},"n":"1"}`
+	r, _ = d.decode("s", streamRecord(types.OperationTypeModify, item("v", s("1"), "_stele", ctxAttr(alice)), item("v", s("2"), "_stele", ctxAttr(alice))))
+	if len(r.Actor) != 0 {
+		t.Errorf("an unchanged _stele is the previous writer's; actor %s", r.Actor)
+	}
+	r, _ = d.decode("s", streamRecord(types.OperationTypeModify, item("v", s("1")), item("v", s("2"), "_stele", ctxAttr(alice))))
+	if string(r.Actor) != `{"id":"alice"}` || string(r.Cause) != `{"type":"t"}` || strings.Contains(string(r.After), "_stele") || strings.Join(r.Changed, ",") != "v" {
+		t.Errorf("modify with a new _stele: actor %s cause %s after %s changed %v", r.Actor, r.Cause, r.After, r.Changed)
+	}
+	marker := `{"actor":{"id":"bob"},"op":"delete","n":"2"}`
+	r, err = d.decode("s", streamRecord(types.OperationTypeModify, item("v", s("1")), item("v", s("1"), "_stele", ctxAttr(marker))))
+	if err != nil || r != nil {
+		t.Errorf("a context-only write is not recorded: %+v, %v", r, err)
+	}
+	r, _ = d.decode("s", streamRecord(types.OperationTypeRemove, item("v", s("1"), "_stele", ctxAttr(marker)), nil))
+	if r.Op != record.OpDelete || string(r.Actor) != `{"id":"bob"}` || r.After != nil {
+		t.Errorf("delete after a marker: %+v", r)
+	}
+	r, _ = d.decode("s", streamRecord(types.OperationTypeRemove, item("v", s("1"), "_stele", ctxAttr(alice)), nil))
+	if len(r.Actor) != 0 {
+		t.Errorf("a delete without a marker carries the item's old writer %s", r.Actor)
+	}
+	ttl := streamRecord(types.OperationTypeRemove, item("v", s("1")), nil)
+	ttl.UserIdentity = &types.Identity{Type: aws.String("Service"), PrincipalId: aws.String("dynamodb.amazonaws.com")}
+	r, _ = d.decode("s", ttl)
+	if string(r.Actor) != ttlActor || string(r.Cause) != ttlCause {
+		t.Errorf("TTL delete: actor %s cause %s", r.Actor, r.Cause)
+	}
+	r, _ = d.decode("s", streamRecord(types.OperationTypeInsert, nil, item("_stele", &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{
+		"actor": &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{"id": s("m")}}}})))
+	if string(r.Actor) != `{"id":"m"}` || r.Before != nil || strings.Join(r.Changed, ",") != "pk,sk" {
+		t.Errorf("insert with a map _stele: %+v", r)
+	}
+
+	for _, tc := range []struct {
+		name  string
+		rec   *types.Record
+		wants string
+	}{
+		{"unknown event", streamRecord("UPSERT", nil, item()), `eventName "UPSERT"`},
+		{"no old image", streamRecord(types.OperationTypeModify, nil, item()), "MODIFY without OldImage: the stream's view type must be NEW_AND_OLD_IMAGES"},
+		{"no new image", streamRecord(types.OperationTypeInsert, nil, nil), "INSERT without NewImage"},
+		{"bad number", streamRecord(types.OperationTypeInsert, nil, item("n", &types.AttributeValueMemberN{Value: "x"})), `NewImage: n: number "x"`},
+		{"no sequence number", &types.Record{EventID: aws.String("e9"), Dynamodb: &types.StreamRecord{}}, "stream record e9 has no dynamodb.SequenceNumber"},
+	} {
+		_, err := d.decode("shardId-9", tc.rec)
+		if err == nil || !strings.Contains(err.Error(), tc.wants) {
+			t.Errorf("%s: err = %v, want one saying %q", tc.name, err, tc.wants)
+		}
+	}
+	rec := streamRecord(types.OperationTypeInsert, nil, nil)
+	rec.Dynamodb.Keys = nil
+	if _, err := d.decode("shardId-9", rec); err == nil || !strings.Contains(err.Error(), "Keys is empty") || !strings.Contains(err.Error(), "shard shardId-9") {
+		t.Errorf("no keys: %v", err)
+	}
+}
+
+func TestNewConfigErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		cfg   Config
+		wants string
+	}{
+		{"no tables", Config{StateDir: "x"}, "tables is empty"},
+		{"empty table", Config{Tables: []string{"a", " "}, StateDir: "x"}, "tables[1] is empty"},
+		{"twice", Config{Tables: []string{"a", "a"}, StateDir: "x"}, `tables[1]: "a" is listed twice`},
+		{"bad arn", Config{Tables: []string{"arn:aws:dynamodb:r:1:table/T"}, StateDir: "x"}, "want table/NAME/stream/LABEL"},
+		{"bad endpoint", Config{Tables: []string{"a"}, StateDir: "x", Endpoint: "localhost"}, `endpoint "localhost"`},
+		{"no state dir", Config{Tables: []string{"a"}}, "state_dir is empty"},
+	} {
+		_, err := New(tc.cfg)
+		if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.wants) {
+			t.Errorf("%s: New = %v, want ErrConfig saying %q", tc.name, err, tc.wants)
+		}
+	}
+	s, err := New(Config{Tables: []string{"arn:aws:dynamodb:eu-west-1:1:table/Orders/stream/L"}, StateDir: "x"})
+	if err != nil || s.Name() != "Orders" || s.Config().PollMax != 2*time.Second || s.Config().PageLimit != 1000 {
+		t.Errorf("defaults: %v %+v", err, s.Config())
+	}
+}
+
+func TestShardPos(t *testing.T) {
+	for _, s := range []string{"open 123", "closed 4", "done 5", "done ", "gone "} {
+		p, err := parseShardPos(s)
+		if err != nil || p.String() != s {
+			t.Errorf("parseShardPos(%q) = %v, %v", s, p, err)
+		}
+	}
+	for _, s := range []string{"", "opened 1", "open x1"} {
+		if _, err := parseShardPos(s); err == nil {
+			t.Errorf("parseShardPos(%q): no error", s)
+		}
+	}
+}

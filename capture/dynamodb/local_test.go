@@ -1,0 +1,157 @@
+package dynamodb
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb"
+	"github.com/aws/aws-sdk-go-v2/service/dynamodb/types"
+
+	"github.com/stele/stele/capture/dynamoctx"
+	"github.com/stele/stele/internal/dynamotest"
+	"github.com/stele/stele/record"
+)
+
+// TestLocal runs what the conformance suite does not against DynamoDB
+// Local: batch and transactional writes, a stream named by ARN, every
+// set-up error.
+func TestLocal(t *testing.T) {
+	srv := dynamotest.Start(t, dynamotest.Options{})
+	c := newClient(srv.Endpoint())
+	ctx := context.Background()
+	newSource := func(t *testing.T, tables ...string) *Source {
+		src, err := New(Config{Name: "local", Tables: tables, Endpoint: srv.Endpoint(), Credentials: localCreds(localKey),
+			StateDir: t.TempDir(), PollMin: 5 * time.Millisecond, PollMax: 50 * time.Millisecond,
+			MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Logger: testLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return src
+	}
+	run := func(t *testing.T, src *Source) (*logDir, func()) {
+		l := openLog(t, t.TempDir())
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- src.Run(ctx, l.st) }()
+		stop := func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Run = %v after cancel", err)
+			}
+		}
+		return l, stop
+	}
+	key := func(n int) map[string]types.AttributeValue {
+		return map[string]types.AttributeValue{"id": &types.AttributeValueMemberN{Value: fmt.Sprint(n)}}
+	}
+
+	t.Run("BatchAndTransactWrites", func(t *testing.T) {
+		if err := createTable(ctx, c, "batch", types.StreamViewTypeNewAndOldImages); err != nil {
+			t.Fatal(err)
+		}
+		var reqs []types.WriteRequest
+		for i := range 25 {
+			reqs = append(reqs, types.WriteRequest{PutRequest: &types.PutRequest{Item: map[string]types.AttributeValue{
+				"id": key(i)["id"], "v": &types.AttributeValueMemberS{Value: fmt.Sprint("b", i)}}}})
+		}
+		if _, err := c.BatchWriteItem(ctx, &dynamodb.BatchWriteItemInput{RequestItems: map[string][]types.WriteRequest{"batch": reqs}}); err != nil {
+			t.Fatal(err)
+		}
+		who := dynamoctx.Context{Actor: map[string]string{"id": "carol", "app": "billing"}, Cause: map[string]string{"type": "invoice", "id": "I-7"}}
+		expr, names, values, err := who.Update("SET v = :v", nil, map[string]types.AttributeValue{":v": &types.AttributeValueMemberS{Value: "t-upd"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.TransactWriteItems(ctx, &dynamodb.TransactWriteItemsInput{TransactItems: []types.TransactWriteItem{
+			{Put: &types.Put{TableName: aws.String("batch"), Item: who.Item(map[string]types.AttributeValue{"id": key(100)["id"], "v": &types.AttributeValueMemberS{Value: "t-new"}})}},
+			{Update: &types.Update{TableName: aws.String("batch"), Key: key(1), UpdateExpression: aws.String(expr), ExpressionAttributeNames: names, ExpressionAttributeValues: values}},
+			{Delete: &types.Delete{TableName: aws.String("batch"), Key: key(2)}},
+		}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, stop := run(t, newSource(t, "batch"))
+		recs := l.waitRecords(28, "25 batch puts and 3 transactional writes")
+		stop()
+		if len(recs) != 28 {
+			t.Fatalf("%d records, want 28", len(recs))
+		}
+		byKey := map[string][]*record.Record{}
+		for _, r := range recs {
+			byKey[string(r.Key)] = append(byKey[string(r.Key)], r)
+		}
+		carol := `{"app":"billing","id":"carol"}`
+		if r := byKey[`{"id":100}`]; len(r) != 1 || r[0].Op != record.OpInsert || string(r[0].Actor) != carol || string(r[0].Cause) != `{"id":"I-7","type":"invoice"}` {
+			t.Errorf("transactional put: %+v", r)
+		} else if strings.Contains(string(r[0].After), dynamoctx.Attribute) {
+			t.Errorf("after image shows the context attribute: %s", r[0].After)
+		}
+		if r := byKey[`{"id":1}`]; len(r) != 2 || r[1].Op != record.OpUpdate || string(r[1].Actor) != carol || strings.Join(r[1].Changed, ",") != "v" {
+			t.Errorf("transactional update of item 1: %+v", r)
+		}
+		if r := byKey[`{"id":2}`]; len(r) != 2 || r[1].Op != record.OpDelete || len(r[1].Actor) != 0 || string(r[1].Before) != `{"id":2,"v":"b2"}` {
+			t.Errorf("transactional delete of item 2: %+v", r)
+		}
+	})
+
+	t.Run("StreamARN", func(t *testing.T) {
+		if err := createTable(ctx, c, "byarn", types.StreamViewTypeNewAndOldImages); err != nil {
+			t.Fatal(err)
+		}
+		out, err := c.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String("byarn")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String("byarn"), Item: key(7)}); err != nil {
+			t.Fatal(err)
+		}
+		l, stop := run(t, newSource(t, *out.Table.LatestStreamArn))
+		recs := l.waitRecords(1, "the put")
+		stop()
+		if recs[0].Source.Table != "byarn" || string(recs[0].Key) != `{"id":7}` {
+			t.Errorf("record %+v, want table byarn key 7", recs[0])
+		}
+	})
+
+	t.Run("SetupErrors", func(t *testing.T) {
+		if err := createTable(ctx, c, "nostream", ""); err != nil {
+			t.Fatal(err)
+		}
+		if err := createTable(ctx, c, "newonly", types.StreamViewTypeNewImage); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			table string
+			is    error
+			wants []string
+		}{
+			{"nostream", ErrSetup, []string{"table nostream has no stream enabled", "StreamViewType=NEW_AND_OLD_IMAGES"}},
+			{"newonly", ErrSetup, []string{"table newonly's stream has view type NEW_IMAGE, want NEW_AND_OLD_IMAGES", "update-table"}},
+			{"missing", ErrNoTable, []string{"table missing", "check the name, the region and the endpoint"}},
+			{"arn:aws:dynamodb:ddblocal:000000000000:table/missing/stream/2026-01-01T00:00:00.000", ErrNoTable, []string{"stream arn:aws"}},
+		} {
+			src := newSource(t, tc.table)
+			l := openLog(t, t.TempDir())
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			err := src.Run(ctx, l.st)
+			cancel()
+			if !errors.Is(err, tc.is) {
+				t.Errorf("%s: Run = %v, want %v", tc.table, err, tc.is)
+				continue
+			}
+			for _, w := range tc.wants {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("%s: error %q does not say %q", tc.table, err, w)
+				}
+			}
+			if st := src.Stats(); st.State != "failed" || st.LastError == "" {
+				t.Errorf("%s: stats %+v, want failed with the error", tc.table, st)
+			}
+		}
+	})
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
@@ -55,33 +56,35 @@ func (d *decoder) decode(shard string, r *types.Record) (*record.Record, error) 
 	default:
 		return nil, where(fmt.Errorf("eventName %q: want INSERT, MODIFY or REMOVE", r.EventName))
 	}
-	var err error
 	if len(sr.Keys) == 0 {
 		return nil, where(fmt.Errorf("dynamodb.Keys is empty"))
 	}
-	if rec.Key, err = d.object(sr.Keys, ""); err != nil {
+	key, err := d.object(sr.Keys, "")
+	if err != nil {
 		return nil, where(fmt.Errorf("key attributes (Keys): %w", err))
 	}
+	rec.Key = key.js
+	var before, after image
 	oldCtx, newCtx := sr.OldImage[dynamoctx.Attribute], sr.NewImage[dynamoctx.Attribute]
 	if rec.Op != record.OpInsert {
 		if sr.OldImage == nil {
 			return nil, where(fmt.Errorf("%s without OldImage: the stream's view type must be NEW_AND_OLD_IMAGES", r.EventName))
 		}
-		if rec.Before, err = d.object(sr.OldImage, dynamoctx.Attribute); err != nil {
+		if before, err = d.object(sr.OldImage, dynamoctx.Attribute); err != nil {
 			return nil, where(fmt.Errorf("OldImage: %w", err))
 		}
+		rec.Before = before.js
 	}
 	if rec.Op != record.OpDelete {
 		if sr.NewImage == nil {
 			return nil, where(fmt.Errorf("%s without NewImage: the stream's view type must be NEW_AND_OLD_IMAGES", r.EventName))
 		}
-		if rec.After, err = d.object(sr.NewImage, dynamoctx.Attribute); err != nil {
+		if after, err = d.object(sr.NewImage, dynamoctx.Attribute); err != nil {
 			return nil, where(fmt.Errorf("NewImage: %w", err))
 		}
+		rec.After = after.js
 	}
-	if rec.Changed, err = record.ChangedFields(rec.Before, rec.After); err != nil {
-		return nil, where(err)
-	}
+	rec.Changed = changedFields(before, after)
 	// The context: a TTL deletion is DynamoDB's own; otherwise the
 	// _stele attribute written with this change (see package dynamoctx).
 	var oldJS, newJS []byte
@@ -120,30 +123,130 @@ func (d *decoder) decode(shard string, r *types.Record) (*record.Record, error) 
 	return rec, nil
 }
 
+// image is an item (or key) as canonical JSON, and each top-level
+// member's value as a sub-slice of it, for changed.
+type image struct {
+	js      json.RawMessage
+	members map[string][]byte
+}
+
 // object maps an item (or its key) to canonical JSON, without the member
-// named skip.
-func (d *decoder) object(m map[string]types.AttributeValue, skip string) (json.RawMessage, error) {
-	if skip != "" {
-		if _, ok := m[skip]; ok {
-			cp := make(map[string]types.AttributeValue, len(m))
-			for k, v := range m {
-				if k != skip {
-					cp[k] = v
-				}
-			}
-			m = cp
+// named skip. appendMap writes canonical JSON itself (members sorted,
+// strings escaped as RFC 8785 does, numbers as given) as long as every
+// member name sorts the same in UTF-8 and UTF-16, which holds for names
+// without characters above U+D7FF; other names go through
+// record.Canonical, which orders by UTF-16 as RFC 8785 says.
+func (d *decoder) object(m map[string]types.AttributeValue, skip string) (image, error) {
+	names := make([]string, 0, len(m))
+	fast := true
+	for k := range m {
+		if k != skip {
+			names = append(names, k)
+			fast = fast && bmpLow(k)
 		}
 	}
-	b, err := appendMap(d.buf[:0], m)
-	if err != nil {
+	slices.Sort(names)
+	b := d.buf[:0]
+	b = append(b, '{')
+	offs := make([]int, 0, 2*len(names))
+	for i, k := range names {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, k)
+		b = append(b, ':')
+		start := len(b)
+		var err error
+		if b, err = appendAttrChecked(b, m[k], &fast); err != nil {
+			return image{}, fmt.Errorf("%s: %w", k, err)
+		}
+		offs = append(offs, start, len(b))
+	}
+	b = append(b, '}')
+	d.buf = b
+	if !fast {
+		c, err := record.Canonical(b)
+		if err != nil {
+			return image{}, fmt.Errorf("canonical JSON: %w", err)
+		}
+		members, err := topMembers(c)
+		return image{js: c, members: members}, err
+	}
+	js := json.RawMessage(slices.Clone(b))
+	members := make(map[string][]byte, len(names))
+	for i, k := range names {
+		members[k] = js[offs[2*i]:offs[2*i+1]]
+	}
+	return image{js: js, members: members}, nil
+}
+
+// appendAttrChecked is appendAttr that clears *fast when a nested map has
+// a name that needs record.Canonical's ordering.
+func appendAttrChecked(b []byte, v types.AttributeValue, fast *bool) ([]byte, error) {
+	if *fast && !namesBMPLow(v) {
+		*fast = false
+	}
+	return appendAttr(b, v)
+}
+
+func namesBMPLow(v types.AttributeValue) bool {
+	switch v := v.(type) {
+	case *types.AttributeValueMemberM:
+		for k, e := range v.Value {
+			if !bmpLow(k) || !namesBMPLow(e) {
+				return false
+			}
+		}
+	case *types.AttributeValueMemberL:
+		for _, e := range v.Value {
+			if !namesBMPLow(e) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// bmpLow reports whether s has no character above U+D7FF: the UTF-8 byte
+// order of such names is their UTF-16 order.
+func bmpLow(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0xED { // lead bytes of U+D000 and above
+			return false
+		}
+	}
+	return true
+}
+
+// topMembers splits a canonical object into its members' values.
+func topMembers(js []byte) (map[string][]byte, error) {
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(js, &m); err != nil {
 		return nil, err
 	}
-	d.buf = b
-	c, err := record.Canonical(b)
-	if err != nil {
-		return nil, fmt.Errorf("canonical JSON: %w", err)
+	out := make(map[string][]byte, len(m))
+	for k, v := range m {
+		out[k] = v
 	}
-	return c, nil
+	return out, nil
+}
+
+// changedFields names the top-level members that differ between two
+// images (record.ChangedFields, without parsing them again).
+func changedFields(before, after image) []string {
+	var out []string
+	for k, av := range after.members {
+		if bv, ok := before.members[k]; !ok || !bytes.Equal(av, bv) {
+			out = append(out, k)
+		}
+	}
+	for k := range before.members {
+		if _, ok := after.members[k]; !ok {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 type itemContext struct {

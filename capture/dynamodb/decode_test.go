@@ -3,6 +3,7 @@ package dynamodb
 import (
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -196,6 +197,49 @@ func TestShardPos(t *testing.T) {
 	for _, s := range []string{"", "opened 1", "open x1"} {
 		if _, err := parseShardPos(s); err == nil {
 			t.Errorf("parseShardPos(%q): no error", s)
+		}
+	}
+}
+
+// TestObjectIsCanonical: the JSON appendMap writes is record.Canonical's
+// byte for byte, and changedFields is record.ChangedFields, on the fast
+// path (names sorted the same in UTF-8 and UTF-16) and off it (names
+// with characters that sort differently).
+func TestObjectIsCanonical(t *testing.T) {
+	typed := map[string]types.AttributeValue{
+		"id": &types.AttributeValueMemberN{Value: "1"}, "s": &types.AttributeValueMemberS{Value: "héllo \"q\"\n\u2028"},
+		"b": &types.AttributeValueMemberB{Value: []byte{0xde, 0xad}}, "nul": &types.AttributeValueMemberNULL{Value: true},
+		"m": &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{"zé": &types.AttributeValueMemberBOOL{Value: true}, "a": &types.AttributeValueMemberL{}}},
+		"ns": &types.AttributeValueMemberNS{Value: []string{"3", "-1"}}, "ss": &types.AttributeValueMemberSS{Value: []string{"b", "a"}},
+	}
+	items := []map[string]types.AttributeValue{
+		typed,
+		{"\U0001F600": &types.AttributeValueMemberS{Value: "emoji"}, "\uE000": &types.AttributeValueMemberS{Value: "private use"}, "a": &types.AttributeValueMemberN{Value: "1"}},
+		{"m": &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{"\U0001F600": &types.AttributeValueMemberN{Value: "1"}, "\uFB01": &types.AttributeValueMemberN{Value: "2"}}}},
+	}
+	d := decoder{}
+	for i, m := range items {
+		img, err := d.object(m, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := record.Canonical(img.js)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(img.js) != string(want) {
+			t.Errorf("item %d:\n got %s\nwant %s", i, img.js, want)
+		}
+		other, err := d.object(map[string]types.AttributeValue{"a": &types.AttributeValueMemberN{Value: "2"}, "\uE000": &types.AttributeValueMemberS{Value: "private use"}}, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantChanged, err := record.ChangedFields(img.js, other.js)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := changedFields(img, other); !slices.Equal(got, wantChanged) {
+			t.Errorf("item %d: changed %v, want %v", i, got, wantChanged)
 		}
 	}
 }

@@ -17,13 +17,13 @@ import (
 
 // logDir is a real store (logstore with its index) in a folder.
 type logDir struct {
-	t   *testing.T
+	t   testing.TB
 	dir string
 	st  *logstore.Store
 	ix  *index.Index
 }
 
-func openLog(t *testing.T, dir string) *logDir {
+func openLog(t testing.TB, dir string) *logDir {
 	t.Helper()
 	ix, err := index.Open(filepath.Join(dir, "index"), nil)
 	if err != nil {

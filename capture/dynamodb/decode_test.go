@@ -209,7 +209,7 @@ func TestObjectIsCanonical(t *testing.T) {
 	typed := map[string]types.AttributeValue{
 		"id": &types.AttributeValueMemberN{Value: "1"}, "s": &types.AttributeValueMemberS{Value: "héllo \"q\"\n\u2028"},
 		"b": &types.AttributeValueMemberB{Value: []byte{0xde, 0xad}}, "nul": &types.AttributeValueMemberNULL{Value: true},
-		"m": &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{"zé": &types.AttributeValueMemberBOOL{Value: true}, "a": &types.AttributeValueMemberL{}}},
+		"m":  &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{"zé": &types.AttributeValueMemberBOOL{Value: true}, "a": &types.AttributeValueMemberL{}}},
 		"ns": &types.AttributeValueMemberNS{Value: []string{"3", "-1"}}, "ss": &types.AttributeValueMemberSS{Value: []string{"b", "a"}},
 	}
 	items := []map[string]types.AttributeValue{

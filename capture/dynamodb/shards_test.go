@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stele/stele/capture"
 	"github.com/stele/stele/index"
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/record"
@@ -231,8 +232,43 @@ func TestSplitsParentsFirst(t *testing.T) {
 	for i := range 90 {
 		w.write(i % 12)
 	}
+	state := src.cfg.StateDir
 	recs := l.waitRecords(w.made, "every change")
+	// The positions settle: shard-0 is done and so are both its children,
+	// so it is forgotten; shard-1 and shard-2 are done but their children
+	// are open, so they stay.
+	waitFor(t, "shard-0 forgotten", func() bool {
+		p, err := capture.OpenPositions(filepath.Join(state, "positions"))
+		if err != nil {
+			return false
+		}
+		_, has0 := p.Get(shardKey(doubleTable, "shard-0"))
+		v1, _ := p.Get(shardKey(doubleTable, "shard-1"))
+		return !has0 && strings.HasPrefix(v1, "done ")
+	})
 	stop()
+	p, err := capture.OpenPositions(filepath.Join(state, "positions"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// shard-4 got no record: it has no position, and a restart reads it
+	// from its trim horizon, which loses nothing.
+	for _, id := range []string{"shard-3", "shard-5"} {
+		if v, ok := p.Get(shardKey(doubleTable, id)); !ok || !strings.HasPrefix(v, "open ") {
+			t.Errorf("position of open shard %s = %q, %v", id, v, ok)
+		}
+	}
+	// A restart knows shard-0 is done from its stored descendants and
+	// reads none of the done shards again.
+	iters := d.callsOf("GetShardIterator")
+	_, stop = runDouble(t, d, l, state, nil)
+	w.write(3)
+	w.write(4)
+	recs = l.waitRecords(w.made, "the changes after the restart")
+	stop()
+	if n := d.callsOf("GetShardIterator") - iters; n != 3 {
+		t.Errorf("%d GetShardIterator calls after the restart, want 3 (the open shards only)", n)
+	}
 	changes := rowChanges(t, recs)
 	checkPerKeyOrder(t, changes, w)
 	ttl := 0
@@ -254,8 +290,8 @@ func TestSplitsParentsFirst(t *testing.T) {
 			t.Errorf("shard %s read before its parent %s was drained: events %v", child, parent, ev)
 		}
 	}
-	if n := d.callsOf("GetShardIterator"); n != 6 {
-		t.Errorf("%d GetShardIterator calls for 6 shards, want one each", n)
+	if iters != 6 {
+		t.Errorf("%d GetShardIterator calls for 6 shards, want one each", iters)
 	}
 	t.Logf("API calls: %+v; source counted %+v", d.calls, src.APICalls())
 }

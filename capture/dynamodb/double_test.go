@@ -27,6 +27,7 @@ import (
 const (
 	doubleARN       = "arn:aws:dynamodb:us-east-1:000000000000:table/Orders/stream/2026-01-01T00:00:00.000"
 	doubleTable     = "Orders"
+	doublePrefix    = doubleTable + "/2026-01-01T00:00:00.000/"
 	iteratorTTL     = 15 * time.Minute
 	streamRetention = 24 * time.Hour
 )
@@ -34,9 +35,12 @@ const (
 type streamsDouble struct {
 	srv *httptest.Server
 
-	mu      sync.Mutex
-	now     time.Time
-	seq     int64
+	mu  sync.Mutex
+	now time.Time
+	seq int64
+	// streams are the table's streams, the latest last; shards and byID
+	// are the latest's.
+	streams []*dStream
 	shards  []*dShard // in creation order, the listing's order
 	byID    map[string]*dShard
 	iters   map[string]dIter
@@ -49,6 +53,13 @@ type streamsDouble struct {
 	// throttleEvery, when > 0, answers every n-th call of an operation
 	// with LimitExceededException.
 	throttleEvery int
+}
+
+type dStream struct {
+	arn      string
+	disabled bool
+	shards   []*dShard
+	byID     map[string]*dShard
 }
 
 type dShard struct {
@@ -66,6 +77,7 @@ type dRec struct {
 }
 
 type dIter struct {
+	arn    string
 	shard  string
 	pos    int
 	issued time.Time
@@ -73,10 +85,12 @@ type dIter struct {
 
 func newStreamsDouble(t *testing.T) *streamsDouble {
 	d := &streamsDouble{
-		now:  time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
-		byID: map[string]*dShard{}, iters: map[string]dIter{},
+		now:   time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC),
+		iters: map[string]dIter{},
 		calls: map[string]int{}, byShard: map[string]map[string]int{}, errors: map[string]int{},
 	}
+	d.streams = []*dStream{{arn: doubleARN, byID: map[string]*dShard{}}}
+	d.byID = d.streams[0].byID
 	d.srv = httptest.NewServer(d)
 	t.Cleanup(d.srv.Close)
 	return d
@@ -94,8 +108,37 @@ func (d *streamsDouble) addShard(id, parent string) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	sh := &dShard{id: id, parent: parent}
-	d.shards = append(d.shards, sh)
-	d.byID[id] = sh
+	cur := d.streams[len(d.streams)-1]
+	cur.shards = append(cur.shards, sh)
+	cur.byID[id] = sh
+	d.shards = cur.shards
+}
+
+// reenable disables the latest stream (its shards close) and enables a
+// new one under arn, with no shards yet.
+func (d *streamsDouble) reenable(arn string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	cur := d.streams[len(d.streams)-1]
+	cur.disabled = true
+	for _, sh := range cur.shards {
+		if !sh.closed {
+			sh.closed, sh.closedAt = true, d.now
+		}
+	}
+	next := &dStream{arn: arn, byID: map[string]*dShard{}}
+	d.streams = append(d.streams, next)
+	d.shards, d.byID = nil, next.byID
+}
+
+// stream returns the stream of arn (nil: none).
+func (d *streamsDouble) stream(arn string) *dStream {
+	for _, st := range d.streams {
+		if st.arn == arn {
+			return st
+		}
+	}
+	return nil
 }
 
 // split closes a shard and opens its children.
@@ -218,6 +261,10 @@ type apiErr struct{ code, msg string }
 func (d *streamsDouble) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	target := req.Header.Get("X-Amz-Target")
 	op, ok := strings.CutPrefix(target, "DynamoDBStreams_20120810.")
+	if !ok {
+		op, ok = strings.CutPrefix(target, "DynamoDB_20120810.")
+		ok = ok && op == "DescribeTable"
+	}
 	body, _ := io.ReadAll(req.Body)
 	var in map[string]any
 	if !ok || json.Unmarshal(body, &in) != nil {
@@ -239,6 +286,8 @@ func (d *streamsDouble) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 			out, e = d.getIterator(in)
 		case "GetRecords":
 			out, e = d.getRecords(in)
+		case "DescribeTable":
+			out, e = d.describeTable(in)
 		default:
 			e = &apiErr{"UnknownOperationException", op}
 		}
@@ -265,8 +314,23 @@ func (d *streamsDouble) count(shard, op string) {
 
 func str(in map[string]any, k string) string { s, _ := in[k].(string); return s }
 
+func (d *streamsDouble) describeTable(in map[string]any) (any, *apiErr) {
+	if str(in, "TableName") != doubleTable {
+		return nil, &apiErr{"ResourceNotFoundException", "Requested resource not found: Table: " + str(in, "TableName") + " not found"}
+	}
+	return map[string]any{"Table": map[string]any{
+		"TableName": doubleTable, "TableStatus": "ACTIVE",
+		"KeySchema":            []map[string]any{{"AttributeName": "id", "KeyType": "HASH"}},
+		"AttributeDefinitions": []map[string]any{{"AttributeName": "id", "AttributeType": "N"}},
+		"StreamSpecification":  map[string]any{"StreamEnabled": true, "StreamViewType": "NEW_AND_OLD_IMAGES"},
+		"LatestStreamArn":      d.streams[len(d.streams)-1].arn,
+		"LatestStreamLabel":    streamLabel(d.streams[len(d.streams)-1].arn),
+	}}, nil
+}
+
 func (d *streamsDouble) describe(in map[string]any) (any, *apiErr) {
-	if str(in, "StreamArn") != doubleARN {
+	st := d.stream(str(in, "StreamArn"))
+	if st == nil {
 		return nil, &apiErr{"ResourceNotFoundException", "Requested resource not found: Stream: " + str(in, "StreamArn") + " not found"}
 	}
 	limit := 100
@@ -278,7 +342,7 @@ func (d *streamsDouble) describe(in map[string]any) (any, *apiErr) {
 		if str(f, "Type") != "CHILD_SHARDS" {
 			return nil, &apiErr{"ValidationException", "ShardFilter type"}
 		}
-		for _, sh := range d.shards {
+		for _, sh := range st.shards {
 			if sh.parent == str(f, "ShardId") && d.listed(sh) {
 				shards = append(shards, sh)
 			}
@@ -287,7 +351,7 @@ func (d *streamsDouble) describe(in map[string]any) (any, *apiErr) {
 	} else {
 		start := str(in, "ExclusiveStartShardId")
 		past := start == ""
-		for _, sh := range d.shards {
+		for _, sh := range st.shards {
 			if !past {
 				past = sh.id == start
 				continue
@@ -322,8 +386,12 @@ func (d *streamsDouble) describe(in map[string]any) (any, *apiErr) {
 		m["SequenceNumberRange"] = rng
 		list = append(list, m)
 	}
+	status := "ENABLED"
+	if st.disabled {
+		status = "DISABLED"
+	}
 	desc := map[string]any{
-		"StreamArn": doubleARN, "StreamLabel": "2026-01-01T00:00:00.000", "StreamStatus": "ENABLED",
+		"StreamArn": st.arn, "StreamLabel": streamLabel(st.arn), "StreamStatus": status,
 		"StreamViewType": "NEW_AND_OLD_IMAGES", "TableName": doubleTable,
 		"KeySchema": []map[string]any{{"AttributeName": "id", "KeyType": "HASH"}},
 		"Shards":    list,
@@ -334,17 +402,21 @@ func (d *streamsDouble) describe(in map[string]any) (any, *apiErr) {
 	return map[string]any{"StreamDescription": desc}, nil
 }
 
-func (d *streamsDouble) newIter(shard string, pos int) string {
+func (d *streamsDouble) newIter(arn, shard string, pos int) string {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	tok := "it-" + hex.EncodeToString(b[:])
-	d.iters[tok] = dIter{shard: shard, pos: pos, issued: d.now}
+	d.iters[tok] = dIter{arn: arn, shard: shard, pos: pos, issued: d.now}
 	return tok
 }
 
 func (d *streamsDouble) getIterator(in map[string]any) (any, *apiErr) {
-	sh := d.byID[str(in, "ShardId")]
-	if str(in, "StreamArn") != doubleARN || sh == nil || !d.listed(sh) {
+	st := d.stream(str(in, "StreamArn"))
+	var sh *dShard
+	if st != nil {
+		sh = st.byID[str(in, "ShardId")]
+	}
+	if sh == nil || !d.listed(sh) {
 		return nil, &apiErr{"ResourceNotFoundException", "Requested resource not found: Shard does not exist"}
 	}
 	d.count(sh.id, "GetShardIterator")
@@ -379,7 +451,7 @@ func (d *streamsDouble) getIterator(in map[string]any) (any, *apiErr) {
 	default:
 		return nil, &apiErr{"ValidationException", "ShardIteratorType " + typ}
 	}
-	return map[string]any{"ShardIterator": d.newIter(sh.id, pos)}, nil
+	return map[string]any{"ShardIterator": d.newIter(st.arn, sh.id, pos)}, nil
 }
 
 func (d *streamsDouble) getRecords(in map[string]any) (any, *apiErr) {
@@ -391,7 +463,7 @@ func (d *streamsDouble) getRecords(in map[string]any) (any, *apiErr) {
 	if d.now.Sub(it.issued) > iteratorTTL {
 		return nil, &apiErr{"ExpiredIteratorException", "Iterator expired. The iterator was created at time " + it.issued.String()}
 	}
-	sh := d.byID[it.shard]
+	sh := d.stream(it.arn).byID[it.shard]
 	if it.pos < len(sh.recs) && d.trimmed(sh.recs[it.pos]) {
 		return nil, &apiErr{"TrimmedDataAccessException", "The operation attempted to read past the oldest stream record in a shard"}
 	}
@@ -408,7 +480,7 @@ func (d *streamsDouble) getRecords(in map[string]any) (any, *apiErr) {
 	if sh.closed && end == len(sh.recs) {
 		d.events = append(d.events, "end "+sh.id)
 	} else {
-		out["NextShardIterator"] = d.newIter(sh.id, end)
+		out["NextShardIterator"] = d.newIter(it.arn, sh.id, end)
 	}
 	return out, nil
 }

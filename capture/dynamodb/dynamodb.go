@@ -56,6 +56,13 @@
 // shard with a stored position that is no longer in the stream at all
 // gets a gap record too. Nothing is skipped silently.
 //
+// A table captured by name whose stream was disabled and enabled again
+// (a new stream ARN, found at each listing and at the start of a session
+// against the ARN the position store names): the previous stream is
+// drained to its end first, then the new one is read, and the previous
+// stream's positions are forgotten. A table given by stream ARN follows
+// that stream only.
+//
 // # Records
 //
 // One record per stream record: op insert, update or delete from

@@ -105,7 +105,15 @@ func ackedBy(stateDir string) (func(*record.Record) bool, error) {
 	if err != nil {
 		return nil, err
 	}
-	all := ps.All()
+	// Keys are <table>/<stream label>/<shard>; stream/<table> names the
+	// stream.
+	byShard := map[string]string{}
+	for k, v := range ps.All() {
+		parts := strings.Split(k, "/")
+		if len(parts) == 3 && parts[0] != "stream" {
+			byShard[parts[0]+"/"+parts[2]] = v
+		}
+	}
 	return func(r *record.Record) bool {
 		if r.Tx == nil {
 			return false
@@ -114,7 +122,7 @@ func ackedBy(stateDir string) (func(*record.Record) bool, error) {
 		if !ok || shard == "gap" {
 			return false
 		}
-		v, ok := all[shardKey(r.Source.Table, shard)]
+		v, ok := byShard[r.Source.Table+"/"+shard]
 		if !ok {
 			return false
 		}

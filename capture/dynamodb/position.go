@@ -14,14 +14,21 @@ import (
 
 // # Shard positions
 //
-// One PositionStore entry per shard, named "<table>/<shardId>", valued
-// "<state> <sequence number>":
+// One PositionStore entry per shard, named "<table>/<stream label>/<shardId>"
+// (the label is the stream ARN's last part, so a table's stream and the
+// one it had before never mix), valued "<state> <sequence number>":
 //
 //	open 4900…    records up to this sequence number are durable
 //	closed 4900…  the same, and the listing said the shard is closed
 //	done 4900…    the shard is drained: every record of it is durable
-//	gone 4900…    the shard left the stream before it was drained (a gap
-//	              record says so); forgotten at the next save
+//	gone 4900…    forgotten at the next save: the shard left the stream
+//	              before it was drained (a gap record says so), or it
+//	              belongs to an older stream of the table, drained
+//
+// and one entry per table captured by name, "stream/<table>", valued the
+// ARN of the stream being followed: when the table's latest stream is
+// another one (the stream was disabled and enabled again), the one named
+// here is drained first.
 //
 // The sequence number is empty when no record of the shard was read yet.
 // A done shard is forgotten once every child of it is done; a shard that
@@ -58,7 +65,18 @@ func parseShardPos(s string) (shardPos, error) {
 	return shardPos{state, seq}, nil
 }
 
-func shardKey(table, shard string) string { return table + "/" + shard }
+// streamKeyPrefix starts the entries naming a table's stream.
+const streamKeyPrefix = "stream/"
+
+func shardKey(prefix, shard string) string { return prefix + shard }
+
+// streamLabel is the last part of a stream ARN (its creation time).
+func streamLabel(arn string) string {
+	if i := strings.LastIndex(arn, "/stream/"); i >= 0 {
+		return arn[i+len("/stream/"):]
+	}
+	return arn
+}
 
 // state is the source's positions: those durable now (moved by the
 // acknowledger once records are in the log) and those saved.
@@ -78,6 +96,9 @@ func openState(stateDir string) (*state, error) {
 	}
 	all := store.All()
 	for k, v := range all {
+		if strings.HasPrefix(k, streamKeyPrefix) {
+			continue
+		}
 		if _, err := parseShardPos(v); err != nil {
 			return nil, fmt.Errorf("%w: position store %s: entry %s: %w", ErrConfig, dir, k, err)
 		}
@@ -102,6 +123,14 @@ func (st *state) get(key string) (shardPos, bool) {
 	}
 	p, err := parseShardPos(v)
 	return p, err == nil
+}
+
+// raw returns the durable value of key.
+func (st *state) raw(key string) (string, bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	v, ok := st.durable[key]
+	return v, ok
 }
 
 // keys returns the durable keys starting with prefix.

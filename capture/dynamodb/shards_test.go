@@ -233,7 +233,7 @@ func TestSplitsParentsFirst(t *testing.T) {
 		w.write(i % 12)
 	}
 	state := src.cfg.StateDir
-	recs := l.waitRecords(w.made, "every change")
+	l.waitRecords(w.made, "every change")
 	// The positions settle: shard-0 is done and so are both its children,
 	// so it is forgotten; shard-1 and shard-2 are done but their children
 	// are open, so they stay.
@@ -242,8 +242,8 @@ func TestSplitsParentsFirst(t *testing.T) {
 		if err != nil {
 			return false
 		}
-		_, has0 := p.Get(shardKey(doubleTable, "shard-0"))
-		v1, _ := p.Get(shardKey(doubleTable, "shard-1"))
+		_, has0 := p.Get(shardKey(doublePrefix, "shard-0"))
+		v1, _ := p.Get(shardKey(doublePrefix, "shard-1"))
 		return !has0 && strings.HasPrefix(v1, "done ")
 	})
 	stop()
@@ -254,7 +254,7 @@ func TestSplitsParentsFirst(t *testing.T) {
 	// shard-4 got no record: it has no position, and a restart reads it
 	// from its trim horizon, which loses nothing.
 	for _, id := range []string{"shard-3", "shard-5"} {
-		if v, ok := p.Get(shardKey(doubleTable, id)); !ok || !strings.HasPrefix(v, "open ") {
+		if v, ok := p.Get(shardKey(doublePrefix, id)); !ok || !strings.HasPrefix(v, "open ") {
 			t.Errorf("position of open shard %s = %q, %v", id, v, ok)
 		}
 	}
@@ -264,7 +264,7 @@ func TestSplitsParentsFirst(t *testing.T) {
 	_, stop = runDouble(t, d, l, state, nil)
 	w.write(3)
 	w.write(4)
-	recs = l.waitRecords(w.made, "the changes after the restart")
+	recs := l.waitRecords(w.made, "the changes after the restart")
 	stop()
 	if n := d.callsOf("GetShardIterator") - iters; n != 3 {
 		t.Errorf("%d GetShardIterator calls after the restart, want 3 (the open shards only)", n)
@@ -524,5 +524,72 @@ func TestThrottling(t *testing.T) {
 	}
 	if st := src.Stats(); st.State == "failed" {
 		t.Errorf("source failed: %s", st.LastError)
+	}
+}
+
+// TestStreamReenabled: the table's stream is disabled and enabled again
+// (a new ARN), once while the source runs and once while it is stopped;
+// each time the previous stream is drained before any shard of the new
+// one is read, and no change is lost or reordered per key.
+func TestStreamReenabled(t *testing.T) {
+	const arnB = "arn:aws:dynamodb:us-east-1:000000000000:table/Orders/stream/2026-01-02T00:00:00.000"
+	const arnC = "arn:aws:dynamodb:us-east-1:000000000000:table/Orders/stream/2026-01-03T00:00:00.000"
+	d := newStreamsDouble(t)
+	d.addShard("a-0", "")
+	l := openLog(t, t.TempDir())
+	state := t.TempDir()
+	w := newWriter(d, "a-0")
+	byName := func(c *Config) { c.Tables = []string{doubleTable}; c.ListInterval = 20 * time.Millisecond }
+	_, stop := runDouble(t, d, l, state, byName)
+	for i := range 30 {
+		w.write(i % 6)
+	}
+	l.waitRecords(w.made, "the first stream's changes")
+	for i := range 12 {
+		w.write(i % 6) // not read yet, most likely, when the stream is re-enabled
+	}
+	d.reenable(arnB)
+	d.addShard("b-0", "")
+	w.root = "b-0"
+	for i := range 30 {
+		w.write(i % 6)
+	}
+	l.waitRecords(w.made, "the second stream's changes")
+	stop()
+	// Stopped: more changes to B, then C replaces B.
+	for i := range 12 {
+		w.write(i % 6)
+	}
+	d.reenable(arnC)
+	d.addShard("c-0", "")
+	w.root = "c-0"
+	for i := range 12 {
+		w.write(i % 6)
+	}
+	_, stop = runDouble(t, d, l, state, byName)
+	recs := l.waitRecords(w.made, "the third stream's changes")
+	stop()
+	checkPerKeyOrder(t, rowChanges(t, recs), w)
+	ev := d.eventLog()
+	at := func(e string) int { return slices.Index(ev, e) }
+	if at("iter b-0") < at("end a-0") || at("end a-0") < 0 {
+		t.Errorf("stream B read before stream A was drained: %v", ev)
+	}
+	if at("iter c-0") < at("end b-0") || at("end b-0") < 0 {
+		t.Errorf("stream C read before stream B was drained: %v", ev)
+	}
+	// The positions left are stream C's: the drained streams' are
+	// forgotten.
+	p, err := capture.OpenPositions(filepath.Join(state, "positions"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k := range p.All() {
+		if strings.Contains(k, "2026-01-01") || strings.Contains(k, "2026-01-02") {
+			t.Errorf("position %s of a drained stream is still stored", k)
+		}
+	}
+	if v, _ := p.Get("stream/" + doubleTable); v != arnC {
+		t.Errorf("stream/%s = %q, want %s", doubleTable, v, arnC)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -26,7 +27,32 @@ import (
 type tableStream struct {
 	table  string
 	arn    string
+	prefix string // of its shards' position-store keys
+	// byName: the table was configured by name, so its latest stream is
+	// followed when the stream is disabled and enabled again.
+	byName bool
+	// prev, when set, is the table's older stream, drained before any
+	// shard of this one is read.
+	prev   *tableStream
+	listed bool
 	shards map[string]*shard
+}
+
+func newTableStream(table, arn string, byName bool) *tableStream {
+	return &tableStream{table: table, arn: arn, prefix: table + "/" + streamLabel(arn) + "/", byName: byName, shards: map[string]*shard{}}
+}
+
+// drained reports whether every shard of the stream is done.
+func (ts *tableStream) drained() bool {
+	if !ts.listed {
+		return false
+	}
+	for _, sh := range ts.shards {
+		if sh.status != statusDone {
+			return false
+		}
+	}
+	return true
 }
 
 type shardStatus int
@@ -100,6 +126,8 @@ type result struct {
 	ts      *tableStream
 	shards  []types.Shard
 	listing map[*tableStream][]types.Shard
+	// newer are tables' latest streams found by a listing.
+	newer []*tableStream
 }
 
 // scheduler reads every shard of the source's streams in parent-first
@@ -108,6 +136,7 @@ type scheduler struct {
 	s        *Source
 	st       *state
 	ack      *capture.Acknowledger[capture.Positions]
+	ddb      *dynamodb.Client
 	streams  *dynamodbstreams.Client
 	tables   []*tableStream
 	sched    shardHeap
@@ -131,6 +160,14 @@ func (s *Source) session(ctx context.Context, sink capture.Sink, st *state) (boo
 		if err != nil {
 			return false, err
 		}
+		if old, ok := st.raw(streamKeyPrefix + ts.table); ok && ts.byName && old != ts.arn {
+			// The stream was disabled and enabled again while Stele was
+			// away: drain the one it followed first.
+			prev := newTableStream(ts.table, old, true)
+			ts.prev = prev
+			tables = append(tables, prev)
+			s.logger.Info("the table has a new stream; draining the previous one first", "table", ts.table, "previous", old, "latest", ts.arn)
+		}
 		tables = append(tables, ts)
 	}
 	ctx, cancel := context.WithCancel(ctx)
@@ -143,16 +180,16 @@ func (s *Source) session(ctx context.Context, sink capture.Sink, st *state) (boo
 		},
 	})
 	defer ack.Stop()
-	sc := &scheduler{s: s, st: st, ack: ack, streams: streams, tables: tables,
+	sc := &scheduler{s: s, st: st, ack: ack, ddb: ddb, streams: streams, tables: tables,
 		results: make(chan result, s.cfg.Concurrency+2)}
 	err = sc.run(ctx)
 	cancel()
-	for sc.inflight > 0 {
-		<-sc.results
-		sc.inflight--
-	}
-	if sc.listing {
-		<-sc.results
+	for sc.inflight > 0 || sc.listing {
+		if r := <-sc.results; r.kind == resultListing {
+			sc.listing = false
+		} else {
+			sc.inflight--
+		}
 	}
 	return sc.progressed, err
 }
@@ -170,7 +207,7 @@ func (s *Source) resolve(ctx context.Context, ddb *dynamodb.Client, streams *dyn
 			return nil, fmt.Errorf("%w: stream %s has view type %s, want NEW_AND_OLD_IMAGES (before and after images of every change); %s",
 				ErrSetup, t, d.StreamViewType, enableFix(strOr(d.TableName, "TABLE")))
 		}
-		return &tableStream{table: strOr(d.TableName, ""), arn: t, shards: map[string]*shard{}}, nil
+		return newTableStream(strOr(d.TableName, ""), t, false), nil
 	}
 	out, err := ddb.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(t)})
 	if err != nil {
@@ -184,7 +221,7 @@ func (s *Source) resolve(ctx context.Context, ddb *dynamodb.Client, streams *dyn
 		return nil, fmt.Errorf("%w: table %s's stream has view type %s, want NEW_AND_OLD_IMAGES (before and after images of every change); disable the stream, then %s",
 			ErrSetup, t, spec.StreamViewType, enableFix(t))
 	}
-	return &tableStream{table: t, arn: *out.Table.LatestStreamArn, shards: map[string]*shard{}}, nil
+	return newTableStream(t, *out.Table.LatestStreamArn, true), nil
 }
 
 func enableFix(table string) string {
@@ -230,11 +267,7 @@ func throttled(err error) bool {
 func (sc *scheduler) run(ctx context.Context) error {
 	cfg := sc.s.cfg
 	for _, ts := range sc.tables {
-		shards, err := sc.listAll(ctx, ts)
-		if err != nil {
-			return err
-		}
-		if err := sc.merge(ctx, ts, shards, true); err != nil {
+		if err := sc.start(ctx, ts); err != nil {
 			return err
 		}
 	}
@@ -273,7 +306,8 @@ func (sc *scheduler) run(ctx context.Context) error {
 		case <-listTick.C:
 			if !sc.listing {
 				sc.listing = true
-				go func() { sc.results <- sc.listEvery(ctx) }()
+				tables := slices.Clone(sc.tables)
+				go func() { sc.results <- sc.listEvery(ctx, tables) }()
 			}
 		case <-saveTick.C:
 			sc.save(ctx)
@@ -282,6 +316,69 @@ func (sc *scheduler) run(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// start lists a stream's shards for the first time in the session. A
+// previous stream of a table that is no longer there at all (more than
+// 24 h after it was disabled) has no shards: what was not read of it is
+// reported as gaps.
+func (sc *scheduler) start(ctx context.Context, ts *tableStream) error {
+	shards, err := sc.listAll(ctx, ts)
+	if err != nil && !(ts.prev == nil && ts.byName && errors.Is(err, ErrNoTable) && sc.isPrev(ts)) {
+		return err
+	}
+	if err := sc.merge(ctx, ts, shards, true); err != nil {
+		return err
+	}
+	if ts.prev == nil && !sc.isPrev(ts) {
+		if old, _ := sc.st.raw(streamKeyPrefix + ts.table); ts.byName && old != ts.arn {
+			return sc.ack.Submit(ctx, nil, capture.Positions{streamKeyPrefix + ts.table: ts.arn})
+		}
+	}
+	return sc.streamDrained(ctx, ts)
+}
+
+// isPrev reports whether ts is another stream's previous one.
+func (sc *scheduler) isPrev(ts *tableStream) bool {
+	for _, x := range sc.tables {
+		if x.prev == ts {
+			return true
+		}
+	}
+	return false
+}
+
+// streamDrained moves on from a previous stream once it is drained: its
+// successor's shards start, the successor becomes the table's stream, and
+// the previous one's positions are forgotten.
+func (sc *scheduler) streamDrained(ctx context.Context, prev *tableStream) error {
+	if !prev.drained() {
+		return nil
+	}
+	for _, ts := range sc.tables {
+		if ts.prev != prev {
+			continue
+		}
+		pos := capture.Positions{streamKeyPrefix + ts.table: ts.arn}
+		for _, sh := range prev.shards {
+			pos[sh.key] = shardPos{stateGone, sh.readSeq}.String()
+		}
+		for _, k := range sc.st.keys(prev.prefix) {
+			if _, ok := pos[k]; !ok {
+				pos[k] = stateGone + " "
+			}
+		}
+		if err := sc.ack.Submit(ctx, nil, pos); err != nil {
+			return err
+		}
+		sc.s.logger.Info("the previous stream of the table is drained; following its latest stream", "table", ts.table, "previous", prev.arn, "latest", ts.arn)
+		ts.prev = nil
+		sc.tables = slices.DeleteFunc(sc.tables, func(x *tableStream) bool { return x == prev })
+		for _, sh := range ts.shards {
+			sc.maybeStart(sh)
+		}
+	}
+	return nil
 }
 
 // save saves the durable positions, forgetting every done shard whose
@@ -324,7 +421,7 @@ func (sc *scheduler) save(ctx context.Context) {
 	}
 	for _, ts := range sc.tables {
 		for _, k := range forget {
-			if sh := ts.shards[strings.TrimPrefix(k, ts.table+"/")]; sh != nil && sh.key == k {
+			if sh := ts.shards[strings.TrimPrefix(k, ts.prefix)]; sh != nil && sh.key == k {
 				sh.forgotten = true
 			}
 		}
@@ -358,7 +455,7 @@ func (sc *scheduler) merge(ctx context.Context, ts *tableStream, listed []types.
 		}
 		sh := ts.shards[id]
 		if sh == nil {
-			sh = &shard{ts: ts, id: id, parent: strOr(l.ParentShardId, ""), key: shardKey(ts.table, id), hidx: -1, status: -1}
+			sh = &shard{ts: ts, id: id, parent: strOr(l.ParentShardId, ""), key: shardKey(ts.prefix, id), hidx: -1, status: -1}
 			ts.shards[id] = sh
 			added = append(added, sh)
 		}
@@ -385,8 +482,9 @@ func (sc *scheduler) merge(ctx context.Context, ts *tableStream, listed []types.
 		}
 	}
 	if initial {
-		for _, k := range sc.st.keys(ts.table + "/") {
-			id := strings.TrimPrefix(k, ts.table+"/")
+		ts.listed = true
+		for _, k := range sc.st.keys(ts.prefix) {
+			id := strings.TrimPrefix(k, ts.prefix)
 			if ts.shards[id] != nil {
 				continue
 			}
@@ -421,9 +519,9 @@ func (sc *scheduler) storedDescendant(sh *shard) bool {
 }
 
 // maybeStart schedules a waiting shard whose parent is done (or not in the
-// stream any more).
+// stream any more), once the table's previous stream is drained.
 func (sc *scheduler) maybeStart(sh *shard) {
-	if sh.status != statusWaiting {
+	if sh.status != statusWaiting || sh.ts.prev != nil {
 		return
 	}
 	if p := sh.ts.shards[sh.parent]; p != nil && p.status != statusDone {
@@ -455,6 +553,16 @@ func (sc *scheduler) handle(ctx context.Context, r result) error {
 		}
 		for ts, shards := range r.listing {
 			if err := sc.merge(ctx, ts, shards, false); err != nil {
+				return err
+			}
+		}
+		for _, ts := range r.newer {
+			sc.s.logger.Info("the table has a new stream; draining the previous one first", "table", ts.table, "previous", ts.prev.arn, "latest", ts.arn)
+			sc.tables = append(sc.tables, ts)
+			if err := sc.start(ctx, ts); err != nil {
+				return err
+			}
+			if err := sc.streamDrained(ctx, ts.prev); err != nil {
 				return err
 			}
 		}
@@ -521,6 +629,9 @@ func (sc *scheduler) handle(ctx context.Context, r result) error {
 		sh.status = statusDone
 		for _, c := range sh.children {
 			sc.maybeStart(c)
+		}
+		if err := sc.streamDrained(ctx, sh.ts); err != nil {
+			return err
 		}
 		if len(sh.children) == 0 && !sh.lookedUp {
 			sh.lookedUp = true
@@ -703,16 +814,37 @@ func (sc *scheduler) children(ctx context.Context, sh *shard) result {
 	return r
 }
 
-// listEvery lists every stream's shards, on a worker goroutine.
-func (sc *scheduler) listEvery(ctx context.Context) result {
+// listEvery lists every stream's shards, and asks each table captured by
+// name for its latest stream, on a worker goroutine. It reads only what
+// the scheduler does not change while a listing is in flight (the tables'
+// names and ARNs).
+func (sc *scheduler) listEvery(ctx context.Context, tables []*tableStream) result {
 	r := result{kind: resultListing, listing: map[*tableStream][]types.Shard{}}
-	for _, ts := range sc.tables {
+	arns := map[string]bool{}
+	for _, ts := range tables {
+		arns[ts.arn] = true
+	}
+	for _, ts := range tables {
 		shards, err := sc.listAll(ctx, ts)
 		if err != nil {
 			r.err = err
 			return r
 		}
 		r.listing[ts] = shards
+		if !ts.byName {
+			continue
+		}
+		out, err := sc.ddb.DescribeTable(ctx, &dynamodb.DescribeTableInput{TableName: aws.String(ts.table)})
+		if err != nil {
+			r.err = classify(err, "table "+ts.table)
+			return r
+		}
+		if latest := strOr(out.Table.LatestStreamArn, ""); latest != "" && !arns[latest] {
+			arns[latest] = true
+			next := newTableStream(ts.table, latest, true)
+			next.prev = ts
+			r.newer = append(r.newer, next)
+		}
 	}
 	return r
 }

@@ -7,6 +7,7 @@ import (
 	"math/big"
 	"slices"
 	"strconv"
+	"strings"
 	"unicode/utf8"
 
 	"github.com/aws/aws-sdk-go-v2/service/dynamodbstreams/types"
@@ -131,6 +132,9 @@ func appendNumber(b []byte, n string) ([]byte, error) {
 	if validJSONNumber(n) {
 		return append(b, n...), nil
 	}
+	if hugeExponent(n) {
+		return nil, fmt.Errorf("number %q is out of DynamoDB's range (exponent beyond ±130)", n)
+	}
 	r, ok := new(big.Rat).SetString(n)
 	if !ok {
 		return nil, fmt.Errorf("number %q is not a decimal number", n)
@@ -168,6 +172,9 @@ func appendNumberSet(b []byte, ns []string) ([]byte, error) {
 	}
 	nums := make([]num, len(ns))
 	for i, n := range ns {
+		if hugeExponent(n) {
+			return nil, fmt.Errorf("number set member %q is out of DynamoDB's range (exponent beyond ±130)", n)
+		}
 		r, ok := new(big.Rat).SetString(n)
 		if !ok {
 			return nil, fmt.Errorf("number set member %q is not a decimal number", n)
@@ -186,6 +193,18 @@ func appendNumberSet(b []byte, ns []string) ([]byte, error) {
 		}
 	}
 	return append(b, ']'), nil
+}
+
+// hugeExponent reports whether s has an exponent of more than four
+// digits: far outside DynamoDB's ±130, and a cost big.Rat would pay in
+// memory and time.
+func hugeExponent(s string) bool {
+	i := strings.IndexAny(s, "eE")
+	if i < 0 {
+		return false
+	}
+	e := strings.TrimLeft(strings.TrimLeft(s[i+1:], "+-"), "0")
+	return len(e) > 4
 }
 
 // validJSONNumber reports whether s is a number in JSON's grammar.

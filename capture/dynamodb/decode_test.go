@@ -3,6 +3,7 @@ package dynamodb
 import (
 	"encoding/json"
 	"errors"
+	"math/big"
 	"slices"
 	"strings"
 	"testing"
@@ -55,6 +56,8 @@ func TestAttrJSON(t *testing.T) {
 	}{
 		{"N not a number", &types.AttributeValueMemberN{Value: "12abc"}, `number "12abc" is not a decimal number`},
 		{"NS member", &types.AttributeValueMemberNS{Value: []string{"1", "x"}}, `number set member "x"`},
+		{"NS huge exponent", &types.AttributeValueMemberNS{Value: []string{"1e999999999"}}, "out of DynamoDB's range"},
+		{"N huge exponent", &types.AttributeValueMemberN{Value: "+1e999999999"}, "out of DynamoDB's range"},
 		{"nested path", &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{"m": &types.AttributeValueMemberL{Value: []types.AttributeValue{nil}}}}, "m: [0]: attribute value missing"},
 		{"unknown type", &types.UnknownUnionMember{Tag: "X"}, "unknown type"},
 	} {
@@ -242,4 +245,26 @@ func TestObjectIsCanonical(t *testing.T) {
 			t.Errorf("item %d: changed %v, want %v", i, got, wantChanged)
 		}
 	}
+}
+
+// FuzzNumber: a number DynamoDB could send either maps to JSON text of
+// exactly its value, or is refused with an error; never to other digits.
+func FuzzNumber(f *testing.F) {
+	for _, s := range []string{"0", "-0.5", "+1", ".5", "1.", "007.50", "1E+130", "-1e-5", "12345678901234567890.123456789012345678", "x", "", "--1", "1e"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, n string) {
+		out, err := appendNumber(nil, n)
+		if err != nil || hugeExponent(n) {
+			return // big.Rat below would take forever on 1e999999999
+		}
+		if !validJSONNumber(string(out)) || !json.Valid(out) {
+			t.Fatalf("%q -> %q is not a JSON number", n, out)
+		}
+		in, ok1 := new(big.Rat).SetString(n)
+		got, ok2 := new(big.Rat).SetString(string(out))
+		if !ok1 || !ok2 || in.Cmp(got) != 0 {
+			t.Fatalf("%q -> %q changed its value", n, out)
+		}
+	})
 }

@@ -638,7 +638,10 @@ func (sc *scheduler) handle(ctx context.Context, r result) error {
 			sc.inflight++
 			go func() { sc.results <- sc.children(ctx, sh) }()
 		}
-	case r.page > 0:
+	case r.page > 0 || sh.closed:
+		// A closed shard has an end to reach, so even an empty page of
+		// it is no reason to wait: draining closed shards fast is what
+		// lets their children start.
 		sh.idle = 0
 		sc.schedule(sh, 0)
 	default:

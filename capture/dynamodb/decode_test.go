@@ -54,8 +54,8 @@ func TestAttrJSON(t *testing.T) {
 		v     types.AttributeValue
 		wants string
 	}{
-		{"N not a number", &types.AttributeValueMemberN{Value: "12abc"}, `number "12abc" is not a decimal number`},
-		{"NS member", &types.AttributeValueMemberNS{Value: []string{"1", "x"}}, `number set member "x"`},
+		{"N not a number", &types.AttributeValueMemberN{Value: "12abc"}, "a number of 5 characters is not a decimal number"},
+		{"NS member", &types.AttributeValueMemberNS{Value: []string{"1", "x"}}, "number set member 1 is not a decimal number"},
 		{"NS huge exponent", &types.AttributeValueMemberNS{Value: []string{"1e999999999"}}, "out of DynamoDB's range"},
 		{"N huge exponent", &types.AttributeValueMemberN{Value: "+1e999999999"}, "out of DynamoDB's range"},
 		{"nested path", &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{"m": &types.AttributeValueMemberL{Value: []types.AttributeValue{nil}}}}, "m: [0]: attribute value missing"},
@@ -151,7 +151,7 @@ func TestDecode(t *testing.T) {
 		{"unknown event", streamRecord("UPSERT", nil, item()), `eventName "UPSERT"`},
 		{"no old image", streamRecord(types.OperationTypeModify, nil, item()), "MODIFY without OldImage: the stream's view type must be NEW_AND_OLD_IMAGES"},
 		{"no new image", streamRecord(types.OperationTypeInsert, nil, nil), "INSERT without NewImage"},
-		{"bad number", streamRecord(types.OperationTypeInsert, nil, item("n", &types.AttributeValueMemberN{Value: "x"})), `NewImage: n: number "x"`},
+		{"bad number", streamRecord(types.OperationTypeInsert, nil, item("n", &types.AttributeValueMemberN{Value: "secret-x"})), "NewImage: n: a number of 8 characters is not a decimal number"},
 		{"no sequence number", &types.Record{EventID: aws.String("e9"), Dynamodb: &types.StreamRecord{}}, "stream record e9 has no dynamodb.SequenceNumber"},
 	} {
 		_, err := d.decode("shardId-9", tc.rec)

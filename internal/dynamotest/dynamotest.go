@@ -18,12 +18,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -242,23 +244,37 @@ func (b *syncBuffer) reset() {
 	b.mu.Unlock()
 }
 
-// ready asks the server to list its tables (any signature does).
+// ready asks the server to list its tables.
 func (s *Server) ready(ctx context.Context) bool {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.Endpoint(), bytes.NewReader([]byte("{}")))
+	_, err := s.call(ctx, "DynamoDB_20120810.ListTables", "{}")
+	return err == nil
+}
+
+// call makes one JSON-protocol call (DynamoDB Local takes any signature
+// of an alphanumeric access key) and returns the answer's body.
+func (s *Server) call(ctx context.Context, target, body string) (string, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.Endpoint(), strings.NewReader(body))
 	if err != nil {
-		return false
+		return "", err
 	}
 	req.Header.Set("Content-Type", "application/x-amz-json-1.0")
-	req.Header.Set("X-Amz-Target", "DynamoDB_20120810.ListTables")
+	req.Header.Set("X-Amz-Target", target)
 	req.Header.Set("Authorization", "AWS4-HMAC-SHA256 Credential=local/20260101/us-east-1/dynamodb/aws4_request, SignedHeaders=host, Signature=00")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return false
+		return "", err
 	}
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return "", err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("%s: HTTP %d: %s", target, resp.StatusCode, out)
+	}
+	return string(out), nil
 }
 
 // Stop kills the server (as a crash would) and waits until its port is

@@ -30,8 +30,11 @@ const (
 type decoder struct {
 	source string
 	table  string
-	ids    record.IDDeriver
-	buf    []byte
+	// partial: the stream may lack an image (Config.AllowPartialImages);
+	// a missing one is recorded as a missingImage marker.
+	partial bool
+	ids     record.IDDeriver
+	buf     []byte
 }
 
 // decode returns the lineage record of one stream record of shard, or nil
@@ -66,25 +69,37 @@ func (d *decoder) decode(shard string, r *types.Record) (*record.Record, error) 
 	rec.Key = key.js
 	var before, after image
 	oldCtx, newCtx := sr.OldImage[dynamoctx.Attribute], sr.NewImage[dynamoctx.Attribute]
+	missing := false
 	if rec.Op != record.OpInsert {
-		if sr.OldImage == nil {
+		switch {
+		case sr.OldImage == nil && d.partial:
+			rec.Before, missing = missingImage("OldImage", sr.StreamViewType), true
+		case sr.OldImage == nil:
 			return nil, where(fmt.Errorf("%s without OldImage: the stream's view type must be NEW_AND_OLD_IMAGES", r.EventName))
+		default:
+			if before, err = d.object(sr.OldImage, dynamoctx.Attribute); err != nil {
+				return nil, where(fmt.Errorf("OldImage: %w", err))
+			}
+			rec.Before = before.js
 		}
-		if before, err = d.object(sr.OldImage, dynamoctx.Attribute); err != nil {
-			return nil, where(fmt.Errorf("OldImage: %w", err))
-		}
-		rec.Before = before.js
 	}
 	if rec.Op != record.OpDelete {
-		if sr.NewImage == nil {
+		switch {
+		case sr.NewImage == nil && d.partial:
+			rec.After, missing = missingImage("NewImage", sr.StreamViewType), true
+		case sr.NewImage == nil:
 			return nil, where(fmt.Errorf("%s without NewImage: the stream's view type must be NEW_AND_OLD_IMAGES", r.EventName))
+		default:
+			if after, err = d.object(sr.NewImage, dynamoctx.Attribute); err != nil {
+				return nil, where(fmt.Errorf("NewImage: %w", err))
+			}
+			rec.After = after.js
 		}
-		if after, err = d.object(sr.NewImage, dynamoctx.Attribute); err != nil {
-			return nil, where(fmt.Errorf("NewImage: %w", err))
-		}
-		rec.After = after.js
 	}
-	rec.Changed = changedFields(before, after)
+	if !missing {
+		// With an image missing, what changed is not known.
+		rec.Changed = changedFields(before, after)
+	}
 	// The context: a TTL deletion is DynamoDB's own; otherwise the
 	// _stele attribute written with this change (see package dynamoctx).
 	var oldJS, newJS []byte
@@ -247,6 +262,15 @@ func changedFields(before, after image) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// missingImage is the image of a stream without it (view type NEW_IMAGE,
+// OLD_IMAGE or KEYS_ONLY, with Config.AllowPartialImages): a marker object
+// saying which image DynamoDB did not send and why, as a "$too_large"
+// value says a value was left out.
+func missingImage(which string, view types.StreamViewType) json.RawMessage {
+	js, _ := json.Marshal(map[string]map[string]string{"$missing_image": {"image": which, "stream_view_type": string(view)}})
+	return js
 }
 
 type itemContext struct {

@@ -166,6 +166,31 @@ func TestDecode(t *testing.T) {
 	}
 }
 
+// TestDecodePartialImages: with AllowPartialImages, an image the stream
+// does not carry is a marker saying which and why, and changed is not
+// guessed.
+func TestDecodePartialImages(t *testing.T) {
+	d := decoder{source: "src", table: "T", partial: true}
+	s := func(v string) types.AttributeValue { return &types.AttributeValueMemberS{Value: v} }
+	rec := streamRecord(types.OperationTypeModify, nil, item("v", s("2")))
+	rec.Dynamodb.StreamViewType = types.StreamViewTypeNewImage
+	r, err := d.decode("s", rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(r.Before) != `{"$missing_image":{"image":"OldImage","stream_view_type":"NEW_IMAGE"}}` || string(r.After) != `{"pk":"a","sk":2,"v":"2"}` || r.Changed != nil {
+		t.Errorf("modify without old image: before %s after %s changed %v", r.Before, r.After, r.Changed)
+	}
+	rec = streamRecord(types.OperationTypeRemove, nil, nil)
+	rec.Dynamodb.StreamViewType = types.StreamViewTypeKeysOnly
+	if r, err = d.decode("s", rec); err != nil || string(r.Before) != `{"$missing_image":{"image":"OldImage","stream_view_type":"KEYS_ONLY"}}` || string(r.Key) != `{"pk":"a","sk":2}` {
+		t.Errorf("keys-only remove: %+v, %v", r, err)
+	}
+	if r, err = d.decode("s", streamRecord(types.OperationTypeModify, item("v", s("1")), item("v", s("2")))); err != nil || strings.Join(r.Changed, ",") != "v" {
+		t.Errorf("a full record with partial allowed: %+v, %v", r, err)
+	}
+}
+
 func TestNewConfigErrors(t *testing.T) {
 	for _, tc := range []struct {
 		name  string

@@ -10,7 +10,8 @@
 //
 // Each table (by name, or a stream ARN) must have its stream enabled with
 // view type NEW_AND_OLD_IMAGES: anything else is a permanent error
-// (ErrSetup) naming the table and the fix. Credentials come from the SDK's
+// (ErrSetup) naming the table and the fix, unless Config.AllowPartialImages
+// accepts it (records then say which image is missing). Credentials come from the SDK's
 // standard chain (environment, shared files, SSO, web identity, instance
 // role) unless Config.Credentials is set; Config.Endpoint points at
 // DynamoDB Local or a VPC endpoint. Rejected credentials are ErrAuth, a
@@ -133,6 +134,11 @@ type Config struct {
 	// "http://localhost:8000", a VPC endpoint); it serves both DynamoDB
 	// and DynamoDB Streams.
 	Endpoint string
+	// AllowPartialImages accepts a stream whose view type is not
+	// NEW_AND_OLD_IMAGES: an image DynamoDB does not send is recorded as
+	// {"$missing_image": {"image": "OldImage", "stream_view_type": …}},
+	// and changed is left out (not known).
+	AllowPartialImages bool
 	// Credentials, when set, replace the SDK's standard credential chain.
 	Credentials aws.CredentialsProvider
 	// HTTPClient, when set, carries the SDK's requests (tests count them).

@@ -17,6 +17,18 @@ import (
 	"github.com/stele/stele/record"
 )
 
+func newSourceCfg(t *testing.T, endpoint string, cfg Config) *Source {
+	t.Helper()
+	cfg.Name, cfg.Endpoint, cfg.Credentials, cfg.StateDir = "local", endpoint, localCreds(localKey), t.TempDir()
+	cfg.PollMin, cfg.PollMax, cfg.MinBackoff, cfg.MaxBackoff = 5*time.Millisecond, 50*time.Millisecond, 10*time.Millisecond, 50*time.Millisecond
+	cfg.Logger = testLogger(t)
+	src, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src
+}
+
 // TestLocal runs what the conformance suite does not against DynamoDB
 // Local: batch and transactional writes, a stream named by ARN, every
 // set-up error.
@@ -25,13 +37,7 @@ func TestLocal(t *testing.T) {
 	c := newClient(srv.Endpoint())
 	ctx := context.Background()
 	newSource := func(t *testing.T, tables ...string) *Source {
-		src, err := New(Config{Name: "local", Tables: tables, Endpoint: srv.Endpoint(), Credentials: localCreds(localKey),
-			StateDir: t.TempDir(), PollMin: 5 * time.Millisecond, PollMax: 50 * time.Millisecond,
-			MinBackoff: 10 * time.Millisecond, MaxBackoff: 50 * time.Millisecond, Logger: testLogger(t)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return src
+		return newSourceCfg(t, srv.Endpoint(), Config{Tables: tables})
 	}
 	run := func(t *testing.T, src *Source) (*logDir, func()) {
 		l := openLog(t, t.TempDir())
@@ -118,6 +124,27 @@ func TestLocal(t *testing.T) {
 		}
 	})
 
+	t.Run("PartialImages", func(t *testing.T) {
+		if err := createTable(ctx, c, "partial", types.StreamViewTypeNewImage); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String("partial"), Item: key(1)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.DeleteItem(ctx, &dynamodb.DeleteItemInput{TableName: aws.String("partial"), Key: key(1)}); err != nil {
+			t.Fatal(err)
+		}
+		l, stop := run(t, newSourceCfg(t, srv.Endpoint(), Config{Tables: []string{"partial"}, AllowPartialImages: true}))
+		recs := l.waitRecords(2, "the put and the delete")
+		stop()
+		if recs[0].Op != record.OpInsert || string(recs[0].After) != `{"id":1}` {
+			t.Errorf("insert: %+v", recs[0])
+		}
+		if recs[1].Op != record.OpDelete || !strings.Contains(string(recs[1].Before), `"$missing_image"`) || !strings.Contains(string(recs[1].Before), "NEW_IMAGE") {
+			t.Errorf("delete without an old image: before %s", recs[1].Before)
+		}
+	})
+
 	t.Run("SetupErrors", func(t *testing.T) {
 		if err := createTable(ctx, c, "nostream", ""); err != nil {
 			t.Fatal(err)
@@ -131,7 +158,7 @@ func TestLocal(t *testing.T) {
 			wants []string
 		}{
 			{"nostream", ErrSetup, []string{"table nostream has no stream enabled", "StreamViewType=NEW_AND_OLD_IMAGES"}},
-			{"newonly", ErrSetup, []string{"table newonly's stream has view type NEW_IMAGE, want NEW_AND_OLD_IMAGES", "update-table"}},
+			{"newonly", ErrSetup, []string{"table newonly's stream has view type NEW_IMAGE, want NEW_AND_OLD_IMAGES", "update-table", "allow_partial_images"}},
 			{"missing", ErrNoTable, []string{"table missing", "check the name, the region and the endpoint"}},
 			{"arn:aws:dynamodb:ddblocal:000000000000:table/missing/stream/2026-01-01T00:00:00.000", ErrNoTable, []string{"stream arn:aws"}},
 		} {

@@ -203,7 +203,9 @@ func (s *Source) resolve(ctx context.Context, ddb *dynamodb.Client, streams *dyn
 			return nil, classify(err, "stream "+t)
 		}
 		d := out.StreamDescription
-		if d.StreamViewType != types.StreamViewTypeNewAndOldImages {
+		if d.StreamViewType != types.StreamViewTypeNewAndOldImages && s.cfg.AllowPartialImages {
+			s.logger.Warn("the stream lacks before or after images; records say which is missing (allow_partial_images)", "stream", t, "view_type", d.StreamViewType)
+		} else if d.StreamViewType != types.StreamViewTypeNewAndOldImages {
 			return nil, fmt.Errorf("%w: stream %s has view type %s, want NEW_AND_OLD_IMAGES (before and after images of every change); %s",
 				ErrSetup, t, d.StreamViewType, enableFix(strOr(d.TableName, "TABLE")))
 		}
@@ -217,8 +219,10 @@ func (s *Source) resolve(ctx context.Context, ddb *dynamodb.Client, streams *dyn
 	switch {
 	case spec == nil || spec.StreamEnabled == nil || !*spec.StreamEnabled || out.Table.LatestStreamArn == nil:
 		return nil, fmt.Errorf("%w: table %s has no stream enabled; %s", ErrSetup, t, enableFix(t))
+	case spec.StreamViewType != ddbtypes.StreamViewTypeNewAndOldImages && s.cfg.AllowPartialImages:
+		s.logger.Warn("the table's stream lacks before or after images; records say which is missing (allow_partial_images)", "table", t, "view_type", spec.StreamViewType)
 	case spec.StreamViewType != ddbtypes.StreamViewTypeNewAndOldImages:
-		return nil, fmt.Errorf("%w: table %s's stream has view type %s, want NEW_AND_OLD_IMAGES (before and after images of every change); disable the stream, then %s",
+		return nil, fmt.Errorf("%w: table %s's stream has view type %s, want NEW_AND_OLD_IMAGES (before and after images of every change); disable the stream, then %s (or set allow_partial_images: true to capture without them)",
 			ErrSetup, t, spec.StreamViewType, enableFix(t))
 	}
 	return newTableStream(t, *out.Table.LatestStreamArn, true), nil
@@ -742,7 +746,7 @@ func (sc *scheduler) decodePage(sh *shard, page []types.Record, r *result) error
 	if len(page) == 0 {
 		return nil
 	}
-	d := decoder{source: sc.s.cfg.Name, table: sh.ts.table}
+	d := decoder{source: sc.s.cfg.Name, table: sh.ts.table, partial: sc.s.cfg.AllowPartialImages}
 	r.recs = make([]*record.Record, 0, len(page))
 	for i := range page {
 		rec, err := d.decode(sh.id, &page[i])

@@ -64,6 +64,7 @@ import (
 //	      poll_min: 250ms            # an idle shard's first wait; doubles up to poll_max (default 2s)
 //	      poll_max: 2s
 //	      list_interval: 1m          # how often every shard is listed (default 1m)
+//	      allow_partial_images: true # accept a view type other than NEW_AND_OLD_IMAGES (default false)
 //
 // Credentials of a dynamodb source come from the AWS SDK's standard chain
 // (AWS_ACCESS_KEY_ID…, shared files, SSO, role). --source
@@ -105,13 +106,14 @@ type MySQLSourceConfig struct {
 type DynamoDBSourceConfig struct {
 	// URL is a --source dynamodb://Table1,Table2?region=…&endpoint=… value,
 	// read into the fields below when the section is checked.
-	URL              string
-	Tables           []string
-	Region           string
-	Endpoint         string
-	Concurrency      int
-	PollMin, PollMax time.Duration
-	ListInterval     time.Duration
+	URL                string
+	Tables             []string
+	Region             string
+	Endpoint           string
+	Concurrency        int
+	PollMin, PollMax   time.Duration
+	ListInterval       time.Duration
+	AllowPartialImages bool
 }
 
 // PostgresSourceConfig is the postgres: section of a source.
@@ -180,7 +182,7 @@ func sourceKinds() map[string]sourceKind {
 		},
 		"dynamodb": {
 			schemes: []string{"dynamodb"},
-			keys:    []string{"tables", "region", "endpoint", "concurrency", "poll_min", "poll_max", "list_interval"},
+			keys:    []string{"tables", "region", "endpoint", "concurrency", "poll_min", "poll_max", "list_interval", "allow_partial_images"},
 			parse:   parseDynamoDBKey,
 			fromURL: func(sc *SourceConfig, url string) { sc.DynamoDB = &DynamoDBSourceConfig{URL: url} },
 			check:   checkDynamoDB,
@@ -237,6 +239,10 @@ func parseDynamoDBKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
 		return duration(&dc.PollMax)
 	case "list_interval":
 		return duration(&dc.ListInterval)
+	case "allow_partial_images":
+		if err := val.Decode(&dc.AllowPartialImages); err != nil {
+			return fmt.Errorf("%s: allow_partial_images: want true or false: %w", where, err)
+		}
 	}
 	return nil
 }
@@ -265,7 +271,7 @@ func (sc SourceConfig) dynamodbConfig(logger *slog.Logger) (dynamodb.Config, err
 	cfg := dynamodb.Config{
 		Name: sc.Name, Tables: slices.Clone(dc.Tables), Region: dc.Region, Endpoint: dc.Endpoint,
 		StateDir: sc.stateDir, Concurrency: dc.Concurrency, PollMin: dc.PollMin, PollMax: dc.PollMax,
-		ListInterval: dc.ListInterval, Logger: logger,
+		ListInterval: dc.ListInterval, AllowPartialImages: dc.AllowPartialImages, Logger: logger,
 	}
 	if dc.URL != "" {
 		u, err := url.Parse(dc.URL)

@@ -20,6 +20,7 @@ sources:
       poll_min: 100ms
       poll_max: 3s
       list_interval: 30s
+      allow_partial_images: true
   - dynamodb: {tables: Carts}
 `
 	cfg, err := loadTest(t, yaml, nil, "--source", "dynamodb://Users,Sessions?region=us-west-2&endpoint=http://127.0.0.1:8000")
@@ -42,7 +43,7 @@ sources:
 		t.Fatal(err)
 	}
 	if c.StateDir != filepath.Join("/data", "sources", "orders") || len(c.Tables) != 2 || c.Region != "eu-west-1" || c.Endpoint != "http://localhost:8000" ||
-		c.Concurrency != 4 || c.PollMin != 100*time.Millisecond || c.PollMax != 3*time.Second || c.ListInterval != 30*time.Second {
+		c.Concurrency != 4 || c.PollMin != 100*time.Millisecond || c.PollMax != 3*time.Second || c.ListInterval != 30*time.Second || !c.AllowPartialImages {
 		t.Errorf("orders config = %+v", c)
 	}
 	u, err := got[2].dynamodbConfig(nil)
@@ -65,6 +66,7 @@ func TestConfigDynamoDBSourceErrors(t *testing.T) {
 		{"bad arn", "sources:\n  - dynamodb: {tables: ['arn:aws:s3:::bucket']}\n", nil, []string{"tables[0]", "stream ARN"}},
 		{"bad endpoint", "sources:\n  - dynamodb: {tables: [T], endpoint: 'localhost:8000'}\n", nil, []string{"endpoint", "http://host:port"}},
 		{"bad duration", "sources:\n  - dynamodb: {tables: [T], poll_max: often}\n", nil, []string{"poll_max", "duration"}},
+		{"bad flag", "sources:\n  - dynamodb: {tables: [T], allow_partial_images: maybe}\n", nil, []string{"allow_partial_images", "true or false"}},
 		{"bad concurrency", "sources:\n  - dynamodb: {tables: [T], concurrency: 0}\n", nil, []string{"concurrency", "1 to 1000"}},
 		{"unknown key", "sources:\n  - dynamodb: {tables: [T], url: x}\n", nil, []string{`unknown key "dynamodb.url"`, "list_interval"}},
 		{"unknown URL parameter", "", []string{"--source", "dynamodb://T?profile=x"}, []string{`parameter "profile" is unknown`}},

@@ -25,6 +25,13 @@ const (
 	ttlCause     = `{"type":"ttl_expiry"}`
 )
 
+// localTTLEvent is the eventName DynamoDB Local (3.3.0) gives the stream
+// records of its Time to Live deletions, with no userIdentity: its Java
+// SDK's name for an enum value it has no name for. AWS's DynamoDB sends
+// REMOVE with userIdentity dynamodb.amazonaws.com instead. Only a record
+// with an old image and no new one is taken as such a deletion.
+const localTTLEvent types.OperationType = "UNKNOWN_TO_SDK_VERSION"
+
 // decoder turns stream records of one table into lineage records. It is
 // used by one goroutine at a time.
 type decoder struct {
@@ -49,6 +56,7 @@ func (d *decoder) decode(shard string, r *types.Record) (*record.Record, error) 
 		return fmt.Errorf("stream record %s of shard %s (sequence number %s): %w", strOr(r.EventID, "?"), shard, seq, err)
 	}
 	rec := &record.Record{Source: record.Source{Name: d.source, Kind: Kind, Table: d.table}}
+	ttl := r.UserIdentity != nil && r.UserIdentity.PrincipalId != nil && *r.UserIdentity.PrincipalId == ttlPrincipal
 	switch r.EventName {
 	case types.OperationTypeInsert:
 		rec.Op = record.OpInsert
@@ -56,6 +64,11 @@ func (d *decoder) decode(shard string, r *types.Record) (*record.Record, error) 
 		rec.Op = record.OpUpdate
 	case types.OperationTypeRemove:
 		rec.Op = record.OpDelete
+	case localTTLEvent:
+		if sr.OldImage == nil || sr.NewImage != nil {
+			return nil, where(fmt.Errorf("eventName %q without the old image alone of DynamoDB Local's Time to Live deletions", r.EventName))
+		}
+		rec.Op, ttl = record.OpDelete, true
 	default:
 		return nil, where(fmt.Errorf("eventName %q: want INSERT, MODIFY or REMOVE", r.EventName))
 	}
@@ -117,7 +130,7 @@ func (d *decoder) decode(shard string, r *types.Record) (*record.Record, error) 
 		return nil, nil // a context-only write, such as a delete marker
 	}
 	switch {
-	case r.UserIdentity != nil && r.UserIdentity.PrincipalId != nil && *r.UserIdentity.PrincipalId == ttlPrincipal:
+	case ttl:
 		rec.Actor, rec.Cause = json.RawMessage(ttlActor), json.RawMessage(ttlCause)
 	case rec.Op == record.OpDelete:
 		if c := parseContext(oldJS); c.op == dynamoctx.OpDelete {

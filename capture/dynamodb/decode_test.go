@@ -137,6 +137,13 @@ func TestDecode(t *testing.T) {
 	if string(r.Actor) != ttlActor || string(r.Cause) != ttlCause {
 		t.Errorf("TTL delete: actor %s cause %s", r.Actor, r.Cause)
 	}
+	local := streamRecord(localTTLEvent, item("v", s("1")), nil)
+	if r, err = d.decode("s", local); err != nil || r.Op != record.OpDelete || string(r.Actor) != ttlActor {
+		t.Errorf("DynamoDB Local's TTL delete: %+v, %v", r, err)
+	}
+	if _, err = d.decode("s", streamRecord(localTTLEvent, nil, item("v", s("1")))); err == nil || !strings.Contains(err.Error(), "Time to Live") {
+		t.Errorf("an unknown event with a new image: %v", err)
+	}
 	r, _ = d.decode("s", streamRecord(types.OperationTypeInsert, nil, item("_stele", &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{
 		"actor": &types.AttributeValueMemberM{Value: map[string]types.AttributeValue{"id": s("m")}}}})))
 	if string(r.Actor) != `{"id":"m"}` || r.Before != nil || strings.Join(r.Changed, ",") != "pk,sk" {

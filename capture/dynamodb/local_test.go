@@ -124,6 +124,27 @@ func TestLocal(t *testing.T) {
 		}
 	})
 
+	t.Run("TTLDeletes", func(t *testing.T) {
+		if err := createTable(ctx, c, "ttl", types.StreamViewTypeNewAndOldImages); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.UpdateTimeToLive(ctx, &dynamodb.UpdateTimeToLiveInput{TableName: aws.String("ttl"),
+			TimeToLiveSpecification: &types.TimeToLiveSpecification{Enabled: aws.Bool(true), AttributeName: aws.String("exp")}}); err != nil {
+			t.Fatal(err)
+		}
+		expired := fmt.Sprint(time.Now().Add(-time.Hour).Unix())
+		if _, err := c.PutItem(ctx, &dynamodb.PutItemInput{TableName: aws.String("ttl"), Item: map[string]types.AttributeValue{
+			"id": key(5)["id"], "exp": &types.AttributeValueMemberN{Value: expired}}}); err != nil {
+			t.Fatal(err)
+		}
+		l, stop := run(t, newSource(t, "ttl"))
+		recs := l.waitRecords(2, "the put and DynamoDB Local's Time to Live deletion")
+		stop()
+		if r := recs[1]; r.Op != record.OpDelete || string(r.Actor) != ttlActor || string(r.Cause) != ttlCause || string(r.Before) != `{"exp":`+expired+`,"id":5}` {
+			t.Errorf("TTL deletion: %+v", r)
+		}
+	})
+
 	t.Run("PartialImages", func(t *testing.T) {
 		if err := createTable(ctx, c, "partial", types.StreamViewTypeNewImage); err != nil {
 			t.Fatal(err)

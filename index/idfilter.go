@@ -22,9 +22,16 @@ type idFilter struct {
 	mu       sync.RWMutex
 	f        *bloom.BloomFilter
 	capacity uint
-	count    uint
-	ready    bool
-	gen      uint64 // build generation; a superseded build must not set ready
+	// count is the ids the filter holds or is about to hold; once counted,
+	// it includes every stored id, so a growth rebuild (which adds the
+	// stored ids again) keeps it instead of counting them a second time
+	// after appends that came during its scan have already been checked
+	// against it — which left the filter too small for as long as no
+	// append came.
+	count   uint
+	counted bool
+	ready   bool
+	gen     uint64 // build generation; a superseded build must not set ready
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -46,17 +53,21 @@ func newIDFilter(db *pebble.DB, capacity uint, logger *slog.Logger) *idFilter {
 // and fills it from the index in the background.
 func (f *idFilter) rebuildLocked(capacity uint) {
 	f.f = bloom.NewWithEstimates(capacity, falsePositives)
-	f.capacity, f.count, f.ready = capacity, 0, false
+	f.capacity, f.ready = capacity, false
+	countStored := !f.counted
+	if countStored {
+		f.count = 0
+	}
 	f.gen++
 	gen := f.gen
 	f.wg.Go(func() {
-		if err := f.build(gen); err != nil {
+		if err := f.build(gen, countStored); err != nil {
 			f.logger.Warn("id filter build failed; id lookups use the index directly", "err", err)
 		}
 	})
 }
 
-func (f *idFilter) build(gen uint64) error {
+func (f *idFilter) build(gen uint64, countStored bool) error {
 	it, err := f.db.NewIter(&pebble.IterOptions{LowerBound: []byte{pID}, UpperBound: []byte{pID + 1}})
 	if err != nil {
 		return fmt.Errorf("scan ids: %w", err)
@@ -73,7 +84,9 @@ func (f *idFilter) build(gen uint64) error {
 		for _, id := range ids {
 			f.f.Add(id)
 		}
-		f.count += uint(len(ids))
+		if countStored {
+			f.count += uint(len(ids))
+		}
 		ids = ids[:0]
 		return true
 	}
@@ -98,7 +111,7 @@ func (f *idFilter) build(gen uint64) error {
 	}
 	f.mu.Lock()
 	if f.gen == gen {
-		f.ready = true
+		f.ready, f.counted = true, true
 	}
 	f.mu.Unlock()
 	return nil

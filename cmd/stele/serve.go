@@ -30,6 +30,7 @@ import (
 	"github.com/stele/stele/privacy/keystore"
 	"github.com/stele/stele/query"
 	"github.com/stele/stele/record"
+	"github.com/stele/stele/ui"
 )
 
 // shutdownTimeout bounds how long in-flight requests may run after a
@@ -185,6 +186,7 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		Schemas:       priv.schemas,
 		DeadLetters:   deadLetterReplay{dead, store, priv.guard},
 		FollowMetrics: follows,
+		UI:            ui.New(),
 	}
 	projections, stopProjections, err := startProjections(ctx, cfg, store, follows, logger)
 	if err != nil {

@@ -1,0 +1,3 @@
+export async function lineagePage(view) {
+  view.appendChild(document.createTextNode('lineage'));
+}

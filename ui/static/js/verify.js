@@ -145,9 +145,10 @@ export async function verifyConsistency(first, second, root1, root2, path) {
 // and checks that its hash is that of the name and key.
 export async function parseVerifierKey(text) {
   const t = text.trim();
-  const i = t.lastIndexOf('+');
-  const j = t.lastIndexOf('+', i - 1);
-  if (i < 0 || j <= 0) throw new Error('a verifier key is NAME+HASH+KEY');
+  // A note key name holds no '+', while base64 may: split at the first.
+  const j = t.indexOf('+');
+  const i = j + 9;
+  if (j <= 0 || t[i] !== '+') throw new Error('a verifier key is NAME+HASH+KEY');
   const name = t.slice(0, j), hashHex = t.slice(j + 1, i), keyB64 = t.slice(i + 1);
   if (!/^[0-9a-f]{8}$/.test(hashHex)) throw new Error('the key hash is not 8 hex digits');
   const key = b64decode(keyB64);

@@ -133,6 +133,9 @@ type Config struct {
 	// client, so this package knows nothing of it (cmd/stele passes
 	// ui.New()).
 	UI http.Handler
+	// StreamSubjects is the NATS subject prefix of the lineage stream
+	// when it runs (GET /v1/lineage shows it as a consumer); empty: off.
+	StreamSubjects string
 }
 
 // Server is the HTTP API v1 handler.
@@ -255,6 +258,8 @@ func (s *Server) routes() {
 	s.handle("GET /metrics", s.metrics.handler().ServeHTTP)
 	s.handle("/metrics", methodNotAllowed("GET, HEAD"))
 
+	s.handle("GET /v1/lineage", s.gated(s.authorize(anyRole, s.lineage)))
+	s.handle("/v1/lineage", methodNotAllowed("GET, HEAD"))
 	s.handle("GET /v1/whoami", s.gated(s.authorize(anyRole, s.whoami)))
 	s.handle("/v1/whoami", methodNotAllowed("GET, HEAD"))
 	if s.cfg.UI != nil {
@@ -365,6 +370,7 @@ docs/api.md in the source tree describes it, docs/openapi.yaml is its OpenAPI fo
   GET  /v1/export                                records with proofs, to verify offline
   GET  /v1/stream                                live records (Server-Sent Events)
   POST /graphql                                  GraphQL (playground at /graphql/playground)
+  GET  /v1/lineage                               tables with counts and last change, and their consumers
   GET  /v1/whoami                                the caller's token name and role
   GET  /healthz, GET /metrics
 A browser asking for / gets the web UI (docs/ui.md).

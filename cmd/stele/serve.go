@@ -27,6 +27,7 @@ import (
 	"github.com/stele/stele/internal/atomicfile"
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/privacy"
+	"github.com/stele/stele/publish"
 	"github.com/stele/stele/privacy/keystore"
 	"github.com/stele/stele/query"
 	"github.com/stele/stele/record"
@@ -196,6 +197,9 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 	defer stopProjections()
 	if projections != nil {
 		apiCfg.Projections = projections
+	}
+	if !cfg.Stream.Disabled {
+		apiCfg.StreamSubjects = publish.DefaultSubjectPrefix
 	}
 	handler := api.New(apiCfg)
 	stopStream, err := startStream(cfg, store, reg, follows, logger)

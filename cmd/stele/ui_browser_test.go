@@ -18,6 +18,7 @@ import (
 	"github.com/chromedp/chromedp/kb"
 
 	"github.com/stele/stele/auth"
+	"github.com/stele/stele/projection"
 )
 
 // The web UI's end-to-end test: real headless Chromium (Debian's chromium,
@@ -69,7 +70,8 @@ type uiEnv struct {
 
 func TestWebUI(t *testing.T) {
 	chrome := chromiumPath(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	extra, _ := strconv.Atoi(os.Getenv("STELE_UI_RECORDS"))
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute+time.Duration(extra)*time.Millisecond)
 	defer cancel()
 
 	dir := t.TempDir()
@@ -84,6 +86,7 @@ func TestWebUI(t *testing.T) {
 	cfg.LogLevel = 8
 	cfg.Stream.Disabled = true
 	cfg.Schemas = &[]SchemaFile{{Subject: "crm.public.customers", Path: schemaFile}}
+	cfg.Projections = &[]projection.Definition{{Name: "orders", Filter: `record.source.table == "orders"`, Key: "string(record.key.id)", Fold: projection.FoldState}}
 	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -111,8 +114,8 @@ func TestWebUI(t *testing.T) {
 		}
 	}
 	e.post(ctx, demoJSON(demoRecords()))
-	if n, _ := strconv.Atoi(os.Getenv("STELE_UI_RECORDS")); n > 0 {
-		e.bulk(ctx, n)
+	if extra > 0 {
+		e.bulk(ctx, extra)
 	}
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
@@ -438,8 +441,34 @@ func (e *uiEnv) logConsistency(ctx context.Context, tab context.Context) {
 }
 
 func (e *uiEnv) lineage(tab context.Context) {
-	e.visit(tab, "#/lineage", `.view[data-page="lineage"]`)
+	e.visit(tab, "#/lineage", `#lineage-tables`)
+	rows := e.texts(tab, `[...document.querySelectorAll('#lineage-tables tbody tr')].map(r => r.innerText.replace(/\s+/g, ' ').trim())`)
+	want := map[string]bool{"crm customers 17": false, "crm orders 16": false}
+	for _, r := range rows {
+		for w := range want {
+			if strings.HasPrefix(r, w+" ") {
+				want[w] = true
+			}
+		}
+		if strings.HasPrefix(r, "stele ") {
+			e.t.Errorf("lineage lists Stele's own records without being asked: %q", r)
+		}
+	}
+	for w, ok := range want {
+		if !ok {
+			e.t.Errorf("lineage table has no row %q: %q", w, rows)
+		}
+	}
+	nodes := e.texts(tab, `[...document.querySelectorAll('svg.lineage .node text:first-of-type')].map(t => t.textContent)`)
+	if !strings.Contains(strings.Join(nodes, "|"), "orders") {
+		t := e.t
+		t.Errorf("the lineage graph shows no node for the orders projection: %q", nodes)
+	}
 	e.shot(tab, "lineage")
+	e.visit(tab, "#/lineage?depth=1", `#lineage-tables`)
+	if n := len(e.texts(tab, `[...document.querySelectorAll('svg.lineage .node')].map(n => n.className.baseVal)`)); n != 2 {
+		e.t.Errorf("lineage at depth 1 shows %d nodes, want the 2 sources (crm, app)", n)
+	}
 }
 
 // roles: an analyst sees masks, an auditor clear values and the access

@@ -245,11 +245,7 @@ func (s *Server) routes() {
 		s.handle("GET /graphql", s.gated(s.authorize(anyRole, s.graphQL)))
 		s.handle("POST /graphql", s.gated(s.authorize(anyRole, s.graphQL)))
 		s.handle("/graphql", methodNotAllowed("GET, HEAD, POST"))
-		playground := s.cfg.GraphQL.ServeHTTP
-		if s.cfg.UI != nil {
-			playground = s.cfg.UI.ServeHTTP
-		}
-		s.handle("GET /graphql/playground", playground)
+		s.handle("GET /graphql/playground", s.cfg.GraphQL.ServeHTTP)
 		s.handle("/graphql/playground", methodNotAllowed("GET, HEAD"))
 	}
 

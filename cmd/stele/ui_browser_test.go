@@ -133,6 +133,7 @@ func TestWebUI(t *testing.T) {
 	e.tableState(admin)
 	e.logConsistency(ctx, admin)
 	e.lineage(admin)
+	e.playground(admin)
 	e.roles()
 	e.erase(admin)
 	e.narrow()
@@ -469,6 +470,25 @@ func (e *uiEnv) lineage(tab context.Context) {
 	if n := len(e.texts(tab, `[...document.querySelectorAll('svg.lineage .node')].map(n => n.className.baseVal)`)); n != 2 {
 		e.t.Errorf("lineage at depth 1 shows %d nodes, want the 2 sources (crm, app)", n)
 	}
+}
+
+// playground runs a query from the embedded page with the tab's token.
+func (e *uiEnv) playground(tab context.Context) {
+	var out string
+	var done bool
+	e.run(tab, "playground",
+		chromedp.Navigate(e.base+"/graphql/playground"),
+		chromedp.WaitVisible(chromedp.ID("pg-run")),
+		chromedp.Click(chromedp.ID("pg-run")),
+		chromedp.WaitVisible(chromedp.CSS(`#pg-result:not(:empty)`)),
+		into(chromedp.Poll[bool](`document.getElementById('pg-result').textContent.includes('HTTP ')`), &done),
+		into(chromedp.Text(chromedp.ID("pg-result")), &out))
+	if !strings.Contains(out, "HTTP 200") || !strings.Contains(out, `"rootHash"`) || !strings.Contains(out, `"keyString"`) {
+		e.t.Errorf("the playground's query answered:\n%.600s", out)
+	}
+	e.run(tab, "playground schema", chromedp.Click(chromedp.ID("pg-schema")), chromedp.WaitVisible(chromedp.CSS(`#pg-docs dl`)))
+	e.shot(tab, "playground")
+	e.run(tab, "back to the app", chromedp.Navigate(e.base+"/#/search"), chromedp.WaitVisible(chromedp.CSS(`.view[data-page="search"] table.dense`)))
 }
 
 // roles: an analyst sees masks, an auditor clear values and the access

@@ -439,6 +439,39 @@ func (e *uiEnv) logConsistency(ctx context.Context, tab context.Context) {
 		e.t.Errorf("log page after growth: %q, want a checked consistency proof", s)
 	}
 	e.shot(tab, "log")
+
+	// The page's verifier on forged inputs, with what the server served:
+	// a checkpoint whose root was changed after signing, a consistency
+	// proof with one hash flipped, and the two roots swapped.
+	var got map[string]string
+	e.run(tab, "forgeries", into(chromedp.Evaluate[map[string]string](`(async () => {
+		const v = await import('/ui/js/verify.js');
+		const key = await v.parseVerifierKey(await (await fetch('/v1/log/key')).text());
+		const note = await (await fetch('/v1/checkpoint')).text();
+		const out = {};
+		const attempt = async (name, f) => { try { await f(); out[name] = 'accepted'; } catch (e) { out[name] = 'rejected: ' + e.message; } };
+		await attempt('genuine checkpoint', () => v.openCheckpoint(note, key));
+		const lines = note.split(String.fromCharCode(10));
+		const root = v.b64decode(lines[2]); root[0] ^= 1; lines[2] = v.b64encode(root);
+		await attempt('checkpoint with another root', () => v.openCheckpoint(lines.join(String.fromCharCode(10)), key));
+		const hist = JSON.parse(localStorage.getItem('stele.checkpoints.' + key.name));
+		const [a, b] = hist.slice(-2);
+		const pr = await (await fetch('/v1/proof/consistency?from=' + a.size + '&to=' + b.size)).json();
+		const path = pr.hashes.map(v.b64decode);
+		await attempt('genuine consistency', () => v.verifyConsistency(BigInt(a.size), BigInt(b.size), v.b64decode(a.root), v.b64decode(b.root), path));
+		const bad = path.map((x) => x.slice()); bad[0][5] ^= 1;
+		await attempt('consistency with a flipped hash', () => v.verifyConsistency(BigInt(a.size), BigInt(b.size), v.b64decode(a.root), v.b64decode(b.root), bad));
+		await attempt('consistency with the roots swapped', () => v.verifyConsistency(BigInt(a.size), BigInt(b.size), v.b64decode(b.root), v.b64decode(a.root), path));
+		return out;
+	})()`, chromedp.EvalAwaitPromise), &got))
+	for name, want := range map[string]string{
+		"genuine checkpoint": "accepted", "checkpoint with another root": "rejected",
+		"genuine consistency": "accepted", "consistency with a flipped hash": "rejected", "consistency with the roots swapped": "rejected",
+	} {
+		if !strings.HasPrefix(got[name], want) {
+			e.t.Errorf("the page's verifier on a %s: %q, want %s", name, got[name], want)
+		}
+	}
 }
 
 func (e *uiEnv) lineage(tab context.Context) {

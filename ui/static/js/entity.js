@@ -28,16 +28,19 @@ export async function entityPage(view, route, who, stale) {
   const pii = await annotations(recs[recs.length - 1].schema);
   if (stale()) return;
   view.appendChild(await stateAt(base, recs, route.query.get('at'), pii, role, stale));
+  // The latest checkpoint's size says which changes it covers; the record
+  // page checks its signature and the inclusion proof.
+  const cpSize = await api.text('/v1/checkpoint').then((t) => Number(t.split('\n')[1])).catch(() => NaN);
   const list = h('ol', { class: 'timeline', 'aria-label': 'Changes, oldest first' });
   for (const r of recs) {
     const rp = await annotations(r.schema);
-    list.appendChild(changeCard(r, rp, role));
+    list.appendChild(changeCard(r, rp, role, cpSize));
   }
   view.appendChild(h('h2', {}, `${recs.length} change${recs.length === 1 ? '' : 's'}`));
   view.appendChild(list);
 }
 
-function changeCard(r, pii, role) {
+function changeCard(r, pii, role, cpSize) {
   const meta = [];
   if (r.actor) {
     const a = r.actor;
@@ -65,7 +68,8 @@ function changeCard(r, pii, role) {
     h('header', {},
       h('span', { class: 'op op-' + r.op }, r.op), ' ',
       h('time', { datetime: r.occurred_at }, fmtTime(r.occurred_at)), ' ',
-      h('a', { href: '#/record/' + r.seq, class: 'proof-link', title: 'the record and its inclusion proof, checked in this page' }, 'seq ' + r.seq + ' · verify')),
+      h('a', { href: '#/record/' + r.seq, class: 'proof-link', title: 'the record and its inclusion proof, checked in this page' },
+        'seq ' + r.seq + (r.seq < cpSize ? ` · in checkpoint ${cpSize}` : ' · not yet in a checkpoint') + ' · verify')),
     h('dl', { class: 'meta' }, meta),
     r.before || r.after ? diffTable(r, pii, role) : h('p', { class: 'hint' }, 'no image'));
 }

@@ -4,7 +4,7 @@
 // back.
 
 import * as api from './api.js';
-import { h, clear, fmtTime, keyString, entityHref, searchHref } from './dom.js';
+import { h, fmtTime, keyString, entityHref, searchHref } from './dom.js';
 
 const OPS = ['insert', 'update', 'delete', 'truncate', 'snapshot', 'ddl', 'event'];
 // cause and tx are not filters of the API: the page applies them to the
@@ -209,4 +209,3 @@ function download(blob, name) {
   setTimeout(() => { URL.revokeObjectURL(a.href); a.remove(); }, 1000);
 }
 
-export { clear };

@@ -539,12 +539,33 @@ func (e *uiEnv) roles() {
 		t.Error("analyst sees customer 7's name or email in clear")
 	}
 	e.shot(an, "timeline-analyst")
+	e.visit(an, "#/search", `.view[data-page="search"] form.filters`)
+	if n := len(e.texts(an, `[...document.querySelectorAll('#f-piivalue')].map(x => x.id)`)); n != 0 {
+		t.Error("the analyst is offered the personal-data search, which the API refuses that role")
+	}
+	e.visit(an, "#/privacy", `#access`)
+	if n := len(e.texts(an, `[...document.querySelectorAll('#erase-start')].map(x => x.id)`)); n != 0 {
+		t.Error("the analyst is offered the erase form")
+	}
 
 	au := e.tab(auth.RoleAuditor)
 	e.visit(au, "#/entity/crm/customers/7", `.view[data-page="entity"] .timeline`)
 	text := e.texts(au, `[document.getElementById('main').innerText]`)[0]
 	if !strings.Contains(text, "frances.allen@example.org") {
 		t.Error("auditor does not see customer 7's email in clear")
+	}
+	// The personal-data search, through the blind index.
+	e.visit(au, "#/search", `#f-piivalue`)
+	e.run(au, "pii search",
+		chromedp.SendKeys(chromedp.ID("f-piifield"), "email"),
+		chromedp.SendKeys(chromedp.ID("f-piivalue"), "frances.allen@example.org"),
+		jsDo(`document.body.dataset.rendered = ''`),
+		chromedp.Click(chromedp.CSS(`form.filters button[type=submit]`)),
+		chromedp.WaitVisible(chromedp.CSS(`body:not([data-rendered=""])`)),
+		chromedp.WaitVisible(chromedp.CSS(`.chips .chip`)))
+	keys := e.texts(au, `[...document.querySelectorAll('table.dense tbody tr td:nth-child(4)')].map(td => td.innerText)`)
+	if len(keys) != 2 || keys[0] != "7" || keys[1] != "7" {
+		t.Errorf("pii.email search for customer 7's new address: keys %q, want the two records holding it (7, 7)", keys)
 	}
 	e.visit(au, "#/privacy", `#access-table`)
 	who := e.texts(au, `[...document.querySelectorAll('#access-table tbody tr')].map(r => r.innerText.replace(/\s+/g, ' '))`)

@@ -539,6 +539,10 @@ func (e *uiEnv) roles() {
 		t.Error("analyst sees customer 7's name or email in clear")
 	}
 	e.shot(an, "timeline-analyst")
+	e.visit(an, "#/table/crm/customers", `#table-out table`)
+	if n := len(e.texts(an, `[...document.querySelectorAll('#table-out .v-masked')].map(s => s.innerText)`)); n != 22 {
+		t.Errorf("analyst's table state: %d masked values, want name and email of 11 customers", n)
+	}
 	e.visit(an, "#/search", `.view[data-page="search"] form.filters`)
 	if n := len(e.texts(an, `[...document.querySelectorAll('#f-piivalue')].map(x => x.id)`)); n != 0 {
 		t.Error("the analyst is offered the personal-data search, which the API refuses that role")

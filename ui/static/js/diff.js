@@ -77,5 +77,6 @@ export function stateTable(state, pii, role) {
   const flat = flatten(state || {});
   return h('table', { class: 'diff state' },
     h('thead', {}, h('tr', {}, h('th', { scope: 'col' }, 'field'), h('th', { scope: 'col' }, 'value'))),
-    h('tbody', {}, [...flat].map(([p, v]) => h('tr', {}, h('th', { scope: 'row' }, p), h('td', {}, valueNode(v, isMasked(p, pii, role)))))));
+    h('tbody', {}, [...flat].map(([p, v]) => h('tr', {}, h('th', { scope: 'row' }, p, pii[p] ? h('span', { class: 'pii', title: 'personal data (x-pii)' }, ' PII') : null),
+      h('td', {}, valueNode(v, isMasked(p, pii, role)))))));
 }

@@ -4,7 +4,7 @@
 
 import * as api from './api.js';
 import { h, clear, fmtTime, entityHref, searchHref } from './dom.js';
-import { flatten } from './diff.js';
+import { annotations, flatten, isMasked } from './diff.js';
 import { valueNode } from './dom.js';
 
 const PAGE = 50;
@@ -25,6 +25,8 @@ export async function tablePage(view, route, who, stale) {
     view.appendChild(h('p', {}, 'No record of this table.'));
     return;
   }
+  const pii = await annotations(last.records[0].schema);
+  const role = who ? who.role : '';
   const t0 = Date.parse(first.records[0].occurred_at), t1 = Date.parse(last.records[0].occurred_at);
   const at = q.get('at') || '';
   const out = h('div', { id: 'table-out', 'aria-live': 'polite' });
@@ -61,7 +63,7 @@ export async function tablePage(view, route, who, stale) {
     h('tbody', {}, shown.map((u) => {
       const f = flatten(u.state);
       return h('tr', {}, h('td', {}, h('a', { href: entityHref(source, table, u.key) + (at ? '?at=' + encodeURIComponent(at) : '') }, u.key)),
-        cols.map((c) => h('td', {}, valueNode(f.get(c)))), h('td', { class: 'num' }, h('a', { href: '#/record/' + u.seq }, u.seq)));
+        cols.map((c) => h('td', {}, valueNode(f.get(c), isMasked(c, pii, role)))), h('td', { class: 'num' }, h('a', { href: '#/record/' + u.seq }, u.seq)));
     })))));
   out.appendChild(h('p', { class: 'count' }, `units ${page * PAGE + 1}–${page * PAGE + shown.length}` + (more ? ', more follow' : '')));
   const nav = h('nav', { class: 'pager', 'aria-label': 'Pages of units' });

@@ -14,10 +14,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/browser"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 
 	"github.com/stele/stele/auth"
+	"github.com/stele/stele/export"
 	"github.com/stele/stele/projection"
 )
 
@@ -320,6 +322,7 @@ func (e *uiEnv) searchWithThreeFilters(tab context.Context) {
 		t.Errorf("filter chips %q, want three", chips)
 	}
 	e.shot(tab, "search")
+	e.exportQuery(tab)
 	// Removing a chip drops its filter; the back button brings it back.
 	e.run(tab, "remove the op chip",
 		jsDo(`document.body.dataset.rendered = ''`),
@@ -361,6 +364,57 @@ func (e *uiEnv) searchWithThreeFilters(tab context.Context) {
 		t.Errorf("since=last 2 hours shows %d demo records of 2025", len(rows))
 	}
 	e.visit(tab, "#/search?source=crm&since=nonsense", `.view[data-page="search"] .error`)
+}
+
+// exportQuery downloads the three-filter query as CSV with its proof from
+// the page, and checks the pair offline as a recipient would.
+func (e *uiEnv) exportQuery(tab context.Context) {
+	t := e.t
+	dir := t.TempDir()
+	if _, err := chromedp.CallBrowser(tab, browser.SetDownloadBehavior, browser.SetDownloadBehaviorParams{Behavior: browser.SetDownloadBehaviorBehaviorAllow, DownloadPath: dir}); err != nil {
+		t.Fatalf("allow downloads: %v", err)
+	}
+	var status string
+	e.run(tab, "export CSV",
+		chromedp.Click(chromedp.CSS(`.export button:nth-of-type(2)`)),
+		into(chromedp.Poll[bool](`document.querySelector('.export [role=status]').textContent.startsWith('exported')`), new(bool)),
+		into(chromedp.Text(chromedp.CSS(`.export [role=status]`)), &status))
+	var csv, proof string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && (csv == "" || proof == ""); time.Sleep(50 * time.Millisecond) {
+		csv, proof = "", ""
+		files, _ := filepath.Glob(filepath.Join(dir, "stele-export-*"))
+		for _, f := range files {
+			switch {
+			case strings.HasSuffix(f, ".csv"):
+				csv = f
+			case strings.HasSuffix(f, ".csv.proof.json"):
+				proof = f
+			}
+		}
+	}
+	if csv == "" || proof == "" {
+		t.Fatalf("the export buttons (%q) left no CSV and proof in the download folder", status)
+	}
+	key := e.getText("/v1/log/key")
+	rep, err := export.VerifyFile(context.Background(), csv, export.VerifyOptions{VerifierKey: strings.TrimSpace(key)})
+	if err != nil {
+		t.Fatalf("the CSV export downloaded from the page does not verify: %v", err)
+	}
+	if rep.Records != 8 {
+		t.Errorf("the export of source=crm table=orders op=update holds %d records, want 8", rep.Records)
+	}
+}
+
+func (e *uiEnv) getText(path string) string {
+	e.t.Helper()
+	resp, err := http.Get(e.base + path)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var b bytes.Buffer
+	_, _ = b.ReadFrom(resp.Body)
+	return b.String()
 }
 
 // keyboardPath goes from search to a timeline to a verified proof with

@@ -45,10 +45,13 @@ const uiCustomerSchema = `{
 
 func chromiumPath(t *testing.T) string {
 	t.Helper()
-	for _, p := range []string{os.Getenv("STELE_CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"} {
-		if p == "" {
-			continue
+	if p := os.Getenv("STELE_CHROMIUM"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("STELE_CHROMIUM=%s: %v", p, err)
 		}
+		return p
+	}
+	for _, p := range []string{"/usr/bin/chromium", "/usr/bin/chromium-browser"} {
 		if _, err := os.Stat(p); err == nil {
 			return p
 		}
@@ -85,7 +88,6 @@ func TestWebUI(t *testing.T) {
 	}
 	cfg := defaultConfig()
 	cfg.Data, cfg.Addr = filepath.Join(dir, "data"), "127.0.0.1:0"
-	cfg.LogLevel = 8
 	cfg.Stream.Disabled = true
 	cfg.Schemas = &[]SchemaFile{{Subject: "crm.public.customers", Path: schemaFile}}
 	cfg.Projections = &[]projection.Definition{{Name: "orders", Filter: `record.source.table == "orders"`, Key: "string(record.key.id)", Fold: projection.FoldState}}

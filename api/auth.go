@@ -2,6 +2,7 @@ package api
 
 import (
 	"context"
+	"crypto/x509"
 	"net/http"
 	"slices"
 	"strings"
@@ -19,6 +20,12 @@ type Authenticator interface {
 	// Empty reports that no token exists: every request is then trusted
 	// (the server listens on loopback only).
 	Empty() bool
+}
+
+// CertAuthenticator maps a client certificate the TLS handshake verified
+// to a principal (auth.CertRoles).
+type CertAuthenticator interface {
+	Authenticate(cert *x509.Certificate) (auth.Principal, error)
 }
 
 // Privacy is what the API needs from the privacy layer.
@@ -62,20 +69,40 @@ func (s *Server) authorize(roles []auth.Role, h http.HandlerFunc) http.HandlerFu
 	}
 }
 
+// authenticate finds who made the request: the bearer token when one is
+// sent (it is explicit, so it decides), else the verified client
+// certificate when ClientCerts is set, else no one.
 func (s *Server) authenticate(w http.ResponseWriter, r *http.Request) (auth.Principal, bool) {
-	if s.cfg.Auth == nil || s.cfg.Auth.Empty() {
+	certs := s.cfg.ClientCerts
+	noTokens := s.cfg.Auth == nil || s.cfg.Auth.Empty()
+	if noTokens && certs == nil {
 		return auth.Anonymous, true
 	}
 	h := r.Header.Get("Authorization")
+	certMsg := ""
+	if h == "" && certs != nil {
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+			certMsg = "; nor was a client certificate this server trusts (tls_client_ca)"
+		} else {
+			p, err := certs.Authenticate(r.TLS.VerifiedChains[0][0])
+			if err == nil {
+				return p, true
+			}
+			certMsg = "; the client certificate was verified, but " + err.Error()
+		}
+	}
 	token, ok := strings.CutPrefix(h, "Bearer ")
 	if !ok || token == "" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="stele"`)
-		writeError(w, http.StatusUnauthorized, &apiError{Msg: "Authorization: no bearer token was sent, and this server requires one: " +
+		writeError(w, http.StatusUnauthorized, &apiError{Msg: "Authorization: no bearer token was sent" + certMsg + ", and this server requires one: " +
 			"send the header `Authorization: Bearer TOKEN` (stele commands: --token or $STELE_TOKEN); an admin creates tokens with `stele token create`"})
 		return auth.Principal{}, false
 	}
-	p, ok := s.cfg.Auth.Authenticate(strings.TrimSpace(token))
-	if !ok {
+	var p auth.Principal
+	if !noTokens {
+		p, ok = s.cfg.Auth.Authenticate(strings.TrimSpace(token))
+	}
+	if noTokens || !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="stele", error="invalid_token"`)
 		writeError(w, http.StatusUnauthorized, &apiError{Msg: "Authorization: the bearer token sent was refused: it is not one of this server's tokens " +
 			"(check it for typos, and that it was created on this server's data directory)"})

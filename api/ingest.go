@@ -30,6 +30,18 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnsupportedMediaType, aerr)
 		return
 	}
+	var idemKey string
+	if h, ok := r.Header["Idempotency-Key"]; ok {
+		if len(h) != 1 {
+			writeError(w, http.StatusBadRequest, &apiError{Msg: fmt.Sprintf("Idempotency-Key header: sent %d times; send one key per batch", len(h))})
+			return
+		}
+		var err error
+		if idemKey, err = record.ParseIdempotencyKey(h[0]); err != nil {
+			writeError(w, http.StatusBadRequest, &apiError{Msg: err.Error()})
+			return
+		}
+	}
 	tooBig := &apiError{Status: http.StatusRequestEntityTooLarge,
 		Msg: fmt.Sprintf("request body is larger than the %d-byte limit; send fewer records per request", s.cfg.MaxBodyBytes)}
 	if r.ContentLength > s.cfg.MaxBodyBytes {
@@ -66,7 +78,7 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, &apiError{Msg: "request body holds no records"})
 		return
 	}
-	recs, aerr := s.parseBatch(items, batch)
+	recs, aerr := s.parseBatch(items, batch, idemKey)
 	if aerr != nil {
 		writeError(w, aerr.status(), aerr)
 		return
@@ -91,11 +103,16 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request) {
 // parseBatch validates every item and rejects ids repeated inside the
 // batch: the log would store the second as a duplicate of the first, which
 // for two different records would silently drop one.
-func (s *Server) parseBatch(items [][]byte, batch bool) ([]*record.Record, *apiError) {
-	opts := record.IngestOptions{DefaultKind: "http", Now: s.cfg.Now()}
+//
+// With an Idempotency-Key, records with neither an id nor a source
+// position get ids derived from the key and their place in the batch
+// (record.DeriveBatchID), so resending the batch stores nothing twice.
+func (s *Server) parseBatch(items [][]byte, batch bool, idemKey string) ([]*record.Record, *apiError) {
+	opts := record.IngestOptions{DefaultKind: "http", Now: s.cfg.Now(), IdempotencyKey: idemKey, BatchSize: len(items)}
 	recs := make([]*record.Record, len(items))
 	seen := make(map[string]int, len(items))
 	for i, item := range items {
+		opts.BatchIndex = i
 		rec, err := record.ParseIngest(item, opts)
 		if err != nil {
 			e := &apiError{Msg: err.Error()}

@@ -111,7 +111,21 @@ func pageRequest(p map[string]string, order query.Order) (query.PageRequest, *ap
 	default:
 		return page, &apiError{Msg: fmt.Sprintf("order: %q is not asc or desc", v), Field: "order"}
 	}
-	return query.PageRequest{Order: order, Limit: limit, Cursor: p["cursor"]}, nil
+	return query.PageRequest{Order: order, Limit: limit, Cursor: p["cursor"], Budget: pageBudget(maxPageBytes)}, nil
+}
+
+// maxPageBytes bounds the records one REST page holds (record.BodySize):
+// 1,000 records of up to 1 MiB each would otherwise sit in memory whole.
+// A page that reaches it ends early with a next_cursor.
+const maxPageBytes = 16 << 20
+
+// pageBudget is a query.PageRequest.Budget of max bytes for one page.
+func pageBudget(max int) func(int) bool {
+	spent := 0
+	return func(n int) bool {
+		spent += n
+		return spent < max
+	}
 }
 
 // appendPage renders {"records":[...],"next_cursor":...} by appending each

@@ -99,8 +99,13 @@ type Config struct {
 	// MaxBatch bounds the records in one POST (default 10000).
 	MaxBatch int
 	// Auth checks bearer tokens; nil (or no tokens) admits every request
-	// as admin, for a server that listens on loopback only.
+	// as admin, for a server that listens on loopback only, unless
+	// ClientCerts is set.
 	Auth Authenticator
+	// ClientCerts, when set, gives a request without a bearer token the
+	// role its verified TLS client certificate maps to; a request with
+	// neither is refused even when no token exists.
+	ClientCerts CertAuthenticator
 	// Privacy reveals personal data by role and erases data subjects; nil
 	// serves records as stored.
 	Privacy Privacy

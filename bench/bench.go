@@ -52,7 +52,11 @@ type Options struct {
 	// Capture sizes the capture figures; its Dir and Progress default to
 	// a folder of Dir and to Progress.
 	Capture CaptureOptions
-	Out     io.Writer
+	// SkipDynamoDB leaves out the DynamoDB capture figure, which starts a
+	// DynamoDB Local (skipped anyway, saying why, without Java or npm).
+	SkipDynamoDB bool
+	DynamoDB     DynamoDBOptions
+	Out          io.Writer
 	// Progress, when set, is told how far the current phase is.
 	Progress func(phase string, done, total int)
 }
@@ -81,6 +85,9 @@ func (o *Options) fill() {
 	}
 	if o.Capture.Progress == nil {
 		o.Capture.Progress = o.Progress
+	}
+	if o.DynamoDB.Progress == nil {
+		o.DynamoDB.Progress = o.Progress
 	}
 }
 
@@ -113,13 +120,17 @@ type Results struct {
 	// CaptureSkipped then says why.
 	Capture        *CaptureResults
 	CaptureSkipped string
-	SHA256MBs      float64
-	VerifyMBs      float64
-	HistoryP50     time.Duration
-	HistoryP99     time.Duration
-	SearchP50      time.Duration
-	SearchP99      time.Duration
-	StoreRecords   int
+	// DynamoDB is nil when the DynamoDB capture figure was skipped, and
+	// DynamoDBSkipped then says why.
+	DynamoDB        *DynamoDBResults
+	DynamoDBSkipped string
+	SHA256MBs       float64
+	VerifyMBs       float64
+	HistoryP50      time.Duration
+	HistoryP99      time.Duration
+	SearchP50       time.Duration
+	SearchP99       time.Duration
+	StoreRecords    int
 	// PeakRSSBytes is each phase's peak RSS (see PeakRSSLabel).
 	PeakRSSBytes map[string]int64
 	PeakRSSLabel string
@@ -204,6 +215,7 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 			return nil
 		}},
 		{"capture", func() error { return runCapture(ctx, opts, res) }},
+		{"dynamodb", func() error { return runDynamoDB(ctx, opts, res) }},
 		{"build", func() error { return buildStore(ctx, opts, storeDir) }},
 		{"verify", func() (err error) {
 			if res.VerifyMBs, err = verifySpeed(ctx, opts, storeDir); err != nil {
@@ -234,7 +246,7 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 	res.PeakRSSLabel = rss.Label()
 	var peaks []string
 	for _, p := range phases {
-		if p.name != "capture" || res.Capture != nil {
+		if (p.name != "capture" || res.Capture != nil) && (p.name != "dynamodb" || res.DynamoDB != nil) {
 			peaks = append(peaks, p.name+" "+mib(res.PeakRSSBytes[p.name]))
 		}
 	}
@@ -268,6 +280,34 @@ func runCapture(ctx context.Context, opts Options, res *Results) error {
 		}
 	}
 	fmt.Fprintf(opts.Out, "capture PostgreSQL → log     skipped: %s\n", res.CaptureSkipped)
+	return nil
+}
+
+// runDynamoDB measures the DynamoDB capture figure, or says why it is
+// skipped: DynamoDB Local cannot start or it was turned off.
+func runDynamoDB(ctx context.Context, opts Options, res *Results) error {
+	if opts.SkipDynamoDB {
+		res.DynamoDBSkipped = "turned off (--dynamodb=false)"
+	} else {
+		dopts := opts.DynamoDB
+		if dopts.Dir == "" {
+			dopts.Dir = filepath.Join(opts.Dir, "dynamodb")
+		}
+		d, err := DynamoDB(ctx, dopts)
+		switch {
+		case errors.Is(err, ErrNoDynamoDBLocal):
+			res.DynamoDBSkipped = err.Error()
+		case err != nil:
+			return err
+		default:
+			res.DynamoDB = d
+			for _, l := range d.Lines() {
+				fmt.Fprintln(opts.Out, l)
+			}
+			return nil
+		}
+	}
+	fmt.Fprintf(opts.Out, "capture DynamoDB → log     skipped: %s\n", res.DynamoDBSkipped)
 	return nil
 }
 

@@ -19,7 +19,8 @@ import (
 func TestRunSmall(t *testing.T) {
 	var out bytes.Buffer
 	res, err := Run(context.Background(), Options{Dir: t.TempDir(), Records: 20_000, Throughput: 6_000, Clients: 16, Queries: 200,
-		EraseRecords: 3_000, Out: &out, Capture: CaptureOptions{Changes: 2_000, LatencyRate: 100, LatencyFor: time.Second}})
+		EraseRecords: 3_000, Out: &out, Capture: CaptureOptions{Changes: 2_000, LatencyRate: 100, LatencyFor: time.Second},
+		DynamoDB: DynamoDBOptions{Items: 1_000, Rounds: 2}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,15 +48,41 @@ func TestRunSmall(t *testing.T) {
 		}
 		want = append(want, "pg_recvlogical to /dev/null", "commit to queryable", "capture "+mib(res.PeakRSSBytes["capture"]))
 	}
+	want = append(want, "capture DynamoDB → log")
+	if res.DynamoDB == nil {
+		t.Logf("dynamodb capture skipped: %s", res.DynamoDBSkipped)
+		want = append(want, "capture DynamoDB → log     skipped: ")
+	} else {
+		d := res.DynamoDB
+		if d.Items != 1_000 || len(d.Rounds) != 2 || d.SteleRate() <= 0 || d.RawRate() <= 0 || d.Ratio() <= 0 || d.CallsPerRecord() <= 0 {
+			t.Errorf("dynamodb results %+v", d)
+		}
+		want = append(want, "raw GetRecords loop", "API calls", "dynamodb "+mib(res.PeakRSSBytes["dynamodb"]))
+	}
 	for _, w := range want {
 		if !strings.Contains(out.String(), w) {
 			t.Errorf("output lacks %q", w)
 		}
 	}
-	for _, p := range []string{"baseline", "append", "concurrent", "pii", "erase", "capture", "build", "verify", "query"} {
+	for _, p := range []string{"baseline", "append", "concurrent", "pii", "erase", "capture", "dynamodb", "build", "verify", "query"} {
 		if res.PeakRSSBytes[p] <= 0 {
 			t.Errorf("peak RSS of phase %s is %d", p, res.PeakRSSBytes[p])
 		}
+	}
+}
+
+// TestDynamoDBSkipped: turned off, the DynamoDB figure is skipped with
+// the reason printed.
+func TestDynamoDBSkipped(t *testing.T) {
+	var out bytes.Buffer
+	opts := Options{Out: &out, Dir: t.TempDir(), SkipDynamoDB: true}
+	opts.fill()
+	res := &Results{}
+	if err := runDynamoDB(context.Background(), opts, res); err != nil {
+		t.Fatal(err)
+	}
+	if res.DynamoDB != nil || !strings.Contains(out.String(), "skipped: turned off (--dynamodb=false)") {
+		t.Errorf("dynamodb %+v, output %q", res.DynamoDB, out.String())
 	}
 }
 

@@ -139,6 +139,14 @@ func (s *PositionStore) All() Positions {
 // are durable in the log: as the OnDurable of an Acknowledger[Positions],
 // the runtime keeps that order.
 func (s *PositionStore) Save(ctx context.Context, updates Positions) error {
+	return s.Update(ctx, updates, nil)
+}
+
+// Update is Save that also forgets the positions named in remove (a
+// shard that is done and whose children are done, say), in the same
+// durable write, so the store does not grow with every shard a source
+// ever read.
+func (s *PositionStore) Update(ctx context.Context, updates Positions, remove []string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -146,6 +154,9 @@ func (s *PositionStore) Save(ctx context.Context, updates Positions) error {
 	defer s.mu.Unlock()
 	next := maps.Clone(s.cur)
 	maps.Copy(next, updates)
+	for _, name := range remove {
+		delete(next, name)
+	}
 	gen := s.gen + 1
 	data, err := encodePositions(gen, next)
 	if err != nil {

@@ -452,3 +452,22 @@ func TestPositionsErrors(t *testing.T) {
 		}
 	})
 }
+
+// TestPositionsUpdateForgets: Update sets and removes in one durable
+// write, and a reopened store no longer holds what was removed.
+func TestPositionsUpdateForgets(t *testing.T) {
+	dir := t.TempDir()
+	s := openPos(t, dir)
+	save(t, s, Positions{"a": "1", "b": "2", "c": "3"})
+	if err := s.Update(context.Background(), Positions{"d": "4"}, []string{"a", "c", "never-there"}); err != nil {
+		t.Fatalf("Update: %v", err)
+	}
+	wantPositions(t, s, Positions{"b": "2", "d": "4"})
+	wantPositions(t, openPos(t, dir), Positions{"b": "2", "d": "4"})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := s.Update(ctx, nil, []string{"b"}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Update with a canceled context = %v, want context.Canceled", err)
+	}
+	wantPositions(t, openPos(t, dir), Positions{"b": "2", "d": "4"})
+}

@@ -321,6 +321,11 @@ func (s *server) do(method, path, ctype string, body []byte) response {
 }
 
 func request(base, method, path, ctype string, body []byte) (response, error) {
+	return requestWith(base, method, path, ctype, nil, body)
+}
+
+// requestWith is request with extra headers.
+func requestWith(base, method, path, ctype string, header http.Header, body []byte) (response, error) {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -328,6 +333,9 @@ func request(base, method, path, ctype string, body []byte) (response, error) {
 	req, err := http.NewRequest(method, base+path, rd)
 	if err != nil {
 		return response{}, err
+	}
+	for k, v := range header {
+		req.Header[k] = v
 	}
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)

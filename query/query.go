@@ -70,6 +70,12 @@ type PageRequest struct {
 	Order  Order
 	Limit  int
 	Cursor string
+	// Budget, when set, is told the size of each record put on the page
+	// (record.BodySize); when it answers false the page ends after that
+	// record, with a cursor to continue from. It bounds the memory one
+	// request holds whatever the records' sizes; callers may share one
+	// budget between the pages of a request.
+	Budget func(bytes int) bool
 }
 
 // Page is one page of records. NextCursor is empty at the end.
@@ -242,6 +248,9 @@ func (e *Engine) page(ctx context.Context, l *index.List, req PageRequest, f Fil
 	scanned := 0
 	var last uint64
 	var scanErr error
+	// more: a record is left for the next page, or req.Budget ended this
+	// one (there may then be nothing after it, and the next page comes
+	// back empty, which pagination allows).
 	more := false
 	err = e.scanSeqs(l, f.Blind, desc, from, size, func(p index.Posting) bool {
 		if p.Seq >= size {
@@ -274,6 +283,10 @@ func (e *Engine) page(ctx context.Context, l *index.List, req PageRequest, f Fil
 				return false
 			}
 			page.Records = append(page.Records, r)
+			if req.Budget != nil && !req.Budget(record.BodySize(r)) {
+				more = true
+				return false
+			}
 		}
 		return true
 	})

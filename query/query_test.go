@@ -786,3 +786,44 @@ func TestQueriesDuringAppends(t *testing.T) {
 		}
 	}
 }
+
+// A budget ends a page early, with a cursor that continues after the last
+// record put on it: paging under a budget still yields every record once,
+// in order, and no page holds more than the budget allows.
+func TestPageBudget(t *testing.T) {
+	v := newEnv(t)
+	buildHistory(t, v, 200)
+	all := v.all(t)
+	ctx := context.Background()
+	for _, order := range []query.Order{query.Asc, query.Desc} {
+		for _, f := range []query.Filter{{}, {Source: "crm"}, {Actor: "alice"}} {
+			want := expected(all, f, order)
+			pages := 0
+			got := collect(t, 100, func(c string) (*query.Page, error) {
+				pages++
+				told := 0
+				p, err := v.e.Records(ctx, f, query.PageRequest{Order: order, Limit: 100, Cursor: c, Budget: func(n int) bool {
+					if n < 100 {
+						t.Fatalf("budget told %d bytes for a record", n)
+					}
+					told++
+					return told < 3 // spent after three records
+				}})
+				if err == nil && len(p.Records) > 3 {
+					t.Fatalf("a page of %d records under a budget of three", len(p.Records))
+				}
+				return p, err
+			})
+			if !slices.Equal(seqsOf(got), want) {
+				t.Fatalf("filter %+v order %v: got %v, want %v", f, order, seqsOf(got), want)
+			}
+			if len(want) > 10 && pages < len(want)/3 {
+				t.Fatalf("filter %+v: %d records in %d pages: the budget did not end pages", f, len(want), pages)
+			}
+		}
+	}
+	h, err := v.e.History(ctx, "crm", "customers", "3", query.PageRequest{Budget: func(int) bool { return false }})
+	if err != nil || len(h.Records) != 1 || h.NextCursor == "" {
+		t.Fatalf("history with a spent budget: %v, %+v", err, h)
+	}
+}

@@ -4,6 +4,8 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base32"
+	"errors"
+	"fmt"
 	"hash"
 	"strconv"
 	"strings"
@@ -36,6 +38,63 @@ func DeriveID(r *Record) string {
 	}
 	sum := h.Sum(nil)
 	return "p" + strings.ToLower(idEncoding.EncodeToString(sum[:16]))
+}
+
+// MaxIdempotencyKeyBytes bounds an Idempotency-Key.
+const MaxIdempotencyKeyBytes = 200
+
+// ErrIdempotencyKey is wrapped by ParseIdempotencyKey's errors.
+var ErrIdempotencyKey = errors.New("invalid Idempotency-Key")
+
+// ParseIdempotencyKey returns the key an Idempotency-Key header carries:
+// either a structured-field string ("…", as the IETF draft writes it) or
+// the bare token, 1 to MaxIdempotencyKeyBytes printable ASCII characters.
+func ParseIdempotencyKey(header string) (string, error) {
+	k := header
+	if len(k) >= 2 && k[0] == '"' && k[len(k)-1] == '"' {
+		k = k[1 : len(k)-1]
+	}
+	if k == "" || len(k) > MaxIdempotencyKeyBytes {
+		return "", keyErr("must be 1 to %d characters, got %d", MaxIdempotencyKeyBytes, len(k))
+	}
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			return "", keyErr("character %d is not allowed: use printable ASCII without quotes or backslashes (a random UUID is a good key)", i)
+		}
+	}
+	return k, nil
+}
+
+func keyErr(format string, args ...any) error {
+	return &idempotencyKeyError{reason: fmt.Sprintf(format, args...)}
+}
+
+type idempotencyKeyError struct{ reason string }
+
+func (e *idempotencyKeyError) Error() string { return "Idempotency-Key header: " + e.reason }
+func (e *idempotencyKeyError) Unwrap() error { return ErrIdempotencyKey }
+
+// DeriveBatchID returns the id of record index of a batch of size records
+// sent with an Idempotency-Key, for a record with neither an id nor a
+// source position: the same batch resent with the same key gets the same
+// ids, so a client resending every batch not answered 201 stores each
+// record once, while the same record in another batch (another key) is
+// another record. The hash covers the key, the record's place in the batch
+// and the batch's size, and the record's source and op, so a key reused
+// for a different batch mostly gets fresh ids; it does not cover key,
+// images, actor or cause, which may hold personal data that erasure must
+// leave unreadable (an id is stored in clear, forever).
+func DeriveBatchID(idempotencyKey string, index, size int, r *Record) string {
+	h := sha256.New()
+	h.Write([]byte("stele batch id v1\x00"))
+	for _, part := range []string{idempotencyKey, strconv.Itoa(index), strconv.Itoa(size),
+		r.Source.Kind, r.Source.Name, r.Source.Database, r.Source.Schema, r.Source.Table, string(r.Op)} {
+		h.Write(strconv.AppendInt(nil, int64(len(part)), 10))
+		h.Write([]byte{':'})
+		h.Write([]byte(part))
+	}
+	sum := h.Sum(nil)
+	return "k" + strings.ToLower(idEncoding.EncodeToString(sum[:16]))
 }
 
 // IDDeriver computes DeriveID for positioned records with one hash

@@ -19,3 +19,49 @@ func TestIDDeriverMatchesDeriveID(t *testing.T) {
 		}
 	}
 }
+
+func TestDeriveBatchID(t *testing.T) {
+	r := &Record{Source: Source{Name: "app", Kind: "http", Table: "orders"}, Op: OpInsert, After: []byte(`{"email":"a@b.com"}`)}
+	id := DeriveBatchID("key-1", 3, 10, r)
+	if !strings.HasPrefix(id, "k") || len(id) != 27 || id != strings.ToLower(id) {
+		t.Fatalf("id %q: want k and 26 lower-case base32 characters", id)
+	}
+	same := *r
+	same.After = []byte(`{"email":"c@d.com"}`)
+	same.OccurredAt = same.OccurredAt.AddDate(1, 0, 0)
+	if DeriveBatchID("key-1", 3, 10, &same) != id {
+		t.Fatal("the id depends on the images or the time: a resent record would get another id, and the id would hash personal data")
+	}
+	other := *r
+	other.Source.Table = "invoices"
+	for name, got := range map[string]string{
+		"key":        DeriveBatchID("key-2", 3, 10, r),
+		"index":      DeriveBatchID("key-1", 4, 10, r),
+		"batch size": DeriveBatchID("key-1", 3, 11, r),
+		"table":      DeriveBatchID("key-1", 3, 10, &other),
+		"parts":      DeriveBatchID("key-13", 1, 0, r), // "key-1","31","0" vs "key-13","1","0"…
+	} {
+		if got == id {
+			t.Errorf("another %s gives the same id %s", name, id)
+		}
+	}
+}
+
+func TestParseIngestWithIdempotencyKey(t *testing.T) {
+	opts := IngestOptions{IdempotencyKey: "k1", BatchIndex: 2, BatchSize: 5}
+	for _, c := range []struct {
+		in, prefix string
+	}{
+		{`{"source":{"name":"a","table":"t"},"op":"insert","key":{"id":1}}`, "k"},
+		{`{"id":"mine","source":{"name":"a","table":"t"},"op":"insert","key":{"id":1}}`, "mine"},
+		{`{"source":{"name":"a","table":"t"},"op":"insert","key":{"id":1},"tx":{"position":"0/1"}}`, "p"},
+	} {
+		r, err := ParseIngest([]byte(c.in), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(r.ID, c.prefix) {
+			t.Errorf("%s: id %q, want prefix %q", c.in, r.ID, c.prefix)
+		}
+	}
+}

@@ -57,6 +57,12 @@ type IngestOptions struct {
 	DefaultKind string
 	// Now gives occurred_at when the record has none.
 	Now time.Time
+	// IdempotencyKey, when set, is the batch's Idempotency-Key: a record
+	// with neither an id nor a source position gets
+	// DeriveBatchID(IdempotencyKey, BatchIndex, BatchSize, r) instead of a
+	// random id.
+	IdempotencyKey        string
+	BatchIndex, BatchSize int
 }
 
 // ParseIngest validates one client-supplied record (a JSON object) and
@@ -147,7 +153,11 @@ func ParseIngest(data []byte, opts IngestOptions) (*Record, error) {
 	default:
 		r.Changed = sortedCopy(clientChanged)
 	}
-	if r.ID == "" {
+	switch {
+	case r.ID != "":
+	case opts.IdempotencyKey != "" && (r.Tx == nil || r.Tx.Position == ""):
+		r.ID = DeriveBatchID(opts.IdempotencyKey, opts.BatchIndex, opts.BatchSize, r)
+	default:
 		r.ID = DeriveID(r)
 	}
 	return r, nil

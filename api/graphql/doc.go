@@ -6,8 +6,10 @@
 //
 // which runs `go tool gqlgen` with gqlgen.yml. Resolvers are hand-written
 // (resolver.go) over the same query engine and log as the REST API, through
-// the small interfaces this package defines. Every operation is checked
-// against a depth and a complexity limit before it runs.
+// the small interfaces this package defines. Every request is checked
+// against limits (limits.go) before it is validated, before it runs and
+// while it runs: body, tokens, fields, aliases, depth, complexity with
+// introspection costed as what it answers, and the answer's size.
 //
 // Personal data: resolvers read records through the query engine's read
 // hook (query.WithReadHook), which the caller puts in the request context;

@@ -44,7 +44,7 @@ type env struct {
 	recs   []*record.Record // what the test appended, in seq order
 }
 
-func newEnv(t *testing.T, opts graphql.Options) *env {
+func newEnv(t testing.TB, opts graphql.Options) *env {
 	t.Helper()
 	dir := t.TempDir()
 	ix, err := index.Open(filepath.Join(dir, "index"), nil)
@@ -77,7 +77,7 @@ func mustJSON(v any) json.RawMessage {
 	return b
 }
 
-func (e *env) append(t *testing.T, recs ...*record.Record) {
+func (e *env) append(t testing.TB, recs ...*record.Record) {
 	t.Helper()
 	res, err := e.store.Append(context.Background(), recs)
 	if err != nil {
@@ -94,12 +94,12 @@ func (e *env) append(t *testing.T, recs ...*record.Record) {
 
 // history appends 90 records over two tables of crm and one of billing:
 // inserts, updates, deletes, a truncate, three actors, one every hour.
-func (e *env) history(t *testing.T) {
+func (e *env) history(t testing.TB) {
 	t.Helper()
 	e.historyRound(t, 0)
 }
 
-func (e *env) historyRound(t *testing.T, round int) {
+func (e *env) historyRound(t testing.TB, round int) {
 	t.Helper()
 	tables := []record.Source{
 		{Name: "crm", Kind: "postgres", Database: "crm", Table: "customers"},
@@ -609,8 +609,10 @@ func TestDepthLimit(t *testing.T) {
 	if ge.Extensions["code"] != graphql.CodeDepthLimit {
 		t.Fatalf("depth through fragments: %+v", ge)
 	}
-	// Introspection, deeper than 3, is not limited (the playground needs it).
-	e.data(t, `{ __schema { types { name fields { name type { name ofType { name ofType { name } } } } } } }`, nil, &d)
+	// Introspection counts like any field (TestIntrospectionIsCostedLikeAnyField).
+	if ge := e.fails(t, `{ __schema { types { fields { name } } } }`, nil); ge.Extensions["code"] != graphql.CodeDepthLimit {
+		t.Fatalf("introspection of depth 4: %+v", ge)
+	}
 	// The default limit accepts the schema's deepest selections.
 	e2 := newEnv(t, graphql.Options{})
 	e2.history(t)

@@ -71,7 +71,7 @@ func (r *Resolver) queryError(ctx context.Context, err error, prefix string) err
 const maxFirst = query.MaxLimit
 
 func pageRequest(ctx context.Context, first *int, after *string) (query.PageRequest, error) {
-	req := query.PageRequest{Order: query.Desc, Limit: query.DefaultLimit}
+	req := query.PageRequest{Order: query.Desc, Limit: query.DefaultLimit, Budget: loadBudget(ctx)}
 	if first != nil {
 		if *first < 1 || *first > maxFirst {
 			return req, argError(ctx, "first", strconv.Itoa(*first)+" is not from 1 to "+strconv.Itoa(maxFirst))

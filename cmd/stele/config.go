@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/stele/stele/api"
+	"github.com/stele/stele/auth"
 	"github.com/stele/stele/projection"
 	"github.com/stele/stele/publish"
 )
@@ -58,6 +59,13 @@ type Config struct {
 	// Stream configures the live lineage stream (stream: in the file); its
 	// zero value is the default, so Config literals need not mention it.
 	Stream StreamConfig
+	// TLS of the API (tls.go): the server's certificate and key (PEM
+	// files), and optionally the CA whose client certificates are asked
+	// for and the roles their identities map to (a pointer keeps Config
+	// comparable). InsecureListen allows plain HTTP beyond loopback.
+	TLSCert, TLSKey, TLSClientCA string
+	TLSClientRoles               *auth.CertRoles
+	InsecureListen               bool
 }
 
 // StreamConfig is the lineage stream's configuration. Zero values are the
@@ -231,6 +239,43 @@ func options() []option {
 			c.Stream.Listen = v
 			return nil
 		}},
+		{"tls_cert", "TLS certificate `file` (PEM, with any intermediates) of the API; with tls_key the API speaks HTTPS only", func(c *Config, v string) error {
+			if v == "" {
+				return errEmpty
+			}
+			c.TLSCert = v
+			return nil
+		}},
+		{"tls_key", "TLS private key `file` (PEM) of tls_cert", func(c *Config, v string) error {
+			if v == "" {
+				return errEmpty
+			}
+			c.TLSKey = v
+			return nil
+		}},
+		{"tls_client_ca", "CA certificates `file` (PEM): clients may present a certificate it issued, and get the role tls_client_roles maps it to", func(c *Config, v string) error {
+			if v == "" {
+				return errEmpty
+			}
+			c.TLSClientCA = v
+			return nil
+		}},
+		{"tls_client_roles", "client certificate `identities` and their roles, kind:name=role comma-separated, kind cn, dns, email or uri, e.g. cn:ingest-1=service,dns:audit.example.com=auditor (YAML: a mapping)", func(c *Config, v string) error {
+			roles, err := auth.ParseCertRoles(v)
+			if err != nil {
+				return err
+			}
+			c.TLSClientRoles = roles
+			return nil
+		}},
+		{"insecure_listen", "allow plain HTTP on an address beyond loopback (default false): tokens and personal data then cross the network in clear, so only behind a TLS-terminating proxy on the same host", func(c *Config, v string) error {
+			b, err := strconv.ParseBool(v)
+			if err != nil {
+				return errors.New("want true or false")
+			}
+			c.InsecureListen = b
+			return nil
+		}},
 		{"stream_format", "lineage event `format`: cloudevents (data = the record) or debezium (data = {before, after, source, op, ts_ms}) (YAML: stream: {format: ...})", func(c *Config, v string) error {
 			if _, err := publish.ParseFormat(v); err != nil || v == "" {
 				return errors.New("want cloudevents or debezium")
@@ -279,6 +324,13 @@ func addConfigFlags(fs *flag.FlagSet, names ...string) *configFlags {
 			continue
 		}
 		cf.opts = append(cf.opts, o)
+		if o.name == "insecure_listen" {
+			// A switch: --insecure-listen alone means true.
+			p := new(string)
+			fs.Var(boolString{p}, o.flag(), o.usage+" (env "+o.env()+")")
+			cf.values[o.name] = p
+			continue
+		}
 		cf.values[o.name] = fs.String(o.flag(), "", o.usage+" (env "+o.env()+")")
 	}
 	if len(names) == 0 {
@@ -287,6 +339,24 @@ func addConfigFlags(fs *flag.FlagSet, names ...string) *configFlags {
 	}
 	return cf
 }
+
+// boolString is a flag that may be given alone (--insecure-listen) or with
+// a value (--insecure-listen=false); the option's setter parses it.
+type boolString struct{ p *string }
+
+func (b boolString) String() string {
+	if b.p == nil {
+		return ""
+	}
+	return *b.p
+}
+
+func (b boolString) Set(v string) error {
+	*b.p = v
+	return nil
+}
+
+func (boolString) IsBoolFlag() bool { return true }
 
 // load builds the configuration after fs has been parsed. getenv is
 // os.Getenv outside tests.
@@ -416,6 +486,29 @@ func applyYAML(cfg *Config, path string, data []byte) error {
 				return err
 			}
 			cfg.Projections = &list
+			continue
+		}
+		if k.Value == "tls_client_roles" && v.Kind == yaml.MappingNode {
+			if seen[k.Value] {
+				return fmt.Errorf("config file %s: line %d: key %q given twice", path, k.Line, k.Value)
+			}
+			seen[k.Value] = true
+			pairs := map[string]string{}
+			for j := 0; j+1 < len(v.Content); j += 2 {
+				id, role := v.Content[j], v.Content[j+1]
+				if role.Kind != yaml.ScalarNode {
+					return fmt.Errorf("config file %s: line %d: tls_client_roles.%s: want a role", path, role.Line, id.Value)
+				}
+				if _, dup := pairs[id.Value]; dup {
+					return fmt.Errorf("config file %s: line %d: tls_client_roles: %q given twice", path, id.Line, id.Value)
+				}
+				pairs[id.Value] = role.Value
+			}
+			roles, err := auth.NewCertRoles(pairs)
+			if err != nil {
+				return fmt.Errorf("config file %s: line %d: tls_client_roles: %w", path, v.Line, err)
+			}
+			cfg.TLSClientRoles = roles
 			continue
 		}
 		o, ok := byName[k.Value]

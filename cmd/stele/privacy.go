@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -107,17 +106,21 @@ type apiPrivacy struct {
 }
 
 // requireTokensOffLoopback refuses to serve an open API beyond this host.
-func requireTokensOffLoopback(addr, data string, tokens *auth.Tokens, logger *slog.Logger) error {
+func requireTokensOffLoopback(addr, data string, tokens *auth.Tokens, certRoles bool, logger *slog.Logger) error {
 	if !tokens.Empty() {
 		logger.Info("API tokens required", "tokens", len(tokens.List()))
 		return nil
 	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("addr %q: %w", addr, err)
+	if certRoles {
+		// Client certificates authenticate; without one a request is
+		// refused, tokens or not.
+		return nil
 	}
-	ip := net.ParseIP(host)
-	if host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+	loopback, err := isLoopback(addr)
+	if err != nil {
+		return err
+	}
+	if !loopback {
 		return fmt.Errorf("addr %s is not loopback and no API token exists: anyone could read and write the log; "+
 			"create one with `stele token create --data %s --role admin --name NAME`, or listen on 127.0.0.1", addr, data)
 	}

@@ -89,7 +89,14 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 	if err != nil {
 		return err
 	}
-	if err := requireTokensOffLoopback(cfg.Addr, cfg.Data, tokens, logger); err != nil {
+	if err := requireTokensOffLoopback(cfg.Addr, cfg.Data, tokens, cfg.TLSClientRoles != nil, logger); err != nil {
+		return err
+	}
+	tlsCfg, err := newTLSReloader(cfg, logger)
+	if err != nil {
+		return err
+	}
+	if err := requireTLSOffLoopback(cfg, tlsCfg != nil, logger); err != nil {
 		return err
 	}
 	priv, err := openPrivacy(ctx, cfg, logger)
@@ -128,7 +135,7 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 	if errors.Is(err, logstore.ErrTampered) {
 		ix.Close()
 		logger.Error("the stored log failed verification; serving only the reason until an operator intervenes", "err", err)
-		return listenAndServe(ctx, cfg, addrFile, logger, tamperedHandler(cfg.Data, err.Error()))
+		return listenAndServe(ctx, cfg, addrFile, logger, tamperedHandler(cfg.Data, err.Error()), tlsCfg)
 	}
 	if err != nil {
 		ix.Close()
@@ -189,6 +196,10 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		FollowMetrics: follows,
 		UI:            ui.New(),
 	}
+	if cfg.TLSClientRoles != nil {
+		// Only when set: a nil *CertRoles in the interface would not be nil.
+		apiCfg.ClientCerts = cfg.TLSClientRoles
+	}
 	projections, stopProjections, err := startProjections(ctx, cfg, store, follows, logger)
 	if err != nil {
 		return err
@@ -209,7 +220,7 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 	defer stopStream()
 	defer startSources(ctx, cfg, indexedSink{store, ix, dead}, reg, logger)()
 	logger.Info("log open", "data", cfg.Data, "records", store.Size(), "origin", cfg.Origin, "verifier_key", store.Keys().VerifierKey)
-	return listenAndServe(ctx, cfg, addrFile, logger, handler)
+	return listenAndServe(ctx, cfg, addrFile, logger, handler, tlsCfg)
 }
 
 // verifyAtStart checks the records that existed at start-up, while the
@@ -284,7 +295,9 @@ func indexRebuilder(store *logstore.Store, priv rederiver) index.Rebuilder {
 	}
 }
 
-func listenAndServe(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger, handler http.Handler) error {
+// listenAndServe serves handler on cfg.Addr, over TLS when tlsCfg is set
+// (whose files SIGHUP reloads).
+func listenAndServe(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger, handler http.Handler, tlsCfg *tlsReloader) error {
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", cfg.Addr, err)
@@ -307,14 +320,31 @@ func listenAndServe(ctx context.Context, cfg Config, addrFile string, logger *sl
 		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	if tlsCfg != nil {
+		srv.TLSConfig = tlsCfg.serverConfig()
+		defer tlsCfg.reloadOnHangup(ctx)()
+	}
 	if cs, ok := handler.(interface{ CloseStreams() }); ok {
 		// Live streams never go idle; end them so Shutdown need not wait.
 		srv.RegisterOnShutdown(cs.CloseStreams)
 	}
-	warnIfOpen(cfg.Data, addr, logger)
-	logger.Info("listening", "addr", addr, "url", "http://"+addr)
+	if cfg.TLSClientRoles == nil {
+		warnIfOpen(cfg.Data, addr, logger)
+	}
+	scheme := "http"
+	if tlsCfg != nil {
+		scheme = "https"
+	}
+	logger.Info("listening", "addr", addr, "url", scheme+"://"+addr, "client_certificates", cfg.TLSClientRoles != nil)
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() {
+		if tlsCfg != nil {
+			// The certificate comes from TLSConfig.
+			errc <- srv.ServeTLS(ln, "", "")
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve: %w", err)

@@ -23,6 +23,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/stele/stele/capture"
+	"github.com/stele/stele/capture/dynamodb"
 	"github.com/stele/stele/capture/mysql"
 	"github.com/stele/stele/capture/postgres"
 )
@@ -54,6 +55,21 @@ import (
 //	      context_table: stele_context        # the actor/cause table (default stele_context)
 //	      create_context_table: true # create it in the URL's database (default false)
 //	      max_lag: 24h               # binlog retention must be at least this (default 24h)
+//	  - name: orders
+//	    dynamodb:                    # DynamoDB Streams (view type NEW_AND_OLD_IMAGES)
+//	      tables: [Orders, "arn:aws:dynamodb:eu-west-1:123456789012:table/Lines/stream/2026-01-01T00:00:00.000"]
+//	      region: eu-west-1          # default: the AWS SDK's chain (AWS_REGION, shared config)
+//	      endpoint: http://localhost:8000  # DynamoDB Local or a VPC endpoint (default: AWS's)
+//	      concurrency: 8             # GetRecords calls in flight (default 8)
+//	      poll_min: 250ms            # an idle shard's first wait; doubles up to poll_max (default 2s)
+//	      poll_max: 2s
+//	      list_interval: 1m          # how often every shard is listed (default 1m)
+//	      allow_partial_images: true # accept a view type other than NEW_AND_OLD_IMAGES (default false)
+//
+// Credentials of a dynamodb source come from the AWS SDK's standard chain
+// (AWS_ACCESS_KEY_ID…, shared files, SSO, role). --source
+// dynamodb://Orders,Lines?region=eu-west-1&endpoint=http://localhost:8000
+// is the same in one flag.
 //
 // For configurations written before kinds had sections, a postgres
 // source's keys may also stand directly in the entry (url: … next to
@@ -65,6 +81,8 @@ type SourceConfig struct {
 	Postgres *PostgresSourceConfig
 	// MySQL is the section of a kind: mysql source (MySQL or MariaDB).
 	MySQL *MySQLSourceConfig
+	// DynamoDB is the section of a kind: dynamodb source.
+	DynamoDB *DynamoDBSourceConfig
 	// stateDir is where a source keeps its own durable state (the mysql
 	// source's position and schema history): <data>/sources/<name>, set
 	// when the server starts the source.
@@ -82,6 +100,20 @@ type MySQLSourceConfig struct {
 	ContextTable       string
 	CreateContextTable bool
 	MaxLag             time.Duration
+}
+
+// DynamoDBSourceConfig is the dynamodb: section of a source.
+type DynamoDBSourceConfig struct {
+	// URL is a --source dynamodb://Table1,Table2?region=…&endpoint=… value,
+	// read into the fields below when the section is checked.
+	URL                string
+	Tables             []string
+	Region             string
+	Endpoint           string
+	Concurrency        int
+	PollMin, PollMax   time.Duration
+	ListInterval       time.Duration
+	AllowPartialImages bool
 }
 
 // PostgresSourceConfig is the postgres: section of a source.
@@ -148,7 +180,124 @@ func sourceKinds() map[string]sourceKind {
 				return mysql.New(sc.mysqlConfig(logger))
 			},
 		},
+		"dynamodb": {
+			schemes: []string{"dynamodb"},
+			keys:    []string{"tables", "region", "endpoint", "concurrency", "poll_min", "poll_max", "list_interval", "allow_partial_images"},
+			parse:   parseDynamoDBKey,
+			fromURL: func(sc *SourceConfig, url string) { sc.DynamoDB = &DynamoDBSourceConfig{URL: url} },
+			check:   checkDynamoDB,
+			build: func(sc SourceConfig, logger *slog.Logger) (runnableSource, error) {
+				cfg, err := sc.dynamodbConfig(logger)
+				if err != nil {
+					return nil, err
+				}
+				return dynamodb.New(cfg)
+			},
+		},
 	}
+}
+
+// parseDynamoDBKey reads one key of a dynamodb: section.
+func parseDynamoDBKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
+	if sc.DynamoDB == nil {
+		sc.DynamoDB = &DynamoDBSourceConfig{}
+	}
+	dc := sc.DynamoDB
+	if k == "tables" {
+		if val.Kind == yaml.ScalarNode {
+			dc.Tables = []string{val.Value}
+		} else if err := val.Decode(&dc.Tables); err != nil {
+			return fmt.Errorf("%s: tables: want a list of table names or stream ARNs: %w", where, err)
+		}
+		return nil
+	}
+	if val.Kind != yaml.ScalarNode {
+		return fmt.Errorf("%s: %s: want a single value", where, k)
+	}
+	duration := func(dst *time.Duration) error {
+		d, err := time.ParseDuration(val.Value)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("%s: %s: %q is not a duration such as 2s", where, k, val.Value)
+		}
+		*dst = d
+		return nil
+	}
+	switch k {
+	case "region":
+		dc.Region = val.Value
+	case "endpoint":
+		dc.Endpoint = val.Value
+	case "concurrency":
+		n, err := strconv.Atoi(val.Value)
+		if err != nil || n <= 0 || n > 1000 {
+			return fmt.Errorf("%s: concurrency: %q is not a number from 1 to 1000", where, val.Value)
+		}
+		dc.Concurrency = n
+	case "poll_min":
+		return duration(&dc.PollMin)
+	case "poll_max":
+		return duration(&dc.PollMax)
+	case "list_interval":
+		return duration(&dc.ListInterval)
+	case "allow_partial_images":
+		if err := val.Decode(&dc.AllowPartialImages); err != nil {
+			return fmt.Errorf("%s: allow_partial_images: want true or false: %w", where, err)
+		}
+	}
+	return nil
+}
+
+// checkDynamoDB validates a dynamodb section by building its adapter.
+func checkDynamoDB(sc SourceConfig) (string, error) {
+	cfg, err := sc.dynamodbConfig(nil)
+	if err != nil {
+		return "", err
+	}
+	cfg.StateDir = "(checked at start)"
+	src, err := dynamodb.New(cfg)
+	if err != nil {
+		return "", err
+	}
+	return src.Name(), nil
+}
+
+// dynamodbConfig builds the adapter's configuration, reading a --source
+// URL first.
+func (sc SourceConfig) dynamodbConfig(logger *slog.Logger) (dynamodb.Config, error) {
+	dc := sc.DynamoDB
+	if dc == nil {
+		dc = &DynamoDBSourceConfig{}
+	}
+	cfg := dynamodb.Config{
+		Name: sc.Name, Tables: slices.Clone(dc.Tables), Region: dc.Region, Endpoint: dc.Endpoint,
+		StateDir: sc.stateDir, Concurrency: dc.Concurrency, PollMin: dc.PollMin, PollMax: dc.PollMax,
+		ListInterval: dc.ListInterval, AllowPartialImages: dc.AllowPartialImages, Logger: logger,
+	}
+	if dc.URL != "" {
+		u, err := url.Parse(dc.URL)
+		if err != nil {
+			return cfg, fmt.Errorf("%s: %w", dc.URL, err)
+		}
+		for _, t := range strings.Split(u.Host+u.Path, ",") {
+			if t = strings.Trim(t, "/"); t != "" {
+				cfg.Tables = append(cfg.Tables, t)
+			}
+		}
+		for k, v := range u.Query() {
+			switch k {
+			case "region":
+				cfg.Region = v[0]
+			case "endpoint":
+				cfg.Endpoint = v[0]
+			default:
+				return cfg, fmt.Errorf("%s: URL parameter %q is unknown (known: region, endpoint)", dc.URL, k)
+			}
+		}
+	}
+	if len(cfg.Tables) == 0 {
+		return cfg, fmt.Errorf("tables: required, e.g. tables: [Orders] or --source dynamodb://Orders?region=eu-west-1")
+	}
+	return cfg, nil
 }
 
 // parseMySQLKey reads one key of a mysql: section.
@@ -625,12 +774,14 @@ var (
 		"Age of the oldest transaction committed at the source but not yet appended to the log (0 when caught up).", []string{"source"}, nil)
 	sourceRecordsDesc = prometheus.NewDesc("stele_source_records_total",
 		"Records the source appended to the log since the server started.", []string{"source"}, nil)
+	sourceGapsDesc = prometheus.NewDesc("stele_source_gaps_total",
+		"Ranges of changes the source found lost upstream before it read them (a DynamoDB stream trimmed past its 24 h retention); each is a gap record in the log. Alert on any increase.", []string{"source"}, nil)
 	sourceUpDesc = prometheus.NewDesc("stele_source_up",
 		"1 for the source's current state (connecting, streaming, retrying, failed), 0 for the others.", []string{"source", "state"}, nil)
 )
 
 func (c *sourceCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{sourceLagBytesDesc, sourceLagSecondsDesc, sourceRecordsDesc, sourceUpDesc} {
+	for _, d := range []*prometheus.Desc{sourceLagBytesDesc, sourceLagSecondsDesc, sourceRecordsDesc, sourceGapsDesc, sourceUpDesc} {
 		ch <- d
 	}
 }
@@ -641,6 +792,9 @@ func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(sourceLagBytesDesc, prometheus.GaugeValue, float64(st.LagBytes), name)
 		ch <- prometheus.MustNewConstMetric(sourceLagSecondsDesc, prometheus.GaugeValue, st.LagSeconds, name)
 		ch <- prometheus.MustNewConstMetric(sourceRecordsDesc, prometheus.CounterValue, float64(st.RecordsTotal), name)
+		if g, ok := src.(interface{ Gaps() uint64 }); ok {
+			ch <- prometheus.MustNewConstMetric(sourceGapsDesc, prometheus.CounterValue, float64(g.Gaps()), name)
+		}
 		for _, state := range capture.States() {
 			v := 0.0
 			if st.State == state {

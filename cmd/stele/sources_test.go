@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/stele/stele/capture/dynamodb"
 	"github.com/stele/stele/capture/postgres"
 )
 
@@ -106,8 +107,13 @@ func TestSourceCollector(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A dynamodb source adds its gap counter.
+	ddb, err := dynamodb.New(dynamodb.Config{Name: "orders", Tables: []string{"Orders"}, StateDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(&sourceCollector{sources: []statsSource{src}})
+	reg.MustRegister(&sourceCollector{sources: []statsSource{src, ddb}})
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -134,10 +140,14 @@ func TestSourceCollector(t *testing.T) {
 		"stele_source_up,source=shop,state=streaming":  0,
 		"stele_source_up,source=shop,state=retrying":   0,
 		"stele_source_up,source=shop,state=failed":     0,
+		"stele_source_gaps_total,source=orders":        0,
 	} {
 		if v, ok := got[key]; !ok || v != want {
 			t.Errorf("%s = %v (present %v), want %v; all: %v", key, v, ok, want, got)
 		}
+	}
+	if _, ok := got["stele_source_gaps_total,source=shop"]; ok {
+		t.Error("a postgres source exports a gap counter it does not keep")
 	}
 	for _, mf := range mfs {
 		if mf.GetName() == "stele_source_records_total" && mf.GetType() != dto.MetricType_COUNTER {
@@ -242,7 +252,7 @@ func TestConfigSourceSectionErrors(t *testing.T) {
 		{name: "bad value in section", yaml: "sources:\n  - name: shop\n    postgres: {url: postgres://h/db, setup: never}\n",
 			wants: []string{`source "shop"`, "setup", "auto or skip"}},
 		{name: "unknown kind beside a section", yaml: "sources:\n  - name: shop\n    kind: oracle\n    postgres: {url: postgres://h/db}\n",
-			wants: []string{`source "shop"`, `unknown source kind "oracle"`, "known: mysql, postgres"}},
+			wants: []string{`source "shop"`, `unknown source kind "oracle"`, "known: dynamodb, mysql, postgres"}},
 		{name: "section of another kind", yaml: "sources:\n  - name: shop\n    kind: mysql\n    postgres: {url: postgres://h/db}\n",
 			wants: []string{`source "shop"`, "section postgres does not match kind mysql"}},
 		{name: "flat key beside section", yaml: "sources:\n  - name: shop\n    slot: s\n    postgres: {url: postgres://h/db}\n",

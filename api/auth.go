@@ -164,3 +164,22 @@ func (s *Server) recordAdmin(w http.ResponseWriter, r *http.Request, action stri
 	}
 	return true
 }
+
+type whoamiResponse struct {
+	Name string `json:"name,omitempty"`
+	Role string `json:"role"`
+	// Open: the server has no tokens and admits everyone as admin.
+	Open bool `json:"open"`
+}
+
+// whoami answers GET /v1/whoami: who the token is and what its role may
+// see, so a client (the web UI) shows what the server will do rather than
+// guess it. It reads no record.
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
+	if _, aerr := params(r.URL.RawQuery); aerr != nil {
+		writeError(w, aerr.status(), aerr)
+		return
+	}
+	p := principal(r.Context())
+	writeJSON(w, http.StatusOK, whoamiResponse{Name: p.Name, Role: string(p.Role), Open: s.cfg.Auth == nil || s.cfg.Auth.Empty()})
+}

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"runtime"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -131,6 +132,15 @@ type Config struct {
 	// Projections serves the read models under /v1/projections; nil means
 	// none are configured.
 	Projections Projections
+	// UI, when set, serves the web interface: GET / for browsers (a
+	// request that accepts text/html), its assets under /ui/, and the
+	// GraphQL playground's page. It reads through the API like any
+	// client, so this package knows nothing of it (cmd/stele passes
+	// ui.New()).
+	UI http.Handler
+	// StreamSubjects is the NATS subject prefix of the lineage stream
+	// when it runs (GET /v1/lineage shows it as a consumer); empty: off.
+	StreamSubjects string
 }
 
 // Server is the HTTP API v1 handler.
@@ -249,6 +259,14 @@ func (s *Server) routes() {
 	s.handle("GET /metrics", s.metrics.handler().ServeHTTP)
 	s.handle("/metrics", methodNotAllowed("GET, HEAD"))
 
+	s.handle("GET /v1/lineage", s.gated(s.authorize(anyRole, s.lineage)))
+	s.handle("/v1/lineage", methodNotAllowed("GET, HEAD"))
+	s.handle("GET /v1/whoami", s.gated(s.authorize(anyRole, s.whoami)))
+	s.handle("/v1/whoami", methodNotAllowed("GET, HEAD"))
+	if s.cfg.UI != nil {
+		s.handle("GET /ui/", s.cfg.UI.ServeHTTP)
+		s.handle("/ui/", methodNotAllowed("GET, HEAD"))
+	}
 	s.handle("GET /{$}", s.root)
 	s.handle("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, &apiError{Msg: "no such endpoint " + r.Method + " " + r.URL.Path + "; GET / lists the endpoints, docs/api.md describes them"})
@@ -336,8 +354,8 @@ func recordMethodNotAllowed(allow string) http.HandlerFunc {
 	}
 }
 
-// rootText is what GET / answers until the web UI serves it: where the
-// API is described and its main endpoints.
+// rootText is what GET / answers a client that does not ask for HTML:
+// where the API is described and its main endpoints.
 const rootText = `Stele: an append-only, verifiable change log. This is its HTTP API (v1);
 docs/api.md in the source tree describes it, docs/openapi.yaml is its OpenAPI form.
 
@@ -353,11 +371,19 @@ docs/api.md in the source tree describes it, docs/openapi.yaml is its OpenAPI fo
   GET  /v1/export                                records with proofs, to verify offline
   GET  /v1/stream                                live records (Server-Sent Events)
   POST /graphql                                  GraphQL (playground at /graphql/playground)
+  GET  /v1/lineage                               tables with counts and last change, and their consumers
+  GET  /v1/whoami                                the caller's token name and role
   GET  /healthz, GET /metrics
+A browser asking for / gets the web UI (docs/ui.md).
 `
 
-// root answers GET / with a pointer to the docs (the web UI will live here).
+// root answers GET / with the web UI to a browser and with a pointer to
+// the docs to curl and scripts, which do not ask for HTML.
 func (s *Server) root(w http.ResponseWriter, r *http.Request) {
+	if s.cfg.UI != nil && strings.Contains(r.Header.Get("Accept"), "text/html") {
+		s.cfg.UI.ServeHTTP(w, r)
+		return
+	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(http.StatusOK)

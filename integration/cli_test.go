@@ -11,7 +11,7 @@ func TestDemo(t *testing.T) {
 	t.Parallel()
 	dir := filepath.Join(t.TempDir(), "demo")
 	out := mustStele(t, "demo", "--data", dir, "--addr", "127.0.0.1:0", "--exit")
-	for _, want := range []string{"inclusion proof", "OK"} {
+	for _, want := range []string{"inclusion proof", "OK", "/ in a browser"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("first demo run does not print %q:\n%s", want, out)
 		}

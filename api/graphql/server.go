@@ -13,9 +13,10 @@ import (
 	"github.com/99designs/gqlgen/graphql/handler/extension"
 	"github.com/99designs/gqlgen/graphql/handler/lru"
 	"github.com/99designs/gqlgen/graphql/handler/transport"
-	"github.com/99designs/gqlgen/graphql/playground"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/stele/stele/ui"
 )
 
 // Defaults for Options fields left zero.
@@ -77,7 +78,7 @@ type Options struct {
 }
 
 // New returns the handler of Path (GET and POST, JSON) and PlaygroundPath
-// (GraphiQL, loaded from its CDN by the browser). It panics without Log or
+// (a small playground embedded in the binary, package ui). It panics without Log or
 // Query, a wiring mistake.
 func New(cfg Options) http.Handler {
 	if cfg.Log == nil || cfg.Query == nil {
@@ -116,7 +117,9 @@ func New(cfg Options) http.Handler {
 
 	mux := http.NewServeMux()
 	mux.Handle(Path, limitBody(srv, cfg.MaxBodyBytes))
-	mux.Handle(PlaygroundPath, playground.Handler("Stele GraphQL", Path))
+	// The playground's page comes from the binary like the web UI's; its
+	// script and style are served under ui.AssetPrefix by the API.
+	mux.Handle(PlaygroundPath, ui.New())
 	return mux
 }
 

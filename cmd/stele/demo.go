@@ -85,7 +85,7 @@ func runDemo(ctx context.Context, args []string) error {
 		stop()
 		return <-served
 	}
-	fmt.Fprintln(d.out, "\nStele keeps serving; press Ctrl-C to stop.")
+	fmt.Fprintf(d.out, "\nStele keeps serving; the web UI is at %s/ — press Ctrl-C to stop.\n", d.base)
 	return <-served
 }
 
@@ -320,6 +320,10 @@ func (d *demo) run(ctx context.Context, dataDir string) error {
 	d.say("\n6. Outside audit (stele verify --url): %s", rep.Summary())
 
 	d.say("\nWhere to look:")
+	d.say("   Open %s/ in a browser: search, timelines, state at an instant, proofs checked in the page.", d.base)
+	if d.token != "" {
+		d.say("   It asks for a token; %s may read.", d.tokenNote)
+	}
 	curl := "curl"
 	if d.token != "" {
 		d.say("   # this server requires a token; these lines send %s:", d.tokenNote)

@@ -30,12 +30,15 @@ func TestDemoWithTokens(t *testing.T) {
 	}
 	if r := demo(0); strings.Contains(r.stdout, "Authorization") {
 		t.Errorf("a demo on an open server sends a token:\n%s", r)
+	} else if !strings.Contains(r.stdout, "/ in a browser") || strings.Contains(r.stdout, "It asks for a token") {
+		t.Errorf("the open demo's closing message does not point to the web UI:\n%s", r)
 	}
 	admin := lastLine(cli(t, 0, nil, "token", "create", "--data", data, "--role", "admin", "--name", "me").stdout)
 
 	// No token given: the demo's own, created once and reused.
 	r := demo(0)
-	if !strings.Contains(r.stdout, "inclusion proof") || !strings.Contains(r.stdout, demoTokenFile) || !strings.Contains(r.stdout, "Authorization: Bearer") {
+	if !strings.Contains(r.stdout, "inclusion proof") || !strings.Contains(r.stdout, demoTokenFile) || !strings.Contains(r.stdout, "Authorization: Bearer") ||
+		!strings.Contains(r.stdout, "/ in a browser") || !strings.Contains(r.stdout, "It asks for a token") {
 		t.Errorf("demo on a directory with tokens:\n%s", r)
 	}
 	own, err := os.ReadFile(filepath.Join(data, demoTokenFile))

@@ -28,8 +28,10 @@ import (
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/privacy"
 	"github.com/stele/stele/privacy/keystore"
+	"github.com/stele/stele/publish"
 	"github.com/stele/stele/query"
 	"github.com/stele/stele/record"
+	"github.com/stele/stele/ui"
 )
 
 // shutdownTimeout bounds how long in-flight requests may run after a
@@ -192,6 +194,7 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		Schemas:       priv.schemas,
 		DeadLetters:   deadLetterReplay{dead, store, priv.guard},
 		FollowMetrics: follows,
+		UI:            ui.New(),
 	}
 	if cfg.TLSClientRoles != nil {
 		// Only when set: a nil *CertRoles in the interface would not be nil.
@@ -205,6 +208,9 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 	defer stopProjections()
 	if projections != nil {
 		apiCfg.Projections = projections
+	}
+	if !cfg.Stream.Disabled {
+		apiCfg.StreamSubjects = publish.DefaultSubjectPrefix
 	}
 	handler := api.New(apiCfg)
 	stopStream, err := startStream(cfg, store, reg, follows, logger)

@@ -25,6 +25,28 @@ import (
 // concurrent use.
 type Assembler[R any] struct {
 	txs map[string]*pendingTx[R]
+	// done remembers the last completed transactions, so a message of
+	// one of them read again (Debezium re-sending after its own crash) is
+	// released at once instead of opening a transaction that never ends.
+	done     map[string]bool
+	doneRing []string
+	doneNext int
+}
+
+// rememberDone bounds how many completed transaction ids are kept.
+const rememberDone = 4096
+
+func (a *Assembler[R]) finished(id string) {
+	if a.done == nil {
+		a.done = map[string]bool{}
+		a.doneRing = make([]string, rememberDone)
+	}
+	if old := a.doneRing[a.doneNext]; old != "" {
+		delete(a.done, old)
+	}
+	a.doneRing[a.doneNext] = id
+	a.doneNext = (a.doneNext + 1) % rememberDone
+	a.done[id] = true
 }
 
 type pendingTx[R any] struct {
@@ -57,7 +79,7 @@ func (a *Assembler[R]) tx(id string) *pendingTx[R] {
 // released as nothing) and returns what it completes.
 func (a *Assembler[R]) Add(ev Event, ref R) (Done[R], bool) {
 	switch {
-	case ev.Kind == Change && ev.TxID == "":
+	case ev.Kind == Change && (ev.TxID == "" || a.done[ev.TxID]):
 		return Done[R]{Records: []*record.Record{ev.Record}, Refs: []R{ref}}, true
 	case ev.Kind == Change:
 		p := a.tx(ev.TxID)
@@ -69,6 +91,8 @@ func (a *Assembler[R]) Add(ev Event, ref R) (Done[R], bool) {
 			p.recs = append(p.recs, ev.Record)
 		}
 		return a.complete(ev.TxID, p)
+	case ev.Kind == TxEnd && a.done[ev.TxID]:
+		return Done[R]{Refs: []R{ref}}, true
 	case ev.Kind == TxEnd:
 		p := a.tx(ev.TxID)
 		p.refs = append(p.refs, ref)
@@ -83,6 +107,7 @@ func (a *Assembler[R]) complete(id string, p *pendingTx[R]) (Done[R], bool) {
 		return Done[R]{}, false
 	}
 	delete(a.txs, id)
+	a.finished(id)
 	slices.SortFunc(p.recs, func(x, y *record.Record) int {
 		return cmp.Compare(*x.Tx.Index, *y.Tx.Index)
 	})

@@ -2,6 +2,7 @@ package debezium
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -269,5 +270,45 @@ func BenchmarkDecode(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+func TestAssembler(t *testing.T) {
+	d := &Decoder{SourceName: "shop"}
+	change := func(total int64, id int) Event {
+		v := fmt.Sprintf(`{"after":{"id":%d},"op":"c","source":{"connector":"postgresql","db":"d","schema":"s","table":"t","lsn":%d,"txId":5,"ts_ms":1},"transaction":{"id":"5:9","total_order":%d}}`, id, 100+id, total)
+		ev, err := d.Decode(nil, []byte(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev
+	}
+	end := Event{Kind: TxEnd, TxID: "5:9", EventCount: 2}
+	var a Assembler[int]
+	if _, ok := a.Add(change(2, 2), 1); ok {
+		t.Fatal("released before the transaction is whole")
+	}
+	if _, ok := a.Add(end, 2); ok {
+		t.Fatal("released with one of two events")
+	}
+	var held []int
+	a.Held(func(r int) { held = append(held, r) })
+	if len(held) != 2 {
+		t.Errorf("held %v, want 2 refs", held)
+	}
+	// A duplicate of an event counts once.
+	if _, ok := a.Add(change(2, 2), 3); ok {
+		t.Fatal("a duplicate completed the transaction")
+	}
+	done, ok := a.Add(change(1, 1), 4)
+	if !ok || len(done.Records) != 2 || *done.Records[0].Tx.Index != 0 || len(done.Refs) != 4 {
+		t.Fatalf("done %+v %v", done, ok)
+	}
+	// The transaction re-sent after it completed is released at once.
+	if d, ok := a.Add(change(1, 1), 5); !ok || len(d.Records) != 1 {
+		t.Errorf("re-sent change of a completed transaction: %+v %v", d, ok)
+	}
+	if d, ok := a.Add(end, 6); !ok || len(d.Records) != 0 || a.Pending() != 0 {
+		t.Errorf("re-sent END: %+v %v, pending %d", d, ok, a.Pending())
 	}
 }

@@ -65,15 +65,22 @@ func startBroker(t *testing.T) *broker {
 
 func (b *broker) start(t *testing.T) {
 	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.startLocked(t)
+}
+
+// startLocked starts the cluster; b.mu is held, so that nobody asks a
+// closed cluster (kfake's admin calls on one block for ever).
+func (b *broker) startLocked(t *testing.T) {
+	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(b.port), kfake.DataDir(b.dir),
 		kfake.EnableSASL(), kfake.Superuser("PLAIN", saslUser, saslPass),
 		kfake.GroupMinSessionTimeout(100*time.Millisecond))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.mu.Lock()
 	b.c = c
-	b.mu.Unlock()
 }
 
 func (b *broker) cluster() *kfake.Cluster {
@@ -86,9 +93,9 @@ func (b *broker) addr() string { return fmt.Sprintf("127.0.0.1:%d", b.port) }
 
 func (b *broker) restart(t *testing.T) {
 	b.mu.Lock()
+	defer b.mu.Unlock()
 	b.c.Close()
-	b.mu.Unlock()
-	b.start(t)
+	b.startLocked(t)
 }
 
 func (b *broker) producer(t *testing.T) *kgo.Client {
@@ -315,7 +322,9 @@ func (u *debeziumTopics) Apply(ctx context.Context, tx capturetest.Tx) error {
 // Acknowledged: the group's committed offset of the items topic; a record
 // is covered when its message is before it.
 func (u *debeziumTopics) Acknowledged(context.Context) (func(*record.Record) bool, error) {
-	gi := u.b.cluster().GroupInfo("stele-" + u.name)
+	u.b.mu.Lock()
+	gi := u.b.c.GroupInfo("stele-" + u.name)
+	u.b.mu.Unlock()
 	committed := int64(-1)
 	if gi != nil {
 		if c, ok := gi.Commits[u.items][0]; ok {

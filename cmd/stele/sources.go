@@ -23,6 +23,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/stele/stele/capture"
+	"github.com/stele/stele/capture/kafka"
 	"github.com/stele/stele/capture/mysql"
 	"github.com/stele/stele/capture/postgres"
 )
@@ -65,6 +66,11 @@ type SourceConfig struct {
 	Postgres *PostgresSourceConfig
 	// MySQL is the section of a kind: mysql source (MySQL or MariaDB).
 	MySQL *MySQLSourceConfig
+	// Kafka is the section of a kind: kafka source (Debezium events).
+	Kafka *KafkaSourceConfig
+	// park puts a message a source cannot decode in the dead letters;
+	// set when the server starts the source.
+	park func(ctx context.Context, r *record.Record, fe *record.FieldError) error
 	// stateDir is where a source keeps its own durable state (the mysql
 	// source's position and schema history): <data>/sources/<name>, set
 	// when the server starts the source.
@@ -146,6 +152,19 @@ func sourceKinds() map[string]sourceKind {
 			check:   checkMySQL,
 			build: func(sc SourceConfig, logger *slog.Logger) (runnableSource, error) {
 				return mysql.New(sc.mysqlConfig(logger))
+			},
+		},
+		"kafka": {
+			keys:    kafkaKeys,
+			parse:   parseKafkaKey,
+			fromURL: func(*SourceConfig, string) {},
+			check:   checkKafka,
+			build: func(sc SourceConfig, logger *slog.Logger) (runnableSource, error) {
+				cfg, err := sc.kafkaConfig(logger)
+				if err != nil {
+					return nil, err
+				}
+				return kafka.New(cfg)
 			},
 		},
 	}
@@ -563,6 +582,11 @@ func startSources(ctx context.Context, cfg Config, sink capture.Sink, reg promet
 			continue
 		}
 		sc.stateDir = sourceStateDir(cfg.Data, sc.Name)
+		if p, ok := sink.(interface {
+			Park(context.Context, *record.Record, *record.FieldError) error
+		}); ok {
+			sc.park = p.Park
+		}
 		src, err := kind.build(sc, logger)
 		if err != nil {
 			logger.Error("capture source not started", "source", sc.Name, "kind", sc.Kind, "err", err)
@@ -665,6 +689,11 @@ type indexedSink struct {
 // batch, so one bad row cannot stall a source.
 func (s indexedSink) Append(ctx context.Context, recs []*record.Record) ([]stele.Appended, error) {
 	return s.dead.AppendOrPark(ctx, s.Store, recs)
+}
+
+// Park puts what a source could not decode in the dead letters.
+func (s indexedSink) Park(ctx context.Context, r *record.Record, fe *record.FieldError) error {
+	return s.dead.Park(ctx, r, fe)
 }
 
 func (s indexedSink) HasID(ctx context.Context, id string) (bool, error) {

@@ -171,7 +171,11 @@ func (s *Source) opts() ([]kgo.Opt, error) {
 		opts = append(opts, kgo.ConsumeRegex())
 	}
 	if s.cfg.SessionTimeout > 0 {
-		opts = append(opts, kgo.SessionTimeout(s.cfg.SessionTimeout), kgo.HeartbeatInterval(s.cfg.SessionTimeout/3))
+		// The rebalance timeout bounds how long a join waits for members
+		// that do not rejoin: a member killed without leaving would
+		// otherwise hold the group for the client's default minute.
+		opts = append(opts, kgo.SessionTimeout(s.cfg.SessionTimeout), kgo.HeartbeatInterval(s.cfg.SessionTimeout/3),
+			kgo.RebalanceTimeout(s.cfg.SessionTimeout))
 	}
 	if s.cfg.TLS != nil {
 		opts = append(opts, kgo.DialTLSConfig(s.cfg.TLS))

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -30,6 +31,7 @@ import (
 //	      sasl_mechanism: SCRAM-SHA-512              # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
 //	      sasl_user: stele
 //	      sasl_password: secret      # or STELE_KAFKA_PASSWORD
+//	      session_timeout: 45s       # how soon a dead member's partitions move (default 45s)
 type KafkaSourceConfig struct {
 	Brokers          []string
 	Topics           []string
@@ -41,9 +43,10 @@ type KafkaSourceConfig struct {
 	SASLMechanism    string
 	SASLUser         string
 	SASLPassword     string
+	SessionTimeout   time.Duration
 }
 
-var kafkaKeys = []string{"brokers", "topics", "topic_regex", "group", "transaction_topic", "tls", "tls_ca_file", "sasl_mechanism", "sasl_user", "sasl_password"}
+var kafkaKeys = []string{"brokers", "topics", "topic_regex", "group", "transaction_topic", "tls", "tls_ca_file", "sasl_mechanism", "sasl_user", "sasl_password", "session_timeout"}
 
 func parseKafkaKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
 	if sc.Kafka == nil {
@@ -91,6 +94,12 @@ func parseKafkaKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
 		kc.SASLUser = val.Value
 	case "sasl_password":
 		kc.SASLPassword = val.Value
+	case "session_timeout":
+		d, err := time.ParseDuration(val.Value)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("%s: session_timeout: %q is not a duration such as 45s", where, val.Value)
+		}
+		kc.SessionTimeout = d
 	}
 	return nil
 }
@@ -122,7 +131,7 @@ func (sc SourceConfig) kafkaConfig(logger *slog.Logger) (kafka.Config, error) {
 		Name: sc.Name, Brokers: kc.Brokers, Topics: kc.Topics, TopicRegex: kc.TopicRegex,
 		Group: kc.Group, TransactionTopic: kc.TransactionTopic,
 		SASL:       kafka.SASL{Mechanism: kc.SASLMechanism, User: kc.SASLUser, Password: kc.SASLPassword},
-		DeadLetter: sc.park, Logger: logger,
+		DeadLetter: sc.park, Logger: logger, SessionTimeout: kc.SessionTimeout,
 	}
 	if cfg.SASL.Password == "" {
 		cfg.SASL.Password = os.Getenv("STELE_KAFKA_PASSWORD")

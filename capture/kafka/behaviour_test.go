@@ -16,7 +16,7 @@ import (
 
 // openStore is the real log with its index (it recognises stored ids) on a
 // temporary directory.
-func openStore(t *testing.T) *logstore.Store {
+func openStore(t testing.TB) *logstore.Store {
 	t.Helper()
 	dir := t.TempDir()
 	ix, err := index.Open(filepath.Join(dir, "index"), nil)

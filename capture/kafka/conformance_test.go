@@ -45,7 +45,7 @@ type broker struct {
 	port int
 }
 
-func startBroker(t *testing.T) *broker {
+func startBroker(t testing.TB) *broker {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -63,7 +63,7 @@ func startBroker(t *testing.T) *broker {
 	return b
 }
 
-func (b *broker) start(t *testing.T) {
+func (b *broker) start(t testing.TB) {
 	t.Helper()
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -72,7 +72,7 @@ func (b *broker) start(t *testing.T) {
 
 // startLocked starts the cluster; b.mu is held, so that nobody asks a
 // closed cluster (kfake's admin calls on one block for ever).
-func (b *broker) startLocked(t *testing.T) {
+func (b *broker) startLocked(t testing.TB) {
 	t.Helper()
 	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.Ports(b.port), kfake.DataDir(b.dir),
 		kfake.EnableSASL(), kfake.Superuser("PLAIN", saslUser, saslPass),
@@ -98,7 +98,7 @@ func (b *broker) restart(t *testing.T) {
 	b.startLocked(t)
 }
 
-func (b *broker) producer(t *testing.T) *kgo.Client {
+func (b *broker) producer(t testing.TB) *kgo.Client {
 	t.Helper()
 	cl, err := kgo.NewClient(kgo.SeedBrokers(b.addr()),
 		kgo.SASL(plain.Auth{User: saslUser, Pass: saslPass}.AsMechanism()),

@@ -264,6 +264,17 @@ func (s *Source) session(ctx context.Context, sink capture.Sink) (progressed boo
 		if ctx.Err() != nil || fetches.IsClientClosed() {
 			return progressed, nil
 		}
+		// A fetch answer holds what one partition had; every job costs
+		// an fsync, so take whatever else is buffered, up to a batch.
+		for n := fetches.NumRecords(); n > 0 && n < s.cfg.BatchSize; {
+			//lint:ignore SA1012 a nil context asks franz-go for what is buffered, without waiting
+			more := cl.PollRecords(nil, s.cfg.BatchSize-n)
+			if more.NumRecords() == 0 {
+				break
+			}
+			fetches = append(fetches, more...)
+			n += more.NumRecords()
+		}
 		var ferr error
 		fetches.EachError(func(topic string, p int32, err error) {
 			if ferr == nil && !errors.Is(err, context.Canceled) {

@@ -25,6 +25,7 @@ import (
 	"github.com/stele/stele/capture"
 	"github.com/stele/stele/capture/kafka"
 	"github.com/stele/stele/capture/mysql"
+	"github.com/stele/stele/capture/nats"
 	"github.com/stele/stele/capture/postgres"
 )
 
@@ -68,6 +69,8 @@ type SourceConfig struct {
 	MySQL *MySQLSourceConfig
 	// Kafka is the section of a kind: kafka source (Debezium events).
 	Kafka *KafkaSourceConfig
+	// NATS is the section of a kind: nats source (Debezium events).
+	NATS *NATSSourceConfig
 	// park puts a message a source cannot decode in the dead letters;
 	// set when the server starts the source.
 	park func(ctx context.Context, r *record.Record, fe *record.FieldError) error
@@ -165,6 +168,15 @@ func sourceKinds() map[string]sourceKind {
 					return nil, err
 				}
 				return kafka.New(cfg)
+			},
+		},
+		"nats": {
+			keys:    natsKeys,
+			parse:   parseNATSKey,
+			fromURL: func(*SourceConfig, string) {},
+			check:   checkNATS,
+			build: func(sc SourceConfig, logger *slog.Logger) (runnableSource, error) {
+				return nats.New(sc.natsConfig(logger))
 			},
 		},
 	}

@@ -51,3 +51,21 @@ func TestConfigKafkaSourceErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigNATSSources(t *testing.T) {
+	cfg, err := loadTest(t, "data: /tmp/x\nsources:\n  - name: shop\n    nats: {url: 'nats://n:4222', stream: DBZ, subjects: [dbserver1.>], tx_subject: dbserver1.transaction}\n", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := cfg.sourceList()
+	if len(got) != 1 || got[0].Kind != "nats" {
+		t.Fatalf("sources %+v", got)
+	}
+	nc := got[0].natsConfig(nil)
+	if nc.URL != "nats://n:4222" || nc.Stream != "DBZ" || nc.TxSubject != "dbserver1.transaction" || len(nc.Subjects) != 1 {
+		t.Errorf("nats config %+v", nc)
+	}
+	if _, err := loadTest(t, "data: /tmp/x\nsources:\n  - name: s\n    nats: {url: 'nats://n:4222'}\n", nil); err == nil || !strings.Contains(err.Error(), "stream:") {
+		t.Errorf("no stream: err %v", err)
+	}
+}

@@ -39,8 +39,8 @@
 // capture/postgres derives PostgreSQL ids from the commit LSN, which
 // Debezium's change events do not carry (they carry the change's LSN and
 // txId), so a PostgreSQL change captured directly and through Debezium is
-// two records unless the direct source's convention changes; see
-// docs/api.md, "Debezium".
+// two records unless the direct source's convention changes (README,
+// "Debezium from Kafka and NATS").
 package debezium
 
 import (

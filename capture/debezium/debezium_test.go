@@ -312,3 +312,41 @@ func TestAssembler(t *testing.T) {
 		t.Errorf("re-sent END: %+v %v, pending %d", d, ok, a.Pending())
 	}
 }
+
+func TestJoinOutbox(t *testing.T) {
+	d := &Decoder{SourceName: "shop"}
+	ev := func(table, op, before, after string, order int) *record.Record {
+		v := fmt.Sprintf(`{"before":%s,"after":%s,"op":%q,"source":{"connector":"postgresql","db":"d","schema":"public","table":%q,"lsn":%d,"txId":5,"ts_ms":1},"transaction":{"id":"5:9","total_order":%d}}`,
+			before, after, op, table, 100+order, order)
+		e, err := d.Decode(nil, []byte(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return e.Record
+	}
+	recs := []*record.Record{
+		ev("orders", "c", "null", `{"id":7,"total":12.5}`, 1),
+		ev("outbox", "c", "null", `{"id":"a1","aggregatetype":"order","aggregateid":"7","type":"OrderPlaced","payload":"{\"total\":12.5}"}`, 2),
+		ev("order_lines", "c", "null", `{"id":70,"order":7}`, 3),
+		ev("outbox", "d", `{"id":"a1","aggregatetype":"order","aggregateid":"7","type":"OrderPlaced","payload":"{}"}`, "null", 4),
+	}
+	outboxID := recs[1].ID
+	got := JoinOutbox(recs, "public.outbox")
+	if len(got) != 3 {
+		t.Fatalf("%d records, want the event and two changes", len(got))
+	}
+	event := got[1]
+	if event.Op != record.OpEvent || event.ID != outboxID ||
+		string(event.After) != `{"aggregateid":"7","aggregatetype":"order","payload":{"total":12.5},"type":"OrderPlaced"}` {
+		t.Errorf("event %s %s %s", event.Op, event.ID, event.After)
+	}
+	want := `{"aggregateid":"7","aggregatetype":"order","record_id":"` + outboxID + `","type":"OrderPlaced"}`
+	for _, r := range []*record.Record{got[0], got[2]} {
+		if string(r.Cause) != want {
+			t.Errorf("%s cause %s, want %s", r.Source.Table, r.Cause, want)
+		}
+	}
+	if event.Cause != nil {
+		t.Errorf("the event has a cause %s", event.Cause)
+	}
+}

@@ -63,8 +63,13 @@ type Config struct {
 	// (<topic.prefix>.transaction); when set, a transaction's records are
 	// appended together once it is whole.
 	TransactionTopic string
-	TLS              *tls.Config
-	SASL             SASL
+	// OutboxTable ("schema.table") is Debezium's outbox layout: its rows
+	// become event records and the other changes of their transaction
+	// carry them as cause (needs TransactionTopic, to know the
+	// transaction whole).
+	OutboxTable string
+	TLS         *tls.Config
+	SASL        SASL
 	// DeadLetter parks a malformed message (deadletter.Store.Park fits);
 	// nil logs it and moves on.
 	DeadLetter func(ctx context.Context, r *record.Record, fe *record.FieldError) error
@@ -119,6 +124,9 @@ func New(cfg Config) (*Source, error) {
 	case "", "PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512":
 	default:
 		return nil, fmt.Errorf("%w: sasl.mechanism: %q is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512", ErrConfig, cfg.SASL.Mechanism)
+	}
+	if cfg.OutboxTable != "" && cfg.TransactionTopic == "" {
+		return nil, fmt.Errorf("%w: outbox_table: needs transaction_topic, to know which changes share the outbox row's transaction", ErrConfig)
 	}
 	if cfg.Group == "" {
 		cfg.Group = "stele-" + cfg.Name
@@ -354,6 +362,9 @@ func (x *session) message(ctx context.Context, m *kgo.Record, r ref) ([]*record.
 		ev.TxID = ""
 	}
 	if d, ok := x.asm.Add(ev, r); ok {
+		if x.src.cfg.OutboxTable != "" {
+			return debezium.JoinOutbox(d.Records, x.src.cfg.OutboxTable), nil
+		}
 		return d.Records, nil
 	}
 	return nil, nil

@@ -43,6 +43,10 @@ type Config struct {
 	// TxSubject is the subject of Debezium's transaction-metadata events
 	// (it must be in Subjects, or Subjects empty).
 	TxSubject string
+	// OutboxTable ("schema.table"): outbox rows become event records and
+	// the changes of their transaction carry them as cause (needs
+	// TxSubject).
+	OutboxTable string
 	// User and Password, or Token, authenticate (optional).
 	User, Password, Token string
 	// DeadLetter parks a malformed message; nil logs it.
@@ -75,6 +79,9 @@ func New(cfg Config) (*Source, error) {
 		return nil, fmt.Errorf("%w: url: is required, e.g. nats://host:4222", ErrConfig)
 	case cfg.Stream == "":
 		return nil, fmt.Errorf("%w: stream: is required", ErrConfig)
+	}
+	if cfg.OutboxTable != "" && cfg.TxSubject == "" {
+		return nil, fmt.Errorf("%w: outbox_table: needs tx_subject, to know which changes share the outbox row's transaction", ErrConfig)
 	}
 	if cfg.Durable == "" {
 		cfg.Durable = "stele-" + cfg.Name
@@ -216,6 +223,9 @@ func (s *Source) message(ctx context.Context, dec *debezium.Decoder, asm *debezi
 		ev.TxID = ""
 	}
 	if d, ok := asm.Add(ev, m); ok {
+		if s.cfg.OutboxTable != "" {
+			return debezium.JoinOutbox(d.Records, s.cfg.OutboxTable), d.Refs, nil
+		}
 		return d.Records, d.Refs, nil
 	}
 	return nil, nil, nil

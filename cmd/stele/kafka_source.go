@@ -26,6 +26,7 @@ import (
 //	      topic_regex: true          # topics are regular expressions (default false)
 //	      group: stele-shop          # default stele-<name>
 //	      transaction_topic: dbserver1.transaction   # Debezium's metadata topic (default: none)
+//	      outbox_table: public.outbox               # Debezium outbox rows → event records, cause of their transaction
 //	      tls: true                  # default false
 //	      tls_ca_file: /etc/ssl/kafka-ca.pem         # default: the system roots
 //	      sasl_mechanism: SCRAM-SHA-512              # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
@@ -38,6 +39,7 @@ type KafkaSourceConfig struct {
 	TopicRegex       bool
 	Group            string
 	TransactionTopic string
+	OutboxTable      string
 	TLS              bool
 	TLSCAFile        string
 	SASLMechanism    string
@@ -46,7 +48,7 @@ type KafkaSourceConfig struct {
 	SessionTimeout   time.Duration
 }
 
-var kafkaKeys = []string{"brokers", "topics", "topic_regex", "group", "transaction_topic", "tls", "tls_ca_file", "sasl_mechanism", "sasl_user", "sasl_password", "session_timeout"}
+var kafkaKeys = []string{"brokers", "topics", "topic_regex", "group", "transaction_topic", "outbox_table", "tls", "tls_ca_file", "sasl_mechanism", "sasl_user", "sasl_password", "session_timeout"}
 
 func parseKafkaKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
 	if sc.Kafka == nil {
@@ -86,6 +88,8 @@ func parseKafkaKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
 		kc.Group = val.Value
 	case "transaction_topic":
 		kc.TransactionTopic = val.Value
+	case "outbox_table":
+		kc.OutboxTable = val.Value
 	case "tls_ca_file":
 		kc.TLSCAFile = val.Value
 	case "sasl_mechanism":
@@ -129,7 +133,7 @@ func (sc SourceConfig) kafkaConfig(logger *slog.Logger) (kafka.Config, error) {
 	}
 	cfg := kafka.Config{
 		Name: sc.Name, Brokers: kc.Brokers, Topics: kc.Topics, TopicRegex: kc.TopicRegex,
-		Group: kc.Group, TransactionTopic: kc.TransactionTopic,
+		Group: kc.Group, TransactionTopic: kc.TransactionTopic, OutboxTable: kc.OutboxTable,
 		SASL:       kafka.SASL{Mechanism: kc.SASLMechanism, User: kc.SASLUser, Password: kc.SASLPassword},
 		DeadLetter: sc.park, Logger: logger, SessionTimeout: kc.SessionTimeout,
 	}

@@ -22,20 +22,22 @@ import (
 //	      subjects: [dbserver1.public.>]   # default: the whole stream
 //	      durable: stele-shop              # default stele-<name>
 //	      tx_subject: dbserver1.transaction
+//	      outbox_table: public.outbox      # outbox rows → event records, cause of their transaction
 //	      user: stele                      # or token:
 //	      password: secret                 # or STELE_NATS_PASSWORD
 type NATSSourceConfig struct {
-	URL       string
-	Stream    string
-	Subjects  []string
-	Durable   string
-	TxSubject string
-	User      string
-	Password  string
-	Token     string
+	URL         string
+	Stream      string
+	Subjects    []string
+	Durable     string
+	TxSubject   string
+	OutboxTable string
+	User        string
+	Password    string
+	Token       string
 }
 
-var natsKeys = []string{"url", "stream", "subjects", "durable", "tx_subject", "user", "password", "token"}
+var natsKeys = []string{"url", "stream", "subjects", "durable", "tx_subject", "outbox_table", "user", "password", "token"}
 
 func parseNATSKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
 	if sc.NATS == nil {
@@ -64,6 +66,8 @@ func parseNATSKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
 		nc.Durable = val.Value
 	case "tx_subject":
 		nc.TxSubject = val.Value
+	case "outbox_table":
+		nc.OutboxTable = val.Value
 	case "user":
 		nc.User = val.Value
 	case "password":
@@ -94,7 +98,7 @@ func (sc SourceConfig) natsConfig(logger *slog.Logger) nats.Config {
 		nc = &NATSSourceConfig{}
 	}
 	cfg := nats.Config{Name: sc.Name, URL: nc.URL, Stream: nc.Stream, Subjects: nc.Subjects, Durable: nc.Durable,
-		TxSubject: nc.TxSubject, User: nc.User, Password: nc.Password, Token: nc.Token, DeadLetter: sc.park, Logger: logger}
+		TxSubject: nc.TxSubject, OutboxTable: nc.OutboxTable, User: nc.User, Password: nc.Password, Token: nc.Token, DeadLetter: sc.park, Logger: logger}
 	if cfg.Password == "" {
 		cfg.Password = os.Getenv("STELE_NATS_PASSWORD")
 	}

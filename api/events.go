@@ -11,7 +11,9 @@ import (
 	"strings"
 
 	"github.com/stele/stele"
+	"github.com/stele/stele/privacy"
 	"github.com/stele/stele/record"
+	"github.com/stele/stele/sysrecord"
 )
 
 // postEvents ingests CloudEvents 1.0 over HTTP as event records: structured
@@ -97,6 +99,22 @@ func (s *Server) postEvents(w http.ResponseWriter, r *http.Request) {
 		rec, err := record.CloudEventRecord(ev, s.cfg.Now())
 		if err != nil {
 			writeFieldError(w, err, batchIndex(batch, i))
+			return
+		}
+		if sysrecord.IsSystem(rec.Source) {
+			writeError(w, http.StatusBadRequest, &apiError{Msg: fmt.Sprintf("source: %q is reserved for the records Stele writes about itself", rec.Source.Name),
+				Field: "source", Index: batchIndex(batch, i)})
+			return
+		}
+		// Events go through the schema registry as records do: a schema
+		// for the event type seals its personal fields.
+		if err := privacy.Admit(s.schemas(), rec); err != nil {
+			var fe *record.FieldError
+			if !errors.As(err, &fe) {
+				s.internalError(w, r, "checking an event against the schema registry", err)
+				return
+			}
+			writeError(w, http.StatusBadRequest, &apiError{Msg: fe.Error(), Field: fe.Field, Index: batchIndex(batch, i)})
 			return
 		}
 		if first, dup := seen[rec.ID]; dup {

@@ -194,6 +194,7 @@ func (s *Server) routes() {
 	// fallback that answers 405 in JSON: the mux's own 405 is plain text,
 	// and no method may ever update or delete a record.
 	s.handle("POST /v1/records", s.gated(s.authorize(writeRoles, s.postRecords)))
+	s.handle("POST /v1/events", s.gated(s.authorize(writeRoles, s.postEvents)))
 	s.handle("GET /v1/records", s.gated(s.authorize(anyRole, s.listRecords)))
 	s.handle("/v1/records", recordMethodNotAllowed("GET, HEAD, POST"))
 	s.handle("GET /v1/records/{seq}", s.gated(s.authorize(anyRole, s.getRecord)))

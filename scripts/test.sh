@@ -47,6 +47,8 @@ go test -run='^$' -fuzz='^FuzzOpenCheckpoint$' -fuzztime=100000x .
 go test -run='^$' -fuzz='^FuzzReadRequest$' -fuzztime="$fuzztime" ./api
 go test -run='^$' -fuzz='^FuzzGraphQL$' -fuzztime="$fuzztime" ./api/graphql
 go test -run='^$' -fuzz='^FuzzNumber$' -fuzztime="$fuzztime" ./capture/dynamodb
+go test -run='^$' -fuzz='^FuzzDecode$' -fuzztime="$fuzztime" ./capture/debezium
+go test -run='^$' -fuzz='^FuzzCloudEvent$' -fuzztime="$fuzztime" ./record
 go test -run='^$' -fuzz='^FuzzValue$' -fuzztime="$fuzztime" ./internal/jsonscan
 go test -run='^$' -fuzz='^FuzzFastMatchesLibrary$' -fuzztime="$fuzztime" ./schema
 go test -run='^$' -fuzz='^FuzzParse$' -fuzztime="$fuzztime" ./internal/frame

@@ -24,7 +24,9 @@ import (
 
 	"github.com/stele/stele/capture"
 	"github.com/stele/stele/capture/dynamodb"
+	"github.com/stele/stele/capture/kafka"
 	"github.com/stele/stele/capture/mysql"
+	"github.com/stele/stele/capture/nats"
 	"github.com/stele/stele/capture/postgres"
 )
 
@@ -83,6 +85,13 @@ type SourceConfig struct {
 	MySQL *MySQLSourceConfig
 	// DynamoDB is the section of a kind: dynamodb source.
 	DynamoDB *DynamoDBSourceConfig
+	// Kafka is the section of a kind: kafka source (Debezium events).
+	Kafka *KafkaSourceConfig
+	// NATS is the section of a kind: nats source (Debezium events).
+	NATS *NATSSourceConfig
+	// park puts a message a source cannot decode in the dead letters;
+	// set when the server starts the source.
+	park func(ctx context.Context, r *record.Record, fe *record.FieldError) error
 	// stateDir is where a source keeps its own durable state (the mysql
 	// source's position and schema history): <data>/sources/<name>, set
 	// when the server starts the source.
@@ -192,6 +201,28 @@ func sourceKinds() map[string]sourceKind {
 					return nil, err
 				}
 				return dynamodb.New(cfg)
+			},
+		},
+		"kafka": {
+			keys:    kafkaKeys,
+			parse:   parseKafkaKey,
+			fromURL: func(*SourceConfig, string) {},
+			check:   checkKafka,
+			build: func(sc SourceConfig, logger *slog.Logger) (runnableSource, error) {
+				cfg, err := sc.kafkaConfig(logger)
+				if err != nil {
+					return nil, err
+				}
+				return kafka.New(cfg)
+			},
+		},
+		"nats": {
+			keys:    natsKeys,
+			parse:   parseNATSKey,
+			fromURL: func(*SourceConfig, string) {},
+			check:   checkNATS,
+			build: func(sc SourceConfig, logger *slog.Logger) (runnableSource, error) {
+				return nats.New(sc.natsConfig(logger))
 			},
 		},
 	}
@@ -712,6 +743,11 @@ func startSources(ctx context.Context, cfg Config, sink capture.Sink, reg promet
 			continue
 		}
 		sc.stateDir = sourceStateDir(cfg.Data, sc.Name)
+		if p, ok := sink.(interface {
+			Park(context.Context, *record.Record, *record.FieldError) error
+		}); ok {
+			sc.park = p.Park
+		}
 		src, err := kind.build(sc, logger)
 		if err != nil {
 			logger.Error("capture source not started", "source", sc.Name, "kind", sc.Kind, "err", err)
@@ -819,6 +855,11 @@ type indexedSink struct {
 // batch, so one bad row cannot stall a source.
 func (s indexedSink) Append(ctx context.Context, recs []*record.Record) ([]stele.Appended, error) {
 	return s.dead.AppendOrPark(ctx, s.Store, recs)
+}
+
+// Park puts what a source could not decode in the dead letters.
+func (s indexedSink) Park(ctx context.Context, r *record.Record, fe *record.FieldError) error {
+	return s.dead.Park(ctx, r, fe)
 }
 
 func (s indexedSink) HasID(ctx context.Context, id string) (bool, error) {

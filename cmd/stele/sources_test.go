@@ -252,7 +252,7 @@ func TestConfigSourceSectionErrors(t *testing.T) {
 		{name: "bad value in section", yaml: "sources:\n  - name: shop\n    postgres: {url: postgres://h/db, setup: never}\n",
 			wants: []string{`source "shop"`, "setup", "auto or skip"}},
 		{name: "unknown kind beside a section", yaml: "sources:\n  - name: shop\n    kind: oracle\n    postgres: {url: postgres://h/db}\n",
-			wants: []string{`source "shop"`, `unknown source kind "oracle"`, "known: dynamodb, mysql, postgres"}},
+			wants: []string{`source "shop"`, `unknown source kind "oracle"`, "known: dynamodb, kafka, mysql, nats, postgres"}},
 		{name: "section of another kind", yaml: "sources:\n  - name: shop\n    kind: mysql\n    postgres: {url: postgres://h/db}\n",
 			wants: []string{`source "shop"`, "section postgres does not match kind mysql"}},
 		{name: "flat key beside section", yaml: "sources:\n  - name: shop\n    slot: s\n    postgres: {url: postgres://h/db}\n",

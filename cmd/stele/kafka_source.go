@@ -1,0 +1,158 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/stele/stele/capture/kafka"
+)
+
+// KafkaSourceConfig is the kafka: section of a source: Debezium change
+// events from Kafka topics.
+//
+//	sources:
+//	  - name: shop                   # must equal a direct source's name for shared ids
+//	    kafka:
+//	      brokers: [kafka1:9092, kafka2:9092]
+//	      topics: ['^dbserver1\.public\..*']
+//	      topic_regex: true          # topics are regular expressions (default false)
+//	      group: stele-shop          # default stele-<name>
+//	      transaction_topic: dbserver1.transaction   # Debezium's metadata topic (default: none)
+//	      outbox_table: public.outbox               # Debezium outbox rows → event records, cause of their transaction
+//	      tls: true                  # default false
+//	      tls_ca_file: /etc/ssl/kafka-ca.pem         # default: the system roots
+//	      sasl_mechanism: SCRAM-SHA-512              # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
+//	      sasl_user: stele
+//	      sasl_password: secret      # or STELE_KAFKA_PASSWORD
+//	      session_timeout: 45s       # how soon a dead member's partitions move (default 45s)
+type KafkaSourceConfig struct {
+	Brokers          []string
+	Topics           []string
+	TopicRegex       bool
+	Group            string
+	TransactionTopic string
+	OutboxTable      string
+	TLS              bool
+	TLSCAFile        string
+	SASLMechanism    string
+	SASLUser         string
+	SASLPassword     string
+	SessionTimeout   time.Duration
+}
+
+var kafkaKeys = []string{"brokers", "topics", "topic_regex", "group", "transaction_topic", "outbox_table", "tls", "tls_ca_file", "sasl_mechanism", "sasl_user", "sasl_password", "session_timeout"}
+
+func parseKafkaKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
+	if sc.Kafka == nil {
+		sc.Kafka = &KafkaSourceConfig{}
+	}
+	kc := sc.Kafka
+	switch k {
+	case "brokers", "topics":
+		var list []string
+		if val.Kind == yaml.ScalarNode {
+			list = []string{val.Value}
+		} else if err := val.Decode(&list); err != nil {
+			return fmt.Errorf("%s: %s: want a list of strings: %w", where, k, err)
+		}
+		if k == "brokers" {
+			kc.Brokers = list
+		} else {
+			kc.Topics = list
+		}
+		return nil
+	}
+	if val.Kind != yaml.ScalarNode {
+		return fmt.Errorf("%s: %s: want a single value", where, k)
+	}
+	switch k {
+	case "topic_regex", "tls":
+		var b bool
+		if err := val.Decode(&b); err != nil {
+			return fmt.Errorf("%s: %s: want true or false: %w", where, k, err)
+		}
+		if k == "tls" {
+			kc.TLS = b
+		} else {
+			kc.TopicRegex = b
+		}
+	case "group":
+		kc.Group = val.Value
+	case "transaction_topic":
+		kc.TransactionTopic = val.Value
+	case "outbox_table":
+		kc.OutboxTable = val.Value
+	case "tls_ca_file":
+		kc.TLSCAFile = val.Value
+	case "sasl_mechanism":
+		kc.SASLMechanism = strings.ToUpper(val.Value)
+	case "sasl_user":
+		kc.SASLUser = val.Value
+	case "sasl_password":
+		kc.SASLPassword = val.Value
+	case "session_timeout":
+		d, err := time.ParseDuration(val.Value)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("%s: session_timeout: %q is not a duration such as 45s", where, val.Value)
+		}
+		kc.SessionTimeout = d
+	}
+	return nil
+}
+
+func checkKafka(sc SourceConfig) (string, error) {
+	if sc.Kafka == nil {
+		return "", errors.New("kafka: the section is required (brokers, topics)")
+	}
+	if sc.Name == "" {
+		return "", errors.New("name: required for a kafka source (records carry it as source.name)")
+	}
+	cfg, err := sc.kafkaConfig(nil)
+	if err != nil {
+		return "", err
+	}
+	src, err := kafka.New(cfg)
+	if err != nil {
+		return "", err
+	}
+	return src.Name(), nil
+}
+
+func (sc SourceConfig) kafkaConfig(logger *slog.Logger) (kafka.Config, error) {
+	kc := sc.Kafka
+	if kc == nil {
+		kc = &KafkaSourceConfig{}
+	}
+	cfg := kafka.Config{
+		Name: sc.Name, Brokers: kc.Brokers, Topics: kc.Topics, TopicRegex: kc.TopicRegex,
+		Group: kc.Group, TransactionTopic: kc.TransactionTopic, OutboxTable: kc.OutboxTable,
+		SASL:       kafka.SASL{Mechanism: kc.SASLMechanism, User: kc.SASLUser, Password: kc.SASLPassword},
+		DeadLetter: sc.park, Logger: logger, SessionTimeout: kc.SessionTimeout,
+	}
+	if cfg.SASL.Password == "" {
+		cfg.SASL.Password = os.Getenv("STELE_KAFKA_PASSWORD")
+	}
+	if kc.TLS || kc.TLSCAFile != "" {
+		cfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+		if kc.TLSCAFile != "" {
+			pem, err := os.ReadFile(kc.TLSCAFile)
+			if err != nil {
+				return cfg, fmt.Errorf("tls_ca_file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return cfg, fmt.Errorf("tls_ca_file: %s holds no PEM certificate", kc.TLSCAFile)
+			}
+			cfg.TLS.RootCAs = pool
+		}
+	}
+	return cfg, nil
+}

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/stele/stele/capture/nats"
+)
+
+// NATSSourceConfig is the nats: section of a source: Debezium change
+// events from a JetStream stream (Debezium Server's NATS JetStream sink).
+//
+//	sources:
+//	  - name: shop
+//	    nats:
+//	      url: nats://nats1:4222
+//	      stream: DEBEZIUM
+//	      subjects: [dbserver1.public.>]   # default: the whole stream
+//	      durable: stele-shop              # default stele-<name>
+//	      tx_subject: dbserver1.transaction
+//	      outbox_table: public.outbox      # outbox rows → event records, cause of their transaction
+//	      user: stele                      # or token:
+//	      password: secret                 # or STELE_NATS_PASSWORD
+type NATSSourceConfig struct {
+	URL         string
+	Stream      string
+	Subjects    []string
+	Durable     string
+	TxSubject   string
+	OutboxTable string
+	User        string
+	Password    string
+	Token       string
+}
+
+var natsKeys = []string{"url", "stream", "subjects", "durable", "tx_subject", "outbox_table", "user", "password", "token"}
+
+func parseNATSKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
+	if sc.NATS == nil {
+		sc.NATS = &NATSSourceConfig{}
+	}
+	nc := sc.NATS
+	if k == "subjects" {
+		var list []string
+		if val.Kind == yaml.ScalarNode {
+			list = []string{val.Value}
+		} else if err := val.Decode(&list); err != nil {
+			return fmt.Errorf("%s: subjects: want a list of subjects: %w", where, err)
+		}
+		nc.Subjects = list
+		return nil
+	}
+	if val.Kind != yaml.ScalarNode {
+		return fmt.Errorf("%s: %s: want a single value", where, k)
+	}
+	switch k {
+	case "url":
+		nc.URL = val.Value
+	case "stream":
+		nc.Stream = val.Value
+	case "durable":
+		nc.Durable = val.Value
+	case "tx_subject":
+		nc.TxSubject = val.Value
+	case "outbox_table":
+		nc.OutboxTable = val.Value
+	case "user":
+		nc.User = val.Value
+	case "password":
+		nc.Password = val.Value
+	case "token":
+		nc.Token = val.Value
+	}
+	return nil
+}
+
+func checkNATS(sc SourceConfig) (string, error) {
+	if sc.NATS == nil {
+		return "", errors.New("nats: the section is required (url, stream)")
+	}
+	if sc.Name == "" {
+		return "", errors.New("name: required for a nats source (records carry it as source.name)")
+	}
+	src, err := nats.New(sc.natsConfig(nil))
+	if err != nil {
+		return "", err
+	}
+	return src.Name(), nil
+}
+
+func (sc SourceConfig) natsConfig(logger *slog.Logger) nats.Config {
+	nc := sc.NATS
+	if nc == nil {
+		nc = &NATSSourceConfig{}
+	}
+	cfg := nats.Config{Name: sc.Name, URL: nc.URL, Stream: nc.Stream, Subjects: nc.Subjects, Durable: nc.Durable,
+		TxSubject: nc.TxSubject, OutboxTable: nc.OutboxTable, User: nc.User, Password: nc.Password, Token: nc.Token, DeadLetter: sc.park, Logger: logger}
+	if cfg.Password == "" {
+		cfg.Password = os.Getenv("STELE_NATS_PASSWORD")
+	}
+	return cfg
+}

@@ -36,6 +36,8 @@ var forbiddenImports = []struct {
 		"the schema registry serves every record and depends on nothing that uses it"},
 	{"record", []string{"logstore", "index", "api", "capture", "privacy", "schema"},
 		"the record format is the bottom of the graph"},
+	{"witness", []string{"logstore", "index", "api", "capture", "privacy", "query", "record", "schema", "auditor", "export", "follow"},
+		"a witness trusts only a log's key and proofs: it speaks the checkpoint contract and never reaches the store it watches"},
 	{"", []string{"cmd/stele"}, "only the binary wires parts together; nothing imports it"},
 }
 

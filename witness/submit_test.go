@@ -35,7 +35,9 @@ func TestSubmitterQuorumDespiteBadWitnesses(t *testing.T) {
 	downSrv := httptest.NewServer(http.NotFoundHandler())
 	downURL := downSrv.URL
 	downSrv.Close()
-	garbage := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = w.Write([]byte("— garbage.test AAAAAAAAAAAAAAAAAAAA\n")) }))
+	garbage := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("— garbage.test AAAAAAAAAAAAAAAAAAAA\n"))
+	}))
 	entered := make(chan struct{}, 1)
 	release := make(chan struct{})
 	slow := serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

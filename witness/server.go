@@ -184,7 +184,7 @@ func (w *Witness) addCheckpoint(ctx context.Context, body []byte) (Result, strin
 	if cp.Size == 0 && !bytes.Equal(cp.Root, heldRoot) {
 		return w.refuseWithEvidence(statusBadProof, fmt.Errorf("%w: size 0 with a root that is not the empty tree's", ErrInconsistent), held, req, body), origin
 	}
-	if err := proof.VerifyConsistency(rfc6962.DefaultHasher, heldSize, cp.Size, req.Proof, heldRoot, cp.Root); err != nil {
+	if err := verifyConsistency(heldSize, cp.Size, req.Proof, heldRoot, cp.Root); err != nil {
 		status := statusBadProof
 		reason := fmt.Errorf("%w: no valid consistency proof from size %d to %d: %w", ErrInconsistent, heldSize, cp.Size, err)
 		if heldSize == cp.Size {
@@ -307,6 +307,19 @@ func (w *Witness) alarm(origin string, held, got *stele.Checkpoint, reason error
 		attrs = append(attrs, "held_size", held.Size, "held_root", b64(held.Root))
 	}
 	w.logger.Error("SPLIT VIEW: log signed a checkpoint inconsistent with one this witness cosigned", attrs...)
+}
+
+// verifyConsistency is RFC 6962's check, where every tree extends the
+// empty one with an empty proof (the merkle module refuses size 0 as
+// meaningless; a witness's first checkpoint of a log is exactly that).
+func verifyConsistency(size1, size2 uint64, p [][]byte, root1, root2 []byte) error {
+	if size1 == 0 {
+		if len(p) > 0 {
+			return fmt.Errorf("proof from the empty tree has %d hashes, want none", len(p))
+		}
+		return nil
+	}
+	return proof.VerifyConsistency(rfc6962.DefaultHasher, size1, size2, p, root1, root2)
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }

@@ -186,6 +186,38 @@ func TestServeWitnessedAndForkCaught(t *testing.T) {
 	if !strings.Contains(wm, "stele_witness_split_view_total") {
 		t.Fatalf("witness raised no split-view alarm: %s", wm)
 	}
+
+	// stele status shows who witnessed the honest server's checkpoint.
+	out.Reset()
+	if err := printStatus(ctx, baseA, "", &out, time.Millisecond); err != nil {
+		t.Fatalf("status: %v\n%s", err, out.String())
+	}
+	if !strings.Contains(out.String(), "witnessed   by w1.test") || !strings.Contains(out.String(), "witnesses   lag 0 records") {
+		t.Fatalf("status does not show the witness:\n%s", out.String())
+	}
+	// The fork's operator turns the witnesses on: the witness refuses
+	// every checkpoint, the server raises the alarm and status fails.
+	dataC := t.TempDir()
+	if err := copyDataDir(dataB, dataC); err != nil {
+		t.Fatal(err)
+	}
+	cfgC := cfg
+	cfgC.Data = dataC
+	baseC := serveInProcess(ctx, t, cfgC)
+	for {
+		out.Reset()
+		err := printStatus(ctx, baseC, "", &out, time.Millisecond)
+		if errors.As(err, &ee) && strings.Contains(out.String(), "SPLIT VIEW  witness w1 holds a checkpoint of this log inconsistent with its history") {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("status of the fork shows no split view: %v\n%s", err, out.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code, body := httpGet(ctx, t, baseC+"/v1/checkpoint"); code != http.StatusServiceUnavailable {
+		t.Fatalf("the fork served a checkpoint no witness cosigned: %d %s", code, body)
+	}
 }
 
 // waitWitnessed polls /v1/checkpoint until it serves a cosigned checkpoint

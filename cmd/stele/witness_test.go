@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -144,6 +145,24 @@ func TestServeWitnessedAndForkCaught(t *testing.T) {
 	var ee *exitError
 	if err := verifyURL(ctx, baseA, logKey, "", "none", 1, strict, nil, &out); !errors.As(err, &ee) || !strings.Contains(out.String(), `quorum "both" not met; cosigned by 1 of 2 witnesses [w1]`) {
 		t.Fatalf("verify with a quorum not met: %v\n%s", err, out.String())
+	}
+
+	// An export from the witnessed server carries the cosignatures.
+	exportPath := filepath.Join(dir, "e.jsonl")
+	format, err := exportFormat("jsonl", exportPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := exportFromURL(ctx, baseA, "", exportPath, format, url.Values{}, nil); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := verifyExport(ctx, exportPath, logKey, policy, nil, &out); err != nil || !strings.Contains(out.String(), "witnessed by w1 at ") {
+		t.Fatalf("verify --export --witness-policy: %v\n%s", err, out.String())
+	}
+	out.Reset()
+	if err := verifyExport(ctx, exportPath, logKey, strict, nil, &out); !errors.As(err, &ee) || !strings.Contains(out.String(), "not met") {
+		t.Fatalf("verify --export with a quorum not met: %v\n%s", err, out.String())
 	}
 
 	// The fork: a copy of the directory at size 10 that diverges, served

@@ -302,3 +302,37 @@ func gatherText(t *testing.T, reg *prometheus.Registry) (int, string) {
 	}
 	return len(mfs), b.String()
 }
+
+func TestWitnessCommandKeyAndUsage(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := loadOrCreateWitnessKey(dir, ""); err == nil || !strings.Contains(err.Error(), "--name is required") {
+		t.Fatalf("no key, no name: %v", err)
+	}
+	c, err := loadOrCreateWitnessKey(dir, "w.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "witness.key"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("witness.key: %v, mode %v", err, fi.Mode())
+	}
+	vk, err := os.ReadFile(filepath.Join(dir, "witness.vkey"))
+	if err != nil || strings.TrimSpace(string(vk)) != c.VerifierKey() {
+		t.Fatalf("witness.vkey %q, %v; want %s", vk, err, c.VerifierKey())
+	}
+	again, err := loadOrCreateWitnessKey(dir, "")
+	if err != nil || again.VerifierKey() != c.VerifierKey() {
+		t.Fatalf("reload: %v", err)
+	}
+	if _, err := loadOrCreateWitnessKey(dir, "other.test"); err == nil || !strings.Contains(err.Error(), `named "w.test", not --name "other.test"`) {
+		t.Fatalf("another name: %v", err)
+	}
+	var stderr bytes.Buffer
+	if code := run(context.Background(), []string{"witness", "--data", dir}, &stderr); code != exitUsage || !strings.Contains(stderr.String(), "at least one --log") {
+		t.Fatalf("no --log: exit %d, %s", code, stderr.String())
+	}
+	stderr.Reset()
+	if code := run(context.Background(), []string{"witness", "--data", dir, "--log", "nokey"}, &stderr); code != exitUsage || !strings.Contains(stderr.String(), `--log "nokey"`) {
+		t.Fatalf("bad --log: exit %d, %s", code, stderr.String())
+	}
+}

@@ -218,15 +218,29 @@ func (s *Submitter) lagRecords() uint64 {
 func (s *Submitter) Run(ctx context.Context) {
 	t := time.NewTicker(s.cfg.Interval)
 	defer t.Stop()
-	var last *stele.Checkpoint
+	// last was witnessed, tried was sent last. A checkpoint that missed
+	// the quorum is sent again after a growing pause (up to maxBackoff),
+	// so witnesses that refuse are not asked 4 times a second; a newer
+	// checkpoint is sent at once.
+	var last, tried *stele.Checkpoint
+	var failures int
+	var retryAt time.Time
+	const maxBackoff = 30 * time.Second
+	same := func(a, b *stele.Checkpoint) bool {
+		return a != nil && b != nil && a.Size == b.Size && bytes.Equal(a.Root, b.Root)
+	}
 	for {
 		cp := s.cfg.Log.LatestCheckpoint()
-		if cp != nil && (last == nil || cp.Size != last.Size || !bytes.Equal(cp.Root, last.Root)) {
+		if cp != nil && !same(cp, last) && (!same(cp, tried) || time.Now().After(retryAt)) {
 			if w := s.witnessed.Load(); w == nil || w.Size < cp.Size {
 				s.since.CompareAndSwap(0, time.Now().UnixNano())
 			}
+			tried = cp
 			if s.Round(ctx, cp) {
-				last = cp
+				last, failures = cp, 0
+			} else {
+				failures++
+				retryAt = time.Now().Add(min(s.cfg.Interval<<min(failures, 10), maxBackoff))
 			}
 		}
 		select {

@@ -198,11 +198,18 @@ func TestInteropSteleWitnessCosignsTessera(t *testing.T) {
 	if err != nil {
 		t.Fatalf("tessera's checkpoint under Stele's strict parser: %v", err)
 	}
-	res := tw0.w.AddCheckpoint(ctx, (&witness.AddCheckpoint{Checkpoint: cp1}).Marshal())
-	if res.Status != 200 {
-		t.Fatalf("first tessera checkpoint: %d %v", res.Status, res.Err)
+	// Over HTTP, as `stele witness` serves it.
+	srv := serve(t, tw0.w.Handler())
+	sv, err := witness.NewVerifier(vkey2)
+	if err != nil {
+		t.Fatal(err)
 	}
-	openWithAll(t, append(bytes.Clone(cp1), res.Body...), lv, vkey2, tw2)
+	m := &witness.Member{Name: "stele", Verifier: sv, VerifierKey: vkey2, URL: srv.URL}
+	lines, err := witness.Submit(ctx, http.DefaultClient, m, &witness.AddCheckpoint{Checkpoint: cp1})
+	if err != nil {
+		t.Fatalf("first tessera checkpoint: %v", err)
+	}
+	openWithAll(t, append(bytes.Clone(cp1), lines...), lv, vkey2, tw2)
 
 	cp2 := add(7)
 	open2, err := stele.OpenCheckpoint(cp2, lv)
@@ -217,13 +224,13 @@ func TestInteropSteleWitnessCosignsTessera(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res = tw0.w.AddCheckpoint(ctx, (&witness.AddCheckpoint{OldSize: open1.Size, Proof: proof, Checkpoint: cp2}).Marshal())
-	if res.Status != 200 {
-		t.Fatalf("second tessera checkpoint (%d -> %d): %d %v", open1.Size, open2.Size, res.Status, res.Err)
+	lines, err = witness.Submit(ctx, http.DefaultClient, m, &witness.AddCheckpoint{OldSize: open1.Size, Proof: proof, Checkpoint: cp2})
+	if err != nil {
+		t.Fatalf("second tessera checkpoint (%d -> %d): %v", open1.Size, open2.Size, err)
 	}
-	openWithAll(t, append(bytes.Clone(cp2), res.Body...), lv, vkey2, tw2)
+	openWithAll(t, append(bytes.Clone(cp2), lines...), lv, vkey2, tw2)
 	// Tessera's older checkpoint, now a rollback, is refused.
-	res = tw0.w.AddCheckpoint(ctx, (&witness.AddCheckpoint{OldSize: open2.Size, Proof: nil, Checkpoint: cp1}).Marshal())
+	res := tw0.w.AddCheckpoint(ctx, (&witness.AddCheckpoint{OldSize: open2.Size, Proof: nil, Checkpoint: cp1}).Marshal())
 	if res.Status != 400 {
 		t.Fatalf("rollback to the first checkpoint: %d %v", res.Status, res.Err)
 	}

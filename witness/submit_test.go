@@ -2,6 +2,10 @@ package witness_test
 
 import (
 	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -188,4 +192,59 @@ func counter(t *testing.T, reg *prometheus.Registry, name, witnessName, result s
 		}
 	}
 	return 0
+}
+
+// TestSubmitRefusals: each refusal of a witness comes back as its own
+// error, so the submitter tells "this witness does not know us" from "this
+// witness holds another history".
+func TestSubmitRefusals(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, t.TempDir())
+	other := openStore(t, t.TempDir())
+	c, vkey := newCosigner(t, "w.test")
+	sv, err := witness.NewVerifier(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := grow(t, s, "a", 2)
+
+	// Another key under the same origin: 403.
+	knowsOther := newWitness(t, t.TempDir(), c, logVerifier(t, other))
+	m := &witness.Member{Name: "w", Verifier: sv, URL: serve(t, knowsOther.w.Handler()).URL}
+	if _, err := witness.Submit(ctx, http.DefaultClient, m, &witness.AddCheckpoint{Checkpoint: cp.Note}); !errors.Is(err, witness.ErrWitnessForbidden) {
+		t.Fatalf("unknown key: %v", err)
+	}
+	// No log of this origin: 404.
+	_, lv, _ := newLog(t, "elsewhere.test/log")
+	knowsNone := newWitness(t, t.TempDir(), c, lv)
+	m.URL = serve(t, knowsNone.w.Handler()).URL
+	if _, err := witness.Submit(ctx, http.DefaultClient, m, &witness.AddCheckpoint{Checkpoint: cp.Note}); !errors.Is(err, witness.ErrWitnessUnknown) {
+		t.Fatalf("unknown origin: %v", err)
+	}
+	// A cosignature by the witness's name and key id that does not verify.
+	m.URL = serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		good := newWitness(t, t.TempDir(), c, logVerifier(t, s))
+		res := good.w.AddCheckpoint(r.Context(), mustRead(t, r))
+		sigs, err := witness.ParseSignatureLines(res.Body)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		raw := binary.BigEndian.AppendUint32(nil, sigs[0].Hash)
+		raw = append(raw, sigs[0].Sig...)
+		raw[len(raw)-1] ^= 1
+		_, _ = w.Write([]byte("— " + sigs[0].Name + " " + base64.StdEncoding.EncodeToString(raw) + "\n"))
+	})).URL
+	if _, err := witness.Submit(ctx, http.DefaultClient, m, &witness.AddCheckpoint{Checkpoint: cp.Note}); !errors.Is(err, witness.ErrWitnessAnswer) || !strings.Contains(err.Error(), "does not verify") {
+		t.Fatalf("bad cosignature: %v", err)
+	}
+}
+
+func mustRead(t *testing.T, r *http.Request) []byte {
+	t.Helper()
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		t.Error(err)
+	}
+	return b
 }

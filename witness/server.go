@@ -56,8 +56,7 @@ type Witness struct {
 
 	// mu makes check-and-persist atomic (C2SP tlog-witness: two requests
 	// racing must not roll a log back).
-	mu       sync.Mutex
-	evidence uint64 // refusals recorded, for unique evidence names
+	mu sync.Mutex
 
 	requests  *prometheus.CounterVec
 	splitView *prometheus.CounterVec
@@ -177,7 +176,11 @@ func (w *Witness) addCheckpoint(ctx context.Context, body []byte) (Result, strin
 		heldSize, heldRoot = held.Size, held.Root
 	}
 	if req.OldSize != heldSize {
-		res := w.refuseWithEvidence(statusConflict, fmt.Errorf("%w: old size %d, witness holds %d", ErrConflict, req.OldSize, heldSize), held, req, body)
+		// The protocol's handshake (a client learns the witness's size
+		// from this 409), not a sign of misbehaviour: counted, not kept,
+		// so replaying a signed checkpoint with any old size cannot fill
+		// the disk.
+		res := refuse(statusConflict, fmt.Errorf("%w: old size %d, witness holds %d", ErrConflict, req.OldSize, heldSize))
 		res.Body = []byte(strconv.FormatUint(heldSize, 10) + "\n")
 		return res, origin
 	}
@@ -278,9 +281,8 @@ func (w *Witness) cosign(msg []byte) ([]byte, error) {
 // signature on an inconsistent checkpoint is proof of misbehaviour that no
 // one can later deny.
 func (w *Witness) refuseWithEvidence(status int, reason error, held *stele.Checkpoint, req *AddCheckpoint, body []byte) Result {
-	w.evidence++
 	var b bytes.Buffer
-	fmt.Fprintf(&b, "refused %d: %v\n\n--- held checkpoint\n", status, reason)
+	fmt.Fprintf(&b, "refused %d at %s: %v\n\n--- held checkpoint\n", status, time.Now().UTC().Format(time.RFC3339), reason)
 	if held != nil {
 		b.Write(held.Note)
 	} else {
@@ -289,9 +291,13 @@ func (w *Witness) refuseWithEvidence(status int, reason error, held *stele.Check
 	b.WriteString("\n--- request\n")
 	b.Write(body)
 	origin, _, _ := strings.Cut(string(req.Checkpoint), "\n")
-	h := sha256.Sum256([]byte(origin))
-	name := fmt.Sprintf("%s-%s-%d.txt", time.Now().UTC().Format("20060102T150405.000000000Z"), hex.EncodeToString(h[:8]), w.evidence)
-	path := filepath.Join(w.dir, "evidence", name)
+	// Named by the request's hash: the same request sent again is one
+	// piece of evidence, not one more file.
+	h := sha256.Sum256(body)
+	path := filepath.Join(w.dir, "evidence", hex.EncodeToString(h[:16])+".txt")
+	if _, err := os.Stat(path); err == nil {
+		return refuse(status, reason)
+	}
 	if err := atomicfile.Write(path, b.Bytes(), 0o600); err != nil {
 		w.logger.Error("witness cannot record evidence of a refusal", "origin", origin, "err", err)
 	} else {

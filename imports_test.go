@@ -38,6 +38,8 @@ var forbiddenImports = []struct {
 		"the record format is the bottom of the graph"},
 	{"ui", []string{"logstore", "index", "api", "privacy", "query", "capture", "schema", "record"},
 		"the web UI reads only through the HTTP API, like any client, so every read passes the privacy wrapper"},
+	{"witness", []string{"logstore", "index", "api", "capture", "privacy", "query", "record", "schema", "auditor", "export", "follow"},
+		"a witness trusts only a log's key and proofs: it speaks the checkpoint contract and never reaches the store it watches"},
 	{"", []string{"cmd/stele"}, "only the binary wires parts together; nothing imports it"},
 }
 

@@ -73,6 +73,15 @@ func (s *Server) serveExport(w http.ResponseWriter, r *http.Request, proof bool)
 		s.internalError(w, r, "checkpoint", err)
 		return
 	}
+	if s.cfg.Witnessed != nil {
+		// An export is proven against what the witnesses cosigned, so
+		// `stele verify --export --witness-policy` can check it offline.
+		if cp = s.cfg.Witnessed(); cp == nil {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "no checkpoint is cosigned by the witness policy's quorum yet; retry shortly"})
+			return
+		}
+	}
 	if !sizeGiven {
 		size = cp.Size
 	} else if size > cp.Size {

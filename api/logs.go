@@ -17,6 +17,16 @@ func (s *Server) getCheckpoint(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr.status(), aerr)
 		return
 	}
+	if s.cfg.Witnessed != nil {
+		cp := s.cfg.Witnessed()
+		if cp == nil {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "no checkpoint is cosigned by the witness policy's quorum yet; retry shortly"})
+			return
+		}
+		writeText(w, cp.Note)
+		return
+	}
 	cp := s.cfg.Log.LatestCheckpoint()
 	if cp == nil || s.cfg.Log.Size() > cp.Size {
 		var err error

@@ -87,6 +87,11 @@ type Config struct {
 	// Health is consulted by /healthz and, for "tampered", by every /v1/
 	// endpoint but the checkpoint and the key. Nil means always "ok".
 	Health HealthFunc
+	// Witnessed, when set, is the latest checkpoint cosigned by the
+	// witness policy's quorum (witness.Submitter.Witnessed), nil until one
+	// is. GET /v1/checkpoint then serves only that: a checkpoint is
+	// published as witnessed or not at all.
+	Witnessed func() *stele.Checkpoint
 	// Exporter serves GET /v1/export; nil answers 503.
 	Exporter Exporter
 	Logger   *slog.Logger

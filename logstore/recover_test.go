@@ -670,6 +670,14 @@ func TestRecoverCheckpointsConsistent(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if a.Size == 0 {
+				// Every tree extends the empty one; merkle v0.0.3 refuses
+				// to verify a proof from size 0 at all.
+				if len(p) != 0 {
+					t.Fatalf("proof from the empty tree has %d hashes", len(p))
+				}
+				continue
+			}
 			if err := proof.VerifyConsistency(rfc6962.DefaultHasher, a.Size, b.Size, p, a.Root, b.Root); err != nil {
 				t.Fatalf("checkpoints of sizes %d and %d are inconsistent: %v", a.Size, b.Size, err)
 			}

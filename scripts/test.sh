@@ -49,6 +49,9 @@ go test -run='^$' -fuzz='^FuzzGraphQL$' -fuzztime="$fuzztime" ./api/graphql
 go test -run='^$' -fuzz='^FuzzNumber$' -fuzztime="$fuzztime" ./capture/dynamodb
 go test -run='^$' -fuzz='^FuzzDecode$' -fuzztime="$fuzztime" ./capture/debezium
 go test -run='^$' -fuzz='^FuzzCloudEvent$' -fuzztime="$fuzztime" ./record
+go test -run='^$' -fuzz='^FuzzParseAddCheckpoint$' -fuzztime="$fuzztime" ./witness
+go test -run='^$' -fuzz='^FuzzParsePolicy$' -fuzztime="$fuzztime" ./witness
+go test -run='^$' -fuzz='^FuzzParseSignatureLines$' -fuzztime="$fuzztime" ./witness
 go test -run='^$' -fuzz='^FuzzValue$' -fuzztime="$fuzztime" ./internal/jsonscan
 go test -run='^$' -fuzz='^FuzzFastMatchesLibrary$' -fuzztime="$fuzztime" ./schema
 go test -run='^$' -fuzz='^FuzzParse$' -fuzztime="$fuzztime" ./internal/frame

@@ -47,6 +47,12 @@ type Config struct {
 	// VaultAddr, VaultToken and VaultMount).
 	CheckpointSigner string
 	VaultSigningKey  string
+	// WitnessPolicy is a C2SP tlog-policy file naming the witnesses (with
+	// their URLs) each checkpoint is sent to and the quorum that must
+	// cosign it before /v1/checkpoint serves it; empty: no witnesses.
+	WitnessPolicy string
+	// WitnessTimeout bounds one request to one witness.
+	WitnessTimeout time.Duration
 	// Sources are the capture sources (sources: in the file, repeatable
 	// --source URL); a pointer keeps Config comparable. See SourceConfig.
 	Sources *[]SourceConfig
@@ -93,6 +99,7 @@ func defaultConfig() Config {
 		MaxBodyBytes:       api.DefaultMaxBodyBytes,
 		MaxBatch:           api.DefaultMaxBatch,
 		RetentionInterval:  time.Hour,
+		WitnessTimeout:     10 * time.Second,
 	}
 }
 
@@ -207,6 +214,18 @@ func options() []option {
 				return errors.New("want a Transit key name without '/', '?' or '#'")
 			}
 			c.VaultSigningKey = v
+			return nil
+		}},
+		{"witness_policy", "C2SP tlog-policy `file`: the witnesses (witness <name> <vkey> <url>) every checkpoint is sent to, and the quorum that must cosign it before /v1/checkpoint serves it (default none: checkpoints are served unwitnessed)", func(c *Config, v string) error {
+			c.WitnessPolicy = v
+			return nil
+		}},
+		{"witness_timeout", "how long one request to one witness may take, a `duration` (default 10s); a slow witness delays only its own cosignature, never an append", func(c *Config, v string) error {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 {
+				return errors.New("want a positive duration such as 10s")
+			}
+			c.WitnessTimeout = d
 			return nil
 		}},
 		{"retention_interval", "how often expired retention periods are shredded, a `duration` (default 1h)", func(c *Config, v string) error {

@@ -73,6 +73,7 @@ max_batch: 50
 		MaxBodyBytes:       1 << 20,
 		MaxBatch:           50,
 		RetentionInterval:  time.Hour, // default
+		WitnessTimeout:     10 * time.Second,
 	}
 	if cfg != want {
 		t.Fatalf("got  %+v\nwant %+v", cfg, want)

@@ -3,6 +3,7 @@
 //   - serve: run the HTTP API over a data directory
 //   - demo: start Stele on a demo directory, ingest a sample history, verify it
 //   - verify: check a data directory or an export offline, or a running server from outside
+//   - witness: cosign other logs' checkpoints as a C2SP tlog-witness
 //   - export: write filtered records with their proofs (JSON Lines, CSV, Parquet)
 //   - reindex: rebuild a data directory's index from its log
 //   - snapshot: write a table's rows as they were at an instant
@@ -43,6 +44,7 @@ func commands() []command {
 	return []command{
 		{"serve", "run the HTTP API over a data directory", runServe},
 		{"verify", "check a data directory offline, or a running server as an outside auditor", runVerify},
+		{"witness", "cosign other logs' checkpoints as a C2SP tlog-witness, refusing and keeping evidence of any split view", runWitness},
 		{"export", "write filtered records as JSON Lines, CSV or Parquet with proofs to verify offline", runExport},
 		{"reindex", "rebuild the index of a data directory from its log", runReindex},
 		{"token", "create or list API tokens (roles admin, auditor, analyst, service)", runToken},

@@ -196,6 +196,14 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		FollowMetrics: follows,
 		UI:            ui.New(),
 	}
+	if cfg.WitnessPolicy != "" {
+		sub, err := newSubmitter(cfg, store, reg, logger)
+		if err != nil {
+			return err
+		}
+		wg.Go(func() { sub.Run(bg) })
+		apiCfg.Witnessed = sub.Witnessed
+	}
 	if cfg.TLSClientRoles != nil {
 		// Only when set: a nil *CertRoles in the interface would not be nil.
 		apiCfg.ClientCerts = cfg.TLSClientRoles

@@ -67,6 +67,12 @@ func printStatus(ctx context.Context, base, token string, out io.Writer, interva
 			return fmt.Errorf("%s/v1/checkpoint: not a signed checkpoint note", base)
 		}
 		fmt.Fprintf(out, "checkpoint  size %s, root %s (origin %s)\n", lines[1], lines[2], lines[0])
+		if by := cosigners(note, lines[0]); len(by) > 0 {
+			fmt.Fprintf(out, "witnessed   by %s\n", strings.Join(by, ", "))
+		}
+	}
+	if split, err := printWitnesses(ctx, client, base, out); err == nil && split {
+		return &exitError{code: exitFailure}
 	}
 
 	first, err := scrapeSources(ctx, client, base)
@@ -128,6 +134,59 @@ func fetch(ctx context.Context, client *http.Client, url string) (body []byte, c
 		return nil, resp.StatusCode, answerError("GET "+url, resp.StatusCode, body, clientToken(client))
 	}
 	return body, resp.StatusCode, nil
+}
+
+// cosigners names the signers of a note other than the log itself.
+func cosigners(note []byte, origin string) []string {
+	var by []string
+	for line := range strings.SplitSeq(string(note), "\n") {
+		if rest, ok := strings.CutPrefix(line, "— "); ok {
+			if name, _, _ := strings.Cut(rest, " "); name != origin && !slices.Contains(by, name) {
+				by = append(by, name)
+			}
+		}
+	}
+	return by
+}
+
+// printWitnesses shows the witness lag and any split-view alarm from the
+// stele_witness_* metrics, and reports whether an alarm is raised.
+func printWitnesses(ctx context.Context, client *http.Client, base string, out io.Writer) (bool, error) {
+	body, _, err := fetch(ctx, client, base+"/metrics")
+	if err != nil {
+		return false, err
+	}
+	lag, configured := 0.0, false
+	var lagSec float64
+	split := map[string]float64{}
+	for line := range strings.SplitSeq(string(body), "\n") {
+		name, labels, value, ok := parseSample(line)
+		if !ok {
+			continue
+		}
+		switch name {
+		case "stele_witness_lag_records":
+			lag, configured = value, true
+		case "stele_witness_lag_seconds":
+			lagSec = value
+		case "stele_witness_split_view_total":
+			if value > 0 {
+				split[labels["witness"]] = value
+			}
+		}
+	}
+	if configured {
+		fmt.Fprintf(out, "witnesses   lag %.0f records (%.1fs) behind the log's latest checkpoint\n", lag, lagSec)
+	}
+	names := make([]string, 0, len(split))
+	for n := range split {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		fmt.Fprintf(out, "SPLIT VIEW  witness %s holds a checkpoint of this log inconsistent with its history (%.0f refusals); both checkpoints are in the server's log and the witness's evidence\n", n, split[n])
+	}
+	return len(names) > 0, nil
 }
 
 // scrapeSources reads the stele_source_* metrics.

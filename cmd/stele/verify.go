@@ -19,11 +19,12 @@ import (
 	"github.com/stele/stele/auditor"
 	"github.com/stele/stele/export"
 	"github.com/stele/stele/logstore"
+	"github.com/stele/stele/witness"
 )
 
 const verifyUsage = `--data DIR [--key VKEY] [--checkpoint-interval D] [--allow-unproven N]
-       stele verify --url URL --key VKEY [--token TOKEN] [--state FILE|none] [--spot N]
-       stele verify --export FILE [--key VKEY]
+       stele verify --url URL --key VKEY [--token TOKEN] [--state FILE|none] [--spot N] [--witness-policy FILE]
+       stele verify --export FILE [--key VKEY] [--witness-policy FILE]
 
 With --data, check a data directory offline: every record's checksum and
 position, every leaf and tree node, every index entry and every checkpoint's
@@ -54,6 +55,10 @@ stored record and proven in the log, rows in seq order, none altered, and
 for an unfiltered export none missing. Without --key the key written in the
 proof is trusted, which proves self-consistency only.
 
+With --witness-policy (--url and --export), the checkpoint must also carry
+cosignatures (C2SP tlog-cosignature/v1) of the policy's witnesses meeting its
+quorum (C2SP tlog-policy); each witness that cosigned is listed.
+
 Exit status: 0 verified, 1 verification failed or error, 2 usage error.`
 
 func runVerify(ctx context.Context, args []string) error {
@@ -67,14 +72,19 @@ func runVerify(ctx context.Context, args []string) error {
 	spot := fs.Int("spot", auditor.DefaultSpotChecks, "records to spot-check for inclusion (--url only)")
 	interval := fs.Duration("checkpoint-interval", 500*time.Millisecond, "the server's checkpoint_interval: bounds the unsigned tail a crash can leave (--data only)")
 	allow := fs.Uint64("allow-unproven", 0, "accept up to `N` records past the latest checkpoint whatever their timing (--data only)")
+	policyPath := fs.String("witness-policy", "", "C2SP tlog-policy `file`: fail unless the checkpoint is cosigned by its quorum (--url and --export)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if *exportFile != "" {
 		if *data != "" || *url != "" || *statePath != "" || isFlagSet(fs, "spot") || isFlagSet(fs, "token") || isFlagSet(fs, "checkpoint-interval") || isFlagSet(fs, "allow-unproven") {
-			return usagef("--export takes only --key")
+			return usagef("--export takes only --key and --witness-policy")
 		}
-		return verifyExport(ctx, *exportFile, *key, stderrProgress("verifying "+*exportFile, "records", 1), os.Stdout)
+		policy, err := optionalPolicy(*policyPath)
+		if err != nil {
+			return err
+		}
+		return verifyExport(ctx, *exportFile, *key, policy, stderrProgress("verifying "+*exportFile, "records", 1), os.Stdout)
 	}
 	switch {
 	case (*data == "") == (*url == ""):
@@ -89,12 +99,18 @@ func runVerify(ctx context.Context, args []string) error {
 		return usagef("--checkpoint-interval must be positive, e.g. 500ms")
 	case *spot < 1:
 		return usagef("--spot must be at least 1")
+	case *data != "" && *policyPath != "":
+		return usagef("--witness-policy applies to --url and --export only")
 	}
 	if *data != "" {
 		opts := logstore.VerifyOptions{VerifierKey: strings.TrimSpace(*key), CheckpointInterval: *interval, AllowUnproven: *allow}
 		return verifyDir(ctx, *data, opts, stderrProgress("verifying "+*data, "MB", 1e6), os.Stdout)
 	}
-	return verifyURL(ctx, *url, *key, *token, *statePath, *spot, stderrProgress("spot-checking records", "records", 1), os.Stdout)
+	policy, err := optionalPolicy(*policyPath)
+	if err != nil {
+		return err
+	}
+	return verifyURL(ctx, *url, *key, *token, *statePath, *spot, policy, stderrProgress("spot-checking records", "records", 1), os.Stdout)
 }
 
 func isFlagSet(fs *flag.FlagSet, name string) bool {
@@ -151,7 +167,32 @@ func verifyDir(ctx context.Context, dir string, opts logstore.VerifyOptions, pr 
 	return nil
 }
 
-func verifyExport(ctx context.Context, path, key string, pr *progress, stdout io.Writer) error {
+func optionalPolicy(path string) (*witness.Policy, error) {
+	if path == "" {
+		return nil, nil
+	}
+	return readPolicy(path)
+}
+
+// checkWitnessed reports who cosigned note and fails unless the policy's
+// quorum did.
+func checkWitnessed(policy *witness.Policy, note []byte, what string, stdout io.Writer) error {
+	if policy == nil {
+		return nil
+	}
+	w, err := policy.Verify(note)
+	if err != nil {
+		fmt.Fprintf(stdout, "FAILED: %s: %v\n", what, err)
+		return &exitError{code: exitFailure}
+	}
+	for _, c := range w.By {
+		fmt.Fprintf(stdout, "witnessed by %s at %s\n", c.Witness, c.Time)
+	}
+	fmt.Fprintf(stdout, "witness quorum %q met\n", policy.Quorum())
+	return nil
+}
+
+func verifyExport(ctx context.Context, path, key string, policy *witness.Policy, pr *progress, stdout io.Writer) error {
 	rep, err := export.VerifyFile(ctx, path, export.VerifyOptions{VerifierKey: key,
 		Progress: func(seq, size uint64) { pr.update(int64(seq), int64(size)) }})
 	pr.finish()
@@ -172,6 +213,9 @@ func verifyExport(ctx context.Context, path, key string, pr *progress, stdout io
 	}
 	cp := rep.Checkpoint
 	fmt.Fprintf(stdout, "checkpoint: origin %s, size %d, root %s\n", cp.Origin, cp.Size, base64.StdEncoding.EncodeToString(cp.Root))
+	if err := checkWitnessed(policy, cp.Note, path, stdout); err != nil {
+		return err
+	}
 	if !rep.KeyPinned {
 		fmt.Fprintln(stdout, "note: checked against the verifier key written in the proof (self-consistency); pass --key with the published key to pin it")
 	}
@@ -186,7 +230,7 @@ func mbPerSec(bytes int64, d time.Duration) float64 {
 	return float64(bytes) / 1e6 / d.Seconds()
 }
 
-func verifyURL(ctx context.Context, url, key, token, statePath string, spot int, pr *progress, stdout io.Writer) error {
+func verifyURL(ctx context.Context, url, key, token, statePath string, spot int, policy *witness.Policy, pr *progress, stdout io.Writer) error {
 	switch statePath {
 	case "none":
 		statePath = ""
@@ -215,6 +259,11 @@ func verifyURL(ctx context.Context, url, key, token, statePath string, spot int,
 	if err != nil {
 		fmt.Fprintf(stdout, "FAILED: %s: %v\n", url, err)
 		return &exitError{code: exitFailure}
+	}
+	// The audit has already saved its state: a checkpoint that is not
+	// witnessed is still the log's own word, kept to catch a later fork.
+	if err := checkWitnessed(policy, []byte(rep.Checkpoint.Text), url, stdout); err != nil {
+		return err
 	}
 	fmt.Fprint(stdout, rep.Summary())
 	return nil

@@ -517,6 +517,24 @@ func (e *uiEnv) logConsistency(ctx context.Context, tab context.Context) {
 	if !strings.Contains(s, "consistent with size") {
 		e.t.Errorf("log page after growth: %q, want a checked consistency proof", s)
 	}
+	var witnesses, cosigners string
+	e.run(tab, "witnesses", into(chromedp.Text(chromedp.ID("#cp-witnesses")), &witnesses))
+	if !strings.Contains(witnesses, "No witness cosigned") {
+		e.t.Errorf("log page of a server without witnesses: %q", witnesses)
+	}
+	// A cosignature line by another key names its witness; the log's own
+	// signature still decides.
+	e.run(tab, "cosigners", into(chromedp.Evaluate[string](`(async () => {
+		const v = await import('/ui/js/verify.js');
+		const key = await v.parseVerifierKey(await (await fetch('/v1/log/key')).text());
+		const note = await (await fetch('/v1/checkpoint')).text();
+		const cosig = v.b64encode(new Uint8Array(76));
+		const cp = await v.openCheckpoint(note + '\u2014 witness.example ' + cosig + '\n', key);
+		return cp.cosigners.join(',');
+	})()`, chromedp.EvalAwaitPromise), &cosigners))
+	if cosigners != "witness.example" {
+		e.t.Errorf("cosigners of a note with one witness line: %q, want witness.example", cosigners)
+	}
 	e.shot(tab, "log")
 
 	// The page's verifier on forged inputs, with what the server served:

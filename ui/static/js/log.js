@@ -55,6 +55,9 @@ export async function logPage(view, route, who, stale) {
   }
   status.appendChild(h('p', { class: 'verdict ok', id: 'cp-verdict', dataset: { verdict: 'verified' } },
     `✔ Signature by ${cp.origin} verified in this page (Ed25519). Tree size ${cp.size}, root ${b64encode(cp.root)}. Server health: ${health.status}.`));
+  status.appendChild(h('p', { id: 'cp-witnesses' }, cp.cosigners.length
+    ? `Witnessed by ${cp.cosigners.join(', ')} (cosignatures as served; stele verify --url … --witness-policy checks them against your policy).`
+    : 'No witness cosigned this checkpoint (docs/witness.md).'));
   status.appendChild(h('pre', { class: 'json' }, noteText));
 
   // Prove the new checkpoint extends the last one kept, then keep it.

@@ -163,18 +163,24 @@ async function keyHash(name, key) {
 }
 
 // openCheckpoint verifies a signed checkpoint note with the key, as
-// stele.OpenCheckpoint does, and returns {origin, size, root}. Signature
-// lines by other keys (witnesses) are ignored.
+// stele.OpenCheckpoint does, and returns {origin, size, root, cosigners}.
+// Signature lines by other keys are the witnesses' cosignatures: their
+// names are returned as sent (the page holds no witness keys; stele verify
+// --witness-policy checks them).
 export async function openCheckpoint(noteText, vkey) {
   const sep = noteText.lastIndexOf('\n\n');
   if (sep < 0 || !noteText.endsWith('\n')) throw new Error('not a signed note');
   const body = noteText.slice(0, sep + 1);
   const sigLines = noteText.slice(sep + 2).slice(0, -1).split('\n');
   let verified = false;
+  const cosigners = [];
   for (const line of sigLines) {
     const m = /^\u2014 (\S+) (\S+)$/.exec(line);
     if (!m) throw new Error('malformed signature line');
-    if (m[1] !== vkey.name) continue;
+    if (m[1] !== vkey.name) {
+      if (!cosigners.includes(m[1])) cosigners.push(m[1]);
+      continue;
+    }
     const sig = b64decode(m[2]);
     if (sig.length !== 68 || !equal(sig.subarray(0, 4), vkey.hash)) continue;
     const key = await crypto.subtle.importKey('raw', vkey.pub, { name: 'Ed25519' }, false, ['verify']);
@@ -190,7 +196,7 @@ export async function openCheckpoint(noteText, vkey) {
   const root = b64decode(lines[2]);
   if (root.length !== 32) throw new Error('the root hash is not 32 bytes');
   if (lines[0] !== vkey.name) throw new Error('origin ' + lines[0] + ' is not the key\'s name ' + vkey.name);
-  return { origin: lines[0], size: BigInt(lines[1]), root };
+  return { origin: lines[0], size: BigInt(lines[1]), root, cosigners };
 }
 
 // trustedKey is the verifier key the page checks against: one the viewer

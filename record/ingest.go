@@ -74,7 +74,8 @@ func ParseIngest(data []byte, opts IngestOptions) (*Record, error) {
 	if !utf8.Valid(data) {
 		return nil, fieldErr("", "record is not valid UTF-8")
 	}
-	members, err := objectMembers(data, "")
+	p := new(parser)
+	members, err := p.members(data, "")
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +89,7 @@ func ParseIngest(data []byte, opts IngestOptions) (*Record, error) {
 				err = fieldErr("id", "must not be empty when given")
 			}
 		case "source":
-			err = parseSource(m.value, &r.Source)
+			err = p.parseSource(m.value, &r.Source)
 		case "op":
 			var s string
 			if s, err = stringField(m, 32); err == nil {
@@ -107,13 +108,13 @@ func ParseIngest(data []byte, opts IngestOptions) (*Record, error) {
 			haveChanged = true
 			clientChanged, err = stringArray("changed", m.value)
 		case "actor":
-			r.Actor, err = parseActor(m.value)
+			r.Actor, err = p.parseActor(m.value)
 		case "tx":
-			r.Tx, err = parseTx(m.value)
+			r.Tx, err = p.parseTx(m.value)
 		case "cause":
 			r.Cause, err = optionalObject("cause", m.value)
 		case "schema":
-			r.Schema, err = parseSchemaRef(m.value)
+			r.Schema, err = p.parseSchemaRef(m.value)
 		case "occurred_at":
 			r.OccurredAt, err = timeField("occurred_at", m.value)
 		case "seq", "recorded_at":
@@ -141,7 +142,7 @@ func ParseIngest(data []byte, opts IngestOptions) (*Record, error) {
 		}
 	}
 	r.OccurredAt = r.OccurredAt.UTC()
-	computed, err := ChangedFields(r.Before, r.After)
+	computed, err := p.changedCanonical(r.Before, r.After)
 	if err != nil {
 		return nil, err
 	}
@@ -187,15 +188,43 @@ func OpList() string {
 }
 
 type member struct {
-	name  string
-	path  string
-	value jsontext.Value
+	name string
+	// parent is the path of the object holding the member; the member's
+	// own path is built only when an error names it.
+	parent string
+	value  jsontext.Value
+}
+
+func (m member) path() string {
+	if m.name == "" {
+		return m.parent
+	}
+	return join(m.parent, m.name)
+}
+
+// parser holds what one ParseIngest call reuses across the objects it
+// splits: a decoder and a slab that members are cut from. Each objects's
+// members are a sub-slice of the slab, which stays valid when the slab
+// grows, as the old array is still referenced.
+type parser struct {
+	dec  jsontext.Decoder
+	buf  bytes.Buffer
+	slab []member
 }
 
 // objectMembers splits a JSON object into its members in input order,
 // rejecting duplicates, trailing data and non-objects with the field named.
 func objectMembers(data []byte, path string) ([]member, error) {
-	dec := jsontext.NewDecoder(bytes.NewReader(data))
+	return new(parser).members(data, path)
+}
+
+func (p *parser) members(data []byte, path string, opts ...jsontext.Options) ([]member, error) {
+	// A bytes.Buffer lets the decoder parse data in place, and member
+	// values are then slices of data (found by offset) rather than
+	// copies: data is the caller's and is not written to.
+	p.buf = *bytes.NewBuffer(data)
+	dec := &p.dec
+	dec.Reset(&p.buf, opts...)
 	tok, err := dec.ReadToken()
 	if err != nil {
 		return nil, syntaxErr(path, err)
@@ -203,7 +232,10 @@ func objectMembers(data []byte, path string) ([]member, error) {
 	if tok.Kind() != '{' {
 		return nil, fieldErr(path, "expected a JSON object, got %s", kindName(tok.Kind()))
 	}
-	var out []member
+	if cap(p.slab)-len(p.slab) < 12 {
+		p.slab = make([]member, 0, 32)
+	}
+	first := len(p.slab)
 	for dec.PeekKind() != '}' {
 		nameTok, err := dec.ReadToken()
 		if err != nil {
@@ -214,8 +246,11 @@ func objectMembers(data []byte, path string) ([]member, error) {
 		if err != nil {
 			return nil, syntaxErr(join(path, name), err)
 		}
-		out = append(out, member{name: name, path: join(path, name), value: slices.Clone(val)})
+		end := int(dec.InputOffset())
+		start := end - len(val)
+		p.slab = append(p.slab, member{name: name, parent: path, value: jsontext.Value(data[start:end:end])})
 	}
+	out := p.slab[first:len(p.slab):len(p.slab)]
 	if _, err := dec.ReadToken(); err != nil {
 		return nil, syntaxErr(path, err)
 	}
@@ -223,6 +258,16 @@ func objectMembers(data []byte, path string) ([]member, error) {
 		return nil, fieldErr(path, "unexpected data after the JSON object")
 	}
 	return out, nil
+}
+
+// plainString returns the contents of a JSON string token that holds no
+// escape, which is then its value as is; ok is false when it must be
+// unescaped. The decoder has already checked the token.
+func plainString(v jsontext.Value) (string, bool) {
+	if len(v) < 2 || v[0] != '"' || bytes.IndexByte(v, '\\') >= 0 {
+		return "", false
+	}
+	return string(v[1 : len(v)-1]), true
 }
 
 func join(path, name string) string {
@@ -275,25 +320,27 @@ func kindName(k jsontext.Kind) string {
 
 func stringField(m member, max int) (string, error) {
 	if m.value.Kind() != '"' {
-		return "", fieldErr(m.path, "expected a string, got %s", kindName(m.value.Kind()))
+		return "", fieldErr(m.path(), "expected a string, got %s", kindName(m.value.Kind()))
 	}
-	var s string
-	if err := json.Unmarshal(m.value, &s); err != nil {
-		return "", fieldErr(m.path, "bad string: %v", err)
+	s, ok := plainString(m.value)
+	if !ok {
+		if err := json.Unmarshal(m.value, &s); err != nil {
+			return "", fieldErr(m.path(), "bad string: %v", err)
+		}
 	}
 	if len(s) > max {
-		return "", fieldErr(m.path, "is %d bytes, more than the %d-byte limit", len(s), max)
+		return "", fieldErr(m.path(), "is %d bytes, more than the %d-byte limit", len(s), max)
 	}
 	for _, c := range s {
 		if c < 0x20 || c == 0x7f {
-			return "", fieldErr(m.path, "must not contain control characters")
+			return "", fieldErr(m.path(), "must not contain control characters")
 		}
 	}
 	return s, nil
 }
 
-func parseSource(v jsontext.Value, s *Source) error {
-	members, err := objectMembers(v, "source")
+func (p *parser) parseSource(v jsontext.Value, s *Source) error {
+	members, err := p.members(v, "source")
 	if err != nil {
 		return err
 	}
@@ -311,7 +358,7 @@ func parseSource(v jsontext.Value, s *Source) error {
 		case "table":
 			dst = &s.Table
 		default:
-			return fieldErr(m.path, "unknown field")
+			return fieldErr(m.path(), "unknown field")
 		}
 		if *dst, err = stringField(m, MaxNameBytes); err != nil {
 			return err
@@ -360,11 +407,11 @@ func parseKey(v jsontext.Value) (json.RawMessage, error) {
 	return key, nil
 }
 
-func parseActor(v jsontext.Value) (json.RawMessage, error) {
+func (p *parser) parseActor(v jsontext.Value) (json.RawMessage, error) {
 	if v.Kind() == 'n' {
 		return nil, nil
 	}
-	members, err := objectMembers(v, "actor")
+	members, err := p.members(v, "actor")
 	if err != nil {
 		return nil, err
 	}
@@ -379,11 +426,11 @@ func parseActor(v jsontext.Value) (json.RawMessage, error) {
 	return canonicalObject("actor", v, false)
 }
 
-func parseTx(v jsontext.Value) (*Tx, error) {
+func (p *parser) parseTx(v jsontext.Value) (*Tx, error) {
 	if v.Kind() == 'n' {
 		return nil, nil
 	}
-	members, err := objectMembers(v, "tx")
+	members, err := p.members(v, "tx")
 	if err != nil {
 		return nil, err
 	}
@@ -398,18 +445,18 @@ func parseTx(v jsontext.Value) (*Tx, error) {
 			var n int64
 			if n, err = intField(m); err == nil {
 				if n < 0 {
-					err = fieldErr(m.path, "must not be negative")
+					err = fieldErr(m.path(), "must not be negative")
 				}
 				tx.Index = &n
 			}
 		case "commit_time":
 			var t time.Time
-			if t, err = timeField(m.path, m.value); err == nil {
+			if t, err = timeField(m.path(), m.value); err == nil {
 				t = t.UTC()
 				tx.CommitTime = &t
 			}
 		default:
-			err = fieldErr(m.path, "unknown field")
+			err = fieldErr(m.path(), "unknown field")
 		}
 		if err != nil {
 			return nil, err
@@ -418,11 +465,11 @@ func parseTx(v jsontext.Value) (*Tx, error) {
 	return tx, nil
 }
 
-func parseSchemaRef(v jsontext.Value) (*SchemaRef, error) {
+func (p *parser) parseSchemaRef(v jsontext.Value) (*SchemaRef, error) {
 	if v.Kind() == 'n' {
 		return nil, nil
 	}
-	members, err := objectMembers(v, "schema")
+	members, err := p.members(v, "schema")
 	if err != nil {
 		return nil, err
 	}
@@ -434,10 +481,10 @@ func parseSchemaRef(v jsontext.Value) (*SchemaRef, error) {
 		case "version":
 			ref.Version, err = intField(m)
 			if err == nil && ref.Version < 1 {
-				err = fieldErr(m.path, "must be 1 or more")
+				err = fieldErr(m.path(), "must be 1 or more")
 			}
 		default:
-			err = fieldErr(m.path, "unknown field")
+			err = fieldErr(m.path(), "unknown field")
 		}
 		if err != nil {
 			return nil, err
@@ -451,11 +498,11 @@ func parseSchemaRef(v jsontext.Value) (*SchemaRef, error) {
 
 func intField(m member) (int64, error) {
 	if m.value.Kind() != '0' {
-		return 0, fieldErr(m.path, "expected an integer, got %s", kindName(m.value.Kind()))
+		return 0, fieldErr(m.path(), "expected an integer, got %s", kindName(m.value.Kind()))
 	}
 	n, err := strconv.ParseInt(string(m.value), 10, 64)
 	if err != nil {
-		return 0, fieldErr(m.path, "expected an integer, got %s", m.value)
+		return 0, fieldErr(m.path(), "expected an integer, got %s", m.value)
 	}
 	return n, nil
 }
@@ -464,9 +511,11 @@ func timeField(path string, v jsontext.Value) (time.Time, error) {
 	if v.Kind() != '"' {
 		return time.Time{}, fieldErr(path, "expected an RFC 3339 timestamp string, got %s", kindName(v.Kind()))
 	}
-	var s string
-	if err := json.Unmarshal(v, &s); err != nil {
-		return time.Time{}, fieldErr(path, "bad string: %v", err)
+	s, ok := plainString(v)
+	if !ok {
+		if err := json.Unmarshal(v, &s); err != nil {
+			return time.Time{}, fieldErr(path, "bad string: %v", err)
+		}
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
@@ -482,17 +531,28 @@ func stringArray(path string, v jsontext.Value) ([]string, error) {
 	if v.Kind() != '[' {
 		return nil, fieldErr(path, "expected an array of strings, got %s", kindName(v.Kind()))
 	}
-	var raw []json.RawMessage
-	if err := json.Unmarshal(v, &raw); err != nil {
+	// v is one value the decoder has already checked, so it is walked in
+	// place without the reflection of json.Unmarshal.
+	dec := jsontext.NewDecoder(bytes.NewBuffer(v))
+	if _, err := dec.ReadToken(); err != nil {
 		return nil, fieldErr(path, "bad array: %v", err)
 	}
-	out := make([]string, len(raw))
-	for i, item := range raw {
-		s, err := stringField(member{path: fmt.Sprintf("%s[%d]", path, i), value: jsontext.Value(item)}, MaxNameBytes)
+	var out []string
+	for i := 0; dec.PeekKind() != ']'; i++ {
+		item, err := dec.ReadValue()
 		if err != nil {
+			return nil, fieldErr(path, "bad array: %v", err)
+		}
+		s, err := stringField(member{value: item}, MaxNameBytes)
+		if err != nil {
+			// Named only now: the path costs an allocation per item.
+			_, err = stringField(member{parent: fmt.Sprintf("%s[%d]", path, i), value: item}, MaxNameBytes)
 			return nil, err
 		}
-		out[i] = s
+		out = append(out, s)
+	}
+	if out == nil {
+		out = []string{}
 	}
 	return out, nil
 }

@@ -13,6 +13,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/stele/stele/internal/jsonscan"
 )
 
 // Limits on client input. They protect the writer and the index from
@@ -219,6 +221,21 @@ func objectMembers(data []byte, path string) ([]member, error) {
 }
 
 func (p *parser) members(data []byte, path string, opts ...jsontext.Options) ([]member, error) {
+	if cap(p.slab)-len(p.slab) < 12 {
+		p.slab = make([]member, 0, 32)
+	}
+	if out, ok := p.scanMembers(data, path); ok {
+		return out, nil
+	}
+	// The decoder's errors are the ones clients see (tests pin them), so
+	// whatever the scanner refuses is decoded again to say why.
+	return p.decodeMembers(data, path, opts...)
+}
+
+func (p *parser) decodeMembers(data []byte, path string, opts ...jsontext.Options) ([]member, error) {
+	if cap(p.slab)-len(p.slab) < 12 {
+		p.slab = make([]member, 0, 32)
+	}
 	// A bytes.Buffer lets the decoder parse data in place, and member
 	// values are then slices of data (found by offset) rather than
 	// copies: data is the caller's and is not written to.
@@ -231,9 +248,6 @@ func (p *parser) members(data []byte, path string, opts ...jsontext.Options) ([]
 	}
 	if tok.Kind() != '{' {
 		return nil, fieldErr(path, "expected a JSON object, got %s", kindName(tok.Kind()))
-	}
-	if cap(p.slab)-len(p.slab) < 12 {
-		p.slab = make([]member, 0, 32)
 	}
 	first := len(p.slab)
 	for dec.PeekKind() != '}' {
@@ -258,6 +272,33 @@ func (p *parser) members(data []byte, path string, opts ...jsontext.Options) ([]
 		return nil, fieldErr(path, "unexpected data after the JSON object")
 	}
 	return out, nil
+}
+
+// scanMembers is members for input the allocation-free scanner accepts,
+// which is the input the decoder accepts; ok is false otherwise.
+func (p *parser) scanMembers(data []byte, path string) (_ []member, ok bool) {
+	first := len(p.slab)
+	start := jsonscan.Space(data, 0)
+	if jsonscan.Kind(data, start) != jsonscan.Object {
+		return nil, false
+	}
+	end, err := jsonscan.Members(data, start, 0, func(lit []byte, v int) (int, error) {
+		end, err := jsonscan.Skip(data, v, 1)
+		if err != nil {
+			return 0, err
+		}
+		name, plain := plainString(lit)
+		if !plain {
+			name = jsonscan.Unquote(lit)
+		}
+		p.slab = append(p.slab, member{name: name, parent: path, value: jsontext.Value(data[v:end:end])})
+		return end, nil
+	})
+	if err != nil || jsonscan.Space(data, end) != len(data) {
+		p.slab = p.slab[:first]
+		return nil, false
+	}
+	return p.slab[first:len(p.slab):len(p.slab)], true
 }
 
 // plainString returns the contents of a JSON string token that holds no
@@ -382,11 +423,93 @@ func canonicalObject(path string, v jsontext.Value, keepOrder bool) (json.RawMes
 	if keepOrder {
 		opts = append(slices.Clone(opts), jsontext.ReorderRawObjects(false))
 	}
+	if end, ok := canonicalAt(v, 0, !keepOrder); ok && end == len(v) {
+		return json.RawMessage(slices.Clone(v)), nil
+	}
 	val := slices.Clone(v)
 	if err := val.Canonicalize(opts...); err != nil {
 		return nil, syntaxErr(path, err)
 	}
 	return json.RawMessage(val), nil
+}
+
+// canonicalAt reports whether the JSON value at v[i], already checked
+// (valid, no name repeated), is already in
+// canonical form, and where it ends: no whitespace, no escapes in strings,
+// and (when sorted) ASCII member names in increasing order at every level.
+// Clients mostly send images in that form, and then canonicalising them
+// would copy them for nothing. It is conservative: an escape or a
+// non-ASCII name sends the value through Canonicalize.
+func canonicalAt(v []byte, i int, sorted bool) (int, bool) {
+	switch jsonscan.Kind(v, i) {
+	case jsonscan.String:
+		end, escaped, err := jsonscan.Str(v, i)
+		return end, err == nil && !escaped
+	case jsonscan.Number:
+		end, _, err := jsonscan.Num(v, i)
+		return end, err == nil
+	case jsonscan.Null, jsonscan.Bool:
+		for _, w := range []string{"null", "true", "false"} {
+			if bytes.HasPrefix(v[i:], []byte(w)) {
+				return i + len(w), true
+			}
+		}
+		return 0, false
+	case jsonscan.Array:
+		i++
+		if i < len(v) && v[i] == ']' {
+			return i + 1, true
+		}
+		for {
+			end, ok := canonicalAt(v, i, sorted)
+			if !ok || end >= len(v) {
+				return 0, false
+			}
+			switch v[end] {
+			case ']':
+				return end + 1, true
+			case ',':
+				i = end + 1
+			default:
+				return 0, false
+			}
+		}
+	case jsonscan.Object:
+		i++
+		if i < len(v) && v[i] == '}' {
+			return i + 1, true
+		}
+		var last []byte
+		for {
+			ne, escaped, err := jsonscan.Str(v, i)
+			if err != nil || escaped || ne >= len(v) || v[ne] != ':' {
+				return 0, false
+			}
+			name := v[i+1 : ne-1]
+			for _, c := range name {
+				if c >= 0x80 {
+					return 0, false
+				}
+			}
+			if sorted && last != nil && bytes.Compare(name, last) <= 0 {
+				return 0, false
+			}
+			last = name
+			end, ok := canonicalAt(v, ne+1, sorted)
+			if !ok || end >= len(v) {
+				return 0, false
+			}
+			switch v[end] {
+			case '}':
+				return end + 1, true
+			case ',':
+				i = end + 1
+			default:
+				return 0, false
+			}
+		}
+	}
+	return 0, false
 }
 
 func optionalObject(path string, v jsontext.Value) (json.RawMessage, error) {

@@ -154,9 +154,10 @@ const parseChunk = 64
 // parseRange validates items[lo:hi] into recs, stopping at the first
 // error, which it leaves in errs.
 func (s *Server) parseRange(schemas privacy.Schemas, items [][]byte, batch bool, opts record.IngestOptions, recs []*record.Record, errs []*apiError, lo, hi int) {
+	var ps record.Parser
 	for i := lo; i < hi; i++ {
 		opts.BatchIndex = i
-		rec, e := s.parseItem(schemas, items[i], batch, opts, i)
+		rec, e := s.parseItem(&ps, schemas, items[i], batch, opts, i)
 		if e != nil {
 			errs[i] = e
 			return
@@ -165,8 +166,8 @@ func (s *Server) parseRange(schemas privacy.Schemas, items [][]byte, batch bool,
 	}
 }
 
-func (s *Server) parseItem(schemas privacy.Schemas, item []byte, batch bool, opts record.IngestOptions, i int) (*record.Record, *apiError) {
-	rec, err := record.ParseIngest(item, opts)
+func (s *Server) parseItem(ps *record.Parser, schemas privacy.Schemas, item []byte, batch bool, opts record.IngestOptions, i int) (*record.Record, *apiError) {
+	rec, err := ps.Parse(item, opts)
 	if err != nil {
 		e := &apiError{Msg: err.Error()}
 		if !batch && severalValues(item) {

@@ -70,13 +70,29 @@ type IngestOptions struct {
 // ParseIngest validates one client-supplied record (a JSON object) and
 // returns it ready to append: images canonical, changed computed, id set.
 func ParseIngest(data []byte, opts IngestOptions) (*Record, error) {
+	return new(parser).parse(data, opts)
+}
+
+// A Parser is ParseIngest for many records in turn, reusing its decoder
+// and scratch space between them. It is not safe for concurrent use.
+type Parser struct{ p parser }
+
+// Parse is ParseIngest.
+func (ps *Parser) Parse(data []byte, opts IngestOptions) (*Record, error) {
+	// Nothing of a parsed record points into the scratch members: their
+	// values are copied (canonicalised) or turned into strings.
+	clear(ps.p.slab)
+	ps.p.slab = ps.p.slab[:0]
+	return ps.p.parse(data, opts)
+}
+
+func (p *parser) parse(data []byte, opts IngestOptions) (*Record, error) {
 	if len(data) > MaxRecordBytes {
 		return nil, fieldErr("", "record is %d bytes, more than the %d-byte limit", len(data), MaxRecordBytes)
 	}
 	if !utf8.Valid(data) {
 		return nil, fieldErr("", "record is not valid UTF-8")
 	}
-	p := new(parser)
 	members, err := p.members(data, "")
 	if err != nil {
 		return nil, err

@@ -1,9 +1,11 @@
 package record
 
 import (
+	"bytes"
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 )
 
 // BenchmarkParseIngest parses a 512-byte update record as HTTP clients send
@@ -15,9 +17,31 @@ func BenchmarkParseIngest(b *testing.B) {
 		strings.Repeat("x", 120)))
 	b.SetBytes(int64(len(rec)))
 	b.ReportAllocs()
+	var ps Parser
 	for b.Loop() {
-		if _, err := ParseIngest(rec, IngestOptions{DefaultKind: "http"}); err != nil {
+		if _, err := ps.Parse(rec, IngestOptions{DefaultKind: "http"}); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestParserReuse: a Parser used for many records in turn gives each the
+// record ParseIngest gives it, whatever came before.
+func TestParserReuse(t *testing.T) {
+	var ps Parser
+	for i, in := range []string{
+		`{"id":"r1","source":{"name":"a","table":"t"},"op":"insert","key":{"id":1},"after":{"id":1,"b":"x"}}`,
+		`{"source":{"name":"a","table":"t"},"op":"bogus","key":{"id":1}}`,
+		`{"id":"r3","source":{"name":"b","table":"u","schema":"s"},"op":"update","key":{"k":"v"},"before":{"k":"v","n":1},"after":{"n":2,"k":"v"},"actor":{"id":"u"},"tx":{"id":"7","index":2}}`,
+	} {
+		opts := IngestOptions{DefaultKind: "http", Now: time.Unix(1, 0)}
+		want, wantErr := ParseIngest([]byte(in), opts)
+		got, gotErr := ps.Parse([]byte(in), opts)
+		if fmt.Sprint(wantErr) != fmt.Sprint(gotErr) {
+			t.Fatalf("%d: error %v, want %v", i, gotErr, wantErr)
+		}
+		if wantErr == nil && !bytes.Equal(Encode(got), Encode(want)) {
+			t.Errorf("%d: record %s, want %s", i, Encode(got), Encode(want))
 		}
 	}
 }

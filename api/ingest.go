@@ -17,6 +17,7 @@ import (
 	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/stele/stele"
+	"github.com/stele/stele/internal/jsonscan"
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/privacy"
 	"github.com/stele/stele/record"
@@ -317,6 +318,18 @@ func splitJSON(body []byte, max int) (items [][]byte, batch bool, _ *apiError) {
 		// ParseIngest reports what is wrong with a non-object itself.
 		return [][]byte{body}, false, nil
 	}
+	if items, ok := scanArray(body, max); ok {
+		if len(items) > max {
+			return nil, true, tooMany(max)
+		}
+		return items, true, nil
+	}
+	// What the scanner refuses is decoded again for the decoder's error
+	// message, the one clients have always been given.
+	return decodeArray(body, max)
+}
+
+func decodeArray(body []byte, max int) (items [][]byte, batch bool, _ *apiError) {
 	// A bytes.Buffer lets the decoder parse the body in place; each item
 	// is then the body's own bytes, found by offset, not a copy.
 	dec := jsontext.NewDecoder(bytes.NewBuffer(body))
@@ -341,6 +354,25 @@ func splitJSON(body []byte, max int) (items [][]byte, batch bool, _ *apiError) {
 		return nil, true, &apiError{Msg: "unexpected data after the JSON array"}
 	}
 	return items, true, nil
+}
+
+// scanArray splits a JSON array with the allocation-free scanner (each
+// record is validated again when it is parsed, so this walk is most of
+// what splitting costs); ok is false when the body is not a well-formed
+// array. It stops counting past max+1 items.
+func scanArray(body []byte, max int) (items [][]byte, ok bool) {
+	start := jsonscan.Space(body, 0)
+	end, err := jsonscan.Elements(body, start, 0, func(_, v int) (int, error) {
+		end, err := jsonscan.Skip(body, v, 1)
+		if err == nil && len(items) <= max {
+			items = append(items, body[v:end:end])
+		}
+		return end, err
+	})
+	if err != nil || jsonscan.Space(body, end) != len(body) {
+		return nil, false
+	}
+	return items, true
 }
 
 // splitNDJSON returns one item per non-blank line.

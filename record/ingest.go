@@ -303,8 +303,10 @@ func (p *parser) scanMembers(data []byte, path string) (_ []member, ok bool) {
 		if err != nil {
 			return 0, err
 		}
-		name, plain := plainString(lit)
-		if !plain {
+		var name string
+		if bytes.IndexByte(lit, '\\') < 0 {
+			name = fieldName(lit[1 : len(lit)-1])
+		} else {
 			name = jsonscan.Unquote(lit)
 		}
 		p.slab = append(p.slab, member{name: name, parent: path, value: jsontext.Value(data[v:end:end])})
@@ -315,6 +317,56 @@ func (p *parser) scanMembers(data []byte, path string) (_ []member, ok bool) {
 		return nil, false
 	}
 	return p.slab[first:len(p.slab):len(p.slab)], true
+}
+
+// fieldName is string(b) without an allocation for the names of the
+// record's own fields, which every record repeats.
+func fieldName(b []byte) string {
+	switch string(b) {
+	case "id":
+		return "id"
+	case "source":
+		return "source"
+	case "op":
+		return "op"
+	case "key":
+		return "key"
+	case "before":
+		return "before"
+	case "after":
+		return "after"
+	case "changed":
+		return "changed"
+	case "actor":
+		return "actor"
+	case "tx":
+		return "tx"
+	case "cause":
+		return "cause"
+	case "schema":
+		return "schema"
+	case "occurred_at":
+		return "occurred_at"
+	case "name":
+		return "name"
+	case "kind":
+		return "kind"
+	case "database":
+		return "database"
+	case "table":
+		return "table"
+	case "type":
+		return "type"
+	case "app":
+		return "app"
+	case "position":
+		return "position"
+	case "index":
+		return "index"
+	case "commit_time":
+		return "commit_time"
+	}
+	return string(b)
 }
 
 // plainString returns the contents of a JSON string token that holds no

@@ -8,13 +8,16 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
 
 	"github.com/stele/stele"
+	"github.com/stele/stele/internal/jsonscan"
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/privacy"
 	"github.com/stele/stele/record"
@@ -110,37 +113,31 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request) {
 func (s *Server) parseBatch(items [][]byte, batch bool, idemKey string) ([]*record.Record, *apiError) {
 	opts := record.IngestOptions{DefaultKind: "http", Now: s.cfg.Now(), IdempotencyKey: idemKey, BatchSize: len(items)}
 	recs := make([]*record.Record, len(items))
+	errs := make([]*apiError, len(items))
+	schemas := s.schemas()
+	if schemas != nil {
+		schemas = &batchSchemas{Schemas: schemas}
+	}
+	// Records are validated on every core in contiguous chunks; a chunk
+	// stops at its first bad record. The batch's answer is the lowest
+	// index's error, so the reply is the one a sequential pass gives: the
+	// checks below walk the items in order and stop where a chunk did.
+	workers := min(runtime.GOMAXPROCS(0), (len(items)+parseChunk-1)/parseChunk)
+	if workers <= 1 {
+		s.parseRange(schemas, items, batch, opts, recs, errs, 0, len(items))
+	} else {
+		var wg sync.WaitGroup
+		per := (len(items) + workers - 1) / workers
+		for lo := 0; lo < len(items); lo += per {
+			hi := min(lo+per, len(items))
+			wg.Go(func() { s.parseRange(schemas, items, batch, opts, recs, errs, lo, hi) })
+		}
+		wg.Wait()
+	}
 	seen := make(map[string]int, len(items))
-	for i, item := range items {
-		opts.BatchIndex = i
-		rec, err := record.ParseIngest(item, opts)
-		if err != nil {
-			e := &apiError{Msg: err.Error()}
-			if !batch && severalValues(item) {
-				e.Msg += ": the body holds several JSON values; send several records as a JSON array, " +
-					"or one a line as NDJSON with Content-Type: application/x-ndjson"
-			}
-			var fe *record.FieldError
-			if errors.As(err, &fe) {
-				e.Field = fe.Field
-			}
-			e.Index = batchIndex(batch, i)
-			return nil, e
-		}
-		if sysrecord.IsSystem(rec.Source) {
-			// Receipts, access and admin records are Stele's own: a
-			// look-alike receipt would purge a subject's index entries
-			// when the index is rebuilt.
-			return nil, &apiError{Msg: fmt.Sprintf("source.name: %q is reserved for the records Stele writes about itself", rec.Source.Name),
-				Field: "source.name", Index: batchIndex(batch, i)}
-		}
-		if err := privacy.Admit(s.schemas(), rec); err != nil {
-			var fe *record.FieldError
-			if !errors.As(err, &fe) {
-				s.log.Error("checking a record against the schema registry failed", "err", err)
-				return nil, &apiError{Status: http.StatusInternalServerError, Msg: "internal error checking the record against the schema registry; see the server log"}
-			}
-			return nil, &apiError{Msg: fe.Error(), Field: fe.Field, Index: batchIndex(batch, i)}
+	for i, rec := range recs {
+		if errs[i] != nil {
+			return nil, errs[i]
 		}
 		if first, dup := seen[rec.ID]; dup {
 			return nil, &apiError{
@@ -148,9 +145,73 @@ func (s *Server) parseBatch(items [][]byte, batch bool, idemKey string) ([]*reco
 				Field: "id", Index: indexPtr(i)}
 		}
 		seen[rec.ID] = i
-		recs[i] = rec
 	}
 	return recs, nil
+}
+
+// parseChunk is the fewest records worth a goroutine of their own.
+const parseChunk = 64
+
+// parseRange validates items[lo:hi] into recs, stopping at the first
+// error, which it leaves in errs.
+func (s *Server) parseRange(schemas privacy.Schemas, items [][]byte, batch bool, opts record.IngestOptions, recs []*record.Record, errs []*apiError, lo, hi int) {
+	var ps record.Parser
+	for i := lo; i < hi; i++ {
+		opts.BatchIndex = i
+		rec, e := s.parseItem(&ps, schemas, items[i], batch, opts, i)
+		if e != nil {
+			errs[i] = e
+			return
+		}
+		recs[i] = rec
+	}
+}
+
+func (s *Server) parseItem(ps *record.Parser, schemas privacy.Schemas, item []byte, batch bool, opts record.IngestOptions, i int) (*record.Record, *apiError) {
+	rec, err := ps.Parse(item, opts)
+	if err != nil {
+		e := &apiError{Msg: err.Error()}
+		if !batch && severalValues(item) {
+			e.Msg += ": the body holds several JSON values; send several records as a JSON array, " +
+				"or one a line as NDJSON with Content-Type: application/x-ndjson"
+		}
+		var fe *record.FieldError
+		if errors.As(err, &fe) {
+			e.Field = fe.Field
+		}
+		e.Index = batchIndex(batch, i)
+		return nil, e
+	}
+	if sysrecord.IsSystem(rec.Source) {
+		// Receipts, access and admin records are Stele's own: a
+		// look-alike receipt would purge a subject's index entries
+		// when the index is rebuilt.
+		return nil, &apiError{Msg: fmt.Sprintf("source.name: %q is reserved for the records Stele writes about itself", rec.Source.Name),
+			Field: "source.name", Index: batchIndex(batch, i)}
+	}
+	if err := privacy.Admit(schemas, rec); err != nil {
+		var fe *record.FieldError
+		if !errors.As(err, &fe) {
+			s.log.Error("checking a record against the schema registry failed", "err", err)
+			return nil, &apiError{Status: http.StatusInternalServerError, Msg: "internal error checking the record against the schema registry; see the server log"}
+		}
+		return nil, &apiError{Msg: fe.Error(), Field: fe.Field, Index: batchIndex(batch, i)}
+	}
+	return rec, nil
+}
+
+// batchSchemas lists the registry's subjects once per batch: Admit asks
+// for them for every record whose table has no schema of its own, and the
+// registry builds and sorts a fresh list each time.
+type batchSchemas struct {
+	privacy.Schemas
+	once     sync.Once
+	subjects []string
+}
+
+func (b *batchSchemas) Subjects() []string {
+	b.once.Do(func() { b.subjects = b.Schemas.Subjects() })
+	return b.subjects
 }
 
 // schemas is the registry ingest checks records against, nil without one.
@@ -257,7 +318,21 @@ func splitJSON(body []byte, max int) (items [][]byte, batch bool, _ *apiError) {
 		// ParseIngest reports what is wrong with a non-object itself.
 		return [][]byte{body}, false, nil
 	}
-	dec := jsontext.NewDecoder(bytes.NewReader(body))
+	if items, ok := scanArray(body, max); ok {
+		if len(items) > max {
+			return nil, true, tooMany(max)
+		}
+		return items, true, nil
+	}
+	// What the scanner refuses is decoded again for the decoder's error
+	// message, the one clients have always been given.
+	return decodeArray(body, max)
+}
+
+func decodeArray(body []byte, max int) (items [][]byte, batch bool, _ *apiError) {
+	// A bytes.Buffer lets the decoder parse the body in place; each item
+	// is then the body's own bytes, found by offset, not a copy.
+	dec := jsontext.NewDecoder(bytes.NewBuffer(body))
 	if _, err := dec.ReadToken(); err != nil {
 		return nil, true, &apiError{Msg: jsonErrMsg(err)}
 	}
@@ -269,7 +344,8 @@ func splitJSON(body []byte, max int) (items [][]byte, batch bool, _ *apiError) {
 		if err != nil {
 			return nil, true, &apiError{Msg: jsonErrMsg(err), Index: indexPtr(i)}
 		}
-		items = append(items, bytes.Clone(v))
+		end := int(dec.InputOffset())
+		items = append(items, body[end-len(v):end:end])
 	}
 	if _, err := dec.ReadToken(); err != nil {
 		return nil, true, &apiError{Msg: jsonErrMsg(err)}
@@ -278,6 +354,25 @@ func splitJSON(body []byte, max int) (items [][]byte, batch bool, _ *apiError) {
 		return nil, true, &apiError{Msg: "unexpected data after the JSON array"}
 	}
 	return items, true, nil
+}
+
+// scanArray splits a JSON array with the allocation-free scanner (each
+// record is validated again when it is parsed, so this walk is most of
+// what splitting costs); ok is false when the body is not a well-formed
+// array. It stops counting past max+1 items.
+func scanArray(body []byte, max int) (items [][]byte, ok bool) {
+	start := jsonscan.Space(body, 0)
+	end, err := jsonscan.Elements(body, start, 0, func(_, v int) (int, error) {
+		end, err := jsonscan.Skip(body, v, 1)
+		if err == nil && len(items) <= max {
+			items = append(items, body[v:end:end])
+		}
+		return end, err
+	})
+	if err != nil || jsonscan.Space(body, end) != len(body) {
+		return nil, false
+	}
+	return items, true
 }
 
 // splitNDJSON returns one item per non-blank line.

@@ -56,7 +56,17 @@ type Options struct {
 	// DynamoDB Local (skipped anyway, saying why, without Java or npm).
 	SkipDynamoDB bool
 	DynamoDB     DynamoDBOptions
-	Out          io.Writer
+	// Load starts the separate load process of the HTTP ingest figure;
+	// nil runs the load in this process (tests).
+	Load LoadCommand
+	// HTTPRounds is how many alternating rounds the HTTP ingest figure
+	// takes the median of (3).
+	HTTPRounds int
+	// Only, when set, names the phases to run (baseline, append, http,
+	// concurrent, pii, erase, capture, dynamodb, build, verify, query);
+	// verify and query need build.
+	Only []string
+	Out  io.Writer
 	// Progress, when set, is told how far the current phase is.
 	Progress func(phase string, done, total int)
 }
@@ -124,13 +134,15 @@ type Results struct {
 	// DynamoDBSkipped then says why.
 	DynamoDB        *DynamoDBResults
 	DynamoDBSkipped string
-	SHA256MBs       float64
-	VerifyMBs       float64
-	HistoryP50      time.Duration
-	HistoryP99      time.Duration
-	SearchP50       time.Duration
-	SearchP99       time.Duration
-	StoreRecords    int
+	// HTTP is nil when its phase was not run.
+	HTTP         *HTTPResults
+	SHA256MBs    float64
+	VerifyMBs    float64
+	HistoryP50   time.Duration
+	HistoryP99   time.Duration
+	SearchP50    time.Duration
+	SearchP99    time.Duration
+	StoreRecords int
 	// PeakRSSBytes is each phase's peak RSS (see PeakRSSLabel).
 	PeakRSSBytes map[string]int64
 	PeakRSSLabel string
@@ -157,10 +169,11 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 	res.SHA256MBs = sha256Speed()
 	storeDir := filepath.Join(opts.Dir, "scale")
 	res.StoreRecords = opts.Records
-	phases := []struct {
+	type phase struct {
 		name string
 		run  func() error
-	}{
+	}
+	phases := []phase{
 		{"baseline", func() (err error) {
 			res.BaselineRecordsSec, err = baselineFile(ctx, opts, res.RecordBytes)
 			return err
@@ -184,6 +197,15 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 			fmt.Fprintf(out, "full stack, batches of 1,000 %9.0f records/s durable   (%.2fx), %.0f records/s queryable (indexed)\n",
 				res.BatchedRecordsSec, res.BatchedRecordsSec/res.BaselineRecordsSec, res.BatchedIndexedSec)
 			fmt.Fprintf(out, "full stack, 4 producers     %10.0f records/s durable   (%.2fx)\n", res.Batched4Sec, res.Batched4Sec/res.BaselineRecordsSec)
+			return nil
+		}},
+		{"http", func() (err error) {
+			if res.HTTP, err = HTTPIngest(ctx, opts, opts.HTTPRounds); err != nil {
+				return err
+			}
+			for _, l := range res.HTTP.Lines() {
+				fmt.Fprintln(out, l)
+			}
 			return nil
 		}},
 		{"concurrent", func() (err error) {
@@ -233,6 +255,9 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 			fmt.Fprintf(out, "search by actor (100 rows)  p50 %v  p99 %v\n", res.SearchP50.Round(time.Microsecond), res.SearchP99.Round(time.Microsecond))
 			return nil
 		}},
+	}
+	if len(opts.Only) > 0 {
+		phases = slices.DeleteFunc(phases, func(p phase) bool { return !slices.Contains(opts.Only, p.name) })
 	}
 	var rss rssMeter
 	for _, p := range phases {

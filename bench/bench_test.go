@@ -37,7 +37,10 @@ func TestRunSmall(t *testing.T) {
 	if res.Erase <= 0 || res.EraseRecords != 3_000 {
 		t.Errorf("erasure of %d records took %v", res.EraseRecords, res.Erase)
 	}
-	want := []string{"3 PII fields sealed", "the same records unsealed", "schema validated only", "erase one subject", "named by 3000 sealed records", "capture PostgreSQL → log", "peak RSS"}
+	if h := res.HTTP; h == nil || h.HTTP1Sec <= 0 || h.HTTP4Sec <= 0 || h.InProcess1Sec <= 0 || h.InProcess4Sec <= 0 {
+		t.Errorf("HTTP ingest results %+v", res.HTTP)
+	}
+	want := []string{"HTTP ingest, 1 producer", "HTTP ingest, 4 producers", "3 PII fields sealed", "the same records unsealed", "schema validated only", "erase one subject", "named by 3000 sealed records", "capture PostgreSQL → log", "peak RSS"}
 	if res.Capture == nil {
 		t.Logf("capture skipped: %s", res.CaptureSkipped)
 		want = append(want, "skipped: ")
@@ -64,7 +67,7 @@ func TestRunSmall(t *testing.T) {
 			t.Errorf("output lacks %q", w)
 		}
 	}
-	for _, p := range []string{"baseline", "append", "concurrent", "pii", "erase", "capture", "dynamodb", "build", "verify", "query"} {
+	for _, p := range []string{"baseline", "append", "http", "concurrent", "pii", "erase", "capture", "dynamodb", "build", "verify", "query"} {
 		if res.PeakRSSBytes[p] <= 0 {
 			t.Errorf("peak RSS of phase %s is %d", p, res.PeakRSSBytes[p])
 		}

@@ -26,14 +26,64 @@ func Canonical(v []byte) ([]byte, error) {
 // between two images. With one image missing, every field of the other has
 // changed (an insert or a delete).
 func ChangedFields(before, after json.RawMessage) ([]string, error) {
-	b, err := topLevel("before", before)
+	p := new(parser)
+	b, err := p.topLevel("before", before)
 	if err != nil {
 		return nil, err
 	}
-	a, err := topLevel("after", after)
+	a, err := p.topLevel("after", after)
 	if err != nil {
 		return nil, err
 	}
+	return changed(b, a), nil
+}
+
+// changedCanonical is ChangedFields for images already canonical, whose
+// member values are then canonical too and compare as they are.
+func (p *parser) changedCanonical(before, after json.RawMessage) ([]string, error) {
+	// Both images were checked when they were canonicalised: duplicates
+	// and bad UTF-8 need not be looked for again.
+	var b, a []member
+	var err error
+	if len(before) > 0 {
+		if b, err = p.members(before, "before", jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)); err != nil {
+			return nil, err
+		}
+	}
+	if len(after) > 0 {
+		if a, err = p.members(after, "after", jsontext.AllowDuplicateNames(true), jsontext.AllowInvalidUTF8(true)); err != nil {
+			return nil, err
+		}
+	}
+	if len(a)*len(b) > 1024 {
+		return changed(memberMap(b), memberMap(a)), nil
+	}
+	// Small images: a scan beats building two maps.
+	var out []string
+	for _, am := range a {
+		i := slices.IndexFunc(b, func(bm member) bool { return bm.name == am.name })
+		if i < 0 || !bytes.Equal(am.value, b[i].value) {
+			out = append(out, am.name)
+		}
+	}
+	for _, bm := range b {
+		if !slices.ContainsFunc(a, func(am member) bool { return am.name == bm.name }) {
+			out = append(out, bm.name)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+func memberMap(ms []member) map[string][]byte {
+	out := make(map[string][]byte, len(ms))
+	for _, m := range ms {
+		out[m.name] = m.value
+	}
+	return out
+}
+
+func changed(b, a map[string][]byte) []string {
 	var out []string
 	for name, av := range a {
 		if bv, ok := b[name]; !ok || !bytes.Equal(av, bv) {
@@ -46,14 +96,14 @@ func ChangedFields(before, after json.RawMessage) ([]string, error) {
 		}
 	}
 	slices.Sort(out)
-	return out, nil
+	return out
 }
 
-func topLevel(path string, obj json.RawMessage) (map[string][]byte, error) {
+func (p *parser) topLevel(path string, obj json.RawMessage) (map[string][]byte, error) {
 	if len(obj) == 0 {
 		return nil, nil
 	}
-	members, err := objectMembers(obj, path)
+	members, err := p.members(obj, path)
 	if err != nil {
 		return nil, err
 	}
@@ -63,7 +113,7 @@ func topLevel(path string, obj json.RawMessage) (map[string][]byte, error) {
 		// value are not changes even when the caller's images are not
 		// canonical.
 		if out[m.name], err = Canonical(m.value); err != nil {
-			return nil, syntaxErr(m.path, err)
+			return nil, syntaxErr(m.path(), err)
 		}
 	}
 	return out, nil

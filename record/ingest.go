@@ -13,6 +13,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/stele/stele/internal/jsonscan"
 )
 
 // Limits on client input. They protect the writer and the index from
@@ -68,13 +70,30 @@ type IngestOptions struct {
 // ParseIngest validates one client-supplied record (a JSON object) and
 // returns it ready to append: images canonical, changed computed, id set.
 func ParseIngest(data []byte, opts IngestOptions) (*Record, error) {
+	return new(parser).parse(data, opts)
+}
+
+// A Parser is ParseIngest for many records in turn, reusing its decoder
+// and scratch space between them. It is not safe for concurrent use.
+type Parser struct{ p parser }
+
+// Parse is ParseIngest.
+func (ps *Parser) Parse(data []byte, opts IngestOptions) (*Record, error) {
+	// Nothing of a parsed record points into the scratch members: their
+	// values are copied (canonicalised) or turned into strings.
+	clear(ps.p.slab)
+	ps.p.slab = ps.p.slab[:0]
+	return ps.p.parse(data, opts)
+}
+
+func (p *parser) parse(data []byte, opts IngestOptions) (*Record, error) {
 	if len(data) > MaxRecordBytes {
 		return nil, fieldErr("", "record is %d bytes, more than the %d-byte limit", len(data), MaxRecordBytes)
 	}
 	if !utf8.Valid(data) {
 		return nil, fieldErr("", "record is not valid UTF-8")
 	}
-	members, err := objectMembers(data, "")
+	members, err := p.members(data, "")
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +107,7 @@ func ParseIngest(data []byte, opts IngestOptions) (*Record, error) {
 				err = fieldErr("id", "must not be empty when given")
 			}
 		case "source":
-			err = parseSource(m.value, &r.Source)
+			err = p.parseSource(m.value, &r.Source)
 		case "op":
 			var s string
 			if s, err = stringField(m, 32); err == nil {
@@ -107,13 +126,13 @@ func ParseIngest(data []byte, opts IngestOptions) (*Record, error) {
 			haveChanged = true
 			clientChanged, err = stringArray("changed", m.value)
 		case "actor":
-			r.Actor, err = parseActor(m.value)
+			r.Actor, err = p.parseActor(m.value)
 		case "tx":
-			r.Tx, err = parseTx(m.value)
+			r.Tx, err = p.parseTx(m.value)
 		case "cause":
 			r.Cause, err = optionalObject("cause", m.value)
 		case "schema":
-			r.Schema, err = parseSchemaRef(m.value)
+			r.Schema, err = p.parseSchemaRef(m.value)
 		case "occurred_at":
 			r.OccurredAt, err = timeField("occurred_at", m.value)
 		case "seq", "recorded_at":
@@ -141,7 +160,7 @@ func ParseIngest(data []byte, opts IngestOptions) (*Record, error) {
 		}
 	}
 	r.OccurredAt = r.OccurredAt.UTC()
-	computed, err := ChangedFields(r.Before, r.After)
+	computed, err := p.changedCanonical(r.Before, r.After)
 	if err != nil {
 		return nil, err
 	}
@@ -187,15 +206,58 @@ func OpList() string {
 }
 
 type member struct {
-	name  string
-	path  string
-	value jsontext.Value
+	name string
+	// parent is the path of the object holding the member; the member's
+	// own path is built only when an error names it.
+	parent string
+	value  jsontext.Value
+}
+
+func (m member) path() string {
+	if m.name == "" {
+		return m.parent
+	}
+	return join(m.parent, m.name)
+}
+
+// parser holds what one ParseIngest call reuses across the objects it
+// splits: a decoder and a slab that members are cut from. Each objects's
+// members are a sub-slice of the slab, which stays valid when the slab
+// grows, as the old array is still referenced.
+type parser struct {
+	dec  jsontext.Decoder
+	buf  bytes.Buffer
+	slab []member
 }
 
 // objectMembers splits a JSON object into its members in input order,
 // rejecting duplicates, trailing data and non-objects with the field named.
 func objectMembers(data []byte, path string) ([]member, error) {
-	dec := jsontext.NewDecoder(bytes.NewReader(data))
+	return new(parser).members(data, path)
+}
+
+func (p *parser) members(data []byte, path string, opts ...jsontext.Options) ([]member, error) {
+	if cap(p.slab)-len(p.slab) < 12 {
+		p.slab = make([]member, 0, 32)
+	}
+	if out, ok := p.scanMembers(data, path); ok {
+		return out, nil
+	}
+	// The decoder's errors are the ones clients see (tests pin them), so
+	// whatever the scanner refuses is decoded again to say why.
+	return p.decodeMembers(data, path, opts...)
+}
+
+func (p *parser) decodeMembers(data []byte, path string, opts ...jsontext.Options) ([]member, error) {
+	if cap(p.slab)-len(p.slab) < 12 {
+		p.slab = make([]member, 0, 32)
+	}
+	// A bytes.Buffer lets the decoder parse data in place, and member
+	// values are then slices of data (found by offset) rather than
+	// copies: data is the caller's and is not written to.
+	p.buf = *bytes.NewBuffer(data)
+	dec := &p.dec
+	dec.Reset(&p.buf, opts...)
 	tok, err := dec.ReadToken()
 	if err != nil {
 		return nil, syntaxErr(path, err)
@@ -203,7 +265,7 @@ func objectMembers(data []byte, path string) ([]member, error) {
 	if tok.Kind() != '{' {
 		return nil, fieldErr(path, "expected a JSON object, got %s", kindName(tok.Kind()))
 	}
-	var out []member
+	first := len(p.slab)
 	for dec.PeekKind() != '}' {
 		nameTok, err := dec.ReadToken()
 		if err != nil {
@@ -214,8 +276,11 @@ func objectMembers(data []byte, path string) ([]member, error) {
 		if err != nil {
 			return nil, syntaxErr(join(path, name), err)
 		}
-		out = append(out, member{name: name, path: join(path, name), value: slices.Clone(val)})
+		end := int(dec.InputOffset())
+		start := end - len(val)
+		p.slab = append(p.slab, member{name: name, parent: path, value: jsontext.Value(data[start:end:end])})
 	}
+	out := p.slab[first:len(p.slab):len(p.slab)]
 	if _, err := dec.ReadToken(); err != nil {
 		return nil, syntaxErr(path, err)
 	}
@@ -223,6 +288,95 @@ func objectMembers(data []byte, path string) ([]member, error) {
 		return nil, fieldErr(path, "unexpected data after the JSON object")
 	}
 	return out, nil
+}
+
+// scanMembers is members for input the allocation-free scanner accepts,
+// which is the input the decoder accepts; ok is false otherwise.
+func (p *parser) scanMembers(data []byte, path string) (_ []member, ok bool) {
+	first := len(p.slab)
+	start := jsonscan.Space(data, 0)
+	if jsonscan.Kind(data, start) != jsonscan.Object {
+		return nil, false
+	}
+	end, err := jsonscan.Members(data, start, 0, func(lit []byte, v int) (int, error) {
+		end, err := jsonscan.Skip(data, v, 1)
+		if err != nil {
+			return 0, err
+		}
+		var name string
+		if bytes.IndexByte(lit, '\\') < 0 {
+			name = fieldName(lit[1 : len(lit)-1])
+		} else {
+			name = jsonscan.Unquote(lit)
+		}
+		p.slab = append(p.slab, member{name: name, parent: path, value: jsontext.Value(data[v:end:end])})
+		return end, nil
+	})
+	if err != nil || jsonscan.Space(data, end) != len(data) {
+		p.slab = p.slab[:first]
+		return nil, false
+	}
+	return p.slab[first:len(p.slab):len(p.slab)], true
+}
+
+// fieldName is string(b) without an allocation for the names of the
+// record's own fields, which every record repeats.
+func fieldName(b []byte) string {
+	switch string(b) {
+	case "id":
+		return "id"
+	case "source":
+		return "source"
+	case "op":
+		return "op"
+	case "key":
+		return "key"
+	case "before":
+		return "before"
+	case "after":
+		return "after"
+	case "changed":
+		return "changed"
+	case "actor":
+		return "actor"
+	case "tx":
+		return "tx"
+	case "cause":
+		return "cause"
+	case "schema":
+		return "schema"
+	case "occurred_at":
+		return "occurred_at"
+	case "name":
+		return "name"
+	case "kind":
+		return "kind"
+	case "database":
+		return "database"
+	case "table":
+		return "table"
+	case "type":
+		return "type"
+	case "app":
+		return "app"
+	case "position":
+		return "position"
+	case "index":
+		return "index"
+	case "commit_time":
+		return "commit_time"
+	}
+	return string(b)
+}
+
+// plainString returns the contents of a JSON string token that holds no
+// escape, which is then its value as is; ok is false when it must be
+// unescaped. The decoder has already checked the token.
+func plainString(v jsontext.Value) (string, bool) {
+	if len(v) < 2 || v[0] != '"' || bytes.IndexByte(v, '\\') >= 0 {
+		return "", false
+	}
+	return string(v[1 : len(v)-1]), true
 }
 
 func join(path, name string) string {
@@ -275,25 +429,27 @@ func kindName(k jsontext.Kind) string {
 
 func stringField(m member, max int) (string, error) {
 	if m.value.Kind() != '"' {
-		return "", fieldErr(m.path, "expected a string, got %s", kindName(m.value.Kind()))
+		return "", fieldErr(m.path(), "expected a string, got %s", kindName(m.value.Kind()))
 	}
-	var s string
-	if err := json.Unmarshal(m.value, &s); err != nil {
-		return "", fieldErr(m.path, "bad string: %v", err)
+	s, ok := plainString(m.value)
+	if !ok {
+		if err := json.Unmarshal(m.value, &s); err != nil {
+			return "", fieldErr(m.path(), "bad string: %v", err)
+		}
 	}
 	if len(s) > max {
-		return "", fieldErr(m.path, "is %d bytes, more than the %d-byte limit", len(s), max)
+		return "", fieldErr(m.path(), "is %d bytes, more than the %d-byte limit", len(s), max)
 	}
 	for _, c := range s {
 		if c < 0x20 || c == 0x7f {
-			return "", fieldErr(m.path, "must not contain control characters")
+			return "", fieldErr(m.path(), "must not contain control characters")
 		}
 	}
 	return s, nil
 }
 
-func parseSource(v jsontext.Value, s *Source) error {
-	members, err := objectMembers(v, "source")
+func (p *parser) parseSource(v jsontext.Value, s *Source) error {
+	members, err := p.members(v, "source")
 	if err != nil {
 		return err
 	}
@@ -311,7 +467,7 @@ func parseSource(v jsontext.Value, s *Source) error {
 		case "table":
 			dst = &s.Table
 		default:
-			return fieldErr(m.path, "unknown field")
+			return fieldErr(m.path(), "unknown field")
 		}
 		if *dst, err = stringField(m, MaxNameBytes); err != nil {
 			return err
@@ -335,11 +491,93 @@ func canonicalObject(path string, v jsontext.Value, keepOrder bool) (json.RawMes
 	if keepOrder {
 		opts = append(slices.Clone(opts), jsontext.ReorderRawObjects(false))
 	}
+	if end, ok := canonicalAt(v, 0, !keepOrder); ok && end == len(v) {
+		return json.RawMessage(slices.Clone(v)), nil
+	}
 	val := slices.Clone(v)
 	if err := val.Canonicalize(opts...); err != nil {
 		return nil, syntaxErr(path, err)
 	}
 	return json.RawMessage(val), nil
+}
+
+// canonicalAt reports whether the JSON value at v[i], already checked
+// (valid, no name repeated), is already in
+// canonical form, and where it ends: no whitespace, no escapes in strings,
+// and (when sorted) ASCII member names in increasing order at every level.
+// Clients mostly send images in that form, and then canonicalising them
+// would copy them for nothing. It is conservative: an escape or a
+// non-ASCII name sends the value through Canonicalize.
+func canonicalAt(v []byte, i int, sorted bool) (int, bool) {
+	switch jsonscan.Kind(v, i) {
+	case jsonscan.String:
+		end, escaped, err := jsonscan.Str(v, i)
+		return end, err == nil && !escaped
+	case jsonscan.Number:
+		end, _, err := jsonscan.Num(v, i)
+		return end, err == nil
+	case jsonscan.Null, jsonscan.Bool:
+		for _, w := range []string{"null", "true", "false"} {
+			if bytes.HasPrefix(v[i:], []byte(w)) {
+				return i + len(w), true
+			}
+		}
+		return 0, false
+	case jsonscan.Array:
+		i++
+		if i < len(v) && v[i] == ']' {
+			return i + 1, true
+		}
+		for {
+			end, ok := canonicalAt(v, i, sorted)
+			if !ok || end >= len(v) {
+				return 0, false
+			}
+			switch v[end] {
+			case ']':
+				return end + 1, true
+			case ',':
+				i = end + 1
+			default:
+				return 0, false
+			}
+		}
+	case jsonscan.Object:
+		i++
+		if i < len(v) && v[i] == '}' {
+			return i + 1, true
+		}
+		var last []byte
+		for {
+			ne, escaped, err := jsonscan.Str(v, i)
+			if err != nil || escaped || ne >= len(v) || v[ne] != ':' {
+				return 0, false
+			}
+			name := v[i+1 : ne-1]
+			for _, c := range name {
+				if c >= 0x80 {
+					return 0, false
+				}
+			}
+			if sorted && last != nil && bytes.Compare(name, last) <= 0 {
+				return 0, false
+			}
+			last = name
+			end, ok := canonicalAt(v, ne+1, sorted)
+			if !ok || end >= len(v) {
+				return 0, false
+			}
+			switch v[end] {
+			case '}':
+				return end + 1, true
+			case ',':
+				i = end + 1
+			default:
+				return 0, false
+			}
+		}
+	}
+	return 0, false
 }
 
 func optionalObject(path string, v jsontext.Value) (json.RawMessage, error) {
@@ -360,11 +598,11 @@ func parseKey(v jsontext.Value) (json.RawMessage, error) {
 	return key, nil
 }
 
-func parseActor(v jsontext.Value) (json.RawMessage, error) {
+func (p *parser) parseActor(v jsontext.Value) (json.RawMessage, error) {
 	if v.Kind() == 'n' {
 		return nil, nil
 	}
-	members, err := objectMembers(v, "actor")
+	members, err := p.members(v, "actor")
 	if err != nil {
 		return nil, err
 	}
@@ -379,11 +617,11 @@ func parseActor(v jsontext.Value) (json.RawMessage, error) {
 	return canonicalObject("actor", v, false)
 }
 
-func parseTx(v jsontext.Value) (*Tx, error) {
+func (p *parser) parseTx(v jsontext.Value) (*Tx, error) {
 	if v.Kind() == 'n' {
 		return nil, nil
 	}
-	members, err := objectMembers(v, "tx")
+	members, err := p.members(v, "tx")
 	if err != nil {
 		return nil, err
 	}
@@ -398,18 +636,18 @@ func parseTx(v jsontext.Value) (*Tx, error) {
 			var n int64
 			if n, err = intField(m); err == nil {
 				if n < 0 {
-					err = fieldErr(m.path, "must not be negative")
+					err = fieldErr(m.path(), "must not be negative")
 				}
 				tx.Index = &n
 			}
 		case "commit_time":
 			var t time.Time
-			if t, err = timeField(m.path, m.value); err == nil {
+			if t, err = timeField(m.path(), m.value); err == nil {
 				t = t.UTC()
 				tx.CommitTime = &t
 			}
 		default:
-			err = fieldErr(m.path, "unknown field")
+			err = fieldErr(m.path(), "unknown field")
 		}
 		if err != nil {
 			return nil, err
@@ -418,11 +656,11 @@ func parseTx(v jsontext.Value) (*Tx, error) {
 	return tx, nil
 }
 
-func parseSchemaRef(v jsontext.Value) (*SchemaRef, error) {
+func (p *parser) parseSchemaRef(v jsontext.Value) (*SchemaRef, error) {
 	if v.Kind() == 'n' {
 		return nil, nil
 	}
-	members, err := objectMembers(v, "schema")
+	members, err := p.members(v, "schema")
 	if err != nil {
 		return nil, err
 	}
@@ -434,10 +672,10 @@ func parseSchemaRef(v jsontext.Value) (*SchemaRef, error) {
 		case "version":
 			ref.Version, err = intField(m)
 			if err == nil && ref.Version < 1 {
-				err = fieldErr(m.path, "must be 1 or more")
+				err = fieldErr(m.path(), "must be 1 or more")
 			}
 		default:
-			err = fieldErr(m.path, "unknown field")
+			err = fieldErr(m.path(), "unknown field")
 		}
 		if err != nil {
 			return nil, err
@@ -451,11 +689,11 @@ func parseSchemaRef(v jsontext.Value) (*SchemaRef, error) {
 
 func intField(m member) (int64, error) {
 	if m.value.Kind() != '0' {
-		return 0, fieldErr(m.path, "expected an integer, got %s", kindName(m.value.Kind()))
+		return 0, fieldErr(m.path(), "expected an integer, got %s", kindName(m.value.Kind()))
 	}
 	n, err := strconv.ParseInt(string(m.value), 10, 64)
 	if err != nil {
-		return 0, fieldErr(m.path, "expected an integer, got %s", m.value)
+		return 0, fieldErr(m.path(), "expected an integer, got %s", m.value)
 	}
 	return n, nil
 }
@@ -464,9 +702,11 @@ func timeField(path string, v jsontext.Value) (time.Time, error) {
 	if v.Kind() != '"' {
 		return time.Time{}, fieldErr(path, "expected an RFC 3339 timestamp string, got %s", kindName(v.Kind()))
 	}
-	var s string
-	if err := json.Unmarshal(v, &s); err != nil {
-		return time.Time{}, fieldErr(path, "bad string: %v", err)
+	s, ok := plainString(v)
+	if !ok {
+		if err := json.Unmarshal(v, &s); err != nil {
+			return time.Time{}, fieldErr(path, "bad string: %v", err)
+		}
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
@@ -482,17 +722,28 @@ func stringArray(path string, v jsontext.Value) ([]string, error) {
 	if v.Kind() != '[' {
 		return nil, fieldErr(path, "expected an array of strings, got %s", kindName(v.Kind()))
 	}
-	var raw []json.RawMessage
-	if err := json.Unmarshal(v, &raw); err != nil {
+	// v is one value the decoder has already checked, so it is walked in
+	// place without the reflection of json.Unmarshal.
+	dec := jsontext.NewDecoder(bytes.NewBuffer(v))
+	if _, err := dec.ReadToken(); err != nil {
 		return nil, fieldErr(path, "bad array: %v", err)
 	}
-	out := make([]string, len(raw))
-	for i, item := range raw {
-		s, err := stringField(member{path: fmt.Sprintf("%s[%d]", path, i), value: jsontext.Value(item)}, MaxNameBytes)
+	var out []string
+	for i := 0; dec.PeekKind() != ']'; i++ {
+		item, err := dec.ReadValue()
 		if err != nil {
+			return nil, fieldErr(path, "bad array: %v", err)
+		}
+		s, err := stringField(member{value: item}, MaxNameBytes)
+		if err != nil {
+			// Named only now: the path costs an allocation per item.
+			_, err = stringField(member{parent: fmt.Sprintf("%s[%d]", path, i), value: item}, MaxNameBytes)
 			return nil, err
 		}
-		out[i] = s
+		out = append(out, s)
+	}
+	if out == nil {
+		out = []string{}
 	}
 	return out, nil
 }

@@ -3,18 +3,31 @@ package main
 import (
 	"context"
 	"flag"
+	"fmt"
 	"os"
+	"os/exec"
+	"strings"
 	"time"
 
 	"github.com/stele/stele/bench"
 )
 
 func runBench(ctx context.Context, args []string) error {
+	if len(args) > 0 && args[0] == "--http-load" {
+		return runBenchLoad(ctx, args)
+	}
 	opts, err := benchOptions(args)
 	if err != nil {
 		return err
 	}
 	opts.Out = os.Stdout
+	self, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("bench: finding the stele binary for the HTTP load process: %w", err)
+	}
+	opts.Load = func(ctx context.Context, args ...string) *exec.Cmd {
+		return exec.CommandContext(ctx, self, append([]string{"bench"}, args...)...)
+	}
 	pr := stderrProgress("bench", "steps", 1)
 	opts.Progress = func(phase string, done, total int) {
 		// The figures on stdout go between the lines of a plain report;
@@ -27,10 +40,23 @@ func runBench(ctx context.Context, args []string) error {
 	return err
 }
 
+// runBenchLoad is the hidden load mode of the HTTP ingest figure: the
+// parent bench re-executes its own binary so the load is another process.
+func runBenchLoad(ctx context.Context, args []string) error {
+	fs := newFlagSet("bench", "--http-load URL --http-producers N --http-batches N")
+	url := fs.String("http-load", "", "URL to POST batches to")
+	producers := fs.Int("http-producers", 1, "concurrent producers")
+	batches := fs.Int("http-batches", 60, "batches of 1,000 to post")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	return bench.RunLoad(ctx, *url, *producers, *batches, os.Stdout)
+}
+
 // benchOptions parses bench's flags; --quick scales down what is not
 // given explicitly.
 func benchOptions(args []string) (bench.Options, error) {
-	fs := newFlagSet("bench", "[--records N] [--throughput N] [--clients N] [--queries N] [--erase-records N] [--capture=false] [--capture-changes N] [--capture-rounds N] [--capture-latency D] [--capture-big-mb N] [--dynamodb=false] [--dynamodb-items N] [--dynamodb-rounds N] [--dir DIR] [--quick]")
+	fs := newFlagSet("bench", "[--records N] [--throughput N] [--clients N] [--queries N] [--erase-records N] [--capture=false] [--capture-changes N] [--capture-rounds N] [--capture-latency D] [--capture-big-mb N] [--dynamodb=false] [--dynamodb-items N] [--dynamodb-rounds N] [--http-rounds N] [--only PHASES] [--dir DIR] [--quick]")
 	records := fs.Int("records", 1_000_000, "records in the store used for the query and verify figures")
 	throughput := fs.Int("throughput", 300_000, "records written for each append figure")
 	clients := fs.Int("clients", 256, "concurrent single-record writers")
@@ -45,6 +71,8 @@ func benchOptions(args []string) (bench.Options, error) {
 	dynamoItems := fs.Int("dynamodb-items", 20_000, "items in the stream of the DynamoDB capture figure")
 	dynamoRounds := fs.Int("dynamodb-rounds", 3, "rounds of the DynamoDB capture figure (each: Stele and a raw GetRecords loop over the whole stream, alternating); the median is reported")
 	dir := fs.String("dir", "", "directory for the throwaway stores (default: a temp dir, removed afterwards)")
+	httpRounds := fs.Int("http-rounds", 3, "rounds of the HTTP ingest figure (each: in-process and HTTP, 1 and 4 producers, alternating); the median is reported")
+	only := fs.String("only", "", "run only these phases, comma-separated (baseline, append, http, concurrent, pii, erase, capture, dynamodb, build, verify, query)")
 	quick := fs.Bool("quick", false, "a small run (100k-record store, 100k captured changes, 8s of latency load) for a quick look; figures are less stable; flags given explicitly still win")
 	if err := parseFlags(fs, args); err != nil {
 		return bench.Options{}, err
@@ -61,7 +89,11 @@ func benchOptions(args []string) (bench.Options, error) {
 			}
 		}
 	}
-	return bench.Options{Dir: *dir, Records: *records, Throughput: *throughput, Clients: *clients, Queries: *queries,
+	var phases []string
+	if *only != "" {
+		phases = strings.Split(*only, ",")
+	}
+	return bench.Options{Dir: *dir, HTTPRounds: *httpRounds, Only: phases, Records: *records, Throughput: *throughput, Clients: *clients, Queries: *queries,
 		EraseRecords: *eraseRecords, SkipCapture: !*withCapture, SkipDynamoDB: !*withDynamoDB,
 		DynamoDB: bench.DynamoDBOptions{Items: *dynamoItems, Rounds: *dynamoRounds},
 		Capture:  bench.CaptureOptions{Changes: *captureChanges, Rounds: *captureRounds, LatencyFor: *captureLatency, BigMB: *captureBigMB}}, nil

@@ -13,13 +13,15 @@ func TestBenchOptions(t *testing.T) {
 		args []string
 		want bench.Options
 	}{
-		{nil, bench.Options{Records: 1_000_000, Throughput: 300_000, Clients: 256, Queries: 5000,
+		{nil, bench.Options{HTTPRounds: 3, Records: 1_000_000, Throughput: 300_000, Clients: 256, Queries: 5000,
 			Capture: bench.CaptureOptions{Changes: 200_000, Rounds: 3, LatencyFor: 20 * time.Second}, DynamoDB: bench.DynamoDBOptions{Items: 20_000, Rounds: 3}}},
-		{[]string{"--quick"}, bench.Options{Records: 100_000, Throughput: 60_000, Clients: 256, Queries: 1000,
+		{[]string{"--quick"}, bench.Options{HTTPRounds: 3, Records: 100_000, Throughput: 60_000, Clients: 256, Queries: 1000,
 			Capture: bench.CaptureOptions{Changes: 100_000, Rounds: 3, LatencyFor: 8 * time.Second}, DynamoDB: bench.DynamoDBOptions{Items: 10_000, Rounds: 3}}},
+		{[]string{"--only", "http,append", "--http-rounds", "5"}, bench.Options{HTTPRounds: 5, Only: []string{"http", "append"}, Records: 1_000_000, Throughput: 300_000, Clients: 256, Queries: 5000,
+			Capture: bench.CaptureOptions{Changes: 200_000, Rounds: 3, LatencyFor: 20 * time.Second}, DynamoDB: bench.DynamoDBOptions{Items: 20_000, Rounds: 3}}},
 		// Flags given explicitly win over --quick, in any order.
 		{[]string{"--records", "5000", "--quick", "--capture=false", "--capture-latency", "2s", "--erase-records", "700", "--capture-big-mb", "64", "--capture-rounds", "5", "--dynamodb=false", "--dynamodb-rounds", "1"},
-			bench.Options{Records: 5000, Throughput: 60_000, Clients: 256, Queries: 1000, EraseRecords: 700, SkipCapture: true, SkipDynamoDB: true,
+			bench.Options{HTTPRounds: 3, Records: 5000, Throughput: 60_000, Clients: 256, Queries: 1000, EraseRecords: 700, SkipCapture: true, SkipDynamoDB: true,
 				Capture: bench.CaptureOptions{Changes: 100_000, Rounds: 5, LatencyFor: 2 * time.Second, BigMB: 64}, DynamoDB: bench.DynamoDBOptions{Items: 10_000, Rounds: 1}}},
 	} {
 		got, err := benchOptions(tc.args)

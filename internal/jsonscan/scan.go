@@ -396,7 +396,7 @@ func afterItem(b []byte, i int, closing byte) (next int, done bool, err error) {
 type nameSet struct {
 	last     []byte
 	unsorted bool
-	small    [8][]byte // decoded names while few
+	small    [16][]byte // decoded names while few (a record's top level has 11)
 	n        int
 	big      map[string]struct{}
 }

@@ -1,0 +1,280 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/stele/stele/api"
+	"github.com/stele/stele/record"
+)
+
+// HTTPRecordBytes is the size of one record of the HTTP ingest figure as
+// the client sends it, the 512 bytes the issue's measurement used.
+const HTTPRecordBytes = 512
+
+// httpBatch is how many records one POST carries.
+const httpBatch = 1000
+
+// LoadCommand builds the command of a separate load process: the stele
+// binary re-executed as `stele bench --http-load …` (RunLoad). The load
+// must come from another process, over real TCP, or the figure would
+// share the server's heap, GC and scheduler with its client and flatter
+// neither.
+type LoadCommand func(ctx context.Context, args ...string) *exec.Cmd
+
+// HTTPResults are the HTTP batch-ingest figures, each next to the
+// in-process full-stack figure measured in alternation with it.
+type HTTPResults struct {
+	RecordBytes int
+	// InProcess1Sec and InProcess4Sec: the same records appended to the
+	// same stack by 1 and 4 in-process producers.
+	InProcess1Sec, InProcess4Sec float64
+	// HTTP1Sec and HTTP4Sec: posted over loopback TCP from a separate
+	// process by 1 and 4 producers, JSON arrays of 1,000.
+	HTTP1Sec, HTTP4Sec float64
+	// Rounds is how many alternating rounds the medians are of.
+	Rounds int
+}
+
+// Lines are the report's lines.
+func (h *HTTPResults) Lines() []string {
+	return []string{
+		fmt.Sprintf("HTTP ingest, 1 producer     %10.0f records/s durable   (%.2fx in-process full stack at %.0f records/s; arrays of 1,000 x %d B over TCP from a load process, median of %d)",
+			h.HTTP1Sec, h.HTTP1Sec/h.InProcess1Sec, h.InProcess1Sec, h.RecordBytes, h.Rounds),
+		fmt.Sprintf("HTTP ingest, 4 producers    %10.0f records/s durable   (%.2fx in-process full stack at %.0f records/s)",
+			h.HTTP4Sec, h.HTTP4Sec/h.InProcess4Sec, h.InProcess4Sec),
+	}
+}
+
+// HTTPIngest measures HTTP batch ingest against the in-process full stack,
+// alternating the two in each round on fresh stores, and reports medians.
+// Without a load command (tests) the load runs in this process, which the
+// report does not claim to be comparable.
+func HTTPIngest(ctx context.Context, opts Options, rounds int) (*HTTPResults, error) {
+	if rounds <= 0 {
+		rounds = 3
+	}
+	res := &HTTPResults{RecordBytes: len(httpRecordJSON(0)), Rounds: rounds}
+	var in1, in4, h1, h4 []float64
+	for r := range rounds {
+		for _, producers := range []int{1, 4} {
+			in, err := inProcessRate(ctx, opts, producers, fmt.Sprintf("http-inproc-%d-%d", producers, r))
+			if err != nil {
+				return nil, err
+			}
+			ht, err := httpRate(ctx, opts, producers, fmt.Sprintf("http-%d-%d", producers, r))
+			if err != nil {
+				return nil, err
+			}
+			if producers == 1 {
+				in1, h1 = append(in1, in), append(h1, ht)
+			} else {
+				in4, h4 = append(in4, in), append(h4, ht)
+			}
+		}
+	}
+	res.InProcess1Sec, res.InProcess4Sec, res.HTTP1Sec, res.HTTP4Sec = medianOf(in1), medianOf(in4), medianOf(h1), medianOf(h4)
+	return res, nil
+}
+
+func medianOf(v []float64) float64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func inProcessRate(ctx context.Context, opts Options, producers int, dir string) (float64, error) {
+	st, err := openStack(ctx, filepath.Join(opts.Dir, dir))
+	if err != nil {
+		return 0, err
+	}
+	defer st.close()
+	templates := make([]record.Record, httpBatch)
+	for i := range templates {
+		r, err := record.ParseIngest(httpRecordJSON(i), record.IngestOptions{DefaultKind: "http"})
+		if err != nil {
+			return 0, fmt.Errorf("bench record: %w", err)
+		}
+		templates[i] = *r
+	}
+	d, err := timedAppends(ctx, opts, st.store, producers, templates, "http")
+	if err != nil {
+		return 0, err
+	}
+	return float64(opts.Throughput/httpBatch*httpBatch) / d.Seconds(), nil
+}
+
+func httpRate(ctx context.Context, opts Options, producers int, dir string) (float64, error) {
+	st, err := openStack(ctx, filepath.Join(opts.Dir, dir))
+	if err != nil {
+		return 0, err
+	}
+	defer st.close()
+	srv := api.New(api.Config{Log: st.store, Logger: slog.New(slog.DiscardHandler), MaxBatch: httpBatch})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
+	go hs.Serve(ln) //nolint:errcheck // ends with Close below
+	defer hs.Close()
+	url := "http://" + ln.Addr().String() + "/v1/records"
+	batches := opts.Throughput / httpBatch
+	if opts.Load == nil {
+		d, err := Load(ctx, url, producers, batches)
+		if err != nil {
+			return 0, err
+		}
+		return float64(batches*httpBatch) / d.Seconds(), nil
+	}
+	cmd := opts.Load(ctx, "--http-load", url, "--http-producers", strconv.Itoa(producers), "--http-batches", strconv.Itoa(batches))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return 0, fmt.Errorf("load process: %w: %s", err, strings.TrimSpace(stderr.String()))
+	}
+	d, err := parseLoadOutput(out)
+	if err != nil {
+		return 0, err
+	}
+	return float64(batches*httpBatch) / d.Seconds(), nil
+}
+
+func parseLoadOutput(out []byte) (time.Duration, error) {
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "elapsed "); ok {
+			ns, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("load process: bad output %q", sc.Text())
+			}
+			return time.Duration(ns), nil
+		}
+	}
+	return 0, fmt.Errorf("load process: no elapsed line in %q", out)
+}
+
+// RunLoad is the load process: it posts batches to url from producers
+// connections and prints "elapsed <ns>" for the parent to read.
+func RunLoad(ctx context.Context, url string, producers, batches int, out io.Writer) error {
+	d, err := Load(ctx, url, producers, batches)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(out, "elapsed %d\n", d.Nanoseconds())
+	return err
+}
+
+// Load posts batches JSON arrays of 1,000 records to url from producers
+// goroutines, each with its own connection, and returns how long the 201s
+// took. Every body is one template whose fixed-width id digits are
+// rewritten per batch, so the client spends its time on the wire, not on
+// building JSON.
+func Load(ctx context.Context, url string, producers, batches int) (time.Duration, error) {
+	body, idAt := httpBody()
+	var next atomic.Int64
+	errs := make(chan error, producers)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range producers {
+		wg.Go(func() {
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}}
+			buf := slices.Clone(body)
+			for {
+				b := int(next.Add(1)) - 1
+				if b >= batches {
+					return
+				}
+				for i, at := range idAt {
+					putDigits(buf[at:at+idDigits], b*httpBatch+i)
+				}
+				if err := post(ctx, client, url, buf); err != nil {
+					errs <- err
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	close(errs)
+	if err := <-errs; err != nil {
+		return 0, err
+	}
+	return elapsed, nil
+}
+
+func post(ctx context.Context, client *http.Client, url string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	msg, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusCreated {
+		return fmt.Errorf("POST answered %s: %.300s", resp.Status, msg)
+	}
+	return nil
+}
+
+const idDigits = 12
+
+func putDigits(dst []byte, n int) {
+	for i := len(dst) - 1; i >= 0; i-- {
+		dst[i] = byte('0' + n%10)
+		n /= 10
+	}
+}
+
+// httpBody is a JSON array of 1,000 records and where each one's id
+// digits start.
+func httpBody() ([]byte, []int) {
+	var b []byte
+	idAt := make([]int, httpBatch)
+	b = append(b, '[')
+	for i := range httpBatch {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		rec := httpRecordJSON(i)
+		idAt[i] = len(b) + bytes.Index(rec, []byte(`"http-`)) + len(`"http-`)
+		b = append(b, rec...)
+	}
+	return append(b, ']'), idAt
+}
+
+// httpRecordJSON is the i-th record of the HTTP figure as a client posts
+// it: bench's update record, padded to HTTPRecordBytes.
+func httpRecordJSON(i int) []byte {
+	key := i % 100_000
+	head := fmt.Sprintf(`{"id":"http-%0*d","source":{"name":"crm","kind":"postgres","schema":"public","table":"customers"},"op":"update","key":{"id":%d},`+
+		`"before":{"email":"old%d@example.com","id":%d,"name":"Ada"},"after":{"email":"new%d@example.com","id":%d,"name":"Ada","note":"`,
+		idDigits, i, key, key, key, i, key)
+	tail := fmt.Sprintf(`"},"changed":["email","note"],"actor":{"app":"billing","id":"user-%d"},"tx":{"id":"%d","position":"0/%X"},"occurred_at":"%s"}`,
+		i%500, 1000+i/10, 0x1000000+i*600, time.Unix(1767225600+int64(i), 0).UTC().Format(time.RFC3339))
+	pad := max(HTTPRecordBytes-len(head)-len(tail), 1)
+	return []byte(head + strings.Repeat("x", pad) + tail)
+}

@@ -39,13 +39,15 @@ echo "== go test -race"
 go test -race -count=1 -timeout 20m ./...
 
 echo "== fuzz (short)"
-fuzztime="${STELE_FUZZTIME:-10s}"
+fuzztime="${STELE_FUZZTIME:-6s}"
 go test -run='^$' -fuzz='^FuzzParseIngest$' -fuzztime="$fuzztime" ./record
 go test -run='^$' -fuzz='^FuzzDecode$' -fuzztime="$fuzztime" ./record
 go test -run='^$' -fuzz='^FuzzKeyFastPaths$' -fuzztime="$fuzztime" ./record
 go test -run='^$' -fuzz='^FuzzOpenCheckpoint$' -fuzztime=100000x .
 go test -run='^$' -fuzz='^FuzzReadRequest$' -fuzztime="$fuzztime" ./api
 go test -run='^$' -fuzz='^FuzzGraphQL$' -fuzztime="$fuzztime" ./api/graphql
+go test -run='^$' -fuzz='^FuzzScanArrayMatchesDecoder$' -fuzztime="$fuzztime" ./api
+go test -run='^$' -fuzz='^FuzzFastPathsMatchDecoder$' -fuzztime="$fuzztime" ./record
 go test -run='^$' -fuzz='^FuzzNumber$' -fuzztime="$fuzztime" ./capture/dynamodb
 go test -run='^$' -fuzz='^FuzzDecode$' -fuzztime="$fuzztime" ./capture/debezium
 go test -run='^$' -fuzz='^FuzzCloudEvent$' -fuzztime="$fuzztime" ./record

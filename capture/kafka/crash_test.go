@@ -1,24 +1,18 @@
 package kafka
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stele/stele/capture/capturetest"
+	"github.com/stele/stele/internal/stelebin"
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/record"
 )
@@ -35,11 +29,6 @@ func TestCrashExactlyOnce(t *testing.T) {
 	b := startBroker(t)
 	u := newDebeziumTopics(t, b, "crash", 3)
 	tmp := t.TempDir()
-	bin := filepath.Join(tmp, "stele")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/stele/stele/cmd/stele").CombinedOutput(); err != nil {
-		t.Fatalf("build stele: %v\n%s", err, out)
-	}
-	data := filepath.Join(tmp, "data")
 	conf := filepath.Join(tmp, "stele.yaml")
 	if err := os.WriteFile(conf, fmt.Appendf(nil, `sources:
   - name: crash
@@ -54,31 +43,9 @@ func TestCrashExactlyOnce(t *testing.T) {
 `, b.addr(), saslUser), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	addrFile := filepath.Join(tmp, "addr")
-	logPath := filepath.Join(tmp, "stele.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	t.Cleanup(func() {
-		if t.Failed() {
-			out, _ := os.ReadFile(logPath)
-			t.Logf("stele logs:\n%s", out)
-		}
-	})
-	start := func() *exec.Cmd {
-		os.Remove(addrFile)
-		cmd := exec.Command(bin, "serve", "--config", conf, "--data", data, "--addr", "127.0.0.1:0", "--addr-file", addrFile)
-		cmd.Env = append(os.Environ(), "STELE_KAFKA_PASSWORD="+saslPass)
-		cmd.Stdout, cmd.Stderr = logFile, logFile
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		return cmd
-	}
-	cmd := start()
+	srv := stelebin.New(t, stelebin.Build(t), "--config", conf)
+	srv.Env = []string{"STELE_KAFKA_PASSWORD=" + saslPass}
+	srv.Start()
 
 	var stop atomic.Bool
 	var wg sync.WaitGroup
@@ -100,11 +67,7 @@ func TestCrashExactlyOnce(t *testing.T) {
 	})
 	for range 3 {
 		time.Sleep(time.Duration(400+rand.IntN(400)) * time.Millisecond)
-		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		_ = cmd.Wait()
-		cmd = start()
+		srv.Restart()
 	}
 	time.Sleep(300 * time.Millisecond)
 	stop.Store(true)
@@ -114,22 +77,19 @@ func TestCrashExactlyOnce(t *testing.T) {
 	}
 	want := uint64(changes.Load())
 	deadline := time.Now().Add(60 * time.Second)
-	for size := uint64(0); size < want; size = checkpointSize(addrFile) {
+	for size := uint64(0); size < want; size = srv.CheckpointSize() {
 		if time.Now().After(deadline) {
 			t.Fatalf("log reached %d records, want %d", size, want)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if err := cmd.Process.Signal(os.Interrupt); err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Wait(); err != nil {
+	if err := srv.Stop(); err != nil {
 		t.Fatalf("stele exit: %v", err)
 	}
-	if _, err := logstore.VerifyDir(context.Background(), data, logstore.VerifyOptions{}); err != nil {
+	if _, err := logstore.VerifyDir(context.Background(), srv.Data, logstore.VerifyOptions{}); err != nil {
 		t.Fatalf("log does not verify: %v", err)
 	}
-	st, err := logstore.Open(context.Background(), data, logstore.Options{})
+	st, err := logstore.Open(context.Background(), srv.Data, logstore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,24 +110,6 @@ func TestCrashExactlyOnce(t *testing.T) {
 		seen[k] = true
 	}
 	t.Logf("%d changes, 3 kills", want)
-}
-
-// checkpointSize reads the size of the server's latest signed checkpoint.
-func checkpointSize(addrFile string) uint64 {
-	addr, err := os.ReadFile(addrFile)
-	if err != nil {
-		return 0
-	}
-	resp, err := http.Get("http://" + strings.TrimSpace(string(addr)) + "/v1/checkpoint")
-	if err != nil {
-		return 0
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(io.LimitReader(resp.Body, 1<<16))
-	sc.Scan() // origin
-	sc.Scan()
-	n, _ := strconv.ParseUint(sc.Text(), 10, 64)
-	return n
 }
 
 func txOf(n, upd int64) capturetest.Tx {

@@ -56,7 +56,11 @@ type Options struct {
 	// DynamoDB Local (skipped anyway, saying why, without Java or npm).
 	SkipDynamoDB bool
 	DynamoDB     DynamoDBOptions
-	Out          io.Writer
+	// SkipMySQL leaves out the MariaDB capture figures, which start a
+	// throwaway mariadbd (skipped anyway, saying why, without one).
+	SkipMySQL bool
+	MySQL     MySQLOptions
+	Out       io.Writer
 	// Progress, when set, is told how far the current phase is.
 	Progress func(phase string, done, total int)
 }
@@ -88,6 +92,9 @@ func (o *Options) fill() {
 	}
 	if o.DynamoDB.Progress == nil {
 		o.DynamoDB.Progress = o.Progress
+	}
+	if o.MySQL.Progress == nil {
+		o.MySQL.Progress = o.Progress
 	}
 }
 
@@ -124,13 +131,17 @@ type Results struct {
 	// DynamoDBSkipped then says why.
 	DynamoDB        *DynamoDBResults
 	DynamoDBSkipped string
-	SHA256MBs       float64
-	VerifyMBs       float64
-	HistoryP50      time.Duration
-	HistoryP99      time.Duration
-	SearchP50       time.Duration
-	SearchP99       time.Duration
-	StoreRecords    int
+	// MySQL is nil when the MariaDB capture figures were skipped, and
+	// MySQLSkipped then says why.
+	MySQL        *MySQLResults
+	MySQLSkipped string
+	SHA256MBs    float64
+	VerifyMBs    float64
+	HistoryP50   time.Duration
+	HistoryP99   time.Duration
+	SearchP50    time.Duration
+	SearchP99    time.Duration
+	StoreRecords int
 	// PeakRSSBytes is each phase's peak RSS (see PeakRSSLabel).
 	PeakRSSBytes map[string]int64
 	PeakRSSLabel string
@@ -216,6 +227,7 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 		}},
 		{"capture", func() error { return runCapture(ctx, opts, res) }},
 		{"dynamodb", func() error { return runDynamoDB(ctx, opts, res) }},
+		{"mysql", func() error { return runMySQL(ctx, opts, res) }},
 		{"build", func() error { return buildStore(ctx, opts, storeDir) }},
 		{"verify", func() (err error) {
 			if res.VerifyMBs, err = verifySpeed(ctx, opts, storeDir); err != nil {
@@ -246,7 +258,7 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 	res.PeakRSSLabel = rss.Label()
 	var peaks []string
 	for _, p := range phases {
-		if (p.name != "capture" || res.Capture != nil) && (p.name != "dynamodb" || res.DynamoDB != nil) {
+		if (p.name != "capture" || res.Capture != nil) && (p.name != "dynamodb" || res.DynamoDB != nil) && (p.name != "mysql" || res.MySQL != nil) {
 			peaks = append(peaks, p.name+" "+mib(res.PeakRSSBytes[p.name]))
 		}
 	}
@@ -308,6 +320,34 @@ func runDynamoDB(ctx context.Context, opts Options, res *Results) error {
 		}
 	}
 	fmt.Fprintf(opts.Out, "capture DynamoDB → log     skipped: %s\n", res.DynamoDBSkipped)
+	return nil
+}
+
+// runMySQL measures the MariaDB capture figures, or says why they are
+// skipped: mariadbd is not installed or they were turned off.
+func runMySQL(ctx context.Context, opts Options, res *Results) error {
+	if opts.SkipMySQL {
+		res.MySQLSkipped = "turned off (--mysql=false)"
+	} else {
+		mopts := opts.MySQL
+		if mopts.Dir == "" {
+			mopts.Dir = filepath.Join(opts.Dir, "mysql")
+		}
+		m, err := MySQL(ctx, mopts)
+		switch {
+		case errors.Is(err, ErrNoMariaDB):
+			res.MySQLSkipped = err.Error()
+		case err != nil:
+			return err
+		default:
+			res.MySQL = m
+			for _, l := range m.Lines() {
+				fmt.Fprintln(opts.Out, l)
+			}
+			return nil
+		}
+	}
+	fmt.Fprintf(opts.Out, "capture MariaDB → log     skipped: %s\n", res.MySQLSkipped)
 	return nil
 }
 

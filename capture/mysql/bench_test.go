@@ -65,7 +65,10 @@ func TestCaptureBenchmark(t *testing.T) {
 
 	raw := func() float64 {
 		start := time.Now()
-		syncer := replication.NewBinlogSyncer(replication.BinlogSyncerConfig{ServerID: 9001, Flavor: "mariadb", Host: "127.0.0.1", Port: uint16(srv.Port), User: "root", DisableRetrySync: true, Logger: slog.New(slog.DiscardHandler)})
+		syncer := replication.NewBinlogSyncer(replication.BinlogSyncerConfig{ServerID: 9001, Flavor: "mariadb", Host: "127.0.0.1", Port: uint16(srv.Port), User: "root", DisableRetrySync: true, Logger: slog.New(slog.DiscardHandler),
+			// The same events the source asks for: with the annotate-rows
+			// events (the statements, for actors by comment).
+			DumpCommandFlag: replication.BINLOG_SEND_ANNOTATE_ROWS_EVENT})
 		defer syncer.Close()
 		gs, _ := gomysql.ParseMariadbGTIDSet(from)
 		st, err := syncer.StartSyncGTID(gs)

@@ -1,6 +1,8 @@
 package mysql
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -133,3 +135,38 @@ func TestConfig(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// TestStartAt: a fresh state directory takes the given GTID set as its
+// position; a malformed set, or a directory that already has a position,
+// is refused and leaves the position as it was.
+func TestStartAt(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	if err := StartAt(ctx, dir, FlavorMariaDB, "not a gtid"); !errors.Is(err, ErrConfig) {
+		t.Fatalf("malformed set: %v, want ErrConfig", err)
+	}
+	if err := StartAt(ctx, dir, FlavorMariaDB, "0-1-42"); err != nil {
+		t.Fatal(err)
+	}
+	src, err := New(testConfig(t, Config{URL: "mysql://root@127.0.0.1:1/db", StateDir: dir}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := src.openState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := st.current(); !ok || !p.GTIDMode || p.GTID != "0-1-42" || st.flavor != FlavorMariaDB {
+		t.Errorf("stored position %+v (%v), flavor %q; want GTID 0-1-42 of mariadb", p, ok, st.flavor)
+	}
+	if err := StartAt(ctx, dir, FlavorMariaDB, "0-1-7"); !errors.Is(err, ErrConfig) {
+		t.Errorf("second StartAt: %v, want ErrConfig (a stored position is never moved)", err)
+	}
+	st2, err := src.openState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := st2.current(); p.GTID != "0-1-42" {
+		t.Errorf("position moved to %q by a refused StartAt", p.GTID)
+	}
+}

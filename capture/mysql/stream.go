@@ -348,9 +348,10 @@ func (x *stream) run(ctx context.Context, start binlogPos) error {
 		},
 	})
 	pctx, stopPump := context.WithCancel(ctx)
-	// A few batches of up to EventCacheCount events each: the stream reads
-	// at most that far ahead of decoding.
-	events := make(chan item, 4)
+	// Two batches of at most EventCacheCount events each (a batch is what
+	// the syncer's cache held): with the cache itself, the stream reads at
+	// most three caches ahead of decoding.
+	events := make(chan item, 2)
 	pumped := make(chan struct{})
 	go func() {
 		defer close(pumped)

@@ -63,10 +63,14 @@ type Options struct {
 	// takes the median of (3).
 	HTTPRounds int
 	// Only, when set, names the phases to run (baseline, append, http,
-	// concurrent, pii, erase, capture, dynamodb, build, verify, query);
-	// verify and query need build.
+	// concurrent, pii, erase, capture, dynamodb, mysql, build, verify,
+	// query); verify and query need build.
 	Only []string
-	Out  io.Writer
+	// SkipMySQL leaves out the MariaDB capture figures, which start a
+	// throwaway mariadbd (skipped anyway, saying why, without one).
+	SkipMySQL bool
+	MySQL     MySQLOptions
+	Out       io.Writer
 	// Progress, when set, is told how far the current phase is.
 	Progress func(phase string, done, total int)
 }
@@ -98,6 +102,9 @@ func (o *Options) fill() {
 	}
 	if o.DynamoDB.Progress == nil {
 		o.DynamoDB.Progress = o.Progress
+	}
+	if o.MySQL.Progress == nil {
+		o.MySQL.Progress = o.Progress
 	}
 }
 
@@ -135,7 +142,11 @@ type Results struct {
 	DynamoDB        *DynamoDBResults
 	DynamoDBSkipped string
 	// HTTP is nil when its phase was not run.
-	HTTP         *HTTPResults
+	HTTP *HTTPResults
+	// MySQL is nil when the MariaDB capture figures were skipped, and
+	// MySQLSkipped then says why.
+	MySQL        *MySQLResults
+	MySQLSkipped string
 	SHA256MBs    float64
 	VerifyMBs    float64
 	HistoryP50   time.Duration
@@ -238,6 +249,7 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 		}},
 		{"capture", func() error { return runCapture(ctx, opts, res) }},
 		{"dynamodb", func() error { return runDynamoDB(ctx, opts, res) }},
+		{"mysql", func() error { return runMySQL(ctx, opts, res) }},
 		{"build", func() error { return buildStore(ctx, opts, storeDir) }},
 		{"verify", func() (err error) {
 			if res.VerifyMBs, err = verifySpeed(ctx, opts, storeDir); err != nil {
@@ -271,7 +283,7 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 	res.PeakRSSLabel = rss.Label()
 	var peaks []string
 	for _, p := range phases {
-		if (p.name != "capture" || res.Capture != nil) && (p.name != "dynamodb" || res.DynamoDB != nil) {
+		if (p.name != "capture" || res.Capture != nil) && (p.name != "dynamodb" || res.DynamoDB != nil) && (p.name != "mysql" || res.MySQL != nil) {
 			peaks = append(peaks, p.name+" "+mib(res.PeakRSSBytes[p.name]))
 		}
 	}
@@ -333,6 +345,34 @@ func runDynamoDB(ctx context.Context, opts Options, res *Results) error {
 		}
 	}
 	fmt.Fprintf(opts.Out, "capture DynamoDB → log     skipped: %s\n", res.DynamoDBSkipped)
+	return nil
+}
+
+// runMySQL measures the MariaDB capture figures, or says why they are
+// skipped: mariadbd is not installed or they were turned off.
+func runMySQL(ctx context.Context, opts Options, res *Results) error {
+	if opts.SkipMySQL {
+		res.MySQLSkipped = "turned off (--mysql=false)"
+	} else {
+		mopts := opts.MySQL
+		if mopts.Dir == "" {
+			mopts.Dir = filepath.Join(opts.Dir, "mysql")
+		}
+		m, err := MySQL(ctx, mopts)
+		switch {
+		case errors.Is(err, ErrNoMariaDB):
+			res.MySQLSkipped = err.Error()
+		case err != nil:
+			return err
+		default:
+			res.MySQL = m
+			for _, l := range m.Lines() {
+				fmt.Fprintln(opts.Out, l)
+			}
+			return nil
+		}
+	}
+	fmt.Fprintf(opts.Out, "capture MariaDB → log     skipped: %s\n", res.MySQLSkipped)
 	return nil
 }
 

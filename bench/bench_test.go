@@ -20,7 +20,8 @@ func TestRunSmall(t *testing.T) {
 	var out bytes.Buffer
 	res, err := Run(context.Background(), Options{Dir: t.TempDir(), Records: 20_000, Throughput: 6_000, Clients: 16, Queries: 200,
 		EraseRecords: 3_000, Out: &out, Capture: CaptureOptions{Changes: 2_000, LatencyRate: 100, LatencyFor: time.Second},
-		DynamoDB: DynamoDBOptions{Items: 1_000, Rounds: 2}})
+		DynamoDB: DynamoDBOptions{Items: 1_000, Rounds: 2},
+		MySQL:    MySQLOptions{Changes: 1_000, Rounds: 2, LatencyFor: time.Second, BigMB: 1}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,6 +63,12 @@ func TestRunSmall(t *testing.T) {
 		}
 		want = append(want, "raw GetRecords loop", "API calls", "dynamodb "+mib(res.PeakRSSBytes["dynamodb"]))
 	}
+	want = append(want, "capture MariaDB → log")
+	if res.MySQL == nil {
+		t.Logf("mysql capture skipped: %s", res.MySQLSkipped)
+	} else {
+		want = append(want, "BinlogSyncer decoding the same events", "capture MariaDB commit → queryable", "mysql "+mib(res.PeakRSSBytes["mysql"]))
+	}
 	for _, w := range want {
 		if !strings.Contains(out.String(), w) {
 			t.Errorf("output lacks %q", w)
@@ -71,6 +78,49 @@ func TestRunSmall(t *testing.T) {
 		if res.PeakRSSBytes[p] <= 0 {
 			t.Errorf("peak RSS of phase %s is %d", p, res.PeakRSSBytes[p])
 		}
+	}
+}
+
+// TestMySQL measures the MariaDB figures at a small size: every figure is
+// there and sane.
+func TestMySQL(t *testing.T) {
+	res, err := MySQL(context.Background(), MySQLOptions{Dir: t.TempDir(), Changes: 1_000, Rounds: 2, LatencyFor: time.Second, LatencyRate: 50, BigMB: 1})
+	if errors.Is(err, ErrNoMariaDB) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(strings.Join(res.Lines(), "\n"))
+	if res.Changes != 1_000 || len(res.Rounds) != 2 || res.SteleRate() <= 0 || res.RawRate() <= 0 || res.Ratio() <= 0 {
+		t.Errorf("throughput results %+v", res)
+	}
+	if res.Samples == 0 || res.P50 <= 0 || res.P99 < res.P50 {
+		t.Errorf("latency p50 %v p99 %v over %d samples", res.P50, res.P99, res.Samples)
+	}
+	if res.BigMB != 1 || res.BigRSSAt <= 0 || res.BigElapsed <= 0 {
+		t.Errorf("large transaction: %d MiB, peak RSS %d, %v", res.BigMB, res.BigRSSAt, res.BigElapsed)
+	}
+	lines := strings.Join(res.Lines(), "\n")
+	for _, w := range []string{"changes/s durable + indexed", "BinlogSyncer decoding the same events", "commit → queryable", "1 MiB transaction"} {
+		if !strings.Contains(lines, w) {
+			t.Errorf("report lacks %q:\n%s", w, lines)
+		}
+	}
+}
+
+// TestMySQLSkipped: turned off, the MariaDB figures are skipped with the
+// reason printed.
+func TestMySQLSkipped(t *testing.T) {
+	var out bytes.Buffer
+	opts := Options{Out: &out, Dir: t.TempDir(), SkipMySQL: true}
+	opts.fill()
+	res := &Results{}
+	if err := runMySQL(context.Background(), opts, res); err != nil {
+		t.Fatal(err)
+	}
+	if res.MySQL != nil || !strings.Contains(out.String(), "capture MariaDB → log     skipped: turned off (--mysql=false)") {
+		t.Errorf("mysql %+v, output %q", res.MySQL, out.String())
 	}
 }
 

@@ -40,6 +40,13 @@ type AckOptions[P any] struct {
 	// Queue bounds the jobs handed over and not yet durable (default 8):
 	// a source decodes at most that far ahead of the log.
 	Queue int
+	// Coalesce, when above BatchSize, lets the acknowledger merge the jobs
+	// already waiting in the queue, up to Coalesce records, into one
+	// Append. Each Append pays a fixed cost (an fsync); when the sink is
+	// the bottleneck, jobs queue up and the merged appends grow with the
+	// backlog, while a light load keeps appending each job at once. A
+	// job larger than Coalesce is still appended in BatchSize pieces.
+	Coalesce int
 	// Progress, when set, counts appended records and is told when
 	// nothing is in flight any more.
 	Progress *Progress
@@ -70,35 +77,80 @@ func NewAcknowledger[P any](ctx context.Context, opt AckOptions[P]) *Acknowledge
 	}
 	a := &Acknowledger[P]{opt: opt, jobs: make(chan ackJob[P], opt.Queue)}
 	a.wg.Go(func() {
-		for job := range a.jobs {
+		var group []ackJob[P]
+		var carry *ackJob[P] // taken from the queue, not fitting the last group
+		for {
+			var job ackJob[P]
+			if carry != nil {
+				job, carry = *carry, nil
+			} else {
+				j, ok := <-a.jobs
+				if !ok {
+					return
+				}
+				job = j
+			}
 			if job.barrier != nil {
 				close(job.barrier)
 				a.inflight.Add(-1)
 				continue
 			}
+			// A merged group gets its own slice: the sink may keep the
+			// one it was given (an index that follows asynchronously).
+			group = append(group[:0], job)
+			recs := job.recs
+			if opt.Coalesce > opt.BatchSize {
+			more:
+				for len(recs) < opt.Coalesce {
+					select {
+					case j, ok := <-a.jobs:
+						if !ok {
+							break more
+						}
+						if j.barrier != nil || len(recs)+len(j.recs) > opt.Coalesce {
+							carry = &j
+							break more
+						}
+						if len(group) == 1 {
+							recs = append(make([]*record.Record, 0, opt.Coalesce), recs...)
+						}
+						group, recs = append(group, j), append(recs, j.recs...)
+					default:
+						break more
+					}
+				}
+			}
 			if a.err.Load() == nil {
-				if err := a.run(ctx, job); err != nil {
+				if err := a.run(ctx, group, recs); err != nil {
 					a.err.Store(&err)
 				}
 			}
-			a.inflight.Add(-1)
+			a.inflight.Add(-int64(len(group)))
 		}
 	})
 	return a
 }
 
-func (a *Acknowledger[P]) run(ctx context.Context, job ackJob[P]) error {
-	if err := a.Append(ctx, job.recs); err != nil {
+// run appends the records of a group of consecutive jobs and then makes
+// each job's position durable, in order.
+func (a *Acknowledger[P]) run(ctx context.Context, group []ackJob[P], recs []*record.Record) error {
+	size := a.opt.BatchSize
+	if len(group) > 1 || len(recs) <= a.opt.Coalesce {
+		size = max(size, a.opt.Coalesce)
+	}
+	if err := a.append(ctx, recs, size); err != nil {
 		return err
 	}
-	if a.opt.OnDurable != nil {
-		if err := a.opt.OnDurable(ctx, job.pos); err != nil {
-			return fmt.Errorf("after the append of %d records: %w", len(job.recs), err)
+	for _, job := range group {
+		if a.opt.OnDurable != nil {
+			if err := a.opt.OnDurable(ctx, job.pos); err != nil {
+				return fmt.Errorf("after the append of %d records: %w", len(recs), err)
+			}
 		}
+		pos := job.pos
+		a.done.Store(&pos)
 	}
-	pos := job.pos
-	a.done.Store(&pos)
-	if a.opt.Progress != nil && a.inflight.Load() == 1 {
+	if a.opt.Progress != nil && a.inflight.Load() == int64(len(group)) {
 		a.opt.Progress.CaughtUp()
 	}
 	return nil
@@ -109,7 +161,10 @@ func (a *Acknowledger[P]) run(ctx context.Context, job ackJob[P]) error {
 // must not wait in the queue, such as a spilled transaction read back from
 // disk after Drain; it moves no position.
 func (a *Acknowledger[P]) Append(ctx context.Context, recs []*record.Record) error {
-	bs := a.opt.BatchSize
+	return a.append(ctx, recs, a.opt.BatchSize)
+}
+
+func (a *Acknowledger[P]) append(ctx context.Context, recs []*record.Record, bs int) error {
 	for lo := 0; lo < len(recs); lo += bs {
 		batch := recs[lo:min(lo+bs, len(recs))]
 		if _, err := AppendRetry(ctx, a.opt.Sink, batch); err != nil {

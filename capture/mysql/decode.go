@@ -278,6 +278,76 @@ func appendBase64(dst []byte, b []byte) []byte {
 // appendDatetime writes "2006-01-02 15:04:05[.ffffff]" as RFC 3339 in UTC,
 // a zero or partial date as the server wrote it.
 func appendDatetime(dst []byte, s string) []byte {
+	if out, ok := appendDatetimeFast(dst, s); ok {
+		return out
+	}
+	return appendDatetimeSlow(dst, s)
+}
+
+// appendDatetimeFast rewrites go-mysql's "YYYY-MM-DD hh:mm:ss[.f…]" as
+// appendDatetimeSlow would, without parsing into a time.Time (a fifth of
+// the stream's own CPU on a table with one DATETIME column); anything
+// unusual (ok false) takes the slow path.
+func appendDatetimeFast(dst []byte, s string) ([]byte, bool) {
+	if len(s) < 19 || len(s) == 20 || len(s) > 29 || s[4] != '-' || s[7] != '-' || s[10] != ' ' || s[13] != ':' || s[16] != ':' {
+		return dst, false
+	}
+	num := func(lo, hi int) (int, bool) {
+		n := 0
+		for i := lo; i < hi; i++ {
+			c := s[i]
+			if c < '0' || c > '9' {
+				return 0, false
+			}
+			n = n*10 + int(c-'0')
+		}
+		return n, true
+	}
+	year, ok1 := num(0, 4)
+	month, ok2 := num(5, 7)
+	day, ok3 := num(8, 10)
+	hour, ok4 := num(11, 13)
+	minute, ok5 := num(14, 16)
+	sec, ok6 := num(17, 19)
+	if !ok1 || !ok2 || !ok3 || !ok4 || !ok5 || !ok6 || year == 0 || month < 1 || month > 12 || day < 1 ||
+		day > daysIn(month, year) || hour > 23 || minute > 59 || sec > 59 {
+		return dst, false
+	}
+	frac := ""
+	if len(s) > 19 {
+		if s[19] != '.' {
+			return dst, false
+		}
+		if _, ok := num(20, len(s)); !ok {
+			return dst, false
+		}
+		frac = strings.TrimRight(s[19:], "0")
+		if frac == "." {
+			frac = ""
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, s[:10]...)
+	dst = append(dst, 'T')
+	dst = append(dst, s[11:19]...)
+	dst = append(dst, frac...)
+	return append(dst, `Z"`...), true
+}
+
+func daysIn(month, year int) int {
+	switch month {
+	case 2:
+		if year%4 == 0 && (year%100 != 0 || year%400 == 0) {
+			return 29
+		}
+		return 28
+	case 4, 6, 9, 11:
+		return 30
+	}
+	return 31
+}
+
+func appendDatetimeSlow(dst []byte, s string) []byte {
 	t, err := time.ParseInLocation("2006-01-02 15:04:05.999999", s, time.UTC)
 	if err != nil || t.Year() == 0 {
 		return appendQuote(dst, s)

@@ -167,8 +167,14 @@ type Config struct {
 	// MinBackoff and MaxBackoff bound the reconnection delay (default 500ms
 	// and 30s).
 	MinBackoff, MaxBackoff time.Duration
-	// BatchSize is the most records per sink append (default 1000).
+	// BatchSize is the most records per sink append while the log keeps
+	// up (default 1000).
 	BatchSize int
+	// Coalesce is the most records one append merges from the batches
+	// queued behind a slow append (default 16 × BatchSize; 1 disables
+	// merging): each append pays an fsync, so under a backlog fewer,
+	// larger appends catch up faster.
+	Coalesce int
 	// SpillBytes is how much of a transaction's records is held in memory
 	// before they move to a temporary file in SpillDir (default 64 MiB and
 	// the system's temporary directory).
@@ -315,6 +321,9 @@ func New(cfg Config) (*Source, error) {
 	}
 	if s.cfg.BatchSize <= 0 {
 		s.cfg.BatchSize = 1000
+	}
+	if s.cfg.Coalesce <= 0 {
+		s.cfg.Coalesce = 16 * s.cfg.BatchSize
 	}
 	if s.cfg.SpillBytes <= 0 {
 		s.cfg.SpillBytes = 64 << 20

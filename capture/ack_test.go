@@ -1,0 +1,136 @@
+package capture
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"slices"
+	"sync"
+	"testing"
+
+	stele "github.com/stele/stele"
+	"github.com/stele/stele/record"
+)
+
+// gateSink records each Append's size; the first Append waits for release,
+// so the jobs submitted meanwhile queue up behind it.
+type gateSink struct {
+	release chan struct{}
+	entered chan struct{} // closed when the first Append starts
+	mu      sync.Mutex
+	sizes   []int
+	fail    error
+}
+
+func (g *gateSink) Append(_ context.Context, recs []*record.Record) ([]stele.Appended, error) {
+	g.mu.Lock()
+	first := len(g.sizes) == 0
+	g.sizes = append(g.sizes, len(recs))
+	g.mu.Unlock()
+	if first {
+		if g.entered != nil {
+			close(g.entered)
+		}
+		<-g.release
+	}
+	if g.fail != nil {
+		return nil, g.fail
+	}
+	return make([]stele.Appended, len(recs)), nil
+}
+
+func recsOf(n int) []*record.Record {
+	out := make([]*record.Record, n)
+	for i := range out {
+		out[i] = &record.Record{}
+	}
+	return out
+}
+
+func TestAcknowledgerCoalescesQueuedJobs(t *testing.T) {
+	ctx := context.Background()
+	sink := &gateSink{release: make(chan struct{}), entered: make(chan struct{})}
+	var durable []int
+	a := NewAcknowledger(ctx, AckOptions[int]{Sink: sink, BatchSize: 10, Queue: 16, Coalesce: 50,
+		OnDurable: func(_ context.Context, p int) error { durable = append(durable, p); return nil }})
+	// Job 1 blocks in the sink; jobs 2..7 (10 records each) queue up, then
+	// a barrier, then job 8.
+	if err := a.Submit(ctx, recsOf(10), 1); err != nil {
+		t.Fatal(err)
+	}
+	<-sink.entered
+	for p := 2; p <= 7; p++ {
+		if err := a.Submit(ctx, recsOf(10), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	drained := make(chan error, 1)
+	go func() { drained <- a.Drain(ctx) }()
+	for a.Inflight() < 8 { // until the barrier is submitted
+		runtime.Gosched()
+	}
+	if err := a.Submit(ctx, recsOf(30), 8); err != nil {
+		t.Fatal(err)
+	}
+	close(sink.release)
+	if err := <-drained; err != nil {
+		t.Fatal(err)
+	}
+	a.Stop()
+	// 2..6 merge up to 50 records; 7 does not fit and goes alone; the
+	// barrier ends the merging, and 8 after it is one append of 30 (not
+	// three BatchSize pieces: it fits Coalesce).
+	if want := []int{10, 50, 10, 30}; !slices.Equal(sink.sizes, want) {
+		t.Errorf("append sizes %v, want %v", sink.sizes, want)
+	}
+	if want := []int{1, 2, 3, 4, 5, 6, 7, 8}; !slices.Equal(durable, want) {
+		t.Errorf("durable positions %v, want each job's, in order: %v", durable, want)
+	}
+	if p, ok := a.Durable(); !ok || p != 8 {
+		t.Errorf("Durable() = %d, %v; want 8", p, ok)
+	}
+}
+
+func TestAcknowledgerWithoutCoalesceAppendsEachJob(t *testing.T) {
+	ctx := context.Background()
+	sink := &gateSink{release: make(chan struct{})}
+	a := NewAcknowledger(ctx, AckOptions[int]{Sink: sink, BatchSize: 10})
+	for p := 1; p <= 3; p++ {
+		if err := a.Submit(ctx, recsOf(15), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(sink.release)
+	if err := a.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a.Stop()
+	if want := []int{10, 5, 10, 5, 10, 5}; !slices.Equal(sink.sizes, want) {
+		t.Errorf("append sizes %v, want BatchSize pieces of each job: %v", sink.sizes, want)
+	}
+}
+
+func TestAcknowledgerCoalescedFailureMovesNoPosition(t *testing.T) {
+	ctx := context.Background()
+	boom := errors.New("disk full")
+	sink := &gateSink{release: make(chan struct{}), fail: boom}
+	var durable []int
+	a := NewAcknowledger(ctx, AckOptions[int]{Sink: sink, BatchSize: 10, Coalesce: 100,
+		OnDurable: func(_ context.Context, p int) error { durable = append(durable, p); return nil }})
+	for p := 1; p <= 3; p++ {
+		if err := a.Submit(ctx, recsOf(10), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(sink.release)
+	if err := a.Drain(ctx); !errors.Is(err, boom) {
+		t.Fatalf("Drain = %v, want the append's error", err)
+	}
+	a.Stop()
+	if len(durable) != 0 {
+		t.Errorf("positions %v made durable after a failed append", durable)
+	}
+	if _, ok := a.Durable(); ok {
+		t.Error("Durable() reports a position after a failed append")
+	}
+}

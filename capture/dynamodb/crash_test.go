@@ -1,20 +1,13 @@
 package dynamodb
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,6 +17,7 @@ import (
 
 	"github.com/stele/stele/capture/dynamoctx"
 	"github.com/stele/stele/internal/dynamotest"
+	"github.com/stele/stele/internal/stelebin"
 	"github.com/stele/stele/logstore"
 )
 
@@ -42,40 +36,12 @@ func TestCrashExactlyOnce(t *testing.T) {
 	if err := createTable(ctx, c, "crash", types.StreamViewTypeNewAndOldImages); err != nil {
 		t.Fatal(err)
 	}
-	tmp := t.TempDir()
-	bin := filepath.Join(tmp, "stele")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/stele/stele/cmd/stele").CombinedOutput(); err != nil {
-		t.Fatalf("build stele: %v\n%s", err, out)
-	}
-	data := filepath.Join(tmp, "data")
-	addrFile := filepath.Join(tmp, "addr")
-	logPath := filepath.Join(tmp, "stele.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	t.Cleanup(func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("stele logs:\n%s", b)
-		}
-	})
-	startStele := func() *exec.Cmd {
-		os.Remove(addrFile)
-		// A second, broken source (a missing table) must not stop the first.
-		cmd := exec.Command(bin, "serve", "--data", data, "--addr", "127.0.0.1:0", "--addr-file", addrFile,
-			"--source", "dynamodb://crash?endpoint="+srv.Endpoint(), "--source", "dynamodb://no_such_table?endpoint="+srv.Endpoint())
-		cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID="+localKey, "AWS_SECRET_ACCESS_KEY="+localSecret,
-			"AWS_REGION=us-east-1", "AWS_EC2_METADATA_DISABLED=true")
-		cmd.Stdout, cmd.Stderr = logFile, logFile
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		return cmd
-	}
-	cmd := startStele()
+	// A second, broken source (a missing table) must not stop the first.
+	stele := stelebin.New(t, stelebin.Build(t),
+		"--source", "dynamodb://crash?endpoint="+srv.Endpoint(), "--source", "dynamodb://no_such_table?endpoint="+srv.Endpoint())
+	stele.Env = []string{"AWS_ACCESS_KEY_ID=" + localKey, "AWS_SECRET_ACCESS_KEY=" + localSecret,
+		"AWS_REGION=us-east-1", "AWS_EC2_METADATA_DISABLED=true"}
+	stele.Start()
 
 	var stop atomic.Bool
 	var wg sync.WaitGroup
@@ -101,11 +67,7 @@ func TestCrashExactlyOnce(t *testing.T) {
 	})
 	for range 3 {
 		time.Sleep(time.Duration(700+rand.IntN(600)) * time.Millisecond)
-		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		_ = cmd.Wait()
-		cmd = startStele()
+		stele.Restart()
 	}
 	time.Sleep(500 * time.Millisecond)
 	stop.Store(true)
@@ -131,29 +93,26 @@ func TestCrashExactlyOnce(t *testing.T) {
 		want += 1 + uint64(v)
 	}
 	deadline := time.Now().Add(60 * time.Second)
-	for size := uint64(0); size < want; size = checkpointSize(addrFile) {
+	for size := uint64(0); size < want; size = stele.CheckpointSize() {
 		if time.Now().After(deadline) {
 			t.Fatalf("log reached %d records, want %d", size, want)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if err := cmd.Process.Signal(os.Interrupt); err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Wait(); err != nil {
+	if err := stele.Stop(); err != nil {
 		t.Fatalf("stele exit: %v", err)
 	}
-	logs, _ := os.ReadFile(logPath)
-	if !strings.Contains(string(logs), "capture source stopped") || !strings.Contains(string(logs), "table or stream not found") {
+	logs := stele.Logs()
+	if !strings.Contains(logs, "capture source stopped") || !strings.Contains(logs, "table or stream not found") {
 		t.Errorf("the broken source's permanent failure was not logged")
 	}
-	if strings.Contains(string(logs), localSecret) {
+	if strings.Contains(logs, localSecret) {
 		t.Errorf("the secret key appears in the logs")
 	}
-	if _, err := logstore.VerifyDir(ctx, data, logstore.VerifyOptions{}); err != nil {
+	if _, err := logstore.VerifyDir(ctx, stele.Data, logstore.VerifyOptions{}); err != nil {
 		t.Fatalf("log does not verify: %v", err)
 	}
-	l := openLog(t, data)
+	l := openLog(t, stele.Data)
 	recs := l.records()
 	if uint64(len(recs)) != want {
 		t.Fatalf("log holds %d records, want %d (one per change)", len(recs), want)
@@ -193,22 +152,4 @@ func TestCrashExactlyOnce(t *testing.T) {
 		t.Errorf("log has inserts of %d items, the table has %d", len(inserts), len(truth))
 	}
 	t.Logf("%d items, %d records, 3 kills", len(truth), len(recs))
-}
-
-// checkpointSize reads the size of the server's latest signed checkpoint.
-func checkpointSize(addrFile string) uint64 {
-	addr, err := os.ReadFile(addrFile)
-	if err != nil {
-		return 0
-	}
-	resp, err := http.Get("http://" + strings.TrimSpace(string(addr)) + "/v1/checkpoint")
-	if err != nil {
-		return 0
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(io.LimitReader(resp.Body, 1<<16))
-	sc.Scan() // origin
-	sc.Scan()
-	n, _ := strconv.ParseUint(sc.Text(), 10, 64)
-	return n
 }

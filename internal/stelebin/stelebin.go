@@ -40,8 +40,9 @@ type Server struct {
 	// Env, when set, is added to the process environment.
 	Env []string
 
-	log *os.File
-	cmd *exec.Cmd
+	log     *os.File
+	logPath string
+	cmd     *exec.Cmd
 }
 
 // New prepares a server of bin in a temporary directory of t; its log is
@@ -54,7 +55,7 @@ func New(t testing.TB, bin string, args ...string) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{t: t, bin: bin, Data: filepath.Join(dir, "data"), AddrFile: filepath.Join(dir, "addr"), Args: args, log: log}
+	s := &Server{t: t, bin: bin, Data: filepath.Join(dir, "data"), AddrFile: filepath.Join(dir, "addr"), Args: args, log: log, logPath: logPath}
 	t.Cleanup(func() {
 		s.stop()
 		log.Close()
@@ -117,6 +118,12 @@ func (s *Server) stop() {
 		_ = s.cmd.Wait()
 		s.cmd = nil
 	}
+}
+
+// Logs returns what every process of s has written so far.
+func (s *Server) Logs() string {
+	b, _ := os.ReadFile(s.logPath)
+	return string(b)
 }
 
 // CheckpointSize reads the tree size of the running server's latest

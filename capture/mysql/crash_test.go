@@ -1,26 +1,21 @@
 package mysql
 
 import (
-	"bufio"
 	"context"
 	"database/sql"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net/http"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/stele/stele/capture/mysqlctx"
 	"github.com/stele/stele/internal/mysqltest"
+	"github.com/stele/stele/internal/stelebin"
 	"github.com/stele/stele/logstore"
 )
 
@@ -35,39 +30,10 @@ func TestCrashExactlyOnce(t *testing.T) {
 	}
 	srv := mysqltest.Start(t, mysqltest.Options{})
 	url := newDB(t, srv, "crash", `CREATE TABLE items (id BIGINT PRIMARY KEY, v INT NOT NULL DEFAULT 0)`, mysqlctx.TableDDL)
-	tmp := t.TempDir()
-	bin := filepath.Join(tmp, "stele")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/stele/stele/cmd/stele").CombinedOutput(); err != nil {
-		t.Fatalf("build stele: %v\n%s", err, out)
-	}
-	data := filepath.Join(tmp, "data")
-	addrFile := filepath.Join(tmp, "addr")
-	logPath := filepath.Join(tmp, "stele.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	t.Cleanup(func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("stele logs:\n%s", b)
-		}
-	})
-	startStele := func() *exec.Cmd {
-		os.Remove(addrFile)
-		// A second, broken source (wrong password) must not stop the first.
-		cmd := exec.Command(bin, "serve", "--data", data, "--addr", "127.0.0.1:0", "--addr-file", addrFile,
-			"--source", url, "--source", srv.PasswordURL("", "wrong-pw-xyz"))
-		cmd.Stdout, cmd.Stderr = logFile, logFile
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		return cmd
-	}
-	cmd := startStele()
-	waitPositions(t, filepath.Join(data, "sources", "crash", "positions"))
+	// A second, broken source (wrong password) must not stop the first.
+	stele := stelebin.New(t, stelebin.Build(t), "--source", url, "--source", srv.PasswordURL("", "wrong-pw-xyz"))
+	stele.Start()
+	waitPositions(t, filepath.Join(stele.Data, "sources", "crash", "positions"))
 
 	var stop atomic.Bool
 	var wg sync.WaitGroup
@@ -109,11 +75,7 @@ func TestCrashExactlyOnce(t *testing.T) {
 	})
 	for range 3 {
 		time.Sleep(time.Duration(300+rand.IntN(400)) * time.Millisecond)
-		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		_ = cmd.Wait()
-		cmd = startStele()
+		stele.Restart()
 	}
 	time.Sleep(300 * time.Millisecond)
 	stop.Store(true)
@@ -132,30 +94,27 @@ func TestCrashExactlyOnce(t *testing.T) {
 		want += 1 + uint64(v)
 	}
 	deadline := time.Now().Add(60 * time.Second)
-	for size := uint64(0); size < want; size = checkpointSize(addrFile) {
+	for size := uint64(0); size < want; size = stele.CheckpointSize() {
 		if time.Now().After(deadline) {
 			t.Fatalf("log reached %d records, want %d", size, want)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if err := cmd.Process.Signal(os.Interrupt); err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Wait(); err != nil {
+	if err := stele.Stop(); err != nil {
 		t.Fatalf("stele exit: %v", err)
 	}
-	logs, _ := os.ReadFile(logPath)
-	if !strings.Contains(string(logs), "capture source stopped") || !strings.Contains(string(logs), "authentication failed") {
+	logs := stele.Logs()
+	if !strings.Contains(logs, "capture source stopped") || !strings.Contains(logs, "authentication failed") {
 		t.Errorf("the broken source's permanent failure was not logged")
 	}
-	if strings.Contains(string(logs), "wrong-pw-xyz") {
+	if strings.Contains(logs, "wrong-pw-xyz") {
 		t.Errorf("a password appears in the logs")
 	}
-	if _, err := logstore.VerifyDir(context.Background(), data, logstore.VerifyOptions{}); err != nil {
+	if _, err := logstore.VerifyDir(context.Background(), stele.Data, logstore.VerifyOptions{}); err != nil {
 		t.Fatalf("log does not verify: %v", err)
 	}
 
-	ts := openStore(t, data)
+	ts := openStore(t, stele.Data)
 	recs := ts.records(t, want)
 	if uint64(len(recs)) != want {
 		t.Fatalf("log holds %d records, want %d (one per committed change)", len(recs), want)
@@ -212,22 +171,4 @@ func waitPositions(t *testing.T, dir string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// checkpointSize reads the size of the server's latest signed checkpoint.
-func checkpointSize(addrFile string) uint64 {
-	addr, err := os.ReadFile(addrFile)
-	if err != nil {
-		return 0
-	}
-	resp, err := http.Get("http://" + strings.TrimSpace(string(addr)) + "/v1/checkpoint")
-	if err != nil {
-		return 0
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(io.LimitReader(resp.Body, 1<<16))
-	sc.Scan() // origin
-	sc.Scan()
-	n, _ := strconv.ParseUint(sc.Text(), 10, 64)
-	return n
 }

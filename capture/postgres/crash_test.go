@@ -1,20 +1,12 @@
 package postgres
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"math/rand/v2"
-	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -22,6 +14,7 @@ import (
 
 	"github.com/stele/stele/capture/pgctx"
 	"github.com/stele/stele/internal/pgtest"
+	"github.com/stele/stele/internal/stelebin"
 	"github.com/stele/stele/logstore"
 )
 
@@ -36,38 +29,9 @@ func TestCrashExactlyOnce(t *testing.T) {
 	}
 	srv := pgtest.Start(t, pgtest.Options{})
 	url := newDB(t, srv, "crash", `CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL DEFAULT 0)`)
-	tmp := t.TempDir()
-	bin := filepath.Join(tmp, "stele")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/stele/stele/cmd/stele").CombinedOutput(); err != nil {
-		t.Fatalf("build stele: %v\n%s", err, out)
-	}
-	data := filepath.Join(tmp, "data")
-	addrFile := filepath.Join(tmp, "addr")
-	logPath := filepath.Join(tmp, "stele.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	t.Cleanup(func() {
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("stele logs:\n%s", b)
-		}
-	})
-	startStele := func() *exec.Cmd {
-		os.Remove(addrFile)
-		// A second, broken source (wrong password) must not stop the first.
-		cmd := exec.Command(bin, "serve", "--data", data, "--addr", "127.0.0.1:0", "--addr-file", addrFile,
-			"--source", url, "--source", srv.PasswordURL("postgres", "wrong-pw-xyz"))
-		cmd.Stdout, cmd.Stderr = logFile, logFile
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-		return cmd
-	}
-	cmd := startStele()
+	// A second, broken source (wrong password) must not stop the first.
+	stele := stelebin.New(t, stelebin.Build(t), "--source", url, "--source", srv.PasswordURL("postgres", "wrong-pw-xyz"))
+	stele.Start()
 	waitSlot(t, url, "stele_crash")
 
 	// The workload: one transaction after another until stopped.
@@ -103,11 +67,7 @@ func TestCrashExactlyOnce(t *testing.T) {
 	})
 	for range 3 {
 		time.Sleep(time.Duration(300+rand.IntN(400)) * time.Millisecond)
-		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-			t.Fatal(err)
-		}
-		_ = cmd.Wait()
-		cmd = startStele()
+		stele.Restart()
 	}
 	time.Sleep(300 * time.Millisecond)
 	stop.Store(true)
@@ -126,30 +86,27 @@ func TestCrashExactlyOnce(t *testing.T) {
 
 	// Wait for the log to catch up, as its signed checkpoint says.
 	deadline := time.Now().Add(60 * time.Second)
-	for size := uint64(0); size < want; size = checkpointSize(addrFile) {
+	for size := uint64(0); size < want; size = stele.CheckpointSize() {
 		if time.Now().After(deadline) {
 			t.Fatalf("log reached %d records, want %d", size, want)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if err := cmd.Process.Signal(os.Interrupt); err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Wait(); err != nil {
+	if err := stele.Stop(); err != nil {
 		t.Fatalf("stele exit: %v", err)
 	}
-	logs, _ := os.ReadFile(logPath)
-	if !strings.Contains(string(logs), "capture source stopped") || !strings.Contains(string(logs), "authentication failed") {
+	logs := stele.Logs()
+	if !strings.Contains(logs, "capture source stopped") || !strings.Contains(logs, "authentication failed") {
 		t.Errorf("the broken source's permanent failure was not logged")
 	}
-	if strings.Contains(string(logs), "wrong-pw-xyz") {
+	if strings.Contains(logs, "wrong-pw-xyz") {
 		t.Errorf("a password appears in the logs")
 	}
-	if _, err := logstore.VerifyDir(context.Background(), data, logstore.VerifyOptions{}); err != nil {
+	if _, err := logstore.VerifyDir(context.Background(), stele.Data, logstore.VerifyOptions{}); err != nil {
 		t.Fatalf("log does not verify: %v", err)
 	}
 
-	ts := openStore(t, data)
+	ts := openStore(t, stele.Data)
 	recs := ts.records(t, want)
 	if uint64(len(recs)) != want {
 		t.Fatalf("log holds %d records, want %d (one per committed change)", len(recs), want)
@@ -184,22 +141,4 @@ func TestCrashExactlyOnce(t *testing.T) {
 		t.Errorf("log has inserts of %d rows, table has %d", len(inserts), len(truth))
 	}
 	t.Logf("%d transactions, %d records, 3 kills", len(truth), len(recs))
-}
-
-// checkpointSize reads the size of the server's latest signed checkpoint.
-func checkpointSize(addrFile string) uint64 {
-	addr, err := os.ReadFile(addrFile)
-	if err != nil {
-		return 0
-	}
-	resp, err := http.Get("http://" + strings.TrimSpace(string(addr)) + "/v1/checkpoint")
-	if err != nil {
-		return 0
-	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(io.LimitReader(resp.Body, 1<<16))
-	sc.Scan() // origin
-	sc.Scan()
-	n, _ := strconv.ParseUint(sc.Text(), 10, 64)
-	return n
 }

@@ -153,7 +153,9 @@ func (r *CaptureResults) RecvRate() float64 {
 }
 func (r *CaptureResults) Ratio() float64 { return median(r.Rounds, CaptureRound.Ratio) }
 
-func median(rounds []CaptureRound, f func(CaptureRound) float64) float64 {
+// median is the median of f over the rounds of a figure (0 without
+// rounds); every capture figure reports it.
+func median[R any](rounds []R, f func(R) float64) float64 {
 	if len(rounds) == 0 {
 		return 0
 	}

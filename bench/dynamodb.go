@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -56,39 +55,24 @@ type DynamoDBRound struct {
 	Calls uint64
 }
 
-func (r *DynamoDBResults) rate(f func(DynamoDBRound) float64) float64 {
-	v := make([]float64, len(r.Rounds))
-	for i, x := range r.Rounds {
-		v[i] = f(x)
-	}
-	if len(v) == 0 {
-		return 0
-	}
-	slices.Sort(v)
-	if len(v)%2 == 1 {
-		return v[len(v)/2]
-	}
-	return (v[len(v)/2-1] + v[len(v)/2]) / 2
-}
-
 // SteleRate is the median records/s captured end to end.
 func (r *DynamoDBResults) SteleRate() float64 {
-	return r.rate(func(x DynamoDBRound) float64 { return float64(r.Items) / x.SteleSecs })
+	return median(r.Rounds, func(x DynamoDBRound) float64 { return float64(r.Items) / x.SteleSecs })
 }
 
 // RawRate is the median records/s of the raw GetRecords loop.
 func (r *DynamoDBResults) RawRate() float64 {
-	return r.rate(func(x DynamoDBRound) float64 { return float64(r.Items) / x.RawSecs })
+	return median(r.Rounds, func(x DynamoDBRound) float64 { return float64(r.Items) / x.RawSecs })
 }
 
 // Ratio is the median of each round's captured/raw rate.
 func (r *DynamoDBResults) Ratio() float64 {
-	return r.rate(func(x DynamoDBRound) float64 { return x.RawSecs / x.SteleSecs })
+	return median(r.Rounds, func(x DynamoDBRound) float64 { return x.RawSecs / x.SteleSecs })
 }
 
 // CallsPerRecord is the median of the source's API calls per record.
 func (r *DynamoDBResults) CallsPerRecord() float64 {
-	return r.rate(func(x DynamoDBRound) float64 { return float64(x.Calls) / float64(r.Items) })
+	return median(r.Rounds, func(x DynamoDBRound) float64 { return float64(x.Calls) / float64(r.Items) })
 }
 
 // Lines are the report, one figure a line.

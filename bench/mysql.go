@@ -66,34 +66,19 @@ type MySQLResults struct {
 // log.
 type MySQLRound struct{ RawSecs, SteleSecs float64 }
 
-func (r *MySQLResults) median(f func(MySQLRound) float64) float64 {
-	v := make([]float64, len(r.Rounds))
-	for i, x := range r.Rounds {
-		v[i] = f(x)
-	}
-	if len(v) == 0 {
-		return 0
-	}
-	slices.Sort(v)
-	if len(v)%2 == 1 {
-		return v[len(v)/2]
-	}
-	return (v[len(v)/2-1] + v[len(v)/2]) / 2
-}
-
 // SteleRate is the median changes/s captured, durable and indexed.
 func (r *MySQLResults) SteleRate() float64 {
-	return r.median(func(x MySQLRound) float64 { return float64(r.Changes) / x.SteleSecs })
+	return median(r.Rounds, func(x MySQLRound) float64 { return float64(r.Changes) / x.SteleSecs })
 }
 
 // RawRate is the median rows/s of the raw reader.
 func (r *MySQLResults) RawRate() float64 {
-	return r.median(func(x MySQLRound) float64 { return float64(r.Changes) / x.RawSecs })
+	return median(r.Rounds, func(x MySQLRound) float64 { return float64(r.Changes) / x.RawSecs })
 }
 
 // Ratio is the median of each round's captured/raw rate.
 func (r *MySQLResults) Ratio() float64 {
-	return r.median(func(x MySQLRound) float64 { return x.RawSecs / x.SteleSecs })
+	return median(r.Rounds, func(x MySQLRound) float64 { return x.RawSecs / x.SteleSecs })
 }
 
 // Lines are the report, one figure a line.

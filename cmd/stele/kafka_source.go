@@ -57,11 +57,9 @@ func parseKafkaKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
 	kc := sc.Kafka
 	switch k {
 	case "brokers", "topics":
-		var list []string
-		if val.Kind == yaml.ScalarNode {
-			list = []string{val.Value}
-		} else if err := val.Decode(&list); err != nil {
-			return fmt.Errorf("%s: %s: want a list of strings: %w", where, k, err)
+		list, err := stringList(where, k, val, "a list of strings")
+		if err != nil {
+			return err
 		}
 		if k == "brokers" {
 			kc.Brokers = list

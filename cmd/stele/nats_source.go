@@ -45,14 +45,9 @@ func parseNATSKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
 	}
 	nc := sc.NATS
 	if k == "subjects" {
-		var list []string
-		if val.Kind == yaml.ScalarNode {
-			list = []string{val.Value}
-		} else if err := val.Decode(&list); err != nil {
-			return fmt.Errorf("%s: subjects: want a list of subjects: %w", where, err)
-		}
-		nc.Subjects = list
-		return nil
+		var err error
+		nc.Subjects, err = stringList(where, k, val, "a list of subjects")
+		return err
 	}
 	if val.Kind != yaml.ScalarNode {
 		return fmt.Errorf("%s: %s: want a single value", where, k)

@@ -228,6 +228,19 @@ func sourceKinds() map[string]sourceKind {
 	}
 }
 
+// stringList reads a key that takes one string or a list of them; what
+// names the list in the error.
+func stringList(where, k string, val *yaml.Node, what string) ([]string, error) {
+	if val.Kind == yaml.ScalarNode {
+		return []string{val.Value}, nil
+	}
+	var list []string
+	if err := val.Decode(&list); err != nil {
+		return nil, fmt.Errorf("%s: %s: want %s: %w", where, k, what, err)
+	}
+	return list, nil
+}
+
 // parseDynamoDBKey reads one key of a dynamodb: section.
 func parseDynamoDBKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
 	if sc.DynamoDB == nil {
@@ -235,12 +248,9 @@ func parseDynamoDBKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
 	}
 	dc := sc.DynamoDB
 	if k == "tables" {
-		if val.Kind == yaml.ScalarNode {
-			dc.Tables = []string{val.Value}
-		} else if err := val.Decode(&dc.Tables); err != nil {
-			return fmt.Errorf("%s: tables: want a list of table names or stream ARNs: %w", where, err)
-		}
-		return nil
+		var err error
+		dc.Tables, err = stringList(where, k, val, "a list of table names or stream ARNs")
+		return err
 	}
 	if val.Kind != yaml.ScalarNode {
 		return fmt.Errorf("%s: %s: want a single value", where, k)
@@ -338,11 +348,9 @@ func parseMySQLKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
 	}
 	mc := sc.MySQL
 	if k == "tables" || k == "exclude_tables" {
-		var list []string
-		if val.Kind == yaml.ScalarNode {
-			list = []string{val.Value}
-		} else if err := val.Decode(&list); err != nil {
-			return fmt.Errorf("%s: %s: want a list of table names (database.table): %w", where, k, err)
+		list, err := stringList(where, k, val, "a list of table names (database.table)")
+		if err != nil {
+			return err
 		}
 		if k == "tables" {
 			mc.Tables = list
@@ -432,11 +440,9 @@ func parsePostgresKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
 	}
 	pc := sc.Postgres
 	if k == "tables" || k == "exclude_tables" {
-		var list []string
-		if val.Kind == yaml.ScalarNode {
-			list = []string{val.Value}
-		} else if err := val.Decode(&list); err != nil {
-			return fmt.Errorf("%s: %s: want a list of table names (schema.table): %w", where, k, err)
+		list, err := stringList(where, k, val, "a list of table names (schema.table)")
+		if err != nil {
+			return err
 		}
 		if k == "tables" {
 			pc.Tables = list

@@ -95,12 +95,22 @@ func (r response) json(t *testing.T) map[string]any {
 
 func (e *env) do(t testing.TB, method, path, contentType string, body []byte) response {
 	t.Helper()
+	var hdr map[string]string
+	if contentType != "" {
+		hdr = map[string]string{"Content-Type": contentType}
+	}
+	return e.doWith(t, method, path, hdr, body)
+}
+
+// doWith sends a request with the given headers and reads the whole answer.
+func (e *env) doWith(t testing.TB, method, path string, hdr map[string]string, body []byte) response {
+	t.Helper()
 	req, err := http.NewRequest(method, e.srv.URL+path, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if contentType != "" {
-		req.Header.Set("Content-Type", contentType)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
 	}
 	resp, err := e.srv.Client().Do(req)
 	if err != nil {

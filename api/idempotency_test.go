@@ -2,7 +2,6 @@ package api_test
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -11,22 +10,7 @@ import (
 // postKeyed posts body with an Idempotency-Key header.
 func (e *env) postKeyed(t *testing.T, key, body string) response {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/records", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Idempotency-Key", key)
-	resp, err := e.srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return response{status: resp.StatusCode, header: resp.Header, body: b}
+	return e.doWith(t, http.MethodPost, "/v1/records", map[string]string{"Content-Type": "application/json", "Idempotency-Key": key}, []byte(body))
 }
 
 func (r response) appended(t *testing.T) appendedJSON {

@@ -148,27 +148,14 @@ func newRevealEnv(t *testing.T) (*env, *fakePrivacy) {
 
 func (e *env) as(t *testing.T, role, method, path, body string) response {
 	t.Helper()
-	req, err := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+role)
+	hdr := map[string]string{"Authorization": "Bearer " + role}
 	switch {
 	case path == "/v1/records":
-		req.Header.Set("Content-Type", "application/x-ndjson")
+		hdr["Content-Type"] = "application/x-ndjson"
 	case body != "":
-		req.Header.Set("Content-Type", "application/json")
+		hdr["Content-Type"] = "application/json"
 	}
-	resp, err := e.srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var b bytes.Buffer
-	if _, err := b.ReadFrom(resp.Body); err != nil {
-		t.Fatal(err)
-	}
-	return response{status: resp.StatusCode, header: resp.Header, body: b.Bytes()}
+	return e.doWith(t, method, path, hdr, []byte(body))
 }
 
 func customer(op string, id int, after string, day int) string {

@@ -2,7 +2,6 @@ package api_test
 
 import (
 	"encoding/json"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -16,23 +15,7 @@ func withUI(c *api.Config) { c.UI = ui.New() }
 
 func (e *env) getWith(t *testing.T, path string, hdr map[string]string) response {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodGet, e.srv.URL+path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range hdr {
-		req.Header.Set(k, v)
-	}
-	resp, err := e.srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return response{status: resp.StatusCode, header: resp.Header, body: b}
+	return e.doWith(t, http.MethodGet, path, hdr, nil)
 }
 
 // A browser asking for / gets the web UI; curl and scripts keep the text

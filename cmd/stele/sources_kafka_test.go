@@ -69,3 +69,31 @@ func TestConfigNATSSources(t *testing.T) {
 		t.Errorf("no stream: err %v", err)
 	}
 }
+
+// TestKafkaInstanceID: a kafka source is a static group member, under an
+// id that is the same for every start on one data directory (so a
+// restarted process replaces its dead predecessor) and different for
+// another data directory; instance_id overrides it.
+func TestKafkaInstanceID(t *testing.T) {
+	cfg, err := loadTest(t, "data: /tmp/x\nsources:\n  - name: shop\n    kafka: {brokers: [b:1], topics: [t]}\n  - name: pinned\n    kafka: {brokers: [b:1], topics: [t], instance_id: node-7}\n", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srcs := cfg.sourceList()
+	id := func(sc SourceConfig, data string) string {
+		t.Helper()
+		sc.stateDir = sourceStateDir(data, sc.Name)
+		kc, err := sc.kafkaConfig(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kc.InstanceID
+	}
+	a, again, other := id(srcs[0], "/data/a"), id(srcs[0], "/data/a"), id(srcs[0], "/data/b")
+	if a == "" || a != again || a == other || !strings.HasPrefix(a, "stele-shop-") {
+		t.Errorf("derived instance ids %q, %q (same dir), %q (other dir): want stable per data directory, distinct across them", a, again, other)
+	}
+	if got := id(srcs[1], "/data/a"); got != "node-7" {
+		t.Errorf("instance_id node-7 gave %q", got)
+	}
+}

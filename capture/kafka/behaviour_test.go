@@ -5,10 +5,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/stele/stele"
+	"github.com/stele/stele/capture"
 	"github.com/stele/stele/index"
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/record"
@@ -216,5 +221,90 @@ func TestBackbone(t *testing.T) {
 		if c := gi.Commits[u.items][p]; c.Offset != end {
 			t.Errorf("partition %d committed at %d, its end is %d", p, c.Offset, end)
 		}
+	}
+}
+
+// gateSink holds every append until the gate opens.
+type gateSink struct {
+	capture.Sink
+	open chan struct{}
+}
+
+func (g gateSink) Append(ctx context.Context, recs []*record.Record) ([]stele.Appended, error) {
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return g.Sink.Append(ctx, recs)
+}
+
+// TestLag: Stats reports the consumer lag (high watermark minus the
+// committed offset, in messages) while records wait for the log, and 0
+// with the committed offsets as the position once they are durable; the
+// per-partition figures add up to it.
+func TestLag(t *testing.T) {
+	b := startBroker(t)
+	topic := "lag.public.items"
+	if err := b.cluster().CreateTopic(topic, 2, nil); err != nil {
+		t.Fatal(err)
+	}
+	prod := b.producer(t)
+	produce := func(from, to int) {
+		t.Helper()
+		var recs []*kgo.Record
+		for i := from; i < to; i++ {
+			v := fmt.Sprintf(`{"before":null,"after":{"id":%d},"source":{"connector":"postgresql","db":"d","schema":"public","table":"items","ts_ms":1,"lsn":%d},"op":"c","ts_ms":1}`, i, 1000+i)
+			recs = append(recs, &kgo.Record{Topic: topic, Key: fmt.Appendf(nil, `{"id":%d}`, i), Value: []byte(v)})
+		}
+		if err := prod.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	produce(0, 20)
+	st := openStore(t)
+	sink := gateSink{Sink: st, open: make(chan struct{})}
+	src, err := New(Config{Name: "lag", Brokers: []string{b.addr()}, Topics: []string{topic},
+		SASL: SASL{Mechanism: "PLAIN", User: saslUser, Password: saslPass}, MinBackoff: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, sink) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	waitStats := func(what string, ok func(capture.Stats) bool) capture.Stats {
+		t.Helper()
+		deadline := time.Now().Add(msgTimeout)
+		for {
+			s := src.Stats()
+			if ok(s) {
+				return s
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("stats %+v (partitions %v), still not %s", s, src.PartitionLag(), what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitStats("lagging 20 messages while the log is held", func(s capture.Stats) bool { return s.LagBytes == 20 })
+	close(sink.open)
+	s := waitStats("caught up", func(s capture.Stats) bool { return s.LagBytes == 0 && st.Size() == 20 })
+	var ends []string
+	for _, p := range b.cluster().PartitionInfos(topic) {
+		ends = append(ends, fmt.Sprintf("%s/%d:%d", topic, p.Partition, p.HighWatermark))
+	}
+	if want := strings.Join(ends, " "); s.Position != want {
+		t.Errorf("position %q, want %q", s.Position, want)
+	}
+	produce(20, 26)
+	waitStats("caught up again", func(s capture.Stats) bool { return s.LagBytes == 0 && st.Size() == 26 })
+	if got := src.PartitionLag(); len(got) != 2 || got[topic+"/0"] != 0 || got[topic+"/1"] != 0 {
+		t.Errorf("partition lag %v, want both partitions at 0", got)
 	}
 }

@@ -34,6 +34,7 @@
 package kafka
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -41,7 +42,9 @@ import (
 	"log/slog"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -121,7 +124,14 @@ type Source struct {
 	cfg      Config
 	logger   *slog.Logger
 	progress capture.Progress
+
+	lagMu sync.Mutex
+	lag   map[tp]*partLag // partitions this process reads, across sessions
 }
+
+// partLag is one partition's consumer lag: its high watermark as the last
+// fetch answer gave it, and the group's committed offset.
+type partLag struct{ end, committed int64 }
 
 // New checks cfg and returns the source.
 func New(cfg Config) (*Source, error) {
@@ -158,14 +168,103 @@ func New(cfg Config) (*Source, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Source{cfg: cfg, logger: logger.With("source", cfg.Name)}, nil
+	return &Source{cfg: cfg, logger: logger.With("source", cfg.Name), lag: map[tp]*partLag{}}, nil
 }
 
 // Name implements capture.Source.
 func (s *Source) Name() string { return s.cfg.Name }
 
-// Stats returns the runtime's figures for the source.
-func (s *Source) Stats() capture.Stats { return s.progress.Snapshot() }
+// Stats returns the runtime's figures for the source: LagBytes is the
+// consumer lag in messages, summed over the partitions this process reads
+// (high watermark minus the group's committed offset), and Position their
+// committed offsets ("topic/partition:offset", in order).
+func (s *Source) Stats() capture.Stats {
+	var end, committed uint64
+	s.lagMu.Lock()
+	names := make([]tp, 0, len(s.lag))
+	for p, l := range s.lag {
+		end += uint64(max(l.end, l.committed))
+		committed += uint64(l.committed)
+		names = append(names, p)
+	}
+	s.lagMu.Unlock()
+	s.progress.Observe(end, committed)
+	st := s.progress.Snapshot()
+	slices.SortFunc(names, func(a, b tp) int {
+		return cmp.Or(strings.Compare(a.topic, b.topic), cmp.Compare(a.partition, b.partition))
+	})
+	var b strings.Builder
+	s.lagMu.Lock()
+	for i, p := range names {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s/%d:%d", p.topic, p.partition, s.lag[p].committed)
+	}
+	s.lagMu.Unlock()
+	st.Position = b.String()
+	return st
+}
+
+// PartitionLag is the consumer lag of each partition this process reads,
+// in messages, by "topic/partition" (the /metrics per-partition gauge).
+func (s *Source) PartitionLag() map[string]uint64 {
+	s.lagMu.Lock()
+	defer s.lagMu.Unlock()
+	out := make(map[string]uint64, len(s.lag))
+	for p, l := range s.lag {
+		out[p.topic+"/"+strconv.Itoa(int(p.partition))] = uint64(max(0, l.end-l.committed))
+	}
+	return out
+}
+
+// observeFetch notes each fetched partition's high watermark, and where
+// reading it started as its committed offset until this process commits.
+func (s *Source) observeFetch(fetches kgo.Fetches) {
+	s.lagMu.Lock()
+	defer s.lagMu.Unlock()
+	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		k := tp{p.Topic, p.Partition}
+		l := s.lag[k]
+		if l == nil {
+			l = &partLag{committed: -1}
+			s.lag[k] = l
+		}
+		if p.HighWatermark > 0 {
+			l.end = p.HighWatermark
+		}
+		if l.committed < 0 {
+			l.committed = 0
+			if len(p.Records) > 0 {
+				l.committed = p.Records[0].Offset
+			}
+		}
+	})
+}
+
+// observeCommit notes offsets the group accepted.
+func (s *Source) observeCommit(pos offsets) {
+	s.lagMu.Lock()
+	defer s.lagMu.Unlock()
+	for topic, ps := range pos {
+		for p, eo := range ps {
+			if l := s.lag[tp{topic, p}]; l != nil && eo.Offset > l.committed {
+				l.committed = eo.Offset
+			}
+		}
+	}
+}
+
+// forget drops partitions another member reads now.
+func (s *Source) forget(parts map[string][]int32) {
+	s.lagMu.Lock()
+	defer s.lagMu.Unlock()
+	for t, ps := range parts {
+		for _, p := range ps {
+			delete(s.lag, tp{t, p})
+		}
+	}
+}
 
 // Run implements capture.Source.
 func (s *Source) Run(ctx context.Context, sink capture.Sink) error {
@@ -364,6 +463,7 @@ func (s *Source) classify(err error) error {
 // handle decodes one poll's records and submits them with the offsets now
 // committable.
 func (x *session) handle(ctx context.Context, fetches kgo.Fetches) error {
+	x.src.observeFetch(fetches)
 	x.msgs = x.msgs[:0]
 	fetches.EachRecord(func(m *kgo.Record) { x.msgs = append(x.msgs, m) })
 	evs := x.decodeAll(x.msgs)
@@ -570,6 +670,9 @@ func (x *session) commit(ctx context.Context, pos offsets) error {
 			}
 		}
 	})
+	if cerr == nil {
+		x.src.observeCommit(pos)
+	}
 	if cerr != nil {
 		// The records are durable; a commit lost to a rebalance only
 		// means they are read again, and their ids store them once.
@@ -579,16 +682,16 @@ func (x *session) commit(ctx context.Context, pos offsets) error {
 }
 
 func (x *session) revoked(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
-	x.release(lost, true)
+	x.release(lost)
 }
 
 func (x *session) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
-	x.release(lost, false)
+	x.release(lost)
 }
 
 // release makes everything handled durable (and, when the partitions are
 // still ours, committed) before the group hands them to another member.
-func (x *session) release(parts map[string][]int32, owned bool) {
+func (x *session) release(parts map[string][]int32) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := x.ack.Drain(ctx); err != nil {
@@ -602,10 +705,10 @@ func (x *session) release(parts map[string][]int32, owned bool) {
 			delete(x.sent, tp{t, p})
 		}
 	}
+	x.src.forget(parts)
 	// The cuts need every partition of a transaction; without the
 	// revoked ones the session cannot keep them consistent.
 	if (x.asm.Pending() > 0 || len(x.spans) > 0) && len(parts) > 0 {
 		x.restart = errRevokedIncomplete
 	}
-	_ = owned
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/stele/stele"
 	"github.com/stele/stele/capture"
+	"github.com/stele/stele/capture/debezium/dbztest"
 	"github.com/stele/stele/index"
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/record"
@@ -131,43 +132,43 @@ func TestBackbone(t *testing.T) {
 		}
 	}
 	// A snapshot row: no transaction block.
-	u.lsn += 8
-	snap := mustJSON(map[string]any{"before": nil, "after": image(1, "snap"), "op": "r",
-		"source": u.source("items", u.txid, u.lsn), "ts_ms": 1})
-	send([]msg{{topic: u.items, key: mustJSON(map[string]any{"id": 1}), value: snap}})
+	u.LSN += 8
+	snap := dbztest.MustJSON(map[string]any{"before": nil, "after": dbztest.Image(1, "snap"), "op": "r",
+		"source": u.SourceBlock("items", u.LSN), "ts_ms": 1})
+	send([]msg{{Topic: u.items, Key: dbztest.MustJSON(map[string]any{"id": 1}), Value: snap}})
 	a := runSource(t, cfg, st)
 	// One transaction over two tables.
-	send(u.transaction("items", []map[string]any{
-		{"before": nil, "after": image(2, "two"), "op": "c"},
+	send(u.Transaction("items", []map[string]any{
+		{"before": nil, "after": dbztest.Image(2, "two"), "op": "c"},
 	}, []any{map[string]any{"id": 2}}))
-	multi := u.transaction("items", []map[string]any{
-		{"before": nil, "after": image(3, "three"), "op": "c"},
+	multi := u.Transaction("items", []map[string]any{
+		{"before": nil, "after": dbztest.Image(3, "three"), "op": "c"},
 		{"before": nil, "after": map[string]any{"id": 10, "item": 3}, "op": "c"},
-		{"before": image(2, "two"), "after": image(2, "deux"), "op": "u"},
+		{"before": dbztest.Image(2, "two"), "after": dbztest.Image(2, "deux"), "op": "u"},
 	}, []any{map[string]any{"id": 3}, map[string]any{"id": 10}, map[string]any{"id": 2}})
 	// The second event belongs to the orders table: Debezium writes it to
 	// that table's topic with that table in its source block.
 	var ev map[string]any
-	_ = json.Unmarshal(multi[2].value, &ev)
+	_ = json.Unmarshal(multi[2].Value, &ev)
 	ev["source"].(map[string]any)["table"] = "orders"
-	multi[2].topic, multi[2].value = "bb.public.orders", mustJSON(ev)
+	multi[2].Topic, multi[2].Value = "bb.public.orders", dbztest.MustJSON(ev)
 	send(multi)
 	waitRecords(t, st, 5)
 	// A second member joins: a rebalance.
 	bStop := runSource(t, cfg, st)
-	del := u.transaction("items", []map[string]any{{"before": image(3, "three"), "after": nil, "op": "d"}}, []any{map[string]any{"id": 3}})
-	del = append(del[:2:2], msg{topic: u.items, key: del[1].key}, del[2])
+	del := u.Transaction("items", []map[string]any{{"before": dbztest.Image(3, "three"), "after": nil, "op": "d"}}, []any{map[string]any{"id": 3}})
+	del = append(del[:2:2], msg{Topic: u.items, Key: del[1].Key}, del[2])
 	send(del)
 	// Debezium re-sends a change after its own crash: the same event
 	// again, later in the topic.
 	send([]msg{sent[len(sent)-3]})
 	// Not a Debezium event.
-	send([]msg{{topic: u.items, key: []byte(`{"id":99}`), value: []byte(`{"op":"c","after":{"id":99}`)}})
-	send(u.transaction("items", []map[string]any{{"before": nil, "after": image(4, "four"), "op": "c"}}, []any{map[string]any{"id": 4}}))
+	send([]msg{{Topic: u.items, Key: []byte(`{"id":99}`), Value: []byte(`{"op":"c","after":{"id":99}`)}})
+	send(u.Transaction("items", []map[string]any{{"before": nil, "after": dbztest.Image(4, "four"), "op": "c"}}, []any{map[string]any{"id": 4}}))
 	waitRecords(t, st, 7)
 	// The first member leaves: another rebalance.
 	a()
-	send(u.transaction("items", []map[string]any{{"before": image(4, "four"), "after": image(4, "vier"), "op": "u"}}, []any{map[string]any{"id": 4}}))
+	send(u.Transaction("items", []map[string]any{{"before": dbztest.Image(4, "four"), "after": dbztest.Image(4, "vier"), "op": "u"}}, []any{map[string]any{"id": 4}}))
 	waitRecords(t, st, 8)
 	time.Sleep(200 * time.Millisecond) // anything stored twice would show now
 	bStop()

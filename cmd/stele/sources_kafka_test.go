@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestConfigKafkaSources(t *testing.T) {
@@ -53,7 +54,7 @@ func TestConfigKafkaSourceErrors(t *testing.T) {
 }
 
 func TestConfigNATSSources(t *testing.T) {
-	cfg, err := loadTest(t, "data: /tmp/x\nsources:\n  - name: shop\n    nats: {url: 'nats://n:4222', stream: DBZ, subjects: [dbserver1.>], tx_subject: dbserver1.transaction}\n", nil)
+	cfg, err := loadTest(t, "data: /tmp/x\nsources:\n  - name: shop\n    nats: {url: 'nats://n:4222', stream: DBZ, subjects: [dbserver1.>], tx_subject: dbserver1.transaction, ack_wait: 10s}\n", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +63,7 @@ func TestConfigNATSSources(t *testing.T) {
 		t.Fatalf("sources %+v", got)
 	}
 	nc := got[0].natsConfig(nil)
-	if nc.URL != "nats://n:4222" || nc.Stream != "DBZ" || nc.TxSubject != "dbserver1.transaction" || len(nc.Subjects) != 1 {
+	if nc.URL != "nats://n:4222" || nc.Stream != "DBZ" || nc.TxSubject != "dbserver1.transaction" || len(nc.Subjects) != 1 || nc.AckWait != 10*time.Second {
 		t.Errorf("nats config %+v", nc)
 	}
 	if _, err := loadTest(t, "data: /tmp/x\nsources:\n  - name: s\n    nats: {url: 'nats://n:4222'}\n", nil); err == nil || !strings.Contains(err.Error(), "stream:") {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -25,6 +26,7 @@ import (
 //	      outbox_table: public.outbox      # outbox rows → event records, cause of their transaction
 //	      user: stele                      # or token:
 //	      password: secret                 # or STELE_NATS_PASSWORD
+//	      ack_wait: 30s                    # how soon the server redelivers an unacked message (default 30s)
 type NATSSourceConfig struct {
 	URL         string
 	Stream      string
@@ -35,9 +37,10 @@ type NATSSourceConfig struct {
 	User        string
 	Password    string
 	Token       string
+	AckWait     time.Duration
 }
 
-var natsKeys = []string{"url", "stream", "subjects", "durable", "tx_subject", "outbox_table", "user", "password", "token"}
+var natsKeys = []string{"url", "stream", "subjects", "durable", "tx_subject", "outbox_table", "user", "password", "token", "ack_wait"}
 
 func parseNATSKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
 	if sc.NATS == nil {
@@ -69,6 +72,12 @@ func parseNATSKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
 		nc.Password = val.Value
 	case "token":
 		nc.Token = val.Value
+	case "ack_wait":
+		d, err := time.ParseDuration(val.Value)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("%s: ack_wait: %q is not a duration such as 30s", where, val.Value)
+		}
+		nc.AckWait = d
 	}
 	return nil
 }
@@ -93,7 +102,7 @@ func (sc SourceConfig) natsConfig(logger *slog.Logger) nats.Config {
 		nc = &NATSSourceConfig{}
 	}
 	cfg := nats.Config{Name: sc.Name, URL: nc.URL, Stream: nc.Stream, Subjects: nc.Subjects, Durable: nc.Durable,
-		TxSubject: nc.TxSubject, OutboxTable: nc.OutboxTable, User: nc.User, Password: nc.Password, Token: nc.Token, DeadLetter: sc.park, Logger: logger}
+		TxSubject: nc.TxSubject, OutboxTable: nc.OutboxTable, User: nc.User, Password: nc.Password, Token: nc.Token, AckWait: nc.AckWait, DeadLetter: sc.park, Logger: logger}
 	if cfg.Password == "" {
 		cfg.Password = os.Getenv("STELE_NATS_PASSWORD")
 	}

@@ -66,6 +66,14 @@ type Options struct {
 	// FS is the file system the store works in (default the operating
 	// system's); tests pass a vfs.ErrorFS to inject disk faults.
 	FS vfs.FS
+
+	// Replicas is the replication of the bucket OpenKV creates (3 in a
+	// cluster; 0 means 1). Only OpenKV reads it.
+	Replicas int
+	// StaleAfter bounds how long OpenKV's store serves keys after it last
+	// confirmed it knows every key destroyed in the cluster (0 means
+	// DefaultStaleAfter). Only OpenKV reads it.
+	StaleAfter time.Duration
 }
 
 const (

@@ -20,10 +20,23 @@ import (
 	"github.com/stele/stele/sysrecord"
 )
 
+// keyStore is a keystore the server runs on: the file store in the data
+// directory, or the KV bucket a cluster shares (keystore.OpenKV).
+type keyStore interface {
+	privacy.Keys
+	Close() error
+}
+
+// Both backends serve the server the same way.
+var (
+	_ keyStore = (*keystore.Store)(nil)
+	_ keyStore = (*keystore.KVStore)(nil)
+)
+
 // privacyStack is the keystore, the schema registry and the guard that
 // seals with them.
 type privacyStack struct {
-	keys    *keystore.Store
+	keys    keyStore
 	schemas *schema.Registry
 	guard   *privacy.Guard
 }

@@ -668,7 +668,7 @@ func (s *KVStore) clearName(ctx context.Context, nkey string, rev uint64) {
 
 // isCASConflict reports a lost compare-and-set: the key exists, or its
 // revision moved. Replicated streams answer with another error code than
-// R1 ones, and nats.go maps only some paths to its sentinels.
+// R1 ones, and the client maps only some paths to its sentinels.
 func isCASConflict(err error) bool {
 	if errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
 		return true

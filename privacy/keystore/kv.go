@@ -1,7 +1,6 @@
 package keystore
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -118,14 +117,7 @@ func OpenKV(ctx context.Context, js jetstream.JetStream, bucket string, master M
 	if bucket == "" {
 		return nil, errors.New("keystore: open KV: bucket is empty; want a bucket name such as STELE_KEYS")
 	}
-	logger := opts.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	cacheSize := opts.CacheSize
-	if cacheSize == 0 {
-		cacheSize = DefaultCacheSize
-	}
+	logger, cacheSize := opts.defaults()
 	replicas := max(opts.Replicas, 1)
 	stale := opts.StaleAfter
 	if stale <= 0 {
@@ -249,16 +241,11 @@ func createBucket(ctx context.Context, js jetstream.JetStream, bucket string, re
 }
 
 func (s *KVStore) checkMaster(ctx context.Context) error {
-	canary := make([]byte, len(canaryPrefix)+16)
-	copy(canary, canaryPrefix)
-	if _, err := rand.Read(canary[len(canaryPrefix):]); err != nil {
-		return err
-	}
-	wrapped, err := s.master.Wrap(ctx, canary)
+	mb, err := masterBody(ctx, s.master)
 	if err != nil {
-		return fmt.Errorf("keystore: open KV: wrap canary under %s: %w", s.master.ID(), err)
+		return fmt.Errorf("keystore: open KV: %w", err)
 	}
-	_, err = s.kv.Create(ctx, kvMasterKey, appendMasterBody(nil, s.master.ID(), wrapped))
+	_, err = s.kv.Create(ctx, kvMasterKey, mb)
 	if err == nil {
 		return nil
 	}
@@ -269,19 +256,8 @@ func (s *KVStore) checkMaster(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("keystore: open KV: read the master canary: %w", err)
 	}
-	id, wrapped, err := decodeMaster(e.Value())
-	if err != nil {
-		return fmt.Errorf("keystore: open KV: master canary: %v: %w", err, ErrCorrupt)
-	}
-	if id != s.master.ID() {
-		return fmt.Errorf("keystore: open KV: bucket is wrapped under master %s, but master %s was given: %w", id, s.master.ID(), ErrWrongMaster)
-	}
-	pt, err := s.master.Unwrap(ctx, wrapped)
-	if err != nil {
-		return fmt.Errorf("keystore: open KV: master %s cannot unwrap the bucket's canary: %w", id, errors.Join(ErrWrongMaster, err))
-	}
-	if !bytes.HasPrefix(pt, []byte(canaryPrefix)) {
-		return fmt.Errorf("keystore: open KV: master %s unwrapped the canary to unexpected bytes: %w", id, ErrWrongMaster)
+	if err := checkMasterBody(ctx, s.master, e.Value()); err != nil {
+		return fmt.Errorf("keystore: open KV: %w", err)
 	}
 	return nil
 }
@@ -589,16 +565,8 @@ func (s *KVStore) GetOrCreate(ctx context.Context, kind Kind, name string) (kid 
 		if _, err := rand.Read(e.kid[:]); err != nil {
 			return "", nil, fmt.Errorf("keystore: create %s key: kid: %w", kind, err)
 		}
-		key = make([]byte, KeySize)
-		if _, err := rand.Read(key); err != nil {
-			return "", nil, fmt.Errorf("keystore: create %s key: %w", kind, err)
-		}
-		plain := wrapPlain(e, key)
-		e.wrapped, err = master.Wrap(ctx, plain)
-		clear(plain)
-		if err != nil {
-			clear(key)
-			return "", nil, fmt.Errorf("keystore: create %s key: wrap under %s: %w", kind, master.ID(), err)
+		if key, err = newKey(ctx, master, e); err != nil {
+			return "", nil, err
 		}
 		kidText := formatKid(e.kid)
 		// The entry first, then the claim: a claimed name always has its
@@ -724,19 +692,10 @@ func (s *KVStore) key(ctx context.Context, k kidT) ([]byte, error) {
 		}
 		ent = kvEntry{e: e, rev: v.Revision()}
 	}
-	if ent.e.masterID != master.ID() {
-		return nil, fmt.Errorf("keystore: kid %s is wrapped under master %s, store has %s: %w", k, ent.e.masterID, master.ID(), ErrWrongMaster)
-	}
-	plain, err := master.Unwrap(ctx, ent.e.wrapped)
+	key, err := unwrapKey(ctx, master, ent.e)
 	if err != nil {
-		return nil, fmt.Errorf("keystore: kid %s: %w", k, err)
+		return nil, err
 	}
-	defer clear(plain)
-	inner, err := keyFromPlain(ent.e, plain)
-	if err != nil {
-		return nil, fmt.Errorf("keystore: %w", err)
-	}
-	key := append([]byte(nil), inner...)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, dead := s.destroyed[k]; dead {
@@ -874,14 +833,7 @@ func (s *KVStore) scrubDestroyed(ctx context.Context) {
 func (s *KVStore) Names(kind Kind) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	var out []string
-	for nk := range s.names {
-		if nk.kind == kind {
-			out = append(out, nk.name)
-		}
-	}
-	slices.Sort(out)
-	return out
+	return namesOf(s.names, kind)
 }
 
 // Len is the number of live keys this node knows.

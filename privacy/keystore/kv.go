@@ -316,7 +316,7 @@ func (s *KVStore) apply(e jetstream.KeyValueEntry) {
 			break
 		}
 		k, ok := parseKid(string(e.Value()))
-		if put && ok {
+		if _, dead := s.destroyed[k]; put && ok && !dead {
 			s.names[nk] = k
 		} else if !put {
 			delete(s.names, nk)
@@ -537,6 +537,13 @@ func (s *KVStore) GetOrCreate(ctx context.Context, kind Kind, name string) (kid 
 		if known {
 			key, err := s.key(ctx, k)
 			if errors.Is(err, ErrDestroyed) {
+				// Ask the bucket next time round, which also clears a
+				// claim a cut-short Destroy left behind.
+				s.mu.Lock()
+				if s.names[nk] == k {
+					delete(s.names, nk)
+				}
+				s.mu.Unlock()
 				continue
 			}
 			return formatKid(k), key, err

@@ -274,3 +274,42 @@ func TestKVStaleWhenServersGone(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// A Destroy cut short after its tombstone (the node died) leaves the entry
+// and the name claim in the bucket: the key is not served, the next open
+// erases the entry, and the name gets a new generation.
+func TestKVDestroyCutShortIsFinished(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := natstest.StartT(t, 1)
+	js := connectJS(t, c.URL(0))
+	m := testMaster(t, 1)
+	s := openKVT(t, js, m, Options{})
+	kid, _, err := s.GetOrCreate(ctx, KindSubject, "subject-9")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	kv, err := js.KeyValue(ctx, "KEYS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Create(ctx, kvTombPfx+kid, []byte{formatVersion}); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openKVT(t, js, m, Options{})
+	if _, err := s.Key(ctx, kid); !errors.Is(err, ErrDestroyed) {
+		t.Fatalf("tombstoned key: %v, want ErrDestroyed", err)
+	}
+	if _, err := kv.Get(ctx, kvKeyPrefix+kid); !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("the entry of a tombstoned kid survived the open: %v", err)
+	}
+	nkid, _, err := s.GetOrCreate(ctx, KindSubject, "subject-9")
+	if err != nil || nkid == kid {
+		t.Fatalf("after a cut-short destroy: %s %v, want a new generation", nkid, err)
+	}
+	if n := s.Names(KindSubject); len(n) != 1 {
+		t.Fatalf("Names: %v", n)
+	}
+}

@@ -9,9 +9,11 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -641,6 +643,15 @@ func (s *KVStore) clearName(ctx context.Context, nkey string, rev uint64) {
 	}
 }
 
+// isGone reports that a message to delete no longer exists: erased by an
+// earlier attempt or by the creator that lost a race. The client flattens
+// the server's error into text (ErrMsgDeleteUnsuccessful: "...
+// err_code=10043 ..."), so the code is read from there.
+func isGone(err error) bool {
+	return errors.Is(err, jetstream.ErrMsgNotFound) ||
+		(errors.Is(err, jetstream.ErrMsgDeleteUnsuccessful) && strings.Contains(err.Error(), "err_code=10043"))
+}
+
 // isCASConflict reports a lost compare-and-set: the key exists, or its
 // revision moved. Replicated streams answer with another error code than
 // R1 ones, and the client maps only some paths to its sentinels.
@@ -806,7 +817,7 @@ func (s *KVStore) eraseEntry(ctx context.Context, k kidT, rev uint64) error {
 		if err != nil {
 			return fmt.Errorf("erase kid %s: %w", k, err)
 		}
-		if err := st.SecureDeleteMsg(ctx, rev); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		if err := st.SecureDeleteMsg(ctx, rev); err != nil && !isGone(err) {
 			return fmt.Errorf("erase kid %s: secure delete of message %d: %w", k, rev, err)
 		}
 	}
@@ -868,10 +879,10 @@ func (s *KVStore) Close() error {
 	s.closed = true
 	s.cache.clearAll()
 	s.mu.Unlock()
-	s.cancel()
 	err := s.watcher.Stop()
+	s.cancel()
 	<-s.done
-	if err != nil && !errors.Is(err, context.Canceled) {
+	if err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, nats.ErrBadSubscription) {
 		return fmt.Errorf("keystore: close KV: %w", err)
 	}
 	return nil

@@ -141,18 +141,36 @@ func keyErr(err error) error {
 func (g *Guard) Unseal(ctx context.Context, r *record.Record) error {
 	var first error
 	for _, side := range sides(r) {
-		if !bytes.Contains(*side.img, sealedMarker) {
-			continue
-		}
-		out, err := walkEnvelopes(nil, *side.img, side.name, func(path string, e envelope, raw jsontext.Value) []byte {
-			pt, err := g.open(ctx, r.ID, path, e)
-			if err != nil {
-				if first == nil {
-					first = &FieldError{RecordID: r.ID, Field: path, Err: err}
+		img := *side.img
+		if bytes.Contains(img, sealedMarker) {
+			out, err := walkEnvelopes(nil, img, side.name, func(path string, e envelope, raw jsontext.Value) []byte {
+				pt, err := g.open(ctx, r.ID, path, e)
+				if err != nil {
+					if first == nil {
+						first = &FieldError{RecordID: r.ID, Field: path, Err: err}
+					}
+					return raw
 				}
-				return raw
+				return pt
+			})
+			if err != nil {
+				return &FieldError{RecordID: r.ID, Field: side.name, Err: err}
 			}
-			return pt
+			if first != nil {
+				return first
+			}
+			img = out
+		}
+		out, _, err := g.revealCompact(ctx, r.ID, side.name, img, func(e *compactEnvelope) bool {
+			if e.err != nil && first == nil {
+				first = &FieldError{RecordID: r.ID, Field: imagePath(side.name, e.paths[0]), Err: e.err}
+			}
+			return false
+		}, func(e *compactEnvelope, j int) []byte {
+			if e.err != nil {
+				return []byte("null")
+			}
+			return e.values[j]
 		})
 		if err != nil {
 			return &FieldError{RecordID: r.ID, Field: side.name, Err: err}
@@ -182,31 +200,53 @@ func sides(r *record.Record) []side {
 // logged, never revealed.
 func (g *Guard) Reveal(ctx context.Context, role auth.Role, r *record.Record) (clear int, err error) {
 	var masks *plan
-	for _, side := range sides(r) {
-		if !bytes.Contains(*side.img, sealedMarker) {
-			continue
+	failed := func(path string, err error) []byte {
+		if errors.Is(err, ErrKeyGone) {
+			return []byte(erasedValue)
 		}
-		out, err := walkEnvelopes(nil, *side.img, side.name, func(path string, e envelope, raw jsontext.Value) []byte {
-			pt, err := g.open(ctx, r.ID, path, e)
-			switch {
-			case errors.Is(err, ErrKeyGone):
-				return []byte(erasedValue)
-			case err != nil:
-				g.log.Warn("a sealed field failed to open", "record", r.ID, "field", path, "err", err)
-				return []byte(unreadableValue)
+		g.log.Warn("a sealed field failed to open", "record", r.ID, "field", path, "err", err)
+		return []byte(unreadableValue)
+	}
+	shown := func(image string, path []string, pt []byte) []byte {
+		switch {
+		case role.SeesClear():
+			clear++
+			return pt
+		case role == auth.RoleAnalyst:
+			if masks == nil {
+				masks = g.recordPlan(r)
 			}
-			switch {
-			case role.SeesClear():
-				clear++
-				return pt
-			case role == auth.RoleAnalyst:
-				if masks == nil {
-					masks = g.recordPlan(r)
+			return maskPath(masks, path, pt)
+		}
+		return nil // not reached: services keep the envelope
+	}
+	for _, side := range sides(r) {
+		img := *side.img
+		if bytes.Contains(img, sealedMarker) {
+			out, err := walkEnvelopes(nil, img, side.name, func(path string, e envelope, raw jsontext.Value) []byte {
+				pt, err := g.open(ctx, r.ID, path, e)
+				if err != nil {
+					return failed(path, err)
 				}
-				return mask(masks, path, pt)
-			default:
-				return raw
+				if !role.SeesClear() && role != auth.RoleAnalyst {
+					return raw
+				}
+				_, rest, _ := strings.Cut(path, ".")
+				return shown(side.name, strings.Split(rest, "."), pt)
+			})
+			if err != nil {
+				return clear, &FieldError{RecordID: r.ID, Field: side.name, Err: err}
 			}
+			img = out
+		}
+		out, _, err := g.revealCompact(ctx, r.ID, side.name, img, func(e *compactEnvelope) bool {
+			// Services see an envelope as stored, until its key is gone.
+			return e.err == nil && !role.SeesClear() && role != auth.RoleAnalyst
+		}, func(e *compactEnvelope, j int) []byte {
+			if e.err != nil {
+				return failed(imagePath(side.name, e.paths[j]), e.err)
+			}
+			return shown(side.name, e.paths[j], e.values[j])
 		})
 		if err != nil {
 			return clear, &FieldError{RecordID: r.ID, Field: side.name, Err: err}
@@ -232,13 +272,13 @@ func (g *Guard) recordPlan(r *record.Record) *plan {
 	return g.plan(sch)
 }
 
-// mask renders a clear value as an analyst sees it.
-func mask(p *plan, path string, pt []byte) []byte {
+// maskPath renders a clear value as an analyst sees it; path is the
+// field's path in its image.
+func maskPath(p *plan, path []string, pt []byte) []byte {
 	how := schema.MaskStars
 	if p != nil {
-		_, rest, _ := strings.Cut(path, ".")
 		n := p.root
-		for _, part := range strings.Split(rest, ".") {
+		for _, part := range path {
 			if n = n.children[part]; n == nil {
 				break
 			}

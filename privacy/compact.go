@@ -375,18 +375,18 @@ func lastNonSpace(b []byte, start int) byte {
 // dst[start:] where canonical order puts it.
 func insertTopMember(dst []byte, start int, member []byte) ([]byte, error) {
 	obj := dst[start:]
-	name := jsonscan.Unquote(member[:bytes.IndexByte(member[1:], '"')+2])
+	name := member[1 : bytes.IndexByte(member[1:], '"')+1] // a name with no escapes
 	at := -1
 	open := jsonscan.Space(obj, 0)
 	// Most images' first member sorts after "$pii": then no walk is needed.
 	if first := jsonscan.Space(obj, open+1); first < len(obj) && obj[first] == '"' {
-		if end, _, err := jsonscan.Str(obj, first); err == nil && canonicalLess(name, jsonscan.Unquote(obj[first:end])) {
+		if end, escaped, err := jsonscan.Str(obj, first); err == nil && !escaped && canonicalLess(string(name), string(obj[first+1:end-1])) {
 			at = first
 		}
 	}
 	if at < 0 {
 		_, err := jsonscan.Members(obj, open, 0, func(lit []byte, v int) (int, error) {
-			if at < 0 && canonicalLess(name, jsonscan.Unquote(lit)) {
+			if at < 0 && canonicalLess(string(name), jsonscan.Unquote(lit)) {
 				at = cap(obj) - cap(lit) // lit is a subslice of obj
 			}
 			return jsonscan.Skip(obj, v, 1)
@@ -395,20 +395,25 @@ func insertTopMember(dst []byte, start int, member []byte) ([]byte, error) {
 			return nil, fmt.Errorf("privacy: seal: %w", err)
 		}
 	}
-	var sep []byte
+	var pre, post []byte
 	switch {
 	case at >= 0:
-		sep = []byte{','}
+		post = []byte{','}
 	default:
 		// After the last member, or into an empty object.
 		at = bytes.LastIndexByte(obj, '}')
 		if lastNonSpace(obj[:at], 0) != '{' {
-			member = append([]byte{','}, member...)
+			pre = []byte{','}
 		}
 	}
-	tail := slices.Clone(obj[at:])
-	dst = append(append(dst[:start+at], member...), sep...)
-	return append(dst, tail...), nil
+	n := len(pre) + len(member) + len(post)
+	at += start
+	dst = slices.Grow(dst, n)[:len(dst)+n]
+	copy(dst[at+n:], dst[at:len(dst)-n])
+	copy(dst[at:], pre)
+	copy(dst[at+len(pre):], member)
+	copy(dst[at+len(pre)+len(member):], post)
+	return dst, nil
 }
 
 // compactEnvelope is one envelope read from an image.

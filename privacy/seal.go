@@ -270,18 +270,18 @@ type sealing struct {
 	source  record.Source
 	subject string
 
-	sides   [numSides]finder
-	groups  []groupKeys
-	spans   []span // the sealed values of the image being sealed
+	sides  [numSides]finder
+	groups []groupKeys
+	spans  []span // the sealed values of the image being sealed
 	// groupLeaves, envs and member are sealSide's buffers.
 	groupLeaves []leaf
 	envs        []envelopeOut
 	member      []byte
-	random  []byte // nonce material not used yet
-	tokens  []byte // where blind tokens go
-	ct      []byte
-	aad     []byte
-	scratch []byte
+	random      []byte // nonce material not used yet
+	tokens      []byte // where blind tokens go
+	ct          []byte
+	aad         []byte
+	scratch     []byte
 	// subjectSide is the side subjectValue last found a value in.
 	subjectSide int
 }

@@ -20,8 +20,8 @@ import (
 )
 
 // TestFormat1RecordsStayReadable opens a data directory written by the
-// Stele before the compact form (testdata/format1, made by
-// genfixture.go.txt at commit aab27f6: four records with per-field
+// Stele before the compact form (testdata/format1, made at commit aab27f6
+// by the program kept beside it as generator.txt: four records with per-field
 // {"$sealed":…} envelopes, subjects 7 and 8), reads it by role, appends
 // compact records beside it, erases subject 7, and verifies the log
 // before and after.

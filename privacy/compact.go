@@ -504,20 +504,7 @@ func (g *Guard) compactAEAD(ctx context.Context, kids []byte) (cipher.AEAD, erro
 	kid := kidText.AppendEncode(buf[:0], kids[:kidLen])
 	kid = append(kid, '.')
 	kid = kidText.AppendEncode(kid, kids[kidLen:])
-	if a, ok := g.aeads.get(kid); ok {
-		return a, nil
-	}
-	skid, pkid := string(kid[:kidTextLen]), string(kid[kidTextLen+1:])
-	seen := g.epoch.Load()
-	skey, err := g.keys.Key(ctx, skid)
-	if err != nil {
-		return nil, keyErr(err)
-	}
-	pkey, err := g.keys.Key(ctx, pkid)
-	if err != nil {
-		return nil, keyErr(err)
-	}
-	return g.aead(string(kid), skey, pkey, seen)
+	return g.pairAEAD(ctx, kid)
 }
 
 // insertion is a value to put back at a path of an image.

@@ -3,6 +3,7 @@ package privacy
 import (
 	"bytes"
 	"context"
+	"crypto/cipher"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -98,24 +99,9 @@ func walkEnvelopes(dst []byte, img jsontext.Value, path string, fn func(path str
 // open decrypts one envelope found at path of record id.
 func (g *Guard) open(ctx context.Context, recordID, path string, e envelope) ([]byte, error) {
 	var kid [80]byte // "<skid>.<pkid>" fits, in either kid form: no allocation per field read
-	aead, ok := g.aeads.get(append(kid[:0], e.kid...))
-	if !ok {
-		skid, pkid, found := strings.Cut(e.kid, ".")
-		if !found {
-			return nil, ErrBadEnvelope
-		}
-		seen := g.epoch.Load()
-		skey, err := g.keys.Key(ctx, skid)
-		if err != nil {
-			return nil, keyErr(err)
-		}
-		pkey, err := g.keys.Key(ctx, pkid)
-		if err != nil {
-			return nil, keyErr(err)
-		}
-		if aead, err = g.aead(e.kid, skey, pkey, seen); err != nil {
-			return nil, err
-		}
+	aead, err := g.pairAEAD(ctx, append(kid[:0], e.kid...))
+	if err != nil {
+		return nil, err
 	}
 	if len(e.ct) < aead.NonceSize()+aead.Overhead() {
 		return nil, ErrBadEnvelope
@@ -126,6 +112,28 @@ func (g *Guard) open(ctx context.Context, recordID, path string, e envelope) ([]
 		return nil, ErrTampered
 	}
 	return pt, nil
+}
+
+// pairAEAD is the field AEAD of kid ("<skid>.<pkid>"), from the cache or
+// derived from the two keys.
+func (g *Guard) pairAEAD(ctx context.Context, kid []byte) (cipher.AEAD, error) {
+	if a, ok := g.aeads.get(kid); ok {
+		return a, nil
+	}
+	skid, pkid, found := strings.Cut(string(kid), ".")
+	if !found {
+		return nil, ErrBadEnvelope
+	}
+	seen := g.epoch.Load()
+	skey, err := g.keys.Key(ctx, skid)
+	if err != nil {
+		return nil, keyErr(err)
+	}
+	pkey, err := g.keys.Key(ctx, pkid)
+	if err != nil {
+		return nil, keyErr(err)
+	}
+	return g.aead(string(kid), skey, pkey, seen)
 }
 
 func keyErr(err error) error {
@@ -207,7 +215,7 @@ func (g *Guard) Reveal(ctx context.Context, role auth.Role, r *record.Record) (c
 		g.log.Warn("a sealed field failed to open", "record", r.ID, "field", path, "err", err)
 		return []byte(unreadableValue)
 	}
-	shown := func(image string, path []string, pt []byte) []byte {
+	shown := func(path []string, pt []byte) []byte {
 		switch {
 		case role.SeesClear():
 			clear++
@@ -232,7 +240,7 @@ func (g *Guard) Reveal(ctx context.Context, role auth.Role, r *record.Record) (c
 					return raw
 				}
 				_, rest, _ := strings.Cut(path, ".")
-				return shown(side.name, strings.Split(rest, "."), pt)
+				return shown(strings.Split(rest, "."), pt)
 			})
 			if err != nil {
 				return clear, &FieldError{RecordID: r.ID, Field: side.name, Err: err}
@@ -246,7 +254,7 @@ func (g *Guard) Reveal(ctx context.Context, role auth.Role, r *record.Record) (c
 			if e.err != nil {
 				return failed(imagePath(side.name, e.paths[j]), e.err)
 			}
-			return shown(side.name, e.paths[j], e.values[j])
+			return shown(e.paths[j], e.values[j])
 		})
 		if err != nil {
 			return clear, &FieldError{RecordID: r.ID, Field: side.name, Err: err}

@@ -41,7 +41,7 @@ func TestRunSmall(t *testing.T) {
 	if h := res.HTTP; h == nil || h.HTTP1Sec <= 0 || h.HTTP4Sec <= 0 || h.InProcess1Sec <= 0 || h.InProcess4Sec <= 0 {
 		t.Errorf("HTTP ingest results %+v", res.HTTP)
 	}
-	want := []string{"HTTP ingest, 1 producer", "HTTP ingest, 4 producers", "3 PII fields sealed", "the same records unsealed", "schema validated only", "erase one subject", "named by 3000 sealed records", "capture PostgreSQL → log", "peak RSS"}
+	want := []string{"HTTP ingest, 1 producer", "HTTP ingest, 4 producers", "3 PII fields sealed", "the same records unsealed", "sealed record size", "schema validated only", "erase one subject", "named by 3000 sealed records", "capture PostgreSQL → log", "peak RSS"}
 	if res.Capture == nil {
 		t.Logf("capture skipped: %s", res.CaptureSkipped)
 		want = append(want, "skipped: ")

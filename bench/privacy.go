@@ -93,7 +93,11 @@ func (p *privacyLayer) close() { p.keys.Close() }
 // piiRates are the durable rates of appending the same PII records to a
 // log without its index: with no sealer, through the Guard with a schema
 // that only validates them, and with their three personal fields sealed.
-type piiRates struct{ plain, validated, sealed float64 }
+type piiRates struct {
+	plain, validated, sealed float64
+	// sealedBytes is the stored size of the figure's first record sealed.
+	sealedBytes int
+}
 
 // piiModes are the set-ups piiAppends measures, in the order it runs them
 // (as privacy's BenchmarkAppendPII does: unsealed first): the schema the
@@ -148,7 +152,26 @@ func piiAppends(ctx context.Context, opts Options) (piiRates, error) {
 		}
 		rates[m] = float64(opts.Throughput/1000*1000) / elapsed.Seconds()
 	}
-	return piiRates{plain: rates[0], validated: rates[1], sealed: rates[2]}, nil
+	size, err := sealedSize(ctx, filepath.Join(opts.Dir, "pii-size"))
+	if err != nil {
+		return piiRates{}, fmt.Errorf("sealed size: %w", err)
+	}
+	return piiRates{plain: rates[0], validated: rates[1], sealed: rates[2], sealedBytes: size}, nil
+}
+
+// sealedSize is the stored size of PIIRecord(0, 0) once sealed, as the
+// log stores it (schema reference included).
+func sealedSize(ctx context.Context, dir string) (int, error) {
+	p, err := openPrivacy(ctx, dir, piiSchema)
+	if err != nil {
+		return 0, err
+	}
+	defer p.close()
+	r := PIIRecord(0, 0)
+	if err := p.guard.Seal(ctx, r); err != nil {
+		return 0, err
+	}
+	return len(record.Encode(r)), nil
 }
 
 // eraseOne appends n sealed records that all name one subject to a log

@@ -66,7 +66,7 @@ func TestNoOpBypassesSealing(t *testing.T) {
 			t.Fatalf("%s: %d %s", c.name, status, b)
 		}
 		st := e.stored(t, seq)
-		if bytes.Contains(st, []byte("smuggled@example.com")) || !bytes.Contains(st, []byte(`$sealed`)) || !bytes.Contains(st, []byte(`"subject":"crm.public.customers"`)) {
+		if bytes.Contains(st, []byte("smuggled@example.com")) || !bytes.Contains(st, []byte(`"$pii":`)) || !bytes.Contains(st, []byte(`"subject":"crm.public.customers"`)) {
 			t.Fatalf("%s: stored in clear or without the schema:\n%s", c.name, st)
 		}
 		for _, role := range []auth.Role{auth.RoleAnalyst, auth.RoleService} {

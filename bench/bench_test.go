@@ -19,7 +19,7 @@ import (
 func TestRunSmall(t *testing.T) {
 	var out bytes.Buffer
 	res, err := Run(context.Background(), Options{Dir: t.TempDir(), Records: 20_000, Throughput: 6_000, Clients: 16, Queries: 200,
-		EraseRecords: 3_000, Out: &out, Capture: CaptureOptions{Changes: 2_000, LatencyRate: 100, LatencyFor: time.Second},
+		EraseRecords: 3_000, Out: &out, Capture: CaptureOptions{Changes: 2_000, LatencyRate: 100, LatencyFor: time.Second, TxInserts: 4_000, TxRows: 1_000},
 		DynamoDB: DynamoDBOptions{Items: 1_000, Rounds: 2},
 		MySQL:    MySQLOptions{Changes: 1_000, Rounds: 2, LatencyFor: time.Second, BigMB: 1}})
 	if err != nil {
@@ -41,7 +41,7 @@ func TestRunSmall(t *testing.T) {
 	if h := res.HTTP; h == nil || h.HTTP1Sec <= 0 || h.HTTP4Sec <= 0 || h.InProcess1Sec <= 0 || h.InProcess4Sec <= 0 {
 		t.Errorf("HTTP ingest results %+v", res.HTTP)
 	}
-	want := []string{"HTTP ingest, 1 producer", "HTTP ingest, 4 producers", "3 PII fields sealed", "the same records unsealed", "schema validated only", "erase one subject", "named by 3000 sealed records", "capture PostgreSQL → log", "peak RSS"}
+	want := []string{"HTTP ingest, 1 producer", "HTTP ingest, 4 producers", "3 PII fields sealed", "the same records unsealed", "sealed record size", "schema validated only", "erase one subject", "named by 3000 sealed records", "capture PostgreSQL → log", "peak RSS"}
 	if res.Capture == nil {
 		t.Logf("capture skipped: %s", res.CaptureSkipped)
 		want = append(want, "skipped: ")
@@ -50,7 +50,10 @@ func TestRunSmall(t *testing.T) {
 		if c.Changes != 2_000 || len(c.Rounds) != 3 || c.SteleRate() <= 0 || c.RecvRate() <= 0 || c.Ratio() <= 0 || c.LatencySamples == 0 || c.LatencyP99 < c.LatencyP50 || c.LatencyP50 <= 0 {
 			t.Errorf("capture results %+v", c)
 		}
-		want = append(want, "pg_recvlogical to /dev/null", "commit to queryable", "capture "+mib(res.PeakRSSBytes["capture"]))
+		if c.TxChanges != 5_000 || len(c.Tx) != 3 || c.TxRate() <= 0 || c.TxRecvRate() <= 0 || c.TxRSSPeak <= 0 {
+			t.Errorf("transaction-heavy capture results %+v", c)
+		}
+		want = append(want, "pg_recvlogical to /dev/null", "commit to queryable", "capture PostgreSQL, tx-heavy", "4000 inserts then 1000 updates, 1000 rows per transaction", "capture "+mib(res.PeakRSSBytes["capture"]))
 	}
 	want = append(want, "capture DynamoDB → log")
 	if res.DynamoDB == nil {
@@ -202,7 +205,10 @@ func TestPIIModes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			sealed := strings.Count(string(stored.After), `{"$sealed":`)
+			sealed := 0
+			if strings.Contains(string(stored.After), `"$pii":{"email,name,phone":"`) {
+				sealed = 3
+			}
 			switch mode.name {
 			case "plain", "validated":
 				if string(stored.After) != after || sealed != 0 {

@@ -60,6 +60,12 @@ type CaptureOptions struct {
 	BigMB int
 	// PGBinDir holds PostgreSQL 15's binaries (default pgtest.BinDir).
 	PGBinDir string
+	// TxInserts sizes the transaction-heavy figure: TxInserts inserts and
+	// then TxInserts/4 updates of a table with REPLICA IDENTITY FULL (so
+	// every update carries its whole before image), TxRows rows per
+	// transaction (200,000 and 2,000), measured in Rounds rounds as the
+	// insert figure is; negative leaves the figure out.
+	TxInserts, TxRows int
 
 	// Diagnostics, which are not the headline figure. Sink is "" (a
 	// durable log with its index, as serve runs it), "noindex" (the log
@@ -71,6 +77,9 @@ type CaptureOptions struct {
 	RecvFirst      bool
 	CPUProfile     io.Writer
 	ThroughputOnly bool
+	// ProfileTx points CPUProfile at the transaction-heavy figure's first
+	// round instead.
+	ProfileTx bool
 
 	Progress func(phase string, done, total int)
 	// Logf, when set, is told details: workload timings, durable and
@@ -84,6 +93,12 @@ func (o *CaptureOptions) fill() error {
 	}
 	if o.Rounds <= 0 {
 		o.Rounds = 3
+	}
+	if o.TxInserts == 0 {
+		o.TxInserts = 200_000
+	}
+	if o.TxRows <= 0 {
+		o.TxRows = 2_000
 	}
 	if o.LatencyRate <= 0 {
 		o.LatencyRate = 500
@@ -122,6 +137,13 @@ type CaptureResults struct {
 	LatencyP99     time.Duration
 	LatencyMax     time.Duration
 	Big            []BigTx
+	// Tx is the transaction-heavy figure: TxChanges changes (TxInserts
+	// inserts, then updates) in transactions of TxRows rows, its rounds,
+	// and the peak RSS over them.
+	TxInserts, TxChanges, TxRows int
+	Tx                           []CaptureRound
+	TxRSSPeak                    int64
+	TxRSSPhased                  bool
 }
 
 // CaptureRound is one measurement of both consumers over the same WAL.
@@ -153,6 +175,16 @@ func (r *CaptureResults) RecvRate() float64 {
 }
 func (r *CaptureResults) Ratio() float64 { return median(r.Rounds, CaptureRound.Ratio) }
 
+// TxRate, TxRecvRate and TxRatio are the same for the
+// transaction-heavy figure.
+func (r *CaptureResults) TxRate() float64 {
+	return median(r.Tx, func(c CaptureRound) float64 { return float64(r.TxChanges) / c.SteleSecs })
+}
+func (r *CaptureResults) TxRecvRate() float64 {
+	return median(r.Tx, func(c CaptureRound) float64 { return float64(r.TxChanges) / c.RecvSecs })
+}
+func (r *CaptureResults) TxRatio() float64 { return median(r.Tx, CaptureRound.Ratio) }
+
 // median is the median of f over the rounds of a figure (0 without
 // rounds); every capture figure reports it.
 func median[R any](rounds []R, f func(R) float64) float64 {
@@ -182,6 +214,18 @@ func (r *CaptureResults) Lines() []string {
 	}
 	lines := []string{fmt.Sprintf("capture PostgreSQL → log     %7.0f changes/s %s   (%.2fx pg_recvlogical to /dev/null at %.0f changes/s, medians of %d alternating rounds whose ratios were %s; %d single-row INSERTs, 100 per transaction)",
 		r.SteleRate(), what, r.Ratio(), r.RecvRate(), len(r.Rounds), strings.Join(ratios, " "), r.Changes)}
+	if len(r.Tx) > 0 {
+		ratios := make([]string, len(r.Tx))
+		for i, c := range r.Tx {
+			ratios[i] = fmt.Sprintf("%.2f", c.Ratio())
+		}
+		rss := "peak RSS " + mib(r.TxRSSPeak)
+		if !r.TxRSSPhased {
+			rss += " (the process's peak so far: it could not be reset)"
+		}
+		lines = append(lines, fmt.Sprintf("capture PostgreSQL, tx-heavy %7.0f changes/s %s   (%.2fx pg_recvlogical at %.0f changes/s, medians of %d alternating rounds whose ratios were %s; %d inserts then %d updates, %d rows per transaction, REPLICA IDENTITY FULL; %s)",
+			r.TxRate(), what, r.TxRatio(), r.TxRecvRate(), len(r.Tx), strings.Join(ratios, " "), r.TxInserts, r.TxChanges-r.TxInserts, r.TxRows, rss))
+	}
 	if r.LatencySamples > 0 {
 		lines = append(lines, fmt.Sprintf("commit to queryable          p50 %v  p99 %v  max %v   (%d tx/s for %v, %d samples)",
 			r.LatencyP50.Round(time.Microsecond), r.LatencyP99.Round(time.Microsecond), r.LatencyMax.Round(time.Microsecond),
@@ -232,6 +276,8 @@ func Capture(ctx context.Context, opts CaptureOptions) (*CaptureResults, error) 
 		"CREATE TABLE t (id bigint PRIMARY KEY, v text, at timestamptz)",
 		"CREATE TABLE lat (id bigint PRIMARY KEY, at timestamptz)",
 		"CREATE TABLE big (id bigint PRIMARY KEY, v text)",
+		"CREATE TABLE txh (id bigint PRIMARY KEY, v text, n int, at timestamptz)",
+		"ALTER TABLE txh REPLICA IDENTITY FULL",
 		"CREATE PUBLICATION stele_bench FOR ALL TABLES",
 	}
 	// Every round's slots start before the workload, so each reads all of it.
@@ -249,12 +295,25 @@ func Capture(ctx context.Context, opts CaptureOptions) (*CaptureResults, error) 
 		return nil, err
 	}
 	defer conn.Close(context.Background())
-	c := &captureRun{opts: opts, srv: srv, url: url, conn: conn, res: &CaptureResults{Changes: opts.Changes, Sink: opts.Sink}}
-	return c.res, c.run(ctx)
+	c := &captureRun{opts: opts, srv: srv, url: url, conn: conn, res: &CaptureResults{Changes: opts.Changes, Sink: opts.Sink}, profiled: "log-"}
+	if opts.ProfileTx {
+		c.profiled = "tx-"
+	}
+	if err := c.run(ctx); err != nil {
+		return c.res, err
+	}
+	if opts.TxInserts > 0 {
+		if err := c.runTx(ctx); err != nil {
+			return c.res, fmt.Errorf("transaction-heavy figure: %w", err)
+		}
+	}
+	return c.res, nil
 }
 
-func steleSlot(round int) string { return "stele_bench_" + strconv.Itoa(round) }
-func recvSlot(round int) string  { return "recv_bench_" + strconv.Itoa(round) }
+func steleSlot(round int) string   { return "stele_bench_" + strconv.Itoa(round) }
+func recvSlot(round int) string    { return "recv_bench_" + strconv.Itoa(round) }
+func steleTxSlot(round int) string { return "stele_tx_" + strconv.Itoa(round) }
+func recvTxSlot(round int) string  { return "recv_tx_" + strconv.Itoa(round) }
 
 type captureRun struct {
 	opts CaptureOptions
@@ -267,6 +326,10 @@ type captureRun struct {
 	committed int
 	// stopped receives Run's error if the source stops.
 	stopped chan error
+	// profiled is the store prefix of the figure whose first round
+	// CPUProfile profiles: "log-" (the insert figure) unless only the
+	// transaction-heavy figure is measured.
+	profiled string
 }
 
 // waitSize waits until size reaches want, failing after limit or when
@@ -358,17 +421,22 @@ func (s *captureStack) stop() {
 // times it until the store holds the whole workload, durable and indexed.
 // The source keeps running for the phases after the last round.
 func (c *captureRun) steleRound(ctx context.Context, r int, round *CaptureRound) (*captureStack, error) {
-	st, err := openStore(ctx, filepath.Join(c.opts.Dir, "log-"+strconv.Itoa(r)), true)
+	return c.steleRoundOn(ctx, r, steleSlot(r), "log-", c.opts.Changes, round)
+}
+
+// steleRoundOn is steleRound on a given slot, into a store named by
+// prefix, until it holds n records.
+func (c *captureRun) steleRoundOn(ctx context.Context, r int, slot, prefix string, n int, round *CaptureRound) (*captureStack, error) {
+	st, err := openStore(ctx, filepath.Join(c.opts.Dir, prefix+strconv.Itoa(r)), true)
 	if err != nil {
 		return nil, err
 	}
 	cs := &captureStack{st: st}
-	n := c.opts.Changes
 	var sink capture.Sink = st.store
 	size := st.store.Size
 	switch c.opts.Sink {
 	case "noindex":
-		if cs.plain, err = openStore(ctx, filepath.Join(c.opts.Dir, "noindex-"+strconv.Itoa(r)), false); err != nil {
+		if cs.plain, err = openStore(ctx, filepath.Join(c.opts.Dir, prefix+"noindex-"+strconv.Itoa(r)), false); err != nil {
 			cs.stop()
 			return nil, err
 		}
@@ -377,13 +445,13 @@ func (c *captureRun) steleRound(ctx context.Context, r int, round *CaptureRound)
 		d := &countSink{}
 		sink, size = d, d.n.Load
 	}
-	src, err := postgres.New(postgres.Config{ConnString: c.url, Name: "bench", Slot: steleSlot(r), Publication: "stele_bench",
+	src, err := postgres.New(postgres.Config{ConnString: c.url, Name: "bench", Slot: slot, Publication: "stele_bench",
 		SpillDir: c.opts.Dir, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		cs.stop()
 		return nil, err
 	}
-	if c.opts.CPUProfile != nil && r == 0 {
+	if c.opts.CPUProfile != nil && r == 0 && prefix == c.profiled {
 		if err := pprof.StartCPUProfile(c.opts.CPUProfile); err != nil {
 			cs.stop()
 			return nil, err
@@ -472,8 +540,13 @@ func (c *captureRun) workload(ctx context.Context) error {
 // recvlogical streams the workload's WAL to /dev/null on round r's slot
 // and returns how long it took.
 func (c *captureRun) recvlogical(ctx context.Context, r int) (float64, error) {
+	return c.recvlogicalOn(ctx, recvSlot(r), c.end)
+}
+
+// recvlogicalOn streams a slot's WAL to /dev/null up to end.
+func (c *captureRun) recvlogicalOn(ctx context.Context, slot, end string) (float64, error) {
 	cmd := c.srv.Command(ctx, "pg_recvlogical",
-		"-d", c.url, "--slot", recvSlot(r), "--start", "--no-loop", "--endpos", c.end,
+		"-d", c.url, "--slot", slot, "--start", "--no-loop", "--endpos", end,
 		"-o", "proto_version=2", "-o", "publication_names=stele_bench", "-f", "/dev/null")
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -586,4 +659,80 @@ type countSink struct{ n atomic.Uint64 }
 func (c *countSink) Append(_ context.Context, recs []*record.Record) ([]stele.Appended, error) {
 	c.n.Add(uint64(len(recs)))
 	return make([]stele.Appended, len(recs)), nil
+}
+
+// runTx measures the transaction-heavy figure after the insert figure's
+// phases: its slots are created only now, so they read its workload alone.
+func (c *captureRun) runTx(ctx context.Context) error {
+	var slots []string
+	for r := range c.opts.Rounds {
+		slots = append(slots,
+			fmt.Sprintf("SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", steleTxSlot(r)),
+			fmt.Sprintf("SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", recvTxSlot(r)))
+	}
+	if err := c.srv.ExecIn(ctx, "bench", slots...); err != nil {
+		return err
+	}
+	end, err := c.txWorkload(ctx)
+	if err != nil {
+		return fmt.Errorf("workload: %w", err)
+	}
+	res := c.res
+	res.TxInserts, res.TxRows = c.opts.TxInserts, c.opts.TxRows
+	res.TxChanges = c.opts.TxInserts + c.opts.TxInserts/4
+	var m rssMeter
+	m.Start()
+	for r := range c.opts.Rounds {
+		round := CaptureRound{RecvFirst: (r%2 == 1) != c.opts.RecvFirst}
+		if round.RecvFirst {
+			if round.RecvSecs, err = c.recvlogicalOn(ctx, recvTxSlot(r), end); err != nil {
+				return err
+			}
+		}
+		stack, err := c.steleRoundOn(ctx, r, steleTxSlot(r), "tx-", res.TxChanges, &round)
+		if err != nil {
+			return err
+		}
+		stack.stop()
+		if !round.RecvFirst {
+			if round.RecvSecs, err = c.recvlogicalOn(ctx, recvTxSlot(r), end); err != nil {
+				return err
+			}
+		}
+		res.Tx = append(res.Tx, round)
+	}
+	res.TxRSSPeak, res.TxRSSPhased = m.Peak(), !m.resetFailed
+	return nil
+}
+
+// txWorkload writes the transaction-heavy workload and returns its final
+// LSN: TxInserts rows inserted TxRows per transaction, then a quarter of
+// them updated TxRows per transaction (one statement each: the WAL holds a
+// change per row either way).
+func (c *captureRun) txWorkload(ctx context.Context) (string, error) {
+	n, per := c.opts.TxInserts, c.opts.TxRows
+	start := time.Now()
+	for lo := 0; lo < n; lo += per {
+		if _, err := c.conn.Exec(ctx, "INSERT INTO txh SELECT g, 'some value of a row', 0, clock_timestamp() FROM generate_series($1::bigint, $2::bigint) g", lo, min(lo+per, n)-1); err != nil {
+			return "", err
+		}
+		c.opts.Progress("capture: tx workload", lo, n+n/4)
+	}
+	for lo := 0; lo < n/4; lo += per {
+		if _, err := c.conn.Exec(ctx, "UPDATE txh SET v = 'another value of a row', n = n + 1, at = clock_timestamp() WHERE id >= $1 AND id < $2", lo, min(lo+per, n/4)); err != nil {
+			return "", err
+		}
+		c.opts.Progress("capture: tx workload", n+lo, n+n/4)
+	}
+	var end string
+	if err := c.conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&end); err != nil {
+		return "", err
+	}
+	c.opts.Logf("tx workload: %d inserts and %d updates, %d rows per transaction, written in %v; WAL end %s", n, n/4, per, time.Since(start).Round(time.Millisecond), end)
+	for _, q := range []string{"VACUUM ANALYZE txh", "CHECKPOINT"} {
+		if _, err := c.conn.Exec(ctx, q); err != nil {
+			return "", err
+		}
+	}
+	return end, nil
 }

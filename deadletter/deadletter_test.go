@@ -241,7 +241,7 @@ func TestReplayAfterTheSchemaIsFixed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.ID != fixable.ID || bytes.Contains(r.After, []byte("4155550100")) || !bytes.Contains(r.After, []byte(`"$sealed"`)) {
+	if r.ID != fixable.ID || bytes.Contains(r.After, []byte("4155550100")) || !bytes.Contains(r.After, []byte(`"$pii":`)) {
 		t.Fatalf("replayed record %s: after %s; want it sealed", r.ID, r.After)
 	}
 	entries, err := e.dead.Entries()

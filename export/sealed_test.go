@@ -79,7 +79,7 @@ func TestRealSealedRecords(t *testing.T) {
 			if bytes.Contains(data.Bytes(), []byte("@example.com")) {
 				t.Fatalf("%s: a sealed field left in clear", format)
 			}
-			if format != export.Parquet && !bytes.Contains(data.Bytes(), []byte("$sealed")) {
+			if format != export.Parquet && !bytes.Contains(data.Bytes(), []byte("$pii")) {
 				t.Fatalf("%s: no sealed envelope in the export:\n%s", format, data.Bytes())
 			}
 			rep, err := export.Verify(ctx, bytes.NewReader(data.Bytes()), int64(data.Len()), &proof, export.VerifyOptions{VerifierKey: store.Keys().VerifierKey})
@@ -104,7 +104,7 @@ func TestRealSealedRecords(t *testing.T) {
 	if _, err := ex.Write(ctx, opts, &clearData, &clearProof); err != nil {
 		t.Fatal(err)
 	}
-	if n := bytes.Count(clearData.Bytes(), []byte("@example.com")); n != 6 || bytes.Contains(clearData.Bytes(), []byte("$sealed")) {
+	if n := bytes.Count(clearData.Bytes(), []byte("@example.com")); n != 6 || bytes.Contains(clearData.Bytes(), []byte(`"$pii":`)) {
 		t.Fatalf("revealed export shows %d emails:\n%s", n, clearData.Bytes())
 	}
 	if !bytes.Equal(storedProof.Bytes(), clearProof.Bytes()) {

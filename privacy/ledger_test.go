@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -144,16 +145,35 @@ func TestEraseReceiptCountsAndIsSigned(t *testing.T) {
 	}
 }
 
-// kidOf is the kid of an image's sealed email.
+// kidOf is the kid ("<subject kid>.<period kid>") of the envelope holding
+// an image's sealed email.
 func kidOf(t *testing.T, img []byte) string {
 	t.Helper()
-	var env struct {
-		S struct{ Kid string } `json:"$sealed"`
+	_, envs, ok, err := splitCompact(img)
+	if !ok || err != nil {
+		t.Fatalf("no compact envelope in %s: %v", img, err)
 	}
-	if err := json.Unmarshal(field(t, img, "email"), &env); err != nil || env.S.Kid == "" {
-		t.Fatalf("no sealed email in %s: %v", img, err)
+	for _, e := range envs {
+		if slices.ContainsFunc(e.paths, func(p []string) bool { return len(p) == 1 && p[0] == "email" }) {
+			return kidText.EncodeToString(e.blob[1:1+kidLen]) + "." + kidText.EncodeToString(e.blob[1+kidLen:1+2*kidLen])
+		}
 	}
-	return env.S.Kid
+	t.Fatalf("no sealed email in %s", img)
+	return ""
+}
+
+// legacyEnvelope seals value at path of record id as Stele did before the
+// compact form (format 1): one {"$sealed":…} per field, kid in text.
+func legacyEnvelope(t *testing.T, keys [2][]byte, id, path, kid, value string) string {
+	t.Helper()
+	aead, err := fieldKey(keys[0], keys[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	nonce := make([]byte, nonceSize)
+	rand.Read(nonce)
+	ct := aead.Seal(bytes.Clone(nonce), nonce, []byte(value), aad(id, path, kid))
+	return `{"$sealed":{"alg":"A256GCM","ct":"` + base64.StdEncoding.EncodeToString(ct) + `","kid":"` + kid + `"}}`
 }
 
 // Seal caches a subject's keys; after an erasure, the subject's next
@@ -213,18 +233,8 @@ func TestLegacyHexKidEnvelopes(t *testing.T) {
 		}
 	}
 	legacyKid := hexKids[0] + "." + hexKids[1]
-	aead, err := fieldKey(keys[0], keys[1])
-	if err != nil {
-		t.Fatal(err)
-	}
-	nonce := make([]byte, nonceSize)
-	rand.Read(nonce)
-	ct := aead.Seal(bytes.Clone(nonce), nonce, []byte(`"alice@example.com"`), aad(r.ID, "after.email", legacyKid))
-	env := `{"$sealed":{"alg":"A256GCM","ct":"` + base64.StdEncoding.EncodeToString(ct) + `","kid":"` + legacyKid + `"}}`
-	r.After = bytes.Replace(r.After, field(t, r.After, "email"), []byte(env), 1)
-	if kidOf(t, r.After) != legacyKid {
-		t.Fatalf("email not replaced: %s", r.After)
-	}
+	r.After = json.RawMessage(`{"email":` + legacyEnvelope(t, keys, r.ID, "after.email", legacyKid, `"alice@example.com"`) +
+		`,"id":7,"name":` + legacyEnvelope(t, keys, r.ID, "after.name", legacyKid, `"Alice Liddell"`) + `}`)
 	if _, err := st.Append(ctx, []*record.Record{r}); err != nil {
 		t.Fatal(err)
 	}

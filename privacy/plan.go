@@ -48,10 +48,8 @@ type fieldPlan struct {
 	field schema.Field
 	group *groupPlan
 	name  string           // field.Path.String(), keys the blind index
+	token string           // the path as a compact envelope's field list spells it
 	paths [numSides]string // "after.address.street" for each side
-	// aadTail is what follows the record id in the associated data, up to
-	// the kid: "\x00after.address.street\x00".
-	aadTail [numSides][]byte
 }
 
 // Record sides, in the order they are sealed.
@@ -76,10 +74,9 @@ func compilePlan(s *schema.Schema) *plan {
 			n.subjectOf = append(n.subjectOf, gi)
 		}
 		for _, f := range g.PII {
-			fp := &fieldPlan{field: f, group: gp, name: f.Path.String()}
+			fp := &fieldPlan{field: f, group: gp, name: f.Path.String(), token: fieldToken(f.Path)}
 			for side, sn := range sideNames {
 				fp.paths[side] = sn + "." + fp.name
-				fp.aadTail[side] = []byte("\x00" + fp.paths[side] + "\x00")
 			}
 			p.root.at(f.Path).field = fp
 		}

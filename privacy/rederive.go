@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/go-json-experiment/json/jsontext"
 
@@ -46,9 +47,25 @@ func (g *Guard) Rederive(ctx context.Context, r *record.Record) error {
 		name string
 		img  []byte
 	}{{"key", r.Key}, {"before", r.Before}, {"after", r.After}}
+	// The compact envelopes of each side, opened once.
+	var compact [len(sides)]map[string][]byte
+	for i, sd := range sides {
+		var err error
+		compact[i], err = g.compactValues(ctx, r.ID, sd.name, sd.img, func(e *compactEnvelope) {
+			if !errors.Is(e.err, ErrKeyGone) {
+				g.log.Warn("index rebuild: a sealed envelope cannot be opened; its fields get no index entry", "record", r.ID, "field", imagePath(sd.name, e.paths[0]), "err", e.err)
+			}
+		})
+		if err != nil {
+			g.log.Warn("index rebuild: a malformed sealed envelope; its fields get no index entry", "record", r.ID, "field", sd.name, "err", err)
+		}
+	}
 	// value is the clear value at path of one side, opening an envelope;
 	// nil when absent, null, or sealed under a key that is gone.
 	value := func(side int, path schema.Path) []byte {
+		if v, ok := compact[side][strings.Join(path, "\x00")]; ok {
+			return v
+		}
 		raw, ok := valueAt(sides[side].img, path)
 		if !ok || string(raw) == "null" {
 			return nil

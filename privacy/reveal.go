@@ -3,6 +3,7 @@ package privacy
 import (
 	"bytes"
 	"context"
+	"crypto/cipher"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -98,24 +99,9 @@ func walkEnvelopes(dst []byte, img jsontext.Value, path string, fn func(path str
 // open decrypts one envelope found at path of record id.
 func (g *Guard) open(ctx context.Context, recordID, path string, e envelope) ([]byte, error) {
 	var kid [80]byte // "<skid>.<pkid>" fits, in either kid form: no allocation per field read
-	aead, ok := g.aeads.get(append(kid[:0], e.kid...))
-	if !ok {
-		skid, pkid, found := strings.Cut(e.kid, ".")
-		if !found {
-			return nil, ErrBadEnvelope
-		}
-		seen := g.epoch.Load()
-		skey, err := g.keys.Key(ctx, skid)
-		if err != nil {
-			return nil, keyErr(err)
-		}
-		pkey, err := g.keys.Key(ctx, pkid)
-		if err != nil {
-			return nil, keyErr(err)
-		}
-		if aead, err = g.aead(e.kid, skey, pkey, seen); err != nil {
-			return nil, err
-		}
+	aead, err := g.pairAEAD(ctx, append(kid[:0], e.kid...))
+	if err != nil {
+		return nil, err
 	}
 	if len(e.ct) < aead.NonceSize()+aead.Overhead() {
 		return nil, ErrBadEnvelope
@@ -126,6 +112,28 @@ func (g *Guard) open(ctx context.Context, recordID, path string, e envelope) ([]
 		return nil, ErrTampered
 	}
 	return pt, nil
+}
+
+// pairAEAD is the field AEAD of kid ("<skid>.<pkid>"), from the cache or
+// derived from the two keys.
+func (g *Guard) pairAEAD(ctx context.Context, kid []byte) (cipher.AEAD, error) {
+	if a, ok := g.aeads.get(kid); ok {
+		return a, nil
+	}
+	skid, pkid, found := strings.Cut(string(kid), ".")
+	if !found {
+		return nil, ErrBadEnvelope
+	}
+	seen := g.epoch.Load()
+	skey, err := g.keys.Key(ctx, skid)
+	if err != nil {
+		return nil, keyErr(err)
+	}
+	pkey, err := g.keys.Key(ctx, pkid)
+	if err != nil {
+		return nil, keyErr(err)
+	}
+	return g.aead(string(kid), skey, pkey, seen)
 }
 
 func keyErr(err error) error {
@@ -141,18 +149,36 @@ func keyErr(err error) error {
 func (g *Guard) Unseal(ctx context.Context, r *record.Record) error {
 	var first error
 	for _, side := range sides(r) {
-		if !bytes.Contains(*side.img, sealedMarker) {
-			continue
-		}
-		out, err := walkEnvelopes(nil, *side.img, side.name, func(path string, e envelope, raw jsontext.Value) []byte {
-			pt, err := g.open(ctx, r.ID, path, e)
-			if err != nil {
-				if first == nil {
-					first = &FieldError{RecordID: r.ID, Field: path, Err: err}
+		img := *side.img
+		if bytes.Contains(img, sealedMarker) {
+			out, err := walkEnvelopes(nil, img, side.name, func(path string, e envelope, raw jsontext.Value) []byte {
+				pt, err := g.open(ctx, r.ID, path, e)
+				if err != nil {
+					if first == nil {
+						first = &FieldError{RecordID: r.ID, Field: path, Err: err}
+					}
+					return raw
 				}
-				return raw
+				return pt
+			})
+			if err != nil {
+				return &FieldError{RecordID: r.ID, Field: side.name, Err: err}
 			}
-			return pt
+			if first != nil {
+				return first
+			}
+			img = out
+		}
+		out, _, err := g.revealCompact(ctx, r.ID, side.name, img, func(e *compactEnvelope) bool {
+			if e.err != nil && first == nil {
+				first = &FieldError{RecordID: r.ID, Field: imagePath(side.name, e.paths[0]), Err: e.err}
+			}
+			return false
+		}, func(e *compactEnvelope, j int) []byte {
+			if e.err != nil {
+				return []byte("null")
+			}
+			return e.values[j]
 		})
 		if err != nil {
 			return &FieldError{RecordID: r.ID, Field: side.name, Err: err}
@@ -182,31 +208,53 @@ func sides(r *record.Record) []side {
 // logged, never revealed.
 func (g *Guard) Reveal(ctx context.Context, role auth.Role, r *record.Record) (clear int, err error) {
 	var masks *plan
-	for _, side := range sides(r) {
-		if !bytes.Contains(*side.img, sealedMarker) {
-			continue
+	failed := func(path string, err error) []byte {
+		if errors.Is(err, ErrKeyGone) {
+			return []byte(erasedValue)
 		}
-		out, err := walkEnvelopes(nil, *side.img, side.name, func(path string, e envelope, raw jsontext.Value) []byte {
-			pt, err := g.open(ctx, r.ID, path, e)
-			switch {
-			case errors.Is(err, ErrKeyGone):
-				return []byte(erasedValue)
-			case err != nil:
-				g.log.Warn("a sealed field failed to open", "record", r.ID, "field", path, "err", err)
-				return []byte(unreadableValue)
+		g.log.Warn("a sealed field failed to open", "record", r.ID, "field", path, "err", err)
+		return []byte(unreadableValue)
+	}
+	shown := func(path []string, pt []byte) []byte {
+		switch {
+		case role.SeesClear():
+			clear++
+			return pt
+		case role == auth.RoleAnalyst:
+			if masks == nil {
+				masks = g.recordPlan(r)
 			}
-			switch {
-			case role.SeesClear():
-				clear++
-				return pt
-			case role == auth.RoleAnalyst:
-				if masks == nil {
-					masks = g.recordPlan(r)
+			return maskPath(masks, path, pt)
+		}
+		return nil // not reached: services keep the envelope
+	}
+	for _, side := range sides(r) {
+		img := *side.img
+		if bytes.Contains(img, sealedMarker) {
+			out, err := walkEnvelopes(nil, img, side.name, func(path string, e envelope, raw jsontext.Value) []byte {
+				pt, err := g.open(ctx, r.ID, path, e)
+				if err != nil {
+					return failed(path, err)
 				}
-				return mask(masks, path, pt)
-			default:
-				return raw
+				if !role.SeesClear() && role != auth.RoleAnalyst {
+					return raw
+				}
+				_, rest, _ := strings.Cut(path, ".")
+				return shown(strings.Split(rest, "."), pt)
+			})
+			if err != nil {
+				return clear, &FieldError{RecordID: r.ID, Field: side.name, Err: err}
 			}
+			img = out
+		}
+		out, _, err := g.revealCompact(ctx, r.ID, side.name, img, func(e *compactEnvelope) bool {
+			// Services see an envelope as stored, until its key is gone.
+			return e.err == nil && !role.SeesClear() && role != auth.RoleAnalyst
+		}, func(e *compactEnvelope, j int) []byte {
+			if e.err != nil {
+				return failed(imagePath(side.name, e.paths[j]), e.err)
+			}
+			return shown(e.paths[j], e.values[j])
 		})
 		if err != nil {
 			return clear, &FieldError{RecordID: r.ID, Field: side.name, Err: err}
@@ -232,13 +280,13 @@ func (g *Guard) recordPlan(r *record.Record) *plan {
 	return g.plan(sch)
 }
 
-// mask renders a clear value as an analyst sees it.
-func mask(p *plan, path string, pt []byte) []byte {
+// maskPath renders a clear value as an analyst sees it; path is the
+// field's path in its image.
+func maskPath(p *plan, path []string, pt []byte) []byte {
 	how := schema.MaskStars
 	if p != nil {
-		_, rest, _ := strings.Cut(path, ".")
 		n := p.root
-		for _, part := range strings.Split(rest, ".") {
+		for _, part := range path {
 			if n = n.children[part]; n == nil {
 				break
 			}

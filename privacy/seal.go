@@ -1,6 +1,7 @@
 package privacy
 
 import (
+	"bytes"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
@@ -8,7 +9,6 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -264,9 +264,9 @@ func dotted(pointer string) string {
 
 type groupKeys struct {
 	subject    string // keystore name; "" when the record has no subject value
-	kid        string // skid.pkid, as the envelope names it
 	aead       cipher.AEAD
 	skid, pkid string
+	kidBin     [2 * kidLen]byte // skid and pkid as the envelope holds them
 }
 
 // sealing is the state of sealing one record; its buffers are reused
@@ -281,14 +281,18 @@ type sealing struct {
 	source  record.Source
 	subject string
 
-	sides   [numSides]finder
-	groups  []groupKeys
-	random  []byte // nonce material not used yet
-	tokens  []byte // where blind tokens go
-	ct      []byte
-	aad     []byte // starts with the prefix and the record id, aadID bytes
-	aadID   int
-	scratch []byte
+	sides  [numSides]finder
+	groups []groupKeys
+	spans  []span // the sealed values of the image being sealed
+	// groupLeaves, envs and member are sealSide's buffers.
+	groupLeaves []leaf
+	envs        []envelopeOut
+	member      []byte
+	random      []byte // nonce material not used yet
+	tokens      []byte // where blind tokens go
+	ct          []byte
+	aad         []byte
+	scratch     []byte
 	// subjectSide is the side subjectValue last found a value in.
 	subjectSide int
 }
@@ -355,6 +359,12 @@ func (s *sealing) run() error {
 			}
 		}
 	}
+	for side, f := range s.sides {
+		if bytes.Contains(f.img, compactMarker) && hasTopMember(f.img, compactMember) {
+			// Readers take this member for sealed fields.
+			return &record.FieldError{Field: sideNames[side] + "." + compactMember, Reason: "is reserved for sealed personal data"}
+		}
+	}
 	parts := &sealedParts{ref: record.SchemaRef{Subject: s.plan.schema.Subject, Version: int64(s.plan.schema.Version)}}
 	derived := &parts.derived
 	derived.Sealed, derived.Subjects, derived.Terms = true, parts.subjects[:0], parts.terms[:0]
@@ -362,16 +372,6 @@ func (s *sealing) run() error {
 	if err := s.resolveSubjects(derived); err != nil {
 		return err
 	}
-	n := 0
-	for _, f := range s.sides {
-		n += len(f.leaves)
-	}
-	nonces, err := s.nonce(nonceSize * n)
-	if err != nil {
-		return err
-	}
-	s.aad = append(append(s.aad[:0], aadPrefix...), r.ID...)
-	s.aadID = len(s.aad)
 	// All sides are sealed before any is replaced: a failure leaves the
 	// record as it came, so a retry starts from the same state.
 	var outs [numSides][]byte
@@ -380,11 +380,11 @@ func (s *sealing) run() error {
 		if len(f.leaves) == 0 {
 			continue
 		}
-		out, err := s.sealSide(side, f.img, f.leaves, nonces[:nonceSize*len(f.leaves)], derived)
+		out, err := s.sealSide(side, f.img, f.leaves, derived)
 		if err != nil {
 			return err
 		}
-		outs[side], nonces = out, nonces[nonceSize*len(f.leaves):]
+		outs[side] = out
 	}
 	for side, p := range [...]*json.RawMessage{&r.Key, &r.Before, &r.After} {
 		if outs[side] != nil {
@@ -469,7 +469,17 @@ func (g *Guard) groupKeys(ctx context.Context, gp *groupPlan, raw []byte, text s
 	if err != nil {
 		return groupKeys{}, scratch, err
 	}
-	gk := groupKeys{subject: name, kid: kid, aead: aead, skid: skid, pkid: pkid}
+	gk := groupKeys{subject: name, aead: aead, skid: skid, pkid: pkid}
+	sb, err := kidBytes(skid)
+	if err != nil {
+		return groupKeys{}, scratch, err
+	}
+	pb, err := kidBytes(pkid)
+	if err != nil {
+		return groupKeys{}, scratch, err
+	}
+	copy(gk.kidBin[:], sb[:])
+	copy(gk.kidBin[kidLen:], pb[:])
 	gp.keys.put(string(scratch), gk, &g.epoch, seen)
 	return gk, scratch, nil
 }
@@ -563,36 +573,28 @@ func (c *keyCache[V]) forget(gone func(key string, v V) bool) {
 }
 
 const (
-	nonceSize      = 12 // AES-GCM's standard nonce (fieldKey)
-	tagSize        = 16 // and tag
-	envelopeStart  = `{"$sealed":{"alg":"` + alg + `","ct":"`
-	envelopeMiddle = `","kid":"`
-	envelopeEnd    = `"}}`
-	aadPrefix      = "stele/seal/v1\x00"
+	nonceSize = 12 // AES-GCM's standard nonce (fieldKey)
+	tagSize   = 16 // and tag
+	// aadPrefix starts the associated data of the per-field envelopes of
+	// format 1, which are read, no longer written.
+	aadPrefix = "stele/seal/v1\x00"
 )
 
-// sealSide copies one side's image with its leaves replaced by envelopes,
-// sealed under the nonces in turn.
-func (s *sealing) sealSide(side int, img []byte, leaves []leaf, nonces []byte, derived *record.Derived) ([]byte, error) {
-	size := len(img)
+// sealSide copies one side's image with its leaves taken out and sealed,
+// one compact envelope per data group (compact.go), under the image's
+// "$pii" member.
+func (s *sealing) sealSide(side int, img []byte, leaves []leaf, derived *record.Derived) ([]byte, error) {
+	s.spans = s.spans[:0]
 	for _, l := range leaves {
-		gk := &s.groups[l.field.group.index]
-		if gk.aead == nil {
-			gp := l.field.group
-			return nil, &record.FieldError{Field: "after." + gp.subject,
-				Reason: "is required: the record carries personal data of data group " + gp.group.Name + " (" + l.field.paths[side] + ") and this field names whose it is"}
-		}
-		ct := nonceSize + l.end - l.start + tagSize
-		size += len(envelopeStart) + base64.StdEncoding.EncodedLen(ct) + len(envelopeMiddle) + len(gk.kid) + len(envelopeEnd) - (l.end - l.start)
-	}
-	out := make([]byte, 0, size)
-	at := 0
-	for i, l := range leaves {
 		f := l.field
 		gk := &s.groups[f.group.index]
-		raw := img[l.start:l.end]
+		if gk.aead == nil {
+			gp := f.group
+			return nil, &record.FieldError{Field: "after." + gp.subject,
+				Reason: "is required: the record carries personal data of data group " + gp.group.Name + " (" + f.paths[side] + ") and this field names whose it is"}
+		}
 		if f.field.Searchable {
-			if text, err := scalarBytes(raw); err == nil {
+			if text, err := scalarBytes(img[l.start:l.end]); err == nil {
 				if cap(s.tokens)-len(s.tokens) < blindTokenSize {
 					s.tokens = make([]byte, 0, blindTokenSize*len(leaves))
 				}
@@ -601,18 +603,42 @@ func (s *sealing) sealSide(side int, img []byte, leaves []leaf, nonces []byte, d
 				derived.Terms = append(derived.Terms, record.Term{Token: s.tokens[n:len(s.tokens):len(s.tokens)], Subject: gk.subject})
 			}
 		}
-		nonce := nonces[i*nonceSize : (i+1)*nonceSize]
-		s.aad = append(append(s.aad[:s.aadID], f.aadTail[side]...), gk.kid...)
-		s.ct = gk.aead.Seal(append(s.ct[:0], nonce...), nonce, raw, s.aad)
-		out = append(out, img[at:l.start]...)
-		out = append(out, envelopeStart...)
-		out = base64.StdEncoding.AppendEncode(out, s.ct)
-		out = append(out, envelopeMiddle...)
-		out = append(out, gk.kid...)
-		out = append(out, envelopeEnd...)
-		at = l.end
+		s.spans = append(s.spans, l.span)
 	}
-	return append(out, img[at:]...), nil
+	// One envelope per group, in the order of the groups' first fields;
+	// canonical order below.
+	envs := s.envs[:0]
+	for gi := range s.groups {
+		s.groupLeaves = s.groupLeaves[:0]
+		for _, l := range leaves {
+			if l.field.group.index == gi {
+				s.groupLeaves = append(s.groupLeaves, l)
+			}
+		}
+		if len(s.groupLeaves) == 0 {
+			continue
+		}
+		if len(envs) < cap(envs) {
+			envs = envs[:len(envs)+1]
+		} else {
+			envs = append(envs, envelopeOut{})
+		}
+		if err := s.sealCompact(side, img, &s.groups[gi], s.groupLeaves, &envs[len(envs)-1]); err != nil {
+			return nil, err
+		}
+	}
+	s.envs = envs
+	if len(envs) > 1 {
+		slices.SortFunc(envs, func(a, b envelopeOut) int {
+			if canonicalLess(string(a.fields), string(b.fields)) {
+				return -1
+			}
+			return 1
+		})
+	}
+	s.member = appendCompactMember(s.member[:0], envs)
+	size := len(img) + len(s.member) + 1
+	return exciseMembers(make([]byte, 0, size), img, s.spans, s.member)
 }
 
 // aad binds an envelope to its record, its field and its keys.

@@ -29,10 +29,11 @@
 // from an in-memory value, so how records were split into batches (small
 // live batches, large replay batches) cannot change a result.
 //
-// Personal data: records may hold sealed envelopes ({"$sealed": …}) in place
-// of PII fields. Projections see only the stored form and never decrypt:
-// a filter or key over a sealed field sees the envelope, a state fold keeps
-// the envelope, and crypto-shredding a key leaves such values unreadable in
+// Personal data: a record's images hold their PII fields sealed in one
+// "$pii" member ({"$pii":{"email,name":"…"}}, or a {"$sealed": …} in place
+// of each field in records sealed before that form). Projections see only
+// the stored form and never decrypt: a filter or key over a sealed field
+// finds it absent (or the old envelope), a state fold keeps the envelope, and crypto-shredding a key leaves such values unreadable in
 // the projection exactly as in the log. Group keys should not be PII: they
 // appear in URLs.
 package projection

@@ -16,7 +16,9 @@ import (
 // transactions of 100 rows, (b) pg_recvlogical streaming the same WAL with
 // pgoutput to /dev/null, and their ratio; (c) commit-to-queryable latency
 // under a steady load; (d) peak RSS growth while one large transaction is
-// captured, which `stele bench` leaves out by default because it is slow.
+// captured, which `stele bench` leaves out by default because it is slow;
+// (e) the transaction-heavy workload (inserts, then updates with full
+// before images, in transactions of 2,000 rows) against pg_recvlogical.
 // It is long, so it runs only with STELE_BENCH_CAPTURE=1 (STELE_BENCH_N,
 // STELE_BENCH_ROUNDS and STELE_BENCH_BIG_MB scale it):
 //
@@ -37,6 +39,12 @@ func TestCaptureBenchmark(t *testing.T) {
 		RecvFirst:      os.Getenv("STELE_BENCH_RECV_FIRST") == "1",
 		ThroughputOnly: os.Getenv("STELE_BENCH_ONLY_THROUGHPUT") == "1",
 		Logf:           t.Logf,
+		// The transaction-heavy figure: STELE_BENCH_TX inserts (then a
+		// quarter as many updates) in transactions of STELE_BENCH_TX_ROWS;
+		// STELE_BENCH_TX_PROFILE=1 profiles it instead of the insert figure.
+		TxInserts: envInt("STELE_BENCH_TX", 200_000),
+		TxRows:    envInt("STELE_BENCH_TX_ROWS", 2_000),
+		ProfileTx: os.Getenv("STELE_BENCH_TX_PROFILE") == "1",
 	}
 	if prof := os.Getenv("STELE_BENCH_CPUPROFILE"); prof != "" {
 		f, err := os.Create(prof)

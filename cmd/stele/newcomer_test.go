@@ -454,7 +454,7 @@ func TestOfflineSnapshotShowsErased(t *testing.T) {
 	r := cli(t, 0, nil, "snapshot", "--data", data, "--source", "crm", "--table", "customers", "--out", "-")
 	lines := strings.Split(strings.TrimSpace(r.stdout), "\n")
 	if len(lines) != 2 || !strings.HasPrefix(lines[0], `{"key":"7"`) || !strings.Contains(lines[0], `"email":{"$erased":true}`) ||
-		!strings.Contains(lines[1], `"email":{"$sealed"`) || strings.Contains(r.stdout, "b@x.org") {
+		!strings.Contains(lines[1], `"$pii":{"email`) || strings.Contains(r.stdout, "b@x.org") {
 		t.Errorf("offline snapshot:\n%s", r)
 	}
 }

@@ -2,11 +2,13 @@
 // tell a masked value from a plain one.
 
 import * as api from './api.js';
-import { h, special, valueNode } from './dom.js';
+import { h, special, unpackSealed, valueNode } from './dom.js';
 
 // flatten maps each leaf of an image to its dotted path; a sealed or
-// erased envelope is a leaf, since its inside is not the value.
+// erased envelope is a leaf, since its inside is not the value. An
+// image's compact envelope is unpacked into its fields first.
 export function flatten(v, prefix = '', out = new Map()) {
+  if (!prefix) v = unpackSealed(v);
   if (v && typeof v === 'object' && !Array.isArray(v) && !special(v) && Object.keys(v).length) {
     for (const [k, x] of Object.entries(v)) flatten(x, prefix ? prefix + '.' + k : k, out);
   } else if (prefix) {

@@ -56,7 +56,9 @@ export function searchHref(params) {
 }
 
 // special reports what a revealed value stands for: an envelope the role
-// may not open, or a value whose key was destroyed.
+// may not open (a field of a compact envelope once unpacked, or a
+// per-field envelope of records sealed before it), or a value whose key
+// was destroyed.
 export function special(v) {
   if (v && typeof v === 'object' && !Array.isArray(v)) {
     if ('$sealed' in v) return 'sealed';
@@ -73,4 +75,29 @@ export function valueNode(v, masked) {
   const text = typeof v === 'string' ? v : JSON.stringify(v);
   if (masked) return h('span', { class: 'v-masked', title: 'masked for your role' }, '▒ ', text);
   return h('span', { class: 'v' }, text);
+}
+
+// unpackSealed returns an image whose compact envelope
+// ({"$pii":{"email,address.street":"…"}}, which holds several fields
+// sealed together) is replaced by one {"$sealed":true} per field it
+// seals, at the field's path, so each shows as a sealed value. Paths use
+// "." between names, "~1" for a "." in a name, "~2" for "," and "~0" for
+// "~" (docs/privacy.md).
+export function unpackSealed(img) {
+  if (!img || typeof img !== 'object' || Array.isArray(img) || !img.$pii || typeof img.$pii !== 'object') return img;
+  const out = structuredClone(img);
+  delete out.$pii;
+  const unescape = (s) => s.replace(/~([012])/g, (_, c) => ({ 0: '~', 1: '.', 2: ',' })[c]);
+  for (const list of Object.keys(img.$pii)) {
+    for (const path of list.split(',')) {
+      const names = path.split('.').map(unescape);
+      let at = out;
+      for (const n of names.slice(0, -1)) {
+        if (!at[n] || typeof at[n] !== 'object' || Array.isArray(at[n])) at[n] = {};
+        at = at[n];
+      }
+      at[names[names.length - 1]] = { $sealed: true };
+    }
+  }
+  return out;
 }

@@ -63,18 +63,32 @@ func (r *Record) ActorID() string {
 	if id, ok := flatActorID(r.Actor); ok {
 		return id
 	}
-	// Walk the members instead of unmarshalling: this runs for every
-	// indexed record.
-	dec := jsontext.NewDecoder(bytes.NewReader(r.Actor))
+	return memberString(r.Actor, "id")
+}
+
+// CauseID is the record id the cause names (cause.record_id: the event
+// record an outbox row became, see capture.JoinOutbox), or "".
+func (r *Record) CauseID() string {
+	if len(r.Cause) == 0 {
+		return ""
+	}
+	return memberString(r.Cause, "record_id")
+}
+
+// memberString is the string member name of the JSON object obj, or "".
+// It walks the members instead of unmarshalling: it runs for every
+// indexed record.
+func memberString(obj []byte, name string) string {
+	dec := jsontext.NewDecoder(bytes.NewReader(obj))
 	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
 		return ""
 	}
 	for dec.PeekKind() == '"' {
-		name, err := dec.ReadToken()
+		n, err := dec.ReadToken()
 		if err != nil {
 			return ""
 		}
-		if name.String() != "id" {
+		if n.String() != name {
 			if dec.SkipValue() != nil {
 				return ""
 			}

@@ -136,6 +136,10 @@ type Config struct {
 	// a switch at a recorded boundary), IDSchemeChange or IDSchemeCommit
 	// (see ids.go).
 	IDScheme string
+	// Outbox is Debezium's outbox table ("schema.table", or "table" in
+	// public): its inserted rows become event records, the cause of the
+	// other changes of their transaction (capture.JoinOutbox).
+	Outbox string
 	// StateDir is the source's own directory, where the id scheme is
 	// recorded (the server gives <data>/sources/<name>). Without one the
 	// scheme is not recorded: IDScheme, or change ids.
@@ -204,6 +208,9 @@ func New(cfg Config) (*Source, error) {
 	}
 	if s.cfg.Snapshot != "" && s.cfg.Snapshot != SnapshotInitial {
 		return nil, fmt.Errorf("%w: snapshot %q: want \"initial\" or nothing", ErrConfig, s.cfg.Snapshot)
+	}
+	if s.cfg.Outbox != "" && !strings.Contains(s.cfg.Outbox, ".") {
+		s.cfg.Outbox = "public." + s.cfg.Outbox
 	}
 	switch s.cfg.IDScheme {
 	case "", IDSchemeChange, IDSchemeCommit:

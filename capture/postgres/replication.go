@@ -646,6 +646,7 @@ func (x *stream) commit(ctx context.Context, m *pglogrepl.CommitMessage) error {
 		} else {
 			recs := tx.buf.Records()
 			x.stamper(tx, m)(recs)
+			recs = capture.JoinOutbox(recs, x.src.cfg.Outbox)
 			if len(x.pend) == 0 {
 				x.pendSince = time.Now()
 			}
@@ -716,6 +717,11 @@ func (x *stream) appendTx(ctx context.Context, tx *txBuf, m *pglogrepl.CommitMes
 	stamp := x.stamper(tx, m)
 	return tx.buf.Replay(x.src.cfg.BatchSize, func(batch []*record.Record) error {
 		stamp(batch)
+		// Joined per batch: changes in batches before the outbox row's
+		// miss its cause (a transaction over Config.SpillBytes).
+		if batch = capture.JoinOutbox(batch, x.src.cfg.Outbox); len(batch) == 0 {
+			return nil
+		}
 		return x.app.Append(ctx, batch)
 	})
 }

@@ -22,7 +22,8 @@ import (
 //	      subjects: [dbserver1.public.>]   # default: the whole stream
 //	      durable: stele-shop              # default stele-<name>
 //	      tx_subject: dbserver1.transaction
-//	      outbox_table: public.outbox      # outbox rows → event records, cause of their transaction
+//	      outbox: public.outbox            # outbox rows → event records, cause of their transaction (also outbox_table)
+//	      mirrors: shop                    # the direct source of the same database (see the kafka section)
 //	      user: stele                      # or token:
 //	      password: secret                 # or STELE_NATS_PASSWORD
 type NATSSourceConfig struct {
@@ -32,12 +33,13 @@ type NATSSourceConfig struct {
 	Durable     string
 	TxSubject   string
 	OutboxTable string
+	Mirrors     string
 	User        string
 	Password    string
 	Token       string
 }
 
-var natsKeys = []string{"url", "stream", "subjects", "durable", "tx_subject", "outbox_table", "user", "password", "token"}
+var natsKeys = []string{"url", "stream", "subjects", "durable", "tx_subject", "outbox_table", "outbox", "mirrors", "user", "password", "token"}
 
 func parseNATSKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
 	if sc.NATS == nil {
@@ -61,8 +63,10 @@ func parseNATSKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
 		nc.Durable = val.Value
 	case "tx_subject":
 		nc.TxSubject = val.Value
-	case "outbox_table":
+	case "outbox_table", "outbox":
 		nc.OutboxTable = val.Value
+	case "mirrors":
+		nc.Mirrors = val.Value
 	case "user":
 		nc.User = val.Value
 	case "password":
@@ -93,7 +97,7 @@ func (sc SourceConfig) natsConfig(logger *slog.Logger) nats.Config {
 		nc = &NATSSourceConfig{}
 	}
 	cfg := nats.Config{Name: sc.Name, URL: nc.URL, Stream: nc.Stream, Subjects: nc.Subjects, Durable: nc.Durable,
-		TxSubject: nc.TxSubject, OutboxTable: nc.OutboxTable, User: nc.User, Password: nc.Password, Token: nc.Token, DeadLetter: sc.park, Logger: logger}
+		TxSubject: nc.TxSubject, OutboxTable: nc.OutboxTable, Mirrors: nc.Mirrors, User: nc.User, Password: nc.Password, Token: nc.Token, DeadLetter: sc.park, Logger: logger}
 	if cfg.Password == "" {
 		cfg.Password = os.Getenv("STELE_NATS_PASSWORD")
 	}

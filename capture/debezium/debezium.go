@@ -127,8 +127,8 @@ type Decoder struct {
 	// name whose changes this connector also publishes: each change is
 	// then one record, whichever path brings it first.
 	ChangeIDs bool
-	schemas    map[string]*valueSchema
-	ids        record.IDDeriver
+	schemas   map[string]*valueSchema
+	ids       record.IDDeriver
 }
 
 // maxCachedSchemas bounds the schema cache; past it the cache starts over

@@ -1,0 +1,102 @@
+package postgres
+
+import (
+	"errors"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/jackc/pglogrepl"
+
+	"github.com/stele/stele/capture"
+	"github.com/stele/stele/internal/pgtest"
+	"github.com/stele/stele/record"
+)
+
+// TestIDSchemeMigration: a log written by the code before change ids
+// (commit ids, no scheme recorded), then the new code on the same log and
+// slot, which replays the old transactions (a slot copied before them
+// replays exactly what a crash before the acknowledgement would): nothing
+// is stored twice, the new changes get change ids, the decision is
+// recorded, a second replay across both schemes stores nothing either,
+// and going back to commit ids is refused.
+func TestIDSchemeMigration(t *testing.T) {
+	srv := pgtest.Start(t, pgtest.Options{})
+	url := newDB(t, srv, "mig", `CREATE TABLE items (id int PRIMARY KEY, v text)`)
+	ts := openStore(t, t.TempDir())
+
+	// The old code: commit ids, nothing recorded (it had no state
+	// directory for a PostgreSQL source).
+	r := startReady(t, Config{Name: "mig", ConnString: url, IDScheme: IDSchemeCommit}, ts)
+	execIn(t, url, `SELECT pg_copy_logical_replication_slot('stele_mig', 'stele_mig_replay')`)
+	execIn(t, url, `INSERT INTO items VALUES (1, 'a'), (2, 'b')`, `UPDATE items SET v = 'a2' WHERE id = 1`)
+	old := ts.records(t, 3)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	for _, rec := range old {
+		if rec.ID != record.DeriveID(rec) {
+			t.Fatalf("the old run's record %s has no commit id", rec.Key)
+		}
+	}
+
+	// The upgrade.
+	state := t.TempDir()
+	execIn(t, url, `SELECT pg_copy_logical_replication_slot('stele_mig_replay', 'stele_mig_replay2')`)
+	dc := &dupCounter{Sink: ts}
+	cfg := Config{Name: "mig", ConnString: url, Slot: "stele_mig_replay", StateDir: state}
+	r = startReady(t, cfg, dc)
+	execIn(t, url, `INSERT INTO items VALUES (3, 'c')`)
+	recs := ts.records(t, 4)
+	waitDups(t, dc, 3)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if ts.Size() != 4 {
+		t.Fatalf("the log holds %d records after the replay across the upgrade, want 4", ts.Size())
+	}
+	if n := recs[3]; string(n.Key) != `{"id":3}` || n.ID != record.DeriveChangeID(n) {
+		t.Errorf("the new change %s: id %s is not its change id", n.Key, n.ID)
+	}
+	ps, err := capture.OpenPositions(filepath.Join(state, "positions"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	scheme, _ := ps.Get(posKeyIDScheme)
+	fromText, _ := ps.Get(posKeyIDFrom)
+	from, err := pglogrepl.ParseLSN(fromText)
+	if scheme != IDSchemeChange || err != nil || from == 0 {
+		t.Fatalf("recorded scheme %q from %q (%v), want change from the WAL position at the upgrade", scheme, fromText, err)
+	}
+
+	// A second replay, from before the old transactions, with the
+	// recorded scheme: both kinds of id are derived again.
+	dc2 := &dupCounter{Sink: ts}
+	cfg.Slot = "stele_mig_replay2"
+	r = startReady(t, cfg, dc2)
+	waitDups(t, dc2, 4)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if ts.Size() != 4 {
+		t.Fatalf("the log holds %d records after the second replay, want 4", ts.Size())
+	}
+
+	cfg.IDScheme = IDSchemeCommit
+	r = start(t, cfg, ts)
+	if err := r.wait(t); !errors.Is(err, ErrConfig) {
+		t.Errorf("going back to commit ids: %v, want ErrConfig", err)
+	}
+}
+
+func waitDups(t *testing.T, dc *dupCounter, n int64) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for dc.dups.Load() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d duplicates reported, want %d: the replay did not happen", dc.dups.Load(), n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+

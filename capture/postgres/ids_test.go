@@ -99,4 +99,3 @@ func waitDups(t *testing.T, dc *dupCounter, n int64) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
-

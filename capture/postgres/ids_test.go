@@ -9,7 +9,9 @@ import (
 	"github.com/jackc/pglogrepl"
 
 	"github.com/stele/stele/capture"
+	"github.com/stele/stele/capture/capturetest"
 	"github.com/stele/stele/internal/pgtest"
+	"github.com/stele/stele/query"
 	"github.com/stele/stele/record"
 )
 
@@ -97,5 +99,29 @@ func waitDups(t *testing.T, dc *dupCounter, n int64) {
 			t.Fatalf("%d duplicates reported, want %d: the replay did not happen", dc.dups.Load(), n)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestOutbox: a transaction that inserts an outbox row of Debezium's
+// layout, changes two rows and deletes the outbox row becomes one event and
+// two changes caused by it, found by the cause filter.
+func TestOutbox(t *testing.T) {
+	srv := pgtest.Start(t, pgtest.Options{})
+	url := newDB(t, srv, "obx",
+		`CREATE TABLE orders (id int PRIMARY KEY, total numeric)`,
+		`CREATE TABLE lines (id int PRIMARY KEY, order_id int, sku text)`,
+		`CREATE TABLE outbox (id uuid PRIMARY KEY, aggregatetype text, aggregateid text, type text, payload jsonb)`)
+	ts := openStore(t, t.TempDir())
+	startReady(t, Config{Name: "obx", ConnString: url, Outbox: "outbox", StateDir: t.TempDir()}, ts)
+	execIn(t, url, `BEGIN;
+		INSERT INTO orders VALUES (7, 12.50);
+		INSERT INTO outbox VALUES ('a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 'order', '7', 'OrderPlaced', '{"total": 12.5}');
+		INSERT INTO lines VALUES (70, 7, 'sku-1');
+		DELETE FROM outbox;
+		COMMIT`)
+	recs := ts.records(t, 3)
+	ev := capturetest.CheckOutbox(t, recs, "OrderPlaced", query.New(ts.Store, ts.ix))
+	if ev.Source.Table != "outbox" || ev.ID != record.DeriveChangeID(ev) {
+		t.Errorf("event %s.%s id %s: want the outbox row's change id", ev.Source.Schema, ev.Source.Table, ev.ID)
 	}
 }

@@ -163,8 +163,13 @@ func (d *IDDeriver) DeriveChange(r *Record) string {
 		d.h = sha256.New()
 	}
 	key := r.Key
-	if c, err := Canonical(key); err == nil {
-		key = c
+	if _, simple := singleScalarValue(key); !simple {
+		// A one-column key of a number or a plain string, the commonest,
+		// is canonical as it stands (TestSimpleKeysAreCanonical):
+		// canonicalising costs four times the hash.
+		if c, err := Canonical(key); err == nil {
+			key = c
+		}
 	}
 	b := append(d.buf[:0], "stele change id v1\x00"...)
 	if r.Op == OpSnapshot {
@@ -173,11 +178,14 @@ func (d *IDDeriver) DeriveChange(r *Record) string {
 		// same key there is two records.
 		b = append(b, "snapshot\x00"...)
 	}
-	for _, part := range [...]string{r.Source.Kind, r.Source.Name, r.Source.Database, r.Source.Schema, r.Source.Table, r.Tx.Position, string(key)} {
+	for _, part := range [...]string{r.Source.Kind, r.Source.Name, r.Source.Database, r.Source.Schema, r.Source.Table, r.Tx.Position} {
 		b = strconv.AppendInt(b, int64(len(part)), 10)
 		b = append(b, ':')
 		b = append(b, part...)
 	}
+	b = strconv.AppendInt(b, int64(len(key)), 10)
+	b = append(b, ':')
+	b = append(b, key...)
 	d.h.Reset()
 	d.h.Write(b)
 	b = d.h.Sum(b[:0])

@@ -101,3 +101,41 @@ func TestDeriveChangeID(t *testing.T) {
 		t.Error("the change id equals the transaction-position id of the same record")
 	}
 }
+
+// BenchmarkDeriveChangeID: the change id (which canonicalises the key)
+// next to the commit id of the same record, per capture record.
+func BenchmarkDeriveChangeID(b *testing.B) {
+	idx := int64(3)
+	r := &Record{
+		Source: Source{Name: "crm", Kind: "postgres", Database: "crm", Schema: "public", Table: "items"},
+		Key:    []byte(`{"id":123456}`),
+		Tx:     &Tx{ID: "771", Position: "0/16B3748", Index: &idx},
+	}
+	b.Run("commit", func(b *testing.B) {
+		var d IDDeriver
+		for b.Loop() {
+			_ = d.Derive(r)
+		}
+	})
+	b.Run("change", func(b *testing.B) {
+		var d IDDeriver
+		for b.Loop() {
+			_ = d.DeriveChange(r)
+		}
+	})
+}
+
+// DeriveChange skips canonicalising the keys singleScalarKey accepts:
+// they must be canonical already.
+func TestSimpleKeysAreCanonical(t *testing.T) {
+	for _, k := range []string{`{"id":1}`, `{"id":-0}`, `{"id":1e2}`, `{"id":1.50}`, `{"id":12345678901234567890}`,
+		`{"id":"a"}`, `{"id":"<a>&"}`, `{"id":"é ✓"}`, "{\"id\":\"\u2028\"}", `{"k":true}`, `{"k":null}`, `{"é":"x"}`} {
+		if _, ok := singleScalarKey([]byte(k)); !ok {
+			continue
+		}
+		c, err := Canonical([]byte(k))
+		if err != nil || string(c) != k {
+			t.Errorf("%s: canonical %s (%v): singleScalarKey accepts a key that is not canonical", k, c, err)
+		}
+	}
+}

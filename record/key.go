@@ -108,28 +108,35 @@ func memberString(obj []byte, name string) string {
 // (`{"id":42}`). Anything with an escape, a nested value or a second member
 // is left to the full parser, so the answer is always the same.
 func singleScalarKey(key []byte) (string, bool) {
+	v, ok := singleScalarValue(key)
+	return string(v), ok
+}
+
+// singleScalarValue is singleScalarKey without the copy: the value's
+// text within key.
+func singleScalarValue(key []byte) ([]byte, bool) {
 	n := len(key)
 	if n < 7 || key[0] != '{' || key[1] != '"' || key[n-1] != '}' || bytes.IndexByte(key, '\\') >= 0 || !plainText(key) {
-		return "", false
+		return nil, false
 	}
 	end := bytes.IndexByte(key[2:], '"') + 2
 	if end < 2 || end+2 >= n-1 || key[end+1] != ':' {
-		return "", false
+		return nil, false
 	}
 	v := key[end+2 : n-1]
 	switch v[0] {
 	case '"':
 		if len(v) < 2 || v[len(v)-1] != '"' || bytes.IndexByte(v[1:len(v)-1], '"') >= 0 {
-			return "", false
+			return nil, false
 		}
-		return string(v[1 : len(v)-1]), true
+		return v[1 : len(v)-1], true
 	case '{', '[':
-		return "", false
+		return nil, false
 	}
 	if bytes.ContainsAny(v, ",\" \t\r\n") || !json.Valid(v) {
-		return "", false
+		return nil, false
 	}
-	return string(v), true
+	return v, true
 }
 
 // plainText reports valid UTF-8 without control characters: what a JSON

@@ -119,11 +119,17 @@ func (d *IDDeriver) Derive(r *Record) string {
 		b = append(b, 0)
 	}
 	b = strconv.AppendInt(b, *r.Tx.Index, 10)
+	return d.finish(b, 'p')
+}
+
+// finish hashes the id input b (held in d's buffer) and returns the id:
+// prefix and the first 16 bytes of the SHA-256 in lower-case base32.
+func (d *IDDeriver) finish(b []byte, prefix byte) string {
 	d.h.Reset()
 	d.h.Write(b)
 	b = d.h.Sum(b[:0])
 	n := len(b)
-	b = append(b, 'p')
+	b = append(b, prefix)
 	b = idEncoding.AppendEncode(b, b[:16])
 	id := b[n:]
 	for i, c := range id {
@@ -186,18 +192,5 @@ func (d *IDDeriver) DeriveChange(r *Record) string {
 	b = strconv.AppendInt(b, int64(len(key)), 10)
 	b = append(b, ':')
 	b = append(b, key...)
-	d.h.Reset()
-	d.h.Write(b)
-	b = d.h.Sum(b[:0])
-	n := len(b)
-	b = append(b, 'c')
-	b = idEncoding.AppendEncode(b, b[:16])
-	id := b[n:]
-	for i, c := range id {
-		if 'A' <= c && c <= 'Z' {
-			id[i] = c + 'a' - 'A'
-		}
-	}
-	d.buf = b
-	return string(id)
+	return d.finish(b, 'c')
 }

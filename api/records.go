@@ -219,6 +219,16 @@ func (s *Server) getRecord(w http.ResponseWriter, r *http.Request) {
 				Field: "tree_size"})
 			return
 		}
+	} else if s.cfg.Witnessed != nil {
+		// Under a witness policy the proof is against what the quorum
+		// cosigned, as GET /v1/checkpoint serves, never a checkpoint the
+		// witnesses have not seen.
+		if cp = s.cfg.Witnessed(); cp == nil || cp.Size <= seq {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusServiceUnavailable, &apiError{Msg: fmt.Sprintf("no checkpoint cosigned by the witness policy's quorum covers seq %d yet; retry shortly, or pass tree_size", seq)})
+			return
+		}
+		treeSize = cp.Size
 	} else {
 		if cp = s.cfg.Log.LatestCheckpoint(); cp == nil || cp.Size <= seq {
 			var err error

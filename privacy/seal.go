@@ -37,6 +37,14 @@ type Keys interface {
 	Names(kind keystore.Kind) []string
 }
 
+// DestroyNotifier is a keystore shared by several nodes (the KV keystore
+// of a cluster): it tells every node of keys destroyed by any, so each
+// guard drops the field keys it derived from them, not only the guard
+// whose node ran the erasure.
+type DestroyNotifier interface {
+	OnDestroy(fn func(kids []string))
+}
+
 // Schemas is what the privacy layer needs from the schema registry.
 type Schemas interface {
 	Latest(subject string) (*schema.Schema, error)
@@ -125,6 +133,9 @@ func New(ctx context.Context, keys Keys, schemas Schemas, opts Options) (*Guard,
 	}
 	if err := keys.Sync(ctx); err != nil {
 		return nil, fmt.Errorf("privacy: system key: %w", err)
+	}
+	if n, ok := keys.(DestroyNotifier); ok {
+		n.OnDestroy(g.forget)
 	}
 	return g, nil
 }

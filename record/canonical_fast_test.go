@@ -13,6 +13,7 @@ var fastCorpus = []string{
 	`{"a":-0,"b":1.50,"c":1e3,"d":12345678901234567890.123}`, `{"a":"\u00e9","b":"é"}`, `{"é":1,"a":2}`,
 	`{ "a":1}`, `{"a":1 }`, `{"a":[1, 2]}`, `{"a":"x\"y"}`, `{"a":"\u2028"}`, "{\"a\":\"\u2028\x7f\"}",
 	`{"a":1,"a":2}`, `{"a":{"x":1,"x":2}}`, `[1,"a",{"b":2}]`, `{"Z":1,"a":2}`, `{"a":1,"B":2}`, `{"":1,"a":2}`,
+	`{"v":"x","id":1,"email":"a@b","qty":3}`, `{"b":{"y":1,"x":2},"a":1}`, `{"b":1,"a":2,"b":3}`, `{"b":1,"a":2}x`, `{"b":1,"a":2`,
 }
 
 // FuzzFastPathsMatchDecoder: the scanner's members and the canonical-form
@@ -39,6 +40,16 @@ func FuzzFastPathsMatchDecoder(f *testing.F) {
 				if !bytes.Equal(v, b) {
 					t.Fatalf("%q: judged canonical (sorted %v), canonical form is %q", b, sorted, v)
 				}
+			}
+		}
+		// sortedObject is asked about anything a source receives.
+		if sorted, ok := sortedObject(b); ok {
+			v := jsontext.Value(slices.Clone(b))
+			if err := v.Canonicalize(canonicalOptions...); err != nil {
+				t.Fatalf("%q: sorted to %q, Canonicalize says %v", b, sorted, err)
+			}
+			if !bytes.Equal(v, sorted) {
+				t.Fatalf("%q: sorted to %q, canonical form is %q", b, sorted, v)
 			}
 		}
 		p := new(parser)

@@ -50,6 +50,7 @@ go test -run='^$' -fuzz='^FuzzScanArrayMatchesDecoder$' -fuzztime="$fuzztime" ./
 go test -run='^$' -fuzz='^FuzzFastPathsMatchDecoder$' -fuzztime="$fuzztime" ./record
 go test -run='^$' -fuzz='^FuzzNumber$' -fuzztime="$fuzztime" ./capture/dynamodb
 go test -run='^$' -fuzz='^FuzzDecode$' -fuzztime="$fuzztime" ./capture/debezium
+go test -run='^$' -fuzz='^FuzzFastPathsMatchUnmarshal$' -fuzztime="$fuzztime" ./capture/debezium
 go test -run='^$' -fuzz='^FuzzParseStatement$' -fuzztime="$fuzztime" ./capture/mysql
 go test -run='^$' -fuzz='^FuzzCloudEvent$' -fuzztime="$fuzztime" ./record
 go test -run='^$' -fuzz='^FuzzParseAddCheckpoint$' -fuzztime="$fuzztime" ./witness

@@ -20,6 +20,9 @@ import (
 const (
 	CodeBadArgument = "BAD_ARGUMENT"
 	CodeInternal    = "INTERNAL"
+	// CodeNotWitnessed: under a witness policy no checkpoint cosigned by
+	// the quorum covers what was asked yet; retry shortly.
+	CodeNotWitnessed = "NOT_WITNESSED"
 )
 
 // argError is a GraphQL error naming the argument at fault, in the message
@@ -94,7 +97,19 @@ func pageInfo(next string) *PageInfo {
 // checkpoint returns a signed checkpoint covering at least min records and
 // every durable one, signing one first if the latest lags, as GET
 // /v1/checkpoint does.
+//
+// Under a witness policy it serves only what the quorum cosigned, as the
+// REST API does, so no client is shown a checkpoint the witnesses have not
+// seen.
 func (r *Resolver) checkpoint(ctx context.Context, min uint64) (*stele.Checkpoint, error) {
+	if r.witnessed != nil {
+		if cp := r.witnessed(); cp != nil && cp.Size >= min && cp.Size > 0 {
+			return cp, nil
+		}
+		return nil, &gqlerror.Error{Path: graphql.GetPath(ctx),
+			Message:    fmt.Sprintf("no checkpoint cosigned by the witness policy's quorum covers %d records yet; retry shortly", max(min, 1)),
+			Extensions: map[string]any{"code": CodeNotWitnessed}}
+	}
 	cp := r.log.LatestCheckpoint()
 	if cp != nil && cp.Size >= min && cp.Size >= r.log.Size() {
 		return cp, nil

@@ -33,4 +33,6 @@ type Resolver struct {
 	query  Engine
 	now    func() time.Time
 	logger *slog.Logger
+	// witnessed is Options.Witnessed.
+	witnessed func() *stele.Checkpoint
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
+	"github.com/stele/stele"
 	"github.com/stele/stele/ui"
 )
 
@@ -66,6 +67,10 @@ type Options struct {
 	// Now is the default "at" of state fields (default time.Now).
 	Now    func() time.Time
 	Logger *slog.Logger
+	// Witnessed, when set, is the latest checkpoint cosigned by the
+	// witness policy's quorum (nil until one is); checkpoint and proof
+	// fields then serve only it.
+	Witnessed func() *stele.Checkpoint
 	// The limits of one request (defaults above; limits.go says where each
 	// applies).
 	MaxComplexity    int
@@ -97,7 +102,7 @@ func New(cfg Options) http.Handler {
 	orDefault(&cfg.MaxAliases, DefaultMaxAliases)
 	orDefault(&cfg.MaxBodyBytes, DefaultMaxBodyBytes)
 	orDefault(&cfg.MaxResponseBytes, DefaultMaxResponseBytes)
-	r := &Resolver{log: cfg.Log, query: cfg.Query, now: cfg.Now, logger: cfg.Logger}
+	r := &Resolver{log: cfg.Log, query: cfg.Query, now: cfg.Now, logger: cfg.Logger, witnessed: cfg.Witnessed}
 	es := NewExecutableSchema(Config{Resolvers: r, Complexity: complexity()})
 
 	srv := handler.New(es)

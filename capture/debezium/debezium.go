@@ -186,6 +186,9 @@ func isNull(v jsontext.Value) bool { return len(v) == 0 || v.Kind() == 'n' }
 // unwrap splits a converter message into its schema (nil without one) and
 // payload.
 func unwrap(data []byte, field string) (schema, body jsontext.Value, err error) {
+	if schema, body, ok := unwrapFast(data); ok {
+		return schema, body, nil
+	}
 	var env envelope
 	if err := json.Unmarshal(data, &env); err != nil {
 		return nil, nil, malformed(field, "not a JSON object: %v", err)
@@ -212,8 +215,11 @@ func (d *Decoder) Decode(key, value []byte) (Event, error) {
 		return Event{Kind: Tombstone}, nil
 	}
 	var p payload
-	if err := json.Unmarshal(body, &p); err != nil {
-		return Event{}, malformed("payload", "%v", err)
+	if !payloadFast(body, &p) {
+		p = payload{}
+		if err := json.Unmarshal(body, &p); err != nil {
+			return Event{}, malformed("payload", "%v", err)
+		}
 	}
 	if p.Op == "" && p.Status != "" {
 		return txEvent(&p)
@@ -263,8 +269,11 @@ func (d *Decoder) change(key []byte, p *payload, vs *valueSchema) (*record.Recor
 		return nil, malformed("payload.source", "is required")
 	}
 	s := &sourceBlock{}
-	if err := json.Unmarshal(p.Source, s); err != nil {
-		return nil, malformed("payload.source", "%v", err)
+	if !sourceFast(p.Source, s) {
+		*s = sourceBlock{}
+		if err := json.Unmarshal(p.Source, s); err != nil {
+			return nil, malformed("payload.source", "%v", err)
+		}
 	}
 	r := &record.Record{Op: op, Source: record.Source{Name: d.SourceName, Database: s.DB, Schema: s.Schema, Table: s.Table}}
 	if r.Source.Table == "" {
@@ -318,7 +327,11 @@ func (d *Decoder) change(key []byte, p *payload, vs *valueSchema) (*record.Recor
 	if r.Key, err = d.key(key, r); err != nil {
 		return nil, err
 	}
-	if r.Changed, err = record.ChangedFields(r.Before, r.After); err != nil {
+	changed := record.ChangedCanonical // image made both canonical
+	if op == record.OpEvent {
+		changed = record.ChangedFields
+	}
+	if r.Changed, err = changed(r.Before, r.After); err != nil {
 		return nil, malformed("payload", "%v", err)
 	}
 	switch {
@@ -494,5 +507,14 @@ func genericPosition(p *payload) (string, error) {
 
 // formatLSN prints an LSN as PostgreSQL does ("16/B374D848").
 func formatLSN(lsn uint64) string {
-	return fmt.Sprintf("%X/%X", lsn>>32, uint32(lsn))
+	var b [24]byte
+	out := strconv.AppendUint(b[:0], lsn>>32, 16)
+	out = append(out, '/')
+	out = strconv.AppendUint(out, uint64(uint32(lsn)), 16)
+	for i, c := range out {
+		if 'a' <= c && c <= 'f' {
+			out[i] = c - 'a' + 'A'
+		}
+	}
+	return string(out)
 }

@@ -5,10 +5,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/stele/stele"
+	"github.com/stele/stele/capture"
+	"github.com/stele/stele/capture/debezium/dbztest"
 	"github.com/stele/stele/index"
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/record"
@@ -126,43 +132,43 @@ func TestBackbone(t *testing.T) {
 		}
 	}
 	// A snapshot row: no transaction block.
-	u.lsn += 8
-	snap := mustJSON(map[string]any{"before": nil, "after": image(1, "snap"), "op": "r",
-		"source": u.source("items", u.txid, u.lsn), "ts_ms": 1})
-	send([]msg{{topic: u.items, key: mustJSON(map[string]any{"id": 1}), value: snap}})
+	u.LSN += 8
+	snap := dbztest.MustJSON(map[string]any{"before": nil, "after": dbztest.Image(1, "snap"), "op": "r",
+		"source": u.SourceBlock("items", u.LSN), "ts_ms": 1})
+	send([]msg{{Topic: u.items, Key: dbztest.MustJSON(map[string]any{"id": 1}), Value: snap}})
 	a := runSource(t, cfg, st)
 	// One transaction over two tables.
-	send(u.transaction("items", []map[string]any{
-		{"before": nil, "after": image(2, "two"), "op": "c"},
+	send(u.Transaction("items", []map[string]any{
+		{"before": nil, "after": dbztest.Image(2, "two"), "op": "c"},
 	}, []any{map[string]any{"id": 2}}))
-	multi := u.transaction("items", []map[string]any{
-		{"before": nil, "after": image(3, "three"), "op": "c"},
+	multi := u.Transaction("items", []map[string]any{
+		{"before": nil, "after": dbztest.Image(3, "three"), "op": "c"},
 		{"before": nil, "after": map[string]any{"id": 10, "item": 3}, "op": "c"},
-		{"before": image(2, "two"), "after": image(2, "deux"), "op": "u"},
+		{"before": dbztest.Image(2, "two"), "after": dbztest.Image(2, "deux"), "op": "u"},
 	}, []any{map[string]any{"id": 3}, map[string]any{"id": 10}, map[string]any{"id": 2}})
 	// The second event belongs to the orders table: Debezium writes it to
 	// that table's topic with that table in its source block.
 	var ev map[string]any
-	_ = json.Unmarshal(multi[2].value, &ev)
+	_ = json.Unmarshal(multi[2].Value, &ev)
 	ev["source"].(map[string]any)["table"] = "orders"
-	multi[2].topic, multi[2].value = "bb.public.orders", mustJSON(ev)
+	multi[2].Topic, multi[2].Value = "bb.public.orders", dbztest.MustJSON(ev)
 	send(multi)
 	waitRecords(t, st, 5)
 	// A second member joins: a rebalance.
 	bStop := runSource(t, cfg, st)
-	del := u.transaction("items", []map[string]any{{"before": image(3, "three"), "after": nil, "op": "d"}}, []any{map[string]any{"id": 3}})
-	del = append(del[:2:2], msg{topic: u.items, key: del[1].key}, del[2])
+	del := u.Transaction("items", []map[string]any{{"before": dbztest.Image(3, "three"), "after": nil, "op": "d"}}, []any{map[string]any{"id": 3}})
+	del = append(del[:2:2], msg{Topic: u.items, Key: del[1].Key}, del[2])
 	send(del)
 	// Debezium re-sends a change after its own crash: the same event
 	// again, later in the topic.
 	send([]msg{sent[len(sent)-3]})
 	// Not a Debezium event.
-	send([]msg{{topic: u.items, key: []byte(`{"id":99}`), value: []byte(`{"op":"c","after":{"id":99}`)}})
-	send(u.transaction("items", []map[string]any{{"before": nil, "after": image(4, "four"), "op": "c"}}, []any{map[string]any{"id": 4}}))
+	send([]msg{{Topic: u.items, Key: []byte(`{"id":99}`), Value: []byte(`{"op":"c","after":{"id":99}`)}})
+	send(u.Transaction("items", []map[string]any{{"before": nil, "after": dbztest.Image(4, "four"), "op": "c"}}, []any{map[string]any{"id": 4}}))
 	waitRecords(t, st, 7)
 	// The first member leaves: another rebalance.
 	a()
-	send(u.transaction("items", []map[string]any{{"before": image(4, "four"), "after": image(4, "vier"), "op": "u"}}, []any{map[string]any{"id": 4}}))
+	send(u.Transaction("items", []map[string]any{{"before": dbztest.Image(4, "four"), "after": dbztest.Image(4, "vier"), "op": "u"}}, []any{map[string]any{"id": 4}}))
 	waitRecords(t, st, 8)
 	time.Sleep(200 * time.Millisecond) // anything stored twice would show now
 	bStop()
@@ -216,5 +222,90 @@ func TestBackbone(t *testing.T) {
 		if c := gi.Commits[u.items][p]; c.Offset != end {
 			t.Errorf("partition %d committed at %d, its end is %d", p, c.Offset, end)
 		}
+	}
+}
+
+// gateSink holds every append until the gate opens.
+type gateSink struct {
+	capture.Sink
+	open chan struct{}
+}
+
+func (g gateSink) Append(ctx context.Context, recs []*record.Record) ([]stele.Appended, error) {
+	select {
+	case <-g.open:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return g.Sink.Append(ctx, recs)
+}
+
+// TestLag: Stats reports the consumer lag (high watermark minus the
+// committed offset, in messages) while records wait for the log, and 0
+// with the committed offsets as the position once they are durable; the
+// per-partition figures add up to it.
+func TestLag(t *testing.T) {
+	b := startBroker(t)
+	topic := "lag.public.items"
+	if err := b.cluster().CreateTopic(topic, 2, nil); err != nil {
+		t.Fatal(err)
+	}
+	prod := b.producer(t)
+	produce := func(from, to int) {
+		t.Helper()
+		var recs []*kgo.Record
+		for i := from; i < to; i++ {
+			v := fmt.Sprintf(`{"before":null,"after":{"id":%d},"source":{"connector":"postgresql","db":"d","schema":"public","table":"items","ts_ms":1,"lsn":%d},"op":"c","ts_ms":1}`, i, 1000+i)
+			recs = append(recs, &kgo.Record{Topic: topic, Key: fmt.Appendf(nil, `{"id":%d}`, i), Value: []byte(v)})
+		}
+		if err := prod.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	produce(0, 20)
+	st := openStore(t)
+	sink := gateSink{Sink: st, open: make(chan struct{})}
+	src, err := New(Config{Name: "lag", Brokers: []string{b.addr()}, Topics: []string{topic},
+		SASL: SASL{Mechanism: "PLAIN", User: saslUser, Password: saslPass}, MinBackoff: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- src.Run(ctx, sink) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	waitStats := func(what string, ok func(capture.Stats) bool) capture.Stats {
+		t.Helper()
+		deadline := time.Now().Add(msgTimeout)
+		for {
+			s := src.Stats()
+			if ok(s) {
+				return s
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("stats %+v (partitions %v), still not %s", s, src.PartitionLag(), what)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitStats("lagging 20 messages while the log is held", func(s capture.Stats) bool { return s.LagBytes == 20 })
+	close(sink.open)
+	s := waitStats("caught up", func(s capture.Stats) bool { return s.LagBytes == 0 && st.Size() == 20 })
+	var ends []string
+	for _, p := range b.cluster().PartitionInfos(topic) {
+		ends = append(ends, fmt.Sprintf("%s/%d:%d", topic, p.Partition, p.HighWatermark))
+	}
+	if want := strings.Join(ends, " "); s.Position != want {
+		t.Errorf("position %q, want %q", s.Position, want)
+	}
+	produce(20, 26)
+	waitStats("caught up again", func(s capture.Stats) bool { return s.LagBytes == 0 && st.Size() == 26 })
+	if got := src.PartitionLag(); len(got) != 2 || got[topic+"/0"] != 0 || got[topic+"/1"] != 0 {
+		t.Errorf("partition lag %v, want both partitions at 0", got)
 	}
 }

@@ -2,7 +2,6 @@ package kafka
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -21,6 +20,7 @@ import (
 	"github.com/stele/stele/capture"
 	"github.com/stele/stele/capture/capturetest"
 	"github.com/stele/stele/capture/debezium"
+	"github.com/stele/stele/capture/debezium/dbztest"
 	"github.com/stele/stele/record"
 )
 
@@ -151,17 +151,15 @@ type debeziumTopics struct {
 	txTop string
 	prod  *kgo.Client
 
-	mu     sync.Mutex
-	rows   map[int64]string
-	lsn    int64
-	txid   int64
+	mu sync.Mutex // serialises the connector's calls
+	*dbztest.Connector
 	offset map[string]int64 // record id → its message's offset in items
 	dec    debezium.Decoder
 }
 
 func newDebeziumTopics(t *testing.T, b *broker, name string, partitions int32) *debeziumTopics {
 	u := &debeziumTopics{b: b, t: t, name: name, items: name + ".public.items", typed: name + ".public.typed",
-		txTop: name + ".transaction", rows: map[int64]string{}, lsn: 0x1000000, txid: 700, offset: map[string]int64{}}
+		txTop: name + ".transaction", Connector: dbztest.New(name), offset: map[string]int64{}}
 	u.dec.SourceName = name
 	for _, topic := range []string{u.items, u.typed, u.txTop} {
 		if err := b.cluster().CreateTopic(topic, partitions, nil); err != nil {
@@ -214,59 +212,13 @@ func (w testWriter) Write(p []byte) (int, error) {
 // started.
 func (u *debeziumTopics) Ready(*testing.T) {}
 
-func image(id int64, v string) map[string]any { return map[string]any{"id": id, "v": v} }
-
-func (u *debeziumTopics) source(table string, txid, lsn int64) map[string]any {
-	return map[string]any{"version": "2.7.3.Final", "connector": "postgresql", "name": u.name,
-		"ts_ms": time.Now().UnixMilli(), "snapshot": "false", "db": "postgres",
-		"sequence": fmt.Sprintf(`["%d","%d"]`, lsn-1, lsn), "schema": "public", "table": table,
-		"txId": txid, "lsn": lsn, "xmin": nil}
-}
-
-type msg struct {
-	topic      string
-	key, value []byte
-}
-
-func mustJSON(v any) []byte {
-	b, err := json.Marshal(v)
-	if err != nil {
-		panic(err)
-	}
-	return b
-}
-
-// transaction frames events (each a payload without source and
-// transaction) as one Debezium transaction of the items table.
-func (u *debeziumTopics) transaction(table string, events []map[string]any, keys []any, values ...[]byte) []msg {
-	u.txid++
-	u.lsn += 0x100
-	txID := fmt.Sprintf("%d:%d", u.txid, u.lsn)
-	topic := u.name + ".public." + table
-	out := []msg{{topic: u.txTop, key: mustJSON(map[string]any{"id": txID}),
-		value: mustJSON(map[string]any{"status": "BEGIN", "id": txID, "event_count": nil, "data_collections": nil, "ts_ms": time.Now().UnixMilli()})}}
-	for i, ev := range events {
-		u.lsn += 0x28
-		ev["source"] = u.source(table, u.txid, u.lsn)
-		ev["transaction"] = map[string]any{"id": txID, "total_order": i + 1, "data_collection_order": i + 1}
-		ev["ts_ms"] = time.Now().UnixMilli()
-		value := mustJSON(ev)
-		if i < len(values) && values[i] != nil {
-			value = values[i]
-		}
-		out = append(out, msg{topic: topic, key: mustJSON(keys[i]), value: value})
-	}
-	out = append(out, msg{topic: u.txTop, key: mustJSON(map[string]any{"id": txID}),
-		value: mustJSON(map[string]any{"status": "END", "id": txID, "event_count": len(events),
-			"data_collections": []any{map[string]any{"data_collection": "public." + table, "event_count": len(events)}},
-			"ts_ms":            time.Now().UnixMilli()})})
-	return out
-}
+// msg is one message of the connector.
+type msg = dbztest.Msg
 
 func (u *debeziumTopics) produce(ctx context.Context, msgs []msg) error {
 	recs := make([]*kgo.Record, len(msgs))
 	for i, m := range msgs {
-		recs[i] = &kgo.Record{Topic: m.topic, Key: m.key, Value: m.value}
+		recs[i] = &kgo.Record{Topic: m.Topic, Key: m.Key, Value: m.Value}
 	}
 	res := u.prod.ProduceSync(ctx, recs...)
 	if err := res.FirstErr(); err != nil {
@@ -287,36 +239,15 @@ func (u *debeziumTopics) produce(ctx context.Context, msgs []msg) error {
 func (u *debeziumTopics) Apply(ctx context.Context, tx capturetest.Tx) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	var events []map[string]any
-	var keys []any
-	for _, ch := range tx.Changes {
-		key := map[string]any{"id": ch.ID}
-		switch ch.Op {
-		case record.OpInsert:
-			events = append(events, map[string]any{"before": nil, "after": image(ch.ID, ch.V), "op": "c"})
-			u.rows[ch.ID] = ch.V
-		case record.OpUpdate:
-			events = append(events, map[string]any{"before": image(ch.ID, u.rows[ch.ID]), "after": image(ch.ID, ch.V), "op": "u"})
-			u.rows[ch.ID] = ch.V
-		case record.OpDelete:
-			events = append(events, map[string]any{"before": image(ch.ID, u.rows[ch.ID]), "after": nil, "op": "d"})
-			delete(u.rows, ch.ID)
-		default:
-			return fmt.Errorf("op %s", ch.Op)
-		}
-		keys = append(keys, key)
+	changes := make([]dbztest.Change, len(tx.Changes))
+	for i, ch := range tx.Changes {
+		changes[i] = dbztest.Change{Op: ch.Op, ID: ch.ID, V: ch.V}
 	}
-	msgs := u.transaction("items", events, keys)
-	// A delete is followed by its tombstone, as Debezium writes it for
-	// log compaction.
-	var withTombstones []msg
-	for _, m := range msgs {
-		withTombstones = append(withTombstones, m)
-		if m.topic == u.items && strings.Contains(string(m.value), `"op":"d"`) {
-			withTombstones = append(withTombstones, msg{topic: u.items, key: m.key})
-		}
+	msgs, err := u.Connector.Apply(changes)
+	if err != nil {
+		return err
 	}
-	return u.produce(ctx, withTombstones)
+	return u.produce(ctx, msgs)
 }
 
 // Acknowledged: the group's committed offset of the items topic; a record
@@ -348,45 +279,19 @@ func (u *debeziumTopics) Restart(t *testing.T) { u.b.restart(t) }
 func (u *debeziumTopics) Truncate(ctx context.Context) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	clear(u.rows)
-	return u.produce(ctx, u.transaction("items", []map[string]any{{"before": nil, "after": nil, "op": "t"}}, []any{nil}))
+	return u.produce(ctx, u.Connector.Truncate())
 }
 
 func (u *debeziumTopics) DDL(context.Context) error { return errors.New("unsupported") }
 
-// typedEvent is a Debezium PostgreSQL insert with schemas on, one column of
-// each logical type the decoder converts.
-const typedEvent = `{"schema":{"type":"struct","fields":[{"type":"struct","field":"after","optional":true,"name":"x.public.typed.Value","fields":[
-{"type":"int32","field":"id"},
-{"type":"int32","field":"d","name":"io.debezium.time.Date"},
-{"type":"int64","field":"t","name":"io.debezium.time.MicroTime"},
-{"type":"int64","field":"ts","name":"io.debezium.time.MicroTimestamp"},
-{"type":"string","field":"tz","name":"io.debezium.time.ZonedTimestamp"},
-{"type":"bytes","field":"n","name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"2"}},
-{"type":"struct","field":"vn","name":"io.debezium.data.VariableScaleDecimal","fields":[{"type":"int32","field":"scale"},{"type":"bytes","field":"value"}]},
-{"type":"string","field":"j","name":"io.debezium.data.Json"},
-{"type":"bytes","field":"by"},
-{"type":"string","field":"nul"}]}]},
-"payload":{"before":null,"after":{"id":1,"d":20455,"t":11045123456,"ts":1767323045123456,"tz":"2026-01-02T03:04:05.123456+02:00","n":"/4c=","vn":{"scale":3,"value":"AeJA"},"j":"{\"b\": 2, \"a\": [1, \"x\"]}","by":"3q2+7w==","nul":null},
-"source":SOURCE,"transaction":TX,"op":"c","ts_ms":1}}`
-
 func (u *debeziumTopics) WriteTyped(ctx context.Context) (capturetest.TypedRow, error) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
-	msgs := u.transaction("typed", []map[string]any{{}}, []any{map[string]any{"id": 1}})
-	// Replace the event with the schema'd one, keeping its source and
-	// transaction blocks.
-	var ev map[string]json.RawMessage
-	if err := json.Unmarshal(msgs[1].value, &ev); err != nil {
+	msgs, want, err := u.Typed()
+	if err != nil {
 		return capturetest.TypedRow{}, err
 	}
-	v := strings.Replace(strings.Replace(typedEvent, "SOURCE", string(ev["source"]), 1), "TX", string(ev["transaction"]), 1)
-	msgs[1].value = []byte(v)
-	return capturetest.TypedRow{Table: "typed", Key: `{"id":1}`, Want: map[string]string{
-		"id": "1", "d": `"2026-01-02"`, "t": `"03:04:05.123456"`, "ts": `"2026-01-02T03:04:05.123456Z"`,
-		"tz": `"2026-01-02T01:04:05.123456Z"`, "n": "-1.21", "vn": "123.456", "j": `{"a":[1,"x"],"b":2}`,
-		"by": `"3q2+7w=="`, "nul": "null",
-	}}, u.produce(ctx, msgs)
+	return capturetest.TypedRow{Table: "typed", Key: `{"id":1}`, Want: want}, u.produce(ctx, msgs)
 }
 
 func (u *debeziumTopics) CheckCredentialError(t *testing.T, err error) {

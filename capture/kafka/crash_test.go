@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -30,7 +31,8 @@ func TestCrashExactlyOnce(t *testing.T) {
 	u := newDebeziumTopics(t, b, "crash", 3)
 	tmp := t.TempDir()
 	conf := filepath.Join(tmp, "stele.yaml")
-	if err := os.WriteFile(conf, fmt.Appendf(nil, `sources:
+	if err := os.WriteFile(conf, fmt.Appendf(nil, `log_level: debug
+sources:
   - name: crash
     kafka:
       brokers: [%q]
@@ -76,13 +78,15 @@ func TestCrashExactlyOnce(t *testing.T) {
 		t.Fatalf("workload: %v", workErr)
 	}
 	want := uint64(changes.Load())
-	deadline := time.Now().Add(60 * time.Second)
+	start := time.Now()
+	deadline := start.Add(60 * time.Second)
 	for size := uint64(0); size < want; size = srv.CheckpointSize() {
 		if time.Now().After(deadline) {
-			t.Fatalf("log reached %d records, want %d", size, want)
+			t.Fatalf("log reached %d records, want %d; the group as the broker sees it:\n%s", size, want, groupReport(b, "stele-crash", u))
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	caughtUp := time.Since(start).Round(time.Millisecond)
 	if err := srv.Stop(); err != nil {
 		t.Fatalf("stele exit: %v", err)
 	}
@@ -109,7 +113,38 @@ func TestCrashExactlyOnce(t *testing.T) {
 		}
 		seen[k] = true
 	}
-	t.Logf("%d changes, 3 kills", want)
+	t.Logf("%d changes, 3 kills, caught up %v after the workload stopped", want, caughtUp)
+}
+
+// groupReport says what a stalled consumer group looks like to the
+// broker: its state and generation, each member with what it is assigned,
+// and each partition's committed offset against its end, so a stall names
+// the partitions nobody reads and the member holding them.
+func groupReport(b *broker, group string, u *debeziumTopics) string {
+	c := b.cluster()
+	gi := c.GroupInfo(group)
+	if gi == nil {
+		return "  no such group"
+	}
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "  state %s, generation %d, %d members\n", gi.State, gi.Epoch, len(gi.Members))
+	for _, m := range gi.Members {
+		inst := "dynamic"
+		if m.InstanceID != nil {
+			inst = "instance " + *m.InstanceID
+		}
+		fmt.Fprintf(&sb, "  member %s (%s, from %s) assigned %v\n", m.MemberID, inst, m.ClientHost, m.Assignment)
+	}
+	for _, topic := range []string{u.items, u.typed, u.txTop} {
+		for _, p := range c.PartitionInfos(topic) {
+			committed := int64(-1)
+			if oc, ok := gi.Commits[topic][p.Partition]; ok {
+				committed = oc.Offset
+			}
+			fmt.Fprintf(&sb, "  %s/%d committed %d of %d\n", topic, p.Partition, committed, p.HighWatermark)
+		}
+	}
+	return sb.String()
 }
 
 func txOf(n, upd int64) capturetest.Tx {

@@ -14,10 +14,19 @@
 // revoke callback drains the acknowledger, so every record of a revoked
 // partition is durable and its offset committed before the partition is
 // released. When the transaction-metadata topic is configured, the records
-// of a transaction are held until its END and all its events arrived, and
-// no partition's commit passes a held message; a rebalance while
-// transactions are incomplete ends the session, and the next one reads
-// them again from the committed offsets.
+// of a transaction are held until its END and all its events arrived, no
+// partition's commit passes a held message, and the committed offsets
+// never split a completed transaction (so a restart reads whole
+// transactions again, never half of one); a rebalance while transactions
+// are incomplete ends the session, and the next one reads them again from
+// the committed offsets.
+//
+// Decoding runs on every core, a batch split between the decoders; the
+// transactions are assembled and the offsets moved in order afterwards.
+//
+// With Config.InstanceID the source is a static group member, so a process
+// restarted after kill -9 replaces its dead predecessor at once instead of
+// waiting for its session to time out while the group hands it partitions.
 //
 // A message that is not a Debezium event goes to the dead letters
 // (Config.DeadLetter) naming its topic, partition and offset, and the
@@ -25,13 +34,17 @@
 package kafka
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"regexp"
+	"runtime"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -64,6 +77,16 @@ type Config struct {
 	TopicRegex bool
 	// Group is the consumer group (default "stele-" + Name).
 	Group string
+	// InstanceID, when set, makes the source a static member of the
+	// group (KIP-345): a restarted process rejoins under the same id and
+	// takes its predecessor's place at once, fencing it. Without one, a
+	// process killed with kill -9 stays a member until its session times
+	// out and keeps the partitions the next rebalance gives it, which
+	// nobody reads meanwhile. It must differ between processes reading
+	// the same group (cmd/stele derives one from the host and the data
+	// directory). A static member does not leave the group when it stops:
+	// its partitions wait for it for a session timeout.
+	InstanceID string
 	// TransactionTopic is Debezium's transaction-metadata topic
 	// (<topic.prefix>.transaction); when set, a transaction's records are
 	// appended together once it is whole.
@@ -106,7 +129,14 @@ type Source struct {
 	cfg      Config
 	logger   *slog.Logger
 	progress capture.Progress
+
+	lagMu sync.Mutex
+	lag   map[tp]*partLag // partitions this process reads, across sessions
 }
+
+// partLag is one partition's consumer lag: its high watermark as the last
+// fetch answer gave it, and the group's committed offset.
+type partLag struct{ end, committed int64 }
 
 // New checks cfg and returns the source.
 func New(cfg Config) (*Source, error) {
@@ -143,14 +173,103 @@ func New(cfg Config) (*Source, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Source{cfg: cfg, logger: logger.With("source", cfg.Name)}, nil
+	return &Source{cfg: cfg, logger: logger.With("source", cfg.Name), lag: map[tp]*partLag{}}, nil
 }
 
 // Name implements capture.Source.
 func (s *Source) Name() string { return s.cfg.Name }
 
-// Stats returns the runtime's figures for the source.
-func (s *Source) Stats() capture.Stats { return s.progress.Snapshot() }
+// Stats returns the runtime's figures for the source: LagBytes is the
+// consumer lag in messages, summed over the partitions this process reads
+// (high watermark minus the group's committed offset), and Position their
+// committed offsets ("topic/partition:offset", in order).
+func (s *Source) Stats() capture.Stats {
+	var end, committed uint64
+	s.lagMu.Lock()
+	names := make([]tp, 0, len(s.lag))
+	for p, l := range s.lag {
+		end += uint64(max(l.end, l.committed))
+		committed += uint64(l.committed)
+		names = append(names, p)
+	}
+	s.lagMu.Unlock()
+	s.progress.Observe(end, committed)
+	st := s.progress.Snapshot()
+	slices.SortFunc(names, func(a, b tp) int {
+		return cmp.Or(strings.Compare(a.topic, b.topic), cmp.Compare(a.partition, b.partition))
+	})
+	var b strings.Builder
+	s.lagMu.Lock()
+	for i, p := range names {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s/%d:%d", p.topic, p.partition, s.lag[p].committed)
+	}
+	s.lagMu.Unlock()
+	st.Position = b.String()
+	return st
+}
+
+// PartitionLag is the consumer lag of each partition this process reads,
+// in messages, by "topic/partition" (the /metrics per-partition gauge).
+func (s *Source) PartitionLag() map[string]uint64 {
+	s.lagMu.Lock()
+	defer s.lagMu.Unlock()
+	out := make(map[string]uint64, len(s.lag))
+	for p, l := range s.lag {
+		out[p.topic+"/"+strconv.Itoa(int(p.partition))] = uint64(max(0, l.end-l.committed))
+	}
+	return out
+}
+
+// observeFetch notes each fetched partition's high watermark, and where
+// reading it started as its committed offset until this process commits.
+func (s *Source) observeFetch(fetches kgo.Fetches) {
+	s.lagMu.Lock()
+	defer s.lagMu.Unlock()
+	fetches.EachPartition(func(p kgo.FetchTopicPartition) {
+		k := tp{p.Topic, p.Partition}
+		l := s.lag[k]
+		if l == nil {
+			l = &partLag{committed: -1}
+			s.lag[k] = l
+		}
+		if p.HighWatermark > 0 {
+			l.end = p.HighWatermark
+		}
+		if l.committed < 0 {
+			l.committed = 0
+			if len(p.Records) > 0 {
+				l.committed = p.Records[0].Offset
+			}
+		}
+	})
+}
+
+// observeCommit notes offsets the group accepted.
+func (s *Source) observeCommit(pos offsets) {
+	s.lagMu.Lock()
+	defer s.lagMu.Unlock()
+	for topic, ps := range pos {
+		for p, eo := range ps {
+			if l := s.lag[tp{topic, p}]; l != nil && eo.Offset > l.committed {
+				l.committed = eo.Offset
+			}
+		}
+	}
+}
+
+// forget drops partitions another member reads now.
+func (s *Source) forget(parts map[string][]int32) {
+	s.lagMu.Lock()
+	defer s.lagMu.Unlock()
+	for t, ps := range parts {
+		for _, p := range ps {
+			delete(s.lag, tp{t, p})
+		}
+	}
+}
 
 // Run implements capture.Source.
 func (s *Source) Run(ctx context.Context, sink capture.Sink) error {
@@ -170,6 +289,7 @@ func (s *Source) opts() ([]kgo.Opt, error) {
 		kgo.BlockRebalanceOnPoll(),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.FetchMaxWait(500 * time.Millisecond),
+		kgo.WithLogger(kgoLogger{s.logger}),
 	}
 	topics := s.cfg.Topics
 	if s.cfg.TransactionTopic != "" {
@@ -182,6 +302,9 @@ func (s *Source) opts() ([]kgo.Opt, error) {
 	opts = append(opts, kgo.ConsumeTopics(topics...))
 	if s.cfg.TopicRegex {
 		opts = append(opts, kgo.ConsumeRegex())
+	}
+	if s.cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(s.cfg.InstanceID))
 	}
 	if s.cfg.SessionTimeout > 0 {
 		// The rebalance timeout bounds how long a join waits for members
@@ -225,28 +348,39 @@ type ref struct {
 type offsets map[string]map[int32]kgo.EpochOffset
 
 // errRevokedIncomplete ends a session whose partitions were revoked while
-// transactions were still incomplete.
-var errRevokedIncomplete = errors.New("partitions revoked while transactions were incomplete; reading them again from the committed offsets")
+// transactions were still incomplete, or complete but not yet wholly behind
+// the committed offsets (see committable).
+var errRevokedIncomplete = errors.New("partitions revoked while transactions were incomplete or not yet behind the committed offsets; reading them again from the committed offsets")
 
 type session struct {
 	src  *Source
 	sink capture.Sink
 	cl   *kgo.Client
 	ack  *capture.Acknowledger[offsets]
-	dec  debezium.Decoder
 	asm  debezium.Assembler[ref]
+	// decs are one decoder per core (each caches schemas), msgs and evs
+	// the poll goroutine's buffers for one batch.
+	decs []debezium.Decoder
+	msgs []*kgo.Record
+	evs  []decoded
 
-	mu      sync.Mutex
-	next    map[tp]ref   // next offset per partition, of messages handled
-	sent    map[tp]int64 // committable offset last submitted per partition
-	restart error        // set by a callback: end the session
+	mu   sync.Mutex
+	next map[tp]ref   // next offset per partition, of messages handled
+	sent map[tp]int64 // committable offset last submitted per partition
+	// spans are the messages of completed transactions not yet wholly
+	// behind the committed offsets (see committable).
+	spans   [][]ref
+	restart error // set by a callback: end the session
 }
 
 func (s *Source) session(ctx context.Context, sink capture.Sink) (progressed bool, err error) {
 	x := &session{src: s, sink: sink, next: map[tp]ref{}, sent: map[tp]int64{}}
-	x.dec.SourceName = s.cfg.Name
-	if s.cfg.Mirrors != "" {
-		x.dec.SourceName, x.dec.ChangeIDs = s.cfg.Mirrors, true
+	x.decs = make([]debezium.Decoder, runtime.GOMAXPROCS(0))
+	for i := range x.decs {
+		x.decs[i].SourceName = s.cfg.Name
+		if s.cfg.Mirrors != "" {
+			x.decs[i].SourceName, x.decs[i].ChangeIDs = s.cfg.Mirrors, true
+		}
 	}
 	x.ack = capture.NewAcknowledger(ctx, capture.AckOptions[offsets]{
 		Sink: sink, BatchSize: s.cfg.BatchSize, Progress: &s.progress,
@@ -280,6 +414,17 @@ func (s *Source) session(ctx context.Context, sink capture.Sink) (progressed boo
 		if ctx.Err() != nil || fetches.IsClientClosed() {
 			return progressed, nil
 		}
+		// A revoke callback ran before this poll returned (polls block
+		// rebalances, so none runs from here to AllowRebalance): a
+		// restart it asked for comes before these records, which it
+		// would otherwise assemble without the revoked partitions.
+		x.mu.Lock()
+		restart := x.restart
+		x.mu.Unlock()
+		if restart != nil {
+			cl.AllowRebalance()
+			return true, restart
+		}
 		// A fetch answer holds what one partition had; every job costs
 		// an fsync, so take whatever else is buffered, up to a batch.
 		for n := fetches.NumRecords(); n > 0 && n < s.cfg.BatchSize; {
@@ -307,12 +452,6 @@ func (s *Source) session(ctx context.Context, sink capture.Sink) (progressed boo
 		}
 		progressed = progressed || !fetches.Empty()
 		cl.AllowRebalance()
-		x.mu.Lock()
-		restart := x.restart
-		x.mu.Unlock()
-		if restart != nil {
-			return progressed, restart
-		}
 		if err := x.ack.Failed(); err != nil {
 			return progressed, err
 		}
@@ -332,29 +471,79 @@ func (s *Source) classify(err error) error {
 // handle decodes one poll's records and submits them with the offsets now
 // committable.
 func (x *session) handle(ctx context.Context, fetches kgo.Fetches) error {
+	x.src.observeFetch(fetches)
+	x.msgs = x.msgs[:0]
+	fetches.EachRecord(func(m *kgo.Record) { x.msgs = append(x.msgs, m) })
+	evs := x.decodeAll(x.msgs)
 	var recs []*record.Record
-	var err error
-	fetches.EachRecord(func(m *kgo.Record) {
+	for i, m := range x.msgs {
+		out, err := x.add(ctx, m, evs[i])
 		if err != nil {
-			return
+			return err
 		}
-		r := ref{tp: tp{m.Topic, m.Partition}, epoch: m.LeaderEpoch, offset: m.Offset}
-		var out []*record.Record
-		out, err = x.message(ctx, m, r)
 		recs = append(recs, out...)
-		x.mu.Lock()
-		x.next[r.tp] = r
-		x.mu.Unlock()
-	})
-	if err != nil {
-		return err
 	}
+	clear(x.msgs) // the client's buffers, not ours to keep alive
 	return x.ack.Submit(ctx, recs, x.committable())
 }
 
-// message decodes one Kafka record into what it releases now.
-func (x *session) message(ctx context.Context, m *kgo.Record, r ref) ([]*record.Record, error) {
-	ev, err := x.dec.Decode(m.Key, m.Value)
+// decoded is one message's Decode result.
+type decoded struct {
+	ev  debezium.Event
+	err error
+}
+
+// minPerDecoder is the fewest messages worth a goroutine of their own.
+const minPerDecoder = 64
+
+// decodeAll decodes msgs, spread over the session's decoders (one per
+// core): decoding is the source's own CPU cost per message, and it needs
+// nothing but the message, while assembling transactions and moving
+// offsets stay in order on the poll goroutine.
+func (x *session) decodeAll(msgs []*kgo.Record) []decoded {
+	out := x.evs[:0]
+	out = append(out, make([]decoded, len(msgs))...)
+	x.evs = out
+	workers := min(len(x.decs), (len(msgs)+minPerDecoder-1)/minPerDecoder)
+	if workers <= 1 {
+		for i, m := range msgs {
+			out[i].ev, out[i].err = x.decs[0].Decode(m.Key, m.Value)
+		}
+		return out
+	}
+	var wg sync.WaitGroup
+	chunk := (len(msgs) + workers - 1) / workers
+	for w := range workers {
+		dec := &x.decs[w]
+		lo, hi := w*chunk, min((w+1)*chunk, len(msgs))
+		wg.Go(func() {
+			for i := lo; i < hi; i++ {
+				out[i].ev, out[i].err = dec.Decode(msgs[i].Key, msgs[i].Value)
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// add takes one decoded message in its partition's order and moves the
+// partition's position past it.
+func (x *session) add(ctx context.Context, m *kgo.Record, d decoded) ([]*record.Record, error) {
+	r := ref{tp: tp{m.Topic, m.Partition}, epoch: m.LeaderEpoch, offset: m.Offset}
+	out, err := x.take(ctx, m, r, d)
+	if err != nil {
+		return nil, err
+	}
+	x.mu.Lock()
+	x.next[r.tp] = r
+	x.mu.Unlock()
+	return out, nil
+}
+
+// take handles one decoded message: it parks a malformed one, and returns
+// what the message releases now.
+func (x *session) take(ctx context.Context, m *kgo.Record, r ref, d decoded) ([]*record.Record, error) {
+	ev, err := d.ev, d.err
 	if err != nil {
 		where := m.Topic + "/" + strconv.Itoa(int(m.Partition)) + "/" + strconv.FormatInt(m.Offset, 10)
 		x.src.logger.Warn("malformed message parked as a dead letter", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "err", err)
@@ -370,6 +559,11 @@ func (x *session) message(ctx context.Context, m *kgo.Record, r ref) ([]*record.
 		ev.TxID = ""
 	}
 	if d, ok := x.asm.Add(ev, r); ok {
+		if len(d.Refs) > 1 {
+			x.mu.Lock()
+			x.spans = append(x.spans, d.Refs)
+			x.mu.Unlock()
+		}
 		if x.src.cfg.OutboxTable != "" {
 			return capture.JoinOutbox(d.Records, x.src.cfg.OutboxTable), nil
 		}
@@ -380,21 +574,55 @@ func (x *session) message(ctx context.Context, m *kgo.Record, r ref) ([]*record.
 
 // committable is, per partition whose position moved, the offset past the
 // last handled message, held back to the first message of an incomplete
-// transaction.
+// transaction, and then lowered until no completed transaction straddles
+// it. A session that starts over reads every partition again from its
+// committed offset with an empty assembler: a transaction with messages on
+// both sides of the offsets would come back in part (its END, or some of
+// its changes, already behind the commit) and wait for ever for the rest,
+// holding its partitions' commits back in every later session. With no
+// transaction across the cut, what is read again is whole transactions,
+// recognised by their ids.
 func (x *session) committable() offsets {
-	held := map[tp]int64{}
-	x.asm.Held(func(r ref) {
-		if o, ok := held[r.tp]; !ok || r.offset < o {
-			held[r.tp] = r.offset
-		}
-	})
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	out := offsets{}
+	cut := make(map[tp]int64, len(x.next))
 	for p, r := range x.next {
-		at, epoch := r.offset+1, r.epoch
-		if h, ok := held[p]; ok {
-			at, epoch = h, -1
+		cut[p] = r.offset + 1
+	}
+	lower := func(r ref) bool {
+		if at, ok := cut[r.tp]; ok && r.offset < at {
+			cut[r.tp] = r.offset
+			return true
+		}
+		return false
+	}
+	x.asm.Held(func(r ref) { lower(r) })
+	// Lowering one partition can make another transaction straddle:
+	// repeat until nothing moves (cuts only go down, so this ends).
+	for moved := true; moved; {
+		moved = false
+		for _, refs := range x.spans {
+			if straddles(refs, cut) {
+				for _, r := range refs {
+					moved = lower(r) || moved
+				}
+			}
+		}
+	}
+	// A transaction wholly behind the cut stays behind every later one.
+	keep := x.spans[:0]
+	for _, refs := range x.spans {
+		if !behind(refs, cut) {
+			keep = append(keep, refs)
+		}
+	}
+	clear(x.spans[len(keep):])
+	x.spans = keep
+	out := offsets{}
+	for p, at := range cut {
+		epoch := int32(-1)
+		if r := x.next[p]; r.offset+1 == at {
+			epoch = r.epoch
 		}
 		if at <= x.sent[p] {
 			continue
@@ -406,6 +634,29 @@ func (x *session) committable() offsets {
 		out[p.topic][p.partition] = kgo.EpochOffset{Epoch: epoch, Offset: at}
 	}
 	return out
+}
+
+// straddles reports whether some of refs are behind the cut and some not.
+func straddles(refs []ref, cut map[tp]int64) bool {
+	var before, after bool
+	for _, r := range refs {
+		if r.offset < cut[r.tp] {
+			before = true
+		} else {
+			after = true
+		}
+	}
+	return before && after
+}
+
+// behind reports whether every one of refs is behind the cut.
+func behind(refs []ref, cut map[tp]int64) bool {
+	for _, r := range refs {
+		if r.offset >= cut[r.tp] {
+			return false
+		}
+	}
+	return true
 }
 
 // commit runs once the records before pos are durable.
@@ -427,6 +678,9 @@ func (x *session) commit(ctx context.Context, pos offsets) error {
 			}
 		}
 	})
+	if cerr == nil {
+		x.src.observeCommit(pos)
+	}
 	if cerr != nil {
 		// The records are durable; a commit lost to a rebalance only
 		// means they are read again, and their ids store them once.
@@ -436,16 +690,16 @@ func (x *session) commit(ctx context.Context, pos offsets) error {
 }
 
 func (x *session) revoked(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
-	x.release(lost, true)
+	x.release(lost)
 }
 
 func (x *session) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
-	x.release(lost, false)
+	x.release(lost)
 }
 
 // release makes everything handled durable (and, when the partitions are
 // still ours, committed) before the group hands them to another member.
-func (x *session) release(parts map[string][]int32, owned bool) {
+func (x *session) release(parts map[string][]int32) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := x.ack.Drain(ctx); err != nil {
@@ -459,8 +713,10 @@ func (x *session) release(parts map[string][]int32, owned bool) {
 			delete(x.sent, tp{t, p})
 		}
 	}
-	if x.asm.Pending() > 0 && len(parts) > 0 {
+	x.src.forget(parts)
+	// The cuts need every partition of a transaction; without the
+	// revoked ones the session cannot keep them consistent.
+	if (x.asm.Pending() > 0 || len(x.spans) > 0) && len(parts) > 0 {
 		x.restart = errRevokedIncomplete
 	}
-	_ = owned
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/stele/stele/capture/debezium"
+	"github.com/stele/stele/capture/debezium/dbztest"
 	"github.com/stele/stele/capture/postgres"
 	"github.com/stele/stele/internal/pgtest"
 	"github.com/stele/stele/logstore"
@@ -94,8 +95,8 @@ func debeziumMessages(prefix string, changes []walChange, values map[int64]strin
 		txID := fmt.Sprintf("%d:%d", c.xid, uint64(c.txLSN))
 		ts := time.Now().UnixMilli()
 		if c.order == 1 {
-			out = append(out, msg{topic: txTopic, key: mustJSON(map[string]any{"id": txID}),
-				value: mustJSON(map[string]any{"status": "BEGIN", "id": txID, "event_count": nil, "data_collections": nil, "ts_ms": ts})})
+			out = append(out, msg{Topic: txTopic, Key: dbztest.MustJSON(map[string]any{"id": txID}),
+				Value: dbztest.MustJSON(map[string]any{"status": "BEGIN", "id": txID, "event_count": nil, "data_collections": nil, "ts_ms": ts})})
 		}
 		src := map[string]any{"version": "2.7.3.Final", "connector": "postgresql", "name": prefix, "ts_ms": ts,
 			"snapshot": "false", "db": "crm", "sequence": fmt.Sprintf(`["%d","%d"]`, uint64(last), uint64(c.lsn)),
@@ -109,14 +110,14 @@ func debeziumMessages(prefix string, changes []walChange, values map[int64]strin
 		default:
 			ev["before"], ev["after"] = nil, map[string]any{"id": c.id, "v": values[c.id]}
 		}
-		key := mustJSON(map[string]any{"id": c.id})
-		out = append(out, msg{topic: topic, key: key, value: mustJSON(ev)})
+		key := dbztest.MustJSON(map[string]any{"id": c.id})
+		out = append(out, msg{Topic: topic, Key: key, Value: dbztest.MustJSON(ev)})
 		if c.op == "d" {
-			out = append(out, msg{topic: topic, key: key, value: nil})
+			out = append(out, msg{Topic: topic, Key: key, Value: nil})
 		}
 		if c.order == c.txEvents {
-			out = append(out, msg{topic: txTopic, key: mustJSON(map[string]any{"id": txID}),
-				value: mustJSON(map[string]any{"status": "END", "id": txID, "event_count": c.txEvents,
+			out = append(out, msg{Topic: txTopic, Key: dbztest.MustJSON(map[string]any{"id": txID}),
+				Value: dbztest.MustJSON(map[string]any{"status": "END", "id": txID, "event_count": c.txEvents,
 					"data_collections": []any{map[string]any{"data_collection": "public.items", "event_count": c.txEvents}}, "ts_ms": ts})})
 			last = changes[i].lsn
 		}
@@ -213,9 +214,9 @@ func TestMirroredPostgresIsOneRecord(t *testing.T) {
 	}
 	matched := 0
 	for _, m := range msgs {
-		ev, err := dec.Decode(m.key, m.value)
+		ev, err := dec.Decode(m.Key, m.Value)
 		if err != nil {
-			t.Fatalf("decode %s: %v", m.value, err)
+			t.Fatalf("decode %s: %v", m.Value, err)
 		}
 		if ev.Kind != debezium.Change {
 			continue

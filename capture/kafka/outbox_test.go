@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/stele/stele/capture/debezium/dbztest"
 )
 
 // TestOutbox: a transaction with an outbox row and two row changes, through
@@ -21,16 +23,16 @@ func TestOutbox(t *testing.T) {
 	st := openStore(t)
 	cfg := u.config(false)
 	cfg.OutboxTable = "public.outbox"
-	msgs := u.transaction("items", []map[string]any{
+	msgs := u.Transaction("items", []map[string]any{
 		{"before": nil, "after": map[string]any{"id": 7, "total": 12.5}, "op": "c"},
 		{"before": nil, "after": map[string]any{"id": "a1", "aggregatetype": "order", "aggregateid": "7", "type": "OrderPlaced", "payload": `{"total":12.5}`}, "op": "c"},
-		{"before": nil, "after": image(70, "line"), "op": "c"},
+		{"before": nil, "after": dbztest.Image(70, "line"), "op": "c"},
 	}, []any{map[string]any{"id": 7}, map[string]any{"id": "a1"}, map[string]any{"id": 70}})
 	for i, table := range map[int]string{1: "orders", 2: "outbox"} {
 		var ev map[string]any
-		_ = json.Unmarshal(msgs[i].value, &ev)
+		_ = json.Unmarshal(msgs[i].Value, &ev)
 		ev["source"].(map[string]any)["table"] = table
-		msgs[i].topic, msgs[i].value = "ob.public."+table, mustJSON(ev)
+		msgs[i].Topic, msgs[i].Value = "ob.public."+table, dbztest.MustJSON(ev)
 	}
 	u.mu.Lock()
 	err := u.produce(context.Background(), msgs)

@@ -3,14 +3,19 @@
 // JetStream sink publishes: one subject per table, the message data the
 // same JSON (with or without schemas) a Kafka topic would hold.
 //
-// It reads through a durable pull consumer with explicit acks; a message is
-// acked only in the acknowledger's OnDurable, after the records before it
-// are durable in the log, so a crash re-delivers what was not yet durable
+// It reads through a durable pull consumer with AckPolicy AckAll, so an
+// ack covers every message before it, like a Kafka offset: the ack goes
+// out only in the acknowledger's OnDurable, after the records before it
+// are durable in the log, and it never reaches past a message held in an
+// incomplete transaction nor falls between two messages of one completed
+// transaction. A consumer left with delivered, unacked messages (a crash)
+// is made again from its ack floor when a session starts, so what was not
+// yet durable is read again at once and in order (the server would
+// otherwise deliver it again only after AckWait, behind newer messages),
 // and the records' ids (from the database position) store it once. With
-// TxSubject (the metadata events' subject) a transaction is appended whole,
-// as in the kafka source: its messages stay unacked until it is. A message
-// that is no Debezium event is parked in the dead letters (naming stream
-// and sequence) and acked.
+// TxSubject (the metadata events' subject) a transaction is appended
+// whole, as in the kafka source. A message that is no Debezium event is
+// parked in the dead letters (naming stream and sequence) and passed.
 package nats
 
 import (
@@ -18,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"time"
 
@@ -55,7 +61,12 @@ type Config struct {
 	// DeadLetter parks a malformed message; nil logs it.
 	DeadLetter func(ctx context.Context, r *record.Record, fe *record.FieldError) error
 	// BatchSize is the most messages per fetch (default 500).
-	BatchSize              int
+	BatchSize int
+	// AckWait is how long the server waits for the ack of a message it
+	// delivered before delivering it again (default 30s): after a crash,
+	// what was not yet durable comes back that much later. Messages
+	// held for an incomplete transaction are kept in progress meanwhile.
+	AckWait                time.Duration
 	MinBackoff, MaxBackoff time.Duration
 	Logger                 *slog.Logger
 }
@@ -91,6 +102,9 @@ func New(cfg Config) (*Source, error) {
 	}
 	if cfg.BatchSize <= 0 {
 		cfg.BatchSize = 500
+	}
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = 30 * time.Second
 	}
 	logger := cfg.Logger
 	if logger == nil {
@@ -135,26 +149,24 @@ func (s *Source) session(ctx context.Context, sink capture.Sink) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	cons, err := js.CreateOrUpdateConsumer(ctx, s.cfg.Stream, jetstream.ConsumerConfig{
-		Durable: s.cfg.Durable, FilterSubjects: s.cfg.Subjects,
-		AckPolicy: jetstream.AckExplicitPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
-		MaxAckPending: -1, AckWait: 5 * time.Minute,
-	})
+	cons, err := s.consumer(ctx, js)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		return false, capture.PermanentError(fmt.Errorf("%w: stream: %q does not exist on %s", ErrConfig, s.cfg.Stream, s.cfg.URL))
 	}
 	if err != nil {
 		return false, fmt.Errorf("create the durable consumer %s: %w", s.cfg.Durable, err)
 	}
-	ack := capture.NewAcknowledger(ctx, capture.AckOptions[[]jetstream.Msg]{
+	ack := capture.NewAcknowledger(ctx, capture.AckOptions[jetstream.Msg]{
 		Sink: sink, Progress: &s.progress,
-		OnDurable: func(ctx context.Context, msgs []jetstream.Msg) error {
-			for _, m := range msgs {
-				if err := m.Ack(); err != nil {
-					// Durable already: a lost ack re-delivers, and the
-					// id stores it once.
-					s.logger.Warn("ack failed; the message will be delivered again and recognised", "err", err)
-				}
+		OnDurable: func(ctx context.Context, m jetstream.Msg) error {
+			if m == nil {
+				return nil
+			}
+			// AckAll: this acks every message up to m.
+			if err := m.Ack(); err != nil {
+				// Durable already: a lost ack re-delivers, and the
+				// id stores it once.
+				s.logger.Warn("ack failed; the messages will be delivered again and recognised", "err", err)
 			}
 			return nil
 		},
@@ -174,33 +186,147 @@ func (s *Source) session(ctx context.Context, sink capture.Sink) (bool, error) {
 		dec.SourceName, dec.ChangeIDs = s.cfg.Mirrors, true
 	}
 	var asm debezium.Assembler[jetstream.Msg]
+	var cut cutter
 	progressed := false
+	lastProgress := time.Now()
 	for ctx.Err() == nil {
+		// Messages held for a transaction not yet whole would be
+		// delivered again once AckWait passes; tell the server they are
+		// being worked on.
+		if time.Since(lastProgress) > s.cfg.AckWait/3 {
+			asm.Held(func(m jetstream.Msg) { _ = m.InProgress() })
+			lastProgress = time.Now()
+		}
 		batch, err := cons.Fetch(s.cfg.BatchSize, jetstream.FetchMaxWait(500*time.Millisecond))
 		if err != nil {
 			return progressed, fmt.Errorf("fetch: %w", err)
 		}
 		var recs []*record.Record
-		var done []jetstream.Msg
 		for m := range batch.Messages() {
-			out, refs, err := s.message(ctx, &dec, &asm, m)
+			if !cut.take(m) {
+				continue // delivered again after AckWait: handled already
+			}
+			out, done, err := s.message(ctx, &dec, &asm, m)
 			if err != nil {
 				return progressed, err
 			}
-			recs, done = append(recs, out...), append(done, refs...)
+			cut.completed(done)
+			recs = append(recs, out...)
 		}
 		if err := batch.Error(); err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, natsgo.ErrTimeout) {
 			return progressed, fmt.Errorf("fetch: %w", err)
 		}
-		if len(done) == 0 {
+		upTo := cut.ackable(&asm)
+		if len(recs) == 0 && upTo == nil {
 			continue
 		}
 		progressed = true
-		if err := ack.Submit(ctx, recs, done); err != nil {
+		if err := ack.Submit(ctx, recs, upTo); err != nil {
 			return progressed, err
 		}
 	}
 	return progressed, nil
+}
+
+// consumer returns the durable consumer, with AckAll: an ack covers every
+// message before it, like a Kafka offset. A consumer left with messages
+// delivered and not acked (a crash, an incomplete transaction at a stop),
+// or made with other settings, is made again from its ack floor: the
+// server would deliver those messages again only after AckWait, behind
+// newer ones, and the log would get a row's changes out of order.
+func (s *Source) consumer(ctx context.Context, js jetstream.JetStream) (jetstream.Consumer, error) {
+	cfg := jetstream.ConsumerConfig{
+		Durable: s.cfg.Durable, FilterSubjects: s.cfg.Subjects,
+		AckPolicy: jetstream.AckAllPolicy, DeliverPolicy: jetstream.DeliverAllPolicy,
+		MaxAckPending: -1, AckWait: s.cfg.AckWait,
+	}
+	c, err := js.Consumer(ctx, s.cfg.Stream, s.cfg.Durable)
+	switch {
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		return js.CreateConsumer(ctx, s.cfg.Stream, cfg)
+	case err != nil:
+		return nil, err
+	}
+	info := c.CachedInfo()
+	if info.Config.AckPolicy == jetstream.AckAllPolicy && info.NumAckPending == 0 && info.Config.AckWait == cfg.AckWait &&
+		slices.Equal(info.Config.FilterSubjects, cfg.FilterSubjects) {
+		return c, nil
+	}
+	if err := js.DeleteConsumer(ctx, s.cfg.Stream, s.cfg.Durable); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return nil, err
+	}
+	if floor := info.AckFloor.Stream; floor > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, floor+1
+	}
+	return js.CreateConsumer(ctx, s.cfg.Stream, cfg)
+}
+
+// cutter chooses how far an ack may reach: past every message handled,
+// but not past one held in an incomplete transaction, and never between
+// two messages of one completed transaction. A restart reads from the ack
+// floor with an empty assembler; a transaction split by it would come
+// back in part and wait for ever for the rest (the Kafka source's
+// committed offsets follow the same rule).
+type cutter struct {
+	last    uint64          // stream sequence of the last message handled
+	pending []jetstream.Msg // handled and not yet covered by an ack, in order
+	spans   [][]uint64      // completed transactions not wholly acked
+}
+
+func seqOf(m jetstream.Msg) uint64 {
+	if md, err := m.Metadata(); err == nil {
+		return md.Sequence.Stream
+	}
+	return 0
+}
+
+// take notes a delivered message; false for one handled already.
+func (c *cutter) take(m jetstream.Msg) bool {
+	seq := seqOf(m)
+	if seq != 0 && seq <= c.last {
+		return false
+	}
+	c.last = seq
+	c.pending = append(c.pending, m)
+	return true
+}
+
+// completed notes the messages of what the assembler released.
+func (c *cutter) completed(msgs []jetstream.Msg) {
+	if len(msgs) < 2 {
+		return
+	}
+	seqs := make([]uint64, len(msgs))
+	for i, m := range msgs {
+		seqs[i] = seqOf(m)
+	}
+	c.spans = append(c.spans, seqs)
+}
+
+// ackable is the message an ack may now reach (nil: none further).
+func (c *cutter) ackable(asm *debezium.Assembler[jetstream.Msg]) jetstream.Msg {
+	at := c.last + 1
+	asm.Held(func(m jetstream.Msg) { at = min(at, seqOf(m)) })
+	for moved := true; moved; {
+		moved = false
+		for _, seqs := range c.spans {
+			lo, hi := slices.Min(seqs), slices.Max(seqs)
+			if lo < at && hi >= at {
+				at, moved = lo, true
+			}
+		}
+	}
+	c.spans = slices.DeleteFunc(c.spans, func(seqs []uint64) bool { return slices.Max(seqs) < at })
+	n := 0
+	for n < len(c.pending) && seqOf(c.pending[n]) < at {
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	m := c.pending[n-1]
+	c.pending = slices.Delete(c.pending, 0, n)
+	return m
 }
 
 // message decodes one message into what it releases now and the messages

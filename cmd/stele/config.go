@@ -65,6 +65,9 @@ type Config struct {
 	// Stream configures the live lineage stream (stream: in the file); its
 	// zero value is the default, so Config literals need not mention it.
 	Stream StreamConfig
+	// Keystore chooses where the data keys live (keystore: in the file);
+	// the zero value is the file store in the data directory.
+	Keystore KeystoreConfig
 	// TLS of the API (tls.go): the server's certificate and key (PEM
 	// files), and optionally the CA whose client certificates are asked
 	// for and the roles their identities map to (a pointer keeps Config
@@ -87,6 +90,16 @@ type StreamConfig struct {
 	Listen string
 	// Format is "cloudevents" (default) or "debezium".
 	Format string
+}
+
+// KeystoreConfig is the keystore's backend. Kind "" or "file" is
+// <data>/keystore; "nats" is a JetStream KV bucket shared by a cluster's
+// nodes (keystore.OpenKV), reached at NATSURL.
+type KeystoreConfig struct {
+	Kind     string
+	NATSURL  string
+	Bucket   string // default STELE_KEYS
+	Replicas int    // default 3
 }
 
 func defaultConfig() Config {
@@ -237,7 +250,7 @@ func options() []option {
 			return nil
 		}},
 		{"nats_url", "publish the lineage stream to this NATS JetStream `URL` instead of the embedded server (YAML: stream: {nats_url: ...})", func(c *Config, v string) error {
-			if !strings.HasPrefix(v, "nats://") && !strings.HasPrefix(v, "tls://") && !strings.HasPrefix(v, "ws://") && !strings.HasPrefix(v, "wss://") {
+			if !isNATSURL(v) {
 				return errors.New("want a URL such as nats://127.0.0.1:4222 (several may be given, comma-separated)")
 			}
 			c.Stream.NATSURL = v
@@ -256,6 +269,35 @@ func options() []option {
 				return errors.New("want host:port, e.g. 127.0.0.1:4222, or none")
 			}
 			c.Stream.Listen = v
+			return nil
+		}},
+		{"keystore_kind", "where the data keys live: file (<data>/keystore, the default) or nats (a JetStream KV bucket a cluster's nodes share; YAML: keystore: {kind: nats, nats_url: ...})", func(c *Config, v string) error {
+			if v != "file" && v != "nats" {
+				return errors.New("want file or nats")
+			}
+			c.Keystore.Kind = v
+			return nil
+		}},
+		{"keystore_nats_url", "NATS JetStream `URL` of the keystore's KV bucket, several comma-separated (YAML: keystore: {nats_url: ...})", func(c *Config, v string) error {
+			if !isNATSURL(v) {
+				return errors.New("want a URL such as nats://127.0.0.1:4222 (several may be given, comma-separated)")
+			}
+			c.Keystore.NATSURL = v
+			return nil
+		}},
+		{"keystore_bucket", "`name` of the keystore's KV bucket (default STELE_KEYS; YAML: keystore: {bucket: ...})", func(c *Config, v string) error {
+			if v == "" {
+				return errEmpty
+			}
+			c.Keystore.Bucket = v
+			return nil
+		}},
+		{"keystore_replicas", "replicas of the keystore's KV bucket when Stele creates it: 1, 3 or 5 (default 3; YAML: keystore: {replicas: ...})", func(c *Config, v string) error {
+			n, err := strconv.Atoi(v)
+			if err != nil || (n != 1 && n != 3 && n != 5) {
+				return errors.New("want 1, 3 or 5")
+			}
+			c.Keystore.Replicas = n
 			return nil
 		}},
 		{"tls_cert", "TLS certificate `file` (PEM, with any intermediates) of the API; with tls_key the API speaks HTTPS only", func(c *Config, v string) error {
@@ -459,12 +501,12 @@ func applyYAML(cfg *Config, path string, data []byte) error {
 	seen := make(map[string]bool)
 	for i := 0; i+1 < len(root.Content); i += 2 {
 		k, v := root.Content[i], root.Content[i+1]
-		if k.Value == "stream" {
+		if sec, ok := yamlSections()[k.Value]; ok {
 			if seen[k.Value] {
 				return fmt.Errorf("config file %s: line %d: key %q given twice", path, k.Line, k.Value)
 			}
 			seen[k.Value] = true
-			if err := applyStreamYAML(cfg, path, v); err != nil {
+			if err := applySectionYAML(cfg, path, k.Value, sec, v); err != nil {
 				return err
 			}
 			continue
@@ -536,7 +578,7 @@ func applyYAML(cfg *Config, path string, data []byte) error {
 			for _, o := range options() {
 				known = append(known, o.name)
 			}
-			known = append(known, "sources", "schemas", "projections", "stream")
+			known = append(known, "sources", "schemas", "projections", "stream", "keystore")
 			return fmt.Errorf("config file %s: line %d: unknown key %q (known keys: %s)", path, k.Line, k.Value, strings.Join(known, ", "))
 		}
 		if seen[k.Value] {
@@ -553,13 +595,33 @@ func applyYAML(cfg *Config, path string, data []byte) error {
 	return nil
 }
 
-// applyStreamYAML reads the stream: mapping (enabled, nats_url, listen,
-// format) through the same setters as STELE_STREAM_* and --stream-*.
-func applyStreamYAML(cfg *Config, path string, n *yaml.Node) error {
-	if n.Kind != yaml.MappingNode {
-		return fmt.Errorf("config file %s: line %d: stream: want a mapping such as {enabled: true, nats_url: nats://host:4222}", path, n.Line)
+// yamlSection is a YAML mapping whose keys are options of their own
+// (stream: {nats_url: ...} is the option nats_url).
+type yamlSection struct {
+	keys    []string          // in the order errors list them
+	options map[string]string // key -> option name
+	example string
+}
+
+// yamlSections are the mappings of the configuration file read by
+// applySectionYAML (a function, like options, so no package state).
+func yamlSections() map[string]yamlSection {
+	return map[string]yamlSection{
+		"stream": {[]string{"enabled", "nats_url", "listen", "format"},
+			map[string]string{"enabled": "stream_enabled", "nats_url": "nats_url", "listen": "stream_listen", "format": "stream_format"},
+			"{enabled: true, nats_url: nats://host:4222}"},
+		"keystore": {[]string{"kind", "nats_url", "bucket", "replicas"},
+			map[string]string{"kind": "keystore_kind", "nats_url": "keystore_nats_url", "bucket": "keystore_bucket", "replicas": "keystore_replicas"},
+			"{kind: nats, nats_url: nats://host:4222, replicas: 3}"},
 	}
-	names := map[string]string{"enabled": "stream_enabled", "nats_url": "nats_url", "listen": "stream_listen", "format": "stream_format"}
+}
+
+// applySectionYAML reads the mapping of section through the same setters
+// as its STELE_* variables and flags.
+func applySectionYAML(cfg *Config, path, section string, sec yamlSection, n *yaml.Node) error {
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("config file %s: line %d: %s: want a mapping such as %s", path, n.Line, section, sec.example)
+	}
 	byName := make(map[string]option)
 	for _, o := range options() {
 		byName[o.name] = o
@@ -567,20 +629,30 @@ func applyStreamYAML(cfg *Config, path string, n *yaml.Node) error {
 	seen := make(map[string]bool)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
-		name, ok := names[k.Value]
+		name, ok := sec.options[k.Value]
 		if !ok {
-			return fmt.Errorf("config file %s: line %d: stream: unknown key %q (known keys: enabled, nats_url, listen, format)", path, k.Line, k.Value)
+			return fmt.Errorf("config file %s: line %d: %s: unknown key %q (known keys: %s)", path, k.Line, section, k.Value, strings.Join(sec.keys, ", "))
 		}
 		if seen[k.Value] {
-			return fmt.Errorf("config file %s: line %d: stream: key %q given twice", path, k.Line, k.Value)
+			return fmt.Errorf("config file %s: line %d: %s: key %q given twice", path, k.Line, section, k.Value)
 		}
 		seen[k.Value] = true
 		if v.Kind != yaml.ScalarNode {
-			return fmt.Errorf("config file %s: line %d: stream.%s: want a single value", path, v.Line, k.Value)
+			return fmt.Errorf("config file %s: line %d: %s.%s: want a single value", path, v.Line, section, k.Value)
 		}
 		if err := byName[name].set(cfg, v.Value); err != nil {
-			return fmt.Errorf("config file %s: line %d: stream.%s=%q: %w", path, v.Line, k.Value, v.Value, err)
+			return fmt.Errorf("config file %s: line %d: %s.%s=%q: %w", path, v.Line, section, k.Value, v.Value, err)
 		}
 	}
 	return nil
+}
+
+// isNATSURL reports whether v starts as a NATS client URL does.
+func isNATSURL(v string) bool {
+	for _, p := range []string{"nats://", "tls://", "ws://", "wss://"} {
+		if strings.HasPrefix(v, p) {
+			return true
+		}
+	}
+	return false
 }

@@ -1,12 +1,15 @@
 package main
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -34,6 +37,7 @@ import (
 //	      sasl_user: stele
 //	      sasl_password: secret      # or STELE_KAFKA_PASSWORD
 //	      session_timeout: 45s       # how soon a dead member's partitions move (default 45s)
+//	      instance_id: shop-node1    # static group membership (default: derived from the host and data directory)
 type KafkaSourceConfig struct {
 	Brokers          []string
 	Topics           []string
@@ -48,9 +52,10 @@ type KafkaSourceConfig struct {
 	SASLUser         string
 	SASLPassword     string
 	SessionTimeout   time.Duration
+	InstanceID       string
 }
 
-var kafkaKeys = []string{"brokers", "topics", "topic_regex", "group", "transaction_topic", "outbox_table", "outbox", "mirrors", "tls", "tls_ca_file", "sasl_mechanism", "sasl_user", "sasl_password", "session_timeout"}
+var kafkaKeys = []string{"brokers", "topics", "topic_regex", "group", "transaction_topic", "outbox_table", "outbox", "mirrors", "tls", "tls_ca_file", "sasl_mechanism", "sasl_user", "sasl_password", "session_timeout", "instance_id"}
 
 func parseKafkaKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
 	if sc.Kafka == nil {
@@ -100,6 +105,8 @@ func parseKafkaKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
 		kc.SASLUser = val.Value
 	case "sasl_password":
 		kc.SASLPassword = val.Value
+	case "instance_id":
+		kc.InstanceID = val.Value
 	case "session_timeout":
 		d, err := time.ParseDuration(val.Value)
 		if err != nil || d <= 0 {
@@ -142,6 +149,10 @@ func (sc SourceConfig) kafkaConfig(logger *slog.Logger) (kafka.Config, error) {
 	if cfg.SASL.Password == "" {
 		cfg.SASL.Password = os.Getenv("STELE_KAFKA_PASSWORD")
 	}
+	cfg.InstanceID = kc.InstanceID
+	if cfg.InstanceID == "" && sc.stateDir != "" {
+		cfg.InstanceID = defaultInstanceID(sc.Name, sc.stateDir)
+	}
 	if kc.TLS || kc.TLSCAFile != "" {
 		cfg.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
 		if kc.TLSCAFile != "" {
@@ -157,4 +168,18 @@ func (sc SourceConfig) kafkaConfig(logger *slog.Logger) (kafka.Config, error) {
 		}
 	}
 	return cfg, nil
+}
+
+// defaultInstanceID names this process in the consumer group, the same
+// across restarts on one data directory and different for another data
+// directory or host: a stele restarted after kill -9 takes its dead
+// predecessor's place at once instead of leaving it in the group, holding
+// partitions, until its session times out.
+func defaultInstanceID(name, stateDir string) string {
+	host, _ := os.Hostname()
+	if abs, err := filepath.Abs(stateDir); err == nil {
+		stateDir = abs
+	}
+	sum := sha256.Sum256([]byte(host + "\x00" + stateDir))
+	return "stele-" + name + "-" + hex.EncodeToString(sum[:6])
 }

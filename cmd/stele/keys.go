@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -43,6 +44,9 @@ func runKeysRotate(ctx context.Context, args []string) error {
 	cfg, err := cf.load(os.Getenv)
 	if err != nil {
 		return usagef("%v", err)
+	}
+	if cfg.Keystore.Kind == "nats" {
+		return errors.New("keys rotate: the keystore is a NATS KV bucket (keystore kind nats); rotating its master key is not built yet")
 	}
 	// A missing or empty directory has no keystore to rotate, and the
 	// master key file would be created there for nothing.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
@@ -26,6 +27,7 @@ import (
 //	      mirrors: shop                    # the direct source of the same database (see the kafka section)
 //	      user: stele                      # or token:
 //	      password: secret                 # or STELE_NATS_PASSWORD
+//	      ack_wait: 30s                    # how soon the server redelivers an unacked message (default 30s)
 type NATSSourceConfig struct {
 	URL         string
 	Stream      string
@@ -37,9 +39,10 @@ type NATSSourceConfig struct {
 	User        string
 	Password    string
 	Token       string
+	AckWait     time.Duration
 }
 
-var natsKeys = []string{"url", "stream", "subjects", "durable", "tx_subject", "outbox_table", "outbox", "mirrors", "user", "password", "token"}
+var natsKeys = []string{"url", "stream", "subjects", "durable", "tx_subject", "outbox_table", "outbox", "mirrors", "user", "password", "token", "ack_wait"}
 
 func parseNATSKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
 	if sc.NATS == nil {
@@ -73,6 +76,12 @@ func parseNATSKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
 		nc.Password = val.Value
 	case "token":
 		nc.Token = val.Value
+	case "ack_wait":
+		d, err := time.ParseDuration(val.Value)
+		if err != nil || d <= 0 {
+			return fmt.Errorf("%s: ack_wait: %q is not a duration such as 30s", where, val.Value)
+		}
+		nc.AckWait = d
 	}
 	return nil
 }
@@ -97,7 +106,7 @@ func (sc SourceConfig) natsConfig(logger *slog.Logger) nats.Config {
 		nc = &NATSSourceConfig{}
 	}
 	cfg := nats.Config{Name: sc.Name, URL: nc.URL, Stream: nc.Stream, Subjects: nc.Subjects, Durable: nc.Durable,
-		TxSubject: nc.TxSubject, OutboxTable: nc.OutboxTable, Mirrors: nc.Mirrors, User: nc.User, Password: nc.Password, Token: nc.Token, DeadLetter: sc.park, Logger: logger}
+		TxSubject: nc.TxSubject, OutboxTable: nc.OutboxTable, Mirrors: nc.Mirrors, User: nc.User, Password: nc.Password, Token: nc.Token, AckWait: nc.AckWait, DeadLetter: sc.park, Logger: logger}
 	if cfg.Password == "" {
 		cfg.Password = os.Getenv("STELE_NATS_PASSWORD")
 	}

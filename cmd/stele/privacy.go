@@ -11,6 +11,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/stele/stele/auth"
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/privacy"
@@ -20,10 +23,23 @@ import (
 	"github.com/stele/stele/sysrecord"
 )
 
+// keyStore is a keystore the server runs on: the file store in the data
+// directory, or the KV bucket a cluster shares (keystore.OpenKV).
+type keyStore interface {
+	privacy.Keys
+	Close() error
+}
+
+// Both backends serve the server the same way.
+var (
+	_ keyStore = (*keystore.Store)(nil)
+	_ keyStore = (*keystore.KVStore)(nil)
+)
+
 // privacyStack is the keystore, the schema registry and the guard that
 // seals with them.
 type privacyStack struct {
-	keys    *keystore.Store
+	keys    keyStore
 	schemas *schema.Registry
 	guard   *privacy.Guard
 }
@@ -68,6 +84,56 @@ func masterKeyInData(cfg Config) (string, bool) {
 	return path, err == nil && rel != ".." && !strings.HasPrefix(rel, ".."+string(filepath.Separator))
 }
 
+// openKeys opens the configured keystore: the file store in the data
+// directory, or the KV bucket of keystore.nats_url.
+func openKeys(ctx context.Context, cfg Config, master keystore.MasterKey, logger *slog.Logger) (keyStore, error) {
+	kc := cfg.Keystore
+	if kc.Kind != "nats" {
+		return keystore.Open(ctx, filepath.Join(cfg.Data, "keystore"), master, keystore.Options{Logger: logger})
+	}
+	if kc.NATSURL == "" {
+		return nil, errors.New("keystore.nats_url: required with keystore kind nats (the NATS JetStream cluster holding the keys)")
+	}
+	bucket, replicas := kc.Bucket, kc.Replicas
+	if bucket == "" {
+		bucket = "STELE_KEYS"
+	}
+	if replicas == 0 {
+		replicas = 3
+	}
+	nc, err := nats.Connect(kc.NATSURL, nats.Name("stele-keystore"), nats.MaxReconnects(-1), nats.ReconnectWait(time.Second))
+	if err != nil {
+		// The URL may carry credentials; the error does not repeat it.
+		return nil, fmt.Errorf("keystore.nats_url: %w", err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("keystore.nats_url: %w", err)
+	}
+	octx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	kv, err := keystore.OpenKV(octx, js, bucket, master, keystore.Options{Logger: logger, Replicas: replicas})
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	logger.Info("keystore: NATS JetStream KV bucket", "bucket", bucket, "replicas", replicas, "servers", len(nc.Servers()))
+	return &kvKeys{KVStore: kv, nc: nc}, nil
+}
+
+// kvKeys is the KV keystore and the connection it alone uses.
+type kvKeys struct {
+	*keystore.KVStore
+	nc *nats.Conn
+}
+
+func (k *kvKeys) Close() error {
+	err := k.KVStore.Close()
+	k.nc.Close()
+	return err
+}
+
 func openPrivacy(ctx context.Context, cfg Config, logger *slog.Logger) (*privacyStack, error) {
 	master, err := masterKey(cfg)
 	if err != nil {
@@ -78,7 +144,7 @@ func openPrivacy(ctx context.Context, cfg Config, logger *slog.Logger) (*privacy
 			"and can forge batches that recovery adopts; keep the file on another disk (master_key_file), or use STELE_MASTER_KEY or Vault Transit",
 			"file", path)
 	}
-	keys, err := keystore.Open(ctx, filepath.Join(cfg.Data, "keystore"), master, keystore.Options{Logger: logger})
+	keys, err := openKeys(ctx, cfg, master, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -184,7 +250,7 @@ func recordTokenChanges(ctx context.Context, store *logstore.Store, tokens *auth
 // recovery adopts only batches this log's writer sealed. A directory without a keystore (never served) gets neither: its
 // batches are adopted once the writer's closing checkpoint covers them.
 func offlineSealer(ctx context.Context, cfg Config, origin string, logger *slog.Logger) (sealer logstore.Sealer, batches logstore.BatchSealer, release func(), err error) {
-	if _, err := os.Stat(filepath.Join(cfg.Data, "keystore")); errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(cfg.Data, "keystore")); errors.Is(err, os.ErrNotExist) && cfg.Keystore.Kind != "nats" {
 		return nil, nil, func() {}, nil
 	}
 	priv, err := openPrivacy(ctx, cfg, logger)

@@ -182,7 +182,6 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 	apiCfg := api.Config{
 		Log:           store,
 		Query:         engine,
-		GraphQL:       graphql.New(graphql.Options{Log: store, Query: engine, Logger: logger}),
 		Exporter:      export.New(store, engine),
 		Health:        h.get,
 		Logger:        logger,
@@ -204,6 +203,7 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		wg.Go(func() { sub.Run(bg) })
 		apiCfg.Witnessed = sub.Witnessed
 	}
+	apiCfg.GraphQL = graphql.New(graphql.Options{Log: store, Query: engine, Logger: logger, Witnessed: apiCfg.Witnessed})
 	if cfg.TLSClientRoles != nil {
 		// Only when set: a nil *CertRoles in the interface would not be nil.
 		apiCfg.ClientCerts = cfg.TLSClientRoles

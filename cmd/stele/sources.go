@@ -854,7 +854,9 @@ type statsSource interface {
 
 var (
 	sourceLagBytesDesc = prometheus.NewDesc("stele_source_lag_bytes",
-		"How far the source's upstream is past the position acknowledged as durable in the log, in its offset unit (WAL bytes for PostgreSQL, binlog bytes for MySQL).", []string{"source"}, nil)
+		"How far the source's upstream is past the position acknowledged as durable in the log, in its offset unit (WAL bytes for PostgreSQL, binlog bytes for MySQL, messages for Kafka: high watermarks minus the group's committed offsets).", []string{"source"}, nil)
+	sourcePartitionLagDesc = prometheus.NewDesc("stele_source_partition_lag",
+		"Consumer lag of one partition a Kafka source reads, in messages: its high watermark minus the group's committed offset.", []string{"source", "partition"}, nil)
 	sourceLagSecondsDesc = prometheus.NewDesc("stele_source_lag_seconds",
 		"Age of the oldest transaction committed at the source but not yet appended to the log (0 when caught up).", []string{"source"}, nil)
 	sourceRecordsDesc = prometheus.NewDesc("stele_source_records_total",
@@ -866,7 +868,7 @@ var (
 )
 
 func (c *sourceCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{sourceLagBytesDesc, sourceLagSecondsDesc, sourceRecordsDesc, sourceGapsDesc, sourceUpDesc} {
+	for _, d := range []*prometheus.Desc{sourceLagBytesDesc, sourcePartitionLagDesc, sourceLagSecondsDesc, sourceRecordsDesc, sourceGapsDesc, sourceUpDesc} {
 		ch <- d
 	}
 }
@@ -877,6 +879,11 @@ func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(sourceLagBytesDesc, prometheus.GaugeValue, float64(st.LagBytes), name)
 		ch <- prometheus.MustNewConstMetric(sourceLagSecondsDesc, prometheus.GaugeValue, st.LagSeconds, name)
 		ch <- prometheus.MustNewConstMetric(sourceRecordsDesc, prometheus.CounterValue, float64(st.RecordsTotal), name)
+		if pl, ok := src.(interface{ PartitionLag() map[string]uint64 }); ok {
+			for part, lag := range pl.PartitionLag() {
+				ch <- prometheus.MustNewConstMetric(sourcePartitionLagDesc, prometheus.GaugeValue, float64(lag), name, part)
+			}
+		}
 		if g, ok := src.(interface{ Gaps() uint64 }); ok {
 			ch <- prometheus.MustNewConstMetric(sourceGapsDesc, prometheus.CounterValue, float64(g.Gaps()), name)
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestConfigKafkaSources(t *testing.T) {
@@ -53,7 +54,7 @@ func TestConfigKafkaSourceErrors(t *testing.T) {
 }
 
 func TestConfigNATSSources(t *testing.T) {
-	cfg, err := loadTest(t, "data: /tmp/x\nsources:\n  - name: shop\n    nats: {url: 'nats://n:4222', stream: DBZ, subjects: [dbserver1.>], tx_subject: dbserver1.transaction}\n", nil)
+	cfg, err := loadTest(t, "data: /tmp/x\nsources:\n  - name: shop\n    nats: {url: 'nats://n:4222', stream: DBZ, subjects: [dbserver1.>], tx_subject: dbserver1.transaction, ack_wait: 10s}\n", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,10 +63,38 @@ func TestConfigNATSSources(t *testing.T) {
 		t.Fatalf("sources %+v", got)
 	}
 	nc := got[0].natsConfig(nil)
-	if nc.URL != "nats://n:4222" || nc.Stream != "DBZ" || nc.TxSubject != "dbserver1.transaction" || len(nc.Subjects) != 1 {
+	if nc.URL != "nats://n:4222" || nc.Stream != "DBZ" || nc.TxSubject != "dbserver1.transaction" || len(nc.Subjects) != 1 || nc.AckWait != 10*time.Second {
 		t.Errorf("nats config %+v", nc)
 	}
 	if _, err := loadTest(t, "data: /tmp/x\nsources:\n  - name: s\n    nats: {url: 'nats://n:4222'}\n", nil); err == nil || !strings.Contains(err.Error(), "stream:") {
 		t.Errorf("no stream: err %v", err)
+	}
+}
+
+// TestKafkaInstanceID: a kafka source is a static group member, under an
+// id that is the same for every start on one data directory (so a
+// restarted process replaces its dead predecessor) and different for
+// another data directory; instance_id overrides it.
+func TestKafkaInstanceID(t *testing.T) {
+	cfg, err := loadTest(t, "data: /tmp/x\nsources:\n  - name: shop\n    kafka: {brokers: [b:1], topics: [t]}\n  - name: pinned\n    kafka: {brokers: [b:1], topics: [t], instance_id: node-7}\n", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srcs := cfg.sourceList()
+	id := func(sc SourceConfig, data string) string {
+		t.Helper()
+		sc.stateDir = sourceStateDir(data, sc.Name)
+		kc, err := sc.kafkaConfig(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kc.InstanceID
+	}
+	a, again, other := id(srcs[0], "/data/a"), id(srcs[0], "/data/a"), id(srcs[0], "/data/b")
+	if a == "" || a != again || a == other || !strings.HasPrefix(a, "stele-shop-") {
+		t.Errorf("derived instance ids %q, %q (same dir), %q (other dir): want stable per data directory, distinct across them", a, again, other)
+	}
+	if got := id(srcs[1], "/data/a"); got != "node-7" {
+		t.Errorf("instance_id node-7 gave %q", got)
 	}
 }

@@ -102,7 +102,7 @@ func printStatus(ctx context.Context, base, token string, out io.Writer, interva
 		names = append(names, name)
 	}
 	slices.Sort(names)
-	fmt.Fprintf(out, "\n%-20s %-11s %12s %10s %14s %10s\n", "SOURCE", "STATE", "LAG BYTES", "LAG S", "RECORDS", "RECORDS/S")
+	fmt.Fprintf(out, "\n%-20s %-11s %12s %10s %14s %10s\n", "SOURCE", "STATE", "LAG", "LAG S", "RECORDS", "RECORDS/S")
 	for _, name := range names {
 		s := second[name]
 		rate := 0.0

@@ -38,10 +38,17 @@ type BatchMAC struct {
 	origin string
 }
 
+// BatchMACKeys is what the batch MAC needs of a keystore: the file Store
+// and the cluster's KVStore both serve it.
+type BatchMACKeys interface {
+	GetOrCreate(ctx context.Context, kind Kind, name string) (kid string, key []byte, err error)
+	Sync(ctx context.Context) error
+}
+
 // NewBatchMAC returns the batch authenticator of the log named origin,
 // creating its key on first use and making it durable before returning:
 // nothing may be sealed under a key that a crash could lose.
-func NewBatchMAC(ctx context.Context, keys *Store, origin string) (*BatchMAC, error) {
+func NewBatchMAC(ctx context.Context, keys BatchMACKeys, origin string) (*BatchMAC, error) {
 	if origin == "" {
 		return nil, errors.New("batch MAC: origin is empty; want the log's origin, e.g. stele.example.com/log")
 	}

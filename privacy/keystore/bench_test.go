@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/stele/stele/internal/atomicfile"
+	"github.com/stele/stele/internal/natstest"
 	"github.com/stele/stele/internal/vfs"
 )
 
@@ -230,4 +231,91 @@ func BenchmarkRotate100k(b *testing.B) {
 		}
 		b.ReportMetric(float64(total*b.N)/b.Elapsed().Seconds(), "keys/s")
 	})
+}
+
+// benchKeys is what the backend benchmarks call: both stores serve it.
+type benchKeys interface {
+	GetOrCreate(ctx context.Context, kind Kind, name string) (string, []byte, error)
+	Key(ctx context.Context, kid string) ([]byte, error)
+	Sync(ctx context.Context) error
+}
+
+// backend opens one keystore backend for a same-run comparison: "file",
+// the KV store on one JetStream server ("kv-r1"), or on a 3-server
+// cluster with the bucket replicated on all three ("kv-r3", the cluster's
+// setting). Only the one measured runs, so the others do not load the CPU.
+func backend(b *testing.B, name string, opts Options) benchKeys {
+	b.Helper()
+	m := testMaster(b, 1)
+	switch name {
+	case "kv-r1":
+		return openKVT(b, connectJS(b, natstest.StartT(b, 1).URL(0)), m, opts)
+	case "kv-r3":
+		opts.Replicas = 3
+		return openKVT(b, connectJS(b, natstest.StartT(b, 3).URL(0)), m, opts)
+	}
+	file := openT(b, b.TempDir(), m, opts)
+	b.Cleanup(func() { file.Close() })
+	return file
+}
+
+// BenchmarkBackendCreate: one op = one new subject key made durable
+// (GetOrCreate then Sync: one fsync for the file store; for the KV store
+// the entry and the name claim, each acknowledged by a quorum).
+func BenchmarkBackendCreate(b *testing.B) {
+	ctx := context.Background()
+	for _, name := range []string{"file", "kv-r1", "kv-r3"} {
+		b.Run(name, func(b *testing.B) {
+			s := backend(b, name, Options{})
+			n := 0
+			for b.Loop() {
+				n++
+				if _, _, err := s.GetOrCreate(ctx, KindSubject, fmt.Sprintf("subject-hmac-%012d", n)); err != nil {
+					b.Fatal(err)
+				}
+				if err := s.Sync(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(n)/b.Elapsed().Seconds(), "keys/s")
+		})
+	}
+}
+
+// BenchmarkBackendGet: one op = GetOrCreate of an existing name and Key of
+// its kid (the seal and reveal paths), over 1,000 keys; "uncached" turns
+// the LRU off so each Key unwraps under the master key.
+func BenchmarkBackendGet(b *testing.B) {
+	ctx := context.Background()
+	for _, cache := range []struct {
+		name string
+		size int
+	}{{"cached", 0}, {"uncached", -1}} {
+		for _, name := range []string{"file", "kv-r1", "kv-r3"} {
+			b.Run(cache.name+"/"+name, func(b *testing.B) {
+				s := backend(b, name, Options{CacheSize: cache.size})
+				kids := make([]string, 1000)
+				for i := range kids {
+					kid, _, err := s.GetOrCreate(ctx, KindSubject, fmt.Sprintf("subject-hmac-%012d", i))
+					if err != nil {
+						b.Fatal(err)
+					}
+					kids[i] = kid
+				}
+				if err := s.Sync(ctx); err != nil {
+					b.Fatal(err)
+				}
+				i := 0
+				for b.Loop() {
+					i++
+					if _, _, err := s.GetOrCreate(ctx, KindSubject, fmt.Sprintf("subject-hmac-%012d", i%len(kids))); err != nil {
+						b.Fatal(err)
+					}
+					if _, err := s.Key(ctx, kids[i%len(kids)]); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
 }

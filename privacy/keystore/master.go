@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"bytes"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
@@ -179,4 +180,44 @@ func createMasterFile(path string) (MasterKey, error) {
 		return nil, fmt.Errorf("master key file %s: write: %w", path, err)
 	}
 	return newLocalMaster(key)
+}
+
+// masterBody is a store's MASTER record: master's id and a fresh random
+// canary wrapped under it. A store keeps one (the file store in MASTER, the
+// KV store under "master") so that opening it with another master fails
+// before any key is served.
+func masterBody(ctx context.Context, master MasterKey) ([]byte, error) {
+	canary := make([]byte, len(canaryPrefix)+16)
+	copy(canary, canaryPrefix)
+	if _, err := rand.Read(canary[len(canaryPrefix):]); err != nil {
+		return nil, err
+	}
+	wrapped, err := master.Wrap(ctx, canary)
+	if err != nil {
+		return nil, fmt.Errorf("wrap canary under %s: %w", master.ID(), err)
+	}
+	if len(wrapped) > 0xffff || len(master.ID()) > 0xff {
+		return nil, fmt.Errorf("master %s: id or wrapping too long", master.ID())
+	}
+	return appendMasterBody(nil, master.ID(), wrapped), nil
+}
+
+// checkMasterBody checks a stored MASTER record against master:
+// ErrWrongMaster if it names another master or its canary does not unwrap.
+func checkMasterBody(ctx context.Context, master MasterKey, body []byte) error {
+	id, wrapped, err := decodeMaster(body)
+	if err != nil {
+		return fmt.Errorf("%v: %w", err, ErrCorrupt)
+	}
+	if id != master.ID() {
+		return fmt.Errorf("store is wrapped under master %s, but master %s was given: %w", id, master.ID(), ErrWrongMaster)
+	}
+	pt, err := master.Unwrap(ctx, wrapped)
+	if err != nil {
+		return fmt.Errorf("master %s cannot unwrap the store's canary: %w", id, errors.Join(ErrWrongMaster, err))
+	}
+	if !bytes.HasPrefix(pt, []byte(canaryPrefix)) {
+		return fmt.Errorf("master %s unwrapped the canary to unexpected bytes: %w", id, ErrWrongMaster)
+	}
+	return nil
 }

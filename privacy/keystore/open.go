@@ -1,15 +1,12 @@
 package keystore
 
 import (
-	"bytes"
 	"context"
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -26,14 +23,7 @@ func Open(ctx context.Context, dir string, master MasterKey, opts Options) (*Sto
 	if master == nil {
 		return nil, errors.New("keystore: open: master key is nil")
 	}
-	logger := opts.Logger
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	cacheSize := opts.CacheSize
-	if cacheSize == 0 {
-		cacheSize = DefaultCacheSize
-	}
+	logger, cacheSize := opts.defaults()
 	fsys := vfs.Or(opts.FS)
 	if err := fsys.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("keystore: open %s: %w", dir, err)
@@ -162,19 +152,11 @@ func (s *Store) writeGenHeader(ctx context.Context, dir string, master MasterKey
 	if err := s.fs.Mkdir(dir, 0o700); err != nil {
 		return err
 	}
-	canary := make([]byte, len(canaryPrefix)+16)
-	copy(canary, canaryPrefix)
-	if _, err := rand.Read(canary[len(canaryPrefix):]); err != nil {
+	mb, err := masterBody(ctx, master)
+	if err != nil {
 		return err
 	}
-	wrapped, err := master.Wrap(ctx, canary)
-	if err != nil {
-		return fmt.Errorf("wrap canary under %s: %w", master.ID(), err)
-	}
-	if len(wrapped) > 0xffff || len(master.ID()) > 0xff {
-		return fmt.Errorf("master %s: id or wrapping too long", master.ID())
-	}
-	if err := writeFileSync(s.fs, filepath.Join(dir, "MASTER"), appendFrame(nil, appendMasterBody(nil, master.ID(), wrapped))); err != nil {
+	if err := writeFileSync(s.fs, filepath.Join(dir, "MASTER"), appendFrame(nil, mb)); err != nil {
 		return err
 	}
 	var buf []byte
@@ -257,19 +239,8 @@ func (s *Store) checkMaster(ctx context.Context) error {
 	if err != nil || n != len(data) {
 		return fmt.Errorf("keystore: open %s: MASTER: damaged frame: %w", s.dir, ErrCorrupt)
 	}
-	id, wrapped, err := decodeMaster(body)
-	if err != nil {
-		return fmt.Errorf("keystore: open %s: %v: %w", s.dir, err, ErrCorrupt)
-	}
-	if id != s.master.ID() {
-		return fmt.Errorf("keystore: open %s: store is wrapped under master %s, but master %s was given: %w", s.dir, id, s.master.ID(), ErrWrongMaster)
-	}
-	pt, err := s.master.Unwrap(ctx, wrapped)
-	if err != nil {
-		return fmt.Errorf("keystore: open %s: master %s cannot unwrap the store's canary: %w", s.dir, id, errors.Join(ErrWrongMaster, err))
-	}
-	if !bytes.HasPrefix(pt, []byte(canaryPrefix)) {
-		return fmt.Errorf("keystore: open %s: master %s unwrapped the canary to unexpected bytes: %w", s.dir, id, ErrWrongMaster)
+	if err := checkMasterBody(ctx, s.master, body); err != nil {
+		return fmt.Errorf("keystore: open %s: %w", s.dir, err)
 	}
 	return nil
 }

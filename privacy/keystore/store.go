@@ -66,6 +66,14 @@ type Options struct {
 	// FS is the file system the store works in (default the operating
 	// system's); tests pass a vfs.ErrorFS to inject disk faults.
 	FS vfs.FS
+
+	// Replicas is the replication of the bucket OpenKV creates (3 in a
+	// cluster; 0 means 1). Only OpenKV reads it.
+	Replicas int
+	// StaleAfter bounds how long OpenKV's store serves keys after it last
+	// confirmed it knows every key destroyed in the cluster (0 means
+	// DefaultStaleAfter). Only OpenKV reads it.
+	StaleAfter time.Duration
 }
 
 const (
@@ -255,20 +263,8 @@ func (s *Store) GetOrCreate(ctx context.Context, kind Kind, name string) (kid st
 			return "", nil, fmt.Errorf("keystore: create %s key: kid: %w", kind, err)
 		}
 		e.kid[0] = shardByte
-		key = make([]byte, KeySize)
-		if _, err := rand.Read(key); err != nil {
-			return "", nil, fmt.Errorf("keystore: create %s key: %w", kind, err)
-		}
-		plain := wrapPlain(e, key)
-		e.wrapped, err = master.Wrap(ctx, plain)
-		clear(plain)
-		if err != nil {
-			clear(key)
-			return "", nil, fmt.Errorf("keystore: create %s key: wrap under %s: %w", kind, master.ID(), err)
-		}
-		if len(e.wrapped) > 0xffff {
-			clear(key)
-			return "", nil, fmt.Errorf("keystore: create %s key: master %s wrapped 32 bytes into %d", kind, master.ID(), len(e.wrapped))
+		if key, err = newKey(ctx, master, e); err != nil {
+			return "", nil, err
 		}
 
 		s.mu.Lock()
@@ -354,19 +350,10 @@ func (s *Store) key(ctx context.Context, k kidT) ([]byte, error) {
 	master := s.master
 	s.mu.Unlock()
 
-	if e.masterID != master.ID() {
-		return nil, fmt.Errorf("keystore: kid %s is wrapped under master %s, store has %s: %w", k, e.masterID, master.ID(), ErrWrongMaster)
-	}
-	plain, err := master.Unwrap(ctx, e.wrapped)
+	key, err := unwrapKey(ctx, master, e)
 	if err != nil {
-		return nil, fmt.Errorf("keystore: kid %s: %w", k, err)
+		return nil, err
 	}
-	defer clear(plain)
-	inner, err := keyFromPlain(e, plain)
-	if err != nil {
-		return nil, fmt.Errorf("keystore: %w", err)
-	}
-	key := append([]byte(nil), inner...)
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -766,14 +753,72 @@ var errNotFailed = errors.New("not failed")
 func (s *Store) Names(kind Kind) []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return namesOf(s.names, kind)
+}
+
+// newKey makes a random data key for e (kid, kind and name set) and
+// wraps it under master into e.wrapped.
+func newKey(ctx context.Context, master MasterKey, e *entry) ([]byte, error) {
+	key := make([]byte, KeySize)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("keystore: create %s key: %w", e.kind, err)
+	}
+	plain := wrapPlain(e, key)
+	var err error
+	e.wrapped, err = master.Wrap(ctx, plain)
+	clear(plain)
+	if err != nil {
+		clear(key)
+		return nil, fmt.Errorf("keystore: create %s key: wrap under %s: %w", e.kind, master.ID(), err)
+	}
+	if len(e.wrapped) > 0xffff {
+		clear(key)
+		return nil, fmt.Errorf("keystore: create %s key: master %s wrapped 32 bytes into %d", e.kind, master.ID(), len(e.wrapped))
+	}
+	return key, nil
+}
+
+// unwrapKey returns a copy of the data key of e, unwrapped under master
+// and checked to belong to e.
+func unwrapKey(ctx context.Context, master MasterKey, e *entry) ([]byte, error) {
+	if e.masterID != master.ID() {
+		return nil, fmt.Errorf("keystore: kid %s is wrapped under master %s, store has %s: %w", e.kid, e.masterID, master.ID(), ErrWrongMaster)
+	}
+	plain, err := master.Unwrap(ctx, e.wrapped)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: kid %s: %w", e.kid, err)
+	}
+	defer clear(plain)
+	inner, err := keyFromPlain(e, plain)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: %w", err)
+	}
+	return append([]byte(nil), inner...), nil
+}
+
+// namesOf lists the names of kind in names, sorted.
+func namesOf(names map[nameKey]kidT, kind Kind) []string {
 	var out []string
-	for nk := range s.names {
+	for nk := range names {
 		if nk.kind == kind {
 			out = append(out, nk.name)
 		}
 	}
 	slices.Sort(out)
 	return out
+}
+
+// defaults are the logger and cache size opts ask for, defaults filled in.
+func (o Options) defaults() (*slog.Logger, int) {
+	logger := o.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	size := o.CacheSize
+	if size == 0 {
+		size = DefaultCacheSize
+	}
+	return logger, size
 }
 
 // Len is the number of live keys.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -27,7 +28,7 @@ func (s *Server) listRecords(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr.status(), aerr)
 		return
 	}
-	p, aerr := params(rest, "source", "table", "key", "actor", "op", "since", "until", "limit", "cursor", "order")
+	p, aerr := params(rest, withFilterParams("limit", "cursor", "order")...)
 	if aerr != nil {
 		writeError(w, aerr.status(), aerr)
 		return
@@ -62,12 +63,12 @@ func (s *Server) listRecords(w http.ResponseWriter, r *http.Request) {
 // the search and the export share so both accept exactly the same input,
 // followed by extra.
 func withFilterParams(extra ...string) []string {
-	return append([]string{"source", "table", "key", "actor", "op", "since", "until"}, extra...)
+	return append([]string{"source", "table", "key", "actor", "op", "since", "until", "cause"}, extra...)
 }
 
 // parseFilter reads a record filter from the query parameters.
 func parseFilter(p map[string]string) (query.Filter, *apiError) {
-	f := query.Filter{Source: p["source"], Table: p["table"], Key: p["key"], Actor: p["actor"]}
+	f := query.Filter{Source: p["source"], Table: p["table"], Key: p["key"], Actor: p["actor"], Cause: p["cause"]}
 	if v, ok := p["op"]; ok {
 		f.Op = record.Op(v)
 		if !f.Op.Valid() {
@@ -174,6 +175,10 @@ type recordResponse struct {
 	LeafHash   string          `json:"leaf_hash"`
 	Proof      inclusion       `json:"proof"`
 	Checkpoint string          `json:"checkpoint,omitempty"`
+	// Caused, on an event record, is where the changes it caused are
+	// listed (GET /v1/records?cause=<id>): from the event to its changes
+	// in one step, as cause.record_id leads from a change to its event.
+	Caused string `json:"caused,omitempty"`
 }
 
 type inclusion struct {
@@ -274,6 +279,10 @@ func (s *Server) getRecord(w http.ResponseWriter, r *http.Request) {
 	}
 	if cp != nil {
 		resp.Checkpoint = string(cp.Note)
+	}
+	if rec.Op == record.OpEvent && rec.ID != "" {
+		resp.Caused = "/v1/records?cause=" + url.QueryEscape(rec.ID)
+		w.Header().Set("Link", "<"+resp.Caused+">; rel=\"caused\"")
 	}
 	writeJSON(w, http.StatusOK, resp)
 }

@@ -201,12 +201,12 @@ func (e *Exporter) Write(ctx context.Context, opts Options, data, proofW io.Writ
 const replayBatch = 1024
 
 // scan hands fn every record below size that f selects, ascending. Filters
-// an index list narrows (source, actor, key) go through the query engine;
+// an index list narrows (source, actor, key, cause) go through the query engine;
 // the rest are applied during one sequential pass over the log, which is
 // faster than the engine's per-record reads when nearly every record must
 // be looked at anyway.
 func (e *Exporter) scan(ctx context.Context, f query.Filter, size uint64, fn func(*record.Record) error) error {
-	if e.q == nil || (f.Source == "" && f.Actor == "" && f.Key == "") {
+	if e.q == nil || (f.Source == "" && f.Actor == "" && f.Key == "" && f.Cause == "") {
 		return e.log.Replay(ctx, 0, size, replayBatch, func(recs []*record.Record) error {
 			for _, r := range recs {
 				if matches(f, r) {

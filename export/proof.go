@@ -57,10 +57,11 @@ type FilterJSON struct {
 	Op     string `json:"op,omitempty"`
 	Since  string `json:"since,omitempty"`
 	Until  string `json:"until,omitempty"`
+	Cause  string `json:"cause,omitempty"`
 }
 
 func filterJSON(f query.Filter) FilterJSON {
-	out := FilterJSON{Source: f.Source, Table: f.Table, Key: f.Key, Actor: f.Actor, Op: string(f.Op)}
+	out := FilterJSON{Source: f.Source, Table: f.Table, Key: f.Key, Actor: f.Actor, Op: string(f.Op), Cause: f.Cause}
 	if !f.Since.IsZero() {
 		out.Since = formatTime(f.Since)
 	}
@@ -71,7 +72,7 @@ func filterJSON(f query.Filter) FilterJSON {
 }
 
 func (fj FilterJSON) filter() (query.Filter, error) {
-	f := query.Filter{Source: fj.Source, Table: fj.Table, Key: fj.Key, Actor: fj.Actor, Op: record.Op(fj.Op)}
+	f := query.Filter{Source: fj.Source, Table: fj.Table, Key: fj.Key, Actor: fj.Actor, Op: record.Op(fj.Op), Cause: fj.Cause}
 	var err error
 	if fj.Since != "" {
 		if f.Since, err = time.Parse(timeLayout, fj.Since); err != nil {
@@ -89,7 +90,7 @@ func (fj FilterJSON) filter() (query.Filter, error) {
 // unfiltered reports whether f selects every record.
 func unfiltered(f query.Filter) bool {
 	return f.Source == "" && f.Table == "" && f.Key == "" && f.Actor == "" && f.Op == "" &&
-		f.Since.IsZero() && f.Until.IsZero() && f.Blind == nil
+		f.Since.IsZero() && f.Until.IsZero() && f.Blind == nil && f.Cause == ""
 }
 
 // matches applies f to r with the query engine's semantics: since is
@@ -100,6 +101,7 @@ func matches(f query.Filter, r *record.Record) bool {
 		(f.Table != "" && r.Source.Table != f.Table) ||
 		(f.Op != "" && r.Op != f.Op) ||
 		(f.Actor != "" && r.ActorID() != f.Actor) ||
+		(f.Cause != "" && r.CauseID() != f.Cause) ||
 		(!f.Since.IsZero() && r.OccurredAt.Before(f.Since)) ||
 		(!f.Until.IsZero() && !r.OccurredAt.Before(f.Until)) {
 		return false

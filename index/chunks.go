@@ -138,7 +138,7 @@ func chunkPostings(dst []chunkPosting, v []byte) []chunkPosting {
 // indexMerger merges the subject counters (sums) and the list chunks
 // (concatenations), told apart by their key's first byte.
 var indexMerger = &pebble.Merger{
-	Name: "stele.index.v3",
+	Name: "stele.index.v4",
 	Merge: func(key, value []byte) (pebble.ValueMerger, error) {
 		if len(key) > 0 && chunked(key[0]) {
 			return &concatMerger{newer: slices.Clone(value)}, nil

@@ -11,8 +11,19 @@ import (
 // which the chunk reader cannot read: opening it must say it is
 // incompatible, so the server sets it aside and rebuilds it.
 func TestOpenRefusesUnchunkedIndex(t *testing.T) {
+	refusesFormat(t, "stele.index.v2")
+}
+
+// An index written before the cause list (v3) lacks the postings of every
+// change caused by an event: it too must be rebuilt.
+func TestOpenRefusesIndexWithoutCauseList(t *testing.T) {
+	refusesFormat(t, "stele.index.v3")
+}
+
+func refusesFormat(t *testing.T, merger string) {
+	t.Helper()
 	dir := t.TempDir()
-	old := &pebble.Merger{Name: "stele.index.v2", Merge: indexMerger.Merge}
+	old := &pebble.Merger{Name: merger, Merge: indexMerger.Merge}
 	db, err := pebble.Open(dir, &pebble.Options{Merger: old})
 	if err != nil {
 		t.Fatal(err)
@@ -21,7 +32,7 @@ func TestOpenRefusesUnchunkedIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	if _, err := Open(dir, nil); !errors.Is(err, ErrIncompatible) {
-		t.Fatalf("Open = %v, want ErrIncompatible", err)
+		t.Fatalf("Open of a %s index = %v, want ErrIncompatible", merger, err)
 	}
 }
 

@@ -36,6 +36,13 @@ import (
 //	E source table key seq    -> occurred_at   (entity history)
 //	A actor bucket            -> postings
 //	X source table seq        -> occurred_at   (truncates of a table)
+//	K cause seq               -> occurred_at   (the changes an event caused:
+//	                                            cause.record_id, see
+//	                                            capture.JoinOutbox)
+//
+// The Merger's name (chunks.go) is the format's version: an index of an
+// older format fails to open with ErrIncompatible, and the server sets it
+// aside and rebuilds it from the log (v4 added the cause list).
 const (
 	pWatermark = 'W'
 	pID        = 'I'
@@ -44,6 +51,7 @@ const (
 	pEntity    = 'E'
 	pActor     = 'A'
 	pTruncate  = 'X'
+	pCause     = 'K'
 )
 
 const cacheBytes = 128 << 20
@@ -266,6 +274,11 @@ func (ix *Index) Prepare(r *record.Record) ([]byte, error) {
 	}
 	if r.Op == record.OpTruncate {
 		e = appendList(e, pTruncate, r.Source.Name, r.Source.Table)
+	}
+	if len(r.Cause) > 0 {
+		if cause := r.CauseID(); cause != "" {
+			e = appendList(e, pCause, cause)
+		}
 	}
 	for _, p := range derivedLists(r.Derived) {
 		e = binary.AppendUvarint(e, uint64(len(p)))

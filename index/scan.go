@@ -39,6 +39,7 @@ func TableList(source, table string) List       { return list(pTable, source, ta
 func EntityList(source, table, key string) List { return list(pEntity, source, table, key) }
 func ActorList(actor string) List               { return list(pActor, actor) }
 func TruncateList(source, table string) List    { return list(pTruncate, source, table) }
+func CauseList(eventID string) List             { return list(pCause, eventID) }
 
 func (l List) key(dst []byte, seq uint64) []byte {
 	dst = append(dst, l.prefix...)

@@ -44,6 +44,9 @@ type Filter struct {
 	// Blind selects records whose blind index holds this token (a keyed
 	// hash of a personal field's value; see privacy.Guard.BlindToken).
 	Blind []byte
+	// Cause selects the changes an event caused: records whose
+	// cause.record_id is this event record's id.
+	Cause string
 }
 
 // Order of results by seq.
@@ -147,10 +150,15 @@ func (e *Engine) History(ctx context.Context, source, table, key string, req Pag
 func plan(f Filter) (*index.List, func(*record.Record) bool) {
 	var l *index.List
 	checkSource, checkTable, checkActor, checkOp := f.Source != "", f.Table != "", f.Actor != "", f.Op != ""
+	checkCause := f.Cause != ""
 	switch {
 	case f.Blind != nil:
 		// Scanned by scanSeqs from the blind index; every other filter is
 		// checked on each record.
+	case f.Cause != "":
+		// An event causes a handful of changes: the smallest list.
+		l = ptr(index.CauseList(f.Cause))
+		checkCause = false
 	case f.Key != "":
 		l = ptr(index.EntityList(f.Source, f.Table, f.Key))
 		checkSource, checkTable = false, false
@@ -170,6 +178,7 @@ func plan(f Filter) (*index.List, func(*record.Record) bool) {
 		return (!checkSource || r.Source.Name == f.Source) &&
 			(!checkTable || r.Source.Table == f.Table) &&
 			(!checkActor || r.ActorID() == f.Actor) &&
+			(!checkCause || r.CauseID() == f.Cause) &&
 			(!checkOp || r.Op == f.Op)
 	}
 }
@@ -361,6 +370,11 @@ func queryPrint(l *index.List, f Filter) string {
 		field(b)
 	}
 	field(f.Blind)
+	if f.Cause != "" {
+		// Only when set, so the cursors of queries without it stay valid.
+		field([]byte("cause"))
+		field([]byte(f.Cause))
+	}
 	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:9])
 }
 

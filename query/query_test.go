@@ -827,3 +827,63 @@ func TestPageBudget(t *testing.T) {
 		t.Fatalf("history with a spent budget: %v, %+v", err, h)
 	}
 }
+
+// The changes an event caused are one query: the index's cause list,
+// whatever else the log holds, in both orders and across pages, with the
+// other filters applied on top.
+func TestRecordsByCause(t *testing.T) {
+	v := newEnv(t)
+	at := base
+	rec := func(id, table string, op record.Op, cause string) *record.Record {
+		at = at.Add(time.Minute)
+		r := &record.Record{ID: id, Source: record.Source{Name: "shop", Kind: "postgres", Table: table}, Op: op,
+			Key: mustJSON(map[string]string{"id": id}), After: mustJSON(map[string]string{"v": id}), OccurredAt: at}
+		if cause != "" {
+			r.Cause = json.RawMessage(cause)
+		}
+		return r
+	}
+	v.append(t,
+		rec("ev1", "outbox", record.OpEvent, ""),
+		rec("c1", "orders", record.OpInsert, `{"record_id":"ev1","type":"OrderPlaced"}`),
+		rec("u1", "orders", record.OpInsert, `{"type":"OrderPlaced"}`),
+		rec("ev2", "outbox", record.OpEvent, ""),
+		rec("c2", "lines", record.OpInsert, `{"type":"OrderPlaced","record_id":"ev1"}`),
+		rec("c3", "lines", record.OpInsert, `{"record_id":"ev2"}`),
+		rec("c4", "orders", record.OpUpdate, `{"aggregateid":"7","record_id":"ev1"}`),
+	)
+	ids := func(recs []*record.Record) []string {
+		var out []string
+		for _, r := range recs {
+			out = append(out, r.ID)
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		f     query.Filter
+		order query.Order
+		want  []string
+	}{
+		{query.Filter{Cause: "ev1"}, query.Asc, []string{"c1", "c2", "c4"}},
+		{query.Filter{Cause: "ev1"}, query.Desc, []string{"c4", "c2", "c1"}},
+		{query.Filter{Cause: "ev1", Table: "orders"}, query.Asc, []string{"c1", "c4"}},
+		{query.Filter{Cause: "ev1", Op: record.OpUpdate}, query.Asc, []string{"c4"}},
+		{query.Filter{Cause: "ev2"}, query.Asc, []string{"c3"}},
+		{query.Filter{Cause: "nothing"}, query.Asc, nil},
+	} {
+		got := collect(t, 1, func(cursor string) (*query.Page, error) {
+			return v.e.Records(context.Background(), tc.f, query.PageRequest{Order: tc.order, Limit: 1, Cursor: cursor})
+		})
+		if !slices.Equal(ids(got), tc.want) {
+			t.Errorf("%+v order %v: %v, want %v", tc.f, tc.order, ids(got), tc.want)
+		}
+	}
+	// A cursor of one cause does not continue another's list.
+	p, err := v.e.Records(context.Background(), query.Filter{Cause: "ev1"}, query.PageRequest{Order: query.Asc, Limit: 1})
+	if err != nil || p.NextCursor == "" {
+		t.Fatalf("first page: %v, cursor %q", err, p.NextCursor)
+	}
+	if _, err := v.e.Records(context.Background(), query.Filter{Cause: "ev2"}, query.PageRequest{Order: query.Asc, Limit: 1, Cursor: p.NextCursor}); !errors.Is(err, query.ErrBadCursor) {
+		t.Errorf("ev1's cursor on ev2's list: %v, want ErrBadCursor", err)
+	}
+}

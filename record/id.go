@@ -119,11 +119,17 @@ func (d *IDDeriver) Derive(r *Record) string {
 		b = append(b, 0)
 	}
 	b = strconv.AppendInt(b, *r.Tx.Index, 10)
+	return d.finish(b, 'p')
+}
+
+// finish hashes the id input b (held in d's buffer) and returns the id:
+// prefix and the first 16 bytes of the SHA-256 in lower-case base32.
+func (d *IDDeriver) finish(b []byte, prefix byte) string {
 	d.h.Reset()
 	d.h.Write(b)
 	b = d.h.Sum(b[:0])
 	n := len(b)
-	b = append(b, 'p')
+	b = append(b, prefix)
 	b = idEncoding.AppendEncode(b, b[:16])
 	id := b[n:]
 	for i, c := range id {
@@ -133,4 +139,58 @@ func (d *IDDeriver) Derive(r *Record) string {
 	}
 	d.buf = b
 	return string(id)
+}
+
+// DeriveChangeID returns the id of a change named by its own position at
+// the source (tx.position: for PostgreSQL the LSN of the change's WAL
+// record, not of its transaction's commit) and its key. It is the id
+// convention two readers of one database can both compute: capture/postgres
+// sees each change's LSN in the replication stream, and a Debezium
+// PostgreSQL event carries the same LSN as source.lsn, while neither knows
+// what the other counts as the change's place in its transaction. Several
+// changes share one LSN when one WAL record holds several rows (COPY, a
+// multi-row INSERT, every row of a snapshot): the key tells them apart, so
+// it is part of the hash (canonicalised, so the two readers' member order
+// and spacing do not matter), and so is whether the record is a snapshot
+// row. The index is left out. The id hashes
+// the key like the Debezium path always has; a key of personal data is
+// then guessable from the id by whoever can enumerate the candidates.
+func DeriveChangeID(r *Record) string {
+	var d IDDeriver
+	return d.DeriveChange(r)
+}
+
+// DeriveChange returns DeriveChangeID(r), reusing d's hash state.
+func (d *IDDeriver) DeriveChange(r *Record) string {
+	if r.Tx == nil || r.Tx.Position == "" {
+		return DeriveID(r)
+	}
+	if d.h == nil {
+		d.h = sha256.New()
+	}
+	key := r.Key
+	if _, simple := singleScalarValue(key); !simple {
+		// A one-column key of a number or a plain string, the commonest,
+		// is canonical as it stands (TestSimpleKeysAreCanonical):
+		// canonicalising costs four times the hash.
+		if c, err := Canonical(key); err == nil {
+			key = c
+		}
+	}
+	b := append(d.buf[:0], "stele change id v1\x00"...)
+	if r.Op == OpSnapshot {
+		// A snapshot row is read at its consistent point, and the first
+		// change streamed after it may be written at that very LSN: the
+		// same key there is two records.
+		b = append(b, "snapshot\x00"...)
+	}
+	for _, part := range [...]string{r.Source.Kind, r.Source.Name, r.Source.Database, r.Source.Schema, r.Source.Table, r.Tx.Position} {
+		b = strconv.AppendInt(b, int64(len(part)), 10)
+		b = append(b, ':')
+		b = append(b, part...)
+	}
+	b = strconv.AppendInt(b, int64(len(key)), 10)
+	b = append(b, ':')
+	b = append(b, key...)
+	return d.finish(b, 'c')
 }

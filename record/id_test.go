@@ -65,3 +65,77 @@ func TestParseIngestWithIdempotencyKey(t *testing.T) {
 		}
 	}
 }
+
+func TestDeriveChangeID(t *testing.T) {
+	r := &Record{
+		Source: Source{Name: "crm", Kind: "postgres", Database: "crm", Schema: "public", Table: "items"},
+		Key:    []byte(`{"a":1,"b":"x"}`),
+		Tx:     &Tx{ID: "771", Position: "0/16B3748"},
+	}
+	id := DeriveChangeID(r)
+	if !strings.HasPrefix(id, "c") || len(id) != 27 || id != strings.ToLower(id) {
+		t.Fatalf("id %q: want c and 26 lower-case base32 characters", id)
+	}
+	same := *r
+	idx := int64(9)
+	same.Tx = &Tx{ID: "other", Position: "0/16B3748", Index: &idx}
+	same.Key = []byte(`{ "b":"x", "a":1 }`)
+	if DeriveChangeID(&same) != id {
+		t.Fatal("the id depends on tx.id, tx.index or the key's member order: the two readers of one change would disagree")
+	}
+	var d IDDeriver
+	for name, mut := range map[string]func(*Record){
+		"key":      func(r *Record) { r.Key = []byte(`{"a":2,"b":"x"}`) },
+		"position": func(r *Record) { r.Tx = &Tx{Position: "0/16B3749"} },
+		"table":    func(r *Record) { r.Source.Table = "orders" },
+		"name":     func(r *Record) { r.Source.Name = "crm2" },
+		"snapshot": func(r *Record) { r.Op = OpSnapshot },
+	} {
+		other := *r
+		mut(&other)
+		if d.DeriveChange(&other) == id {
+			t.Errorf("changing the %s keeps the id", name)
+		}
+	}
+	if DeriveChangeID(r) == DeriveID(r) {
+		t.Error("the change id equals the transaction-position id of the same record")
+	}
+}
+
+// BenchmarkDeriveChangeID: the change id (which canonicalises the key)
+// next to the commit id of the same record, per capture record.
+func BenchmarkDeriveChangeID(b *testing.B) {
+	idx := int64(3)
+	r := &Record{
+		Source: Source{Name: "crm", Kind: "postgres", Database: "crm", Schema: "public", Table: "items"},
+		Key:    []byte(`{"id":123456}`),
+		Tx:     &Tx{ID: "771", Position: "0/16B3748", Index: &idx},
+	}
+	b.Run("commit", func(b *testing.B) {
+		var d IDDeriver
+		for b.Loop() {
+			_ = d.Derive(r)
+		}
+	})
+	b.Run("change", func(b *testing.B) {
+		var d IDDeriver
+		for b.Loop() {
+			_ = d.DeriveChange(r)
+		}
+	})
+}
+
+// DeriveChange skips canonicalising the keys singleScalarKey accepts:
+// they must be canonical already.
+func TestSimpleKeysAreCanonical(t *testing.T) {
+	for _, k := range []string{`{"id":1}`, `{"id":-0}`, `{"id":1e2}`, `{"id":1.50}`, `{"id":12345678901234567890}`,
+		`{"id":"a"}`, `{"id":"<a>&"}`, `{"id":"é ✓"}`, "{\"id\":\"\u2028\"}", `{"k":true}`, `{"k":null}`, `{"é":"x"}`} {
+		if _, ok := singleScalarKey([]byte(k)); !ok {
+			continue
+		}
+		c, err := Canonical([]byte(k))
+		if err != nil || string(c) != k {
+			t.Errorf("%s: canonical %s (%v): singleScalarKey accepts a key that is not canonical", k, c, err)
+		}
+	}
+}

@@ -63,18 +63,32 @@ func (r *Record) ActorID() string {
 	if id, ok := flatActorID(r.Actor); ok {
 		return id
 	}
-	// Walk the members instead of unmarshalling: this runs for every
-	// indexed record.
-	dec := jsontext.NewDecoder(bytes.NewReader(r.Actor))
+	return memberString(r.Actor, "id")
+}
+
+// CauseID is the record id the cause names (cause.record_id: the event
+// record an outbox row became, see capture.JoinOutbox), or "".
+func (r *Record) CauseID() string {
+	if len(r.Cause) == 0 {
+		return ""
+	}
+	return memberString(r.Cause, "record_id")
+}
+
+// memberString is the string member name of the JSON object obj, or "".
+// It walks the members instead of unmarshalling: it runs for every
+// indexed record.
+func memberString(obj []byte, name string) string {
+	dec := jsontext.NewDecoder(bytes.NewReader(obj))
 	if tok, err := dec.ReadToken(); err != nil || tok.Kind() != '{' {
 		return ""
 	}
 	for dec.PeekKind() == '"' {
-		name, err := dec.ReadToken()
+		n, err := dec.ReadToken()
 		if err != nil {
 			return ""
 		}
-		if name.String() != "id" {
+		if n.String() != name {
 			if dec.SkipValue() != nil {
 				return ""
 			}
@@ -94,28 +108,35 @@ func (r *Record) ActorID() string {
 // (`{"id":42}`). Anything with an escape, a nested value or a second member
 // is left to the full parser, so the answer is always the same.
 func singleScalarKey(key []byte) (string, bool) {
+	v, ok := singleScalarValue(key)
+	return string(v), ok
+}
+
+// singleScalarValue is singleScalarKey without the copy: the value's
+// text within key.
+func singleScalarValue(key []byte) ([]byte, bool) {
 	n := len(key)
 	if n < 7 || key[0] != '{' || key[1] != '"' || key[n-1] != '}' || bytes.IndexByte(key, '\\') >= 0 || !plainText(key) {
-		return "", false
+		return nil, false
 	}
 	end := bytes.IndexByte(key[2:], '"') + 2
 	if end < 2 || end+2 >= n-1 || key[end+1] != ':' {
-		return "", false
+		return nil, false
 	}
 	v := key[end+2 : n-1]
 	switch v[0] {
 	case '"':
 		if len(v) < 2 || v[len(v)-1] != '"' || bytes.IndexByte(v[1:len(v)-1], '"') >= 0 {
-			return "", false
+			return nil, false
 		}
-		return string(v[1 : len(v)-1]), true
+		return v[1 : len(v)-1], true
 	case '{', '[':
-		return "", false
+		return nil, false
 	}
 	if bytes.ContainsAny(v, ",\" \t\r\n") || !json.Valid(v) {
-		return "", false
+		return nil, false
 	}
-	return string(v), true
+	return v, true
 }
 
 // plainText reports valid UTF-8 without control characters: what a JSON

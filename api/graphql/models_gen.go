@@ -80,6 +80,8 @@ type RecordFilter struct {
 	Since *time.Time `json:"since,omitempty"`
 	// Exclusive, on occurredAt.
 	Until *time.Time `json:"until,omitempty"`
+	// An event record's id: the changes it caused (cause.record_id).
+	Cause *string `json:"cause,omitempty"`
 }
 
 type UnitConnection struct {

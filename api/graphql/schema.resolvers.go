@@ -22,7 +22,7 @@ import (
 func (r *queryResolver) Records(ctx context.Context, filter *RecordFilter, order *Order, first *int, after *string) (*RecordConnection, error) {
 	f := query.Filter{}
 	if filter != nil {
-		f = query.Filter{Source: deref(filter.Source), Table: deref(filter.Table), Key: deref(filter.Key), Actor: deref(filter.Actor)}
+		f = query.Filter{Source: deref(filter.Source), Table: deref(filter.Table), Key: deref(filter.Key), Actor: deref(filter.Actor), Cause: deref(filter.Cause)}
 		if filter.Op != nil {
 			f.Op = *filter.Op
 		}

@@ -51,7 +51,8 @@ func (a *Assembler[R]) finished(id string) {
 
 type pendingTx[R any] struct {
 	recs []*record.Record
-	ids  map[string]bool
+	// seen holds the places (total_order) of the events that arrived.
+	seen map[int64]bool
 	refs []R
 	want int64 // -1 until the END arrived
 }
@@ -69,7 +70,7 @@ func (a *Assembler[R]) tx(id string) *pendingTx[R] {
 	}
 	p := a.txs[id]
 	if p == nil {
-		p = &pendingTx[R]{ids: map[string]bool{}, want: -1}
+		p = &pendingTx[R]{seen: map[int64]bool{}, want: -1}
 		a.txs[id] = p
 	}
 	return p
@@ -84,10 +85,13 @@ func (a *Assembler[R]) Add(ev Event, ref R) (Done[R], bool) {
 	case ev.Kind == Change:
 		p := a.tx(ev.TxID)
 		p.refs = append(p.refs, ref)
-		// Debezium re-sending a change after its own crash: same id,
-		// counted once.
-		if !p.ids[ev.Record.ID] {
-			p.ids[ev.Record.ID] = true
+		// Debezium re-sending a change after its own crash: same place
+		// in the transaction, counted once. By place, not id: two events
+		// may share an id (equal key-less rows of one multi-row WAL
+		// record under change ids) and must both count, or the
+		// transaction would never be whole.
+		if i := *ev.Record.Tx.Index; !p.seen[i] {
+			p.seen[i] = true
 			p.recs = append(p.recs, ev.Record)
 		}
 		return a.complete(ev.TxID, p)

@@ -36,11 +36,16 @@
 //     share one LSN (a multi-row WAL record, every row of a snapshot) and the
 //     key tells them apart; there is no index.
 //
-// capture/postgres derives PostgreSQL ids from the commit LSN, which
-// Debezium's change events do not carry (they carry the change's LSN and
-// txId), so a PostgreSQL change captured directly and through Debezium is
-// two records unless the direct source's convention changes (README,
-// "Debezium from Kafka and NATS").
+// With Decoder.ChangeIDs (a Kafka or NATS source that mirrors a direct
+// PostgreSQL source), a PostgreSQL event's position is its source.lsn
+// alone, with or without a transaction block, and its id
+// record.DeriveChangeID of that LSN and the key: exactly what capture/postgres
+// derives from the LSN pgoutput sends with each change, so a change
+// captured directly and through Debezium is one record. The key must print
+// the same on both paths (integers, text and uuids do; a decimal or time
+// key only with Debezium's precise and ISO handling modes). A snapshot row
+// matches only a snapshot at the same LSN, which two readers with slots of
+// their own never share.
 package debezium
 
 import (
@@ -114,8 +119,16 @@ func malformed(field, format string, args ...any) error {
 type Decoder struct {
 	// SourceName is the records' source.name.
 	SourceName string
-	schemas    map[string]*valueSchema
-	ids        record.IDDeriver
+	// ChangeIDs derives PostgreSQL events' ids as capture/postgres does
+	// under its change ids: tx.position is source.lsn, the change's own
+	// LSN, and the id hashes it with the key (record.DeriveChangeID),
+	// with or without a transaction block. Set it (the Kafka and NATS
+	// sources' Mirrors) when SourceName is a direct PostgreSQL source's
+	// name whose changes this connector also publishes: each change is
+	// then one record, whichever path brings it first.
+	ChangeIDs bool
+	schemas   map[string]*valueSchema
+	ids       record.IDDeriver
 }
 
 // maxCachedSchemas bounds the schema cache; past it the cache starts over
@@ -329,6 +342,9 @@ func (d *Decoder) change(key []byte, p *payload, vs *valueSchema) (*record.Recor
 	default:
 		return nil, malformed("payload.source.ts_ms", "is required (the commit time at the database)")
 	}
+	if d.ChangeIDs && r.Source.Kind == "postgres" {
+		return d.changeID(p, s, r)
+	}
 	tx, err := position(p, s, r)
 	if err != nil {
 		return nil, err
@@ -337,6 +353,33 @@ func (d *Decoder) change(key []byte, p *payload, vs *valueSchema) (*record.Recor
 	tx.CommitTime = &commit
 	r.Tx = tx
 	r.ID = d.ids.Derive(r)
+	return r, nil
+}
+
+// changeID fills tx and the id of a PostgreSQL event by capture/postgres'
+// change ids: tx.id the transaction id, tx.position the change's own LSN,
+// tx.index total_order-1 when the transaction block gives it (the id does
+// not depend on it: the two readers count a transaction's changes over
+// different tables).
+func (d *Decoder) changeID(p *payload, s *sourceBlock, r *record.Record) (*record.Record, error) {
+	if s.LSN == nil {
+		return nil, malformed("payload.source.lsn", "is required for a postgresql event")
+	}
+	tx := &record.Tx{Position: formatLSN(uint64(*s.LSN))}
+	if s.TxID != nil {
+		tx.ID = strconv.FormatInt(*s.TxID, 10)
+	}
+	if t := p.Transaction; t != nil {
+		if t.TotalOrder < 1 {
+			return nil, malformed("payload.transaction.total_order", "must be 1 or more, got %d", t.TotalOrder)
+		}
+		idx := t.TotalOrder - 1
+		tx.Index = &idx
+	}
+	commit := r.OccurredAt
+	tx.CommitTime = &commit
+	r.Tx = tx
+	r.ID = d.ids.DeriveChange(r)
 	return r, nil
 }
 

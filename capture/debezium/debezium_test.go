@@ -313,40 +313,51 @@ func TestAssembler(t *testing.T) {
 	}
 }
 
-func TestJoinOutbox(t *testing.T) {
-	d := &Decoder{SourceName: "shop"}
-	ev := func(table, op, before, after string, order int) *record.Record {
-		v := fmt.Sprintf(`{"before":%s,"after":%s,"op":%q,"source":{"connector":"postgresql","db":"d","schema":"public","table":%q,"lsn":%d,"txId":5,"ts_ms":1},"transaction":{"id":"5:9","total_order":%d}}`,
-			before, after, op, table, 100+order, order)
-		e, err := d.Decode(nil, []byte(v))
+// Under change ids two events of one transaction can share an id (equal
+// rows of a key-less table in one multi-row WAL record): both count towards
+// the END's event_count, or the transaction would be held for ever.
+func TestAssemblerCountsPlacesNotIDs(t *testing.T) {
+	d := &Decoder{SourceName: "shop", ChangeIDs: true}
+	change := func(total int64) Event {
+		v := fmt.Sprintf(`{"after":{"v":"same"},"op":"c","source":{"connector":"postgresql","db":"d","schema":"s","table":"t","lsn":100,"txId":5,"ts_ms":1},"transaction":{"id":"5:9","total_order":%d}}`, total)
+		ev, err := d.Decode(nil, []byte(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev
+	}
+	a, b := change(1), change(2)
+	if a.Record.ID != b.Record.ID || a.Record.Tx.Position != "0/64" {
+		t.Fatalf("ids %s %s at %s: the case under test needs one id", a.Record.ID, b.Record.ID, a.Record.Tx.Position)
+	}
+	var asm Assembler[int]
+	asm.Add(a, 1)
+	asm.Add(b, 2)
+	done, ok := asm.Add(Event{Kind: TxEnd, TxID: "5:9", EventCount: 2}, 3)
+	if !ok || len(done.Records) != 2 || asm.Pending() != 0 {
+		t.Fatalf("released %v with %d records, %d pending; want the transaction whole", ok, len(done.Records), asm.Pending())
+	}
+}
+
+// A snapshot row and a change at the same LSN and key are two records; a
+// change decodes to the id capture/postgres derives for it.
+func TestChangeIDs(t *testing.T) {
+	d := &Decoder{SourceName: "crm", ChangeIDs: true}
+	ev := func(op string) *record.Record {
+		v := fmt.Sprintf(`{"after":{"id":7,"v":"x"},"op":%q,"source":{"connector":"postgresql","db":"crm","schema":"public","table":"items","lsn":26506856,"txId":729,"ts_ms":1}}`, op)
+		e, err := d.Decode([]byte(`{"id":7}`), []byte(v))
 		if err != nil {
 			t.Fatal(err)
 		}
 		return e.Record
 	}
-	recs := []*record.Record{
-		ev("orders", "c", "null", `{"id":7,"total":12.5}`, 1),
-		ev("outbox", "c", "null", `{"id":"a1","aggregatetype":"order","aggregateid":"7","type":"OrderPlaced","payload":"{\"total\":12.5}"}`, 2),
-		ev("order_lines", "c", "null", `{"id":70,"order":7}`, 3),
-		ev("outbox", "d", `{"id":"a1","aggregatetype":"order","aggregateid":"7","type":"OrderPlaced","payload":"{}"}`, "null", 4),
+	ins, snap := ev("c"), ev("r")
+	direct := &record.Record{Source: record.Source{Name: "crm", Kind: "postgres", Database: "crm", Schema: "public", Table: "items"},
+		Op: record.OpInsert, Key: []byte(`{"id":7}`), Tx: &record.Tx{Position: "0/1947668"}}
+	if ins.Tx.Position != "0/1947668" || ins.Tx.ID != "729" || ins.ID != record.DeriveChangeID(direct) {
+		t.Errorf("insert: tx %+v id %s, want the direct source's %s", ins.Tx, ins.ID, record.DeriveChangeID(direct))
 	}
-	outboxID := recs[1].ID
-	got := JoinOutbox(recs, "public.outbox")
-	if len(got) != 3 {
-		t.Fatalf("%d records, want the event and two changes", len(got))
-	}
-	event := got[1]
-	if event.Op != record.OpEvent || event.ID != outboxID ||
-		string(event.After) != `{"aggregateid":"7","aggregatetype":"order","payload":{"total":12.5},"type":"OrderPlaced"}` {
-		t.Errorf("event %s %s %s", event.Op, event.ID, event.After)
-	}
-	want := `{"aggregateid":"7","aggregatetype":"order","record_id":"` + outboxID + `","type":"OrderPlaced"}`
-	for _, r := range []*record.Record{got[0], got[2]} {
-		if string(r.Cause) != want {
-			t.Errorf("%s cause %s, want %s", r.Source.Table, r.Cause, want)
-		}
-	}
-	if event.Cause != nil {
-		t.Errorf("the event has a cause %s", event.Cause)
+	if snap.ID == ins.ID {
+		t.Error("a snapshot row has the id of a change at its LSN")
 	}
 }

@@ -62,9 +62,14 @@ import (
 
 // Config configures a Kafka source.
 type Config struct {
-	// Name is the records' source.name. For ids shared with a direct
-	// source of the same database it must be that source's name.
+	// Name is the records' source.name, unless Mirrors is set.
 	Name string
+	// Mirrors names the direct source (capture/postgres, capture/mysql)
+	// whose database the Debezium connector reads: the records then
+	// carry that source's name, and PostgreSQL events get its change ids
+	// (debezium.Decoder.ChangeIDs), so a change captured both ways is one
+	// record.
+	Mirrors string
 	// Brokers are the seed brokers, host:port.
 	Brokers []string
 	// Topics to consume; with TopicRegex each is a regular expression.
@@ -373,6 +378,9 @@ func (s *Source) session(ctx context.Context, sink capture.Sink) (progressed boo
 	x.decs = make([]debezium.Decoder, runtime.GOMAXPROCS(0))
 	for i := range x.decs {
 		x.decs[i].SourceName = s.cfg.Name
+		if s.cfg.Mirrors != "" {
+			x.decs[i].SourceName, x.decs[i].ChangeIDs = s.cfg.Mirrors, true
+		}
 	}
 	x.ack = capture.NewAcknowledger(ctx, capture.AckOptions[offsets]{
 		Sink: sink, BatchSize: s.cfg.BatchSize, Progress: &s.progress,
@@ -557,7 +565,7 @@ func (x *session) take(ctx context.Context, m *kgo.Record, r ref, d decoded) ([]
 			x.mu.Unlock()
 		}
 		if x.src.cfg.OutboxTable != "" {
-			return debezium.JoinOutbox(d.Records, x.src.cfg.OutboxTable), nil
+			return capture.JoinOutbox(d.Records, x.src.cfg.OutboxTable), nil
 		}
 		return d.Records, nil
 	}

@@ -154,6 +154,10 @@ type Config struct {
 	// the URL's database at set-up when missing.
 	ContextTable       string
 	CreateContextTable bool
+	// Outbox is Debezium's outbox table ("database.table" or "table"): its
+	// inserted rows become event records, the cause of the other changes
+	// of their transaction (capture.JoinOutbox).
+	Outbox string
 	// MaxLag is the longest outage the source must survive: binlog
 	// retention shorter than this fails set-up (default 24h).
 	MaxLag time.Duration

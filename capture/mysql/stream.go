@@ -987,6 +987,10 @@ func (x *stream) commit(ctx context.Context, h *replication.EventHeader) error {
 			}
 			err := tx.buf.Replay(x.src.cfg.BatchSize, func(batch []*record.Record) error {
 				stamp(batch)
+				// Joined per batch, see capture/postgres' appendTx.
+				if batch = capture.JoinOutbox(batch, x.src.cfg.Outbox); len(batch) == 0 {
+					return nil
+				}
 				return x.app.Append(ctx, batch)
 			})
 			if err != nil {
@@ -996,7 +1000,7 @@ func (x *stream) commit(ctx context.Context, h *replication.EventHeader) error {
 		}
 		recs := tx.buf.Records()
 		stamp(recs)
-		x.pend = append(x.pend, recs...)
+		x.pend = append(x.pend, capture.JoinOutbox(recs, x.src.cfg.Outbox)...)
 	}
 	x.pendPos = pos
 	if !x.pendDirty {

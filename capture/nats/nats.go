@@ -53,6 +53,9 @@ type Config struct {
 	// the changes of their transaction carry them as cause (needs
 	// TxSubject).
 	OutboxTable string
+	// Mirrors names the direct source whose database the connector
+	// reads (see kafka.Config.Mirrors).
+	Mirrors string
 	// User and Password, or Token, authenticate (optional).
 	User, Password, Token string
 	// DeadLetter parks a malformed message; nil logs it.
@@ -179,6 +182,9 @@ func (s *Source) session(ctx context.Context, sink capture.Sink) (bool, error) {
 	}()
 	s.progress.SetState(capture.StateStreaming)
 	dec := debezium.Decoder{SourceName: s.cfg.Name}
+	if s.cfg.Mirrors != "" {
+		dec.SourceName, dec.ChangeIDs = s.cfg.Mirrors, true
+	}
 	var asm debezium.Assembler[jetstream.Msg]
 	var cut cutter
 	progressed := false
@@ -350,7 +356,7 @@ func (s *Source) message(ctx context.Context, dec *debezium.Decoder, asm *debezi
 	}
 	if d, ok := asm.Add(ev, m); ok {
 		if s.cfg.OutboxTable != "" {
-			return debezium.JoinOutbox(d.Records, s.cfg.OutboxTable), d.Refs, nil
+			return capture.JoinOutbox(d.Records, s.cfg.OutboxTable), d.Refs, nil
 		}
 		return d.Records, d.Refs, nil
 	}

@@ -91,6 +91,12 @@ func (u *pgUpstream) Source(t *testing.T, bad bool) capture.Source {
 		BatchSize:  16,
 		SpillBytes: u.h.spill,
 		SpillDir:   t.TempDir(),
+		// Commit ids: the suite's acknowledgement check compares a
+		// record's tx.position with the slot's confirmed position, which
+		// only a commit LSN can be compared with (a change's own LSN
+		// precedes its commit). Change ids go through the same pipeline;
+		// TestCapture and TestCrashExactlyOnce run them.
+		IDScheme: IDSchemeCommit,
 	}
 	if bad {
 		cfg.ConnString = u.h.srv.PasswordURL(u.name, badPassword)

@@ -46,7 +46,7 @@ func TestDDL(t *testing.T) {
 		if msg.Command != "ALTER TABLE" || !strings.Contains(msg.Statement, "ADD COLUMN b int") || len(msg.Objects) != 1 || msg.Objects[0].ObjectType != "table" {
 			t.Errorf("ddl after = %s", ddl.After)
 		}
-		if ddl.Tx == nil || *ddl.Tx.Index != 0 || ddl.ID != record.DeriveID(ddl) {
+		if ddl.Tx == nil || *ddl.Tx.Index != 0 || ddl.ID != record.DeriveChangeID(ddl) {
 			t.Errorf("ddl tx = %+v", ddl.Tx)
 		}
 		if got := fields(t, recs[2].After)["b"]; got != "5" {
@@ -136,7 +136,7 @@ func TestDDL(t *testing.T) {
 		if string(ddl.After) != want {
 			t.Errorf("ddl after = %s, want %s", ddl.After, want)
 		}
-		if ddl.Tx == nil || ddl.Tx.Position != recs[1].Tx.Position || *ddl.Tx.Index != 1 {
+		if ddl.Tx == nil || ddl.Tx.ID != recs[1].Tx.ID || *ddl.Tx.Index != 1 {
 			t.Errorf("ddl tx = %+v", ddl.Tx)
 		}
 		if got := fields(t, recs[1].After)["b"]; got != `"z"` {

@@ -16,11 +16,14 @@
 //
 // One record per inserted, updated or deleted row, and one truncate record per
 // truncated table, keyed {"table": "schema.table"}. source is {name, kind:
-// "postgres", database, schema, table}; tx is {id: xid, position: commit LSN
-// ("0/16B3748"), index: 0-based position in the transaction, commit_time};
-// occurred_at is the commit time. The id is derived from source and (position,
-// index) (record.DeriveID), so replaying a transaction after a crash yields
-// the same ids and the log stores each change once. Column values are typed
+// "postgres", database, schema, table}; tx is {id: xid, position: the LSN of
+// the change ("0/16B3748"), index: 0-based position in the transaction,
+// commit_time}; occurred_at is the commit time. The id is derived from
+// source, position and key (record.DeriveChangeID), so replaying a
+// transaction after a crash yields the same ids and the log stores each
+// change once, and a Debezium event of the same change gets the same id.
+// Sources that ran before change ids keep commit-LSN positions and ids up
+// to a recorded boundary (ids.go). Column values are typed
 // as columnJSON documents. Unchanged TOAST values (sent as 'u') in an update
 // are filled from the old tuple, else from the last image of the row this
 // source saw (a bounded in-memory cache); failing both the field is set to
@@ -128,7 +131,20 @@ type Config struct {
 	// unchanged TOAST values (default 10000). Only row versions large
 	// enough to have been toasted are kept (toast.go).
 	ToastCacheRows int
-	Logger         *slog.Logger
+	// IDScheme is how record ids are derived: "" (the default: change ids
+	// for a new source, and for a source that ran before with commit ids
+	// a switch at a recorded boundary), IDSchemeChange or IDSchemeCommit
+	// (see ids.go).
+	IDScheme string
+	// Outbox is Debezium's outbox table ("schema.table", or "table" in
+	// public): its inserted rows become event records, the cause of the
+	// other changes of their transaction (capture.JoinOutbox).
+	Outbox string
+	// StateDir is the source's own directory, where the id scheme is
+	// recorded (the server gives <data>/sources/<name>). Without one the
+	// scheme is not recorded: IDScheme, or change ids.
+	StateDir string
+	Logger   *slog.Logger
 }
 
 // Source is a PostgreSQL change-data-capture source.
@@ -192,6 +208,14 @@ func New(cfg Config) (*Source, error) {
 	}
 	if s.cfg.Snapshot != "" && s.cfg.Snapshot != SnapshotInitial {
 		return nil, fmt.Errorf("%w: snapshot %q: want \"initial\" or nothing", ErrConfig, s.cfg.Snapshot)
+	}
+	if s.cfg.Outbox != "" && !strings.Contains(s.cfg.Outbox, ".") {
+		s.cfg.Outbox = "public." + s.cfg.Outbox
+	}
+	switch s.cfg.IDScheme {
+	case "", IDSchemeChange, IDSchemeCommit:
+	default:
+		return nil, fmt.Errorf("%w: id_scheme %q: want \"change\", \"commit\" or nothing", ErrConfig, s.cfg.IDScheme)
 	}
 	if s.cfg.Logger == nil {
 		s.cfg.Logger = slog.New(slog.DiscardHandler)

@@ -72,6 +72,7 @@ type state struct {
 	toast   *imageCache
 	ddl     *ddlState // see ddl.go
 	types   *pgtype.Map
+	ids     *idScheme // nil until the first session resolved it (ids.go)
 }
 
 func newState(s *Source) *state {
@@ -90,6 +91,15 @@ func (s *Source) session(ctx context.Context, sink capture.Sink, st *state) (pro
 		return false, fmt.Errorf("connect to %s: %w", s.Redacted(), classify(err))
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
+	if st.ids == nil {
+		// Before set-up, which may create the slot: whether the slot
+		// existed tells a source that ran before from a new one.
+		ids, err := s.resolveIDScheme(ctx, conn)
+		if err != nil {
+			return false, err
+		}
+		st.ids = &ids
+	}
 	if err := s.setup(ctx, conn); err != nil {
 		return false, err
 	}
@@ -135,6 +145,13 @@ type stream struct {
 	toastAt int
 	tx      *txBuf
 	msg     rowMessage // reused by each row message
+	// lsn is the WALStart of the message being handled: a change's own
+	// LSN, its position under change ids (ids.go). lsnText caches its
+	// text and dup counts the records of one key at one LSN.
+	lsn     pglogrepl.LSN
+	lsnText string
+	lsnOf   pglogrepl.LSN
+	dup     map[string]int
 	// pend holds stamped records of committed transactions not yet
 	// appended, and pendEnd the end LSN of the last of them: consecutive
 	// small transactions share one append (one fsync) instead of one each.
@@ -275,6 +292,7 @@ func (x *stream) loop(ctx context.Context) error {
 					return fmt.Errorf("parse XLogData: %w", err)
 				}
 				x.src.progress.Observe(uint64(xld.ServerWALEnd), uint64(x.st.flushed))
+				x.lsn = xld.WALStart
 				if err := x.handle(ctx, xld.WALData); err != nil {
 					return err
 				}
@@ -424,10 +442,35 @@ func (x *stream) add(r *record.Record) error {
 	if x.tx == nil {
 		x.tx = x.newTx(0)
 	}
+	if x.st.ids.change {
+		// The change's own position; the stamper keeps it for a
+		// transaction that gets change ids.
+		r.Tx = &record.Tx{Position: x.changePosition(r.Source.Table, r.Key)}
+	}
 	if err := x.tx.buf.Add(r); err != nil {
 		return fmt.Errorf("transaction %d: %w", x.tx.xid, err)
 	}
 	return nil
+}
+
+// changePosition is the position of a change with key in table at x.lsn:
+// the LSN, and for the second and later change of one key at one LSN (a
+// key-less table's equal rows in one multi-row WAL record) "+n".
+func (x *stream) changePosition(table string, key []byte) string {
+	if x.lsn != x.lsnOf || x.lsnText == "" {
+		x.lsnOf, x.lsnText = x.lsn, x.lsn.String()
+		clear(x.dup)
+		if x.dup == nil {
+			x.dup = map[string]int{}
+		}
+	}
+	k := table + "\x00" + string(key)
+	n := x.dup[k]
+	x.dup[k] = n + 1
+	if n == 0 {
+		return x.lsnText
+	}
+	return x.lsnText + "+" + strconv.Itoa(n)
 }
 
 // row turns one insert, update or delete into a record.
@@ -603,6 +646,7 @@ func (x *stream) commit(ctx context.Context, m *pglogrepl.CommitMessage) error {
 		} else {
 			recs := tx.buf.Records()
 			x.stamper(tx, m)(recs)
+			recs = capture.JoinOutbox(recs, x.src.cfg.Outbox)
 			if len(x.pend) == 0 {
 				x.pendSince = time.Now()
 			}
@@ -642,6 +686,7 @@ func (x *stream) stamper(tx *txBuf, m *pglogrepl.CommitMessage) func([]*record.R
 	}
 	commitTime := m.CommitTime.UTC()
 	pos := m.CommitLSN.String()
+	change := x.st.ids.changeIDs(m.CommitLSN)
 	xid := strconv.FormatUint(uint64(tx.xid), 10)
 	next := int64(0)
 	var ids record.IDDeriver
@@ -652,6 +697,13 @@ func (x *stream) stamper(tx *txBuf, m *pglogrepl.CommitMessage) func([]*record.R
 			idxs[i] = next
 			next++
 			r.Actor, r.Cause = actor, tx.cause
+			if change && r.Tx != nil {
+				txs[i] = record.Tx{ID: xid, Position: r.Tx.Position, Index: &idxs[i], CommitTime: &commitTime}
+				r.Tx = &txs[i]
+				r.OccurredAt = commitTime
+				r.ID = ids.DeriveChange(r)
+				continue
+			}
 			txs[i] = record.Tx{ID: xid, Position: pos, Index: &idxs[i], CommitTime: &commitTime}
 			r.Tx = &txs[i]
 			r.OccurredAt = commitTime
@@ -665,6 +717,11 @@ func (x *stream) appendTx(ctx context.Context, tx *txBuf, m *pglogrepl.CommitMes
 	stamp := x.stamper(tx, m)
 	return tx.buf.Replay(x.src.cfg.BatchSize, func(batch []*record.Record) error {
 		stamp(batch)
+		// Joined per batch: changes in batches before the outbox row's
+		// miss its cause (a transaction over Config.SpillBytes).
+		if batch = capture.JoinOutbox(batch, x.src.cfg.Outbox); len(batch) == 0 {
+			return nil
+		}
 		return x.app.Append(ctx, batch)
 	})
 }

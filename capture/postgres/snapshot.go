@@ -12,7 +12,9 @@ package postgres
 // an op "snapshot" record typed exactly like a streamed after image (the
 // rows are read in text format and go through the same decoding), with tx =
 // {position: the slot's consistent point, index: a running number across
-// all tables}, so a redone snapshot at the same point yields the same ids.
+// all tables} and, under change ids (ids.go), an id of the consistent point
+// and the row's key (else of the position and index), so a redone snapshot
+// at the same point yields the same ids.
 // Streaming then starts from the slot: PostgreSQL sends exactly the changes
 // committed after the consistent point, so there is no gap and no double.
 //
@@ -139,6 +141,8 @@ func (s *Source) readSnapshot(ctx context.Context, conn *pgx.Conn, sink capture.
 		return fmt.Errorf("consistent point %q: %w", res.ConsistentPoint, err)
 	}
 	pos := lsn.String()
+	change := st.ids.changeIDs(lsn)
+	var ids record.IDDeriver
 	tx, err := conn.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return fmt.Errorf("begin snapshot transaction: %w", classify(err))
@@ -207,7 +211,13 @@ ORDER BY 2, 3`, s.cfg.Publication)
 			r.Actor = unknownActor
 			r.Tx = &record.Tx{Position: pos, Index: &idx}
 			r.OccurredAt = at
-			r.ID = record.DeriveID(r)
+			if change {
+				// Every row of a snapshot has the consistent point: the
+				// key tells them apart (ids.go).
+				r.ID = ids.DeriveChange(r)
+			} else {
+				r.ID = ids.Derive(r)
+			}
 			batch = append(batch, r)
 			if len(batch) >= s.cfg.BatchSize {
 				return flush()

@@ -22,14 +22,15 @@ import (
 // events from Kafka topics.
 //
 //	sources:
-//	  - name: shop                   # must equal a direct source's name for shared ids
+//	  - name: shop-kafka
 //	    kafka:
 //	      brokers: [kafka1:9092, kafka2:9092]
 //	      topics: ['^dbserver1\.public\..*']
 //	      topic_regex: true          # topics are regular expressions (default false)
 //	      group: stele-shop          # default stele-<name>
 //	      transaction_topic: dbserver1.transaction   # Debezium's metadata topic (default: none)
-//	      outbox_table: public.outbox               # Debezium outbox rows → event records, cause of their transaction
+//	      outbox: public.outbox      # Debezium outbox rows → event records, cause of their transaction (also outbox_table)
+//	      mirrors: shop              # the postgres/mysql source of the same database: records carry its name and ids, so a change read both ways is one record
 //	      tls: true                  # default false
 //	      tls_ca_file: /etc/ssl/kafka-ca.pem         # default: the system roots
 //	      sasl_mechanism: SCRAM-SHA-512              # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512
@@ -44,6 +45,7 @@ type KafkaSourceConfig struct {
 	Group            string
 	TransactionTopic string
 	OutboxTable      string
+	Mirrors          string
 	TLS              bool
 	TLSCAFile        string
 	SASLMechanism    string
@@ -53,7 +55,7 @@ type KafkaSourceConfig struct {
 	InstanceID       string
 }
 
-var kafkaKeys = []string{"brokers", "topics", "topic_regex", "group", "transaction_topic", "outbox_table", "tls", "tls_ca_file", "sasl_mechanism", "sasl_user", "sasl_password", "session_timeout", "instance_id"}
+var kafkaKeys = []string{"brokers", "topics", "topic_regex", "group", "transaction_topic", "outbox_table", "outbox", "mirrors", "tls", "tls_ca_file", "sasl_mechanism", "sasl_user", "sasl_password", "session_timeout", "instance_id"}
 
 func parseKafkaKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
 	if sc.Kafka == nil {
@@ -91,8 +93,10 @@ func parseKafkaKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
 		kc.Group = val.Value
 	case "transaction_topic":
 		kc.TransactionTopic = val.Value
-	case "outbox_table":
+	case "outbox_table", "outbox":
 		kc.OutboxTable = val.Value
+	case "mirrors":
+		kc.Mirrors = val.Value
 	case "tls_ca_file":
 		kc.TLSCAFile = val.Value
 	case "sasl_mechanism":
@@ -138,7 +142,7 @@ func (sc SourceConfig) kafkaConfig(logger *slog.Logger) (kafka.Config, error) {
 	}
 	cfg := kafka.Config{
 		Name: sc.Name, Brokers: kc.Brokers, Topics: kc.Topics, TopicRegex: kc.TopicRegex,
-		Group: kc.Group, TransactionTopic: kc.TransactionTopic, OutboxTable: kc.OutboxTable,
+		Group: kc.Group, TransactionTopic: kc.TransactionTopic, OutboxTable: kc.OutboxTable, Mirrors: kc.Mirrors,
 		SASL:       kafka.SASL{Mechanism: kc.SASLMechanism, User: kc.SASLUser, Password: kc.SASLPassword},
 		DeadLetter: sc.park, Logger: logger, SessionTimeout: kc.SessionTimeout,
 	}

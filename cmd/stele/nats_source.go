@@ -23,7 +23,8 @@ import (
 //	      subjects: [dbserver1.public.>]   # default: the whole stream
 //	      durable: stele-shop              # default stele-<name>
 //	      tx_subject: dbserver1.transaction
-//	      outbox_table: public.outbox      # outbox rows → event records, cause of their transaction
+//	      outbox: public.outbox            # outbox rows → event records, cause of their transaction (also outbox_table)
+//	      mirrors: shop                    # the direct source of the same database (see the kafka section)
 //	      user: stele                      # or token:
 //	      password: secret                 # or STELE_NATS_PASSWORD
 //	      ack_wait: 30s                    # how soon the server redelivers an unacked message (default 30s)
@@ -34,13 +35,14 @@ type NATSSourceConfig struct {
 	Durable     string
 	TxSubject   string
 	OutboxTable string
+	Mirrors     string
 	User        string
 	Password    string
 	Token       string
 	AckWait     time.Duration
 }
 
-var natsKeys = []string{"url", "stream", "subjects", "durable", "tx_subject", "outbox_table", "user", "password", "token", "ack_wait"}
+var natsKeys = []string{"url", "stream", "subjects", "durable", "tx_subject", "outbox_table", "outbox", "mirrors", "user", "password", "token", "ack_wait"}
 
 func parseNATSKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
 	if sc.NATS == nil {
@@ -64,8 +66,10 @@ func parseNATSKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
 		nc.Durable = val.Value
 	case "tx_subject":
 		nc.TxSubject = val.Value
-	case "outbox_table":
+	case "outbox_table", "outbox":
 		nc.OutboxTable = val.Value
+	case "mirrors":
+		nc.Mirrors = val.Value
 	case "user":
 		nc.User = val.Value
 	case "password":
@@ -102,7 +106,7 @@ func (sc SourceConfig) natsConfig(logger *slog.Logger) nats.Config {
 		nc = &NATSSourceConfig{}
 	}
 	cfg := nats.Config{Name: sc.Name, URL: nc.URL, Stream: nc.Stream, Subjects: nc.Subjects, Durable: nc.Durable,
-		TxSubject: nc.TxSubject, OutboxTable: nc.OutboxTable, User: nc.User, Password: nc.Password, Token: nc.Token, AckWait: nc.AckWait, DeadLetter: sc.park, Logger: logger}
+		TxSubject: nc.TxSubject, OutboxTable: nc.OutboxTable, Mirrors: nc.Mirrors, User: nc.User, Password: nc.Password, Token: nc.Token, AckWait: nc.AckWait, DeadLetter: sc.park, Logger: logger}
 	if cfg.Password == "" {
 		cfg.Password = os.Getenv("STELE_NATS_PASSWORD")
 	}

@@ -47,6 +47,8 @@ import (
 //	      setup: skip                # auto | skip: skip creating publication/slot (default auto)
 //	      snapshot: initial          # snapshot existing rows when the slot is created (default: none)
 //	      capture_ddl: true          # install a DDL event trigger (needs a superuser; default false)
+//	      id_scheme: change          # change | commit (default: change; a source that ran before switches at a recorded boundary)
+//	      outbox: public.outbox      # Debezium's outbox layout: its rows → event records, the cause of their transaction's changes
 //	  - name: crm
 //	    mysql:                       # MySQL or MariaDB, from the row-based binlog
 //	      url: mysql://stele:pw@db:3306/crm   # or mariadb://…; the database is optional (default: all)
@@ -57,6 +59,7 @@ import (
 //	      context_table: stele_context        # the actor/cause table (default stele_context)
 //	      create_context_table: true # create it in the URL's database (default false)
 //	      max_lag: 24h               # binlog retention must be at least this (default 24h)
+//	      outbox: crm.outbox         # Debezium's outbox layout (database.table or table)
 //	  - name: orders
 //	    dynamodb:                    # DynamoDB Streams (view type NEW_AND_OLD_IMAGES)
 //	      tables: [Orders, "arn:aws:dynamodb:eu-west-1:123456789012:table/Lines/stream/2026-01-01T00:00:00.000"]
@@ -109,6 +112,7 @@ type MySQLSourceConfig struct {
 	ContextTable       string
 	CreateContextTable bool
 	MaxLag             time.Duration
+	Outbox             string
 }
 
 // DynamoDBSourceConfig is the dynamodb: section of a source.
@@ -136,6 +140,8 @@ type PostgresSourceConfig struct {
 	Setup           string
 	Snapshot        string
 	CaptureDDL      bool
+	IDScheme        string
+	Outbox          string
 }
 
 // runnableSource is what the server runs and reports on.
@@ -171,7 +177,7 @@ func sourceKinds() map[string]sourceKind {
 	return map[string]sourceKind{
 		"postgres": {
 			schemes: []string{"postgres", "postgresql"},
-			keys:    []string{"url", "slot", "publication", "tables", "exclude_tables", "replica_identity", "setup", "snapshot", "capture_ddl"},
+			keys:    []string{"url", "slot", "publication", "tables", "exclude_tables", "replica_identity", "setup", "snapshot", "capture_ddl", "id_scheme", "outbox"},
 			parse:   parsePostgresKey,
 			fromURL: func(sc *SourceConfig, url string) { sc.Postgres = &PostgresSourceConfig{URL: url} },
 			check:   checkPostgres,
@@ -181,7 +187,7 @@ func sourceKinds() map[string]sourceKind {
 		},
 		"mysql": {
 			schemes: []string{"mysql", "mariadb"},
-			keys:    []string{"url", "flavor", "server_id", "tables", "exclude_tables", "snapshot", "context_table", "create_context_table", "max_lag"},
+			keys:    []string{"url", "flavor", "server_id", "tables", "exclude_tables", "snapshot", "context_table", "create_context_table", "max_lag", "outbox"},
 			parse:   parseMySQLKey,
 			fromURL: func(sc *SourceConfig, url string) { sc.MySQL = &MySQLSourceConfig{URL: url} },
 			check:   checkMySQL,
@@ -387,6 +393,8 @@ func parseMySQLKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
 			return fmt.Errorf("%s: max_lag: %q is not a duration such as 24h", where, val.Value)
 		}
 		mc.MaxLag = d
+	case "outbox":
+		mc.Outbox = val.Value
 	}
 	return nil
 }
@@ -423,6 +431,7 @@ func (sc SourceConfig) mysqlConfig(logger *slog.Logger) mysql.Config {
 		Snapshot:           mc.Snapshot,
 		ContextTable:       mc.ContextTable,
 		CreateContextTable: mc.CreateContextTable,
+		Outbox:             mc.Outbox,
 		MaxLag:             mc.MaxLag,
 		Logger:             logger,
 	}
@@ -471,6 +480,10 @@ func parsePostgresKey(sc *SourceConfig, where, k string, val *yaml.Node) error {
 		if err := val.Decode(&pc.CaptureDDL); err != nil {
 			return fmt.Errorf("%s: capture_ddl: want true or false: %w", where, err)
 		}
+	case "id_scheme":
+		pc.IDScheme = val.Value
+	case "outbox":
+		pc.Outbox = val.Value
 	}
 	return nil
 }
@@ -515,6 +528,9 @@ func (sc SourceConfig) postgresConfig(logger *slog.Logger) postgres.Config {
 		SkipSetup:           pc.Setup == "skip",
 		Snapshot:            pc.Snapshot,
 		CaptureDDL:          pc.CaptureDDL,
+		IDScheme:            pc.IDScheme,
+		StateDir:            sc.stateDir,
+		Outbox:              pc.Outbox,
 		Logger:              logger,
 	}
 }
@@ -699,7 +715,34 @@ func checkSourceNames(sources []SourceConfig) error {
 		}
 		seen[sc.Name] = true
 	}
+	kinds := map[string]string{}
+	for _, sc := range sources {
+		kinds[sc.Name] = sc.Kind
+	}
+	for _, sc := range sources {
+		m := sc.mirrors()
+		if m == "" {
+			continue
+		}
+		switch k, ok := kinds[m]; {
+		case !ok:
+			return fmt.Errorf("source %q: %s.mirrors: no source is named %q; name the postgres or mysql source whose database the Debezium connector reads", sc.Name, sc.Kind, m)
+		case k != "postgres" && k != "mysql":
+			return fmt.Errorf("source %q: %s.mirrors: source %q is of kind %s; want a postgres or mysql source", sc.Name, sc.Kind, m, k)
+		}
+	}
 	return nil
+}
+
+// mirrors is the direct source a Debezium-reading source mirrors ("": none).
+func (sc SourceConfig) mirrors() string {
+	switch {
+	case sc.Kafka != nil:
+		return sc.Kafka.Mirrors
+	case sc.NATS != nil:
+		return sc.NATS.Mirrors
+	}
+	return ""
 }
 
 // sourceFlag collects repeated --source values.

@@ -261,6 +261,12 @@ func TestConfigSourceSectionErrors(t *testing.T) {
 			wants: []string{`source "shop"`, "postgres: want a mapping"}},
 		{name: "password not shown", yaml: "sources:\n  - name: shop\n    postgres: {url: 'postgres://u:topsecret@h/db', snapshot: always}\n",
 			wants: []string{`source "shop"`, "snapshot"}},
+		{name: "bad id scheme", yaml: "sources:\n  - name: shop\n    postgres: {url: postgres://h/db, id_scheme: lsn}\n",
+			wants: []string{`source "shop"`, "id_scheme", `"change", "commit"`}},
+		{name: "mirrors nothing", yaml: "sources:\n  - name: shop-kafka\n    kafka: {brokers: [k:9092], topics: [t], mirrors: shop}\n",
+			wants: []string{`source "shop-kafka"`, "kafka.mirrors", `no source is named "shop"`}},
+		{name: "mirrors a kafka source", yaml: "sources:\n  - name: a\n    kafka: {brokers: [k:9092], topics: [t]}\n  - name: b\n    nats: {url: 'nats://n:4222', stream: s, mirrors: a}\n",
+			wants: []string{`source "b"`, "nats.mirrors", "kind kafka", "postgres or mysql"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := loadTest(t, tc.yaml, nil)
@@ -276,5 +282,34 @@ func TestConfigSourceSectionErrors(t *testing.T) {
 				t.Errorf("error reveals a password: %v", err)
 			}
 		})
+	}
+}
+
+// A Debezium source mirroring a direct one, and outbox tables on each kind.
+func TestConfigMirrorsAndOutbox(t *testing.T) {
+	c, err := loadTest(t, `
+sources:
+  - name: shop
+    postgres: {url: postgres://stele@db/shop, outbox: public.outbox, id_scheme: change}
+  - name: crm
+    mysql: {url: mysql://stele@db:3306/crm, outbox: crm.outbox}
+  - name: shop-kafka
+    kafka: {brokers: [k:9092], topics: [t], mirrors: shop, transaction_topic: tx, outbox: public.outbox}
+  - name: shop-nats
+    nats: {url: 'nats://n:4222', stream: s, mirrors: shop}
+`, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ss := c.sourceList()
+	pc, mc := ss[0].postgresConfig(nil), ss[1].mysqlConfig(nil)
+	kc, err := ss[2].kafkaConfig(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc := ss[3].natsConfig(nil)
+	if pc.Outbox != "public.outbox" || pc.IDScheme != "change" || mc.Outbox != "crm.outbox" ||
+		kc.Mirrors != "shop" || kc.OutboxTable != "public.outbox" || nc.Mirrors != "shop" {
+		t.Errorf("postgres %q %q, mysql %q, kafka %q %q, nats %q", pc.Outbox, pc.IDScheme, mc.Outbox, kc.Mirrors, kc.OutboxTable, nc.Mirrors)
 	}
 }

@@ -145,9 +145,10 @@ type Config struct {
 	// "table" in the URL's database). ExcludeTables are never captured.
 	Tables        []string
 	ExcludeTables []string
-	// Snapshot is "" (capture changes from the current position on);
-	// "initial" (record every captured table's rows first, consistent with
-	// the binlog start) is reserved and refused until it is built.
+	// Snapshot is "" (capture changes from the current position on) or
+	// "initial": a source without a stored position first records every
+	// captured table's rows as op "snapshot" records, consistent with the
+	// binlog position it then streams from (snapshot.go).
 	Snapshot string
 	// ContextTable is the name of the context table in any captured
 	// database (default stele_context); CreateContextTable creates it in
@@ -300,7 +301,6 @@ func New(cfg Config) (*Source, error) {
 	switch s.cfg.Snapshot {
 	case "":
 	case SnapshotInitial:
-		return nil, fmt.Errorf("%w: snapshot: initial is not built yet for mysql sources; leave it out to capture from the current binlog position", ErrConfig)
 	default:
 		return nil, fmt.Errorf("%w: snapshot %q: want \"initial\" or nothing", ErrConfig, s.cfg.Snapshot)
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -117,12 +118,19 @@ func (s *Source) session(ctx context.Context, sink capture.Sink, st *state) (pro
 	st.mu.Unlock()
 
 	start, ok := st.current()
-	if !ok {
-		if s.cfg.Snapshot == SnapshotInitial {
-			if start, err = s.initialSnapshot(ctx, conn, info, sink, st); err != nil {
-				return false, err
-			}
-		} else if start, err = currentPosition(conn, info); err != nil {
+	switch {
+	case ok:
+		// A snapshot's files outlive it only if the process died between
+		// storing the position and removing them.
+		_ = os.RemoveAll(filepath.Join(st.dir, snapshotDirName))
+	case s.cfg.Snapshot == SnapshotInitial:
+		// Stores the position once the snapshot is durable (its
+		// completion marker).
+		if start, err = s.initialSnapshot(ctx, info, sink, st); err != nil {
+			return false, err
+		}
+	default:
+		if start, err = currentPosition(conn, info); err != nil {
 			return false, fmt.Errorf("read the current binlog position: %w", s.classify(err))
 		}
 		// The start is durable at once: there is nothing before it, and a
@@ -157,7 +165,7 @@ func (s *Source) session(ctx context.Context, sink capture.Sink, st *state) (pro
 }
 
 // currentPosition is the server's current binlog position.
-func currentPosition(conn *client.Conn, info *serverInfo) (binlogPos, error) {
+func currentPosition(conn sqlExecer, info *serverInfo) (binlogPos, error) {
 	p, err := masterStatus(conn)
 	if err != nil {
 		return p, err
@@ -168,7 +176,7 @@ func currentPosition(conn *client.Conn, info *serverInfo) (binlogPos, error) {
 		if err != nil {
 			return p, err
 		}
-		p.GTID, _ = res.GetString(0, 0)
+		p.GTID, _ = resultString(res, 0, 0)
 		res.Close()
 		p.GTIDMode = true
 	case info.gtidMode:
@@ -176,7 +184,7 @@ func currentPosition(conn *client.Conn, info *serverInfo) (binlogPos, error) {
 		if err != nil {
 			return p, err
 		}
-		p.GTID, _ = res.GetString(0, 0)
+		p.GTID, _ = resultString(res, 0, 0)
 		res.Close()
 		p.GTIDMode = true
 	default:
@@ -784,7 +792,7 @@ func (x *stream) liveColumns(db, name string) []liveColumn {
 	return cols
 }
 
-func readLiveColumns(conn *client.Conn, db, name, flavor string) ([]liveColumn, error) {
+func readLiveColumns(conn sqlExecer, db, name, flavor string) ([]liveColumn, error) {
 	res, err := conn.Execute(`SELECT COLUMN_NAME, COLUMN_TYPE, COLUMN_KEY, COALESCE(CHARACTER_SET_NAME, '')
 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION`, db, name)
 	if err != nil {
@@ -793,10 +801,10 @@ FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER 
 	var out []liveColumn
 	for i := range res.RowNumber() {
 		var c liveColumn
-		c.name, _ = res.GetString(i, 0)
-		typ, _ := res.GetString(i, 1)
-		key, _ := res.GetString(i, 2)
-		c.charset, _ = res.GetString(i, 3)
+		c.name, _ = resultString(res, i, 0)
+		typ, _ := resultString(res, i, 1)
+		key, _ := resultString(res, i, 2)
+		c.charset, _ = resultString(res, i, 3)
 		c.unsigned = containsFold(typ, "unsigned")
 		c.pk = key == "PRI"
 		c.labels = enumLabels(typ)
@@ -808,8 +816,8 @@ FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER 
 WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?`, db, name)
 		if err == nil {
 			for i := range res.RowNumber() {
-				cn, _ := res.GetString(i, 0)
-				clause, _ := res.GetString(i, 1)
+				cn, _ := resultString(res, i, 0)
+				clause, _ := resultString(res, i, 1)
 				for j := range out {
 					if out[j].name == cn && clause == "json_valid(`"+cn+"`)" {
 						out[j].json = true

@@ -4,9 +4,13 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"io"
 	"math/rand/v2"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,7 +36,8 @@ func TestCrashExactlyOnce(t *testing.T) {
 	srv := mysqltest.Start(t, mysqltest.Options{})
 	url := newDB(t, srv, "crash", `CREATE TABLE items (id BIGINT PRIMARY KEY, v INT NOT NULL DEFAULT 0)`, mysqlctx.TableDDL)
 	// A second, broken source (wrong password) must not stop the first.
-	stele := stelebin.New(t, stelebin.Build(t), "--source", url, "--source", srv.PasswordURL("", "wrong-pw-xyz"))
+	bin := stelebin.Build(t)
+	stele := stelebin.New(t, bin, "--source", url, "--source", srv.PasswordURL("", "wrong-pw-xyz"))
 	stele.Start()
 	waitPositions(t, filepath.Join(stele.Data, "sources", "crash", "positions"))
 
@@ -101,6 +106,7 @@ func TestCrashExactlyOnce(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	checkHealthReported(t, bin, stele)
 	if err := stele.Stop(); err != nil {
 		t.Fatalf("stele exit: %v", err)
 	}
@@ -258,4 +264,35 @@ func TestSnapshotCrashExactlyOnce(t *testing.T) {
 	logs := stele.Logs()
 	t.Logf("%d rows, %d records, 4 kills; snapshot attempts: %d, resumed appends: %d",
 		rowsNow, len(recs), strings.Count(logs, "consistent snapshot open"), strings.Count(logs, "resuming the appending"))
+}
+
+// checkHealthReported checks that the running binary reports the MariaDB
+// source's health and lag on /metrics and in `stele status`, and the
+// broken source as failed.
+func checkHealthReported(t *testing.T, bin string, stele *stelebin.Server) {
+	t.Helper()
+	addr, err := os.ReadFile(stele.AddrFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + strings.TrimSpace(string(addr))
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{`stele_source_up{source="crash",state="streaming"} 1`, `stele_source_lag_bytes{source="crash"} `,
+		`stele_source_lag_seconds{source="crash"} `, `stele_source_records_total{source="crash"} `, `state="failed"} 1`} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics has no %q", want)
+		}
+	}
+	out, err := exec.Command(bin, "status", "--url", base).CombinedOutput()
+	if err != nil {
+		t.Fatalf("stele status: %v\n%s", err, out)
+	}
+	if !regexp.MustCompile(`(?m)^crash +streaming +\d+ +[\d.]+ +\d+`).Match(out) || !regexp.MustCompile(`(?m) failed `).Match(out) {
+		t.Errorf("stele status does not show the sources' state and lag:\n%s", out)
+	}
 }

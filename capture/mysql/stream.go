@@ -242,6 +242,7 @@ type stream struct {
 	tx     *txState
 	ids    record.IDDeriver
 	buf    []byte // scratch for row values
+	ends   []int  // scratch: where each value ends in buf
 
 	// pend holds stamped records of committed transactions not yet handed
 	// to the acknowledger, pendPos the position just past the last of them.
@@ -296,13 +297,21 @@ func (x *stream) syncerConfig() replication.BinlogSyncerConfig {
 		Password:                s.password,
 		TLSConfig:               s.tls,
 		TimestampStringLocation: time.UTC,
-		RenderJSONAsMySQLText:   true,
-		HeartbeatPeriod:         s.cfg.Heartbeat,
-		ReadTimeout:             3*s.cfg.Heartbeat + 5*time.Second,
-		DisableRetrySync:        true, // the supervisor reconnects, from the durable position
-		EventCacheCount:         1024,
-		Logger:                  slog.New(warnOnly{s.logger.Handler().WithAttrs([]slog.Attr{slog.String("component", "go-mysql")})}),
-		Localhost:               "stele-" + s.cfg.Name,
+		// DATETIME and TIMESTAMP as time.Time (zero and pre-1970 dates
+		// stay text): formatting them as text costs go-mysql a
+		// fmt.Sprintf per value, and decode.go writes RFC 3339 from
+		// either form alike.
+		ParseTime:             true,
+		RenderJSONAsMySQLText: true,
+		HeartbeatPeriod:       s.cfg.Heartbeat,
+		ReadTimeout:           3*s.cfg.Heartbeat + 5*time.Second,
+		DisableRetrySync:      true, // the supervisor reconnects, from the durable position
+		// Row events of a large transaction are up to 8 KiB and more
+		// decoded; 1024 of them, three times over (below), were 40 MiB
+		// of a spilled transaction's heap.
+		EventCacheCount: 256,
+		Logger:          slog.New(warnOnly{s.logger.Handler().WithAttrs([]slog.Attr{slog.String("component", "go-mysql")})}),
+		Localhost:       "stele-" + s.cfg.Name,
 	}
 	if x.info.flavor == FlavorMariaDB {
 		cfg.DumpCommandFlag = replication.BINLOG_SEND_ANNOTATE_ROWS_EVENT
@@ -897,7 +906,10 @@ func (x *stream) values(t *table, row []any, skip []int) (rowVals, error) {
 	}
 	out := make(rowVals, len(t.cols))
 	buf := x.buf[:0]
-	ends := make([]int, len(t.cols))
+	if cap(x.ends) < len(t.cols) {
+		x.ends = make([]int, len(t.cols))
+	}
+	ends := x.ends[:len(t.cols)]
 	for i, v := range row {
 		if len(skip) > 0 && slices.Contains(skip, i) {
 			ends[i] = -1

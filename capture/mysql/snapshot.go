@@ -167,18 +167,7 @@ func (s *Source) appendSnapshot(ctx context.Context, sink capture.Sink, dir stri
 	defer f.Close()
 	dec := gob.NewDecoder(bufio.NewReaderSize(f, 1<<20))
 	bs := s.cfg.BatchSize
-	batch := make([]*record.Record, 0, bs)
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		if _, err := capture.AppendRetry(ctx, sink, batch); err != nil {
-			return err
-		}
-		s.progress.Appended(len(batch))
-		batch = make([]*record.Record, 0, bs)
-		return nil
-	}
+	out := capture.Batcher{Sink: sink, Size: bs, Progress: &s.progress}
 	txPos := snapshotTxPosition(done.pos())
 	var idxs []int64
 	for i := range done.Rows {
@@ -186,25 +175,25 @@ func (s *Source) appendSnapshot(ctx context.Context, sink capture.Sink, dir stri
 		if err := dec.Decode(r); err != nil {
 			return fmt.Errorf("read back snapshot record %d of %d from %s (remove %s to redo the snapshot): %w", i, done.Rows, name, dir, err)
 		}
-		// The batch's indexes share one allocation (the log may keep
+		// A batch's indexes share one allocation (the log may keep
 		// the records).
-		if len(batch) == 0 {
+		if i%int64(bs) == 0 {
 			idxs = make([]int64, bs)
 		}
-		idxs[len(batch)] = i
+		idx := &idxs[i%int64(bs)]
+		*idx = i
 		r.Actor = unknownActor
-		r.Tx = &record.Tx{Position: txPos, Index: &idxs[len(batch)]}
+		r.Tx = &record.Tx{Position: txPos, Index: idx}
 		r.OccurredAt = done.At
 		r.ID = record.DeriveID(r)
-		batch = append(batch, r)
-		if len(batch) == bs {
-			if err := flush(); err != nil {
-				return err
-			}
+		if err := out.Add(ctx, r); err != nil {
+			return err
 		}
 	}
-	batch = append(batch, s.snapshotMarker(done))
-	return flush()
+	if err := out.Add(ctx, s.snapshotMarker(done)); err != nil {
+		return err
+	}
+	return out.Flush(ctx)
 }
 
 // snapshotTxPosition is the tx.position of a snapshot's records.

@@ -614,7 +614,7 @@ func (x *stream) snapshotTable(ctx context.Context, conn *client.Conn, tn tableN
 	for i, k := range pk {
 		order[i] = names[k]
 	}
-	limit := " ORDER BY " + strings.Join(order, ", ") + " LIMIT " + strconv.Itoa(max(s.cfg.BatchSize, 100))
+	limit := " ORDER BY " + strings.Join(order, ", ") + " LIMIT " + strconv.Itoa(s.cfg.BatchSize)
 	var last []string // the last row's key values as SQL literals
 	for {
 		if err := ctx.Err(); err != nil {
@@ -648,7 +648,7 @@ func (x *stream) snapshotTable(ctx context.Context, conn *client.Conn, tn tableN
 			}
 		}
 		res.Close()
-		if n < max(s.cfg.BatchSize, 100) {
+		if n < s.cfg.BatchSize {
 			return nil
 		}
 	}

@@ -34,7 +34,10 @@ package mysql
 // "snapshot@" + the binlog file:offset, index: a running number}.
 // Streaming then starts at that position: the binlog holds exactly the
 // changes committed after the transaction's view, so there is no gap and
-// no double.
+// no double. (A consistent snapshot is InnoDB's: a MyISAM or MEMORY
+// table is read as it is while the snapshot runs.) The source's state
+// stays "connecting" until the snapshot is appended and streaming starts;
+// its records count in RecordsTotal as they are appended.
 //
 // # Crash safety
 //

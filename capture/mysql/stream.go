@@ -353,10 +353,9 @@ func (x *stream) run(ctx context.Context, start binlogPos) error {
 
 	x.app = capture.NewAcknowledger(ctx, capture.AckOptions[binlogPos]{
 		Sink: x.sink, BatchSize: s.cfg.BatchSize, Progress: &s.progress,
-		// Under a backlog the queued jobs merge into appends of up to
-		// 16 batches, one fsync each: with one append per job the sink's
-		// fixed cost per call held capture to a fraction of the binlog's
-		// rate (profiled: the source mostly waited on Append).
+		// Up to 32 jobs wait while one is appended, so decoding the next
+		// transactions overlaps each append's fsync; Coalesce (off by
+		// default, see Config) merges queued jobs into one append.
 		Queue: 32, Coalesce: s.cfg.Coalesce,
 		OnDurable: func(_ context.Context, p binlogPos) error {
 			x.st.setDurable(p)

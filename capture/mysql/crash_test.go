@@ -210,19 +210,8 @@ func TestSnapshotCrashExactlyOnce(t *testing.T) {
 		}
 		defer db.Close()
 		db.SetMaxOpenConns(1)
-		next := 20001
-		for !stop.Load() {
-			if rand.IntN(2) == 0 {
-				_, err = db.Exec(`INSERT INTO c (id, v) VALUES (?, 0)`, next)
-				next++
-			} else {
-				_, err = db.Exec(`UPDATE c SET v = v + 1 WHERE id = ?`, 1+rand.IntN(next-1))
-			}
-			if err != nil {
-				workErr = err
-				return
-			}
-		}
+		var writes atomic.Int64
+		workErr = churn(db, 20001, stop.Load, &writes)
 	})
 	stele.Start()
 	for range 4 {

@@ -2,6 +2,7 @@ package mysql
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -137,23 +138,7 @@ func TestSnapshot(t *testing.T) {
 		var writes atomic.Int64
 		var werr error
 		wg.Go(func() {
-			db := openSQL(t, srv, "snapconc")
-			next := initial + 1
-			rnd := rand.New(rand.NewPCG(1, 2))
-			for ctx.Err() == nil {
-				var err error
-				if rnd.IntN(2) == 0 {
-					_, err = db.Exec(`INSERT INTO c VALUES (?, 0)`, next)
-					next++
-				} else {
-					_, err = db.Exec(`UPDATE c SET v = v + 1 WHERE id = ?`, 1+rnd.IntN(next-1))
-				}
-				if err != nil {
-					werr = err
-					return
-				}
-				writes.Add(1)
-			}
+			werr = churn(openSQL(t, srv, "snapconc"), initial+1, func() bool { return ctx.Err() != nil }, &writes)
 		})
 		for writes.Load() < 20 {
 			if werr != nil {
@@ -277,4 +262,25 @@ func checkAgainstTable(t *testing.T, srv *mysqltest.Server, db string, recs []*r
 		t.Errorf("log has %d rows, table %d", len(got), len(truth))
 	}
 	return recs
+}
+
+// churn inserts rows into table c from id next on, and increments v of
+// random earlier rows, one statement at a time, until stop says so;
+// writes counts the statements.
+func churn(db *sql.DB, next int, stop func() bool, writes *atomic.Int64) error {
+	rnd := rand.New(rand.NewPCG(1, uint64(next)))
+	for !stop() {
+		var err error
+		if rnd.IntN(2) == 0 {
+			_, err = db.Exec(`INSERT INTO c (id, v) VALUES (?, 0)`, next)
+			next++
+		} else {
+			_, err = db.Exec(`UPDATE c SET v = v + 1 WHERE id = ?`, 1+rnd.IntN(next-1))
+		}
+		if err != nil {
+			return err
+		}
+		writes.Add(1)
+	}
+	return nil
 }

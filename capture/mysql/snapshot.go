@@ -137,6 +137,7 @@ func (s *Source) initialSnapshot(ctx context.Context, info *serverInfo, sink cap
 	if err := st.save(ctx); err != nil {
 		return binlogPos{}, fmt.Errorf("save the position after the snapshot: %w", err)
 	}
+	s.status.setPosition(pos)
 	if err := os.RemoveAll(dir); err != nil {
 		s.logger.Warn("snapshot: cannot remove its files; they are not read again", "dir", dir, "err", err)
 	}
@@ -176,7 +177,8 @@ func (s *Source) appendSnapshot(ctx context.Context, sink capture.Sink, dir stri
 	for i := range done.Rows {
 		r := &record.Record{}
 		if err := dec.Decode(r); err != nil {
-			return fmt.Errorf("read back snapshot record %d of %d from %s (remove %s to redo the snapshot): %w", i, done.Rows, name, dir, err)
+			// Reconnecting would read the same bytes again.
+			return capture.PermanentError(fmt.Errorf("read back snapshot record %d of %d from %s (remove %s to redo the snapshot): %w", i, done.Rows, name, dir, err))
 		}
 		// A batch's indexes share one allocation (the log may keep
 		// the records).

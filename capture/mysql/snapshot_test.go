@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -186,6 +187,34 @@ func TestSnapshot(t *testing.T) {
 		}
 		r2.stop()
 	})
+}
+
+// TestSnapshotDamagedFile: a snapshot file that cannot be read back
+// stops the source with an error saying how to redo the snapshot, rather
+// than reconnecting to read the same bytes again.
+func TestSnapshotDamagedFile(t *testing.T) {
+	srv := mysqltest.Start(t, mysqltest.Options{})
+	url := newDB(t, srv, "snapdamaged", `CREATE TABLE c (id INT PRIMARY KEY, v INT NOT NULL)`)
+	state := t.TempDir()
+	dir := filepath.Join(state, snapshotDirName)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, snapshotRowsFile), []byte("not gob"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, snapshotDoneFile), []byte(`{"gtid_mode":true,"gtid":"0-1-1","file":"binlog.000001","offset":4,"rows":3}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ts := openStore(t, t.TempDir())
+	r := start(t, Config{URL: url, Snapshot: SnapshotInitial, StateDir: state}, ts)
+	err := r.wait(t)
+	if err == nil || !strings.Contains(err.Error(), "remove "+dir+" to redo the snapshot") {
+		t.Fatalf("Run = %v, want a permanent error naming %s", err, dir)
+	}
+	if ts.Size() != 0 {
+		t.Errorf("%d records appended from a damaged snapshot", ts.Size())
+	}
 }
 
 // failingSink fails its failAt-th append once, as a crash between two

@@ -34,8 +34,17 @@ type TxBuffer struct {
 	spilled int
 }
 
-// Add appends r to the transaction.
+// Add appends r to the transaction. Once the buffer has spilled, every
+// later record goes straight to the file: memory stays at what the first
+// Limit bytes took, however large the transaction grows.
 func (b *TxBuffer) Add(r *record.Record) error {
+	if b.file != nil {
+		if err := b.enc.Encode(r); err != nil {
+			return fmt.Errorf("spill a transaction to %s: %w", b.file.Name(), err)
+		}
+		b.spilled++
+		return nil
+	}
 	b.recs = append(b.recs, r)
 	b.bytes += len(r.Key) + len(r.Before) + len(r.After) + 256
 	if b.bytes <= b.Limit {
@@ -58,7 +67,9 @@ func (b *TxBuffer) Add(r *record.Record) error {
 		}
 	}
 	b.spilled += len(b.recs)
-	b.recs, b.bytes = b.recs[:0], 0
+	// Dropped, not truncated: a truncated slice would keep every record
+	// reachable through its backing array.
+	b.recs, b.bytes = nil, 0
 	return nil
 }
 
@@ -68,6 +79,9 @@ func (b *TxBuffer) Spilled() bool { return b.file != nil }
 
 // Len is the number of records in the transaction.
 func (b *TxBuffer) Len() int { return b.spilled + len(b.recs) }
+
+// Held is the number of records held in memory (the rest are on disk).
+func (b *TxBuffer) Held() int { return len(b.recs) }
 
 // Records are the records held in memory: the whole transaction unless it
 // Spilled.

@@ -177,7 +177,7 @@ func (w *binlogWriter) rows(typ replication.EventType, tableID uint64, images ..
 }
 
 // newTestStream is a stream over no connection, fed events by hand.
-func newTestStream(t *testing.T, flavor string, gtid string) *stream {
+func newTestStream(t testing.TB, flavor string, gtid string) *stream {
 	t.Helper()
 	src, err := New(Config{URL: "mysql://u@h/shop", StateDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {

@@ -145,9 +145,10 @@ type Config struct {
 	// "table" in the URL's database). ExcludeTables are never captured.
 	Tables        []string
 	ExcludeTables []string
-	// Snapshot is "" (capture changes from the current position on);
-	// "initial" (record every captured table's rows first, consistent with
-	// the binlog start) is reserved and refused until it is built.
+	// Snapshot is "" (capture changes from the current position on) or
+	// "initial": a source without a stored position first records every
+	// captured table's rows as op "snapshot" records, consistent with the
+	// binlog position it then streams from (snapshot.go).
 	Snapshot string
 	// ContextTable is the name of the context table in any captured
 	// database (default stele_context); CreateContextTable creates it in
@@ -175,12 +176,15 @@ type Config struct {
 	// up (default 1000).
 	BatchSize int
 	// Coalesce is the most records one append merges from the batches
-	// queued behind a slow append (default 16 × BatchSize; 1 disables
-	// merging): each append pays an fsync, so under a backlog fewer,
-	// larger appends catch up faster.
+	// queued behind a slow append (default BatchSize: no merging; more
+	// lets a log that falls far behind catch up with fewer fsyncs). In
+	// same-run comparisons (TestCaptureBenchmark with STELE_BENCH_AB, six
+	// runs on a loaded 2-core machine) 16 batches captured slower
+	// than no merging in every run (3–23 %): the merged appends wait longer and
+	// decoding stalls behind them, so merging is off by default.
 	Coalesce int
 	// SpillBytes is how much of a transaction's records is held in memory
-	// before they move to a temporary file in SpillDir (default 64 MiB and
+	// before they move to a temporary file in SpillDir (default 16 MiB and
 	// the system's temporary directory).
 	SpillBytes int
 	SpillDir   string
@@ -304,7 +308,6 @@ func New(cfg Config) (*Source, error) {
 	switch s.cfg.Snapshot {
 	case "":
 	case SnapshotInitial:
-		return nil, fmt.Errorf("%w: snapshot: initial is not built yet for mysql sources; leave it out to capture from the current binlog position", ErrConfig)
 	default:
 		return nil, fmt.Errorf("%w: snapshot %q: want \"initial\" or nothing", ErrConfig, s.cfg.Snapshot)
 	}
@@ -327,10 +330,13 @@ func New(cfg Config) (*Source, error) {
 		s.cfg.BatchSize = 1000
 	}
 	if s.cfg.Coalesce <= 0 {
-		s.cfg.Coalesce = 16 * s.cfg.BatchSize
+		s.cfg.Coalesce = s.cfg.BatchSize
 	}
 	if s.cfg.SpillBytes <= 0 {
-		s.cfg.SpillBytes = 64 << 20
+		// Measured: the records held take about twice the estimate
+		// once the garbage collector's headroom is counted, so 16 MiB
+		// keeps a spilled transaction's heap near 100 MiB.
+		s.cfg.SpillBytes = 16 << 20
 	}
 	if s.cfg.MaxValueBytes <= 0 {
 		s.cfg.MaxValueBytes = 8 << 20

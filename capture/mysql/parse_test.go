@@ -2,6 +2,7 @@ package mysql
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -193,5 +194,17 @@ func TestDatetimeFastPath(t *testing.T) {
 	}
 	if _, ok := appendDatetimeFast(nil, "2026-12-03 08:21:05.123456"); !ok {
 		t.Error("an ordinary DATETIME(6) value missed the fast path")
+	}
+}
+
+// TestIsNumber: the hand-written DECIMAL check agrees with the JSON
+// parser on what is a JSON number.
+func TestIsNumber(t *testing.T) {
+	for _, s := range []string{"0", "-0", "12", "-12.50", "0.5", "-0.000", "99999999999999999999.0123456789",
+		"", "-", "01", "-01.5", "1.", ".5", "1.2.3", "1e5", "-1E-3", "+1", "1 ", " 1", "NaN", "0x10", "1,5"} {
+		want := json.Valid([]byte(s)) && s != "" && (s[0] == '-' || s[0] >= '0' && s[0] <= '9')
+		if got := isNumber(s); got != want {
+			t.Errorf("isNumber(%q) = %v, want %v", s, got, want)
+		}
 	}
 }

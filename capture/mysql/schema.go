@@ -114,17 +114,56 @@ func (h *schemaHistory) lookup(full, sig string, cols []columnDesc, pk []string,
 			return v, nil
 		}
 	}
+	// A version a snapshot seeded is the one its first table-map event
+	// with the same columns shows.
+	if vs := h.Tables[full]; len(vs) > 0 {
+		if v := vs[len(vs)-1]; v.Sig == "" && slices.Equal(v.Columns, cols) && slices.Equal(v.PrimaryKey, pk) {
+			v.Sig = sig
+			if err := h.saveLocked(); err != nil {
+				v.Sig = ""
+				return nil, err
+			}
+			return v, nil
+		}
+	}
 	v := &tableVersion{Version: int64(len(h.Tables[full]) + 1), Sig: sig, Columns: cols, PrimaryKey: pk, Since: since, Binlog: binlog}
 	h.Tables[full] = append(h.Tables[full], v)
-	data, err := json.MarshalIndent(h, "", "  ")
-	if err != nil {
+	if err := h.saveLocked(); err != nil {
+		h.Tables[full] = h.Tables[full][:len(h.Tables[full])-1]
 		return nil, err
 	}
-	if err := atomicfile.Write(h.path, data, 0o600); err != nil {
+	return v, nil
+}
+
+// seed returns the latest version of table full when it has these columns,
+// else adds one, first seen at since, that is not bound to a table-map
+// signature yet (a snapshot reads the columns from information_schema).
+func (h *schemaHistory) seed(full string, cols []columnDesc, pk []string, since string) (*tableVersion, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if vs := h.Tables[full]; len(vs) > 0 {
+		if v := vs[len(vs)-1]; slices.Equal(v.Columns, cols) && slices.Equal(v.PrimaryKey, pk) {
+			return v, nil
+		}
+	}
+	v := &tableVersion{Version: int64(len(h.Tables[full]) + 1), Columns: cols, PrimaryKey: pk, Since: since}
+	h.Tables[full] = append(h.Tables[full], v)
+	if err := h.saveLocked(); err != nil {
 		h.Tables[full] = h.Tables[full][:len(h.Tables[full])-1]
-		return nil, fmt.Errorf("save schema history: %w", err)
+		return nil, err
 	}
 	return v, nil
+}
+
+func (h *schemaHistory) saveLocked() error {
+	data, err := json.MarshalIndent(h, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := atomicfile.Write(h.path, data, 0o600); err != nil {
+		return fmt.Errorf("save schema history: %w", err)
+	}
+	return nil
 }
 
 // tableMapSig is the part of a table-map event that defines its columns.

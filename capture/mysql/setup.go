@@ -57,6 +57,14 @@ func (s *Source) connect(ctx context.Context) (*client.Conn, error) {
 	return conn, nil
 }
 
+// resultString is a result's value as a string of its own: go-mysql's
+// GetString points into the result's buffers, which Close hands to the
+// next query (names read from a closed result came back garbled).
+func resultString(res *gomysql.Result, row, col int) (string, error) {
+	v, err := res.GetString(row, col)
+	return strings.Clone(v), err
+}
+
 // variables reads global variables by name; a variable the server does not
 // have is missing from the map.
 func variables(conn *client.Conn, names ...string) (map[string]string, error) {
@@ -71,8 +79,8 @@ func variables(conn *client.Conn, names ...string) (map[string]string, error) {
 	defer res.Close()
 	out := map[string]string{}
 	for i := range res.RowNumber() {
-		k, _ := res.GetString(i, 0)
-		v, _ := res.GetString(i, 1)
+		k, _ := resultString(res, i, 0)
+		v, _ := resultString(res, i, 1)
 		out[strings.ToLower(k)] = v
 	}
 	return out, nil
@@ -162,7 +170,7 @@ func (s *Source) setup(ctx context.Context, conn *client.Conn) (*serverInfo, err
 	if res, err := conn.Execute("SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATIONS WHERE ID IS NOT NULL"); err == nil {
 		for i := range res.RowNumber() {
 			id, _ := res.GetUint(i, 0)
-			cs, _ := res.GetString(i, 1)
+			cs, _ := resultString(res, i, 1)
 			info.collations[id] = cs
 		}
 		res.Close()
@@ -212,7 +220,7 @@ func (s *Source) checkGrants(conn *client.Conn) error {
 	defer res.Close()
 	var slave, clientPriv, role bool
 	for i := range res.RowNumber() {
-		g, _ := res.GetString(i, 0)
+		g, _ := resultString(res, i, 0)
 		u := strings.ToUpper(g)
 		if !strings.Contains(u, " ON ") {
 			role = true
@@ -242,7 +250,7 @@ func (s *Source) checkGrants(conn *client.Conn) error {
 
 // masterStatus reads the binlog's current file and offset, and the
 // executed GTID set MySQL reports with them.
-func masterStatus(conn *client.Conn) (binlogPos, error) {
+func masterStatus(conn sqlExecer) (binlogPos, error) {
 	res, err := conn.Execute("SHOW MASTER STATUS")
 	if err != nil {
 		var me *gomysql.MyError
@@ -259,11 +267,11 @@ func masterStatus(conn *client.Conn) (binlogPos, error) {
 		return binlogPos{}, fmt.Errorf("SHOW MASTER STATUS returned no row: is the binary log on?")
 	}
 	var p binlogPos
-	p.File, _ = res.GetString(0, 0)
+	p.File, _ = resultString(res, 0, 0)
 	off, _ := res.GetUint(0, 1)
 	p.Offset = uint32(off)
 	if len(res.Fields) >= 5 {
-		p.GTID, _ = res.GetString(0, 4)
+		p.GTID, _ = resultString(res, 0, 4)
 	}
 	return p, nil
 }
@@ -278,7 +286,7 @@ func binlogFiles(conn *client.Conn) ([]string, []uint64, error) {
 	var names []string
 	var sizes []uint64
 	for i := range res.RowNumber() {
-		n, _ := res.GetString(i, 0)
+		n, _ := resultString(res, i, 0)
 		sz, _ := res.GetUint(i, 1)
 		names = append(names, n)
 		sizes = append(sizes, sz)

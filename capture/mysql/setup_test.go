@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -135,5 +136,20 @@ func TestBinlogPurged(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(state, "positions")); err != nil {
 		t.Errorf("positions: %v", err)
+	}
+	// The advice works: without the positions and with snapshot: initial
+	// the source records the rows as they are now, then streams.
+	if err := os.RemoveAll(filepath.Join(state, "positions")); err != nil {
+		t.Fatal(err)
+	}
+	startReady(t, Config{URL: url, StateDir: state, Snapshot: SnapshotInitial}, ts)
+	srv.Exec(t, "purge", "INSERT INTO t VALUES (4)")
+	recs := ts.records(t, 1+3+1+1)
+	var got []string
+	for _, r := range recs[1:] {
+		got = append(got, string(r.Op)+" "+string(r.Key))
+	}
+	if want := []string{`snapshot {"id":1}`, `snapshot {"id":2}`, `snapshot {"id":3}`, `snapshot {"$snapshot":"complete"}`, `insert {"id":4}`}; !slices.Equal(got, want) {
+		t.Errorf("after the resnapshot: %q, want %q", got, want)
 	}
 }

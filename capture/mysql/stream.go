@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -117,12 +118,19 @@ func (s *Source) session(ctx context.Context, sink capture.Sink, st *state) (pro
 	st.mu.Unlock()
 
 	start, ok := st.current()
-	if !ok {
-		if s.cfg.Snapshot == SnapshotInitial {
-			if start, err = s.initialSnapshot(ctx, conn, info, sink, st); err != nil {
-				return false, err
-			}
-		} else if start, err = currentPosition(conn, info); err != nil {
+	switch {
+	case ok:
+		// A snapshot's files outlive it only if the process died between
+		// storing the position and removing them.
+		_ = os.RemoveAll(filepath.Join(st.dir, snapshotDirName))
+	case s.cfg.Snapshot == SnapshotInitial:
+		// Stores the position once the snapshot is durable (its
+		// completion marker).
+		if start, err = s.initialSnapshot(ctx, info, sink, st); err != nil {
+			return false, err
+		}
+	default:
+		if start, err = currentPosition(conn, info); err != nil {
 			return false, fmt.Errorf("read the current binlog position: %w", s.classify(err))
 		}
 		// The start is durable at once: there is nothing before it, and a
@@ -157,7 +165,7 @@ func (s *Source) session(ctx context.Context, sink capture.Sink, st *state) (pro
 }
 
 // currentPosition is the server's current binlog position.
-func currentPosition(conn *client.Conn, info *serverInfo) (binlogPos, error) {
+func currentPosition(conn sqlExecer, info *serverInfo) (binlogPos, error) {
 	p, err := masterStatus(conn)
 	if err != nil {
 		return p, err
@@ -168,7 +176,7 @@ func currentPosition(conn *client.Conn, info *serverInfo) (binlogPos, error) {
 		if err != nil {
 			return p, err
 		}
-		p.GTID, _ = res.GetString(0, 0)
+		p.GTID, _ = resultString(res, 0, 0)
 		res.Close()
 		p.GTIDMode = true
 	case info.gtidMode:
@@ -176,7 +184,7 @@ func currentPosition(conn *client.Conn, info *serverInfo) (binlogPos, error) {
 		if err != nil {
 			return p, err
 		}
-		p.GTID, _ = res.GetString(0, 0)
+		p.GTID, _ = resultString(res, 0, 0)
 		res.Close()
 		p.GTIDMode = true
 	default:
@@ -234,6 +242,7 @@ type stream struct {
 	tx     *txState
 	ids    record.IDDeriver
 	buf    []byte // scratch for row values
+	ends   []int  // scratch: where each value ends in buf
 
 	// pend holds stamped records of committed transactions not yet handed
 	// to the acknowledger, pendPos the position just past the last of them.
@@ -288,13 +297,21 @@ func (x *stream) syncerConfig() replication.BinlogSyncerConfig {
 		Password:                s.password,
 		TLSConfig:               s.tls,
 		TimestampStringLocation: time.UTC,
-		RenderJSONAsMySQLText:   true,
-		HeartbeatPeriod:         s.cfg.Heartbeat,
-		ReadTimeout:             3*s.cfg.Heartbeat + 5*time.Second,
-		DisableRetrySync:        true, // the supervisor reconnects, from the durable position
-		EventCacheCount:         1024,
-		Logger:                  slog.New(warnOnly{s.logger.Handler().WithAttrs([]slog.Attr{slog.String("component", "go-mysql")})}),
-		Localhost:               "stele-" + s.cfg.Name,
+		// DATETIME and TIMESTAMP as time.Time (zero and pre-1970 dates
+		// stay text): formatting them as text costs go-mysql a
+		// fmt.Sprintf per value, and decode.go writes RFC 3339 from
+		// either form alike.
+		ParseTime:             true,
+		RenderJSONAsMySQLText: true,
+		HeartbeatPeriod:       s.cfg.Heartbeat,
+		ReadTimeout:           3*s.cfg.Heartbeat + 5*time.Second,
+		DisableRetrySync:      true, // the supervisor reconnects, from the durable position
+		// Row events of a large transaction are up to 8 KiB and more
+		// decoded; 1024 of them, three times over (below), were 40 MiB
+		// of a spilled transaction's heap.
+		EventCacheCount: 256,
+		Logger:          slog.New(warnOnly{s.logger.Handler().WithAttrs([]slog.Attr{slog.String("component", "go-mysql")})}),
+		Localhost:       "stele-" + s.cfg.Name,
 	}
 	if x.info.flavor == FlavorMariaDB {
 		cfg.DumpCommandFlag = replication.BINLOG_SEND_ANNOTATE_ROWS_EVENT
@@ -336,10 +353,9 @@ func (x *stream) run(ctx context.Context, start binlogPos) error {
 
 	x.app = capture.NewAcknowledger(ctx, capture.AckOptions[binlogPos]{
 		Sink: x.sink, BatchSize: s.cfg.BatchSize, Progress: &s.progress,
-		// Under a backlog the queued jobs merge into appends of up to
-		// 16 batches, one fsync each: with one append per job the sink's
-		// fixed cost per call held capture to a fraction of the binlog's
-		// rate (profiled: the source mostly waited on Append).
+		// Up to 32 jobs wait while one is appended, so decoding the next
+		// transactions overlaps each append's fsync; Coalesce (off by
+		// default, see Config) merges queued jobs into one append.
 		Queue: 32, Coalesce: s.cfg.Coalesce,
 		OnDurable: func(_ context.Context, p binlogPos) error {
 			x.st.setDurable(p)
@@ -784,7 +800,7 @@ func (x *stream) liveColumns(db, name string) []liveColumn {
 	return cols
 }
 
-func readLiveColumns(conn *client.Conn, db, name, flavor string) ([]liveColumn, error) {
+func readLiveColumns(conn sqlExecer, db, name, flavor string) ([]liveColumn, error) {
 	res, err := conn.Execute(`SELECT COLUMN_NAME, COLUMN_TYPE, COLUMN_KEY, COALESCE(CHARACTER_SET_NAME, '')
 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION`, db, name)
 	if err != nil {
@@ -793,10 +809,10 @@ FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER 
 	var out []liveColumn
 	for i := range res.RowNumber() {
 		var c liveColumn
-		c.name, _ = res.GetString(i, 0)
-		typ, _ := res.GetString(i, 1)
-		key, _ := res.GetString(i, 2)
-		c.charset, _ = res.GetString(i, 3)
+		c.name, _ = resultString(res, i, 0)
+		typ, _ := resultString(res, i, 1)
+		key, _ := resultString(res, i, 2)
+		c.charset, _ = resultString(res, i, 3)
 		c.unsigned = containsFold(typ, "unsigned")
 		c.pk = key == "PRI"
 		c.labels = enumLabels(typ)
@@ -808,8 +824,8 @@ FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER 
 WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?`, db, name)
 		if err == nil {
 			for i := range res.RowNumber() {
-				cn, _ := res.GetString(i, 0)
-				clause, _ := res.GetString(i, 1)
+				cn, _ := resultString(res, i, 0)
+				clause, _ := resultString(res, i, 1)
 				for j := range out {
 					if out[j].name == cn && clause == "json_valid(`"+cn+"`)" {
 						out[j].json = true
@@ -889,7 +905,10 @@ func (x *stream) values(t *table, row []any, skip []int) (rowVals, error) {
 	}
 	out := make(rowVals, len(t.cols))
 	buf := x.buf[:0]
-	ends := make([]int, len(t.cols))
+	if cap(x.ends) < len(t.cols) {
+		x.ends = make([]int, len(t.cols))
+	}
+	ends := x.ends[:len(t.cols)]
 	for i, v := range row {
 		if len(skip) > 0 && slices.Contains(skip, i) {
 			ends[i] = -1

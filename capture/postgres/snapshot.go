@@ -181,18 +181,7 @@ ORDER BY 2, 3`, s.cfg.Publication)
 
 	x := &stream{src: s, sink: sink, st: st, conn: conn}
 	var next int64
-	batch := make([]*record.Record, 0, s.cfg.BatchSize)
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		if _, err := capture.AppendRetry(ctx, sink, batch); err != nil {
-			return err
-		}
-		s.progress.Appended(len(batch))
-		batch = make([]*record.Record, 0, s.cfg.BatchSize)
-		return nil
-	}
+	out := capture.Batcher{Sink: sink, Size: s.cfg.BatchSize, Progress: &s.progress}
 	for _, t := range tables {
 		rel, err := snapshotRelation(ctx, tx, t)
 		if err != nil {
@@ -218,19 +207,17 @@ ORDER BY 2, 3`, s.cfg.Publication)
 			} else {
 				r.ID = ids.Derive(r)
 			}
-			batch = append(batch, r)
-			if len(batch) >= s.cfg.BatchSize {
-				return flush()
-			}
-			return nil
+			return out.Add(ctx, r)
 		})
 		if err != nil {
 			return fmt.Errorf("table %s: %w", full, err)
 		}
 		s.logger.Info("snapshot: table read", "table", full, "rows", n)
 	}
-	batch = append(batch, s.snapshotMarker(pos, next))
-	if err := flush(); err != nil {
+	if err := out.Add(ctx, s.snapshotMarker(pos, next)); err != nil {
+		return err
+	}
+	if err := out.Flush(ctx); err != nil {
 		return err
 	}
 	s.logger.Info("snapshot: complete", "rows", next, "consistent_point", pos)

@@ -21,6 +21,7 @@ sources:
       context_table: who
       create_context_table: true
       max_lag: 2h
+      snapshot: initial
   - kind: mysql
     mysql: {url: "mysql://u@h/billing"}
 `
@@ -35,7 +36,8 @@ sources:
 	crm := got[0]
 	mc := crm.MySQL
 	if crm.Kind != "mysql" || mc.Flavor != "mariadb" || mc.ServerID != 4242 || strings.Join(mc.Tables, ",") != "accounts,crm.contacts" ||
-		strings.Join(mc.ExcludeTables, ",") != "crm.sessions" || mc.ContextTable != "who" || !mc.CreateContextTable || mc.MaxLag != 2*time.Hour {
+		strings.Join(mc.ExcludeTables, ",") != "crm.sessions" || mc.ContextTable != "who" || !mc.CreateContextTable || mc.MaxLag != 2*time.Hour ||
+		mc.Snapshot != "initial" || crm.mysqlConfig(nil).Snapshot != "initial" {
 		t.Errorf("crm = %+v %+v", crm, mc)
 	}
 	for i, name := range []string{"crm", "billing", "hr", "ops"} {
@@ -64,7 +66,6 @@ func TestConfigMySQLSourceErrors(t *testing.T) {
 		{"bad server id", "sources:\n  - mysql: {url: 'mysql://u@h/d', server_id: x}\n", []string{"server_id", "not a number"}},
 		{"bad max lag", "sources:\n  - mysql: {url: 'mysql://u@h/d', max_lag: soon}\n", []string{"max_lag", "duration"}},
 		{"bad snapshot", "sources:\n  - mysql: {url: 'mysql://u@h/d', snapshot: always}\n", []string{"snapshot", "initial"}},
-		{"snapshot not built", "sources:\n  - mysql: {url: 'mysql://u@h/d', snapshot: initial}\n", []string{"snapshot: initial is not built yet"}},
 		{"unknown key", "sources:\n  - mysql: {url: 'mysql://u@h/d', slot: x}\n", []string{`unknown key "mysql.slot"`, "server_id"}},
 		{"password redacted", "sources:\n  - mysql: {url: 'mysql://u:hunter2@h/d?tls=maybe'}\n", []string{"tls="}},
 	} {

@@ -270,16 +270,18 @@ type prepared struct {
 // a gap).
 func (p *Publisher) prepareAhead(ctx context.Context, seq uint64, out chan<- prepared) {
 	defer close(out)
-	var buf []byte
 	// The follower reports no metrics itself: its position is what was
 	// prepared, while the publisher's lag is what JetStream acknowledged
 	// (Run observes that instead).
 	f := follow.New(p.cfg.Log, follow.Options{Name: "publish"})
-	err := f.Run(ctx, seq, func(ctx context.Context, b follow.Batch) error {
-		for _, rec := range b.Records {
-			msg, err := p.message(rec, &buf)
+	err := f.RunRaw(ctx, seq, func(ctx context.Context, b follow.RawBatch) error {
+		for i, stored := range b.Records {
+			msg, rec, err := p.message(stored)
 			if err != nil {
-				return err
+				return fmt.Errorf("encode record %d: %w", b.From+uint64(i), err)
+			}
+			if rec.Seq != b.From+uint64(i) {
+				return fmt.Errorf("encode record %d: the stored record names seq %d", b.From+uint64(i), rec.Seq)
 			}
 			select {
 			case out <- prepared{seq: rec.Seq, msg: msg, id: rec.ID}:
@@ -374,18 +376,19 @@ func (p *Publisher) publish(ctx context.Context, next, lastStreamSeq uint64) err
 	}
 }
 
-func (p *Publisher) message(rec *record.Record, buf *[]byte) (*nats.Msg, error) {
-	var err error
-	*buf, err = p.cfg.Encoder.Append((*buf)[:0], rec)
+// message builds the message of a stored record. Its data is allocated
+// once, at about its final size, and handed to the client, which keeps it
+// until the ack.
+func (p *Publisher) message(stored []byte) (*nats.Msg, *record.Record, error) {
+	data, rec, err := p.cfg.Encoder.AppendStored(make([]byte, 0, len(stored)+512), stored)
 	if err != nil {
-		return nil, fmt.Errorf("encode record %d: %w", rec.Seq, err)
+		return nil, nil, err
 	}
 	return &nats.Msg{
 		Subject: Subject(p.cfg.SubjectPrefix, rec),
-		// The client keeps a reference until the ack; the buffer is reused.
-		Data:   append([]byte(nil), *buf...),
-		Header: nats.Header{HeaderSeq: []string{strconv.FormatUint(rec.Seq, 10)}, "Content-Type": []string{ContentType}},
-	}, nil
+		Data:    data,
+		Header:  nats.Header{HeaderSeq: []string{strconv.FormatUint(rec.Seq, 10)}, "Content-Type": []string{ContentType}},
+	}, rec, nil
 }
 
 // saveCursor writes the cursor file when idle or at most once a second.

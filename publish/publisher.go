@@ -27,6 +27,13 @@ const (
 	DefaultRetryWait  = 500 * time.Millisecond
 	maxRetryWait      = 30 * time.Second
 	cursorEvery       = time.Second
+	// DedupeWindow is the stream's duplicate window (JetStream's default
+	// is two minutes). JetStream remembers every Nats-Msg-Id for that
+	// long, about 120 bytes each: at 100k records/s two minutes is over a
+	// gigabyte. Duplicates are ruled out by the expected last sequence
+	// each message carries, not by the ids, so the window only has to
+	// catch a resend within moments of the original.
+	DedupeWindow = time.Second
 )
 
 // HeaderSeq carries a message's record seq, so the publisher can resume
@@ -191,6 +198,7 @@ func (p *Publisher) ensureStream(ctx context.Context) (jetstream.Stream, error) 
 			Subjects:    []string{p.cfg.SubjectPrefix + ".>"},
 			Storage:     jetstream.FileStorage,
 			Replicas:    p.cfg.Replicas,
+			Duplicates:  DedupeWindow,
 		})
 		if err == nil {
 			p.cfg.Logger.Info("lineage stream: created JetStream stream", "stream", p.cfg.Stream, "subjects", p.cfg.SubjectPrefix+".>")
@@ -198,6 +206,16 @@ func (p *Publisher) ensureStream(ctx context.Context) (jetstream.Stream, error) 
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open JetStream stream %s: %w", p.cfg.Stream, err)
+	}
+	if cfg := st.CachedInfo().Config; cfg.Duplicates > DedupeWindow {
+		// A stream created by an earlier version keeps two minutes of
+		// ids; narrowing the window changes nothing else.
+		was := cfg.Duplicates
+		cfg.Duplicates = DedupeWindow
+		if _, err := p.js.UpdateStream(cctx, cfg); err != nil {
+			return nil, fmt.Errorf("narrow the duplicate window of JetStream stream %s: %w", p.cfg.Stream, err)
+		}
+		p.cfg.Logger.Info("lineage stream: narrowed the stream's duplicate window", "stream", p.cfg.Stream, "from", was, "to", DedupeWindow)
 	}
 	return st, nil
 }

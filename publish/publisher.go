@@ -34,6 +34,8 @@ const (
 	// each message carries, not by the ids, so the window only has to
 	// catch a resend within moments of the original.
 	DedupeWindow = time.Second
+	// maxAckEvery bounds the messages per ack (see publish).
+	maxAckEvery = 256
 )
 
 // HeaderSeq carries a message's record seq, so the publisher can resume
@@ -318,9 +320,19 @@ func (p *Publisher) prepareAhead(ctx context.Context, seq uint64, out chan<- pre
 	}
 }
 
-// publish sends records from next on, keeping up to Window unacknowledged;
-// each message expects the stream's last sequence to be the one before it,
-// so none can land out of order.
+// publish sends records from next on, keeping up to Window sent and not
+// yet acknowledged; each message expects the stream's last sequence to be
+// the one before it, so none can land out of order.
+//
+// Only one message in ackEvery (and the last before the publisher waits)
+// asks for an ack; the others are plain publishes to the stream's subject.
+// An ack for the message of seq s at stream sequence base+s+1 proves that
+// every message before it landed, in order: each expected its
+// predecessor's sequence, so one refused (and not stored) would have made
+// every later one, the acked one too, fail the same check. A failed check
+// is the acked message's error, and the publisher resynchronises from the
+// stream. Acks are a reply message each, encoded and decoded as JSON;
+// asking for one per record cost more CPU than storing the record.
 func (p *Publisher) publish(ctx context.Context, next, lastStreamSeq uint64) error {
 	pctx, cancel := context.WithCancel(ctx)
 	in := make(chan prepared, min(p.cfg.Window, 1024))
@@ -331,15 +343,18 @@ func (p *Publisher) publish(ctx context.Context, next, lastStreamSeq uint64) err
 		}
 	}()
 	var (
-		queue     []inflight
+		queue     []inflight // the messages that asked for an ack, in order
+		sent      = next     // the seq after the last message sent
+		sinceAck  int
 		lastWrite time.Time
 		timer     = time.NewTimer(time.Hour)
 	)
 	defer timer.Stop()
+	ackEvery := max(1, min(p.cfg.Window/4, maxAckEvery))
 	base := lastStreamSeq - next // stream seq of record s is base+s+1 (mod 2^64)
 	for {
 	fill:
-		for len(queue) < p.cfg.Window {
+		for sent-p.published.Load() < uint64(p.cfg.Window) {
 			var (
 				pr prepared
 				ok bool
@@ -366,11 +381,24 @@ func (p *Publisher) publish(ctx context.Context, next, lastStreamSeq uint64) err
 			if pr.err != nil {
 				return pr.err
 			}
-			f, err := p.js.PublishMsgAsync(pr.msg, jetstream.WithMsgID(pr.id), jetstream.WithExpectLastSequence(base+pr.seq))
-			if err != nil {
-				return fmt.Errorf("publish record %d: %w", pr.seq, err)
+			sinceAck++
+			// The last message before the publisher waits (for input or
+			// for the window) always asks for an ack.
+			if sinceAck >= ackEvery || len(in) == 0 || sent+1-p.published.Load() >= uint64(p.cfg.Window) {
+				f, err := p.js.PublishMsgAsync(pr.msg, jetstream.WithMsgID(pr.id), jetstream.WithExpectLastSequence(base+pr.seq))
+				if err != nil {
+					return fmt.Errorf("publish record %d: %w", pr.seq, err)
+				}
+				queue = append(queue, inflight{seq: pr.seq, future: f})
+				sinceAck = 0
+			} else {
+				pr.msg.Header[jetstream.MsgIDHeader] = []string{pr.id}
+				pr.msg.Header[jetstream.ExpectedLastSeqHeader] = []string{strconv.FormatUint(base+pr.seq, 10)}
+				if err := p.cfg.Conn.PublishMsg(pr.msg); err != nil {
+					return fmt.Errorf("publish record %d: %w", pr.seq, err)
+				}
 			}
-			queue = append(queue, inflight{seq: pr.seq, future: f})
+			sent = pr.seq + 1
 		}
 		head := queue[0]
 		timer.Reset(2 * p.cfg.AckTimeout) // a guard: the client times acks out itself

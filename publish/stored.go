@@ -65,8 +65,12 @@ func (e Encoder) AppendStored(dst, stored []byte) ([]byte, *record.Record, error
 
 // storedHead reads the envelope's fields from stored bytes: the header,
 // and the body's id, source name and table, op, key and occurred_at
-// literal. ok is false for anything it does not expect, which Decode then
-// reads (and refuses, if it is not a record).
+// literal. The body is the log's own canonical encoding (checked against
+// its frame checksum when read), whose members come in a fixed order
+// (record.AppendBody) with occurred_at last, so the fields are read from
+// its two ends and the images between are not walked at all. ok is false
+// for anything else, which Decode then reads (and refuses, if it is not a
+// record).
 func storedHead(stored []byte) (head *record.Record, occurredAt []byte, ok bool) {
 	seq, err := record.Seq(stored)
 	if err != nil {
@@ -77,53 +81,67 @@ func storedHead(stored []byte) (head *record.Record, occurredAt []byte, ok bool)
 		return nil, nil, false
 	}
 	body := stored[record.HeaderSize:]
-	if len(body) < 2 || body[0] != '{' || body[len(body)-1] != '}' {
+	// The end: ,"occurred_at":"<RFC 3339 time>"} (a time has no quote or
+	// backslash in it).
+	const timeMember = `,"occurred_at":`
+	if len(body) < 2 || body[len(body)-1] != '}' || body[len(body)-2] != '"' {
 		return nil, nil, false
 	}
+	open := bytes.LastIndexByte(body[:len(body)-2], '"')
+	if open < len(timeMember) || !bytes.Equal(body[open-len(timeMember):open], []byte(timeMember)) ||
+		bytes.IndexByte(body[open:len(body)-1], '\\') >= 0 {
+		return nil, nil, false
+	}
+	occurredAt = body[open : len(body)-1]
+	// The start: {"id":…,"source":{"name":…,"kind":…[,"database":…][,"schema":…],"table":…},"op":…,"key":{…}
 	head = &record.Record{Seq: seq, RecordedAt: recordedAt}
-	var id, op, name, table []byte
-	str := func(v int, into *[]byte) (int, error) {
+	i := 0
+	str := func(prefix string) (string, bool) {
+		if !bytes.HasPrefix(body[i:], []byte(prefix)) {
+			return "", false
+		}
+		v := i + len(prefix)
 		end, _, err := jsonscan.Str(body, v)
-		if err == nil {
-			*into = body[v:end]
+		if err != nil {
+			return "", false
 		}
-		return end, err
+		i = end
+		return jsonscan.Unquote(body[v:end]), true
 	}
-	end, err := jsonscan.Members(body, 0, 0, func(lit []byte, v int) (int, error) {
-		switch string(lit) {
-		case `"id"`:
-			return str(v, &id)
-		case `"op"`:
-			return str(v, &op)
-		case `"occurred_at"`:
-			return str(v, &occurredAt)
-		case `"key"`:
-			end, err := jsonscan.Skip(body, v, 1)
-			if err == nil {
-				head.Key = body[v:end:end]
-			}
-			return end, err
-		case `"source"`:
-			if jsonscan.Kind(body, v) != jsonscan.Object {
-				return 0, jsonscan.ErrSyntax
-			}
-			return jsonscan.Members(body, v, 1, func(lit []byte, v int) (int, error) {
-				switch string(lit) {
-				case `"name"`:
-					return str(v, &name)
-				case `"table"`:
-					return str(v, &table)
-				}
-				return jsonscan.Skip(body, v, 2)
-			})
+	optional := func(prefix string) bool {
+		if !bytes.HasPrefix(body[i:], []byte(prefix)) {
+			return true
 		}
-		return jsonscan.Skip(body, v, 1)
-	})
-	if err != nil || end != len(body) || id == nil || op == nil || name == nil || table == nil || head.Key == nil || occurredAt == nil ||
-		bytes.IndexByte(occurredAt, '\\') >= 0 {
+		_, ok := str(prefix)
+		return ok
+	}
+	var okID, okName, okKind, okTable, okOp bool
+	if head.ID, okID = str(`{"id":`); !okID {
 		return nil, nil, false
 	}
-	head.ID, head.Op = jsonscan.Unquote(id), record.Op(jsonscan.Unquote(op))
-	head.Source.Name, head.Source.Table = jsonscan.Unquote(name), jsonscan.Unquote(table)
+	if head.Source.Name, okName = str(`,"source":{"name":`); !okName {
+		return nil, nil, false
+	}
+	if _, okKind = str(`,"kind":`); !okKind || !optional(`,"database":`) || !optional(`,"schema":`) {
+		return nil, nil, false
+	}
+	if head.Source.Table, okTable = str(`,"table":`); !okTable {
+		return nil, nil, false
+	}
+	var op string
+	if op, okOp = str(`},"op":`); !okOp {
+		return nil, nil, false
+	}
+	head.Op = record.Op(op)
+	const keyMember = `,"key":`
+	if !bytes.HasPrefix(body[i:], []byte(keyMember)) {
+		return nil, nil, false
+	}
+	v := i + len(keyMember)
+	end, err := jsonscan.Skip(body, v, 1)
+	if err != nil || jsonscan.Kind(body, v) != jsonscan.Object || end > open-len(timeMember) {
+		return nil, nil, false
+	}
+	head.Key = body[v:end:end]
 	return head, occurredAt, true
 }

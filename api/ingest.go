@@ -52,7 +52,8 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request) {
 		writeError(w, tooBig.status(), tooBig)
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	body, err := s.readBody(w, r)
+	defer s.bodies.Put(&body) // nothing parsed from it points into it
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -104,6 +105,35 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, struct {
 		Records []stele.Appended `json:"records"`
 	}{res})
+}
+
+// readBody reads the request body into a reused buffer, sized once from
+// Content-Length when the client sent one: io.ReadAll would grow a fresh
+// buffer by doubling, copying a 512 KiB batch about twice over and leaving
+// a megabyte of garbage per request.
+func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
+	var buf []byte
+	if p, ok := s.bodies.Get().(*[]byte); ok {
+		buf = (*p)[:0]
+	}
+	if n := r.ContentLength; n > 0 && int64(cap(buf)) < n+1 {
+		// One byte more, so that reading to EOF needs no second buffer.
+		buf = make([]byte, 0, n+1)
+	}
+	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return buf, err
+		}
+	}
 }
 
 // parseBatch validates every item and rejects ids repeated inside the

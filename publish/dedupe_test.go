@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stele/stele/publish"
@@ -20,16 +21,7 @@ func TestDuplicateWindowBounded(t *testing.T) {
 	store := openLog(t, filepath.Join(dir, "log"))
 	defer store.Close()
 	appendRange(t, store, 0, 50, 25)
-	emb, err := publish.StartEmbedded(publish.EmbeddedConfig{Dir: filepath.Join(dir, "nats")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emb.Shutdown()
-	nc, err := emb.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := embeddedConn(t, filepath.Join(dir, "nats"))
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
@@ -64,4 +56,21 @@ func TestDuplicateWindowBounded(t *testing.T) {
 	if w := window("OLD"); w != publish.DedupeWindow {
 		t.Errorf("existing stream's duplicate window %v after the publisher opened it, want %v", w, publish.DedupeWindow)
 	}
+}
+
+// embeddedConn starts an embedded NATS server with its store in dir and
+// connects to it; both end with the test.
+func embeddedConn(t testing.TB, dir string) *nats.Conn {
+	t.Helper()
+	emb, err := publish.StartEmbedded(publish.EmbeddedConfig{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emb.Shutdown)
+	nc, err := emb.Connect()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }

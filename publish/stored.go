@@ -2,8 +2,6 @@ package publish
 
 import (
 	"bytes"
-	"fmt"
-	"net/url"
 	"strconv"
 
 	"github.com/stele/stele/internal/jsonscan"
@@ -31,30 +29,14 @@ func (e Encoder) AppendStored(dst, stored []byte) ([]byte, *record.Record, error
 		dst, err = e.Append(dst, rec)
 		return dst, rec, err
 	}
-	key, err := record.KeyString(head.Key)
-	if err != nil {
-		return dst, nil, fmt.Errorf("record %d: key: %w", head.Seq, err)
-	}
-	src := e.Source
-	if src == "" {
-		src = "stele://stele.local/log"
-	}
 	body := stored[record.HeaderSize:]
-	dst = append(dst, `{"specversion":"1.0","id":`...)
-	dst = appendString(dst, head.ID)
-	dst = append(dst, `,"source":`...)
-	dst = appendString(dst, src+"/"+url.PathEscape(head.Source.Name))
-	dst = append(dst, `,"type":`...)
-	dst = appendString(dst, TypePrefix+string(head.Op))
-	dst = append(dst, `,"subject":`...)
-	dst = appendString(dst, head.Source.Table+"/"+key)
 	// The stored time is already RFC 3339 with nanoseconds in UTC, the
 	// form appendTime writes.
-	dst = append(dst, `,"time":`...)
-	dst = append(dst, occurredAt...)
-	dst = append(dst, `,"datacontenttype":"application/json","stelseq":"`...)
-	dst = strconv.AppendUint(dst, head.Seq, 10)
-	dst = append(dst, `","data":{"seq":`...)
+	dst, err := e.appendEnvelope(dst, head, occurredAt)
+	if err != nil {
+		return dst, nil, err
+	}
+	dst = append(dst, `{"seq":`...)
 	dst = strconv.AppendUint(dst, head.Seq, 10)
 	dst = append(dst, ',')
 	dst = append(dst, body[1:len(body)-1]...)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/stele/stele/publish"
@@ -23,8 +24,10 @@ type StreamResults struct {
 	// append until the last record was acknowledged.
 	PublishedSec float64
 	// OffPeakRSS and OnPeakRSS are the median peak RSS of each mode's
-	// runs, in bytes (0 where the peak cannot be reset per run).
-	OffPeakRSS, OnPeakRSS int64
+	// runs, in bytes, and OffRSSRange and OnRSSRange their lowest and
+	// highest.
+	OffPeakRSS, OnPeakRSS   int64
+	OffRSSRange, OnRSSRange [2]int64
 	// Rounds is how many alternating rounds the medians are of.
 	Rounds int
 	// RSSLabel says what the RSS figures are.
@@ -37,7 +40,8 @@ func (s *StreamResults) Lines() []string {
 		fmt.Sprintf("ingest, lineage stream on  %10.0f records/s durable   (%.2fx the same run with it off at %.0f records/s; full stack, batches of 1,000, median of %d)",
 			s.OnSec, s.OnSec/s.OffSec, s.OffSec, s.Rounds),
 		fmt.Sprintf("lineage stream published   %10.0f records/s acked     (%.2fx the ingest rate with it on)", s.PublishedSec, s.PublishedSec/s.OnSec),
-		fmt.Sprintf("peak RSS, stream on / off  %s / %s (median of each mode's runs, %s)", mib(s.OnPeakRSS), mib(s.OffPeakRSS), s.RSSLabel),
+		fmt.Sprintf("peak RSS, stream on / off  %s / %s (median of each mode's runs; on %s-%s, off %s-%s; %s)", mib(s.OnPeakRSS), mib(s.OffPeakRSS),
+			mib(s.OnRSSRange[0]), mib(s.OnRSSRange[1]), mib(s.OffRSSRange[0]), mib(s.OffRSSRange[1]), s.RSSLabel),
 	}
 }
 
@@ -71,7 +75,8 @@ func StreamIngest(ctx context.Context, opts Options, rounds int) (*StreamResults
 		}
 	}
 	return &StreamResults{OffSec: medianOf(off), OnSec: medianOf(on), PublishedSec: medianOf(pub),
-		OffPeakRSS: medianOf(offRSS), OnPeakRSS: medianOf(onRSS), Rounds: rounds, RSSLabel: rss.Label()}, nil
+		OffPeakRSS: medianOf(offRSS), OnPeakRSS: medianOf(onRSS), Rounds: rounds, RSSLabel: rss.Label(),
+		OffRSSRange: [2]int64{slices.Min(offRSS), slices.Max(offRSS)}, OnRSSRange: [2]int64{slices.Min(onRSS), slices.Max(onRSS)}}, nil
 }
 
 // streamRun appends opts.Throughput records to a fresh stack and returns

@@ -1,0 +1,63 @@
+package api_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// TestBodyBufferReuse: ingest reuses its body buffers across requests, and
+// nothing of one request shows in the next: a large batch, then a shorter
+// one sent without Content-Length (chunked) into the same buffer, then a
+// malformed one whose error names its own bytes; every stored record is
+// the one sent.
+func TestBodyBufferReuse(t *testing.T) {
+	e := newEnv(t)
+	big := make([]string, 200)
+	for i := range big {
+		big[i] = rec(i, fmt.Sprintf(`"id":"big-%d","cause":{"note":%q}`, i, strings.Repeat("b", 200)))
+	}
+	if r := e.post(t, "application/json", "["+strings.Join(big, ",")+"]"); r.status != http.StatusCreated {
+		t.Fatalf("large batch: %d %s", r.status, r.body)
+	}
+	// An io.Reader that is not a bytes.Reader leaves ContentLength unknown,
+	// so the client sends the body chunked.
+	small := "[" + rec(1000, `"id":"small-0"`) + "," + rec(1001, `"id":"small-1"`) + "]"
+	req, err := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/records", io.MultiReader(strings.NewReader(small)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := e.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated || req.ContentLength > 0 {
+		t.Fatalf("chunked small batch (content length %d): %d %s", req.ContentLength, resp.StatusCode, b)
+	}
+	if r := e.post(t, "application/json", `[`+rec(2000, `"id":"bad"`)+`,{"op":]`); r.status != http.StatusBadRequest ||
+		!strings.Contains(string(r.body), "malformed JSON") {
+		t.Fatalf("malformed batch after the others: %d %s", r.status, r.body)
+	}
+	got := e.get(t, "/v1/records?limit=500").json(t)["records"].([]any)
+	if len(got) != 202 {
+		t.Fatalf("%d records stored, want 202", len(got))
+	}
+	for _, r := range got {
+		m := r.(map[string]any)
+		id := m["id"].(string)
+		after := fmt.Sprint(m["after"])
+		switch {
+		case strings.HasPrefix(id, "small-"):
+			if m["cause"] != nil || !strings.Contains(after, "100") {
+				t.Errorf("record %s holds %v: bytes of another request", id, m)
+			}
+		case !strings.HasPrefix(id, "big-"):
+			t.Errorf("unexpected record %s", id)
+		}
+	}
+}

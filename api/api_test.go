@@ -112,6 +112,12 @@ func (e *env) doWith(t testing.TB, method, path string, hdr map[string]string, b
 	for k, v := range hdr {
 		req.Header.Set(k, v)
 	}
+	return e.send(t, req)
+}
+
+// send sends req and reads the whole answer.
+func (e *env) send(t testing.TB, req *http.Request) response {
+	t.Helper()
 	resp, err := e.srv.Client().Do(req)
 	if err != nil {
 		t.Fatal(err)
@@ -125,6 +131,18 @@ func (e *env) doWith(t testing.TB, method, path string, hdr map[string]string, b
 }
 
 func (e *env) get(t *testing.T, path string) response { return e.do(t, http.MethodGet, path, "", nil) }
+
+// postChunked posts a JSON body of unknown length (a reader other than
+// the bytes and strings readers), which the client sends chunked.
+func (e *env) postChunked(t testing.TB, body io.Reader) response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/records", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	return e.send(t, req)
+}
 
 func (e *env) post(t testing.TB, contentType, body string) response {
 	return e.do(t, http.MethodPost, "/v1/records", contentType, []byte(body))
@@ -648,19 +666,9 @@ func TestAppendErrors(t *testing.T) {
 func TestOversizedChunkedBody(t *testing.T) {
 	e := newEnv(t, func(c *api.Config) { c.MaxBodyBytes = 1024 })
 	// Without a Content-Length the limit is enforced while reading.
-	body := io.MultiReader(strings.NewReader("["+rec(1, "")), strings.NewReader(strings.Repeat(" ", 2048)+"]"))
-	req, err := http.NewRequest(http.MethodPost, e.srv.URL+"/v1/records", body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := e.srv.Client().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusRequestEntityTooLarge {
-		t.Fatalf("status %d, want 413", resp.StatusCode)
+	r := e.postChunked(t, io.MultiReader(strings.NewReader("["+rec(1, "")), strings.NewReader(strings.Repeat(" ", 2048)+"]")))
+	if r.status != http.StatusRequestEntityTooLarge {
+		t.Fatalf("status %d, want 413", r.status)
 	}
 	if e.store.Size() != 0 {
 		t.Fatal("oversized body appended")

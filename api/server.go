@@ -15,6 +15,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -156,6 +157,9 @@ type Server struct {
 	metrics *metrics
 	streams streams // live streams, ended by CloseStreams (sse.go)
 	follow  *follow.Metrics
+	// bodies are request-body buffers of ingest, reused across requests
+	// (ingest.go readBody).
+	bodies sync.Pool
 }
 
 // New builds the API handler. It panics if cfg.Log is nil, a wiring mistake

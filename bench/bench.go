@@ -62,8 +62,11 @@ type Options struct {
 	// HTTPRounds is how many alternating rounds the HTTP ingest figure
 	// takes the median of (3).
 	HTTPRounds int
+	// StreamRounds is how many alternating rounds (stream on and off) the
+	// lineage stream figure takes the median of (3).
+	StreamRounds int
 	// Only, when set, names the phases to run (baseline, append, http,
-	// concurrent, pii, erase, capture, dynamodb, mysql, build, verify,
+	// stream, concurrent, pii, erase, capture, dynamodb, mysql, build, verify,
 	// query); verify and query need build.
 	Only []string
 	// SkipMySQL leaves out the MariaDB capture figures, which start a
@@ -147,6 +150,8 @@ type Results struct {
 	DynamoDBSkipped string
 	// HTTP is nil when its phase was not run.
 	HTTP *HTTPResults
+	// Stream is nil when its phase was not run.
+	Stream *StreamResults
 	// MySQL is nil when the MariaDB capture figures were skipped, and
 	// MySQLSkipped then says why.
 	MySQL        *MySQLResults
@@ -219,6 +224,15 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 				return err
 			}
 			for _, l := range res.HTTP.Lines() {
+				fmt.Fprintln(out, l)
+			}
+			return nil
+		}},
+		{"stream", func() (err error) {
+			if res.Stream, err = StreamIngest(ctx, opts, opts.StreamRounds); err != nil {
+				return err
+			}
+			for _, l := range res.Stream.Lines() {
 				fmt.Fprintln(out, l)
 			}
 			return nil

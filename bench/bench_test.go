@@ -18,7 +18,7 @@ import (
 // positive numbers and print its line.
 func TestRunSmall(t *testing.T) {
 	var out bytes.Buffer
-	res, err := Run(context.Background(), Options{Dir: t.TempDir(), Records: 20_000, Throughput: 6_000, Clients: 16, Queries: 200,
+	res, err := Run(context.Background(), Options{Dir: t.TempDir(), Records: 20_000, Throughput: 6_000, Clients: 16, Queries: 200, StreamRounds: 1,
 		EraseRecords: 3_000, Out: &out, Capture: CaptureOptions{Changes: 2_000, LatencyRate: 100, LatencyFor: time.Second, TxInserts: 4_000, TxRows: 1_000},
 		DynamoDB: DynamoDBOptions{Items: 1_000, Rounds: 2},
 		MySQL:    MySQLOptions{Changes: 1_000, Rounds: 2, LatencyFor: time.Second, BigMB: 1}})
@@ -31,6 +31,9 @@ func TestRunSmall(t *testing.T) {
 		if v <= 0 {
 			t.Errorf("%s figure is %v", name, v)
 		}
+	}
+	if s := res.Stream; s == nil || s.OnSec <= 0 || s.OffSec <= 0 || s.PublishedSec <= 0 || s.OnPeakRSS <= 0 || s.OffPeakRSS <= 0 {
+		t.Errorf("stream figures %+v", res.Stream)
 	}
 	if res.HistoryP50 <= 0 || res.HistoryP99 < res.HistoryP50 {
 		t.Errorf("history percentiles %v/%v", res.HistoryP50, res.HistoryP99)

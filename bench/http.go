@@ -91,7 +91,7 @@ func HTTPIngest(ctx context.Context, opts Options, rounds int) (*HTTPResults, er
 	return res, nil
 }
 
-func medianOf(v []float64) float64 {
+func medianOf[T int64 | float64](v []T) T {
 	s := slices.Clone(v)
 	slices.Sort(s)
 	return s[len(s)/2]

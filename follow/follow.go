@@ -114,6 +114,61 @@ func New(log Log, opts Options) *Follower {
 // (that error, unchanged), or when a record cannot be read (*ReadError).
 // A from past the end of the log is ErrAhead.
 func (f *Follower) Run(ctx context.Context, from uint64, fn func(context.Context, Batch) error) error {
+	recs := make([]*record.Record, 0, min(f.opts.Batch, 256))
+	return f.run(ctx, from, func(seq uint64) error {
+		r, err := f.read(seq)
+		if err == nil {
+			recs = append(recs, r)
+		}
+		return err
+	}, func(ctx context.Context, size uint64) error {
+		err := fn(ctx, Batch{Records: recs, Size: size})
+		clear(recs) // the consumer may keep records; the follower does not
+		recs = recs[:0]
+		return err
+	})
+}
+
+// RawBatch is what RunRaw's fn receives: the stored bytes (record.Encode's
+// form, checked against their frame checksum and seq) of consecutive
+// records in log order.
+type RawBatch struct {
+	// From is the seq of Records[0]; Records[i] is the record at From+i.
+	// The slice is reused after fn returns; the byte slices are not.
+	From    uint64
+	Records [][]byte
+	// Size is the log's size when the batch was read.
+	Size uint64
+}
+
+// RunRaw is Run for a consumer that reads the stored bytes itself instead
+// of a decoded record: the lineage publisher splices them into its events,
+// and decoding each record only to encode it again cost it a quarter of
+// its CPU.
+func (f *Follower) RunRaw(ctx context.Context, from uint64, fn func(context.Context, RawBatch) error) error {
+	recs := make([][]byte, 0, min(f.opts.Batch, 256))
+	first := from
+	return f.run(ctx, from, func(seq uint64) error {
+		if len(recs) == 0 {
+			first = seq
+		}
+		raw, err := f.log.ReadRaw(seq)
+		if err != nil {
+			return &ReadError{Seq: seq, Err: err}
+		}
+		recs = append(recs, raw)
+		return nil
+	}, func(ctx context.Context, size uint64) error {
+		err := fn(ctx, RawBatch{From: first, Records: recs, Size: size})
+		clear(recs)
+		recs = recs[:0]
+		return err
+	})
+}
+
+// run is the loop of Run and RunRaw: read collects the record at seq into
+// the batch, and deliver hands the batch to the consumer and empties it.
+func (f *Follower) run(ctx context.Context, from uint64, read func(seq uint64) error, deliver func(ctx context.Context, size uint64) error) error {
 	var pos *position
 	if f.opts.Metrics != nil {
 		pos = f.opts.Metrics.track(f.opts.Name, f.log, from)
@@ -126,7 +181,6 @@ func (f *Follower) Run(ctx context.Context, from uint64, fn func(context.Context
 		idle = t.C
 	}
 	next := from
-	recs := make([]*record.Record, 0, min(f.opts.Batch, 256))
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -149,18 +203,14 @@ func (f *Follower) Run(ctx context.Context, from uint64, fn func(context.Context
 			continue
 		}
 		n := min(size-next, uint64(f.opts.Batch))
-		recs = recs[:0]
 		for seq := next; seq < next+n; seq++ {
-			r, err := f.read(seq)
-			if err != nil {
+			if err := read(seq); err != nil {
 				return err
 			}
-			recs = append(recs, r)
 		}
-		if err := fn(ctx, Batch{Records: recs, Size: size}); err != nil {
+		if err := deliver(ctx, size); err != nil {
 			return err
 		}
-		clear(recs) // the consumer may keep records; the follower does not
 		next += n
 		if pos != nil {
 			pos.advance(next, n)

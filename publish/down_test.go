@@ -96,16 +96,7 @@ func (b *syncBuffer) String() string {
 // publisher checks the stream's last message against its own log.
 func TestForeignStreamRefused(t *testing.T) {
 	dir := t.TempDir()
-	emb, err := publish.StartEmbedded(publish.EmbeddedConfig{Dir: filepath.Join(dir, "nats")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer emb.Shutdown()
-	nc, err := emb.Connect()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	nc := embeddedConn(t, filepath.Join(dir, "nats"))
 
 	a := openLog(t, filepath.Join(dir, "a"))
 	defer a.Close()

@@ -61,6 +61,23 @@ type Encoder struct {
 // application/json; stelseq = the record's seq as a decimal string (a
 // CloudEvents Integer is 32-bit, a seq is 64-bit); data.
 func (e Encoder) Append(dst []byte, r *record.Record) ([]byte, error) {
+	dst, err := e.appendEnvelope(dst, r, nil)
+	if err != nil {
+		return dst, err
+	}
+	if e.Format == FormatDebezium {
+		dst = appendDebezium(dst, r)
+	} else {
+		dst = record.AppendJSON(dst, r)
+	}
+	return append(dst, '}'), nil
+}
+
+// appendEnvelope writes the event's attributes up to and including
+// `"data":`, from r's envelope fields (ID, Seq, Source.Name, Source.Table,
+// Op, Key, and OccurredAt unless timeLit, the stored time literal, is
+// given).
+func (e Encoder) appendEnvelope(dst []byte, r *record.Record, timeLit []byte) ([]byte, error) {
 	key, err := record.KeyString(r.Key)
 	if err != nil {
 		return dst, fmt.Errorf("record %d: key: %w", r.Seq, err)
@@ -78,16 +95,14 @@ func (e Encoder) Append(dst []byte, r *record.Record) ([]byte, error) {
 	dst = append(dst, `,"subject":`...)
 	dst = appendString(dst, r.Source.Table+"/"+key)
 	dst = append(dst, `,"time":`...)
-	dst = appendTime(dst, r.OccurredAt)
+	if timeLit != nil {
+		dst = append(dst, timeLit...)
+	} else {
+		dst = appendTime(dst, r.OccurredAt)
+	}
 	dst = append(dst, `,"datacontenttype":"application/json","stelseq":"`...)
 	dst = strconv.AppendUint(dst, r.Seq, 10)
-	dst = append(dst, `","data":`...)
-	if e.Format == FormatDebezium {
-		dst = appendDebezium(dst, r)
-	} else {
-		dst = record.AppendJSON(dst, r)
-	}
-	return append(dst, '}'), nil
+	return append(dst, `","data":`...), nil
 }
 
 // DebeziumOp maps a Stele op to Debezium's: insert c, update u, delete d,

@@ -27,6 +27,15 @@ const (
 	DefaultRetryWait  = 500 * time.Millisecond
 	maxRetryWait      = 30 * time.Second
 	cursorEvery       = time.Second
+	// DedupeWindow is the stream's duplicate window (JetStream's default
+	// is two minutes). JetStream remembers every Nats-Msg-Id for that
+	// long, about 120 bytes each: at 100k records/s two minutes is over a
+	// gigabyte. Duplicates are ruled out by the expected last sequence
+	// each message carries, not by the ids, so the window only has to
+	// catch a resend within moments of the original.
+	DedupeWindow = time.Second
+	// maxAckEvery bounds the messages per ack (see publish).
+	maxAckEvery = 256
 )
 
 // HeaderSeq carries a message's record seq, so the publisher can resume
@@ -191,6 +200,7 @@ func (p *Publisher) ensureStream(ctx context.Context) (jetstream.Stream, error) 
 			Subjects:    []string{p.cfg.SubjectPrefix + ".>"},
 			Storage:     jetstream.FileStorage,
 			Replicas:    p.cfg.Replicas,
+			Duplicates:  DedupeWindow,
 		})
 		if err == nil {
 			p.cfg.Logger.Info("lineage stream: created JetStream stream", "stream", p.cfg.Stream, "subjects", p.cfg.SubjectPrefix+".>")
@@ -198,6 +208,16 @@ func (p *Publisher) ensureStream(ctx context.Context) (jetstream.Stream, error) 
 	}
 	if err != nil {
 		return nil, fmt.Errorf("open JetStream stream %s: %w", p.cfg.Stream, err)
+	}
+	if cfg := st.CachedInfo().Config; cfg.Duplicates > DedupeWindow {
+		// A stream created by an earlier version keeps two minutes of
+		// ids; narrowing the window changes nothing else.
+		was := cfg.Duplicates
+		cfg.Duplicates = DedupeWindow
+		if _, err := p.js.UpdateStream(cctx, cfg); err != nil {
+			return nil, fmt.Errorf("narrow the duplicate window of JetStream stream %s: %w", p.cfg.Stream, err)
+		}
+		p.cfg.Logger.Info("lineage stream: narrowed the stream's duplicate window", "stream", p.cfg.Stream, "from", was, "to", DedupeWindow)
 	}
 	return st, nil
 }
@@ -270,16 +290,18 @@ type prepared struct {
 // a gap).
 func (p *Publisher) prepareAhead(ctx context.Context, seq uint64, out chan<- prepared) {
 	defer close(out)
-	var buf []byte
 	// The follower reports no metrics itself: its position is what was
 	// prepared, while the publisher's lag is what JetStream acknowledged
 	// (Run observes that instead).
 	f := follow.New(p.cfg.Log, follow.Options{Name: "publish"})
-	err := f.Run(ctx, seq, func(ctx context.Context, b follow.Batch) error {
-		for _, rec := range b.Records {
-			msg, err := p.message(rec, &buf)
+	err := f.RunRaw(ctx, seq, func(ctx context.Context, b follow.RawBatch) error {
+		for i, stored := range b.Records {
+			msg, rec, err := p.message(stored)
 			if err != nil {
-				return err
+				return fmt.Errorf("encode record %d: %w", b.From+uint64(i), err)
+			}
+			if rec.Seq != b.From+uint64(i) {
+				return fmt.Errorf("encode record %d: the stored record names seq %d", b.From+uint64(i), rec.Seq)
 			}
 			select {
 			case out <- prepared{seq: rec.Seq, msg: msg, id: rec.ID}:
@@ -298,9 +320,19 @@ func (p *Publisher) prepareAhead(ctx context.Context, seq uint64, out chan<- pre
 	}
 }
 
-// publish sends records from next on, keeping up to Window unacknowledged;
-// each message expects the stream's last sequence to be the one before it,
-// so none can land out of order.
+// publish sends records from next on, keeping up to Window sent and not
+// yet acknowledged; each message expects the stream's last sequence to be
+// the one before it, so none can land out of order.
+//
+// Only one message in ackEvery (and the last before the publisher waits)
+// asks for an ack; the others are plain publishes to the stream's subject.
+// An ack for the message of seq s at stream sequence base+s+1 proves that
+// every message before it landed, in order: each expected its
+// predecessor's sequence, so one refused (and not stored) would have made
+// every later one, the acked one too, fail the same check. A failed check
+// is the acked message's error, and the publisher resynchronises from the
+// stream. Acks are a reply message each, encoded and decoded as JSON;
+// asking for one per record cost more CPU than storing the record.
 func (p *Publisher) publish(ctx context.Context, next, lastStreamSeq uint64) error {
 	pctx, cancel := context.WithCancel(ctx)
 	in := make(chan prepared, min(p.cfg.Window, 1024))
@@ -311,15 +343,18 @@ func (p *Publisher) publish(ctx context.Context, next, lastStreamSeq uint64) err
 		}
 	}()
 	var (
-		queue     []inflight
+		queue     []inflight // the messages that asked for an ack, in order
+		sent      = next     // the seq after the last message sent
+		sinceAck  int
 		lastWrite time.Time
 		timer     = time.NewTimer(time.Hour)
 	)
 	defer timer.Stop()
+	ackEvery := max(1, min(p.cfg.Window/4, maxAckEvery))
 	base := lastStreamSeq - next // stream seq of record s is base+s+1 (mod 2^64)
 	for {
 	fill:
-		for len(queue) < p.cfg.Window {
+		for sent-p.published.Load() < uint64(p.cfg.Window) {
 			var (
 				pr prepared
 				ok bool
@@ -346,11 +381,24 @@ func (p *Publisher) publish(ctx context.Context, next, lastStreamSeq uint64) err
 			if pr.err != nil {
 				return pr.err
 			}
-			f, err := p.js.PublishMsgAsync(pr.msg, jetstream.WithMsgID(pr.id), jetstream.WithExpectLastSequence(base+pr.seq))
-			if err != nil {
-				return fmt.Errorf("publish record %d: %w", pr.seq, err)
+			sinceAck++
+			// The last message before the publisher waits (for input or
+			// for the window) always asks for an ack.
+			if sinceAck >= ackEvery || len(in) == 0 || sent+1-p.published.Load() >= uint64(p.cfg.Window) {
+				f, err := p.js.PublishMsgAsync(pr.msg, jetstream.WithMsgID(pr.id), jetstream.WithExpectLastSequence(base+pr.seq))
+				if err != nil {
+					return fmt.Errorf("publish record %d: %w", pr.seq, err)
+				}
+				queue = append(queue, inflight{seq: pr.seq, future: f})
+				sinceAck = 0
+			} else {
+				pr.msg.Header[jetstream.MsgIDHeader] = []string{pr.id}
+				pr.msg.Header[jetstream.ExpectedLastSeqHeader] = []string{strconv.FormatUint(base+pr.seq, 10)}
+				if err := p.cfg.Conn.PublishMsg(pr.msg); err != nil {
+					return fmt.Errorf("publish record %d: %w", pr.seq, err)
+				}
 			}
-			queue = append(queue, inflight{seq: pr.seq, future: f})
+			sent = pr.seq + 1
 		}
 		head := queue[0]
 		timer.Reset(2 * p.cfg.AckTimeout) // a guard: the client times acks out itself
@@ -374,18 +422,19 @@ func (p *Publisher) publish(ctx context.Context, next, lastStreamSeq uint64) err
 	}
 }
 
-func (p *Publisher) message(rec *record.Record, buf *[]byte) (*nats.Msg, error) {
-	var err error
-	*buf, err = p.cfg.Encoder.Append((*buf)[:0], rec)
+// message builds the message of a stored record. Its data is allocated
+// once, at about its final size, and handed to the client, which keeps it
+// until the ack.
+func (p *Publisher) message(stored []byte) (*nats.Msg, *record.Record, error) {
+	data, rec, err := p.cfg.Encoder.AppendStored(make([]byte, 0, len(stored)+512), stored)
 	if err != nil {
-		return nil, fmt.Errorf("encode record %d: %w", rec.Seq, err)
+		return nil, nil, err
 	}
 	return &nats.Msg{
 		Subject: Subject(p.cfg.SubjectPrefix, rec),
-		// The client keeps a reference until the ack; the buffer is reused.
-		Data:   append([]byte(nil), *buf...),
-		Header: nats.Header{HeaderSeq: []string{strconv.FormatUint(rec.Seq, 10)}, "Content-Type": []string{ContentType}},
-	}, nil
+		Data:    data,
+		Header:  nats.Header{HeaderSeq: []string{strconv.FormatUint(rec.Seq, 10)}, "Content-Type": []string{ContentType}},
+	}, rec, nil
 }
 
 // saveCursor writes the cursor file when idle or at most once a second.

@@ -237,9 +237,7 @@ func objectMembers(data []byte, path string) ([]member, error) {
 }
 
 func (p *parser) members(data []byte, path string, opts ...jsontext.Options) ([]member, error) {
-	if cap(p.slab)-len(p.slab) < 12 {
-		p.slab = make([]member, 0, 32)
-	}
+	p.room()
 	if out, ok := p.scanMembers(data, path); ok {
 		return out, nil
 	}
@@ -248,10 +246,19 @@ func (p *parser) members(data []byte, path string, opts ...jsontext.Options) ([]
 	return p.decodeMembers(data, path, opts...)
 }
 
-func (p *parser) decodeMembers(data []byte, path string, opts ...jsontext.Options) ([]member, error) {
+// room makes sure the slab has space for an object's members. A new slab
+// is twice the size of the last, so that a Parser, which empties its slab
+// for each record, soon has one that holds all of a record's objects (a
+// record of the usual shape has about 25 members in all) instead of
+// allocating a fresh one for every record.
+func (p *parser) room() {
 	if cap(p.slab)-len(p.slab) < 12 {
-		p.slab = make([]member, 0, 32)
+		p.slab = make([]member, 0, max(32, 2*cap(p.slab)))
 	}
+}
+
+func (p *parser) decodeMembers(data []byte, path string, opts ...jsontext.Options) ([]member, error) {
+	p.room()
 	// A bytes.Buffer lets the decoder parse data in place, and member
 	// values are then slices of data (found by offset) rather than
 	// copies: data is the caller's and is not written to.
@@ -722,8 +729,43 @@ func stringArray(path string, v jsontext.Value) ([]string, error) {
 	if v.Kind() != '[' {
 		return nil, fieldErr(path, "expected an array of strings, got %s", kindName(v.Kind()))
 	}
-	// v is one value the decoder has already checked, so it is walked in
-	// place without the reflection of json.Unmarshal.
+	// v is one value already checked, so it is walked in place by the
+	// scanner; the decoder below is only for what the scanner refuses.
+	var out []string
+	_, err := jsonscan.Elements(v, 0, 0, func(i, at int) (int, error) {
+		end, err := jsonscan.Skip(v, at, 1)
+		if err != nil {
+			return 0, err
+		}
+		s, err := stringField(member{value: jsontext.Value(v[at:end])}, MaxNameBytes)
+		if err != nil {
+			// Named only now: the path costs an allocation per item.
+			_, err = stringField(member{parent: fmt.Sprintf("%s[%d]", path, i), value: jsontext.Value(v[at:end])}, MaxNameBytes)
+			return 0, &itemError{err}
+		}
+		out = append(out, s)
+		return end, nil
+	})
+	var ie *itemError
+	switch {
+	case errors.As(err, &ie):
+		return nil, ie.err
+	case err == nil:
+		if out == nil {
+			out = []string{}
+		}
+		return out, nil
+	}
+	return decodedStringArray(path, v)
+}
+
+// itemError carries an item's own error out of the scanner's walk, told
+// apart from the scanner's syntax errors.
+type itemError struct{ err error }
+
+func (e *itemError) Error() string { return e.err.Error() }
+
+func decodedStringArray(path string, v jsontext.Value) ([]string, error) {
 	dec := jsontext.NewDecoder(bytes.NewBuffer(v))
 	if _, err := dec.ReadToken(); err != nil {
 		return nil, fieldErr(path, "bad array: %v", err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -16,10 +17,15 @@ func runBench(ctx context.Context, args []string) error {
 	if len(args) > 0 && args[0] == "--http-load" {
 		return runBenchLoad(ctx, args)
 	}
-	opts, err := benchOptions(args)
+	opts, prof, err := benchOptions(args)
 	if err != nil {
 		return err
 	}
+	stopProfiles, err := prof.start()
+	if err != nil {
+		return err
+	}
+	defer stopProfiles()
 	opts.Out = os.Stdout
 	self, err := os.Executable()
 	if err != nil {
@@ -55,8 +61,8 @@ func runBenchLoad(ctx context.Context, args []string) error {
 
 // benchOptions parses bench's flags; --quick scales down what is not
 // given explicitly.
-func benchOptions(args []string) (bench.Options, error) {
-	fs := newFlagSet("bench", "[--records N] [--throughput N] [--clients N] [--queries N] [--erase-records N] [--capture=false] [--capture-changes N] [--capture-rounds N] [--capture-latency D] [--capture-big-mb N] [--capture-tx N] [--capture-tx-rows N] [--dynamodb=false] [--dynamodb-items N] [--dynamodb-rounds N] [--mysql=false] [--mysql-changes N] [--mysql-rounds N] [--mysql-latency D] [--mysql-big-mb N] [--http-rounds N] [--only PHASES] [--dir DIR] [--quick]")
+func benchOptions(args []string) (bench.Options, benchProfiles, error) {
+	fs := newFlagSet("bench", "[--records N] [--throughput N] [--clients N] [--queries N] [--erase-records N] [--capture=false] [--capture-changes N] [--capture-rounds N] [--capture-latency D] [--capture-big-mb N] [--capture-tx N] [--capture-tx-rows N] [--dynamodb=false] [--dynamodb-items N] [--dynamodb-rounds N] [--mysql=false] [--mysql-changes N] [--mysql-rounds N] [--mysql-latency D] [--mysql-big-mb N] [--http-rounds N] [--stream-rounds N] [--only PHASES] [--cpuprofile FILE] [--memprofile FILE] [--dir DIR] [--quick]")
 	records := fs.Int("records", 1_000_000, "records in the store used for the query and verify figures")
 	throughput := fs.Int("throughput", 300_000, "records written for each append figure")
 	clients := fs.Int("clients", 256, "concurrent single-record writers")
@@ -79,10 +85,14 @@ func benchOptions(args []string) (bench.Options, error) {
 	mysqlBigMB := fs.Int("mysql-big-mb", 8, "size in MiB of the one large MariaDB transaction whose capture's peak RSS is reported (-1: none; 1024 is slow)")
 	dir := fs.String("dir", "", "directory for the throwaway stores (default: a temp dir, removed afterwards)")
 	httpRounds := fs.Int("http-rounds", 3, "rounds of the HTTP ingest figure (each: in-process and HTTP, 1 and 4 producers, alternating); the median is reported")
-	only := fs.String("only", "", "run only these phases, comma-separated (baseline, append, http, concurrent, pii, erase, capture, dynamodb, build, verify, query)")
+	streamRounds := fs.Int("stream-rounds", 3, "rounds of the lineage stream figure (each: ingest with the stream off and on, alternating which goes first); the median is reported")
+	only := fs.String("only", "", "run only these phases, comma-separated (baseline, append, http, stream, concurrent, pii, erase, capture, dynamodb, build, verify, query)")
+	var prof benchProfiles
+	fs.StringVar(&prof.cpu, "cpuprofile", "", "write a CPU profile of the whole run (the server side of the HTTP figure; the load process is not in it) to this file, for go tool pprof")
+	fs.StringVar(&prof.mem, "memprofile", "", "write an allocation profile (every allocation, sampled as Go does by default) at the end of the run to this file")
 	quick := fs.Bool("quick", false, "a small run (100k-record store, 100k captured changes, 40k+10k transaction-heavy ones, 8s of latency load) for a quick look; figures are less stable; flags given explicitly still win")
 	if err := parseFlags(fs, args); err != nil {
-		return bench.Options{}, err
+		return bench.Options{}, prof, err
 	}
 	if *quick {
 		set := map[string]bool{}
@@ -91,7 +101,7 @@ func benchOptions(args []string) (bench.Options, error) {
 			"capture-changes": "100000", "capture-latency": "8s", "capture-tx": "40000", "dynamodb-items": "10000"} {
 			if !set[name] {
 				if err := fs.Set(name, v); err != nil {
-					return bench.Options{}, err
+					return bench.Options{}, prof, err
 				}
 			}
 		}
@@ -100,9 +110,48 @@ func benchOptions(args []string) (bench.Options, error) {
 	if *only != "" {
 		phases = strings.Split(*only, ",")
 	}
-	return bench.Options{Dir: *dir, HTTPRounds: *httpRounds, Only: phases, Records: *records, Throughput: *throughput, Clients: *clients, Queries: *queries,
+	return bench.Options{Dir: *dir, HTTPRounds: *httpRounds, StreamRounds: *streamRounds, Only: phases, Records: *records, Throughput: *throughput, Clients: *clients, Queries: *queries,
 		EraseRecords: *eraseRecords, SkipCapture: !*withCapture, SkipDynamoDB: !*withDynamoDB, SkipMySQL: !*withMySQL,
 		MySQL:    bench.MySQLOptions{Changes: *mysqlChanges, Rounds: *mysqlRounds, LatencyFor: *mysqlLatency, BigMB: *mysqlBigMB},
 		DynamoDB: bench.DynamoDBOptions{Items: *dynamoItems, Rounds: *dynamoRounds},
-		Capture:  bench.CaptureOptions{Changes: *captureChanges, Rounds: *captureRounds, LatencyFor: *captureLatency, BigMB: *captureBigMB, TxInserts: *captureTx, TxRows: *captureTxRows}}, nil
+		Capture:  bench.CaptureOptions{Changes: *captureChanges, Rounds: *captureRounds, LatencyFor: *captureLatency, BigMB: *captureBigMB, TxInserts: *captureTx, TxRows: *captureTxRows}}, prof, nil
+}
+
+// benchProfiles are the profiles a bench run writes, to find where a
+// figure's time goes without a second harness.
+type benchProfiles struct{ cpu, mem string }
+
+// start begins the CPU profile; the returned function ends it and writes
+// the allocation profile.
+func (p benchProfiles) start() (stop func(), _ error) {
+	var cpu *os.File
+	if p.cpu != "" {
+		f, err := os.Create(p.cpu)
+		if err != nil {
+			return nil, fmt.Errorf("bench --cpuprofile: %w", err)
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+			return nil, fmt.Errorf("bench --cpuprofile: %w", err)
+		}
+		cpu = f
+	}
+	return func() {
+		if cpu != nil {
+			pprof.StopCPUProfile()
+			cpu.Close()
+		}
+		if p.mem == "" {
+			return
+		}
+		f, err := os.Create(p.mem)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "bench --memprofile: %v\n", err)
+			return
+		}
+		defer f.Close()
+		if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+			fmt.Fprintf(os.Stderr, "bench --memprofile: %v\n", err)
+		}
+	}, nil
 }

@@ -47,6 +47,7 @@ go test -run='^$' -fuzz='^FuzzOpenCheckpoint$' -fuzztime=100000x .
 go test -run='^$' -fuzz='^FuzzReadRequest$' -fuzztime="$fuzztime" ./api
 go test -run='^$' -fuzz='^FuzzGraphQL$' -fuzztime="$fuzztime" ./api/graphql
 go test -run='^$' -fuzz='^FuzzScanArrayMatchesDecoder$' -fuzztime="$fuzztime" ./api
+go test -run='^$' -fuzz='^FuzzCutArrayMatchesDecoder$' -fuzztime="$fuzztime" ./api
 go test -run='^$' -fuzz='^FuzzFastPathsMatchDecoder$' -fuzztime="$fuzztime" ./record
 go test -run='^$' -fuzz='^FuzzNumber$' -fuzztime="$fuzztime" ./capture/dynamodb
 go test -run='^$' -fuzz='^FuzzDecode$' -fuzztime="$fuzztime" ./capture/debezium

@@ -120,6 +120,11 @@ type Options struct {
 	// ProbeInterval is how often a full disk is probed with a small write
 	// while appends are refused with ErrNoSpace (default 1s).
 	ProbeInterval time.Duration
+	// Replica makes the store a cluster node's copy of a log sequenced by
+	// the cluster's writer: records arrive only through AppendSequenced
+	// (Append returns ErrReplica), and checkpoints are the writer's,
+	// adopted after the records they cover, never signed here.
+	Replica bool
 }
 
 func (o *Options) fill() {
@@ -178,6 +183,9 @@ type Store struct {
 
 	state  atomic.Pointer[treeState]
 	latest atomic.Pointer[stele.Checkpoint]
+	// adopt is a replica's newest received checkpoint, written to
+	// checkpoints.log by the checkpoint loop (adoptCheckpoint).
+	adopt  atomic.Pointer[stele.Checkpoint]
 	failed atomic.Pointer[error]
 	// full is set while the disk is full (ErrNoSpace); the probe loop
 	// clears it.
@@ -250,7 +258,7 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		s.closeFiles()
 		return nil, err
 	}
-	if s.latest.Load() == nil || s.latest.Load().Size < s.Size() {
+	if !opts.Replica && (s.latest.Load() == nil || s.latest.Load().Size < s.Size()) {
 		if _, err := s.Checkpoint(ctx); err != nil {
 			s.closeFiles()
 			return nil, err

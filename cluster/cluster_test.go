@@ -251,3 +251,85 @@ func TestReplicatedAppend(t *testing.T) {
 		t.Fatalf("Append on a replica store: %v, want ErrReplica", err)
 	}
 }
+
+// With one NATS server of three killed the cluster keeps sequencing; with
+// two it refuses appends with stele.ErrUnavailable and loses nothing it
+// acknowledged; with the quorum back, appends resume.
+func TestNATSQuorumLoss(t *testing.T) {
+	c := natstest.StartT(t, 3)
+	key := newLogKey(t)
+	var nodes []*testNode
+	for i := range 3 {
+		nodes = append(nodes, startNode(t, c, key, t.TempDir(), fmt.Sprintf("s%d", i+1), 2*time.Second))
+	}
+	waitLeader(t, nodes...)
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	acked := map[string]uint64{}
+	next := 0
+	appendSome := func(n *testNode, k int) error {
+		var recs []*record.Record
+		for range k {
+			recs = append(recs, rec(fmt.Sprintf("q-%d", next), next))
+			next++
+		}
+		res, err := n.node.Append(ctx, recs)
+		if err != nil {
+			return err
+		}
+		for _, a := range res {
+			acked[a.ID] = a.Seq
+		}
+		return nil
+	}
+	if err := appendSome(nodes[0], 20); err != nil {
+		t.Fatal(err)
+	}
+	c.Kill(2)
+	var err error
+	for try := 0; try < 10; try++ {
+		if err = appendSome(nodes[1], 20); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatalf("appends with 2 of 3 NATS servers up: %v", err)
+	}
+	c.Kill(1)
+	err = appendSome(nodes[0], 5)
+	if !errors.Is(err, stele.ErrUnavailable) {
+		t.Fatalf("append with 1 of 3 NATS servers up: %v, want ErrUnavailable", err)
+	}
+	for _, i := range []int{1, 2} {
+		if err := c.Restart(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if err = appendSome(nodes[2], 10); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("appends did not resume once the quorum was back: %v", err)
+		}
+	}
+	size := uint64(0)
+	for _, s := range acked {
+		size = max(size, s+1)
+	}
+	for _, n := range nodes {
+		waitSize(t, n, size)
+	}
+	sameLog(t, nodes...)
+	for id, seq := range acked {
+		raw, err := nodes[0].store.ReadRaw(seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r, _ := record.Decode(raw)
+		if r.ID != id {
+			t.Fatalf("acknowledged %s at seq %d, the log holds %s there", id, seq, r.ID)
+		}
+	}
+}

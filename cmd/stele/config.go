@@ -72,6 +72,9 @@ type Config struct {
 	TLSCert, TLSKey, TLSClientCA string
 	TLSClientRoles               *auth.CertRoles
 	InsecureListen               bool
+	// Cluster, when its URLs are set, makes the server a cluster node
+	// (cluster.go); the zero value is one machine.
+	Cluster ClusterConfig
 }
 
 // StreamConfig is the lineage stream's configuration. Zero values are the
@@ -120,7 +123,7 @@ var errEmpty = errors.New("must not be empty")
 // options lists every setting. It is a function, not a package variable,
 // so nothing at package level is mutable.
 func options() []option {
-	return []option{
+	return append([]option{
 		{"data", "data `directory` holding the log, its keys and the index (default ./stele-data)", func(c *Config, v string) error {
 			if v == "" {
 				return errEmpty
@@ -302,7 +305,7 @@ func options() []option {
 			c.Stream.Format = v
 			return nil
 		}},
-	}
+	}, clusterOptions()...)
 }
 
 func parseBytes(v string) (int64, error) {
@@ -469,6 +472,16 @@ func applyYAML(cfg *Config, path string, data []byte) error {
 			}
 			continue
 		}
+		if k.Value == "cluster" && v.Kind == yaml.MappingNode {
+			if seen[k.Value] {
+				return fmt.Errorf("config file %s: line %d: key %q given twice", path, k.Line, k.Value)
+			}
+			seen[k.Value] = true
+			if err := applySectionYAML(cfg, path, "cluster", "{nats: nats://a:4222,nats://b:4222,nats://c:4222, node: a}", clusterYAMLKeys, v); err != nil {
+				return err
+			}
+			continue
+		}
 		if k.Value == "sources" {
 			if seen[k.Value] {
 				return fmt.Errorf("config file %s: line %d: key %q given twice", path, k.Line, k.Value)
@@ -556,10 +569,21 @@ func applyYAML(cfg *Config, path string, data []byte) error {
 // applyStreamYAML reads the stream: mapping (enabled, nats_url, listen,
 // format) through the same setters as STELE_STREAM_* and --stream-*.
 func applyStreamYAML(cfg *Config, path string, n *yaml.Node) error {
-	if n.Kind != yaml.MappingNode {
-		return fmt.Errorf("config file %s: line %d: stream: want a mapping such as {enabled: true, nats_url: nats://host:4222}", path, n.Line)
-	}
 	names := map[string]string{"enabled": "stream_enabled", "nats_url": "nats_url", "listen": "stream_listen", "format": "stream_format"}
+	return applySectionYAML(cfg, path, "stream", "{enabled: true, nats_url: nats://host:4222}", names, n)
+}
+
+// applySectionYAML reads a mapping of the config file whose keys are other
+// names of options (names: key to option), through the options' setters.
+func applySectionYAML(cfg *Config, path, section, example string, names map[string]string, n *yaml.Node) error {
+	if n.Kind != yaml.MappingNode {
+		return fmt.Errorf("config file %s: line %d: %s: want a mapping such as %s", path, n.Line, section, example)
+	}
+	keys := make([]string, 0, len(names))
+	for k := range names {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
 	byName := make(map[string]option)
 	for _, o := range options() {
 		byName[o.name] = o
@@ -569,17 +593,17 @@ func applyStreamYAML(cfg *Config, path string, n *yaml.Node) error {
 		k, v := n.Content[i], n.Content[i+1]
 		name, ok := names[k.Value]
 		if !ok {
-			return fmt.Errorf("config file %s: line %d: stream: unknown key %q (known keys: enabled, nats_url, listen, format)", path, k.Line, k.Value)
+			return fmt.Errorf("config file %s: line %d: %s: unknown key %q (known keys: %s)", path, k.Line, section, k.Value, strings.Join(keys, ", "))
 		}
 		if seen[k.Value] {
-			return fmt.Errorf("config file %s: line %d: stream: key %q given twice", path, k.Line, k.Value)
+			return fmt.Errorf("config file %s: line %d: %s: key %q given twice", path, k.Line, section, k.Value)
 		}
 		seen[k.Value] = true
 		if v.Kind != yaml.ScalarNode {
-			return fmt.Errorf("config file %s: line %d: stream.%s: want a single value", path, v.Line, k.Value)
+			return fmt.Errorf("config file %s: line %d: %s.%s: want a single value", path, v.Line, section, k.Value)
 		}
 		if err := byName[name].set(cfg, v.Value); err != nil {
-			return fmt.Errorf("config file %s: line %d: stream.%s=%q: %w", path, v.Line, k.Value, v.Value, err)
+			return fmt.Errorf("config file %s: line %d: %s.%s=%q: %w", path, v.Line, section, k.Value, v.Value, err)
 		}
 	}
 	return nil

@@ -31,7 +31,7 @@ const origin = "stele.test/cluster"
 // cluster signs with one log key.
 type logKey struct{ skey, vkey string }
 
-func newLogKey(t *testing.T) logKey {
+func newLogKey(t testing.TB) logKey {
 	s, v, err := note.GenerateKey(rand.Reader, origin)
 	if err != nil {
 		t.Fatal(err)
@@ -39,7 +39,7 @@ func newLogKey(t *testing.T) logKey {
 	return logKey{s, v}
 }
 
-func (k logKey) install(t *testing.T, dir string) {
+func (k logKey) install(t testing.TB, dir string) {
 	t.Helper()
 	kd := filepath.Join(dir, "keys")
 	if err := os.MkdirAll(kd, 0o700); err != nil {
@@ -63,7 +63,7 @@ type testNode struct {
 	node  *cluster.Node
 }
 
-func startNode(t *testing.T, c *natstest.Cluster, key logKey, dir, name string, ttl time.Duration) *testNode {
+func startNode(t testing.TB, c *natstest.Cluster, key logKey, dir, name string, ttl time.Duration) *testNode {
 	t.Helper()
 	key.install(t, dir)
 	ix, err := index.Open(filepath.Join(dir, "index"), nil)
@@ -115,7 +115,7 @@ func rec(id string, i int) *record.Record {
 	}
 }
 
-func waitLeader(t *testing.T, nodes ...*testNode) *testNode {
+func waitLeader(t testing.TB, nodes ...*testNode) *testNode {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {

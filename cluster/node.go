@@ -165,6 +165,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, log: cfg.Logger.With("node", cfg.Name, "log", cfg.Log),
 		ingestSubj: "stele.cluster." + cfg.Log + ".ingest", logSubj: "stele.cluster." + cfg.Log + ".log",
 		appliedCh: make(chan struct{}), waiters: make(map[string][]chan appliedRec)}
+	began := time.Now()
 	var err error
 	err = retry(ctx, func(ctx context.Context) error {
 		n.ingest, err = cfg.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
@@ -172,6 +173,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute,
 			Description: "Stele candidate records, deduplicated by record id, until the writer sequences them",
 		})
+		if err != nil {
+			n.log.Debug("create ingest stream; retrying", "err", err)
+		}
 		return err
 	})
 	if err != nil {
@@ -198,6 +202,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cluster: create lease bucket: %w", err)
 	}
+	n.log.Debug("streams and lease bucket ready", "elapsed", time.Since(began))
 	bg, stop := context.WithCancel(context.Background())
 	n.stop = stop
 	start, err := n.resumeAt(ctx)

@@ -44,9 +44,31 @@ type fixture struct {
 	ttl   time.Duration
 }
 
+// TestMain builds the stele binary once for every test of the package:
+// a build takes most of a minute on a busy machine.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "stele-crashtest-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin := filepath.Join(dir, "stele")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/stele/stele/cmd/stele").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build stele: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	os.Setenv(binEnv, bin)
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// binEnv passes the binary TestMain built to the tests.
+const binEnv = "STELE_CRASHTEST_BIN"
+
 func newFixture(t *testing.T, ttl time.Duration) *fixture {
 	t.Helper()
-	f := &fixture{t: t, nats: natstest.StartT(t, 3), bin: stelebin.Build(t), ttl: ttl}
+	f := &fixture{t: t, nats: natstest.StartT(t, 3), bin: os.Getenv(binEnv), ttl: ttl}
 	skey, vkey, err := note.GenerateKey(rand.Reader, origin)
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +76,7 @@ func newFixture(t *testing.T, ttl time.Duration) *fixture {
 	f.vkey = vkey
 	for i := range 3 {
 		s := stelebin.New(t, f.bin, "--origin", origin, "--cluster", f.nats.URLs(), "--cluster-node", fmt.Sprintf("s%d", i),
-			"--cluster-lease-ttl", ttl.String(), "--cluster-ack-timeout", "5s")
+			"--cluster-lease-ttl", ttl.String(), "--cluster-ack-timeout", "5s", "--log-level", "debug")
 		kd := filepath.Join(s.Data, "keys")
 		if err := os.MkdirAll(kd, 0o700); err != nil {
 			t.Fatal(err)
@@ -177,7 +199,6 @@ type load struct {
 	f      *fixture
 	mu     sync.Mutex
 	acked  map[string]uint64
-	n      int
 	stop   chan struct{}
 	wg     sync.WaitGroup
 	errors int

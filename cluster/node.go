@@ -71,7 +71,9 @@ type Config struct {
 	// sequenced before it answers ErrUnavailable (default 10s).
 	AckTimeout time.Duration
 	// AckWait is how long the ingest consumer waits for the writer's ack
-	// before redelivering (default 5s).
+	// before redelivering (default half the lease TTL, at least 1s): the
+	// candidates a dying writer had been handed wait this long for the
+	// next one.
 	AckWait time.Duration
 	// MaxBatch and MaxBatchBytes bound one sequenced batch (defaults 2000
 	// records, 768 KiB: NATS's default max payload is 1 MiB).
@@ -103,7 +105,7 @@ func (c *Config) fill() error {
 		c.AckTimeout = 10 * time.Second
 	}
 	if c.AckWait <= 0 {
-		c.AckWait = 5 * time.Second
+		c.AckWait = max(time.Second, c.LeaseTTL/2)
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = 2000

@@ -146,7 +146,12 @@ func (s *Store) prepare(ctx context.Context, req *appendReq) error {
 		}
 		return nil
 	}
-	n := len(req.recs)
+	return forEachChunked(len(req.recs), one)
+}
+
+// forEachChunked runs one(i) for i in [0, n), on every core when n is
+// large, and returns the error of the lowest failing i.
+func forEachChunked(n int, one func(i int) error) error {
 	workers := min(runtime.GOMAXPROCS(0), n/prepareChunk)
 	if workers <= 1 {
 		for i := range n {

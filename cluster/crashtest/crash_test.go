@@ -2,6 +2,7 @@ package crashtest
 
 import (
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 	"syscall"
@@ -107,4 +108,36 @@ func TestNATSQuorumHTTP(t *testing.T) {
 	acked := l.end()
 	f.settle(maxSeq(acked))
 	f.verifyAll(acked, []signedCheckpoint{f.checkpoint(0)})
+}
+
+// TestFailoverFigures kills (-9) the writer ten times under load and
+// prints the failover time (writer killed → a write acknowledged again),
+// p50 and p99, at lease TTLs of 2s. Skipped unless STELE_BENCH_CLUSTER=1
+// (docs/cluster.md has the figures); the same checks as TestKillWriter
+// run at the end.
+func TestFailoverFigures(t *testing.T) {
+	if os.Getenv("STELE_BENCH_CLUSTER") == "" {
+		t.Skip("set STELE_BENCH_CLUSTER=1 to measure failover times")
+	}
+	f := newFixture(t, 2*time.Second)
+	l := startLoad(f, 2)
+	var failovers []time.Duration
+	var cps []signedCheckpoint
+	for round := range 10 {
+		time.Sleep(700 * time.Millisecond)
+		w := f.leader()
+		cps = append(cps, f.checkpoint((w+1)%3))
+		killed := time.Now()
+		f.nodes[w].Kill9()
+		failovers = append(failovers, f.probe(w, fmt.Sprintf("fig%d", round)).Sub(killed))
+		f.nodes[w].Start()
+		f.waitServing(w)
+	}
+	acked := l.end()
+	sort.Slice(failovers, func(i, j int) bool { return failovers[i] < failovers[j] })
+	t.Logf("failover over %d kills, lease TTL %s: p50 %s, p99 %s, all %v", len(failovers), f.ttl,
+		failovers[len(failovers)/2], failovers[(len(failovers)*99-1)/100], failovers)
+	f.settle(maxSeq(acked))
+	cps = append(cps, f.checkpoint(0))
+	f.verifyAll(acked, cps)
 }

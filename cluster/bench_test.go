@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -13,7 +14,6 @@ import (
 
 	"github.com/stele/stele"
 	"github.com/stele/stele/index"
-	"github.com/stele/stele/internal/natstest"
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/record"
 )
@@ -85,7 +85,11 @@ func TestClusterFigures(t *testing.T) {
 	if os.Getenv("STELE_BENCH_CLUSTER") == "" {
 		t.Skip("set STELE_BENCH_CLUSTER=1 to measure the cluster figures")
 	}
-	const n, batch, workers, samples = 20000, 100, 8, 200
+	const n, batch, samples = 20000, 100, 200
+	workers := 8
+	if w, err := strconv.Atoi(os.Getenv("STELE_BENCH_CLUSTER_PRODUCERS")); err == nil && w > 0 {
+		workers = w
+	}
 	dir := t.TempDir()
 	ix, err := index.Open(filepath.Join(dir, "index"), nil)
 	if err != nil {
@@ -98,16 +102,11 @@ func TestClusterFigures(t *testing.T) {
 	}
 	defer single.Close()
 
-	c := natstest.StartT(t, 3)
-	key := newLogKey(t)
-	var nodes []*testNode
+	_, nodes := startThree(t, 5*time.Second)
 	var logs []appender
-	for i := range 3 {
-		nd := startNode(t, c, key, t.TempDir(), fmt.Sprintf("s%d", i+1), 5*time.Second)
-		nodes = append(nodes, nd)
+	for _, nd := range nodes {
 		logs = append(logs, nd.node)
 	}
-	waitLeader(t, nodes...)
 	for round := range 3 {
 		one := throughput(t, []appender{single}, n, batch, workers, fmt.Sprintf("one%d", round))
 		three := throughput(t, logs, n, batch, workers, fmt.Sprintf("three%d", round))
@@ -124,13 +123,7 @@ func TestClusterFigures(t *testing.T) {
 // a three-node cluster on loopback, with BenchmarkSingleAppend, the same
 // on one embedded store, as its same-run baseline.
 func BenchmarkClusterAppend(b *testing.B) {
-	c := natstest.StartT(b, 3)
-	key := newLogKey(b)
-	var nodes []*testNode
-	for i := range 3 {
-		nodes = append(nodes, startNode(b, c, key, b.TempDir(), fmt.Sprintf("s%d", i+1), 5*time.Second))
-	}
-	waitLeader(b, nodes...)
+	_, nodes := startThree(b, 5*time.Second)
 	benchAppend(b, nodes[0].node)
 }
 

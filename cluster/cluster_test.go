@@ -104,6 +104,20 @@ func (tn *testNode) close() {
 	tn.node = nil
 }
 
+// startThree starts a three-server NATS cluster and three nodes on it
+// sharing one log key, and waits until one of them writes.
+func startThree(t testing.TB, ttl time.Duration) (*natstest.Cluster, []*testNode) {
+	t.Helper()
+	c := natstest.StartT(t, 3)
+	key := newLogKey(t)
+	var nodes []*testNode
+	for i := range 3 {
+		nodes = append(nodes, startNode(t, c, key, t.TempDir(), fmt.Sprintf("s%d", i+1), ttl))
+	}
+	waitLeader(t, nodes...)
+	return c, nodes
+}
+
 func rec(id string, i int) *record.Record {
 	return &record.Record{
 		ID:         id,
@@ -188,13 +202,7 @@ func sameLog(t *testing.T, nodes ...*testNode) uint64 {
 // every node holds byte for byte; a resubmitted id is a duplicate with the
 // first seq.
 func TestReplicatedAppend(t *testing.T) {
-	c := natstest.StartT(t, 3)
-	key := newLogKey(t)
-	var nodes []*testNode
-	for i := range 3 {
-		nodes = append(nodes, startNode(t, c, key, t.TempDir(), fmt.Sprintf("s%d", i+1), 2*time.Second))
-	}
-	waitLeader(t, nodes...)
+	_, nodes := startThree(t, 2*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -256,13 +264,7 @@ func TestReplicatedAppend(t *testing.T) {
 // two it refuses appends with stele.ErrUnavailable and loses nothing it
 // acknowledged; with the quorum back, appends resume.
 func TestNATSQuorumLoss(t *testing.T) {
-	c := natstest.StartT(t, 3)
-	key := newLogKey(t)
-	var nodes []*testNode
-	for i := range 3 {
-		nodes = append(nodes, startNode(t, c, key, t.TempDir(), fmt.Sprintf("s%d", i+1), 2*time.Second))
-	}
-	waitLeader(t, nodes...)
+	c, nodes := startThree(t, 2*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	acked := map[string]uint64{}

@@ -31,6 +31,8 @@ type LocalLog interface {
 	AppendSequenced(ctx context.Context, raws [][]byte, cp []byte) ([]stele.Appended, error)
 	RootAfter(base uint64, raws [][]byte) ([]byte, error)
 	WaitIndexed(ctx context.Context, n uint64) error
+	// Indexed is the number of leading records the index covers.
+	Indexed() uint64
 	Keys() *logstore.Keys
 }
 

@@ -45,22 +45,62 @@ func (n *Node) write(ctx context.Context, held *lease) {
 	stop := context.AfterFunc(ctx, it.Stop)
 	defer stop()
 	n.log.Info("writing", "log_batches", last, "records", n.cfg.Local.Size())
+	p := &pipeline{ids: make(map[string]bool)}
 	for ctx.Err() == nil {
-		msgs, err := n.gather(ctx, it)
-		if err != nil {
-			return
+		msgs, err := n.gather(ctx, it, p)
+		if err == nil && len(msgs) > 0 {
+			last, err = n.sequence(ctx, held, last, msgs, p)
 		}
-		next, err := n.sequence(ctx, held, last, msgs)
 		if err != nil {
 			if ctx.Err() == nil {
 				n.log.Warn("writer stepping down", "err", err)
+			}
+			// Unacked, the candidates go to the next writer at once.
+			for _, b := range p.batches {
+				msgs = append(msgs, b.msgs...)
 			}
 			for _, m := range msgs {
 				_ = m.Nak()
 			}
 			return
 		}
-		last = next
+	}
+}
+
+// pipeline holds the batches the writer published that its own copy has
+// not applied and indexed yet: the next batch is sequenced after them
+// without waiting, so publishing one batch overlaps applying the last.
+type pipeline struct {
+	batches []*inflight
+	ids     map[string]bool // ids of the batches' records
+}
+
+type inflight struct {
+	seq   uint64 // in the log stream
+	first uint64
+	raws  [][]byte
+	ids   []string
+	msgs  []jetstream.Msg // candidates to ack once applied
+}
+
+// pipelineDepth bounds the batches published ahead of the local copy.
+const pipelineDepth = 4
+
+// retire acks the candidates of every batch the local copy has applied
+// and indexed; they are in the log, and the index answers for their ids.
+func (n *Node) retire(p *pipeline) {
+	for len(p.batches) > 0 {
+		b := p.batches[0]
+		if n.Applied() < b.seq || n.cfg.Local.Indexed() < b.first+uint64(len(b.raws)) {
+			return
+		}
+		for _, m := range b.msgs {
+			_ = m.Ack()
+		}
+		for _, id := range b.ids {
+			delete(p.ids, id)
+		}
+		p.batches = p.batches[1:]
 	}
 }
 
@@ -82,10 +122,34 @@ func (n *Node) catchUp(ctx context.Context) (uint64, error) {
 	return last, n.cfg.Local.WaitIndexed(ctx, n.cfg.Local.Size())
 }
 
-// gather blocks for one candidate, then takes what else is already there,
-// up to the batch limits.
-func (n *Node) gather(ctx context.Context, it jetstream.MessagesContext) ([]jetstream.Msg, error) {
-	m, err := it.Next()
+// gather waits for one candidate (retiring applied batches meanwhile),
+// then takes what else is already there, up to the batch limits. With the
+// pipeline full it first waits for the oldest batch to be applied.
+func (n *Node) gather(ctx context.Context, it jetstream.MessagesContext, p *pipeline) ([]jetstream.Msg, error) {
+	for {
+		n.retire(p)
+		if len(p.batches) < pipelineDepth {
+			break
+		}
+		b := p.batches[0]
+		if err := n.waitApplied(ctx, b.seq); err != nil {
+			return nil, err
+		}
+		if err := n.cfg.Local.WaitIndexed(ctx, b.first+uint64(len(b.raws))); err != nil {
+			return nil, err
+		}
+	}
+	var m jetstream.Msg
+	var err error
+	if len(p.batches) == 0 {
+		m, err = it.Next()
+	} else {
+		// Poll, so applied batches are acked while no candidate comes.
+		m, err = it.Next(jetstream.NextMaxWait(5 * time.Millisecond))
+		if errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) {
+			return nil, ctx.Err()
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -106,17 +170,28 @@ func (n *Node) gather(ctx context.Context, it jetstream.MessagesContext) ([]jets
 const maxRecordBytes = 64 << 10
 
 // sequence turns candidates into one log batch after stream sequence last
-// and returns the batch's stream sequence (last again when every candidate
-// was already in the log). Candidates are acked only once the batch is in
-// the log stream and in the local copy.
-func (n *Node) sequence(ctx context.Context, held *lease, last uint64, msgs []jetstream.Msg) (uint64, error) {
+// and the pipeline's batches, and returns the log stream's last sequence
+// after it (last again when every candidate was already in the log).
+// Candidates are acked only once their batch is in the log stream and in
+// the local copy (retire).
+func (n *Node) sequence(ctx context.Context, held *lease, last uint64, msgs []jetstream.Msg, p *pipeline) (uint64, error) {
+	// The tree's base: what the local copy holds now, then the pipeline's
+	// batches it has not applied yet.
 	base := n.cfg.Local.Size()
+	var pending [][]byte
+	for _, b := range p.batches {
+		if b.first >= base {
+			pending = append(pending, b.raws...)
+		}
+	}
+	first := base + uint64(len(pending))
 	now := n.cfg.Now().UTC()
 	raws := make([][]byte, 0, len(msgs))
+	ids := make([]string, 0, len(msgs))
 	seen := make(map[string]bool, len(msgs))
 	for _, m := range msgs {
 		id := m.Headers().Get("Nats-Msg-Id")
-		if id == "" || seen[id] {
+		if id == "" || seen[id] || p.ids[id] {
 			continue
 		}
 		seen[id] = true
@@ -127,37 +202,31 @@ func (n *Node) sequence(ctx context.Context, held *lease, last uint64, msgs []je
 		if ok {
 			continue // sequenced before: a redelivery after a failover
 		}
-		raw := record.AppendHeader(make([]byte, 0, record.HeaderSize+len(m.Data())), base+uint64(len(raws)), now)
+		raw := record.AppendHeader(make([]byte, 0, record.HeaderSize+len(m.Data())), first+uint64(len(raws)), now)
 		raws = append(raws, append(raw, m.Data()...))
+		ids = append(ids, id)
 	}
+	b := &inflight{seq: last, first: first, raws: raws, ids: ids, msgs: msgs}
 	if len(raws) > 0 {
-		root, err := n.cfg.Local.RootAfter(base, raws)
+		root, err := n.cfg.Local.RootAfter(base, append(pending, raws...))
 		if err != nil {
 			return last, err
 		}
-		cp, err := stele.SignCheckpoint(n.cfg.Local.Keys().Signer, base+uint64(len(raws)), root)
+		cp, err := stele.SignCheckpoint(n.cfg.Local.Keys().Signer, first+uint64(len(raws)), root)
 		if err != nil {
 			return last, err
 		}
-		msg := encodeBatch(batch{first: base, note: cp.Note, raws: raws})
+		msg := encodeBatch(batch{first: first, note: cp.Note, raws: raws})
 		msg.Subject = n.logSubj
-		seq, err := n.publish(ctx, held, last, msg)
-		if err != nil {
+		if b.seq, err = n.publish(ctx, held, last, msg); err != nil {
 			return last, err
 		}
-		if err := n.waitApplied(ctx, seq); err != nil {
-			return last, err
-		}
-		// The next batch's dedupe reads the index.
-		if err := n.cfg.Local.WaitIndexed(ctx, n.cfg.Local.Size()); err != nil {
-			return last, err
-		}
-		last = seq
 	}
-	for _, m := range msgs {
-		_ = m.Ack()
+	p.batches = append(p.batches, b)
+	for _, id := range ids {
+		p.ids[id] = true
 	}
-	return last, nil
+	return b.seq, nil
 }
 
 // publish appends one batch after stream sequence last, retrying while

@@ -166,21 +166,17 @@ func (s *Store) adoptCheckpoint(ctx context.Context) (*stele.Checkpoint, error) 
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := s.syncDerived(); err != nil {
-		return nil, err
-	}
-	if err := s.writeCheckpoint(cp); err != nil {
-		return nil, err
-	}
-	return cp, nil
+	return s.storeCheckpoint(cp)
 }
 
 // RootAfter is the root hash the tree would have with raws (stored record
-// bytes, as AppendSequenced takes them) appended to its first base leaves;
-// base must be the log's size. The cluster's writer signs the checkpoint
-// of a batch with it before publishing the batch.
+// bytes, as AppendSequenced takes them) in place of every leaf after its
+// first base; base must not exceed the log's size (the tree's first base
+// leaves never change, so a commit meanwhile does not matter). The
+// cluster's writer signs the checkpoint of a batch with it before
+// publishing the batch.
 func (s *Store) RootAfter(base uint64, raws [][]byte) ([]byte, error) {
-	if base != s.Size() {
+	if base > s.Size() {
 		return nil, fmt.Errorf("%w: root after a batch on size %d asked of a log of %d records", ErrOutOfSequence, base, s.Size())
 	}
 	rng, err := s.tree.rangeAt(base)

@@ -584,6 +584,12 @@ func (s *Store) Checkpoint(ctx context.Context) (*stele.Checkpoint, error) {
 	if err != nil {
 		return nil, err
 	}
+	return s.storeCheckpoint(cp)
+}
+
+// storeCheckpoint makes the derived files durable, then cp the latest
+// checkpoint in checkpoints.log; cpMu is held.
+func (s *Store) storeCheckpoint(cp *stele.Checkpoint) (*stele.Checkpoint, error) {
 	if err := s.syncDerived(); err != nil {
 		return nil, err
 	}

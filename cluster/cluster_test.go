@@ -335,3 +335,40 @@ func TestNATSQuorumLoss(t *testing.T) {
 		}
 	}
 }
+
+// A node whose copy cannot hold the writer's batches (here: it was given
+// another log key, so the writer's checkpoints do not verify) stops
+// following, says why with ErrDiverged, and refuses appends; the others
+// go on.
+func TestDivergedNodeStops(t *testing.T) {
+	c, nodes := startThree(t, 2*time.Second)
+	stray := startNode(t, c, newLogKey(t), t.TempDir(), "stray", 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := nodes[0].node.Append(ctx, []*record.Record{rec("d-1", 1)}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for stray.node.Err() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("a node with another log key still follows the log")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	err := stray.node.Err()
+	if !errors.Is(err, cluster.ErrDiverged) || !errors.Is(err, logstore.ErrTampered) {
+		t.Fatalf("Err() = %v, want ErrDiverged wrapping ErrTampered", err)
+	}
+	if stray.store.Size() != 0 {
+		t.Fatalf("the diverged node stored %d records", stray.store.Size())
+	}
+	if _, err := stray.node.Append(ctx, []*record.Record{rec("d-2", 2)}); !errors.Is(err, cluster.ErrDiverged) {
+		t.Fatalf("append through the diverged node: %v, want ErrDiverged", err)
+	}
+	if stray.node.Leader() {
+		t.Fatal("the diverged node leads")
+	}
+	if _, err := nodes[1].node.Append(ctx, []*record.Record{rec("d-3", 3)}); err != nil {
+		t.Fatalf("the healthy nodes stopped: %v", err)
+	}
+}

@@ -76,24 +76,7 @@ func (s *Store) AppendSequenced(ctx context.Context, raws [][]byte, cpNote []byt
 	if err != nil {
 		return nil, err
 	}
-	s.closeMu.RLock()
-	if s.closed {
-		s.closeMu.RUnlock()
-		return nil, ErrClosed
-	}
-	select {
-	case s.reqs <- req:
-	case <-ctx.Done():
-		s.closeMu.RUnlock()
-		return nil, ctx.Err()
-	}
-	s.closeMu.RUnlock()
-	select {
-	case r := <-req.done:
-		return r.res, r.err
-	case <-ctx.Done():
-		return nil, fmt.Errorf("sequenced batch not acknowledged: %w", ctx.Err())
-	}
+	return s.submit(ctx, req, true, "sequenced batch")
 }
 
 func firstSeq(raws [][]byte) uint64 {

@@ -92,23 +92,39 @@ func (s *Store) Append(ctx context.Context, recs []*record.Record) ([]stele.Appe
 			return nil, fmt.Errorf("make sealing keys durable: %w", err)
 		}
 	}
+	return s.submit(ctx, req, false, "append")
+}
+
+// submit hands req to the writer and waits for its answer. A full queue
+// is ErrOverloaded, unless wait says to wait for room (a replica's batch
+// must be stored, in order, whatever the load).
+func (s *Store) submit(ctx context.Context, req *appendReq, wait bool, what string) ([]stele.Appended, error) {
 	s.closeMu.RLock()
 	if s.closed {
 		s.closeMu.RUnlock()
 		return nil, ErrClosed
 	}
-	select {
-	case s.reqs <- req:
-	default:
-		s.closeMu.RUnlock()
-		return nil, ErrOverloaded
+	if wait {
+		select {
+		case s.reqs <- req:
+		case <-ctx.Done():
+			s.closeMu.RUnlock()
+			return nil, ctx.Err()
+		}
+	} else {
+		select {
+		case s.reqs <- req:
+		default:
+			s.closeMu.RUnlock()
+			return nil, ErrOverloaded
+		}
 	}
 	s.closeMu.RUnlock()
 	select {
 	case r := <-req.done:
 		return r.res, r.err
 	case <-ctx.Done():
-		return nil, fmt.Errorf("append not acknowledged: %w", ctx.Err())
+		return nil, fmt.Errorf("%s not acknowledged: %w", what, ctx.Err())
 	}
 }
 

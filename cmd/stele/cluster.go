@@ -70,7 +70,9 @@ func clusterOptions() []option {
 }
 
 // clusterYAMLKeys maps the keys of the cluster: mapping to their options.
-var clusterYAMLKeys = map[string]string{"nats": "cluster", "node": "cluster_node", "lease_ttl": "cluster_lease_ttl", "ack_timeout": "cluster_ack_timeout"}
+func clusterYAMLKeys() map[string]string {
+	return map[string]string{"nats": "cluster", "node": "cluster_node", "lease_ttl": "cluster_lease_ttl", "ack_timeout": "cluster_ack_timeout"}
+}
 
 // clusterLog is the log as writers see it on a cluster node: reads from the
 // local copy, appends through the cluster.

@@ -477,7 +477,7 @@ func applyYAML(cfg *Config, path string, data []byte) error {
 				return fmt.Errorf("config file %s: line %d: key %q given twice", path, k.Line, k.Value)
 			}
 			seen[k.Value] = true
-			if err := applySectionYAML(cfg, path, "cluster", "{nats: nats://a:4222,nats://b:4222,nats://c:4222, node: a}", clusterYAMLKeys, v); err != nil {
+			if err := applySectionYAML(cfg, path, "cluster", "{nats: nats://a:4222,nats://b:4222,nats://c:4222, node: a}", clusterYAMLKeys(), v); err != nil {
 				return err
 			}
 			continue

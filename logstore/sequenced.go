@@ -33,7 +33,8 @@ var (
 // is written the tree's root after the batch is compared with cp's: a
 // difference is an error wrapping ErrTampered and nothing is stored; a seq
 // or size out of line is ErrOutOfSequence. cp is adopted into
-// checkpoints.log by the checkpoint loop (replicas sign none of their own).
+// checkpoints.log by the checkpoint loop (a replica signs checkpoints only at
+// Open, see Options.Replica).
 func (s *Store) AppendSequenced(ctx context.Context, raws [][]byte, cpNote []byte) ([]stele.Appended, error) {
 	if !s.opts.Replica {
 		return nil, errors.New("AppendSequenced on a store that is not a replica (Options.Replica)")
@@ -141,6 +142,8 @@ func (s *Store) commitSequenced(req *appendReq) {
 func (s *Store) adoptCheckpoint(ctx context.Context) (*stele.Checkpoint, error) {
 	cp := s.adopt.Load()
 	if cp == nil || cp.Size > s.Size() {
+		// Open left a checkpoint for everything recovered, so latest is
+		// never nil here.
 		return s.latest.Load(), nil
 	}
 	if l := s.latest.Load(); l != nil && l.Size >= cp.Size {

@@ -123,7 +123,8 @@ type Options struct {
 	// Replica makes the store a cluster node's copy of a log sequenced by
 	// the cluster's writer: records arrive only through AppendSequenced
 	// (Append returns ErrReplica), and checkpoints are the writer's,
-	// adopted after the records they cover, never signed here.
+	// adopted after the records they cover; a replica signs one only at
+	// Open, for what it recovered past its latest (see Open).
 	Replica bool
 }
 
@@ -258,7 +259,11 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		s.closeFiles()
 		return nil, err
 	}
-	if !opts.Replica && (s.latest.Load() == nil || s.latest.Load().Size < s.Size()) {
+	// A replica too: what it recovered past its latest adopted checkpoint
+	// passed the writer's root check when it was applied, and Ed25519
+	// signatures are deterministic, so this is the very note the writer
+	// signed for that size. Readers then always find a checkpoint.
+	if s.latest.Load() == nil || s.latest.Load().Size < s.Size() {
 		if _, err := s.Checkpoint(ctx); err != nil {
 			s.closeFiles()
 			return nil, err

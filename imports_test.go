@@ -32,6 +32,8 @@ var forbiddenImports = []struct {
 		"projections follow the log through the follow primitive's small interface"},
 	{"publish", []string{"logstore", "index", "api", "capture"},
 		"the lineage publisher follows the log through the follow primitive's small interface"},
+	{"cluster", []string{"api", "capture", "index", "privacy", "query"},
+		"the cluster replicates the log behind the append contract; the index and the sealer plug in through interfaces it defines"},
 	{"schema", []string{"logstore", "index", "api", "capture", "privacy"},
 		"the schema registry serves every record and depends on nothing that uses it"},
 	{"record", []string{"logstore", "index", "api", "capture", "privacy", "schema"},

@@ -41,6 +41,13 @@ type Appended struct {
 // wait (the API answers 503 with Retry-After, a source backs off).
 var ErrOverloaded = errors.New("log overloaded: append queue full")
 
+// ErrUnavailable is the refusal of a clustered log that cannot sequence
+// records now: its NATS servers have no quorum, or no writer holds the
+// lease. Nothing acknowledged is lost; whether the refused records were
+// stored is unknown, and resubmitting them is safe (their ids are
+// deduplicated). The API answers 503 with Retry-After.
+var ErrUnavailable = errors.New("log unavailable: the cluster cannot sequence records now")
+
 // RecordError is the refusal of one record of an append batch, by its index
 // in the batch; nothing of the batch was appended. Err says why (it wraps
 // *record.FieldError when the record itself is unacceptable).

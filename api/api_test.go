@@ -649,6 +649,8 @@ func TestAppendErrors(t *testing.T) {
 		retryAfter string
 	}{
 		{fmt.Errorf("queue: %w", stele.ErrOverloaded), "1"},
+		// A cluster without a NATS quorum or a writer.
+		{fmt.Errorf("%w: publish: nats: timeout", stele.ErrUnavailable), "2"},
 		{logstore.ErrClosed, ""},
 		{fmt.Errorf("%w: disk full", logstore.ErrFailed), ""},
 	} {

@@ -273,6 +273,11 @@ func (s *Server) appendFailed(w http.ResponseWriter, r *http.Request, err error)
 	case errors.Is(err, stele.ErrOverloaded):
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "the log is overloaded; retry after a second (resubmitting the same records is safe)"})
+	case errors.Is(err, stele.ErrUnavailable):
+		// The cause (which NATS server, which timeout) is for the operator.
+		s.log.WarnContext(r.Context(), "append refused: cluster unavailable", "err", err)
+		w.Header().Set("Retry-After", "2")
+		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "the cluster cannot sequence records now (no NATS quorum, or no writer holds the lease); nothing acknowledged is lost; retry in a few seconds (resubmitting the same records is safe)"})
 	case errors.Is(err, logstore.ErrClosed):
 		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "the server is shutting down; retry against a running one"})
 	case errors.Is(err, logstore.ErrNoSpace) || isNoSpace(err):

@@ -120,6 +120,12 @@ type Options struct {
 	// ProbeInterval is how often a full disk is probed with a small write
 	// while appends are refused with ErrNoSpace (default 1s).
 	ProbeInterval time.Duration
+	// Replica makes the store a cluster node's copy of a log sequenced by
+	// the cluster's writer: records arrive only through AppendSequenced
+	// (Append returns ErrReplica), and checkpoints are the writer's,
+	// adopted after the records they cover; a replica signs one only at
+	// Open, for what it recovered past its latest (see Open).
+	Replica bool
 }
 
 func (o *Options) fill() {
@@ -178,6 +184,9 @@ type Store struct {
 
 	state  atomic.Pointer[treeState]
 	latest atomic.Pointer[stele.Checkpoint]
+	// adopt is a replica's newest received checkpoint, written to
+	// checkpoints.log by the checkpoint loop (adoptCheckpoint).
+	adopt  atomic.Pointer[stele.Checkpoint]
 	failed atomic.Pointer[error]
 	// full is set while the disk is full (ErrNoSpace); the probe loop
 	// clears it.
@@ -250,6 +259,10 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 		s.closeFiles()
 		return nil, err
 	}
+	// A replica too: what it recovered past its latest adopted checkpoint
+	// passed the writer's root check when it was applied, and Ed25519
+	// signatures are deterministic, so this is the very note the writer
+	// signed for that size. Readers then always find a checkpoint.
 	if s.latest.Load() == nil || s.latest.Load().Size < s.Size() {
 		if _, err := s.Checkpoint(ctx); err != nil {
 			s.closeFiles()

@@ -30,6 +30,11 @@ type appendReq struct {
 	known []uint64
 	epoch uint64
 	done  chan appendResult
+	// raws, ids and cp are an AppendSequenced batch: stored bytes with
+	// their seqs already set, and the writer's checkpoint after them.
+	raws [][]byte
+	ids  []string
+	cp   *stele.Checkpoint
 }
 
 type appendResult struct {
@@ -52,6 +57,9 @@ type writerScratch struct {
 	freshIDs     []string
 	freshEntries [][]byte
 	trailer      []byte
+	// expectRoot, when set, is the root a sequenced batch must give
+	// (its writer's checkpoint); persist refuses the batch otherwise.
+	expectRoot []byte
 }
 
 // Append makes recs durable and returns their seqs, in order. The store
@@ -63,6 +71,9 @@ type writerScratch struct {
 func (s *Store) Append(ctx context.Context, recs []*record.Record) ([]stele.Appended, error) {
 	if len(recs) == 0 {
 		return nil, nil
+	}
+	if s.opts.Replica {
+		return nil, ErrReplica
 	}
 	if err := s.WriteErr(); err != nil {
 		return nil, err
@@ -81,23 +92,39 @@ func (s *Store) Append(ctx context.Context, recs []*record.Record) ([]stele.Appe
 			return nil, fmt.Errorf("make sealing keys durable: %w", err)
 		}
 	}
+	return s.submit(ctx, req, false, "append")
+}
+
+// submit hands req to the writer and waits for its answer. A full queue
+// is ErrOverloaded, unless wait says to wait for room (a replica's batch
+// must be stored, in order, whatever the load).
+func (s *Store) submit(ctx context.Context, req *appendReq, wait bool, what string) ([]stele.Appended, error) {
 	s.closeMu.RLock()
 	if s.closed {
 		s.closeMu.RUnlock()
 		return nil, ErrClosed
 	}
-	select {
-	case s.reqs <- req:
-	default:
-		s.closeMu.RUnlock()
-		return nil, ErrOverloaded
+	if wait {
+		select {
+		case s.reqs <- req:
+		case <-ctx.Done():
+			s.closeMu.RUnlock()
+			return nil, ctx.Err()
+		}
+	} else {
+		select {
+		case s.reqs <- req:
+		default:
+			s.closeMu.RUnlock()
+			return nil, ErrOverloaded
+		}
 	}
 	s.closeMu.RUnlock()
 	select {
 	case r := <-req.done:
 		return r.res, r.err
 	case <-ctx.Done():
-		return nil, fmt.Errorf("append not acknowledged: %w", ctx.Err())
+		return nil, fmt.Errorf("%s not acknowledged: %w", what, ctx.Err())
 	}
 }
 
@@ -135,7 +162,12 @@ func (s *Store) prepare(ctx context.Context, req *appendReq) error {
 		}
 		return nil
 	}
-	n := len(req.recs)
+	return forEachChunked(len(req.recs), one)
+}
+
+// forEachChunked runs one(i) for i in [0, n), on every core when n is
+// large, and returns the error of the lowest failing i.
+func forEachChunked(n int, one func(i int) error) error {
 	workers := min(runtime.GOMAXPROCS(0), n/prepareChunk)
 	if workers <= 1 {
 		for i := range n {
@@ -203,11 +235,21 @@ func (s *Store) writeLoop() {
 			for {
 				select {
 				case req := <-s.reqs:
+					if req.raws != nil {
+						s.commitSequenced(req)
+						continue
+					}
 					s.commit([]*appendReq{req})
 				default:
 					return
 				}
 			}
+		}
+		if batch[0].raws != nil {
+			// A replica's batches arrive whole from the cluster's writer
+			// and are stored as they came (Options.Replica has no Append).
+			s.commitSequenced(batch[0])
+			continue
 		}
 		n := len(batch[0].recs)
 	drain:
@@ -380,6 +422,10 @@ func (s *Store) persist(next uint64) error {
 	if err != nil {
 		return s.undo(mark, err, false)
 	}
+	if err := w.checkRoot(next, root); err != nil {
+		s.tree.rollback(mark)
+		return err
+	}
 	var auth []byte
 	if s.opts.BatchSealer != nil {
 		if auth, err = s.opts.BatchSealer.Seal(context.Background(), next, root); err != nil {
@@ -540,6 +586,9 @@ func (s *Store) checkpointLoop() {
 func (s *Store) Checkpoint(ctx context.Context) (*stele.Checkpoint, error) {
 	s.cpMu.Lock()
 	defer s.cpMu.Unlock()
+	if s.opts.Replica {
+		return s.adoptCheckpoint(ctx)
+	}
 	st := s.state.Load()
 	if cp := s.latest.Load(); cp != nil && cp.Size >= st.size {
 		return cp, nil
@@ -547,24 +596,46 @@ func (s *Store) Checkpoint(ctx context.Context) (*stele.Checkpoint, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	// Derived files must be durable before a checkpoint vouches for them:
-	// recovery trusts them up to the latest checkpoint. A failed fsync
-	// stops the store (see ErrFailed): retrying it could report success
-	// for pages the kernel already dropped, and a checkpoint would then
-	// vouch for them.
-	if err := s.idx.Sync(); err != nil {
-		err = fmt.Errorf("sync records.idx: %w", err)
-		s.fail(err)
-		return nil, err
-	}
-	if err := s.tree.sync(); err != nil {
-		s.fail(err)
-		return nil, err
-	}
 	cp, err := stele.SignCheckpoint(signerFor(ctx, s.keys.Signer), st.size, st.root)
 	if err != nil {
 		return nil, err
 	}
+	return s.storeCheckpoint(cp)
+}
+
+// storeCheckpoint makes the derived files durable, then cp the latest
+// checkpoint in checkpoints.log; cpMu is held.
+func (s *Store) storeCheckpoint(cp *stele.Checkpoint) (*stele.Checkpoint, error) {
+	if err := s.syncDerived(); err != nil {
+		return nil, err
+	}
+	if err := s.writeCheckpoint(cp); err != nil {
+		return nil, err
+	}
+	return cp, nil
+}
+
+// syncDerived makes the derived files durable: recovery trusts them up to
+// the latest checkpoint, so they must be before a checkpoint vouches for
+// them. A failed fsync stops the store (see ErrFailed): retrying it could
+// report success for pages the kernel already dropped, and a checkpoint
+// would then vouch for them.
+func (s *Store) syncDerived() error {
+	if err := s.idx.Sync(); err != nil {
+		err = fmt.Errorf("sync records.idx: %w", err)
+		s.fail(err)
+		return err
+	}
+	if err := s.tree.sync(); err != nil {
+		s.fail(err)
+		return err
+	}
+	return nil
+}
+
+// writeCheckpoint appends cp to checkpoints.log, fsyncs it and makes it
+// the latest; cpMu is held.
+func (s *Store) writeCheckpoint(cp *stele.Checkpoint) error {
 	fr := appendFrame(nil, cp.Note)
 	if _, err := s.cps.WriteAt(fr, s.cpsEnd); err != nil {
 		// Cut the partial frame: the next checkpoint is written at
@@ -576,16 +647,16 @@ func (s *Store) Checkpoint(ctx context.Context) (*stele.Checkpoint, error) {
 		} else if vfs.IsNoSpace(err) {
 			s.setFull(err)
 		}
-		return nil, err
+		return err
 	}
 	if err := s.cps.SyncData(); err != nil {
 		err = fmt.Errorf("fsync checkpoints.log: %w", err)
 		s.fail(err)
-		return nil, err
+		return err
 	}
 	s.cpsEnd += int64(len(fr))
 	s.latest.Store(cp)
-	return cp, nil
+	return nil
 }
 
 // KickCheckpoint asks for a checkpoint soon without waiting for it.

@@ -75,6 +75,9 @@ type Config struct {
 	TLSCert, TLSKey, TLSClientCA string
 	TLSClientRoles               *auth.CertRoles
 	InsecureListen               bool
+	// Cluster, when its URLs are set, makes the server a cluster node
+	// (cluster.go); the zero value is one machine.
+	Cluster ClusterConfig
 }
 
 // StreamConfig is the lineage stream's configuration. Zero values are the
@@ -133,7 +136,7 @@ var errEmpty = errors.New("must not be empty")
 // options lists every setting. It is a function, not a package variable,
 // so nothing at package level is mutable.
 func options() []option {
-	return []option{
+	return append([]option{
 		{"data", "data `directory` holding the log, its keys and the index (default ./stele-data)", func(c *Config, v string) error {
 			if v == "" {
 				return errEmpty
@@ -344,7 +347,7 @@ func options() []option {
 			c.Stream.Format = v
 			return nil
 		}},
-	}
+	}, clusterOptions()...)
 }
 
 func parseBytes(v string) (int64, error) {
@@ -507,6 +510,16 @@ func applyYAML(cfg *Config, path string, data []byte) error {
 			}
 			seen[k.Value] = true
 			if err := applySectionYAML(cfg, path, k.Value, sec, v); err != nil {
+				return err
+			}
+			continue
+		}
+		if k.Value == "cluster" && v.Kind == yaml.MappingNode {
+			if seen[k.Value] {
+				return fmt.Errorf("config file %s: line %d: key %q given twice", path, k.Line, k.Value)
+			}
+			seen[k.Value] = true
+			if err := applySectionYAML(cfg, path, "cluster", clusterYAMLSection(), v); err != nil {
 				return err
 			}
 			continue

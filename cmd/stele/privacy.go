@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stele/stele/auth"
+	"github.com/stele/stele/deadletter"
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/privacy"
 	"github.com/stele/stele/privacy/keystore"
@@ -207,7 +208,7 @@ func warnIfOpen(data, addr string, logger *slog.Logger) {
 // recordTokenChanges appends an admin record whenever the set of tokens
 // in force changes (at start and while running), so creating a token —
 // done offline with `stele token create` — is itself in the log.
-func recordTokenChanges(ctx context.Context, store *logstore.Store, tokens *auth.Tokens, logger *slog.Logger, every time.Duration) {
+func recordTokenChanges(ctx context.Context, store deadletter.Appender, tokens *auth.Tokens, logger *slog.Logger, every time.Duration) {
 	last := ""
 	t := time.NewTicker(every)
 	defer t.Stop()

@@ -20,6 +20,7 @@ import (
 	"github.com/stele/stele/api"
 	"github.com/stele/stele/api/graphql"
 	"github.com/stele/stele/auth"
+	"github.com/stele/stele/cluster"
 	"github.com/stele/stele/deadletter"
 	"github.com/stele/stele/export"
 	"github.com/stele/stele/follow"
@@ -123,6 +124,14 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		return err
 	}
 	logOpts := logstore.Options{Origin: cfg.Origin, Hook: ix, Sealer: priv.guard, BatchSealer: batches, Logger: logger, CheckpointInterval: cfg.CheckpointInterval, CheckpointSigner: signer, Lock: lock}
+	clustered := cfg.Cluster.URLs != ""
+	if clustered {
+		// The node's copy holds the writer's batches as they are; each came
+		// with the writer's signed checkpoint, and a batch the disk alone
+		// added is caught when the copy resumes against the log stream, so
+		// the per-node batch MAC would only make the copies differ.
+		logOpts.Replica, logOpts.BatchSealer = true, nil
+	}
 	store, err := logstore.Open(ctx, cfg.Data, logOpts)
 	if errors.Is(err, logstore.ErrIndexAhead) || errors.Is(err, index.ErrCorrupt) {
 		ix.Close()
@@ -155,6 +164,23 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		}
 	}()
 
+	// Writers (the API, sources, receipts) append through logw: the store
+	// itself on one machine, the cluster on a cluster node.
+	var logw writableLog = store
+	var node *cluster.Node
+	if clustered {
+		var stopCluster func()
+		if node, stopCluster, err = startCluster(ctx, cfg, store, ix, priv.guard, logger); err != nil {
+			return err
+		}
+		// Runs before the log closes (defers run last first).
+		defer stopCluster()
+		logw = clusterLog{store, node}
+		if !cfg.Stream.Disabled {
+			logger.Info("the lineage stream is not published by cluster nodes yet; the replicated log stream is on NATS", "stream", "STELE_MAIN_LOG")
+			cfg.Stream.Disabled = true
+		}
+	}
 	h := newHealth(api.StatusVerifying, "checking the stored log against its tree and checkpoints")
 	verifyCtx, stopVerify := context.WithCancel(ctx)
 	var wg sync.WaitGroup
@@ -163,13 +189,13 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 	defer stopVerify()
 
 	dead := deadletter.Open(filepath.Join(cfg.Data, "deadletter", "records.jsonl"), priv.guard, priv.guard, logger)
-	ledger := privacy.NewLedger(priv.guard, store, ix)
+	ledger := privacy.NewLedger(priv.guard, logw, ix)
 	ledger.PurgeCopiesWith(dead)
 	bg, stopBg := context.WithCancel(ctx)
 	defer wg.Wait()
 	defer stopBg()
 	wg.Go(func() { ledger.RunRetention(bg, cfg.RetentionInterval) })
-	wg.Go(func() { recordTokenChanges(bg, store, tokens, logger, 5*time.Second) })
+	wg.Go(func() { recordTokenChanges(bg, logw, tokens, logger, 5*time.Second) })
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -180,10 +206,10 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 	defer follows.Observe("index", store, store.Indexed)()
 	engine := query.New(store, ix)
 	apiCfg := api.Config{
-		Log:           store,
+		Log:           logw,
 		Query:         engine,
 		Exporter:      export.New(store, engine),
-		Health:        h.get,
+		Health:        clusterHealth(h.get, node),
 		Logger:        logger,
 		Registry:      reg,
 		MaxBodyBytes:  cfg.MaxBodyBytes,
@@ -191,7 +217,7 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		Auth:          tokens,
 		Privacy:       apiPrivacy{priv.guard, ledger},
 		Schemas:       priv.schemas,
-		DeadLetters:   deadLetterReplay{dead, store, priv.guard},
+		DeadLetters:   deadLetterReplay{dead, logw, priv.guard},
 		FollowMetrics: follows,
 		UI:            ui.New(),
 	}
@@ -226,7 +252,7 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		return fmt.Errorf("start lineage stream: %w", err)
 	}
 	defer stopStream()
-	defer startSources(ctx, cfg, indexedSink{store, ix, dead}, reg, logger)()
+	defer startSources(ctx, cfg, indexedSink{store, logw, ix, dead}, reg, logger)()
 	logger.Info("log open", "data", cfg.Data, "records", store.Size(), "origin", cfg.Origin, "verifier_key", store.Keys().VerifierKey)
 	return listenAndServe(ctx, cfg, addrFile, logger, handler, tlsCfg)
 }
@@ -427,10 +453,32 @@ func lockDataDir(data string) (*logstore.DirLock, error) {
 // to the log through the privacy layer, like any captured record.
 type deadLetterReplay struct {
 	*deadletter.Store
-	log    *logstore.Store
+	log    deadletter.Appender
 	opener deadletter.Opener
 }
 
 func (d deadLetterReplay) Replay(ctx context.Context) (*deadletter.ReplayResult, error) {
 	return d.Store.Replay(ctx, d.log, d.opener)
+}
+
+// writableLog is the log as the server's writers use it (the API, erasure
+// and retention, dead-letter replays): a *logstore.Store on one machine, a
+// clusterLog on a cluster node.
+type writableLog interface {
+	api.Log
+	privacy.Log
+}
+
+// clusterHealth adds a cluster node's state to the server's: a node whose
+// copy diverged from the replicated log serves nothing but the reason.
+func clusterHealth(h api.HealthFunc, node *cluster.Node) api.HealthFunc {
+	if node == nil {
+		return h
+	}
+	return func() (string, string) {
+		if err := node.Err(); err != nil {
+			return api.StatusTampered, err.Error()
+		}
+		return h()
+	}
 }

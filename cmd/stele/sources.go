@@ -903,6 +903,7 @@ func (c *sourceCollector) Collect(ch chan<- prometheus.Metric) {
 // completed before a crash.
 type indexedSink struct {
 	*logstore.Store
+	log  deadletter.Appender // the store, or the cluster on a cluster node
 	ix   *index.Index
 	dead *deadletter.Store
 }
@@ -910,7 +911,7 @@ type indexedSink struct {
 // Append parks records that break their schema instead of failing the
 // batch, so one bad row cannot stall a source.
 func (s indexedSink) Append(ctx context.Context, recs []*record.Record) ([]stele.Appended, error) {
-	return s.dead.AppendOrPark(ctx, s.Store, recs)
+	return s.dead.AppendOrPark(ctx, s.log, recs)
 }
 
 // Park puts what a source could not decode in the dead letters.

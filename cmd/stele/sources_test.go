@@ -173,7 +173,7 @@ func TestIndexedSinkHasID(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	sink := indexedSink{Store: store, ix: ix}
+	sink := indexedSink{Store: store, log: store, ix: ix}
 	r := &record.Record{ID: "marker-1", Source: record.Source{Name: "s", Kind: "postgres", Table: "t"},
 		Op: record.OpSnapshot, Key: json.RawMessage(`{"k":1}`), OccurredAt: time.Now()}
 	if _, err := sink.Append(ctx, []*record.Record{r}); err != nil {

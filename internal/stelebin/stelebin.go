@@ -144,3 +144,26 @@ func (s *Server) CheckpointSize() uint64 {
 	n, _ := strconv.ParseUint(sc.Text(), 10, 64)
 	return n
 }
+
+// Signal sends sig to the running process (SIGSTOP and SIGCONT pause and
+// resume it, for the cluster's stale-writer tests).
+func (s *Server) Signal(sig syscall.Signal) {
+	s.t.Helper()
+	if err := s.cmd.Process.Signal(sig); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// Running reports whether a process of s is running (not yet killed or
+// stopped by the test).
+func (s *Server) Running() bool { return s.cmd != nil }
+
+// Addr is the running server's listen address, or "" while it has not
+// written it yet.
+func (s *Server) Addr() string {
+	b, err := os.ReadFile(s.AddrFile)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
+}

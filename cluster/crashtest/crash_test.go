@@ -1,0 +1,143 @@
+package crashtest
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// kill -9 the writer under continuous HTTP load, three times: another node
+// takes over, every acknowledged record is in the log exactly once at the
+// seq it was acknowledged with, every node's records.log is the same file,
+// `stele verify` passes on each, and the checkpoints before and after each
+// failover are consistent.
+func TestKillWriter(t *testing.T) {
+	f := newFixture(t, 2*time.Second)
+	l := startLoad(f, 3)
+	var cps []signedCheckpoint
+	var failovers []time.Duration
+	for round := range 3 {
+		time.Sleep(time.Second)
+		w := f.leader()
+		cps = append(cps, f.checkpoint((w+1)%3))
+		killed := time.Now()
+		f.nodes[w].Kill9()
+		back := f.probe(w, fmt.Sprintf("kill%d", round))
+		failovers = append(failovers, back.Sub(killed))
+		if nw := f.leader(); nw == w {
+			t.Fatalf("round %d: the killed node %d still holds the lease", round, w)
+		}
+		time.Sleep(500 * time.Millisecond)
+		cps = append(cps, f.checkpoint((w+1)%3))
+		f.nodes[w].Start()
+		f.waitServing(w)
+	}
+	acked := l.end()
+	sort.Slice(failovers, func(i, j int) bool { return failovers[i] < failovers[j] })
+	t.Logf("failover (writer killed → a write acknowledged again), lease TTL %s: %v", f.ttl, failovers)
+	if len(acked) == 0 {
+		t.Fatal("no record was acknowledged")
+	}
+	f.settle(maxSeq(acked))
+	cps = append(cps, f.checkpoint(0))
+	f.verifyAll(acked, cps)
+}
+
+// The writer paused (SIGSTOP) past its lease while the others go on: a new
+// writer takes over, and when the old one resumes (SIGCONT) believing it
+// still leads, JetStream refuses its publish or its lease update fails;
+// either way it steps down and the log does not fork.
+func TestPausedWriterFenced(t *testing.T) {
+	f := newFixture(t, 2*time.Second)
+	l := startLoad(f, 3)
+	time.Sleep(time.Second)
+	w := f.leader()
+	cps := []signedCheckpoint{f.checkpoint((w + 1) % 3)}
+	f.nodes[w].Signal(syscall.SIGSTOP)
+	f.probe(w, "paused")
+	if nw := f.leader(); nw == w {
+		t.Fatalf("the paused node %d still holds the lease after a write was acknowledged", w)
+	}
+	time.Sleep(3 * f.ttl)
+	cps = append(cps, f.checkpoint((w+1)%3))
+	f.nodes[w].Signal(syscall.SIGCONT)
+	time.Sleep(2 * f.ttl)
+	f.probe(-1, "resumed")
+	if logs := f.nodes[w].Logs(); !strings.Contains(logs, "stepping down") {
+		t.Errorf("the resumed writer never said it stepped down:\n%s", logs)
+	}
+	if nw := f.leader(); nw == w {
+		t.Logf("node %d won the lease again after resuming (allowed: it campaigned anew)", w)
+	}
+	acked := l.end()
+	f.settle(maxSeq(acked))
+	cps = append(cps, f.checkpoint(w))
+	f.verifyAll(acked, cps)
+}
+
+// One NATS server of three killed under load: writes go on. Two: writes
+// stop with a 503 that says why, and nothing acknowledged is lost; with
+// the quorum back, writes resume.
+func TestNATSQuorumHTTP(t *testing.T) {
+	f := newFixture(t, 2*time.Second)
+	l := startLoad(f, 2)
+	time.Sleep(time.Second)
+	f.nats.Kill(2)
+	f.probe(-1, "one-down")
+	f.nats.Kill(1)
+	deadline := time.Now().Add(30 * time.Second)
+	for k := 0; ; k++ {
+		_, status, err := post(f.nodes[k%3].Addr(), []string{fmt.Sprintf("no-quorum-%d", k)})
+		if status == 503 && strings.Contains(err.Error(), "no NATS quorum") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("with 1 of 3 NATS servers up, a write got %d, %v; want 503 naming the missing quorum", status, err)
+		}
+	}
+	for _, i := range []int{1, 2} {
+		if err := f.nats.Restart(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.probe(-1, "quorum-back")
+	acked := l.end()
+	f.settle(maxSeq(acked))
+	f.verifyAll(acked, []signedCheckpoint{f.checkpoint(0)})
+}
+
+// TestFailoverFigures kills (-9) the writer ten times under load and
+// prints the failover time (writer killed → a write acknowledged again),
+// p50 and p99, at lease TTLs of 2s. Skipped unless STELE_BENCH_CLUSTER=1
+// (docs/cluster.md has the figures); the same checks as TestKillWriter
+// run at the end.
+func TestFailoverFigures(t *testing.T) {
+	if os.Getenv("STELE_BENCH_CLUSTER") == "" {
+		t.Skip("set STELE_BENCH_CLUSTER=1 to measure failover times")
+	}
+	f := newFixture(t, 2*time.Second)
+	l := startLoad(f, 2)
+	var failovers []time.Duration
+	var cps []signedCheckpoint
+	for round := range 10 {
+		time.Sleep(700 * time.Millisecond)
+		w := f.leader()
+		cps = append(cps, f.checkpoint((w+1)%3))
+		killed := time.Now()
+		f.nodes[w].Kill9()
+		failovers = append(failovers, f.probe(w, fmt.Sprintf("fig%d", round)).Sub(killed))
+		f.nodes[w].Start()
+		f.waitServing(w)
+	}
+	acked := l.end()
+	sort.Slice(failovers, func(i, j int) bool { return failovers[i] < failovers[j] })
+	t.Logf("failover over %d kills, lease TTL %s: p50 %s, p99 %s, all %v", len(failovers), f.ttl,
+		failovers[len(failovers)/2], failovers[(len(failovers)*99-1)/100], failovers)
+	f.settle(maxSeq(acked))
+	cps = append(cps, f.checkpoint(0))
+	f.verifyAll(acked, cps)
+}

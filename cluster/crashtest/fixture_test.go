@@ -1,0 +1,392 @@
+package crashtest
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/transparency-dev/merkle/proof"
+	"github.com/transparency-dev/merkle/rfc6962"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/stele/stele/internal/natstest"
+	"github.com/stele/stele/internal/stelebin"
+	"github.com/stele/stele/logstore"
+	"github.com/stele/stele/record"
+)
+
+const origin = "stele.test/cluster"
+
+// fixture is a NATS cluster and three stele nodes on it sharing one log
+// key (given to each node as a key file in its data directory).
+type fixture struct {
+	t     *testing.T
+	nats  *natstest.Cluster
+	bin   string
+	nodes []*stelebin.Server
+	kv    jetstream.KeyValue
+	vkey  string
+	ttl   time.Duration
+}
+
+// TestMain builds the stele binary once for every test of the package:
+// a build takes most of a minute on a busy machine.
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "stele-crashtest-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bin := filepath.Join(dir, "stele")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/stele/stele/cmd/stele").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build stele: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	os.Setenv(binEnv, bin)
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// binEnv passes the binary TestMain built to the tests.
+const binEnv = "STELE_CRASHTEST_BIN"
+
+func newFixture(t *testing.T, ttl time.Duration) *fixture {
+	t.Helper()
+	f := &fixture{t: t, nats: natstest.StartT(t, 3), bin: os.Getenv(binEnv), ttl: ttl}
+	skey, vkey, err := note.GenerateKey(rand.Reader, origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.vkey = vkey
+	for i := range 3 {
+		s := stelebin.New(t, f.bin, "--origin", origin, "--cluster", f.nats.URLs(), "--cluster-node", fmt.Sprintf("s%d", i),
+			"--cluster-lease-ttl", ttl.String(), "--cluster-ack-timeout", "5s", "--log-level", "debug")
+		kd := filepath.Join(s.Data, "keys")
+		if err := os.MkdirAll(kd, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(kd, "checkpoint.skey"), []byte(skey+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(kd, "checkpoint.vkey"), []byte(vkey+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		s.Start()
+		f.nodes = append(f.nodes, s)
+	}
+	for i := range f.nodes {
+		f.waitServing(i)
+	}
+	nc, err := nats.Connect(f.nats.URLs(), nats.MaxReconnects(-1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		if f.kv, err = js.KeyValue(ctx, "STELE_MAIN_LEASE"); err == nil {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("lease bucket: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return f
+}
+
+// waitServing waits until node i answers /healthz with 200.
+func (f *fixture) waitServing(i int) {
+	f.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		if addr := f.nodes[i].Addr(); addr != "" {
+			if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == http.StatusOK {
+					return
+				}
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	f.t.Fatalf("node %d not serving within 60s", i)
+}
+
+// leader is the index of the node holding the writer lease, waiting for
+// one to hold it.
+func (f *fixture) leader() int {
+	f.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		e, err := f.kv.Get(ctx, "writer")
+		cancel()
+		if err == nil {
+			var i int
+			if _, err := fmt.Sscanf(string(e.Value()), "s%d", &i); err == nil {
+				return i
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	f.t.Fatal("no node holds the writer lease")
+	return -1
+}
+
+// post sends recs (JSON objects) to node i; it returns the seq of each
+// id on a 201 and the status otherwise.
+func post(addr string, ids []string) (map[string]uint64, int, error) {
+	var body bytes.Buffer
+	body.WriteByte('[')
+	for j, id := range ids {
+		if j > 0 {
+			body.WriteByte(',')
+		}
+		fmt.Fprintf(&body, `{"id":%q,"source":{"name":"app","table":"orders"},"op":"insert","key":{"id":%q},"after":{"id":%q,"amount":%d}}`, id, id, id, j)
+	}
+	body.WriteByte(']')
+	client := &http.Client{Timeout: 20 * time.Second}
+	resp, err := client.Post("http://"+addr+"/v1/records", "application/json", &body)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusCreated {
+		return nil, resp.StatusCode, fmt.Errorf("status %d: %s", resp.StatusCode, b)
+	}
+	var out struct {
+		Records []struct {
+			Seq uint64 `json:"seq"`
+			ID  string `json:"id"`
+		} `json:"records"`
+	}
+	if err := json.Unmarshal(b, &out); err != nil {
+		return nil, resp.StatusCode, err
+	}
+	m := make(map[string]uint64, len(out.Records))
+	for _, r := range out.Records {
+		m[r.ID] = r.Seq
+	}
+	return m, resp.StatusCode, nil
+}
+
+// load posts batches of new records to the nodes in turn until stopped,
+// and keeps what was acknowledged.
+type load struct {
+	f      *fixture
+	mu     sync.Mutex
+	acked  map[string]uint64
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	errors int
+}
+
+func startLoad(f *fixture, workers int) *load {
+	l := &load{f: f, acked: map[string]uint64{}, stop: make(chan struct{})}
+	for w := range workers {
+		l.wg.Go(func() {
+			for k := 0; ; k++ {
+				select {
+				case <-l.stop:
+					return
+				default:
+				}
+				addr := f.nodes[(w+k)%len(f.nodes)].Addr()
+				ids := make([]string, 5)
+				for j := range ids {
+					ids[j] = fmt.Sprintf("w%d-%d-%d", w, k, j)
+				}
+				got, _, err := post(addr, ids)
+				l.mu.Lock()
+				if err != nil {
+					l.errors++
+				}
+				for id, seq := range got {
+					if prev, ok := l.acked[id]; ok && prev != seq {
+						f.t.Errorf("id %s acknowledged at seq %d and %d", id, prev, seq)
+					}
+					l.acked[id] = seq
+				}
+				l.mu.Unlock()
+				if err != nil {
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		})
+	}
+	return l
+}
+
+func (l *load) end() map[string]uint64 {
+	close(l.stop)
+	l.wg.Wait()
+	return l.acked
+}
+
+// probe posts one new record to any running node but skip until one is
+// acknowledged, and returns when.
+func (f *fixture) probe(skip int, tag string) time.Time {
+	f.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for k := 0; time.Now().Before(deadline); k++ {
+		i := k % len(f.nodes)
+		if i == skip {
+			continue
+		}
+		if _, _, err := post(f.nodes[i].Addr(), []string{fmt.Sprintf("probe-%s-%d", tag, k)}); err == nil {
+			return time.Now()
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	f.t.Fatal("no write acknowledged within 60s")
+	return time.Time{}
+}
+
+// signedCheckpoint is a checkpoint note fetched from a node, parsed with
+// the note library alone.
+type signedCheckpoint struct {
+	size uint64
+	root []byte
+}
+
+func (f *fixture) checkpoint(i int) signedCheckpoint {
+	f.t.Helper()
+	resp, err := http.Get("http://" + f.nodes[i].Addr() + "/v1/checkpoint")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	v, err := note.NewVerifier(f.vkey)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	n, err := note.Open(b, note.VerifierList(v))
+	if err != nil {
+		f.t.Fatalf("checkpoint of node %d: %v\n%s", i, err, b)
+	}
+	lines := strings.Split(n.Text, "\n")
+	size, err := strconv.ParseUint(lines[1], 10, 64)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	root, err := base64.StdEncoding.DecodeString(lines[2])
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	return signedCheckpoint{size, root}
+}
+
+// settle waits until every node's checkpoint covers at least size.
+func (f *fixture) settle(size uint64) {
+	f.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for i := range f.nodes {
+		for f.checkpoint(i).size < size {
+			if time.Now().After(deadline) {
+				f.t.Fatalf("node %d's checkpoint stays at %d, want %d", i, f.checkpoint(i).size, size)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+// verifyAll stops every node, then checks that their records.log files
+// are identical, `stele verify` passes on each, every acknowledged id is
+// stored once at its seq, and each checkpoint in cps is consistent with
+// the next (proofs checked with transparency-dev/merkle's verifier).
+func (f *fixture) verifyAll(acked map[string]uint64, cps []signedCheckpoint) {
+	f.t.Helper()
+	for _, s := range f.nodes {
+		if err := s.Stop(); err != nil {
+			f.t.Fatalf("stop node: %v", err)
+		}
+	}
+	first, err := os.ReadFile(filepath.Join(f.nodes[0].Data, "records.log"))
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	for i, s := range f.nodes {
+		b, err := os.ReadFile(filepath.Join(s.Data, "records.log"))
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		if !bytes.Equal(b, first) {
+			f.t.Fatalf("records.log of node %d (%d bytes) differs from node 0's (%d bytes)", i, len(b), len(first))
+		}
+		if out, err := exec.Command(f.bin, "verify", "--data", s.Data).CombinedOutput(); err != nil {
+			f.t.Fatalf("stele verify on node %d: %v\n%s", i, err, out)
+		}
+	}
+	ctx := context.Background()
+	store, err := logstore.Open(ctx, f.nodes[0].Data, logstore.Options{Origin: origin, Replica: true})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	defer store.Close()
+	seen := map[string]uint64{}
+	for seq := uint64(0); seq < store.Size(); seq++ {
+		raw, err := store.ReadRaw(seq)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		r, err := record.Decode(raw)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		if prev, dup := seen[r.ID]; dup {
+			f.t.Fatalf("id %s stored at seqs %d and %d", r.ID, prev, seq)
+		}
+		seen[r.ID] = seq
+	}
+	for id, seq := range acked {
+		if got, ok := seen[id]; !ok || got != seq {
+			f.t.Fatalf("acknowledged %s at seq %d; the log has it at %d (present %v)", id, seq, got, ok)
+		}
+	}
+	for k := 0; k+1 < len(cps); k++ {
+		a, b := cps[k], cps[k+1]
+		if a.size > b.size {
+			f.t.Fatalf("checkpoint %d (size %d) is after checkpoint %d (size %d)", k+1, b.size, k, a.size)
+		}
+		p, err := store.ConsistencyProof(a.size, b.size)
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		if err := proof.VerifyConsistency(rfc6962.DefaultHasher, a.size, b.size, p, a.root, b.root); err != nil {
+			f.t.Fatalf("checkpoints at %d and %d are not consistent: %v", a.size, b.size, err)
+		}
+	}
+	f.t.Logf("%d records, %d acknowledged, %d checkpoints consistent", store.Size(), len(acked), len(cps))
+}
+
+func maxSeq(acked map[string]uint64) uint64 {
+	var n uint64
+	for _, s := range acked {
+		n = max(n, s+1)
+	}
+	return n
+}

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// cluster: is read as a mapping or as the URLs alone, through the same
+// setters as --cluster and STELE_CLUSTER*, and mistakes name the key.
+func TestClusterConfig(t *testing.T) {
+	cfg, err := loadTest(t, "cluster:\n  nats: nats://a:4222,nats://b:4222\n  node: a\n  lease_ttl: 3s\n  ack_timeout: 4s\n", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := ClusterConfig{URLs: "nats://a:4222,nats://b:4222", Node: "a", LeaseTTL: 3 * time.Second, AckTimeout: 4 * time.Second}
+	if cfg.Cluster != want {
+		t.Fatalf("cluster: mapping gave %+v, want %+v", cfg.Cluster, want)
+	}
+	cfg, err = loadTest(t, "cluster: nats://a:4222\n", map[string]string{"STELE_CLUSTER_NODE": "b"}, "--cluster-lease-ttl", "1s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (ClusterConfig{URLs: "nats://a:4222", Node: "b", LeaseTTL: time.Second}); cfg.Cluster != want {
+		t.Fatalf("cluster: scalar gave %+v, want %+v", cfg.Cluster, want)
+	}
+	if cfg, _ := loadTest(t, "", nil); cfg.Cluster != (ClusterConfig{}) {
+		t.Fatalf("no cluster configured, got %+v: one machine must stay the default", cfg.Cluster)
+	}
+	for _, tc := range []struct {
+		yaml  string
+		args  []string
+		wants []string
+	}{
+		{yaml: "cluster:\n  nats: http://a:80\n", wants: []string{"cluster.nats", "nats://"}},
+		{yaml: "cluster:\n  brokers: x\n", wants: []string{`unknown key "brokers"`, "ack_timeout, lease_ttl, nats, node"}},
+		{yaml: "cluster:\n  lease_ttl: 0s\n", wants: []string{"cluster.lease_ttl", "positive"}},
+		{args: []string{"--cluster", "a:4222"}, wants: []string{"--cluster", "nats://"}},
+	} {
+		_, err := loadTest(t, tc.yaml, nil, tc.args...)
+		if err == nil {
+			t.Fatalf("%q %v: no error", tc.yaml, tc.args)
+		}
+		for _, w := range tc.wants {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("error %q does not mention %q", err, w)
+			}
+		}
+	}
+}

@@ -74,9 +74,19 @@ func newFixture(t *testing.T, ttl time.Duration) *fixture {
 		t.Fatal(err)
 	}
 	f.vkey = vkey
+	// Every node unwraps the keys in the cluster's KV keystore with the
+	// one master key, kept outside the data directories as advised.
+	master := make([]byte, 32)
+	if _, err := rand.Read(master); err != nil {
+		t.Fatal(err)
+	}
+	masterFile := filepath.Join(t.TempDir(), "master.key")
+	if err := os.WriteFile(masterFile, []byte(base64.StdEncoding.EncodeToString(master)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for i := range 3 {
 		s := stelebin.New(t, f.bin, "--origin", origin, "--cluster", f.nats.URLs(), "--cluster-node", fmt.Sprintf("s%d", i),
-			"--cluster-lease-ttl", ttl.String(), "--cluster-ack-timeout", "5s", "--log-level", "debug")
+			"--cluster-lease-ttl", ttl.String(), "--cluster-ack-timeout", "5s", "--log-level", "debug", "--master-key-file", masterFile)
 		kd := filepath.Join(s.Data, "keys")
 		if err := os.MkdirAll(kd, 0o700); err != nil {
 			t.Fatal(err)

@@ -69,6 +69,26 @@ func clusterOptions() []option {
 	}
 }
 
+// clusterKeystore makes a cluster's keystore the KV bucket on its NATS
+// servers unless another bucket is configured: every node must seal, reveal
+// and erase with the same keys, which a data directory's own keystore
+// cannot give.
+func (c *Config) clusterKeystore() error {
+	if c.Cluster.URLs == "" {
+		return nil
+	}
+	switch c.Keystore.Kind {
+	case "":
+		c.Keystore.Kind = "nats"
+	case "file":
+		return errors.New("keystore_kind: file cannot serve a cluster (cluster is set): each node would seal with keys the others lack, and an erasure on one node would not reach the rest; leave keystore_kind unset, or set it to nats")
+	}
+	if c.Keystore.NATSURL == "" {
+		c.Keystore.NATSURL = c.Cluster.URLs
+	}
+	return nil
+}
+
 // clusterYAMLSection is the cluster: mapping of the configuration file (the
 // key may also hold the server URLs alone).
 func clusterYAMLSection() yamlSection {

@@ -24,7 +24,19 @@ func TestClusterConfig(t *testing.T) {
 	if want := (ClusterConfig{URLs: "nats://a:4222", Node: "b", LeaseTTL: time.Second}); cfg.Cluster != want {
 		t.Fatalf("cluster: scalar gave %+v, want %+v", cfg.Cluster, want)
 	}
-	if cfg, _ := loadTest(t, "", nil); cfg.Cluster != (ClusterConfig{}) {
+	// A cluster's keys live on its NATS servers unless configured
+	// otherwise; a data directory's own keystore cannot serve one.
+	if cfg.Keystore.Kind != "nats" || cfg.Keystore.NATSURL != "nats://a:4222" {
+		t.Fatalf("cluster without keystore settings: keystore %+v, want the KV bucket on the cluster's servers", cfg.Keystore)
+	}
+	cfg, err = loadTest(t, "cluster: nats://a:4222\nkeystore: {kind: nats, nats_url: nats://k:4222, bucket: KEYS}\n", nil)
+	if err != nil || cfg.Keystore.NATSURL != "nats://k:4222" || cfg.Keystore.Bucket != "KEYS" {
+		t.Fatalf("cluster with its own keystore settings: %+v, %v", cfg.Keystore, err)
+	}
+	if _, err := loadTest(t, "cluster: nats://a:4222\nkeystore: {kind: file}\n", nil); err == nil || !strings.Contains(err.Error(), "keystore_kind: file cannot serve a cluster") {
+		t.Fatalf("a file keystore in a cluster: %v, want a refusal naming keystore_kind", err)
+	}
+	if cfg, _ := loadTest(t, "", nil); cfg.Cluster != (ClusterConfig{}) || cfg.Keystore.Kind == "nats" {
 		t.Fatalf("no cluster configured, got %+v: one machine must stay the default", cfg.Cluster)
 	}
 	for _, tc := range []struct {

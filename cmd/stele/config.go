@@ -459,6 +459,9 @@ func (cf *configFlags) load(getenv func(string) string) (Config, error) {
 			}
 		}
 	})
+	if err == nil {
+		err = cfg.clusterKeystore()
+	}
 	if err != nil || cf.sources == nil {
 		return cfg, err
 	}

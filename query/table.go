@@ -352,27 +352,6 @@ type rawLog interface {
 	ReadRaw(seq uint64) ([]byte, error)
 }
 
-// readForFold reads the fields of the record at seq that a fold uses.
-func readForFold(l rawLog, seq uint64) (*record.Record, error) {
-	stored, err := l.ReadRaw(seq)
-	if err != nil {
-		return nil, err
-	}
-	got, err := record.Seq(stored)
-	if err != nil {
-		return nil, err
-	}
-	var body struct {
-		Op         record.Op       `json:"op"`
-		After      json.RawMessage `json:"after"`
-		OccurredAt time.Time       `json:"occurred_at"`
-	}
-	if err := json.Unmarshal(stored[record.HeaderSize:], &body); err != nil {
-		return nil, fmt.Errorf("%w: body of seq %d: %w", record.ErrFormat, got, err)
-	}
-	return &record.Record{Seq: got, Op: body.Op, After: body.After, OccurredAt: body.OccurredAt}, nil
-}
-
 // revealUnit passes a unit's records (newest first) through hook, oldest
 // first, and folds what it left.
 func revealUnit(ctx context.Context, hook ReadHook, key string, recs []*record.Record) (Unit, error) {

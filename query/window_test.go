@@ -106,7 +106,7 @@ func TestTimeWindowFarBackFillsTheFirstPage(t *testing.T) {
 // over the log, in both orders.
 func TestTimeWindowsMatchBruteForce(t *testing.T) {
 	v := newEnv(t)
-	const n = 12_500
+	const n = 9_000
 	rng := rand.New(rand.NewPCG(3, 5))
 	for b := 0; b < n; b += 1000 {
 		recs := make([]*record.Record, 1000)
@@ -124,9 +124,9 @@ func TestTimeWindowsMatchBruteForce(t *testing.T) {
 	all := v.all(t)
 	ctx := context.Background()
 	first, last := bench.Record(0, 1).OccurredAt.AddDate(-2, 0, 0), bench.Record(n, 1).OccurredAt
-	for q := 0; q < 30; q++ {
+	for q := 0; q < 20; q++ {
 		since := first.Add(time.Duration(rng.Int64N(int64(last.Sub(first)))))
-		if q < 15 { // half the windows in the recent, dense part of the log
+		if q < 10 { // half the windows in the recent, dense part of the log
 			since = last.Add(-time.Duration(rng.Int64N(int64(n+600)) * int64(time.Second)))
 		}
 		window := []time.Duration{time.Second, 10 * time.Minute, time.Hour, 24 * time.Hour, 90 * 24 * time.Hour}[rng.IntN(5)]

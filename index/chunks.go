@@ -70,29 +70,52 @@ func (c *chunkBatch) merge(b *pebble.Batch) error {
 }
 
 // scanChunks is Scan over a chunked list.
-func (ix *Index) scanChunks(l List, desc bool, from uint64, fn func(Posting) bool) error {
+func (ix *Index) scanChunks(l List, desc bool, from uint64, blocks *Blocks, fn func(Posting) bool) error {
 	it, err := ix.db.NewIter(&pebble.IterOptions{LowerBound: l.prefix, UpperBound: l.upper()})
 	if err != nil {
 		return fmt.Errorf("scan index: %w", err)
 	}
 	defer it.Close()
-	var valid bool
-	switch {
-	case !desc:
-		valid = it.SeekGE(chunkKey(nil, l.prefix, from>>chunkBits))
-	case from>>chunkBits == math.MaxUint64>>chunkBits:
-		valid = it.Last()
-	default:
-		valid = it.SeekLT(chunkKey(nil, l.prefix, from>>chunkBits+1))
+	// seek positions it at the last chunk at or before bucket (desc) or the
+	// first at or after it.
+	seek := func(bucket uint64) bool {
+		switch {
+		case !desc:
+			return it.SeekGE(chunkKey(nil, l.prefix, bucket))
+		case bucket == math.MaxUint64>>chunkBits:
+			return it.Last()
+		default:
+			return it.SeekLT(chunkKey(nil, l.prefix, bucket+1))
+		}
 	}
 	n := len(l.prefix)
 	var scratch []chunkPosting
-	for ; valid; valid = step(it, desc) {
+chunks:
+	for valid := seek(from >> chunkBits); valid; valid = step(it, desc) {
 		k, v := it.Key(), it.Value()
 		if len(k) != n+8 || len(v)%chunkPostingSize != 0 {
 			return fmt.Errorf("index chunk of %d/%d bytes: %w", len(k), len(v), ErrCorrupt)
 		}
-		base := binary.BigEndian.Uint64(k[n:]) << chunkBits
+		bucket := binary.BigEndian.Uint64(k[n:])
+		for blocks != nil && !blocks.Has(bucket<<chunkBits) {
+			// Seek to the window's next block in this direction: always
+			// strictly past this chunk, so the walk ends.
+			var next uint64
+			var ok bool
+			if desc {
+				next, ok = blocks.Prev(bucket << chunkBits)
+			} else {
+				next, ok = blocks.Next(bucket << chunkBits)
+			}
+			if !ok || !seek(next>>chunkBits) {
+				break chunks
+			}
+			if k, v = it.Key(), it.Value(); len(k) != n+8 || len(v)%chunkPostingSize != 0 {
+				return fmt.Errorf("index chunk of %d/%d bytes: %w", len(k), len(v), ErrCorrupt)
+			}
+			bucket = binary.BigEndian.Uint64(k[n:])
+		}
+		base := bucket << chunkBits
 		scratch = chunkPostings(scratch[:0], v)
 		for i := range scratch {
 			if desc {
@@ -135,13 +158,17 @@ func chunkPostings(dst []chunkPosting, v []byte) []chunkPosting {
 	return slices.CompactFunc(dst, func(a, b chunkPosting) bool { return a.offset == b.offset })
 }
 
-// indexMerger merges the subject counters (sums) and the list chunks
-// (concatenations), told apart by their key's first byte.
+// indexMerger merges the subject counters (sums), the list chunks
+// (concatenations) and the time blocks (spans), told apart by their key's
+// first byte.
 var indexMerger = &pebble.Merger{
-	Name: "stele.index.v4",
+	Name: "stele.index.v5",
 	Merge: func(key, value []byte) (pebble.ValueMerger, error) {
 		if len(key) > 0 && chunked(key[0]) {
 			return &concatMerger{newer: slices.Clone(value)}, nil
+		}
+		if len(key) > 0 && key[0] == pTimeBlock {
+			return newSpanMerger(value)
 		}
 		m := &sumMerger{}
 		return m, m.MergeNewer(value)

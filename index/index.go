@@ -39,10 +39,12 @@ import (
 //	K cause seq               -> occurred_at   (the changes an event caused:
 //	                                            cause.record_id, see
 //	                                            capture.JoinOutbox)
+//	M bucket                  -> occurred_at span of 4,096 seqs (timeblocks.go)
 //
 // The Merger's name (chunks.go) is the format's version: an index of an
 // older format fails to open with ErrIncompatible, and the server sets it
-// aside and rebuilds it from the log (v4 added the cause list).
+// aside and rebuilds it from the log (v4 added the cause list, v5 the time
+// blocks).
 const (
 	pWatermark = 'W'
 	pID        = 'I'
@@ -52,6 +54,7 @@ const (
 	pActor     = 'A'
 	pTruncate  = 'X'
 	pCause     = 'K'
+	pTimeBlock = 'M'
 )
 
 const cacheBytes = 128 << 20
@@ -396,7 +399,9 @@ func (ix *Index) apply(seqs []uint64, entries [][]byte) error {
 	var counts subjectCounts
 	var chunks chunkBatch
 	var purged [][2][]byte
+	var spans timeSpans
 	for i, e := range entries {
+		spans.add(seqs[i], e[:postingValueSize])
 		if err := forEachList(e, func(prefix []byte) error {
 			switch {
 			case chunked(prefix[0]):
@@ -435,6 +440,9 @@ func (ix *Index) apply(seqs []uint64, entries [][]byte) error {
 		return err
 	}
 	if err := chunks.merge(b); err != nil {
+		return err
+	}
+	if err := spans.merge(b); err != nil {
 		return err
 	}
 	var seqBuf [8]byte

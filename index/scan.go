@@ -60,13 +60,25 @@ type Posting struct {
 // Scan walks l in seq order starting at from (inclusive), newest first when
 // desc, calling fn until it returns false.
 func (ix *Index) Scan(l List, desc bool, from uint64, fn func(Posting) bool) error {
+	return ix.ScanBlocks(l, desc, from, nil, fn)
+}
+
+// ScanBlocks is Scan over the postings in blocks only (from TimeBlocks; nil
+// is every block). A chunked list skips the other blocks with a seek each,
+// so a time window costs its blocks, not the list's length.
+func (ix *Index) ScanBlocks(l List, desc bool, from uint64, blocks *Blocks, fn func(Posting) bool) error {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	if err := ix.readable(); err != nil {
 		return err
 	}
 	if chunked(l.prefix[0]) {
-		return ix.checkDamage(ix.scanChunks(l, desc, from, fn))
+		return ix.checkDamage(ix.scanChunks(l, desc, from, blocks, fn))
+	}
+	if blocks != nil {
+		// Entity, cause and truncate lists are short: filtered, not skipped.
+		inner := fn
+		fn = func(p Posting) bool { return !blocks.Has(p.Seq) || inner(p) }
 	}
 	return ix.checkDamage(ix.scan(l, desc, from, fn))
 }

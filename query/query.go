@@ -186,8 +186,9 @@ func plan(f Filter) (*index.List, func(*record.Record) bool) {
 func ptr[T any](v T) *T { return &v }
 
 // scanSeqs walks the posting list l, or with no list every seq of the log,
-// which needs no index at all.
-func (e *Engine) scanSeqs(l *index.List, blind []byte, desc bool, from, size uint64, fn func(index.Posting) bool) error {
+// in blocks only when blocks is not nil (a time window's, from
+// index.TimeBlocks).
+func (e *Engine) scanSeqs(l *index.List, blind []byte, blocks *index.Blocks, desc bool, from, size uint64, fn func(index.Posting) bool) error {
 	if blind != nil {
 		var ps []index.Posting
 		if err := e.ix.SearchBlind(blind, func(p index.Posting) bool {
@@ -209,19 +210,31 @@ func (e *Engine) scanSeqs(l *index.List, blind []byte, desc bool, from, size uin
 		return nil
 	}
 	if l != nil {
-		return e.ix.Scan(*l, desc, from, fn)
+		return e.ix.ScanBlocks(*l, desc, from, blocks, fn)
 	}
 	if size == 0 {
 		return nil
 	}
 	if desc {
 		for seq := min(from, size-1); ; seq-- {
+			if blocks != nil {
+				var ok bool
+				if seq, ok = blocks.Prev(seq); !ok {
+					return nil
+				}
+			}
 			if !fn(index.Posting{Seq: seq}) || seq == 0 {
 				return nil
 			}
 		}
 	}
 	for seq := from; seq < size; seq++ {
+		if blocks != nil {
+			var ok bool
+			if seq, ok = blocks.Next(seq); !ok || seq >= size {
+				return nil
+			}
+		}
 		if !fn(index.Posting{Seq: seq}) {
 			return nil
 		}
@@ -253,6 +266,16 @@ func (e *Engine) page(ctx context.Context, l *index.List, req PageRequest, f Fil
 	if err != nil {
 		return nil, err
 	}
+	// A time window visits only the blocks of seqs whose occurred_at span
+	// meets it: without them a window far back would scan (and, with no
+	// list, read) every record after it. The blind index's postings are
+	// few and are filtered by time on each record instead.
+	var blocks *index.Blocks
+	if (!f.Since.IsZero() || !f.Until.IsZero()) && f.Blind == nil {
+		if blocks, err = e.ix.TimeBlocks(f.Since, f.Until); err != nil {
+			return nil, err
+		}
+	}
 	page := &Page{}
 	scanned := 0
 	var last uint64
@@ -261,7 +284,7 @@ func (e *Engine) page(ctx context.Context, l *index.List, req PageRequest, f Fil
 	// one (there may then be nothing after it, and the next page comes
 	// back empty, which pagination allows).
 	more := false
-	err = e.scanSeqs(l, f.Blind, desc, from, size, func(p index.Posting) bool {
+	err = e.scanSeqs(l, f.Blind, blocks, desc, from, size, func(p index.Posting) bool {
 		if p.Seq >= size {
 			// Appended after this query's snapshot: descending scans meet
 			// such postings first and skip them; ascending ones meet them

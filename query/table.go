@@ -256,7 +256,7 @@ func (e *Engine) foldTable(ctx context.Context, source, table string, after *str
 						b.err = ctx.Err()
 						break
 					}
-					recs, err := e.readUnit(g.seqs)
+					recs, err := e.readUnit(g.seqs, hook == nil)
 					if err != nil {
 						b.err = err
 						break
@@ -318,10 +318,23 @@ func (e *Engine) foldTable(ctx context.Context, source, table string, after *str
 // readUnit reads the records at seqs (ascending, all in effect at the
 // instant asked) newest first, down to the last record that sets or clears
 // the whole image: nothing before it can show through.
-func (e *Engine) readUnit(seqs []uint64) ([]*record.Record, error) {
+//
+// With foldOnly the records hold only what foldUnit reads (op, after,
+// occurred_at, seq) when the log hands out stored bytes: decoding the whole
+// record was most of a table walk's CPU, and a unit whose history is all
+// partial-capable updates (no insert or snapshot since) is read back to its
+// first record.
+func (e *Engine) readUnit(seqs []uint64, foldOnly bool) ([]*record.Record, error) {
 	recs := make([]*record.Record, 0, 4)
+	raw, _ := e.log.(rawLog)
 	for i := len(seqs) - 1; i >= 0; i-- {
-		r, err := e.log.Read(seqs[i])
+		var r *record.Record
+		var err error
+		if foldOnly && raw != nil {
+			r, err = readForFold(raw, seqs[i])
+		} else {
+			r, err = e.log.Read(seqs[i])
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -331,6 +344,12 @@ func (e *Engine) readUnit(seqs []uint64) ([]*record.Record, error) {
 		}
 	}
 	return recs, nil
+}
+
+// rawLog is a Log that also returns a record's stored bytes
+// (logstore.Store does).
+type rawLog interface {
+	ReadRaw(seq uint64) ([]byte, error)
 }
 
 // revealUnit passes a unit's records (newest first) through hook, oldest
@@ -379,13 +398,35 @@ func foldUnit(recs []*record.Record) (Unit, bool, error) {
 			return Unit{}, false, nil
 		}
 	}
+	// Folded newest first, as fold would oldest first: a member takes its
+	// value from the newest image naming it, so each older image only adds
+	// the members not yet seen, and no state is copied per record.
 	var state map[string]json.RawMessage
-	for i := len(recs) - 1; i >= 0; i-- {
-		next, err := fold(state, recs[i])
-		if err != nil {
-			return Unit{}, false, fmt.Errorf("fold seq %d: %w", recs[i].Seq, err)
+	for _, r := range recs {
+		switch r.Op {
+		case record.OpDelete, record.OpTruncate:
+			// What the newer records built is the state; nothing older.
+		case record.OpInsert, record.OpSnapshot, record.OpUpdate:
+			img, err := image(r.After)
+			if err != nil {
+				return Unit{}, false, fmt.Errorf("fold seq %d: %w", r.Seq, err)
+			}
+			if state == nil {
+				state = img
+			} else {
+				for k, v := range img {
+					if _, ok := state[k]; !ok {
+						state[k] = v
+					}
+				}
+			}
+			if r.Op == record.OpUpdate {
+				continue
+			}
+		default: // ddl, event: no change
+			continue
 		}
-		state = next
+		break
 	}
 	if state == nil {
 		return Unit{}, false, nil

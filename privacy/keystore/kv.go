@@ -227,11 +227,18 @@ func createBucket(ctx context.Context, js jetstream.JetStream, bucket string, re
 			if st.CachedInfo().Config.DenyDelete {
 				return nil, fmt.Errorf("keystore: open KV %s: the bucket denies message deletes, so keys could not be erased; it was not created by Stele: use another bucket name", bucket)
 			}
-			kv, err := js.KeyValue(ctx, bucket)
-			if err != nil {
-				return nil, fmt.Errorf("keystore: open KV %s: %w", bucket, err)
+			kv, kerr := js.KeyValue(ctx, bucket)
+			if kerr == nil {
+				return kv, nil
 			}
-			return kv, nil
+			// Right after another node created the stream its info can
+			// still be missing on this server (the stream's replicas are
+			// being placed), which the KV API reports as no bucket: a
+			// moment later it is there.
+			if !errors.Is(kerr, jetstream.ErrBucketNotFound) {
+				return nil, fmt.Errorf("keystore: open KV %s: %w", bucket, kerr)
+			}
+			err = kerr
 		}
 		last = err
 		select {

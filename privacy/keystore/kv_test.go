@@ -144,9 +144,27 @@ func TestKVClusterCreateRaceAndDestroy(t *testing.T) {
 	defer cancel()
 	c := natstest.StartT(t, 3)
 	m := testMaster(t, 1)
-	var nodes []*KVStore
-	for i := range 3 {
-		nodes = append(nodes, openKVT(t, connectJS(t, c.URL(i)), m, Options{Replicas: 3}))
+	// The nodes open the new bucket at once, as a cluster's nodes start:
+	// the one creating it races the others looking it up.
+	nodes := make([]*KVStore, 3)
+	jss := make([]jetstream.JetStream, 3)
+	for i := range jss {
+		jss[i] = connectJS(t, c.URL(i))
+	}
+	openErrs := make([]error, 3)
+	var opening sync.WaitGroup
+	for i := range nodes {
+		opening.Go(func() {
+			if nodes[i], openErrs[i] = OpenKV(ctx, jss[i], "KEYS", m, Options{Replicas: 3}); openErrs[i] == nil {
+				t.Cleanup(func() { nodes[i].Close() })
+			}
+		})
+	}
+	opening.Wait()
+	for i, err := range openErrs {
+		if err != nil {
+			t.Fatalf("node %d opening the new bucket with the others: %v", i, err)
+		}
 	}
 	var hookMu sync.Mutex
 	heard := map[string]int{}

@@ -148,3 +148,32 @@ func TestClientSchemaRefIsCheckedNotTrusted(t *testing.T) {
 		t.Fatalf("reference without a registry: %d %s", r.status, r.body)
 	}
 }
+
+// TestForgedEnvelopesRefused: a client cannot store what readers would
+// take for sealed personal data — a top-level "$pii" member or a
+// {"$sealed":…} object in any image — whatever its table's schema, or
+// lack of one: readers would try to open it, and could be shown a forged
+// "erased" value or a decryption failure for a record that never held
+// personal data.
+func TestForgedEnvelopesRefused(t *testing.T) {
+	e := newGuardEnv(t)
+	notes := `"source":{"name":"crm","kind":"postgres","schema":"public","table":"notes"}`
+	cases := []struct{ name, body, field string }{
+		{"$pii in a table without a schema", `{` + notes + `,"op":"insert","key":{"id":1},"tx":{"position":"0/D1"},"after":{"id":1,"$pii":{"name":"AAAA"}}}`, "after.$pii"},
+		{"$sealed in a table without a schema", `{` + notes + `,"op":"update","key":{"id":1},"tx":{"position":"0/D2"},"before":{"id":1,"text":{"$sealed":{"alg":"A256GCM","ct":"AA","kid":"k1"}}},"after":{"id":1,"text":"x"}}`, "before"},
+		{"$sealed in the key", `{` + notes + `,"op":"delete","key":{"id":{"$sealed":{"alg":"A256GCM","ct":"AA","kid":"k1"}}},"tx":{"position":"0/D3"},"before":{"id":1}}`, "key"},
+		{"$sealed in a schema's free field", `{` + customersSource + `,"op":"insert","key":{"id":2},"tx":{"position":"0/D4"},"after":{"id":2,"notes":{"$sealed":{"alg":"A256GCM","ct":"AA","kid":"k1"}}}}`, "after"},
+	}
+	for _, c := range cases {
+		status, b, _ := e.post(t, auth.RoleService, c.body)
+		if status != http.StatusBadRequest || !bytes.Contains(b, []byte(`"field":"`+c.field)) || !bytes.Contains(b, []byte("reserved for sealed personal data")) {
+			t.Errorf("%s: %d %s", c.name, status, b)
+		}
+	}
+	// The same names as plain data stay accepted where they are not
+	// envelopes: nested "$pii" members and "$sealed" strings.
+	status, b, _ := e.post(t, auth.RoleService, `{`+notes+`,"op":"insert","key":{"id":3},"tx":{"position":"0/D5"},"after":{"id":3,"text":"{\"$sealed\":1}","meta":{"$pii":1}}}`)
+	if status != http.StatusCreated {
+		t.Fatalf("plain data that only names the markers: %d %s", status, b)
+	}
+}

@@ -44,7 +44,7 @@ type fixture struct {
 	clock   *time.Time
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -73,7 +73,7 @@ func newFixture(t *testing.T) *fixture {
 	return f
 }
 
-func customer(t *testing.T, id string, after string, at time.Time) *record.Record {
+func customer(t testing.TB, id string, after string, at time.Time) *record.Record {
 	t.Helper()
 	a, err := record.Canonical([]byte(after))
 	if err != nil {

@@ -84,5 +84,7 @@ fuzz -run='^$' -fuzz='^FuzzReadFrames$' -fuzztime="$fuzztime" ./privacy/keystore
 fuzz -run='^$' -fuzz='^FuzzColumnJSON$' -fuzztime="$fuzztime" ./capture/postgres
 fuzz -run='^$' -fuzz='^FuzzVaultResponse$' -fuzztime="$fuzztime" ./privacy/keystore
 fuzz -run='^$' -fuzz='^FuzzDecodePositions$' -fuzztime="$fuzztime" ./capture
+fuzz -run='^$' -fuzz='^FuzzReadStoredImage$' -fuzztime="$fuzztime" ./privacy
+fuzz -run='^$' -fuzz='^FuzzDecodeValues$' -fuzztime="$fuzztime" ./privacy/keystore
 
 echo "== all tests passed"

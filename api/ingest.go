@@ -270,6 +270,7 @@ func (s *Server) appendFailed(w http.ResponseWriter, r *http.Request, err error)
 	case errors.As(err, &re) && errors.As(re.Err, &fe):
 		// The record broke its schema: nothing of the batch was appended.
 		writeError(w, http.StatusBadRequest, &apiError{Msg: fe.Error(), Field: fe.Field, Index: indexPtr(re.Index)})
+	case keysUnavailable(w, err):
 	case errors.Is(err, stele.ErrOverloaded):
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "the log is overloaded; retry after a second (resubmitting the same records is safe)"})
@@ -298,6 +299,19 @@ func (s *Server) appendFailed(w http.ResponseWriter, r *http.Request, err error)
 	default:
 		s.internalError(w, r, "append", err)
 	}
+}
+
+// keysUnavailable answers 503 when err is the key store's passing
+// unavailability (privacy.ErrKeysUnavailable: a cluster key store that
+// cannot confirm it is current, while NATS lacks a quorum), and reports
+// whether it did.
+func keysUnavailable(w http.ResponseWriter, err error) bool {
+	if !errors.Is(err, privacy.ErrKeysUnavailable) {
+		return false
+	}
+	w.Header().Set("Retry-After", "2")
+	writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "the cluster key store cannot confirm it is current (no NATS quorum reachable): nothing was stored or shown; retry in a few seconds (resubmitting the same records is safe)"})
+	return true
 }
 
 func (s *Server) internalError(w http.ResponseWriter, r *http.Request, what string, err error) {

@@ -153,6 +153,7 @@ func (s *Server) queryFailed(w http.ResponseWriter, r *http.Request, err error) 
 	switch {
 	case errors.As(err, &fe):
 		writeError(w, http.StatusBadRequest, &apiError{Msg: fe.Error(), Field: fe.Field})
+	case keysUnavailable(w, err):
 	case errors.Is(err, query.ErrIndexRebuilding):
 		w.Header().Set("Retry-After", "5")
 		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "the query index was found damaged and is being rebuilt from the log; retry in a few seconds"})
@@ -264,7 +265,9 @@ func (s *Server) getRecord(w http.ResponseWriter, r *http.Request) {
 	if view != "stored" {
 		rd := s.reads(r)
 		if err := rd.Reveal(r.Context(), rec); err != nil {
-			s.internalError(w, r, "reveal", err)
+			if !keysUnavailable(w, err) {
+				s.internalError(w, r, "reveal", err)
+			}
 			return
 		}
 		if !s.commitRead(w, r, rd) {

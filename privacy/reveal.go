@@ -208,9 +208,18 @@ func sides(r *record.Record) []side {
 // logged, never revealed.
 func (g *Guard) Reveal(ctx context.Context, role auth.Role, r *record.Record) (clear int, err error) {
 	var masks *plan
+	var unavailable error
 	failed := func(path string, err error) []byte {
 		if errors.Is(err, ErrKeyGone) {
 			return []byte(erasedValue)
+		}
+		if errors.Is(err, keystore.ErrStale) {
+			// Not damage: the keys are there, this node cannot confirm
+			// they still are. The record is not shown at all.
+			if unavailable == nil {
+				unavailable = fmt.Errorf("%w: record %s: %w", ErrKeysUnavailable, r.ID, err)
+			}
+			return []byte(unreadableValue)
 		}
 		g.log.Warn("a sealed field failed to open", "record", r.ID, "field", path, "err", err)
 		return []byte(unreadableValue)
@@ -261,7 +270,7 @@ func (g *Guard) Reveal(ctx context.Context, role auth.Role, r *record.Record) (c
 		}
 		*side.img = out
 	}
-	return clear, nil
+	return clear, unavailable
 }
 
 // recordPlan is the plan of the schema version r was sealed under, or of

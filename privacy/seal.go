@@ -61,6 +61,9 @@ var (
 	ErrTampered = errors.New("sealed value failed authentication")
 	// ErrBadEnvelope: a "$sealed" object is malformed.
 	ErrBadEnvelope = errors.New("malformed sealed envelope")
+	// ErrKeysUnavailable: the keys exist but cannot be used now (a cluster
+	// key store that cannot confirm it is current); retrying later works.
+	ErrKeysUnavailable = errors.New("privacy: keys cannot be used now")
 )
 
 // FieldError is a privacy failure on one field of one record. It never
@@ -454,11 +457,11 @@ func (g *Guard) groupKeys(ctx context.Context, gp *groupPlan, raw []byte, text s
 	name := g.subjectName(gp.group.Name, text)
 	skid, skey, err := g.keys.GetOrCreate(ctx, keystore.KindSubject, name)
 	if err != nil {
-		return groupKeys{}, scratch, fmt.Errorf("privacy: subject key: %w", err)
+		return groupKeys{}, scratch, keyStoreErr("subject key", err)
 	}
 	pkid, pkey, err := g.keys.GetOrCreate(ctx, keystore.KindPeriod, periodName(gp.group.Retention, at))
 	if err != nil {
-		return groupKeys{}, scratch, fmt.Errorf("privacy: period key: %w", err)
+		return groupKeys{}, scratch, keyStoreErr("period key", err)
 	}
 	kid := skid + "." + pkid
 	aead, err := g.aead(kid, skey, pkey, seen)
@@ -478,6 +481,15 @@ func (g *Guard) groupKeys(ctx context.Context, gp *groupPlan, raw []byte, text s
 	copy(gk.kidBin[kidLen:], pb[:])
 	gp.keys.put(string(scratch), gk, &g.epoch, seen)
 	return gk, scratch, nil
+}
+
+// keyStoreErr wraps a key store failure; one the caller may retry
+// (keystore.ErrStale) also wraps ErrKeysUnavailable.
+func keyStoreErr(what string, err error) error {
+	if errors.Is(err, keystore.ErrStale) {
+		return fmt.Errorf("%w: %s: %w", ErrKeysUnavailable, what, err)
+	}
+	return fmt.Errorf("privacy: %s: %w", what, err)
 }
 
 // aead is the field AEAD of kid, derived from its keys if not cached; seen

@@ -82,6 +82,7 @@ func TestListRecordsBadParams(t *testing.T) {
 		{"since=yesterday", "since"},
 		{"until=2026-13-01T00:00:00Z", "until"},
 		{"since=2026-02-01T00:00:00Z&until=2026-01-01T00:00:00Z", "until"},
+		{"since=2026-02-01T00:00:00Z&until=2026-02-01T00:00:00Z", "until"},
 		{"limit=0", "limit"},
 		{"limit=1001", "limit"},
 		{"limit=ten", "limit"},

@@ -90,8 +90,9 @@ func parseFilter(p map[string]string) (query.Filter, *apiError) {
 			*tp.dst = t
 		}
 	}
-	if !f.Since.IsZero() && !f.Until.IsZero() && f.Until.Before(f.Since) {
-		return f, &apiError{Msg: "until: is before since", Field: "until"}
+	if !f.Since.IsZero() && !f.Until.IsZero() && !f.Until.After(f.Since) {
+		// since is inclusive and until exclusive: equal ones select nothing.
+		return f, &apiError{Msg: "until: must be after since (since is inclusive, until exclusive)", Field: "until"}
 	}
 	return f, nil
 }

@@ -136,6 +136,7 @@ func TestWebUI(t *testing.T) {
 	e.tamperedProof(admin)
 	e.tableState(admin)
 	e.logConsistency(ctx, admin)
+	e.causedBy(ctx, admin)
 	e.lineage(admin)
 	e.playground(admin)
 	e.roles()
@@ -568,6 +569,37 @@ func (e *uiEnv) logConsistency(ctx context.Context, tab context.Context) {
 		if !strings.HasPrefix(got[name], want) {
 			e.t.Errorf("the page's verifier on a %s: %q, want %s", name, got[name], want)
 		}
+	}
+}
+
+// causedBy: an event's record page links to the changes it caused (the
+// API's cause filter), and a change's to its event's other changes.
+func (e *uiEnv) causedBy(ctx context.Context, tab context.Context) {
+	e.post(ctx, []byte(`[{"id":"ui-ev-1","source":{"name":"app","table":"outbox"},"op":"event","key":{"id":"ev-1"},"after":{"type":"OrderPlaced"}},`+
+		`{"id":"ui-ch-1","source":{"name":"app","table":"shipments"},"op":"insert","key":{"id":1},"after":{"id":1},"cause":{"type":"OrderPlaced","record_id":"ui-ev-1"}},`+
+		`{"id":"ui-ch-2","source":{"name":"app","table":"shipments"},"op":"insert","key":{"id":2},"after":{"id":2},"cause":{"type":"OrderPlaced","record_id":"ui-ev-1"}}]`))
+	var page struct {
+		Records []struct {
+			Seq uint64 `json:"seq"`
+		} `json:"records"`
+	}
+	req, _ := http.NewRequestWithContext(ctx, "GET", e.base+"/v1/records?source=app&table=outbox", nil)
+	setBearer(req, e.tokens[auth.RoleAdmin])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	err = json.NewDecoder(resp.Body).Decode(&page)
+	resp.Body.Close()
+	if err != nil || len(page.Records) != 1 {
+		e.t.Fatalf("the event record: %v (%d found)", err, len(page.Records))
+	}
+	e.visit(tab, fmt.Sprintf("#/record/%d", page.Records[0].Seq), `#caused`)
+	e.run(tab, "follow caused", chromedp.Click(chromedp.ID("#caused")),
+		chromedp.WaitVisible(chromedp.CSS(`.view[data-page="search"] table.dense tbody tr`)))
+	keys := e.texts(tab, `[...document.querySelectorAll('.view[data-page="search"] table.dense tbody tr')].map(tr => tr.innerText)`)
+	if len(keys) != 2 || !strings.Contains(strings.Join(keys, " "), "shipments") {
+		e.t.Errorf("the changes the event caused: %q, want its two shipments", keys)
 	}
 }
 

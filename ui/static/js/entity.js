@@ -50,7 +50,9 @@ function changeCard(r, pii, role, cpSize) {
   }
   if (r.cause) {
     meta.push(h('div', {}, h('dt', {}, 'cause'), h('dd', {},
-      h('a', { href: searchHref({ source: r.source.name, cause: r.cause.type }), title: 'other changes with this cause' }, r.cause.type || '?'),
+      r.cause.record_id
+        ? h('a', { href: searchHref({ cause: r.cause.record_id }), title: 'every change this event caused' }, r.cause.type || r.cause.record_id)
+        : h('a', { href: searchHref({ source: r.source.name, cause_type: r.cause.type }), title: 'other changes with this cause' }, r.cause.type || '?'),
       r.cause.description ? ' — ' + r.cause.description : '')));
   }
   if (r.tx) {

@@ -4,7 +4,7 @@
 // rejection looks like.
 
 import * as api from './api.js';
-import { h, clear, fmtTime, keyString, entityHref } from './dom.js';
+import { h, clear, fmtTime, keyString, entityHref, searchHref } from './dom.js';
 import { cryptoAvailable, trustedKey, verifyRecordProof, b64decode, b64encode } from './verify.js';
 
 export async function recordPage(view, route, who, stale) {
@@ -15,6 +15,13 @@ export async function recordPage(view, route, who, stale) {
   const key = keyString(r.key);
   view.appendChild(h('p', { class: 'crumbs' }, h('a', { href: entityHref(r.source.name, r.source.table, key) + '' }, `${r.source.name}/${r.source.table} ${key}`), ' › seq ' + r.seq));
   view.appendChild(h('h1', {}, `Record ${r.seq}`, h('span', { class: 'sub' }, ` ${r.op}, ${fmtTime(r.occurred_at)}`)));
+  if (resp.caused) {
+    // An event: the changes it caused, one query away (GET /v1/records?cause=).
+    view.appendChild(h('p', { class: 'caused' }, h('a', { id: 'caused', href: searchHref({ cause: r.id }) }, 'Changes this event caused')));
+  } else if (r.cause && r.cause.record_id) {
+    view.appendChild(h('p', { class: 'caused' }, `Caused by event ${r.cause.type || ''} `,
+      h('a', { href: searchHref({ cause: r.cause.record_id }) }, 'with its other changes')));
+  }
   const cpSize = resp.proof.tree_size;
   view.appendChild(h('p', { class: 'in-checkpoint' }, `In checkpoint of tree size ${cpSize}. `,
     h('a', { href: '#/log' }, 'The log page'), ' checks checkpoints against each other.'));

@@ -7,8 +7,9 @@ import * as api from './api.js';
 import { h, fmtTime, keyString, entityHref, searchHref } from './dom.js';
 
 const OPS = ['insert', 'update', 'delete', 'truncate', 'snapshot', 'ddl', 'event'];
-// cause and tx are not filters of the API: the page applies them to the
-// records each page returns, and says so.
+// cause is the API's filter (the changes the event with that record id
+// caused); cause type and tx are not filters of the API: the page applies
+// them to the records each page returns, and says so.
 const FILTERS = [
   { name: 'source', label: 'Source', hint: 'source.name, e.g. crm' },
   { name: 'table', label: 'Table', hint: 'source.table' },
@@ -17,10 +18,11 @@ const FILTERS = [
   { name: 'op', label: 'Op', options: OPS },
   { name: 'since', label: 'Since', hint: '2025-03-01, RFC 3339, or "last 2 hours", "7d"' },
   { name: 'until', label: 'Until', hint: 'same forms as since' },
-  { name: 'cause', label: 'Cause', hint: 'cause.type (applied in the page)' },
+  { name: 'cause', label: 'Caused by', hint: 'record id of the event (cause.record_id)' },
+  { name: 'cause_type', label: 'Cause type', hint: 'cause.type (applied in the page)' },
   { name: 'tx', label: 'Transaction', hint: 'tx.id (applied in the page)' },
 ];
-const PAGE_LOCAL = ['cause', 'tx'];
+const PAGE_LOCAL = ['cause_type', 'tx'];
 
 const UNITS = { s: 1, sec: 1, second: 1, m: 60, min: 60, minute: 60, h: 3600, hour: 3600, d: 86400, day: 86400, w: 604800, week: 604800 };
 
@@ -69,7 +71,7 @@ export async function searchPage(view, route, who, stale) {
   let recs = page.records;
   const local = PAGE_LOCAL.filter((n) => q.get(n));
   if (local.length) {
-    recs = recs.filter((r) => (!q.get('cause') || (r.cause && r.cause.type === q.get('cause'))) &&
+    recs = recs.filter((r) => (!q.get('cause_type') || (r.cause && r.cause.type === q.get('cause_type'))) &&
       (!q.get('tx') || (r.tx && r.tx.id === q.get('tx'))));
   }
   results.appendChild(h('p', { class: 'count' },

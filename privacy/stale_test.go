@@ -7,9 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/stele/stele/auth"
 	"github.com/stele/stele/internal/natstest"
 	"github.com/stele/stele/privacy/keystore"
@@ -24,15 +21,7 @@ func TestStaleClusterKeysAreUnavailable(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	c := natstest.StartT(t, 1)
-	nc, err := nats.Connect(c.URL(0), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, c.URL(0))
 	dir := t.TempDir()
 	master, err := keystore.FileMaster(filepath.Join(dir, "master.key"))
 	if err != nil {

@@ -271,3 +271,20 @@ func freePorts(n int) ([]int, error) {
 	}
 	return ports, nil
 }
+
+// JetStream connects to url (reconnecting for ever, every 50 ms, so a test
+// may kill and restart servers under it) and returns its JetStream
+// context; the connection closes when t ends.
+func JetStream(t testing.TB, url string) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if err != nil {
+		t.Fatalf("connect %s: %v", url, err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return js
+}

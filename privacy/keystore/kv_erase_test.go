@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stele/stele/internal/natstest"
@@ -63,17 +62,8 @@ func TestKVErasureForensicScan(t *testing.T) {
 	}
 	var nodes []*clusterNode
 	for i := range 3 {
-		nc, err := nats.Connect(c.URL(i), nats.MaxReconnects(-1))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := &clusterNode{dir: t.TempDir(), js: js}
-		n.keys, err = keystore.OpenKV(ctx, js, "STELE_KEYS", master, keystore.Options{Replicas: 3})
+		n := &clusterNode{dir: t.TempDir(), js: natstest.JetStream(t, c.URL(i))}
+		n.keys, err = keystore.OpenKV(ctx, n.js, "STELE_KEYS", master, keystore.Options{Replicas: 3})
 		if err != nil {
 			t.Fatalf("node %d: %v", i, err)
 		}

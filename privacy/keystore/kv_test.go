@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stele/stele/internal/natstest"
@@ -16,19 +15,7 @@ import (
 
 // connectJS connects to url (retrying through restarts) and returns
 // JetStream; the connection closes when the test ends.
-func connectJS(t testing.TB, url string) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(url, nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatalf("connect %s: %v", url, err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
-}
+func connectJS(t testing.TB, url string) jetstream.JetStream { return natstest.JetStream(t, url) }
 
 func openKVT(t testing.TB, js jetstream.JetStream, m MasterKey, opts Options) *KVStore {
 	t.Helper()

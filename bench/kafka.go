@@ -96,26 +96,23 @@ func (r *KafkaResults) Lines() []string {
 // Kafka measures the Kafka capture figure against a kfake broker in this
 // process, whose topic it fills with opts.Events Debezium messages first.
 func Kafka(ctx context.Context, opts KafkaOptions) (*KafkaResults, error) {
-	if opts.Events <= 0 {
-		opts.Events = 100_000
-	}
-	if opts.Partitions <= 0 {
-		opts.Partitions = 4
-	}
-	if opts.Rounds <= 0 {
-		opts.Rounds = 3
+	for _, d := range []struct {
+		n   *int
+		def int
+	}{{&opts.Events, 100_000}, {&opts.Partitions, 4}, {&opts.Rounds, 3}} {
+		if *d.n <= 0 {
+			*d.n = d.def
+		}
 	}
 	if opts.Progress == nil {
 		opts.Progress = func(string, int, int) {}
 	}
-	if opts.Dir == "" {
-		dir, err := os.MkdirTemp("", "stele-bench-kafka-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(dir)
-		opts.Dir = dir
+	dir, cleanup, err := scratchDir(opts.Dir, "stele-bench-kafka-")
+	if err != nil {
+		return nil, err
 	}
+	defer cleanup()
+	opts.Dir = dir
 	addr, stop, err := startKfake(opts.Partitions)
 	if err != nil {
 		return nil, err
@@ -154,6 +151,19 @@ func Kafka(ctx context.Context, opts KafkaOptions) (*KafkaResults, error) {
 	}
 	opts.Progress("kafka capture", opts.Rounds, opts.Rounds)
 	return res, nil
+}
+
+// scratchDir is dir, or when it is empty a new temporary directory,
+// which cleanup then removes with everything in it.
+func scratchDir(dir, pattern string) (_ string, cleanup func(), _ error) {
+	if dir != "" {
+		return dir, func() {}, nil
+	}
+	tmp, err := os.MkdirTemp("", pattern)
+	if err != nil {
+		return "", nil, err
+	}
+	return tmp, func() { os.RemoveAll(tmp) }, nil
 }
 
 // kafkaTopic is the topic the figure fills: the connector's name for the

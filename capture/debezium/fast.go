@@ -127,14 +127,14 @@ func payloadMember(p *payload, name []byte, v jsontext.Value) bool {
 	switch string(name) {
 	case "before":
 		p.Before = v
-	case "after":
-		p.After = v
-	case "source":
-		p.Source = v
 	case "op":
 		p.Op, ok = optStr(v)
+	case "after":
+		p.After = v
 	case "ts_ms":
 		p.TsMs, ok = optInt(v)
+	case "source":
+		p.Source = v
 	case "transaction":
 		if isNull(v) {
 			return true
@@ -281,12 +281,11 @@ func sourceMember(s *sourceBlock, name []byte, v jsontext.Value) bool {
 	case "row":
 		s.Row, ok = optInt(v)
 	case "gtid":
-		if isNull(v) {
-			return true
+		if !isNull(v) {
+			var g string
+			g, ok = str(v)
+			s.GTID = &g
 		}
-		g, ok := str(v)
-		s.GTID = &g
-		return ok
 	case "snapshot":
 		s.Snapshot = v
 	}

@@ -4,8 +4,10 @@
 //
 // It joins a consumer group (franz-go), polls records, decodes them with
 // capture/debezium and hands them to the runtime's Acknowledger; a
-// partition's offset is committed to the group only in the acknowledger's
-// OnDurable, after the records before it are durable in the log. Record ids
+// partition's offset reaches the committer only in the acknowledger's
+// OnDurable, after the records before it are durable in the log, and the
+// committer commits what it was handed on a goroutine of its own, merged,
+// so the next append never waits for the broker. Record ids
 // derive from the database position Debezium reports, not the offset, so a
 // message read twice (after a crash before the commit, after a rebalance,
 // or re-sent by Debezium) is stored once.

@@ -788,6 +788,9 @@ func (x *session) release(parts map[string][]int32, ours bool) {
 			for _, p := range ps {
 				delete(x.pending[t], p)
 			}
+			if len(x.pending[t]) == 0 {
+				delete(x.pending, t)
+			}
 		}
 		x.pendMu.Unlock()
 	}

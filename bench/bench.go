@@ -66,14 +66,16 @@ type Options struct {
 	// lineage stream figure takes the median of (3).
 	StreamRounds int
 	// Only, when set, names the phases to run (baseline, append, http,
-	// stream, concurrent, pii, erase, capture, dynamodb, mysql, build, verify,
-	// query); verify and query need build.
+	// stream, concurrent, pii, erase, capture, dynamodb, mysql, kafka, build,
+	// verify, query); verify and query need build.
 	Only []string
 	// SkipMySQL leaves out the MariaDB capture figures, which start a
 	// throwaway mariadbd (skipped anyway, saying why, without one).
 	SkipMySQL bool
 	MySQL     MySQLOptions
-	Out       io.Writer
+	// Kafka sizes the Kafka capture figure (kfake in this process).
+	Kafka KafkaOptions
+	Out   io.Writer
 	// Progress, when set, is told how far the current phase is.
 	Progress func(phase string, done, total int)
 }
@@ -108,6 +110,9 @@ func (o *Options) fill() {
 	}
 	if o.MySQL.Progress == nil {
 		o.MySQL.Progress = o.Progress
+	}
+	if o.Kafka.Progress == nil {
+		o.Kafka.Progress = o.Progress
 	}
 }
 
@@ -156,6 +161,8 @@ type Results struct {
 	// MySQLSkipped then says why.
 	MySQL        *MySQLResults
 	MySQLSkipped string
+	// Kafka is nil when its phase was not run.
+	Kafka        *KafkaResults
 	SHA256MBs    float64
 	VerifyMBs    float64
 	HistoryP50   time.Duration
@@ -277,6 +284,19 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 		{"capture", func() error { return runCapture(ctx, opts, res) }},
 		{"dynamodb", func() error { return runDynamoDB(ctx, opts, res) }},
 		{"mysql", func() error { return runMySQL(ctx, opts, res) }},
+		{"kafka", func() (err error) {
+			kopts := opts.Kafka
+			if kopts.Dir == "" {
+				kopts.Dir = filepath.Join(opts.Dir, "kafka")
+			}
+			if res.Kafka, err = Kafka(ctx, kopts); err != nil {
+				return err
+			}
+			for _, l := range res.Kafka.Lines() {
+				fmt.Fprintln(out, l)
+			}
+			return nil
+		}},
 		{"build", func() error { return buildStore(ctx, opts, storeDir) }},
 		{"verify", func() (err error) {
 			if res.VerifyMBs, err = verifySpeed(ctx, opts, storeDir); err != nil {

@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/stele/stele/capture/debezium"
 	"github.com/stele/stele/record"
 )
 
@@ -21,7 +23,7 @@ func TestRunSmall(t *testing.T) {
 	res, err := Run(context.Background(), Options{Dir: t.TempDir(), Records: 20_000, Throughput: 6_000, Clients: 16, Queries: 200, StreamRounds: 1,
 		EraseRecords: 3_000, Out: &out, Capture: CaptureOptions{Changes: 2_000, LatencyRate: 100, LatencyFor: time.Second, TxInserts: 4_000, TxRows: 1_000},
 		DynamoDB: DynamoDBOptions{Items: 1_000, Rounds: 2},
-		MySQL:    MySQLOptions{Changes: 1_000, Rounds: 2, LatencyFor: time.Second, BigMB: 1}})
+		MySQL:    MySQLOptions{Changes: 1_000, Rounds: 2, LatencyFor: time.Second, BigMB: 1}, Kafka: KafkaOptions{Events: 2_000, Rounds: 1}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,6 +91,62 @@ func TestRunSmall(t *testing.T) {
 
 // TestMySQL measures the MariaDB figures at a small size: every figure is
 // there and sane.
+// TestKafka: the Kafka figure reads a kfake topic of Debezium messages
+// with each reader, every round, and reports rates, ratios and CPU; a
+// cancelled run fails instead of reporting.
+func TestKafka(t *testing.T) {
+	res, err := Kafka(context.Background(), KafkaOptions{Dir: t.TempDir(), Events: 3_000, Partitions: 3, Rounds: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Log(strings.Join(res.Lines(), "\n"))
+	if res.Events != 3_000 || len(res.Rounds) != 2 || res.SteleRate() <= 0 || res.RawRate() <= 0 || res.LogRate() <= 0 || res.Ratio() <= 0 || res.LogRatio() <= 0 {
+		t.Errorf("results %+v", res)
+	}
+	for _, r := range res.Rounds {
+		if r.SteleCPU <= 0 || r.RawCPU <= 0 || r.LogCPU <= 0 {
+			t.Errorf("round without CPU figures: %+v", r)
+		}
+	}
+	lines := strings.Join(res.Lines(), "\n")
+	for _, w := range []string{"events/s durable + indexed", "a bare franz-go consumer", "the log alone", "CPU per event"} {
+		if !strings.Contains(lines, w) {
+			t.Errorf("report lacks %q:\n%s", w, lines)
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Kafka(ctx, KafkaOptions{Dir: t.TempDir(), Events: 100, Rounds: 1}); !errors.Is(err, context.Canceled) {
+		t.Errorf("a cancelled run: %v, want context.Canceled", err)
+	}
+}
+
+// TestKafkaMessages: the topic holds PostgreSQL connector messages that
+// decode to one record each, in the mix of operations documented.
+func TestKafkaMessages(t *testing.T) {
+	dec := debezium.Decoder{SourceName: "bench"}
+	ops := map[record.Op]int{}
+	ids := map[string]bool{}
+	for i := range 1000 {
+		ev, err := dec.Decode(KafkaMessage(i))
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		r := ev.Record
+		if ev.Kind != debezium.Change || r.Source.Kind != "postgres" || r.Source.Table != "orders" || ids[r.ID] {
+			t.Fatalf("message %d: %+v", i, r)
+		}
+		ids[r.ID] = true
+		ops[r.Op]++
+		if r.Op == record.OpUpdate && !slices.Equal(r.Changed, []string{"status"}) {
+			t.Errorf("update %d changed %v, want [status]", i, r.Changed)
+		}
+	}
+	if ops[record.OpInsert] != 750 || ops[record.OpUpdate] != 200 || ops[record.OpDelete] != 50 {
+		t.Errorf("operations %v, want 750 inserts, 200 updates, 50 deletes", ops)
+	}
+}
+
 func TestMySQL(t *testing.T) {
 	res, err := MySQL(context.Background(), MySQLOptions{Dir: t.TempDir(), Changes: 1_000, Rounds: 2, LatencyFor: time.Second, LatencyRate: 50, BigMB: 1})
 	if errors.Is(err, ErrNoMariaDB) {

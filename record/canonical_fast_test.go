@@ -52,6 +52,18 @@ func FuzzFastPathsMatchDecoder(f *testing.F) {
 				t.Fatalf("%q: sorted to %q, canonical form is %q", b, sorted, v)
 			}
 		}
+		// changedSmall names what changedCanonical names, against no
+		// image, the same one and another.
+		for _, other := range [][]byte{nil, b, []byte(`{"a":1,"v":"x"}`)} {
+			for _, pair := range [][2][]byte{{other, b}, {b, other}} {
+				if fast, ok := changedSmall(pair[0], pair[1]); ok {
+					slow, err := new(parser).changedCanonical(pair[0], pair[1])
+					if err != nil || !slices.Equal(fast, slow) {
+						t.Fatalf("changed %q -> %q: changedSmall %q, changedCanonical %q %v", pair[0], pair[1], fast, slow, err)
+					}
+				}
+			}
+		}
 		p := new(parser)
 		fast, ok := p.scanMembers(b, "x")
 		slow, err := new(parser).decodeMembers(b, "x")

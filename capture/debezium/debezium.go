@@ -207,19 +207,27 @@ func (d *Decoder) Decode(key, value []byte) (Event, error) {
 	if len(bytes.TrimSpace(value)) == 0 || string(bytes.TrimSpace(value)) == "null" {
 		return Event{Kind: Tombstone}, nil
 	}
-	schema, body, err := unwrap(value, "value")
-	if err != nil {
-		return Event{}, err
+	var p payload
+	var src sourceBlock
+	schema, body, filled, srcOK, ok := decodeFast(value, &p, &src)
+	if !ok {
+		var err error
+		if schema, body, err = unwrap(value, "value"); err != nil {
+			return Event{}, err
+		}
 	}
 	if isNull(body) {
 		return Event{Kind: Tombstone}, nil
 	}
-	var p payload
-	if !payloadFast(body, &p) {
+	if !filled && !payloadFast(body, &p) {
 		p = payload{}
 		if err := json.Unmarshal(body, &p); err != nil {
 			return Event{}, malformed("payload", "%v", err)
 		}
+	}
+	s := &src
+	if !srcOK {
+		s = nil
 	}
 	if p.Op == "" && p.Status != "" {
 		return txEvent(&p)
@@ -228,7 +236,7 @@ func (d *Decoder) Decode(key, value []byte) (Event, error) {
 	if err != nil {
 		return Event{}, err
 	}
-	r, err := d.change(key, &p, vs)
+	r, err := d.change(key, &p, vs, s)
 	if err != nil {
 		return Event{}, err
 	}
@@ -260,7 +268,9 @@ var ops = map[string]record.Op{
 	"d": record.OpDelete, "t": record.OpTruncate, "m": record.OpEvent,
 }
 
-func (d *Decoder) change(key []byte, p *payload, vs *valueSchema) (*record.Record, error) {
+// change is the record of a change event; s is its source block when
+// decodeFast already read it (nil: read p.Source here).
+func (d *Decoder) change(key []byte, p *payload, vs *valueSchema, s *sourceBlock) (*record.Record, error) {
 	op, ok := ops[p.Op]
 	if !ok {
 		return nil, malformed("payload.op", "%q is not one of r, c, u, d, t, m", p.Op)
@@ -268,11 +278,13 @@ func (d *Decoder) change(key []byte, p *payload, vs *valueSchema) (*record.Recor
 	if isNull(p.Source) {
 		return nil, malformed("payload.source", "is required")
 	}
-	s := &sourceBlock{}
-	if !sourceFast(p.Source, s) {
-		*s = sourceBlock{}
-		if err := json.Unmarshal(p.Source, s); err != nil {
-			return nil, malformed("payload.source", "%v", err)
+	if s == nil {
+		s = &sourceBlock{}
+		if !sourceFast(p.Source, s) {
+			*s = sourceBlock{}
+			if err := json.Unmarshal(p.Source, s); err != nil {
+				return nil, malformed("payload.source", "%v", err)
+			}
 		}
 	}
 	r := &record.Record{Op: op, Source: record.Source{Name: d.SourceName, Database: s.DB, Schema: s.Schema, Table: s.Table}}

@@ -73,6 +73,28 @@ func FuzzFastPathsMatchUnmarshal(f *testing.F) {
 				t.Fatalf("%q: payloadFast %+v, Unmarshal %+v", b, fast, slow)
 			}
 		}
+		// decodeFast, the one-walk path Decode takes, gives what unwrap,
+		// payloadFast (or Unmarshal) and sourceFast (or Unmarshal) give.
+		var p1 payload
+		var s1 sourceBlock
+		if schema, body, filled, srcOK, ok := decodeFast(b, &p1, &s1); ok {
+			ws, wb, err := unwrap(b, "value")
+			if err != nil || !bytes.Equal(schema, ws) || !bytes.Equal(body, wb) {
+				t.Fatalf("%q: decodeFast schema %q body %q, unwrap %q %q %v", b, schema, body, ws, wb, err)
+			}
+			if filled {
+				var p2 payload
+				if err := json.Unmarshal(body, &p2); err != nil || !reflect.DeepEqual(p1, p2) {
+					t.Fatalf("%q: decodeFast %+v, Unmarshal %+v %v", b, p1, p2, err)
+				}
+				if srcOK {
+					var s2 sourceBlock
+					if err := json.Unmarshal(p1.Source, &s2); err != nil || !reflect.DeepEqual(s1, s2) {
+						t.Fatalf("%q: decodeFast source %+v, Unmarshal %+v %v", b, s1, s2, err)
+					}
+				}
+			}
+		}
 		var fs, ss sourceBlock
 		if sourceFast(b, &fs) {
 			if err := json.Unmarshal(b, &ss); err != nil {

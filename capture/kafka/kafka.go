@@ -4,8 +4,10 @@
 //
 // It joins a consumer group (franz-go), polls records, decodes them with
 // capture/debezium and hands them to the runtime's Acknowledger; a
-// partition's offset is committed to the group only in the acknowledger's
-// OnDurable, after the records before it are durable in the log. Record ids
+// partition's offset reaches the committer only in the acknowledger's
+// OnDurable, after the records before it are durable in the log, and the
+// committer commits what it was handed on a goroutine of its own, merged,
+// so the next append never waits for the broker. Record ids
 // derive from the database position Debezium reports, not the offset, so a
 // message read twice (after a crash before the commit, after a rebalance,
 // or re-sent by Debezium) is stored once.
@@ -371,10 +373,18 @@ type session struct {
 	// behind the committed offsets (see committable).
 	spans   [][]ref
 	restart error // set by a callback: end the session
+
+	// Commits run on their own goroutine (see durable): pending are the
+	// offsets made durable and not yet committed, merged; commitMu keeps
+	// one commit at a time, so a later one never lands before an earlier.
+	pendMu   sync.Mutex
+	pending  offsets
+	wake     chan struct{}
+	commitMu sync.Mutex
 }
 
 func (s *Source) session(ctx context.Context, sink capture.Sink) (progressed bool, err error) {
-	x := &session{src: s, sink: sink, next: map[tp]ref{}, sent: map[tp]int64{}}
+	x := &session{src: s, sink: sink, next: map[tp]ref{}, sent: map[tp]int64{}, wake: make(chan struct{}, 1)}
 	x.decs = make([]debezium.Decoder, runtime.GOMAXPROCS(0))
 	for i := range x.decs {
 		x.decs[i].SourceName = s.cfg.Name
@@ -384,7 +394,12 @@ func (s *Source) session(ctx context.Context, sink capture.Sink) (progressed boo
 	}
 	x.ack = capture.NewAcknowledger(ctx, capture.AckOptions[offsets]{
 		Sink: sink, BatchSize: s.cfg.BatchSize, Progress: &s.progress,
-		OnDurable: x.commit,
+		// A poll's batch is small next to what the log takes in one
+		// durable append: when the log falls behind, the batches queued
+		// meanwhile go in one append (one fsync, one commit) instead of
+		// one each, so the source's speed follows the log's.
+		Queue: coalesceBatches, Coalesce: coalesceBatches * s.cfg.BatchSize,
+		OnDurable: x.durable,
 	})
 	opts, err := s.opts()
 	if err != nil {
@@ -399,11 +414,16 @@ func (s *Source) session(ctx context.Context, sink capture.Sink) (progressed boo
 		return false, capture.PermanentError(fmt.Errorf("%w: %v", ErrConfig, err))
 	}
 	x.cl = cl
+	cctx, stopCommits := context.WithCancel(context.WithoutCancel(ctx))
+	var committer sync.WaitGroup
+	committer.Go(func() { x.commitLoop(cctx) })
 	defer func() {
 		// Close leaves the group: the revoke callback drains the
 		// acknowledger and commits what is durable.
 		cl.CloseAllowingRebalance()
 		x.ack.Stop()
+		stopCommits()
+		committer.Wait()
 	}()
 	if err := cl.Ping(ctx); err != nil {
 		return false, s.classify(err)
@@ -659,10 +679,65 @@ func behind(refs []ref, cut map[tp]int64) bool {
 	return true
 }
 
-// commit runs once the records before pos are durable.
-func (x *session) commit(ctx context.Context, pos offsets) error {
+// coalesceBatches is how many polled batches one append may merge.
+const coalesceBatches = 8
+
+// durable runs once the records before pos are durable: it hands pos to
+// the committer instead of committing on the acknowledger's goroutine, so
+// the next append does not wait for a broker round trip, and the offsets
+// of appends made while a commit is under way go in one commit.
+func (x *session) durable(_ context.Context, pos offsets) error {
 	if len(pos) == 0 {
 		return nil
+	}
+	x.pendMu.Lock()
+	if x.pending == nil {
+		x.pending = offsets{}
+	}
+	for topic, ps := range pos {
+		if x.pending[topic] == nil {
+			x.pending[topic] = map[int32]kgo.EpochOffset{}
+		}
+		for p, eo := range ps {
+			x.pending[topic][p] = eo // offsets only grow: the later wins
+		}
+	}
+	x.pendMu.Unlock()
+	select {
+	case x.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// commitLoop commits what durable hands over until ctx ends.
+func (x *session) commitLoop(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-x.wake:
+			x.flushCommits(ctx)
+		}
+	}
+}
+
+// flushCommits commits the pending offsets, if any, and returns once the
+// group answered.
+func (x *session) flushCommits(ctx context.Context) {
+	x.commitMu.Lock()
+	defer x.commitMu.Unlock()
+	x.pendMu.Lock()
+	pos := x.pending
+	x.pending = nil
+	x.pendMu.Unlock()
+	x.commit(ctx, pos)
+}
+
+// commit commits pos, whose records are durable.
+func (x *session) commit(ctx context.Context, pos offsets) {
+	if len(pos) == 0 {
+		return
 	}
 	var cerr error
 	x.cl.CommitOffsetsSync(ctx, pos, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
@@ -686,25 +761,40 @@ func (x *session) commit(ctx context.Context, pos offsets) error {
 		// means they are read again, and their ids store them once.
 		x.src.logger.Warn("offset commit failed; the records are durable and will be recognised if read again", "err", cerr)
 	}
-	return nil
 }
 
-func (x *session) revoked(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
-	x.release(lost)
+func (x *session) revoked(_ context.Context, _ *kgo.Client, revoked map[string][]int32) {
+	x.release(revoked, true)
 }
 
 func (x *session) lost(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
-	x.release(lost)
+	x.release(lost, false)
 }
 
 // release makes everything handled durable (and, when the partitions are
 // still ours, committed) before the group hands them to another member.
-func (x *session) release(parts map[string][]int32) {
+func (x *session) release(parts map[string][]int32, ours bool) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := x.ack.Drain(ctx); err != nil {
 		x.src.logger.Warn("records not durable before the partitions were released; they will be read again", "err", err)
 	}
+	// Drain ran every OnDurable: what they handed over is committed now,
+	// while the partitions are still ours; a lost partition's offsets
+	// would only be refused.
+	if !ours {
+		x.pendMu.Lock()
+		for t, ps := range parts {
+			for _, p := range ps {
+				delete(x.pending[t], p)
+			}
+			if len(x.pending[t]) == 0 {
+				delete(x.pending, t)
+			}
+		}
+		x.pendMu.Unlock()
+	}
+	x.flushCommits(ctx)
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	for t, ps := range parts {

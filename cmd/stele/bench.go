@@ -62,7 +62,7 @@ func runBenchLoad(ctx context.Context, args []string) error {
 // benchOptions parses bench's flags; --quick scales down what is not
 // given explicitly.
 func benchOptions(args []string) (bench.Options, benchProfiles, error) {
-	fs := newFlagSet("bench", "[--records N] [--throughput N] [--clients N] [--queries N] [--erase-records N] [--capture=false] [--capture-changes N] [--capture-rounds N] [--capture-latency D] [--capture-big-mb N] [--capture-tx N] [--capture-tx-rows N] [--dynamodb=false] [--dynamodb-items N] [--dynamodb-rounds N] [--mysql=false] [--mysql-changes N] [--mysql-rounds N] [--mysql-latency D] [--mysql-big-mb N] [--http-rounds N] [--stream-rounds N] [--only PHASES] [--cpuprofile FILE] [--memprofile FILE] [--dir DIR] [--quick]")
+	fs := newFlagSet("bench", "[--records N] [--throughput N] [--clients N] [--queries N] [--erase-records N] [--capture=false] [--capture-changes N] [--capture-rounds N] [--capture-latency D] [--capture-big-mb N] [--capture-tx N] [--capture-tx-rows N] [--dynamodb=false] [--dynamodb-items N] [--dynamodb-rounds N] [--mysql=false] [--mysql-changes N] [--mysql-rounds N] [--mysql-latency D] [--mysql-big-mb N] [--kafka-events N] [--kafka-rounds N] [--http-rounds N] [--stream-rounds N] [--only PHASES] [--cpuprofile FILE] [--memprofile FILE] [--dir DIR] [--quick]")
 	records := fs.Int("records", 1_000_000, "records in the store used for the query and verify figures")
 	throughput := fs.Int("throughput", 300_000, "records written for each append figure")
 	clients := fs.Int("clients", 256, "concurrent single-record writers")
@@ -83,10 +83,12 @@ func benchOptions(args []string) (bench.Options, benchProfiles, error) {
 	mysqlRounds := fs.Int("mysql-rounds", 3, "rounds of the MariaDB throughput figure (each: Stele and the raw BinlogSyncer over the whole workload, alternating); the median is reported")
 	mysqlLatency := fs.Duration("mysql-latency", 5*time.Second, "how long the steady load (200 tx/s) of the MariaDB commit-to-queryable figure runs")
 	mysqlBigMB := fs.Int("mysql-big-mb", 8, "size in MiB of the one large MariaDB transaction whose capture's peak RSS is reported (-1: none; 1024 is slow)")
+	kafkaEvents := fs.Int("kafka-events", 100_000, "Debezium messages in the topic of the Kafka capture figure (kfake in this process; 1000000 for the 1 M figure)")
+	kafkaRounds := fs.Int("kafka-rounds", 3, "rounds of the Kafka capture figure (each: Stele, a bare franz-go consumer and the log alone over the whole topic, in rotating order); the median is reported")
 	dir := fs.String("dir", "", "directory for the throwaway stores (default: a temp dir, removed afterwards)")
 	httpRounds := fs.Int("http-rounds", 3, "rounds of the HTTP ingest figure (each: in-process and HTTP, 1 and 4 producers, alternating); the median is reported")
 	streamRounds := fs.Int("stream-rounds", 3, "rounds of the lineage stream figure (each: ingest with the stream off and on, alternating which goes first); the median is reported")
-	only := fs.String("only", "", "run only these phases, comma-separated (baseline, append, http, stream, concurrent, pii, erase, capture, dynamodb, build, verify, query)")
+	only := fs.String("only", "", "run only these phases, comma-separated (baseline, append, http, stream, concurrent, pii, erase, capture, dynamodb, mysql, kafka, build, verify, query)")
 	var prof benchProfiles
 	fs.StringVar(&prof.cpu, "cpuprofile", "", "write a CPU profile of the whole run (the server side of the HTTP figure; the load process is not in it) to this file, for go tool pprof")
 	fs.StringVar(&prof.mem, "memprofile", "", "write an allocation profile (every allocation, sampled as Go does by default) at the end of the run to this file")
@@ -114,6 +116,7 @@ func benchOptions(args []string) (bench.Options, benchProfiles, error) {
 		EraseRecords: *eraseRecords, SkipCapture: !*withCapture, SkipDynamoDB: !*withDynamoDB, SkipMySQL: !*withMySQL,
 		MySQL:    bench.MySQLOptions{Changes: *mysqlChanges, Rounds: *mysqlRounds, LatencyFor: *mysqlLatency, BigMB: *mysqlBigMB},
 		DynamoDB: bench.DynamoDBOptions{Items: *dynamoItems, Rounds: *dynamoRounds},
+		Kafka:    bench.KafkaOptions{Events: *kafkaEvents, Rounds: *kafkaRounds},
 		Capture:  bench.CaptureOptions{Changes: *captureChanges, Rounds: *captureRounds, LatencyFor: *captureLatency, BigMB: *captureBigMB, TxInserts: *captureTx, TxRows: *captureTxRows}}, prof, nil
 }
 

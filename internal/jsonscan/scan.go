@@ -391,13 +391,18 @@ func afterItem(b []byte, i int, closing byte) (next int, done bool, err error) {
 
 // nameSet finds a repeated member name. Canonical images list names in
 // increasing order, which rules out a repeat without remembering them; when
-// a name is out of order (or escaped), the names so far are collected and
-// each later one is checked against them.
+// a name is out of order (or escaped), each later one is checked against
+// the names so far. The first few names are kept as they come, so that a
+// change event's object (names in the table's or the connector's order,
+// out of order at the second) need not be walked again to collect them,
+// and a filter of one bit per name spares most comparisons.
 type nameSet struct {
 	last     []byte
 	unsorted bool
-	small    [16][]byte // decoded names while few (a record's top level has 11)
+	small    [16][]byte // names while few (a record's top level has 11)
 	n        int
+	kept     bool   // small holds every name so far
+	bloom    uint64 // a bit per name held, by nameBit
 	big      map[string]struct{}
 }
 
@@ -407,17 +412,28 @@ func (s *nameSet) add(b []byte, start, ns, ne int, escaped bool) error {
 	body := b[ns+1 : ne-1]
 	if !s.unsorted {
 		if !escaped && (s.last == nil || bytes.Compare(body, s.last) > 0) {
+			if s.last == nil {
+				s.kept = true
+			}
 			s.last = body
+			if s.kept && s.n < len(s.small) {
+				s.put(body)
+			} else {
+				s.kept = false
+			}
 			return nil
 		}
 		s.unsorted = true
-		// Every earlier name is distinct: collect them.
-		for i := start; i < ns; {
-			e, esc, _ := Str(b, i)
-			s.put(decodedName(b[i:e], esc))
-			i = Space(b, Space(b, e)+1) // past ':'
-			i, _ = Skip(b, i, 0)
-			i = Space(b, Space(b, i)+1) // past ','
+		if !s.kept {
+			// Every earlier name is distinct: collect them.
+			s.n, s.bloom = 0, 0
+			for i := start; i < ns; {
+				e, esc, _ := Str(b, i)
+				s.put(decodedName(b[i:e], esc))
+				i = Space(b, Space(b, e)+1) // past ':'
+				i, _ = Skip(b, i, 0)
+				i = Space(b, Space(b, i)+1) // past ','
+			}
 		}
 	}
 	name := decodedName(b[ns:ne], escaped)
@@ -435,10 +451,22 @@ func decodedName(lit []byte, escaped bool) []byte {
 	return lit[1 : len(lit)-1]
 }
 
+// nameBit is a name's bit in nameSet.bloom.
+func nameBit(name []byte) uint64 {
+	h := uint(len(name))
+	if len(name) > 0 {
+		h = h*31 + uint(name[0])*7 + uint(name[len(name)-1])
+	}
+	return 1 << (h & 63)
+}
+
 func (s *nameSet) has(name []byte) bool {
 	if s.big != nil {
 		_, ok := s.big[string(name)]
 		return ok
+	}
+	if s.bloom&nameBit(name) == 0 {
+		return false
 	}
 	for _, n := range s.small[:s.n] {
 		if bytes.Equal(n, name) {
@@ -452,6 +480,7 @@ func (s *nameSet) put(name []byte) {
 	if s.big == nil && s.n < len(s.small) {
 		s.small[s.n] = name
 		s.n++
+		s.bloom |= nameBit(name)
 		return
 	}
 	if s.big == nil {

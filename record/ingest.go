@@ -508,14 +508,28 @@ func canonicalObject(path string, v jsontext.Value, keepOrder bool) (json.RawMes
 	return json.RawMessage(val), nil
 }
 
-// canonicalAt reports whether the JSON value at v[i], already checked
-// (valid, no name repeated), is already in
-// canonical form, and where it ends: no whitespace, no escapes in strings,
-// and (when sorted) ASCII member names in increasing order at every level.
-// Clients mostly send images in that form, and then canonicalising them
-// would copy them for nothing. It is conservative: an escape or a
-// non-ASCII name sends the value through Canonicalize.
+// canonicalAt reports whether the JSON value at v[i] is valid and already
+// in canonical form, and where it ends: no whitespace, no escapes in
+// strings, ASCII member names, none given twice in an object, and (when
+// sorted) names in increasing order at every level. Clients mostly send
+// images in that form, and then canonicalising them would copy them for
+// nothing. It is conservative: an escape, a non-ASCII name, nesting deeper
+// than maxFastDepth or an unsorted object of more than maxUnsorted members
+// sends the value through the decoder and Canonicalize, which also name
+// what is wrong with it.
 func canonicalAt(v []byte, i int, sorted bool) (int, bool) {
+	return canonicalWalk(v, i, sorted, 0)
+}
+
+// Bounds of the fast paths' walks: canonicalAt recurses, and looks for a
+// repeated name in an unsorted object by comparing each with the ones
+// before it.
+const (
+	maxFastDepth = 64
+	maxUnsorted  = 16
+)
+
+func canonicalWalk(v []byte, i int, sorted bool, depth int) (int, bool) {
 	switch jsonscan.Kind(v, i) {
 	case jsonscan.String:
 		end, escaped, err := jsonscan.Str(v, i)
@@ -531,12 +545,15 @@ func canonicalAt(v []byte, i int, sorted bool) (int, bool) {
 		}
 		return 0, false
 	case jsonscan.Array:
+		if depth >= maxFastDepth {
+			return 0, false
+		}
 		i++
 		if i < len(v) && v[i] == ']' {
 			return i + 1, true
 		}
 		for {
-			end, ok := canonicalAt(v, i, sorted)
+			end, ok := canonicalWalk(v, i, sorted, depth+1)
 			if !ok || end >= len(v) {
 				return 0, false
 			}
@@ -550,27 +567,43 @@ func canonicalAt(v []byte, i int, sorted bool) (int, bool) {
 			}
 		}
 	case jsonscan.Object:
+		if depth >= maxFastDepth {
+			return 0, false
+		}
 		i++
 		if i < len(v) && v[i] == '}' {
 			return i + 1, true
 		}
-		var last []byte
+		var names [maxUnsorted][]byte
+		n := 0
 		for {
 			ne, escaped, err := jsonscan.Str(v, i)
 			if err != nil || escaped || ne >= len(v) || v[ne] != ':' {
 				return 0, false
 			}
 			name := v[i+1 : ne-1]
-			for _, c := range name {
-				if c >= 0x80 {
-					return 0, false
-				}
-			}
-			if sorted && last != nil && bytes.Compare(name, last) <= 0 {
+			if !ascii(name) {
 				return 0, false
 			}
-			last = name
-			end, ok := canonicalAt(v, ne+1, sorted)
+			switch {
+			case sorted:
+				// Increasing names cannot repeat.
+				if n > 0 && bytes.Compare(name, names[0]) <= 0 {
+					return 0, false
+				}
+				names[0], n = name, 1
+			case n == maxUnsorted:
+				return 0, false
+			default:
+				for _, prev := range names[:n] {
+					if bytes.Equal(prev, name) {
+						return 0, false
+					}
+				}
+				names[n] = name
+				n++
+			}
+			end, ok := canonicalWalk(v, ne+1, sorted, depth+1)
 			if !ok || end >= len(v) {
 				return 0, false
 			}
@@ -585,6 +618,15 @@ func canonicalAt(v []byte, i int, sorted bool) (int, bool) {
 		}
 	}
 	return 0, false
+}
+
+func ascii(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 func optionalObject(path string, v jsontext.Value) (json.RawMessage, error) {

@@ -70,7 +70,11 @@ type IngestOptions struct {
 // ParseIngest validates one client-supplied record (a JSON object) and
 // returns it ready to append: images canonical, changed computed, id set.
 func ParseIngest(data []byte, opts IngestOptions) (*Record, error) {
-	return new(parser).parse(data, opts)
+	p := new(parser)
+	if r, ok := p.fastParse(data, opts); ok {
+		return r, nil
+	}
+	return p.parse(data, opts)
 }
 
 // A Parser is ParseIngest for many records in turn, reusing its decoder
@@ -79,6 +83,9 @@ type Parser struct{ p parser }
 
 // Parse is ParseIngest.
 func (ps *Parser) Parse(data []byte, opts IngestOptions) (*Record, error) {
+	if r, ok := ps.p.fastParse(data, opts); ok {
+		return r, nil
+	}
 	// Nothing of a parsed record points into the scratch members: their
 	// values are copied (canonicalised) or turned into strings.
 	clear(ps.p.slab)
@@ -147,6 +154,26 @@ func (p *parser) parse(data []byte, opts IngestOptions) (*Record, error) {
 	if err := requireFields(r); err != nil {
 		return nil, err
 	}
+	defaults(r, opts)
+	computed, err := p.changedCanonical(r.Before, r.After)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case !haveChanged:
+		r.Changed = computed
+	case len(r.Before) > 0 && len(r.After) > 0 && !slices.Equal(sortedCopy(clientChanged), computed):
+		return nil, fieldErr("changed", "does not match the fields that differ between before and after (%s)", strings.Join(computed, ","))
+	default:
+		r.Changed = sortedCopy(clientChanged)
+	}
+	assignID(r, opts)
+	return r, nil
+}
+
+// defaults fills in the source kind and occurred_at when the client left
+// them out.
+func defaults(r *Record, opts IngestOptions) {
 	if r.Source.Kind == "" {
 		r.Source.Kind = opts.DefaultKind
 		if r.Source.Kind == "" {
@@ -160,18 +187,10 @@ func (p *parser) parse(data []byte, opts IngestOptions) (*Record, error) {
 		}
 	}
 	r.OccurredAt = r.OccurredAt.UTC()
-	computed, err := p.changedCanonical(r.Before, r.After)
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case !haveChanged:
-		r.Changed = computed
-	case len(r.Before) > 0 && len(r.After) > 0 && !slices.Equal(sortedCopy(clientChanged), computed):
-		return nil, fieldErr("changed", "does not match the fields that differ between before and after (%s)", strings.Join(computed, ","))
-	default:
-		r.Changed = sortedCopy(clientChanged)
-	}
+}
+
+// assignID gives a record the client sent without an id its derived one.
+func assignID(r *Record, opts IngestOptions) {
 	switch {
 	case r.ID != "":
 	case opts.IdempotencyKey != "" && (r.Tx == nil || r.Tx.Position == ""):
@@ -179,7 +198,6 @@ func (p *parser) parse(data []byte, opts IngestOptions) (*Record, error) {
 	default:
 		r.ID = DeriveID(r)
 	}
-	return r, nil
 }
 
 func requireFields(r *Record) error {
@@ -228,6 +246,7 @@ type parser struct {
 	dec  jsontext.Decoder
 	buf  bytes.Buffer
 	slab []member
+	fast fastScratch
 }
 
 // objectMembers splits a JSON object into its members in input order,

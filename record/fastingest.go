@@ -508,7 +508,7 @@ func (f *fastScratch) build(d []byte, opts IngestOptions) (*Record, bool) {
 		r.Schema = &fr.schema
 	}
 	if n := len(f.computed); n > 0 || f.haveChanged {
-		names := fr.changed[:0:0]
+		names := fr.changed[:0]
 		if n > len(fr.changed) {
 			names = make([]string, 0, n)
 		}

@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -102,9 +103,57 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.metrics.appended.Add(float64(fresh))
-	writeJSON(w, http.StatusCreated, struct {
+	writeAppended(w, res)
+}
+
+// writeAppended answers 201 with the batch's seqs and ids, encoded by hand
+// when every id is plain printable ASCII, which encoding/json would write
+// as it is (a reflective encoding of a 1,000-record answer costs about a
+// tenth of what validating the batch does).
+func writeAppended(w http.ResponseWriter, res []stele.Appended) {
+	type answer struct {
 		Records []stele.Appended `json:"records"`
-	}{res})
+	}
+	if res == nil {
+		writeJSON(w, http.StatusCreated, answer{res})
+		return
+	}
+	n := len(`{"records":[]}`) + 1
+	for _, a := range res {
+		n += len(`{"seq":,"id":"","duplicate":true},`) + 20 + len(a.ID)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, `{"records":[`...)
+	for i, a := range res {
+		if !plainASCII(a.ID) {
+			writeJSON(w, http.StatusCreated, answer{res})
+			return
+		}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"seq":`...)
+		b = strconv.AppendUint(b, a.Seq, 10)
+		b = append(b, `,"id":"`...)
+		b = append(b, a.ID...)
+		b = append(b, '"')
+		if a.Duplicate {
+			b = append(b, `,"duplicate":true`...)
+		}
+		b = append(b, '}')
+	}
+	b = append(b, "]}\n"...)
+	writeRaw(w, http.StatusCreated, b)
+}
+
+// plainASCII reports whether s is printable ASCII without a quote or a backslash.
+func plainASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // readBody reads the request body into a reused buffer, sized once from
@@ -457,6 +506,11 @@ func cutValue(b []byte, i int) (end int, ok bool) {
 	}
 	depth := 0
 	for j := i; j < len(b); j++ {
+		// This walk is the one part of validating a batch that is not
+		// spread over the cores: most bytes are skipped by the table.
+		if !cutSpecial[b[j]] {
+			continue
+		}
 		switch b[j] {
 		case '{', '[':
 			depth++
@@ -475,25 +529,34 @@ func cutValue(b []byte, i int) (end int, ok bool) {
 	return 0, false
 }
 
-// cutString returns the index after the string literal at b[i].
+// cutSpecial marks the bytes cutValue looks at outside strings.
+var cutSpecial = [256]bool{'{': true, '}': true, '[': true, ']': true, '"': true}
+
+// cutString returns the index after the string literal at b[i], looking
+// at eight bytes at a time for the quote or backslash that ends a run.
 func cutString(b []byte, i int) (int, bool) {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
 	j := i + 1
 	for {
-		k := bytes.IndexByte(b[j:], '"')
-		if k < 0 {
+		for ; j+8 <= len(b); j += 8 {
+			w := binary.LittleEndian.Uint64(b[j:])
+			q, bs := w^(ones*'"'), w^(ones*'\\')
+			// A zero byte of q or bs is a quote or a backslash.
+			if ((q-ones)&^q|(bs-ones)&^bs)&highs != 0 {
+				break
+			}
+		}
+		for j < len(b) && b[j] != '"' && b[j] != '\\' {
+			j++
+		}
+		switch {
+		case j >= len(b):
 			return 0, false
-		}
-		j += k
-		// The quote ends the string unless an odd number of backslashes
-		// escapes it.
-		n := 0
-		for n < j-i-1 && b[j-1-n] == '\\' {
-			n++
-		}
-		if n%2 == 0 {
+		case b[j] == '"':
 			return j + 1, true
 		}
-		j++
+		// A backslash escapes the byte after it.
+		j += 2
 	}
 }
 

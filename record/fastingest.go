@@ -28,21 +28,41 @@ func (p *parser) fastParse(d []byte, opts IngestOptions) (_ *Record, ok bool) {
 	if len(d) > MaxRecordBytes {
 		return nil, false
 	}
+	r, end, ok := p.fastObject(d, opts)
+	if !ok || jsonscan.Space(d, end) != len(d) {
+		return nil, false
+	}
+	return r, true
+}
+
+// ParseNext parses the record at the start of data, which may go on after
+// it, when it is in the form the one-pass parser takes, and returns it
+// with the index after it. ok is false for anything else: then Parse,
+// given the record alone, takes it or names what is wrong with it. It lets
+// a batch be split as it is parsed, with no walk over it beforehand.
+func (ps *Parser) ParseNext(data []byte, opts IngestOptions) (r *Record, end int, ok bool) {
+	return ps.p.fastObject(data, opts)
+}
+
+// fastObject is fastParse for the object at the start of d (after white
+// space), which may go on after it: it returns the index after the object.
+func (p *parser) fastObject(d []byte, opts IngestOptions) (_ *Record, end int, ok bool) {
 	f := &p.fast
 	f.reset()
 	i := jsonscan.Space(d, 0)
 	if i >= len(d) || d[i] != '{' {
-		return nil, false
+		return nil, 0, false
 	}
+	objStart := i
 	i = jsonscan.Space(d, i+1)
 	var seen uint16
 	for {
 		name, after, ok := plainAt(d, i)
 		if !ok {
-			return nil, false
+			return nil, 0, false
 		}
 		if i = jsonscan.Space(d, after); i >= len(d) || d[i] != ':' {
-			return nil, false
+			return nil, 0, false
 		}
 		i = jsonscan.Space(d, i+1)
 		var bit uint16
@@ -94,25 +114,26 @@ func (p *parser) fastParse(d []byte, opts IngestOptions) (_ *Record, ok bool) {
 			i, ok = f.str(d, i, MaxRecordBytes, &f.occurred)
 		}
 		if bit == 0 || !ok || seen&bit != 0 {
-			return nil, false
+			return nil, 0, false
 		}
 		seen |= bit
 		var done bool
 		if i, done, ok = next(d, i, '}'); !ok {
-			return nil, false
+			return nil, 0, false
 		}
 		if done {
 			break
 		}
 	}
-	if jsonscan.Space(d, i) != len(d) {
-		return nil, false
+	if i-objStart > MaxRecordBytes {
+		return nil, 0, false
 	}
 	// requireFields, in the spans.
 	if f.name.end == f.name.start || f.table.end == f.table.start || f.op == "" || f.key.in.end == 0 {
-		return nil, false
+		return nil, 0, false
 	}
-	return f.build(d, opts)
+	r, ok := f.build(d, opts)
+	return r, i, ok
 }
 
 // fastScratch is what fastParse reuses from one record to the next: where

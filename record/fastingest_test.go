@@ -77,6 +77,18 @@ func checkFastMatchesParse(t *testing.T, data []byte) {
 				}
 			}
 		}
+		// ParseNext takes a record that goes on: the rest of the input
+		// is left to its caller.
+		if next, end, ok := ps.ParseNext(data, opts); ok {
+			if end > len(data) || end < 2 || data[end-1] != '}' {
+				t.Fatalf("%q: ParseNext ended at %d", data, end)
+			}
+			want, err := new(parser).parse(data[:end], opts)
+			if err != nil {
+				t.Fatalf("%q: ParseNext took %q, which parse refuses: %v", data, data[:end], err)
+			}
+			sameRecord(t, data, next, want)
+		}
 		// A Parser reuses its scratch: the record of the input before
 		// must not leak into this one.
 		got, gotErr := ps.Parse(data, opts)

@@ -380,6 +380,12 @@ func plainAt(d []byte, i int) (contents span, end int, ok bool) {
 		return span{}, 0, false
 	}
 	for j := i + 1; j < len(d); {
+		for j < len(d) && fieldByte[d[j]] {
+			j++
+		}
+		if j >= len(d) {
+			break
+		}
 		switch c := d[j]; {
 		case c == '"':
 			return span{i + 1, j}, j + 1, true
@@ -397,6 +403,14 @@ func plainAt(d []byte, i int) (contents span, end int, ok bool) {
 	}
 	return span{}, 0, false
 }
+
+// fieldByte marks the ASCII bytes a string field holds as they are.
+var fieldByte = func() (t [256]bool) {
+	for c := 0x20; c < 0x7f; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
 
 func nullAt(d []byte, i int) (int, bool) {
 	if len(d)-i >= 4 && string(d[i:i+4]) == "null" {

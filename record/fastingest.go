@@ -239,22 +239,11 @@ func (f *fastScratch) str(d []byte, i, max int, s *span) (int, bool) {
 
 func (f *fastScratch) source(d []byte, i int) (int, bool) {
 	return fields(d, i, func(name []byte, i int) (int, bool) {
-		var dst *span
-		switch string(name) {
-		case "name":
-			dst = &f.name
-		case "kind":
-			dst = &f.kind
-		case "database":
-			dst = &f.database
-		case "schema":
-			dst = &f.schema
-		case "table":
-			dst = &f.table
-		default:
+		k := sourceField(name)
+		if k < 0 {
 			return 0, false
 		}
-		return f.str(d, i, MaxNameBytes, dst)
+		return f.str(d, i, MaxNameBytes, [...]*span{&f.name, &f.kind, &f.database, &f.schema, &f.table}[k])
 	})
 }
 

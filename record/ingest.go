@@ -474,27 +474,30 @@ func stringField(m member, max int) (string, error) {
 	return s, nil
 }
 
+// sourceFields are the members of source, in the order of Source's fields.
+var sourceFields = [...]string{"name", "kind", "database", "schema", "table"}
+
+// sourceField is the index of a source member in sourceFields, or -1.
+func sourceField[T string | []byte](name T) int {
+	for k, f := range sourceFields {
+		if string(name) == f {
+			return k
+		}
+	}
+	return -1
+}
+
 func (p *parser) parseSource(v jsontext.Value, s *Source) error {
 	members, err := p.members(v, "source")
 	if err != nil {
 		return err
 	}
 	for _, m := range members {
-		var dst *string
-		switch m.name {
-		case "name":
-			dst = &s.Name
-		case "kind":
-			dst = &s.Kind
-		case "database":
-			dst = &s.Database
-		case "schema":
-			dst = &s.Schema
-		case "table":
-			dst = &s.Table
-		default:
+		k := sourceField(m.name)
+		if k < 0 {
 			return fieldErr(m.path(), "unknown field")
 		}
+		dst := [...]*string{&s.Name, &s.Kind, &s.Database, &s.Schema, &s.Table}[k]
 		if *dst, err = stringField(m, MaxNameBytes); err != nil {
 			return err
 		}

@@ -121,8 +121,8 @@ func (s *Server) appendBatch(w http.ResponseWriter, r *http.Request, recs []*rec
 
 // writeAppended answers 201 with the batch's seqs and ids, encoded by hand
 // when every id is plain printable ASCII, which encoding/json would write
-// as it is (a reflective encoding of a 1,000-record answer costs about a
-// tenth of what validating the batch does).
+// as it is: a reflective encoding of a 1,000-record answer took about a
+// tenth of the CPU validating the batch does, this less than half of that.
 func writeAppended(w http.ResponseWriter, res []stele.Appended) {
 	type answer struct {
 		Records []stele.Appended `json:"records"`
@@ -261,7 +261,7 @@ const fastChunkBytes = 64 << 10
 // fastBatch validates a JSON array of records on every core without
 // walking it first to find where its records are. The body is cut into
 // ranges of about chunk bytes, each starting where a record appears to
-// start ('{' after "}," outside what can be seen to be a string), and each
+// start (a '{' after "},", which a string may also hold), and each
 // range's records are parsed in turn (record.Parser.ParseNext finds where
 // each ends) up to where the next range starts. A range whose last record
 // does not end exactly there was cut inside a record, by a "},{" within a

@@ -3,9 +3,12 @@ package api
 import (
 	"bytes"
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/record"
@@ -28,6 +31,9 @@ func checkFastBatch(t *testing.T, s *Server, body []byte, chunk int) bool {
 	fast, ok := s.fastBatch(body, chunk)
 	if !ok {
 		return false
+	}
+	if !utf8.Valid(body) {
+		t.Fatalf("%q: fastBatch accepted a body that is not UTF-8", body)
 	}
 	items, batch, aerr := splitJSON(body, s.cfg.MaxBatch)
 	if aerr == nil {
@@ -80,6 +86,7 @@ func TestFastBatch(t *testing.T) {
 		{"empty", `[]`},
 		{"a repeated id", `[{"id":"x","source":{"name":"a","table":"t"},"op":"insert","key":{"id":1}},{"id":"x","source":{"name":"a","table":"t"},"op":"insert","key":{"id":2}}]`},
 		{"a reserved source", `[{"source":{"name":"stele","table":"t"},"op":"insert","key":{"id":1}}]`},
+		{"not UTF-8", "[{\"source\":{\"name\":\"a\xff\",\"table\":\"t\"},\"op\":\"insert\",\"key\":{\"id\":1},\"after\":{\"s\":\"\xc3\"}}]"},
 		{"trailing data", `[{"source":{"name":"a","table":"t"},"op":"insert","key":{"id":1}}] x`},
 		{"a trailing comma", `[{"source":{"name":"a","table":"t"},"op":"insert","key":{"id":1}},]`},
 		{"too many", `[` + strings.Repeat(`{"source":{"name":"a","table":"t"},"op":"insert","key":{"id":1}},`, 1000) + `{"source":{"name":"a","table":"t"},"op":"insert","key":{"id":1}}]`},
@@ -100,4 +107,23 @@ func FuzzFastBatchMatchesChecked(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte, chunk uint16) {
 		checkFastBatch(t, s, body, int(chunk)+1)
 	})
+}
+
+// TestBatchNotUTF8: a batch that is not UTF-8 is answered as it always
+// was, though fastBatch is tried before the body's encoding is checked.
+func TestBatchNotUTF8(t *testing.T) {
+	s := fastBatchServer(t, 1000)
+	for _, body := range []string{
+		"[{\"source\":{\"name\":\"a\xff\",\"table\":\"t\"},\"op\":\"insert\",\"key\":{\"id\":1}}]",
+		"[{\"source\":{\"name\":\"a\",\"table\":\"t\"},\"op\":\"insert\",\"key\":{\"id\":1},\"after\":{\"s\":\"\xed\xa0\x80\"}}]",
+		"[{\"source\":{\"name\":\"a\",\"table\":\"t\"},\"op\":\"insert\",\"key\":{\"id\":1}}\xc3]",
+	} {
+		req := httptest.NewRequest(http.MethodPost, "/v1/records", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		w := httptest.NewRecorder()
+		s.ServeHTTP(w, req)
+		if w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "request body is not valid UTF-8") {
+			t.Errorf("%q: answer %d %s", body, w.Code, w.Body)
+		}
+	}
 }

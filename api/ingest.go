@@ -65,15 +65,17 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, &apiError{Msg: "reading the request body failed: " + err.Error()})
 		return
 	}
-	if !utf8.Valid(body) {
-		writeError(w, http.StatusBadRequest, &apiError{Msg: "request body is not valid UTF-8"})
-		return
-	}
 	if !ndjson && idemKey == "" {
+		// A batch fastBatch takes is valid UTF-8: it checks every string,
+		// and refuses any other byte that is not ASCII.
 		if recs, ok := s.fastBatch(body, fastChunkBytes); ok {
 			s.appendBatch(w, r, recs)
 			return
 		}
+	}
+	if !utf8.Valid(body) {
+		writeError(w, http.StatusBadRequest, &apiError{Msg: "request body is not valid UTF-8"})
+		return
 	}
 	var items [][]byte
 	batch := true

@@ -3,6 +3,7 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unicode/utf8"
 
 	"github.com/go-json-experiment/json/jsontext"
@@ -63,6 +65,14 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, &apiError{Msg: "reading the request body failed: " + err.Error()})
 		return
 	}
+	if !ndjson && idemKey == "" {
+		// A batch fastBatch takes is valid UTF-8: it checks every string,
+		// and refuses any other byte that is not ASCII.
+		if recs, ok := s.fastBatch(body, fastChunkBytes); ok {
+			s.appendBatch(w, r, recs)
+			return
+		}
+	}
 	if !utf8.Valid(body) {
 		writeError(w, http.StatusBadRequest, &apiError{Msg: "request body is not valid UTF-8"})
 		return
@@ -90,6 +100,12 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request) {
 		writeError(w, aerr.status(), aerr)
 		return
 	}
+	s.appendBatch(w, r, recs)
+}
+
+// appendBatch appends a validated batch and answers with where its records
+// are, once they are durable.
+func (s *Server) appendBatch(w http.ResponseWriter, r *http.Request, recs []*record.Record) {
 	res, err := s.cfg.Log.Append(r.Context(), recs)
 	if err != nil {
 		s.appendFailed(w, r, err)
@@ -102,9 +118,57 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.metrics.appended.Add(float64(fresh))
-	writeJSON(w, http.StatusCreated, struct {
+	writeAppended(w, res)
+}
+
+// writeAppended answers 201 with the batch's seqs and ids, encoded by hand
+// when every id is plain printable ASCII, which encoding/json would write
+// as it is: a reflective encoding of a 1,000-record answer took about a
+// tenth of the CPU validating the batch does, this less than half of that.
+func writeAppended(w http.ResponseWriter, res []stele.Appended) {
+	type answer struct {
 		Records []stele.Appended `json:"records"`
-	}{res})
+	}
+	if res == nil {
+		writeJSON(w, http.StatusCreated, answer{res})
+		return
+	}
+	n := len(`{"records":[]}`) + 1
+	for _, a := range res {
+		n += len(`{"seq":,"id":"","duplicate":true},`) + 20 + len(a.ID)
+	}
+	b := make([]byte, 0, n)
+	b = append(b, `{"records":[`...)
+	for i, a := range res {
+		if !plainASCII(a.ID) {
+			writeJSON(w, http.StatusCreated, answer{res})
+			return
+		}
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"seq":`...)
+		b = strconv.AppendUint(b, a.Seq, 10)
+		b = append(b, `,"id":"`...)
+		b = append(b, a.ID...)
+		b = append(b, '"')
+		if a.Duplicate {
+			b = append(b, `,"duplicate":true`...)
+		}
+		b = append(b, '}')
+	}
+	b = append(b, "]}\n"...)
+	writeRaw(w, http.StatusCreated, b)
+}
+
+// plainASCII reports whether s is printable ASCII without a quote or a backslash.
+func plainASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			return false
+		}
+	}
+	return true
 }
 
 // readBody reads the request body into a reused buffer, sized once from
@@ -167,20 +231,168 @@ func (s *Server) parseBatch(items [][]byte, batch bool, idemKey string) ([]*reco
 		}
 		wg.Wait()
 	}
-	seen := make(map[string]int, len(items))
+	if aerr := firstRefusal(recs, errs); aerr != nil {
+		return nil, aerr
+	}
+	return recs, nil
+}
+
+// firstRefusal is the answer to a batch with a refused record (errs[i],
+// when errs is not nil) or an id given twice: the one of the lowest index.
+func firstRefusal(recs []*record.Record, errs []*apiError) *apiError {
+	seen := make(map[string]int, len(recs))
 	for i, rec := range recs {
-		if errs[i] != nil {
-			return nil, errs[i]
+		if errs != nil && errs[i] != nil {
+			return errs[i]
 		}
 		if first, dup := seen[rec.ID]; dup {
-			return nil, &apiError{
+			return &apiError{
 				Msg:   fmt.Sprintf("id: same id as record %d of this batch (ids, given or derived from source and tx.position, must be unique within a batch)", first),
 				Field: "id", Index: indexPtr(i)}
 		}
 		seen[rec.ID] = i
 	}
-	return recs, nil
+	return nil
 }
+
+// fastChunkBytes is how much of a batch body fastBatch gives a worker at a
+// time: about 128 records of the usual size, so that a core taken by the
+// collector or another process delays a small part of the batch.
+const fastChunkBytes = 64 << 10
+
+// fastBatch validates a JSON array of records on every core without
+// walking it first to find where its records are. The body is cut into
+// ranges of about chunk bytes, each starting where a record appears to
+// start (a '{' after "},", which a string may also hold), and each
+// range's records are parsed in turn (record.Parser.ParseNext finds where
+// each ends) up to where the next range starts. A range whose last record
+// does not end exactly there was cut inside a record, by a "},{" within a
+// string; that, and any record the one-pass parser leaves to the full one,
+// or that is refused, makes ok false, and the caller takes the checked
+// path, which gives every answer it always gave. What fastBatch accepts is
+// thus exactly what that path accepts (FuzzFastBatchMatchesChecked).
+func (s *Server) fastBatch(body []byte, chunk int) ([]*record.Record, bool) {
+	i := jsonscan.Space(body, 0)
+	if i >= len(body) || body[i] != '[' {
+		return nil, false
+	}
+	starts := []int{jsonscan.Space(body, i+1)}
+	for at := starts[0] + chunk; at < len(body); at += chunk {
+		p, ok := recordStart(body, at)
+		if !ok {
+			break
+		}
+		starts = append(starts, p)
+		at = p
+	}
+	opts := record.IngestOptions{DefaultKind: "http", Now: s.cfg.Now()}
+	schemas := s.schemas()
+	if schemas != nil {
+		schemas = &batchSchemas{Schemas: schemas}
+	}
+	parts := make([][]*record.Record, len(starts))
+	var next atomic.Int64
+	var failed atomic.Bool
+	work := func() {
+		var ps record.Parser
+		for {
+			c := int(next.Add(1)) - 1
+			if c >= len(starts) || failed.Load() {
+				return
+			}
+			limit := len(body)
+			if c+1 < len(starts) {
+				limit = starts[c+1]
+			}
+			recs, ok := s.fastRange(&ps, schemas, body, starts[c], limit, opts)
+			if !ok {
+				failed.Store(true)
+				return
+			}
+			parts[c] = recs
+		}
+	}
+	var wg sync.WaitGroup
+	for range min(runtime.GOMAXPROCS(0), len(starts)) - 1 {
+		wg.Go(work)
+	}
+	work()
+	wg.Wait()
+	if failed.Load() {
+		return nil, false
+	}
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	if n > s.cfg.MaxBatch {
+		return nil, false
+	}
+	recs := make([]*record.Record, 0, n)
+	for _, p := range parts {
+		recs = append(recs, p...)
+	}
+	if firstRefusal(recs, nil) != nil {
+		return nil, false
+	}
+	return recs, true
+}
+
+// fastRange parses the records of body from pos, where one starts, to
+// limit, where the next range starts (or the body ends): ok is false
+// unless each is accepted by the one-pass parser and the checks parseItem
+// makes, and the last ends exactly at limit (or the array at the end).
+func (s *Server) fastRange(ps *record.Parser, schemas privacy.Schemas, body []byte, pos, limit int, opts record.IngestOptions) ([]*record.Record, bool) {
+	recs := make([]*record.Record, 0, (limit-pos)/256+1)
+	for {
+		rec, n, ok := ps.ParseNext(body[pos:], opts)
+		if !ok || sysrecord.IsSystem(rec.Source) || privacy.Admit(schemas, rec) != nil || len(recs) == s.cfg.MaxBatch {
+			return nil, false
+		}
+		recs = append(recs, rec)
+		i := jsonscan.Space(body, pos+n)
+		switch {
+		case i >= len(body):
+			return nil, false
+		case body[i] == ']':
+			return recs, limit == len(body) && jsonscan.Space(body, i+1) == len(body)
+		case body[i] != ',':
+			return nil, false
+		}
+		pos = jsonscan.Space(body, i+1)
+		if pos >= limit {
+			return recs, pos == limit && limit < len(body)
+		}
+	}
+}
+
+// recordStart finds the first '{' at or after at that follows "}," (white
+// space around the comma allowed): where the next record of an array of
+// objects starts, unless that is within a string.
+func recordStart(body []byte, at int) (int, bool) {
+	for at < len(body) {
+		k := bytes.IndexByte(body[at:], '{')
+		if k < 0 {
+			return 0, false
+		}
+		p := at + k
+		j := p - 1
+		for j >= 0 && isSpace(body[j]) {
+			j--
+		}
+		if j >= 0 && body[j] == ',' {
+			for j--; j >= 0 && isSpace(body[j]); j-- {
+			}
+			if j >= 0 && body[j] == '}' {
+				return p, true
+			}
+		}
+		at = p + 1
+	}
+	return 0, false
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\r' }
 
 // parseChunk is the fewest records worth a goroutine of their own.
 const parseChunk = 64
@@ -471,6 +683,11 @@ func cutValue(b []byte, i int) (end int, ok bool) {
 	}
 	depth := 0
 	for j := i; j < len(b); j++ {
+		// This walk is the one part of validating a batch that is not
+		// spread over the cores: most bytes are skipped by the table.
+		if !cutSpecial[b[j]] {
+			continue
+		}
 		switch b[j] {
 		case '{', '[':
 			depth++
@@ -489,25 +706,34 @@ func cutValue(b []byte, i int) (end int, ok bool) {
 	return 0, false
 }
 
-// cutString returns the index after the string literal at b[i].
+// cutSpecial marks the bytes cutValue looks at outside strings.
+var cutSpecial = [256]bool{'{': true, '}': true, '[': true, ']': true, '"': true}
+
+// cutString returns the index after the string literal at b[i], looking
+// at eight bytes at a time for the quote or backslash that ends a run.
 func cutString(b []byte, i int) (int, bool) {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
 	j := i + 1
 	for {
-		k := bytes.IndexByte(b[j:], '"')
-		if k < 0 {
+		for ; j+8 <= len(b); j += 8 {
+			w := binary.LittleEndian.Uint64(b[j:])
+			q, bs := w^(ones*'"'), w^(ones*'\\')
+			// A zero byte of q or bs is a quote or a backslash.
+			if ((q-ones)&^q|(bs-ones)&^bs)&highs != 0 {
+				break
+			}
+		}
+		for j < len(b) && b[j] != '"' && b[j] != '\\' {
+			j++
+		}
+		switch {
+		case j >= len(b):
 			return 0, false
-		}
-		j += k
-		// The quote ends the string unless an odd number of backslashes
-		// escapes it.
-		n := 0
-		for n < j-i-1 && b[j-1-n] == '\\' {
-			n++
-		}
-		if n%2 == 0 {
+		case b[j] == '"':
 			return j + 1, true
 		}
-		j++
+		// A backslash escapes the byte after it.
+		j += 2
 	}
 }
 

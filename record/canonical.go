@@ -127,57 +127,93 @@ func smallMembers(img []byte, dst []imageMember) (_ []imageMember, ok bool) {
 // non-ASCII names, a repeated name, a nested value that is not canonical)
 // reports ok false, for Canonicalize to handle and to name what is wrong.
 func sortedObject(v []byte) (_ []byte, ok bool) {
-	if len(v) < 2 || v[0] != '{' {
+	var stack [24]imember
+	ms, end, inOrder, ok := canonicalMembers(v, 0, stack[:0])
+	if !ok || end != len(v) {
 		return nil, false
 	}
-	if v[1] == '}' {
-		return slices.Clone(v), len(v) == 2
+	if inOrder {
+		return slices.Clone(v), true
 	}
-	type span struct{ name, start, end int } // name: index of the name's opening quote
-	var stack [24]span
-	ms := stack[:0]
-	for i := 1; ; {
+	if !sortMembers(v, ms) {
+		return nil, false
+	}
+	return appendMembers(make([]byte, 0, len(v)), v, ms), true
+}
+
+// span is where something lies in a byte slice: [start, end).
+type span struct{ start, end int }
+
+// imember is a member of an image: where its name's contents (no quotes)
+// and its value lie.
+type imember struct{ name, value span }
+
+// canonicalMembers walks the object at v[i], whose member values must be
+// canonical (canonicalAt, sorted) and whose names must be plain ASCII, with
+// no whitespace anywhere. It appends each member to ms and returns the
+// index after the object and whether the names came in increasing order,
+// which makes the object canonical as it is. ok is false for anything else.
+func canonicalMembers(v []byte, i int, ms []imember) (_ []imember, end int, inOrder, ok bool) {
+	if i >= len(v) || v[i] != '{' {
+		return nil, 0, false, false
+	}
+	if i+1 < len(v) && v[i+1] == '}' {
+		return ms, i + 2, true, true
+	}
+	inOrder = true
+	for i++; ; {
 		ne, escaped, err := jsonscan.Str(v, i)
 		if err != nil || escaped || ne >= len(v) || v[ne] != ':' {
-			return nil, false
+			return nil, 0, false, false
 		}
-		for _, c := range v[i+1 : ne-1] {
-			if c >= 0x80 {
-				return nil, false
-			}
+		name := span{i + 1, ne - 1}
+		if !ascii(v[name.start:name.end]) {
+			return nil, 0, false, false
 		}
-		end, ok := canonicalAt(v, ne+1, true)
+		if n := len(ms); n > 0 && inOrder && bytes.Compare(v[name.start:name.end], v[ms[n-1].name.start:ms[n-1].name.end]) <= 0 {
+			inOrder = false
+		}
+		end, ok := canonicalWalk(v, ne+1, true, 1)
 		if !ok || end >= len(v) {
-			return nil, false
+			return nil, 0, false, false
 		}
-		ms = append(ms, span{i, ne + 1, end})
-		if v[end] == '}' {
-			if end+1 != len(v) {
-				return nil, false
-			}
-			break
+		ms = append(ms, imember{name, span{ne + 1, end}})
+		switch v[end] {
+		case '}':
+			return ms, end + 1, inOrder, true
+		case ',':
+			i = end + 1
+		default:
+			return nil, 0, false, false
 		}
-		if v[end] != ',' {
-			return nil, false
-		}
-		i = end + 1
 	}
-	name := func(m span) []byte { return v[m.name : m.start-1] }
-	slices.SortFunc(ms, func(a, b span) int { return bytes.Compare(name(a), name(b)) })
+}
+
+// sortMembers puts the members of an object of v in name order (of the
+// names' bytes, which for ASCII is the canonical order); ok is false when
+// a name is given twice.
+func sortMembers(v []byte, ms []imember) (ok bool) {
+	name := func(m imember) []byte { return v[m.name.start:m.name.end] }
+	slices.SortFunc(ms, func(a, b imember) int { return bytes.Compare(name(a), name(b)) })
 	for k := 1; k < len(ms); k++ {
 		if bytes.Equal(name(ms[k-1]), name(ms[k])) {
-			return nil, false
+			return false
 		}
 	}
-	out := make([]byte, 0, len(v))
-	out = append(out, '{')
+	return true
+}
+
+// appendMembers appends the object of v's members ms, in their order.
+func appendMembers(dst, v []byte, ms []imember) []byte {
+	dst = append(dst, '{')
 	for k, m := range ms {
 		if k > 0 {
-			out = append(out, ',')
+			dst = append(dst, ',')
 		}
-		out = append(out, v[m.name:m.end]...)
+		// The name's quotes and the colon sit around its contents.
+		dst = append(dst, v[m.name.start-1:m.value.end]...)
 	}
-	return append(out, '}'), true
+	return append(dst, '}')
 }
 
 // changedCanonical is ChangedFields for images already canonical, whose

@@ -70,7 +70,11 @@ type IngestOptions struct {
 // ParseIngest validates one client-supplied record (a JSON object) and
 // returns it ready to append: images canonical, changed computed, id set.
 func ParseIngest(data []byte, opts IngestOptions) (*Record, error) {
-	return new(parser).parse(data, opts)
+	p := new(parser)
+	if r, ok := p.fastParse(data, opts); ok {
+		return r, nil
+	}
+	return p.parse(data, opts)
 }
 
 // A Parser is ParseIngest for many records in turn, reusing its decoder
@@ -79,6 +83,9 @@ type Parser struct{ p parser }
 
 // Parse is ParseIngest.
 func (ps *Parser) Parse(data []byte, opts IngestOptions) (*Record, error) {
+	if r, ok := ps.p.fastParse(data, opts); ok {
+		return r, nil
+	}
 	// Nothing of a parsed record points into the scratch members: their
 	// values are copied (canonicalised) or turned into strings.
 	clear(ps.p.slab)
@@ -147,6 +154,26 @@ func (p *parser) parse(data []byte, opts IngestOptions) (*Record, error) {
 	if err := requireFields(r); err != nil {
 		return nil, err
 	}
+	defaults(r, opts)
+	computed, err := p.changedCanonical(r.Before, r.After)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case !haveChanged:
+		r.Changed = computed
+	case len(r.Before) > 0 && len(r.After) > 0 && !slices.Equal(sortedCopy(clientChanged), computed):
+		return nil, fieldErr("changed", "does not match the fields that differ between before and after (%s)", strings.Join(computed, ","))
+	default:
+		r.Changed = sortedCopy(clientChanged)
+	}
+	assignID(r, opts)
+	return r, nil
+}
+
+// defaults fills in the source kind and occurred_at when the client left
+// them out.
+func defaults(r *Record, opts IngestOptions) {
 	if r.Source.Kind == "" {
 		r.Source.Kind = opts.DefaultKind
 		if r.Source.Kind == "" {
@@ -160,18 +187,10 @@ func (p *parser) parse(data []byte, opts IngestOptions) (*Record, error) {
 		}
 	}
 	r.OccurredAt = r.OccurredAt.UTC()
-	computed, err := p.changedCanonical(r.Before, r.After)
-	if err != nil {
-		return nil, err
-	}
-	switch {
-	case !haveChanged:
-		r.Changed = computed
-	case len(r.Before) > 0 && len(r.After) > 0 && !slices.Equal(sortedCopy(clientChanged), computed):
-		return nil, fieldErr("changed", "does not match the fields that differ between before and after (%s)", strings.Join(computed, ","))
-	default:
-		r.Changed = sortedCopy(clientChanged)
-	}
+}
+
+// assignID gives a record the client sent without an id its derived one.
+func assignID(r *Record, opts IngestOptions) {
 	switch {
 	case r.ID != "":
 	case opts.IdempotencyKey != "" && (r.Tx == nil || r.Tx.Position == ""):
@@ -179,7 +198,6 @@ func (p *parser) parse(data []byte, opts IngestOptions) (*Record, error) {
 	default:
 		r.ID = DeriveID(r)
 	}
-	return r, nil
 }
 
 func requireFields(r *Record) error {
@@ -228,6 +246,7 @@ type parser struct {
 	dec  jsontext.Decoder
 	buf  bytes.Buffer
 	slab []member
+	fast fastScratch
 }
 
 // objectMembers splits a JSON object into its members in input order,
@@ -455,27 +474,30 @@ func stringField(m member, max int) (string, error) {
 	return s, nil
 }
 
+// sourceFields are the members of source, in the order of Source's fields.
+var sourceFields = [...]string{"name", "kind", "database", "schema", "table"}
+
+// sourceField is the index of a source member in sourceFields, or -1.
+func sourceField[T string | []byte](name T) int {
+	for k, f := range sourceFields {
+		if string(name) == f {
+			return k
+		}
+	}
+	return -1
+}
+
 func (p *parser) parseSource(v jsontext.Value, s *Source) error {
 	members, err := p.members(v, "source")
 	if err != nil {
 		return err
 	}
 	for _, m := range members {
-		var dst *string
-		switch m.name {
-		case "name":
-			dst = &s.Name
-		case "kind":
-			dst = &s.Kind
-		case "database":
-			dst = &s.Database
-		case "schema":
-			dst = &s.Schema
-		case "table":
-			dst = &s.Table
-		default:
+		k := sourceField(m.name)
+		if k < 0 {
 			return fieldErr(m.path(), "unknown field")
 		}
+		dst := [...]*string{&s.Name, &s.Kind, &s.Database, &s.Schema, &s.Table}[k]
 		if *dst, err = stringField(m, MaxNameBytes); err != nil {
 			return err
 		}
@@ -508,14 +530,28 @@ func canonicalObject(path string, v jsontext.Value, keepOrder bool) (json.RawMes
 	return json.RawMessage(val), nil
 }
 
-// canonicalAt reports whether the JSON value at v[i], already checked
-// (valid, no name repeated), is already in
-// canonical form, and where it ends: no whitespace, no escapes in strings,
-// and (when sorted) ASCII member names in increasing order at every level.
-// Clients mostly send images in that form, and then canonicalising them
-// would copy them for nothing. It is conservative: an escape or a
-// non-ASCII name sends the value through Canonicalize.
+// canonicalAt reports whether the JSON value at v[i] is valid and already
+// in canonical form, and where it ends: no whitespace, no escapes in
+// strings, ASCII member names, none given twice in an object, and (when
+// sorted) names in increasing order at every level. Clients mostly send
+// images in that form, and then canonicalising them would copy them for
+// nothing. It is conservative: an escape, a non-ASCII name, nesting deeper
+// than maxFastDepth or an unsorted object of more than maxUnsorted members
+// sends the value through the decoder and Canonicalize, which also name
+// what is wrong with it.
 func canonicalAt(v []byte, i int, sorted bool) (int, bool) {
+	return canonicalWalk(v, i, sorted, 0)
+}
+
+// Bounds of the fast paths' walks: canonicalAt recurses, and looks for a
+// repeated name in an unsorted object by comparing each with the ones
+// before it.
+const (
+	maxFastDepth = 64
+	maxUnsorted  = 16
+)
+
+func canonicalWalk(v []byte, i int, sorted bool, depth int) (int, bool) {
 	switch jsonscan.Kind(v, i) {
 	case jsonscan.String:
 		end, escaped, err := jsonscan.Str(v, i)
@@ -531,12 +567,15 @@ func canonicalAt(v []byte, i int, sorted bool) (int, bool) {
 		}
 		return 0, false
 	case jsonscan.Array:
+		if depth >= maxFastDepth {
+			return 0, false
+		}
 		i++
 		if i < len(v) && v[i] == ']' {
 			return i + 1, true
 		}
 		for {
-			end, ok := canonicalAt(v, i, sorted)
+			end, ok := canonicalWalk(v, i, sorted, depth+1)
 			if !ok || end >= len(v) {
 				return 0, false
 			}
@@ -550,27 +589,43 @@ func canonicalAt(v []byte, i int, sorted bool) (int, bool) {
 			}
 		}
 	case jsonscan.Object:
+		if depth >= maxFastDepth {
+			return 0, false
+		}
 		i++
 		if i < len(v) && v[i] == '}' {
 			return i + 1, true
 		}
-		var last []byte
+		var names [maxUnsorted][]byte
+		n := 0
 		for {
 			ne, escaped, err := jsonscan.Str(v, i)
 			if err != nil || escaped || ne >= len(v) || v[ne] != ':' {
 				return 0, false
 			}
 			name := v[i+1 : ne-1]
-			for _, c := range name {
-				if c >= 0x80 {
-					return 0, false
-				}
-			}
-			if sorted && last != nil && bytes.Compare(name, last) <= 0 {
+			if !ascii(name) {
 				return 0, false
 			}
-			last = name
-			end, ok := canonicalAt(v, ne+1, sorted)
+			switch {
+			case sorted:
+				// Increasing names cannot repeat.
+				if n > 0 && bytes.Compare(name, names[0]) <= 0 {
+					return 0, false
+				}
+				names[0], n = name, 1
+			case n == maxUnsorted:
+				return 0, false
+			default:
+				for _, prev := range names[:n] {
+					if bytes.Equal(prev, name) {
+						return 0, false
+					}
+				}
+				names[n] = name
+				n++
+			}
+			end, ok := canonicalWalk(v, ne+1, sorted, depth+1)
 			if !ok || end >= len(v) {
 				return 0, false
 			}
@@ -585,6 +640,15 @@ func canonicalAt(v []byte, i int, sorted bool) (int, bool) {
 		}
 	}
 	return 0, false
+}
+
+func ascii(b []byte) bool {
+	for _, c := range b {
+		if c >= 0x80 {
+			return false
+		}
+	}
+	return true
 }
 
 func optionalObject(path string, v jsontext.Value) (json.RawMessage, error) {

@@ -86,5 +86,7 @@ fuzz -run='^$' -fuzz='^FuzzVaultResponse$' -fuzztime="$fuzztime" ./privacy/keyst
 fuzz -run='^$' -fuzz='^FuzzDecodePositions$' -fuzztime="$fuzztime" ./capture
 fuzz -run='^$' -fuzz='^FuzzReadStoredImage$' -fuzztime="$fuzztime" ./privacy
 fuzz -run='^$' -fuzz='^FuzzDecodeValues$' -fuzztime="$fuzztime" ./privacy/keystore
+fuzz -run='^$' -fuzz='^FuzzFastIngestMatchesParse$' -fuzztime="$fuzztime" ./record
+fuzz -run='^$' -fuzz='^FuzzFastBatchMatchesChecked$' -fuzztime="$fuzztime" ./api
 
 echo "== all tests passed"

@@ -195,9 +195,15 @@ func (x *stream) sendStatus(ctx context.Context) error {
 	return nil
 }
 
+// ackPipeline is how many appends the source keeps queued in the log at
+// once (capture.AckOptions.Pipeline).
+const ackPipeline = 4
+
 func (x *stream) loop(ctx context.Context) error {
 	x.app = capture.NewAcknowledger(ctx, capture.AckOptions[pglogrepl.LSN]{
 		Sink: x.sink, BatchSize: x.src.cfg.BatchSize, Progress: &x.src.progress,
+		// The next batch is prepared while the last one's fsync runs.
+		Pipeline: ackPipeline,
 		OnDurable: func(_ context.Context, end pglogrepl.LSN) error {
 			x.src.progress.Observe(0, uint64(end))
 			return nil

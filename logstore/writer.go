@@ -37,9 +37,11 @@ type appendReq struct {
 	cp   *stele.Checkpoint
 	// after, when set, reports whether the request queued before this
 	// one by the same caller failed (AppendAsync); failed is this one's,
-	// set before its answer is sent.
+	// set before its answer is sent. It is its own allocation: the next
+	// request's after must not keep this request, with its records, alive
+	// (nor, through its own after, every request before it).
 	after  func() bool
-	failed atomic.Bool
+	failed *atomic.Bool
 }
 
 type appendResult struct {
@@ -126,7 +128,7 @@ func (s *Store) AppendAsync(ctx context.Context, recs []*record.Record, after fu
 	if err := s.WriteErr(); err != nil {
 		return nil, nil, err
 	}
-	req := &appendReq{recs: recs, bodies: make([][]byte, len(recs)), done: make(chan appendResult, 1), after: after}
+	req := &appendReq{recs: recs, bodies: make([][]byte, len(recs)), done: make(chan appendResult, 1), after: after, failed: new(atomic.Bool)}
 	if s.opts.Hook != nil {
 		req.prepared = make([][]byte, len(recs))
 		req.known = make([]uint64, len(recs))
@@ -325,6 +327,9 @@ func (s *Store) writeLoop() {
 			}
 		}
 		s.commit(batch)
+		// The answered requests hold their records: keep none of them
+		// until the next group overwrites the slots.
+		clear(batch)
 	}
 }
 
@@ -340,7 +345,9 @@ func (s *Store) commit(batch []*appendReq) {
 	// shares this batch's fate).
 	kept := batch[:0]
 	for _, req := range batch {
-		if req.after != nil && req.after() {
+		after := req.after
+		req.after = nil
+		if after != nil && after() {
 			s.failBatch([]*appendReq{req}, ErrEarlierFailed)
 			continue
 		}
@@ -635,7 +642,9 @@ func (s *Store) probe() error {
 
 func (s *Store) failBatch(batch []*appendReq, err error) {
 	for _, req := range batch {
-		req.failed.Store(true)
+		if req.failed != nil {
+			req.failed.Store(true)
+		}
 		req.done <- appendResult{err: err}
 	}
 }

@@ -272,7 +272,7 @@ type txState struct {
 
 // ackPipeline is how many appends the source keeps queued in the log at
 // once (capture.AckOptions.Pipeline).
-const ackPipeline = 4
+const ackPipeline = 16
 
 // maxPendAge bounds how long a committed transaction waits for its append
 // while events keep arriving.
@@ -416,10 +416,42 @@ func (x *stream) run(ctx context.Context, start binlogPos) error {
 			}
 		}
 	}()
+	// The durable position is saved on a goroutine of its own: a save
+	// waits for an fsync, and made on the stream's goroutine it held up
+	// decoding, and so every change behind it (the MariaDB
+	// commit-to-queryable p99 was one of these waits).
+	// The lag is measured there too, on a connection of its own: a query
+	// on a connection that went silent waits for its read timeout
+	// (minutes), and the stream must meanwhile notice the silence.
+	saved := make(chan struct{})
+	go func() {
+		defer close(saved)
+		t := time.NewTicker(min(s.cfg.PositionInterval, s.cfg.Heartbeat))
+		defer t.Stop()
+		var lag lagMeter
+		defer lag.close()
+		stopLag := context.AfterFunc(pctx, lag.close)
+		defer stopLag()
+		lastLag := time.Time{}
+		for {
+			select {
+			case <-t.C:
+				// Not cut short by the stop: the final save follows it.
+				x.st.saveDurable(context.WithoutCancel(pctx), s.logger)
+				if time.Since(lastLag) >= s.cfg.Heartbeat {
+					lag.measure(pctx, x)
+					lastLag = time.Now()
+				}
+			case <-pctx.Done():
+				return
+			}
+		}
+	}()
 	defer func() {
 		stopPump()
 		syncer.Close()
 		<-pumped
+		<-saved
 		x.app.Stop()
 		if x.tx != nil {
 			x.tx.buf.Discard()
@@ -427,11 +459,8 @@ func (x *stream) run(ctx context.Context, start binlogPos) error {
 		x.st.saveDurable(context.WithoutCancel(ctx), s.logger)
 	}()
 
-	tick := time.NewTicker(min(s.cfg.PositionInterval, s.cfg.Heartbeat))
-	defer tick.Stop()
 	quiet := time.NewTimer(time.Hour)
 	defer quiet.Stop()
-	lastLag := time.Time{}
 	for {
 		if err := x.app.Failed(); err != nil {
 			return err
@@ -453,13 +482,6 @@ func (x *stream) run(ctx context.Context, start binlogPos) error {
 			case <-quietC:
 				if err := x.flushPending(ctx); err != nil {
 					return err
-				}
-				continue
-			case <-tick.C:
-				x.st.saveDurable(ctx, s.logger)
-				if time.Since(lastLag) >= s.cfg.Heartbeat {
-					x.measureLag()
-					lastLag = time.Now()
 				}
 				continue
 			case <-ctx.Done():
@@ -486,14 +508,53 @@ func (x *stream) run(ctx context.Context, start binlogPos) error {
 	}
 }
 
-// measureLag sets the lag in bytes: the binlog written past the durable
+// lagMeter measures the lag on a SQL connection of its own, opened on
+// first use and again after an error; close may be called from another
+// goroutine, to end a query that hangs.
+type lagMeter struct {
+	mu   sync.Mutex
+	conn *client.Conn
+}
+
+func (l *lagMeter) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn != nil {
+		l.conn.Close()
+		l.conn = nil
+	}
+}
+
+// measure sets the lag in bytes: the binlog written past the durable
 // position (SHOW BINARY LOGS).
-func (x *stream) measureLag() {
-	names, sizes, err := binlogFiles(x.conn)
+func (l *lagMeter) measure(ctx context.Context, x *stream) {
+	l.mu.Lock()
+	conn := l.conn
+	l.mu.Unlock()
+	if conn == nil {
+		c, err := x.src.connect(ctx)
+		if err != nil {
+			return
+		}
+		l.mu.Lock()
+		if ctx.Err() != nil {
+			l.mu.Unlock()
+			c.Close()
+			return
+		}
+		l.conn, conn = c, c
+		l.mu.Unlock()
+	}
+	names, sizes, err := binlogFiles(conn)
 	if err != nil {
-		x.reconnectSQL()
+		l.close()
 		return
 	}
+	x.setLag(names, sizes)
+}
+
+// setLag sets the lag from the server's binlog files and their sizes.
+func (x *stream) setLag(names []string, sizes []uint64) {
 	p, ok := x.st.current()
 	if !ok {
 		return

@@ -128,12 +128,7 @@ func TestAcknowledgerCoalescedFailureMovesNoPosition(t *testing.T) {
 		t.Fatalf("Drain = %v, want the append's error", err)
 	}
 	a.Stop()
-	if len(durable) != 0 {
-		t.Errorf("positions %v made durable after a failed append", durable)
-	}
-	if _, ok := a.Durable(); ok {
-		t.Error("Durable() reports a position after a failed append")
-	}
+	noneDurable(t, a, durable)
 }
 
 // queueSink is an AsyncSink whose queued appends are answered only when
@@ -175,6 +170,19 @@ func (q *queueSink) AppendAsync(_ context.Context, recs []*record.Record, after 
 	return wait, failed.Load, nil
 }
 
+// waitQueued waits until n appends were queued.
+func (q *queueSink) waitQueued(n int) {
+	for {
+		q.mu.Lock()
+		got := len(q.queued)
+		q.mu.Unlock()
+		if got >= n {
+			return
+		}
+		runtime.Gosched()
+	}
+}
+
 // TestAcknowledgerPipelinesAppends: with an AsyncSink the acknowledger
 // queues the next jobs' batches before the first is answered (at most
 // Pipeline at once), and each job's position becomes durable only once
@@ -195,15 +203,7 @@ func TestAcknowledgerPipelinesAppends(t *testing.T) {
 			}
 		}
 	}
-	for {
-		sink.mu.Lock()
-		n := len(sink.queued)
-		sink.mu.Unlock()
-		if n == 3 {
-			break
-		}
-		runtime.Gosched()
-	}
+	sink.waitQueued(3)
 	mu.Lock()
 	if len(durable) != 0 {
 		t.Errorf("positions %v durable before any append was answered", durable)
@@ -244,15 +244,7 @@ func TestAcknowledgerPipelinedFailure(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	for {
-		sink.mu.Lock()
-		n := len(sink.queued)
-		sink.mu.Unlock()
-		if n == 2 {
-			break
-		}
-		runtime.Gosched()
-	}
+	sink.waitQueued(2)
 	sink.results <- struct{}{}
 	drained := make(chan error, 1)
 	go func() { drained <- a.Drain(ctx) }()
@@ -263,13 +255,20 @@ func TestAcknowledgerPipelinedFailure(t *testing.T) {
 		t.Errorf("Submit after the failure = %v, want it refused", err)
 	}
 	a.Stop()
+	noneDurable(t, a, durable)
+	if sink.refused[0] {
+		t.Error("the first append was queued behind a failure")
+	}
+}
+
+// noneDurable checks that after a failed append no position was made
+// durable.
+func noneDurable(t *testing.T, a *Acknowledger[int], durable []int) {
+	t.Helper()
 	if len(durable) != 0 {
-		t.Errorf("positions %v durable after a failed append", durable)
+		t.Errorf("positions %v made durable after a failed append", durable)
 	}
 	if _, ok := a.Durable(); ok {
 		t.Error("Durable() reports a position after a failed append")
-	}
-	if sink.refused[0] {
-		t.Error("the first append was queued behind a failure")
 	}
 }

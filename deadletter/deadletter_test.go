@@ -285,13 +285,9 @@ func TestReplayStopsOnTheLogsOwnFailure(t *testing.T) {
 // pipelined path parks its records that break their schema, as
 // AppendOrPark does, and queues the rest in the log.
 func TestAppendAsyncOrParkParksBeforeQueueing(t *testing.T) {
-	ctx := context.Background()
-	e := newEnv(t)
-	recs := []*record.Record{
-		customer(1, "alice", `"alice@example.com"`),
-		customer(2, "alice", `4155550100`),
-		customer(3, "bob", `"bob@example.com"`),
-	}
+	ctx, e := context.Background(), newEnv(t)
+	// The second breaks the schema: its email is not a string.
+	recs := []*record.Record{customer(1, "alice", `"alice@example.com"`), customer(2, "alice", `4155550100`), customer(3, "bob", `"bob@example.com"`)}
 	wait, failed, err := e.dead.AppendAsyncOrPark(ctx, e.log, recs, nil)
 	if err != nil {
 		t.Fatal(err)

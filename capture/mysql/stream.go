@@ -272,7 +272,7 @@ type txState struct {
 
 // ackPipeline is how many appends the source keeps queued in the log at
 // once (capture.AckOptions.Pipeline).
-const ackPipeline = 16
+const ackPipeline = 8
 
 // maxPendAge bounds how long a committed transaction waits for its append
 // while events keep arriving.
@@ -430,7 +430,7 @@ func (x *stream) run(ctx context.Context, start binlogPos) error {
 		defer t.Stop()
 		var lag lagMeter
 		defer lag.close()
-		stopLag := context.AfterFunc(pctx, lag.close)
+		stopLag := context.AfterFunc(pctx, lag.interrupt)
 		defer stopLag()
 		lastLag := time.Time{}
 		for {
@@ -509,19 +509,31 @@ func (x *stream) run(ctx context.Context, start binlogPos) error {
 }
 
 // lagMeter measures the lag on a SQL connection of its own, opened on
-// first use and again after an error; close may be called from another
-// goroutine, to end a query that hangs.
+// first use and again after an error.
 type lagMeter struct {
 	mu   sync.Mutex
 	conn *client.Conn
 }
 
+// close closes the connection; only the measuring goroutine may call it
+// (go-mysql's Close races with a query in flight).
 func (l *lagMeter) close() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.conn != nil {
 		l.conn.Close()
 		l.conn = nil
+	}
+}
+
+// interrupt ends a query that hangs, from any goroutine: it closes the
+// socket under the connection (a net.Conn may be closed while in use),
+// which fails the query; the measuring goroutine then closes the rest.
+func (l *lagMeter) interrupt() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn != nil && l.conn.Conn != nil && l.conn.Conn.Conn != nil {
+		l.conn.Conn.Conn.Close()
 	}
 }
 

@@ -272,7 +272,7 @@ type txState struct {
 
 // ackPipeline is how many appends the source keeps queued in the log at
 // once (capture.AckOptions.Pipeline).
-const ackPipeline = 8
+const ackPipeline = 4
 
 // maxPendAge bounds how long a committed transaction waits for its append
 // while events keep arriving.

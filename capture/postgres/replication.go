@@ -197,7 +197,7 @@ func (x *stream) sendStatus(ctx context.Context) error {
 
 // ackPipeline is how many appends the source keeps queued in the log at
 // once (capture.AckOptions.Pipeline).
-const ackPipeline = 8
+const ackPipeline = 4
 
 func (x *stream) loop(ctx context.Context) error {
 	x.app = capture.NewAcknowledger(ctx, capture.AckOptions[pglogrepl.LSN]{

@@ -153,7 +153,8 @@ func TestTableFilters(t *testing.T) {
 }
 
 // TestIdleHeartbeats: an idle stream stays connected (the server's
-// heartbeats keep the read timeout of three heartbeats from firing), and
+// heartbeats end each wait before the silence bound of three heartbeats
+// and some slack), and
 // lag is measured in binlog bytes past the durable position.
 func TestIdleHeartbeats(t *testing.T) {
 	srv := mysqltest.Start(t, mysqltest.Options{})

@@ -2,10 +2,13 @@ package capture
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/stele/stele"
 	"github.com/stele/stele/record"
 )
 
@@ -47,6 +50,13 @@ type AckOptions[P any] struct {
 	// backlog, while a light load keeps appending each job at once. A
 	// job larger than Coalesce is still appended in BatchSize pieces.
 	Coalesce int
+	// Pipeline, when above 1 and the Sink is an AsyncSink, is how many
+	// appends may be queued in the sink at once: the next batch is
+	// prepared (encoded, its index entries built) and queued while the
+	// last is made durable, and batches queued while the sink's writer
+	// is busy share its next fsync. Coalesce above BatchSize turns it
+	// off.
+	Pipeline int
 	// Progress, when set, counts appended records and is told when
 	// nothing is in flight any more.
 	Progress *Progress
@@ -76,6 +86,10 @@ func NewAcknowledger[P any](ctx context.Context, opt AckOptions[P]) *Acknowledge
 		opt.Queue = 8
 	}
 	a := &Acknowledger[P]{opt: opt, jobs: make(chan ackJob[P], opt.Queue)}
+	if as, ok := opt.Sink.(AsyncSink); ok && opt.Pipeline > 1 && opt.Coalesce <= opt.BatchSize {
+		a.wg.Go(func() { a.pipelined(ctx, as) })
+		return a
+	}
 	a.wg.Go(func() {
 		var group []ackJob[P]
 		var carry *ackJob[P] // taken from the queue, not fitting the last group
@@ -154,6 +168,145 @@ func (a *Acknowledger[P]) run(ctx context.Context, group []ackJob[P], recs []*re
 		a.opt.Progress.CaughtUp()
 	}
 	return nil
+}
+
+// AsyncSink is a Sink that can queue a batch and answer later
+// (*logstore.Store's AppendAsync): appends queued by one goroutine are
+// stored in the order queued, and one queued with after set fails if the
+// append after belongs to failed. See AckOptions.Pipeline.
+type AsyncSink interface {
+	Sink
+	AppendAsync(ctx context.Context, recs []*record.Record, after func() bool) (wait func(context.Context) ([]stele.Appended, error), failed func() bool, err error)
+}
+
+// queuedAppend is one append queued in an AsyncSink, with the jobs whose
+// last records it holds (their positions become durable with it).
+type queuedAppend[P any] struct {
+	wait func(context.Context) ([]stele.Appended, error)
+	n    int
+	pos  []P
+}
+
+// pipelined is the acknowledger's loop with an AsyncSink: up to
+// opt.Pipeline appends queued at once, answered in order.
+func (a *Acknowledger[P]) pipelined(ctx context.Context, sink AsyncSink) {
+	var (
+		out   []queuedAppend[P] // queued, oldest first
+		after func() bool       // the last queued append's failed
+	)
+	// finish waits for the oldest queued append and makes its jobs'
+	// positions durable.
+	finish := func() {
+		q := out[0]
+		out[0] = queuedAppend[P]{}
+		out = out[1:]
+		if a.err.Load() == nil {
+			if _, err := q.wait(ctx); err != nil {
+				err = fmt.Errorf("append %d records to the log: %w", q.n, err)
+				a.err.Store(&err)
+			} else if a.opt.Progress != nil {
+				a.opt.Progress.Appended(q.n)
+			}
+		}
+		a.complete(ctx, q.pos)
+	}
+	handle := func(job ackJob[P]) {
+		if job.barrier != nil {
+			for len(out) > 0 {
+				finish()
+			}
+			close(job.barrier)
+			a.inflight.Add(-1)
+			return
+		}
+		for lo := 0; lo < len(job.recs) && a.err.Load() == nil; lo += a.opt.BatchSize {
+			if len(out) >= a.opt.Pipeline {
+				finish()
+			}
+			piece := job.recs[lo:min(lo+a.opt.BatchSize, len(job.recs))]
+			wait, failed, err := queueRetry(ctx, sink, piece, after)
+			if err != nil {
+				a.err.Store(&err)
+				break
+			}
+			after = failed
+			out = append(out, queuedAppend[P]{wait: wait, n: len(piece)})
+		}
+		if len(out) > 0 {
+			// Durable once the last append queued so far is: its own
+			// records, or (none) those of the jobs before it.
+			last := &out[len(out)-1]
+			last.pos = append(last.pos, job.pos)
+			return
+		}
+		a.complete(ctx, []P{job.pos})
+	}
+	for {
+		var job ackJob[P]
+		var ok bool
+		if len(out) == 0 {
+			job, ok = <-a.jobs
+		} else {
+			// The next job, when one is waiting, is prepared and queued
+			// before the oldest append's answer is awaited.
+			select {
+			case job, ok = <-a.jobs:
+			default:
+				finish()
+				continue
+			}
+		}
+		if !ok {
+			for len(out) > 0 {
+				finish()
+			}
+			return
+		}
+		handle(job)
+	}
+}
+
+// complete ends jobs whose records are durable (or failed: then no
+// position moves).
+func (a *Acknowledger[P]) complete(ctx context.Context, done []P) {
+	for _, pos := range done {
+		if a.err.Load() != nil {
+			break
+		}
+		if a.opt.OnDurable != nil {
+			if err := a.opt.OnDurable(ctx, pos); err != nil {
+				err = fmt.Errorf("after an append: %w", err)
+				a.err.Store(&err)
+				break
+			}
+		}
+		a.done.Store(&pos)
+	}
+	if a.inflight.Add(-int64(len(done))) == 0 && a.opt.Progress != nil && a.err.Load() == nil {
+		a.opt.Progress.CaughtUp()
+	}
+}
+
+// queueRetry queues batch in sink, waiting out overload as AppendRetry does.
+func queueRetry(ctx context.Context, sink AsyncSink, batch []*record.Record, after func() bool) (func(context.Context) ([]stele.Appended, error), func() bool, error) {
+	wait := 10 * time.Millisecond
+	for {
+		w, failed, err := sink.AppendAsync(ctx, batch, after)
+		if err == nil {
+			return w, failed, nil
+		}
+		if !errors.Is(err, stele.ErrOverloaded) {
+			return nil, nil, fmt.Errorf("append %d records to the log: %w", len(batch), err)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, nil, ctx.Err()
+		case <-t.C:
+		}
+		wait = min(wait*2, time.Second)
+	}
 }
 
 // Append appends recs now, on the caller's goroutine, in batches of

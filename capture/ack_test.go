@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	stele "github.com/stele/stele"
@@ -127,6 +128,143 @@ func TestAcknowledgerCoalescedFailureMovesNoPosition(t *testing.T) {
 		t.Fatalf("Drain = %v, want the append's error", err)
 	}
 	a.Stop()
+	noneDurable(t, a, durable)
+}
+
+// queueSink is an AsyncSink whose queued appends are answered only when
+// the test says so, in order; answer n fails with fail[n] when set.
+type queueSink struct {
+	mu      sync.Mutex
+	queued  []int         // sizes, in queue order
+	refused []bool        // queued with an after that had failed
+	results chan struct{} // one receive answers the oldest unanswered append
+	fail    map[int]error
+	maxOpen int // most appends queued and not yet answered at once
+	open    int
+}
+
+func (q *queueSink) Append(ctx context.Context, recs []*record.Record) ([]stele.Appended, error) {
+	panic("the pipelined acknowledger must queue, not append")
+}
+
+func (q *queueSink) AppendAsync(_ context.Context, recs []*record.Record, after func() bool) (func(context.Context) ([]stele.Appended, error), func() bool, error) {
+	q.mu.Lock()
+	n := len(q.queued)
+	q.queued = append(q.queued, len(recs))
+	q.refused = append(q.refused, after != nil && after())
+	q.open++
+	q.maxOpen = max(q.maxOpen, q.open)
+	q.mu.Unlock()
+	var failed atomic.Bool
+	wait := func(ctx context.Context) ([]stele.Appended, error) {
+		<-q.results
+		q.mu.Lock()
+		defer q.mu.Unlock()
+		q.open--
+		if err := q.fail[n]; err != nil {
+			failed.Store(true)
+			return nil, err
+		}
+		return make([]stele.Appended, len(recs)), nil
+	}
+	return wait, failed.Load, nil
+}
+
+// waitQueued waits until n appends were queued.
+func (q *queueSink) waitQueued(n int) {
+	for {
+		q.mu.Lock()
+		got := len(q.queued)
+		q.mu.Unlock()
+		if got >= n {
+			return
+		}
+		runtime.Gosched()
+	}
+}
+
+// TestAcknowledgerPipelinesAppends: with an AsyncSink the acknowledger
+// queues the next jobs' batches before the first is answered (at most
+// Pipeline at once), and each job's position becomes durable only once
+// the append holding its last records is answered, in order.
+func TestAcknowledgerPipelinesAppends(t *testing.T) {
+	ctx := context.Background()
+	sink := &queueSink{results: make(chan struct{})}
+	var mu sync.Mutex
+	var durable []int
+	a := NewAcknowledger(ctx, AckOptions[int]{Sink: sink, BatchSize: 10, Pipeline: 3,
+		OnDurable: func(_ context.Context, p int) error { mu.Lock(); durable = append(durable, p); mu.Unlock(); return nil }})
+	// Job 1 is two batches, job 2 none (its position rides on job 1's
+	// last batch), jobs 3 and 4 one each.
+	for p, n := range []int{1: 15, 2: 0, 3: 10, 4: 10} {
+		if p > 0 {
+			if err := a.Submit(ctx, recsOf(n), p); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	sink.waitQueued(3)
+	mu.Lock()
+	if len(durable) != 0 {
+		t.Errorf("positions %v durable before any append was answered", durable)
+	}
+	mu.Unlock()
+	drained := make(chan error, 1)
+	go func() { drained <- a.Drain(ctx) }()
+	for range 4 {
+		sink.results <- struct{}{}
+	}
+	if err := <-drained; err != nil {
+		t.Fatal(err)
+	}
+	a.Stop()
+	if want := []int{10, 5, 10, 10}; !slices.Equal(sink.queued, want) {
+		t.Errorf("queued sizes %v, want %v", sink.queued, want)
+	}
+	if sink.maxOpen != 3 {
+		t.Errorf("at most %d appends queued at once, want Pipeline (3)", sink.maxOpen)
+	}
+	if want := []int{1, 2, 3, 4}; !slices.Equal(durable, want) {
+		t.Errorf("durable positions %v, want %v", durable, want)
+	}
+}
+
+// TestAcknowledgerPipelinedFailure: when a queued append fails, no
+// position becomes durable, not even that of a job queued behind it, and
+// the acknowledger refuses further jobs.
+func TestAcknowledgerPipelinedFailure(t *testing.T) {
+	ctx := context.Background()
+	boom := errors.New("disk full")
+	sink := &queueSink{results: make(chan struct{}), fail: map[int]error{0: boom, 1: boom}}
+	var durable []int
+	a := NewAcknowledger(ctx, AckOptions[int]{Sink: sink, BatchSize: 10, Pipeline: 4,
+		OnDurable: func(_ context.Context, p int) error { durable = append(durable, p); return nil }})
+	for p := 1; p <= 2; p++ {
+		if err := a.Submit(ctx, recsOf(10), p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sink.waitQueued(2)
+	sink.results <- struct{}{}
+	drained := make(chan error, 1)
+	go func() { drained <- a.Drain(ctx) }()
+	if err := <-drained; !errors.Is(err, boom) {
+		t.Fatalf("Drain = %v, want the append's error", err)
+	}
+	if err := a.Submit(ctx, recsOf(1), 3); !errors.Is(err, boom) {
+		t.Errorf("Submit after the failure = %v, want it refused", err)
+	}
+	a.Stop()
+	noneDurable(t, a, durable)
+	if sink.refused[0] {
+		t.Error("the first append was queued behind a failure")
+	}
+}
+
+// noneDurable checks that after a failed append no position was made
+// durable.
+func noneDurable(t *testing.T, a *Acknowledger[int], durable []int) {
+	t.Helper()
 	if len(durable) != 0 {
 		t.Errorf("positions %v made durable after a failed append", durable)
 	}

@@ -137,6 +137,47 @@ func (s *Store) AppendOrPark(ctx context.Context, l Appender, recs []*record.Rec
 	}
 }
 
+// AsyncAppender is an Appender that can queue a batch and answer later
+// (*logstore.Store): see AppendAsyncOrPark.
+type AsyncAppender interface {
+	Appender
+	AppendAsync(ctx context.Context, recs []*record.Record, after func() bool) (wait func(context.Context) ([]stele.Appended, error), failed func() bool, err error)
+}
+
+// AppendAsyncOrPark is AppendOrPark for a caller that queues its batches
+// (capture.AsyncSink): a record refused for breaking its schema is refused
+// while the batch is prepared, before anything is queued, so it is parked
+// and the rest queued. An Appender that cannot queue appends at once, and
+// wait returns its answer.
+func (s *Store) AppendAsyncOrPark(ctx context.Context, l Appender, recs []*record.Record, after func() bool) (wait func(context.Context) ([]stele.Appended, error), failed func() bool, err error) {
+	al, ok := l.(AsyncAppender)
+	if !ok {
+		if after != nil && after() {
+			return nil, nil, errors.New("an earlier queued append of this caller failed")
+		}
+		res, err := s.AppendOrPark(ctx, l, recs)
+		if err != nil {
+			return nil, nil, err
+		}
+		return func(context.Context) ([]stele.Appended, error) { return res, nil }, func() bool { return false }, nil
+	}
+	for {
+		wait, failed, err := al.AppendAsync(ctx, recs, after)
+		var re *stele.RecordError
+		var fe *record.FieldError
+		if err == nil || !errors.As(err, &re) || !errors.As(re.Err, &fe) {
+			return wait, failed, err
+		}
+		if perr := s.Park(ctx, recs[re.Index], fe); perr != nil {
+			return nil, nil, fmt.Errorf("park a record in the dead-letter file: %w (the record: %w)", perr, err)
+		}
+		recs = append(recs[:re.Index:re.Index], recs[re.Index+1:]...)
+		if len(recs) == 0 {
+			return func(context.Context) ([]stele.Appended, error) { return nil, nil }, after, nil
+		}
+	}
+}
+
 // Entries lists the parked records, oldest first.
 func (s *Store) Entries() ([]Entry, error) {
 	s.mu.Lock()

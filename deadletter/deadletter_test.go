@@ -280,3 +280,37 @@ func TestReplayStopsOnTheLogsOwnFailure(t *testing.T) {
 		t.Fatalf("%d parked after a failed replay, want both kept", len(entries))
 	}
 }
+
+// TestAppendAsyncOrParkParksBeforeQueueing: a batch queued with the
+// pipelined path parks its records that break their schema, as
+// AppendOrPark does, and queues the rest in the log.
+func TestAppendAsyncOrParkParksBeforeQueueing(t *testing.T) {
+	ctx, e := context.Background(), newEnv(t)
+	// The second breaks the schema: its email is not a string.
+	recs := []*record.Record{customer(1, "alice", `"alice@example.com"`), customer(2, "alice", `4155550100`), customer(3, "bob", `"bob@example.com"`)}
+	wait, failed, err := e.dead.AppendAsyncOrPark(ctx, e.log, recs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := wait(ctx)
+	if err != nil || len(res) != 2 || e.log.Size() != 2 || failed() {
+		t.Fatalf("appended %d (%v, failed %v), log size %d: want the 2 valid records", len(res), err, failed(), e.log.Size())
+	}
+	entries, err := e.dead.Entries()
+	if err != nil || len(entries) != 1 || entries[0].ID != recs[1].ID {
+		t.Fatalf("parked %+v (%v), want alice's bad row", entries, err)
+	}
+	// A batch of nothing but bad rows queues nothing.
+	wait, _, err = e.dead.AppendAsyncOrPark(ctx, e.log, []*record.Record{customer(4, "bob", `5`)}, failed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := wait(ctx); err != nil || len(res) != 0 || e.log.Size() != 2 {
+		t.Fatalf("all-bad batch: %d appended (%v), log size %d", len(res), err, e.log.Size())
+	}
+	// A log that cannot queue is appended at once.
+	_, _, err = e.dead.AppendAsyncOrPark(ctx, failingLog{errors.New("boom")}, []*record.Record{customer(5, "carol", `"c@example.com"`)}, nil)
+	if err == nil || !strings.Contains(err.Error(), "boom") {
+		t.Fatalf("through a log without AppendAsync: %v, want its error", err)
+	}
+}

@@ -35,6 +35,13 @@ type appendReq struct {
 	raws [][]byte
 	ids  []string
 	cp   *stele.Checkpoint
+	// after, when set, reports whether the request queued before this
+	// one by the same caller failed (AppendAsync); failed is this one's,
+	// set before its answer is sent. It is its own allocation: the next
+	// request's after must not keep this request, with its records, alive
+	// (nor, through its own after, every request before it).
+	after  func() bool
+	failed *atomic.Bool
 }
 
 type appendResult struct {
@@ -95,31 +102,88 @@ func (s *Store) Append(ctx context.Context, recs []*record.Record) ([]stele.Appe
 	return s.submit(ctx, req, false, "append")
 }
 
+// ErrEarlierFailed: an append queued with AppendAsync was refused because
+// the one its caller queued before it failed; storing it would leave a gap
+// in the caller's order.
+var ErrEarlierFailed = errors.New("an earlier queued append of this caller failed")
+
+// AppendAsync is Append without the wait: it prepares recs on the caller's
+// goroutine as Append does (an error doing so, such as a record refused
+// by its schema, is returned at once and nothing is queued), queues them
+// for the writer and returns. wait then gives the outcome Append would
+// have given. Appends one goroutine queues are stored in the order it
+// queued them, so a caller can prepare its next batch while the writer
+// makes the last one durable, and batches queued while the writer is busy
+// share one fsync. after, when set, is the failed function of the
+// caller's previous queued append: if that one failed, this one fails too
+// (ErrEarlierFailed) instead of being stored after the gap. A full queue
+// is ErrOverloaded, as for Append.
+func (s *Store) AppendAsync(ctx context.Context, recs []*record.Record, after func() bool) (wait func(context.Context) ([]stele.Appended, error), failed func() bool, err error) {
+	if len(recs) == 0 {
+		return func(context.Context) ([]stele.Appended, error) { return nil, nil }, after, nil
+	}
+	if s.opts.Replica {
+		return nil, nil, ErrReplica
+	}
+	if err := s.WriteErr(); err != nil {
+		return nil, nil, err
+	}
+	req := &appendReq{recs: recs, bodies: make([][]byte, len(recs)), done: make(chan appendResult, 1), after: after, failed: new(atomic.Bool)}
+	if s.opts.Hook != nil {
+		req.prepared = make([][]byte, len(recs))
+		req.known = make([]uint64, len(recs))
+		req.epoch = s.follow.currentEpoch()
+	}
+	if err := s.prepare(ctx, req); err != nil {
+		return nil, nil, err
+	}
+	if s.opts.Sealer != nil {
+		if err := s.opts.Sealer.Sync(ctx); err != nil {
+			return nil, nil, fmt.Errorf("make sealing keys durable: %w", err)
+		}
+	}
+	if err := s.enqueue(ctx, req, false); err != nil {
+		return nil, nil, err
+	}
+	wait = func(ctx context.Context) ([]stele.Appended, error) { return s.answer(ctx, req, "append") }
+	return wait, req.failed.Load, nil
+}
+
 // submit hands req to the writer and waits for its answer. A full queue
 // is ErrOverloaded, unless wait says to wait for room (a replica's batch
 // must be stored, in order, whatever the load).
 func (s *Store) submit(ctx context.Context, req *appendReq, wait bool, what string) ([]stele.Appended, error) {
+	if err := s.enqueue(ctx, req, wait); err != nil {
+		return nil, err
+	}
+	return s.answer(ctx, req, what)
+}
+
+// enqueue hands req to the writer (see submit for wait).
+func (s *Store) enqueue(ctx context.Context, req *appendReq, wait bool) error {
 	s.closeMu.RLock()
+	defer s.closeMu.RUnlock()
 	if s.closed {
-		s.closeMu.RUnlock()
-		return nil, ErrClosed
+		return ErrClosed
 	}
 	if wait {
 		select {
 		case s.reqs <- req:
+			return nil
 		case <-ctx.Done():
-			s.closeMu.RUnlock()
-			return nil, ctx.Err()
-		}
-	} else {
-		select {
-		case s.reqs <- req:
-		default:
-			s.closeMu.RUnlock()
-			return nil, ErrOverloaded
+			return ctx.Err()
 		}
 	}
-	s.closeMu.RUnlock()
+	select {
+	case s.reqs <- req:
+		return nil
+	default:
+		return ErrOverloaded
+	}
+}
+
+// answer waits for the writer's answer to a queued req.
+func (s *Store) answer(ctx context.Context, req *appendReq, what string) ([]stele.Appended, error) {
 	select {
 	case r := <-req.done:
 		return r.res, r.err
@@ -263,15 +327,33 @@ func (s *Store) writeLoop() {
 			}
 		}
 		s.commit(batch)
+		// The answered requests hold their records: keep none of them
+		// until the next group overwrites the slots.
+		clear(batch)
 	}
 }
 
 // commit writes one group of append requests with a single fsync.
 func (s *Store) commit(batch []*appendReq) {
 	if err := s.WriteErr(); err != nil {
-		for _, req := range batch {
-			req.done <- appendResult{err: err}
+		s.failBatch(batch, err)
+		return
+	}
+	// A request whose caller's previous one failed is refused, not
+	// stored after the gap. The writer answers in queue order, so that
+	// one was answered before (a request earlier in this same batch
+	// shares this batch's fate).
+	kept := batch[:0]
+	for _, req := range batch {
+		after := req.after
+		req.after = nil
+		if after != nil && after() {
+			s.failBatch([]*appendReq{req}, ErrEarlierFailed)
+			continue
 		}
+		kept = append(kept, req)
+	}
+	if batch = kept; len(batch) == 0 {
 		return
 	}
 	w := &s.w
@@ -560,6 +642,9 @@ func (s *Store) probe() error {
 
 func (s *Store) failBatch(batch []*appendReq, err error) {
 	for _, req := range batch {
+		if req.failed != nil {
+			req.failed.Store(true)
+		}
 		req.done <- appendResult{err: err}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -93,11 +94,20 @@ func TestCaptureBenchmark(t *testing.T) {
 		}
 		return float64(rows) / time.Since(start).Seconds()
 	}
-	captured := func(coalesce int, discard bool) float64 {
+	captured := func(coalesce int, discard, oneAtATime bool) float64 {
+		// Labelled for -cpuprofile (-tagfocus phase=captured): the
+		// goroutines the source and the store start inherit it.
+		pprof.SetGoroutineLabels(pprof.WithLabels(context.Background(), pprof.Labels("phase", "captured")))
+		defer pprof.SetGoroutineLabels(context.Background())
 		ts := openStore(t, t.TempDir())
 		defer ts.close()
 		var sink capture.Sink = ts
 		size := ts.Size
+		if oneAtATime {
+			// Only Append: the acknowledger waits for each append before
+			// preparing the next (no pipelining).
+			sink = struct{ capture.Sink }{ts}
+		}
 		if discard {
 			d := &countSink{}
 			sink, size = d, d.n.Load
@@ -133,21 +143,26 @@ func TestCaptureBenchmark(t *testing.T) {
 	// on (Coalesce 16 batches, the default until measured slower), and the
 	// source into a sink that only counts (what decoding and stamping
 	// cost, without the log).
-	ab := os.Getenv("STELE_BENCH_AB") != ""
+	// STELE_BENCH_SYNC=1 adds the source appending one batch at a time
+	// (no pipelining, as before AppendAsync).
+	ab, syncAB := os.Getenv("STELE_BENCH_AB") != "", os.Getenv("STELE_BENCH_SYNC") != ""
 	merged := 16 * 1000
 	if batch > 0 {
 		merged = 16 * batch
 	}
-	var raws, caps, merges, discards []float64
+	var raws, caps, merges, discards, syncs []float64
 	for i := range rounds {
 		steps := []func(){
 			func() { raws = append(raws, raw()) },
-			func() { caps = append(caps, captured(0, false)) },
+			func() { caps = append(caps, captured(0, false, false)) },
 		}
 		if ab {
 			steps = append(steps,
-				func() { merges = append(merges, captured(merged, false)) },
-				func() { discards = append(discards, captured(0, true)) })
+				func() { merges = append(merges, captured(merged, false, false)) },
+				func() { discards = append(discards, captured(0, true, false)) })
+		}
+		if syncAB {
+			steps = append(steps, func() { syncs = append(syncs, captured(0, false, true)) })
 		}
 		if i%2 == 1 {
 			slices.Reverse(steps)
@@ -159,10 +174,16 @@ func TestCaptureBenchmark(t *testing.T) {
 		if ab {
 			line += fmt.Sprintf(", with merged appends %.0f (ratio %.2f), into a counting sink %.0f (ratio %.2f)", merges[i], merges[i]/raws[i], discards[i], discards[i]/raws[i])
 		}
+		if syncAB {
+			line += fmt.Sprintf(", one append at a time %.0f (ratio %.2f)", syncs[i], syncs[i]/raws[i])
+		}
 		t.Log(line)
 	}
 	mr, mc := median(raws), median(caps)
 	t.Logf("median of %d alternating rounds: raw BinlogSyncer decode %.0f rows/s, captured durable and indexed %.0f changes/s, ratio %.2f", rounds, mr, mc, mc/mr)
+	if syncAB {
+		t.Logf("one append at a time: median %.0f changes/s, ratio %.2f", median(syncs), median(syncs)/mr)
+	}
 	if ab {
 		t.Logf("with merged appends: median %.0f changes/s, ratio %.2f; into a counting sink (no log): median %.0f changes/s, ratio %.2f", median(merges), median(merges)/mr, median(discards), median(discards)/mr)
 	}

@@ -3,6 +3,7 @@ package mysql
 import (
 	"context"
 	"fmt"
+	"net"
 	"runtime"
 	"strings"
 	"sync"
@@ -152,7 +153,8 @@ func TestTableFilters(t *testing.T) {
 }
 
 // TestIdleHeartbeats: an idle stream stays connected (the server's
-// heartbeats keep the read timeout of three heartbeats from firing), and
+// heartbeats end each wait before the silence bound of three heartbeats
+// and some slack), and
 // lag is measured in binlog bytes past the durable position.
 func TestIdleHeartbeats(t *testing.T) {
 	srv := mysqltest.Start(t, mysqltest.Options{})
@@ -226,3 +228,90 @@ func (h *heapSink) Append(_ context.Context, recs []*record.Record) ([]stele.App
 	h.n.Add(int64(len(recs)))
 	return make([]stele.Appended, len(recs)), nil
 }
+
+// TestSilentConnectionReconnects: a binlog connection that goes silent
+// without closing (a dead peer, a dropped route: no FIN, no heartbeat) is
+// given up after three heartbeats and some slack, and the source
+// reconnects from its durable position and captures what followed.
+func TestSilentConnectionReconnects(t *testing.T) {
+	srv := mysqltest.Start(t, mysqltest.Options{})
+	url := newDB(t, srv, "silent", `CREATE TABLE s (id INT PRIMARY KEY)`)
+	p := newFreezer(t, srv.Addr())
+	url = strings.Replace(url, srv.Addr(), p.addr(), 1)
+	ts := openStore(t, t.TempDir())
+	r := startReady(t, Config{URL: url, Heartbeat: 300 * time.Millisecond}, ts)
+	srv.Exec(t, "silent", "INSERT INTO s VALUES (1)")
+	ts.records(t, 1)
+	p.freeze() // every open connection stops passing bytes, both ways
+	srv.Exec(t, "silent", "INSERT INTO s VALUES (2)")
+	// Not a timing threshold: the deadline only stops a hung test.
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(r.logs.String(), "went silent") {
+		if time.Now().After(deadline) {
+			t.Fatalf("the silent connection was never given up:\n%s", r.logs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	recs := ts.records(t, 2)
+	if len(recs) != 2 || string(recs[1].Key) != `{"id":2}` {
+		t.Fatalf("after reconnecting: %d records, last key %s", len(recs), recs[len(recs)-1].Key)
+	}
+}
+
+// freezer is a TCP proxy whose open connections can be frozen: they stay
+// open and pass nothing, as a connection to a vanished peer does.
+// Connections made after a freeze pass bytes as usual.
+type freezer struct {
+	ln    net.Listener
+	epoch atomic.Int64
+}
+
+func newFreezer(t *testing.T, target string) *freezer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &freezer{ln: ln}
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop); ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			born := f.epoch.Load()
+			pipe := func(dst, src net.Conn) {
+				defer dst.Close()
+				buf := make([]byte, 32<<10)
+				for {
+					n, err := src.Read(buf)
+					if f.epoch.Load() != born {
+						<-stop // frozen: hold both ends open, pass nothing
+						return
+					}
+					if n > 0 {
+						if _, werr := dst.Write(buf[:n]); werr != nil {
+							return
+						}
+					}
+					if err != nil {
+						return
+					}
+				}
+			}
+			go pipe(up, c)
+			go pipe(c, up)
+		}
+	}()
+	return f
+}
+
+func (f *freezer) addr() string { return f.ln.Addr().String() }
+func (f *freezer) freeze()      { f.epoch.Add(1) }

@@ -270,6 +270,10 @@ type txState struct {
 	relations []*table
 }
 
+// ackPipeline is how many appends the source keeps queued in the log at
+// once (capture.AckOptions.Pipeline).
+const ackPipeline = 4
+
 // maxPendAge bounds how long a committed transaction waits for its append
 // while events keep arriving.
 const maxPendAge = 20 * time.Millisecond
@@ -277,6 +281,14 @@ const maxPendAge = 20 * time.Millisecond
 // quietFlush is how long the stream may be silent, with an append in
 // flight, before pending transactions are handed over anyway.
 const quietFlush = 2 * time.Millisecond
+
+// errSilent: the server sent nothing, not even a heartbeat, for longer
+// than silenceTimeout; the connection is presumed dead and reconnected.
+var errSilent = errors.New("the binlog connection went silent")
+
+// silenceTimeout is how long the pump waits for the next event before
+// presuming the connection dead: three heartbeats and some slack.
+func (x *stream) silenceTimeout() time.Duration { return 3*x.src.cfg.Heartbeat + 5*time.Second }
 
 // item is what the pump hands over: the events the syncer had ready (one
 // channel hop for many events; with one hop per event the hand-over cost
@@ -304,8 +316,11 @@ func (x *stream) syncerConfig() replication.BinlogSyncerConfig {
 		ParseTime:             true,
 		RenderJSONAsMySQLText: true,
 		HeartbeatPeriod:       s.cfg.Heartbeat,
-		ReadTimeout:           3*s.cfg.Heartbeat + 5*time.Second,
-		DisableRetrySync:      true, // the supervisor reconnects, from the durable position
+		// No ReadTimeout: go-mysql would move the socket's read deadline
+		// for every packet, three times (a tenth of the whole capture's
+		// CPU in a profile). The pump bounds each wait for an event
+		// instead (silenceTimeout), which a heartbeat also ends.
+		DisableRetrySync: true, // the supervisor reconnects, from the durable position
 		// Row events of a large transaction are up to 8 KiB and more
 		// decoded; 1024 of them, three times over (below), were 40 MiB
 		// of a spilled transaction's heap.
@@ -357,6 +372,8 @@ func (x *stream) run(ctx context.Context, start binlogPos) error {
 		// transactions overlaps each append's fsync; Coalesce (off by
 		// default, see Config) merges queued jobs into one append.
 		Queue: 32, Coalesce: s.cfg.Coalesce,
+		// The next batch is prepared while the last one's fsync runs.
+		Pipeline: ackPipeline,
 		OnDurable: func(_ context.Context, p binlogPos) error {
 			x.st.setDurable(p)
 			s.status.setPosition(p)
@@ -364,6 +381,7 @@ func (x *stream) run(ctx context.Context, start binlogPos) error {
 		},
 	})
 	pctx, stopPump := context.WithCancel(ctx)
+	silence := x.silenceTimeout()
 	// Two batches of at most EventCacheCount events each (a batch is what
 	// the syncer's cache held): with the cache itself, the stream reads at
 	// most three caches ahead of decoding.
@@ -373,7 +391,14 @@ func (x *stream) run(ctx context.Context, start binlogPos) error {
 		defer close(pumped)
 		for {
 			var it item
-			ev, err := streamer.GetEvent(pctx)
+			// The bound covers only the wait for the server: while the
+			// stream is behind, the events are already here.
+			gctx, cancel := context.WithTimeoutCause(pctx, silence, errSilent)
+			ev, err := streamer.GetEvent(gctx)
+			if err != nil && pctx.Err() == nil && errors.Is(context.Cause(gctx), errSilent) {
+				err = fmt.Errorf("%w: nothing for %v, not even a heartbeat (every %v)", errSilent, silence, s.cfg.Heartbeat)
+			}
+			cancel()
 			if err != nil {
 				it.err = err
 			} else {
@@ -391,10 +416,42 @@ func (x *stream) run(ctx context.Context, start binlogPos) error {
 			}
 		}
 	}()
+	// The durable position is saved on a goroutine of its own: a save
+	// waits for an fsync, and made on the stream's goroutine it held up
+	// decoding, and so every change behind it (the MariaDB
+	// commit-to-queryable p99 was one of these waits).
+	// The lag is measured there too, on a connection of its own: a query
+	// on a connection that went silent waits for its read timeout
+	// (minutes), and the stream must meanwhile notice the silence.
+	saved := make(chan struct{})
+	go func() {
+		defer close(saved)
+		t := time.NewTicker(min(s.cfg.PositionInterval, s.cfg.Heartbeat))
+		defer t.Stop()
+		var lag lagMeter
+		defer lag.close()
+		stopLag := context.AfterFunc(pctx, lag.interrupt)
+		defer stopLag()
+		lastLag := time.Time{}
+		for {
+			select {
+			case <-t.C:
+				// Not cut short by the stop: the final save follows it.
+				x.st.saveDurable(context.WithoutCancel(pctx), s.logger)
+				if time.Since(lastLag) >= s.cfg.Heartbeat {
+					lag.measure(pctx, x)
+					lastLag = time.Now()
+				}
+			case <-pctx.Done():
+				return
+			}
+		}
+	}()
 	defer func() {
 		stopPump()
 		syncer.Close()
 		<-pumped
+		<-saved
 		x.app.Stop()
 		if x.tx != nil {
 			x.tx.buf.Discard()
@@ -402,11 +459,8 @@ func (x *stream) run(ctx context.Context, start binlogPos) error {
 		x.st.saveDurable(context.WithoutCancel(ctx), s.logger)
 	}()
 
-	tick := time.NewTicker(min(s.cfg.PositionInterval, s.cfg.Heartbeat))
-	defer tick.Stop()
 	quiet := time.NewTimer(time.Hour)
 	defer quiet.Stop()
-	lastLag := time.Time{}
 	for {
 		if err := x.app.Failed(); err != nil {
 			return err
@@ -428,13 +482,6 @@ func (x *stream) run(ctx context.Context, start binlogPos) error {
 			case <-quietC:
 				if err := x.flushPending(ctx); err != nil {
 					return err
-				}
-				continue
-			case <-tick.C:
-				x.st.saveDurable(ctx, s.logger)
-				if time.Since(lastLag) >= s.cfg.Heartbeat {
-					x.measureLag()
-					lastLag = time.Now()
 				}
 				continue
 			case <-ctx.Done():
@@ -461,14 +508,65 @@ func (x *stream) run(ctx context.Context, start binlogPos) error {
 	}
 }
 
-// measureLag sets the lag in bytes: the binlog written past the durable
+// lagMeter measures the lag on a SQL connection of its own, opened on
+// first use and again after an error.
+type lagMeter struct {
+	mu   sync.Mutex
+	conn *client.Conn
+}
+
+// close closes the connection; only the measuring goroutine may call it
+// (go-mysql's Close races with a query in flight).
+func (l *lagMeter) close() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn != nil {
+		l.conn.Close()
+		l.conn = nil
+	}
+}
+
+// interrupt ends a query that hangs, from any goroutine: it closes the
+// socket under the connection (a net.Conn may be closed while in use),
+// which fails the query; the measuring goroutine then closes the rest.
+func (l *lagMeter) interrupt() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conn != nil && l.conn.Conn != nil && l.conn.Conn.Conn != nil {
+		l.conn.Conn.Conn.Close()
+	}
+}
+
+// measure sets the lag in bytes: the binlog written past the durable
 // position (SHOW BINARY LOGS).
-func (x *stream) measureLag() {
-	names, sizes, err := binlogFiles(x.conn)
+func (l *lagMeter) measure(ctx context.Context, x *stream) {
+	l.mu.Lock()
+	conn := l.conn
+	l.mu.Unlock()
+	if conn == nil {
+		c, err := x.src.connect(ctx)
+		if err != nil {
+			return
+		}
+		l.mu.Lock()
+		if ctx.Err() != nil {
+			l.mu.Unlock()
+			c.Close()
+			return
+		}
+		l.conn, conn = c, c
+		l.mu.Unlock()
+	}
+	names, sizes, err := binlogFiles(conn)
 	if err != nil {
-		x.reconnectSQL()
+		l.close()
 		return
 	}
+	x.setLag(names, sizes)
+}
+
+// setLag sets the lag from the server's binlog files and their sizes.
+func (x *stream) setLag(names []string, sizes []uint64) {
 	p, ok := x.st.current()
 	if !ok {
 		return

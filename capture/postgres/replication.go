@@ -195,6 +195,11 @@ func (x *stream) sendStatus(ctx context.Context) error {
 	return nil
 }
 
+// Appends are not pipelined (capture.AckOptions.Pipeline): with 4 queued,
+// commit-to-queryable p99 measured 105-531 ms against 20-30 ms for one
+// append at a time, alternated on the same machine, while the throughput
+// figures did not clearly move.
+
 func (x *stream) loop(ctx context.Context) error {
 	x.app = capture.NewAcknowledger(ctx, capture.AckOptions[pglogrepl.LSN]{
 		Sink: x.sink, BatchSize: x.src.cfg.BatchSize, Progress: &x.src.progress,

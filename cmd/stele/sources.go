@@ -914,6 +914,12 @@ func (s indexedSink) Append(ctx context.Context, recs []*record.Record) ([]stele
 	return s.dead.AppendOrPark(ctx, s.log, recs)
 }
 
+// AppendAsync parks as Append does. It must be defined here: the one of
+// the embedded store would skip the dead letters.
+func (s indexedSink) AppendAsync(ctx context.Context, recs []*record.Record, after func() bool) (func(context.Context) ([]stele.Appended, error), func() bool, error) {
+	return s.dead.AppendAsyncOrPark(ctx, s.log, recs, after)
+}
+
 // Park puts what a source could not decode in the dead letters.
 func (s indexedSink) Park(ctx context.Context, r *record.Record, fe *record.FieldError) error {
 	return s.dead.Park(ctx, r, fe)

@@ -15,6 +15,13 @@ import (
 	"github.com/stele/stele/record"
 )
 
+// bigCopy is record i with the images of r.
+func bigCopy(r *record.Record, i int) *record.Record {
+	c := *testRecord(i)
+	c.After = r.After
+	return &c
+}
+
 // TestReadRawRangeMatchesReadRaw: ranges of several lengths (to the end
 // and past it too) from every seq of a log written in batches of several
 // sizes (so batch trailers sit between some records) and holding records
@@ -66,12 +73,6 @@ func TestReadRawRangeMatchesReadRaw(t *testing.T) {
 	if _, err := s.ReadRawRange(uint64(n), 10, nil); !errors.Is(err, logstore.ErrNotFound) {
 		t.Errorf("ReadRawRange past the end: %v, want ErrNotFound", err)
 	}
-}
-
-func bigCopy(r *record.Record, i int) *record.Record {
-	c := *testRecord(i)
-	c.After = r.After
-	return &c
 }
 
 // TestReadRawRangeDetectsDamage: a byte changed on disk inside a record

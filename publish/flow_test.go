@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/publish"
 	"github.com/stele/stele/record"
@@ -63,6 +65,33 @@ func (l *slowLog) ReadRaw(seq uint64) ([]byte, error) {
 	return l.s.ReadRaw(seq)
 }
 
+// burstRig is a publisher following a slowLog over a fresh log while an
+// appender appends to it.
+type burstRig struct {
+	store *logstore.Store
+	log   *slowLog
+	nc    *nats.Conn
+	pub   *running
+	stop  func() uint64 // the appender's
+}
+
+// burst starts a publisher of cfg (Conn and Log filled in) and an
+// appender; all end with the test, the appender first.
+func burst(t *testing.T, cfg publish.Config) burstRig {
+	t.Helper()
+	dir := t.TempDir()
+	r := burstRig{store: openLog(t, filepath.Join(dir, "log"))}
+	t.Cleanup(func() { r.store.Close() })
+	r.nc = embeddedConn(t, filepath.Join(dir, "nats"))
+	r.log = &slowLog{s: r.store}
+	cfg.Conn, cfg.Log = r.nc, r.log
+	r.pub = startPublisher(t, cfg)
+	t.Cleanup(func() { r.pub.stop(t) })
+	r.stop = appender(t, r.store, 0)
+	t.Cleanup(func() { r.stop() })
+	return r
+}
+
 // waitHolding waits until the publisher holds off for a burst.
 func waitHolding(t *testing.T, p *publish.Publisher) {
 	t.Helper()
@@ -75,66 +104,43 @@ func waitHolding(t *testing.T, p *publish.Publisher) {
 	}
 }
 
-// TestHoldsOffDuringBurstThenCatchesUp: while records are appended faster
-// than the publisher publishes them and it is more than a window behind,
-// it holds off (Holding, Held); once the appends stop it publishes the
-// whole backlog, in order and exactly once.
+// TestHoldsOffDuringBurstThenCatchesUp: while the log is busy appending
+// and the publisher behind, it holds off (Holding, Held); once the appends
+// stop it publishes the whole backlog, in order and exactly once.
 func TestHoldsOffDuringBurstThenCatchesUp(t *testing.T) {
-	dir := t.TempDir()
-	store := openLog(t, filepath.Join(dir, "log"))
-	defer store.Close()
-	nc := embeddedConn(t, filepath.Join(dir, "nats"))
-	log := &slowLog{s: store}
-	pub := startPublisher(t, publish.Config{Log: log, Conn: nc, Window: 64, MaxDelay: time.Minute})
-	defer pub.stop(t)
-	stop := appender(t, store, 0)
-	waitHolding(t, pub.p)
-	n := stop()
-	log.fast.Store(true)
-	waitPublished(t, pub.p, n, 30*time.Second)
-	if pub.p.Holding() || pub.p.Held() <= 0 {
-		t.Errorf("after catching up: holding %t, held %v; want false and more than 0", pub.p.Holding(), pub.p.Held())
+	r := burst(t, publish.Config{Window: 64, MaxDelay: time.Minute})
+	waitHolding(t, r.pub.p)
+	n := r.stop()
+	r.log.fast.Store(true)
+	waitPublished(t, r.pub.p, n, 30*time.Second)
+	if p := r.pub.p; p.Holding() || p.Held() <= 0 {
+		t.Errorf("after catching up: holding %t, held %v; want false and more than 0", p.Holding(), p.Held())
 	}
-	newConsumer(t, nc).drain(store, n, publish.FormatRecord, true)
+	newConsumer(t, r.nc).drain(r.store, n, publish.FormatRecord, true)
 }
 
 // TestHoldNeverStarvesTheStream: appends that never stop hold the stream
 // back by at most MaxDelay: records keep being published while the burst
 // goes on.
 func TestHoldNeverStarvesTheStream(t *testing.T) {
-	dir := t.TempDir()
-	store := openLog(t, filepath.Join(dir, "log"))
-	defer store.Close()
-	nc := embeddedConn(t, filepath.Join(dir, "nats"))
-	log := &slowLog{s: store}
-	pub := startPublisher(t, publish.Config{Log: log, Conn: nc, Window: 64, MaxDelay: time.Second})
-	defer pub.stop(t)
-	stop := appender(t, store, 0)
-	defer stop()
-	waitHolding(t, pub.p)
-	log.fast.Store(true) // the burst goes on; only MaxDelay ends the hold
-	size := store.Size()
-	waitPublished(t, pub.p, size, 30*time.Second)
-	if store.Size() == size {
+	r := burst(t, publish.Config{Window: 64, MaxDelay: time.Second})
+	waitHolding(t, r.pub.p)
+	r.log.fast.Store(true) // the burst goes on; only MaxDelay ends the hold
+	size := r.store.Size()
+	waitPublished(t, r.pub.p, size, 30*time.Second)
+	if r.store.Size() == size {
 		t.Fatal("the appends stopped; the test shows nothing")
 	}
 }
 
 // TestNegativeMaxDelayNeverHolds: MaxDelay < 0 turns the flow control off.
 func TestNegativeMaxDelayNeverHolds(t *testing.T) {
-	dir := t.TempDir()
-	store := openLog(t, filepath.Join(dir, "log"))
-	defer store.Close()
-	nc := embeddedConn(t, filepath.Join(dir, "nats"))
-	log := &slowLog{s: store}
-	pub := startPublisher(t, publish.Config{Log: log, Conn: nc, Window: 64, MaxDelay: -1})
-	defer pub.stop(t)
-	stop := appender(t, store, 0)
+	r := burst(t, publish.Config{Window: 64, MaxDelay: -1})
 	time.Sleep(300 * time.Millisecond)
-	n := stop()
-	log.fast.Store(true)
-	waitPublished(t, pub.p, n, 30*time.Second)
-	if held := pub.p.Held(); held != 0 {
+	n := r.stop()
+	r.log.fast.Store(true)
+	waitPublished(t, r.pub.p, n, 30*time.Second)
+	if held := r.pub.p.Held(); held != 0 {
 		t.Errorf("held %v with MaxDelay < 0, want 0", held)
 	}
 }

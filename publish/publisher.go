@@ -331,8 +331,12 @@ func (p *Publisher) prepareAhead(ctx context.Context, seq uint64, out chan<- pre
 	// prepared, while the publisher's lag is what JetStream acknowledged
 	// (Run observes that instead).
 	f := follow.New(p.cfg.Log, follow.Options{Name: "publish"})
-	burst := burstMeter{}
-	burst.clock, _ = p.cfg.Log.(appendClock)
+	var burst burstMeter
+	if c, ok := p.cfg.Log.(appendClock); ok {
+		// The first sample starts now, so a burst under way when the
+		// publisher starts is seen after burstEvery, not after a batch.
+		burst = burstMeter{clock: c, at: time.Now(), busy: c.AppendBusy()}
+	}
 	err := f.RunRaw(ctx, seq, func(ctx context.Context, b follow.RawBatch) error {
 		if err := p.hold(ctx, &burst, b); err != nil {
 			return err

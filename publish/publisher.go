@@ -400,7 +400,14 @@ func (m *burstMeter) update(now time.Time) bool {
 		return m.holding
 	}
 	busy := m.clock.AppendBusy()
-	m.holding = !m.at.IsZero() && float64(busy-m.busy) >= burstShare*float64(d)
+	// Once holding, only a share below half the threshold ends the hold:
+	// a sample in which the producer was descheduled or the collector ran
+	// would otherwise release a batch into the middle of the burst.
+	share := burstShare
+	if m.holding {
+		share /= 2
+	}
+	m.holding = !m.at.IsZero() && float64(busy-m.busy) >= share*float64(d)
 	m.at, m.busy = now, busy
 	return m.holding
 }

@@ -23,6 +23,10 @@ type StreamResults struct {
 	// records with JetStream's acks: records over the time from the first
 	// append until the last record was acknowledged.
 	PublishedSec float64
+	// HeldSec is the median time per run the publisher held off for the
+	// burst of appends (its flow control), and CaughtUpSec the median
+	// time from the last append until the stream had every record.
+	HeldSec, CaughtUpSec float64
 	// OffPeakRSS and OnPeakRSS are the median peak RSS of each mode's
 	// runs, in bytes, and OffRSSRange and OnRSSRange their lowest and
 	// highest.
@@ -39,7 +43,8 @@ func (s *StreamResults) Lines() []string {
 	return []string{
 		fmt.Sprintf("ingest, lineage stream on  %10.0f records/s durable   (%.2fx the same run with it off at %.0f records/s; full stack, batches of 1,000, median of %d)",
 			s.OnSec, s.OnSec/s.OffSec, s.OffSec, s.Rounds),
-		fmt.Sprintf("lineage stream published   %10.0f records/s acked     (%.2fx the ingest rate with it on)", s.PublishedSec, s.PublishedSec/s.OnSec),
+		fmt.Sprintf("lineage stream published   %10.0f records/s acked     (%.2fx the ingest rate with it on; the publisher held off %.2fs for the burst and had every record %.2fs after the last append)",
+			s.PublishedSec, s.PublishedSec/s.OnSec, s.HeldSec, s.CaughtUpSec),
 		fmt.Sprintf("peak RSS, stream on / off  %s / %s (median of each mode's runs; on %s-%s, off %s-%s; %s)", mib(s.OnPeakRSS), mib(s.OffPeakRSS),
 			mib(s.OnRSSRange[0]), mib(s.OnRSSRange[1]), mib(s.OffRSSRange[0]), mib(s.OffRSSRange[1]), s.RSSLabel),
 	}
@@ -55,53 +60,62 @@ func StreamIngest(ctx context.Context, opts Options, rounds int) (*StreamResults
 	for i := range templates {
 		templates[i] = *Record(i, 100_000)
 	}
-	var off, on, pub []float64
+	var off, on, pub, held, caught []float64
 	var offRSS, onRSS []int64
 	var rss rssMeter
 	for r := range rounds {
 		for k := range 2 {
 			stream := (r+k)%2 == 1
 			rss.Start()
-			ack, published, err := streamRun(ctx, opts, templates, stream, filepath.Join(opts.Dir, fmt.Sprintf("stream-%t-%d", stream, r)))
+			run, err := streamRun(ctx, opts, templates, stream, filepath.Join(opts.Dir, fmt.Sprintf("stream-%t-%d", stream, r)))
 			peak := rss.Peak()
 			if err != nil {
 				return nil, err
 			}
+			ack := run.ack
 			if stream {
-				on, pub, onRSS = append(on, ack), append(pub, published), append(onRSS, peak)
+				on, pub, onRSS = append(on, ack), append(pub, run.published), append(onRSS, peak)
+				held, caught = append(held, run.held.Seconds()), append(caught, run.caughtUp.Seconds())
 			} else {
 				off, offRSS = append(off, ack), append(offRSS, peak)
 			}
 		}
 	}
-	return &StreamResults{OffSec: medianOf(off), OnSec: medianOf(on), PublishedSec: medianOf(pub),
+	return &StreamResults{OffSec: medianOf(off), OnSec: medianOf(on), PublishedSec: medianOf(pub), HeldSec: medianOf(held), CaughtUpSec: medianOf(caught),
 		OffPeakRSS: medianOf(offRSS), OnPeakRSS: medianOf(onRSS), Rounds: rounds, RSSLabel: rss.Label(),
 		OffRSSRange: [2]int64{slices.Min(offRSS), slices.Max(offRSS)}, OnRSSRange: [2]int64{slices.Min(onRSS), slices.Max(onRSS)}}, nil
 }
 
-// streamRun appends opts.Throughput records to a fresh stack and returns
-// the acknowledged rate and, with the stream on, the rate at which
-// JetStream acknowledged them.
-func streamRun(ctx context.Context, opts Options, templates []record.Record, stream bool, dir string) (ack, published float64, err error) {
+// streamFigures are one run's: the acknowledged rate and, with the stream
+// on, the rate at which JetStream acknowledged the records, how long the
+// publisher held off and how long after the last append it caught up.
+type streamFigures struct {
+	ack, published float64
+	held, caughtUp time.Duration
+}
+
+// streamRun appends opts.Throughput records to a fresh stack.
+func streamRun(ctx context.Context, opts Options, templates []record.Record, stream bool, dir string) (streamFigures, error) {
+	var none streamFigures
 	st, err := openStack(ctx, dir)
 	if err != nil {
-		return 0, 0, err
+		return none, err
 	}
 	defer st.close()
 	var p *publish.Publisher
 	if stream {
 		emb, err := publish.StartEmbedded(publish.EmbeddedConfig{Dir: filepath.Join(dir, "nats")})
 		if err != nil {
-			return 0, 0, err
+			return none, err
 		}
 		defer emb.Shutdown()
 		nc, err := emb.Connect()
 		if err != nil {
-			return 0, 0, err
+			return none, err
 		}
 		defer nc.Close()
 		if p, err = publish.New(publish.Config{Log: st.store, Conn: nc}); err != nil {
-			return 0, 0, err
+			return none, err
 		}
 		pctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
@@ -121,22 +135,22 @@ func streamRun(ctx context.Context, opts Options, templates []record.Record, str
 	start := time.Now()
 	d, err := timedAppends(ctx, opts, st.store, 1, templates, phase)
 	if err != nil {
-		return 0, 0, err
+		return none, err
 	}
 	n := float64(opts.Throughput / 1000 * 1000)
 	if p == nil {
-		return n / d.Seconds(), 0, nil
+		return streamFigures{ack: n / d.Seconds()}, nil
 	}
-	size := st.store.Size()
+	size, appended := st.store.Size(), time.Now()
 	for p.Published() < size {
 		if time.Since(start) > 10*time.Minute {
-			return 0, 0, errors.New("the lineage stream did not catch up with the log within 10 minutes")
+			return none, errors.New("the lineage stream did not catch up with the log within 10 minutes")
 		}
 		select {
 		case <-ctx.Done():
-			return 0, 0, ctx.Err()
+			return none, ctx.Err()
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	return n / d.Seconds(), n / time.Since(start).Seconds(), nil
+	return streamFigures{ack: n / d.Seconds(), published: n / time.Since(start).Seconds(), held: p.Held(), caughtUp: time.Since(appended)}, nil
 }

@@ -39,6 +39,15 @@ type Log interface {
 	ReadRaw(seq uint64) ([]byte, error)
 }
 
+// RangeReader is a Log that can also read the stored bytes of consecutive
+// records at once (*logstore.Store does): one read for many records
+// instead of one per record.
+type RangeReader interface {
+	// ReadRawRange appends to dst the stored bytes of up to max durable
+	// records from seq from on, at least one, and returns dst.
+	ReadRawRange(from uint64, max int, dst [][]byte) ([][]byte, error)
+}
+
 // DefaultBatch bounds the records of one callback when Options.Batch is 0.
 const DefaultBatch = 1024
 
@@ -115,12 +124,13 @@ func New(log Log, opts Options) *Follower {
 // A from past the end of the log is ErrAhead.
 func (f *Follower) Run(ctx context.Context, from uint64, fn func(context.Context, Batch) error) error {
 	recs := make([]*record.Record, 0, min(f.opts.Batch, 256))
-	return f.run(ctx, from, func(seq uint64) error {
+	return f.run(ctx, from, func(seq, _ uint64) (uint64, error) {
 		r, err := f.read(seq)
-		if err == nil {
-			recs = append(recs, r)
+		if err != nil {
+			return 0, err
 		}
-		return err
+		recs = append(recs, r)
+		return 1, nil
 	}, func(ctx context.Context, size uint64) error {
 		err := fn(ctx, Batch{Records: recs, Size: size})
 		clear(recs) // the consumer may keep records; the follower does not
@@ -144,20 +154,34 @@ type RawBatch struct {
 // RunRaw is Run for a consumer that reads the stored bytes itself instead
 // of a decoded record: the lineage publisher splices them into its events,
 // and decoding each record only to encode it again cost it a quarter of
-// its CPU.
+// its CPU. A log that is also a RangeReader is read a range at a time.
 func (f *Follower) RunRaw(ctx context.Context, from uint64, fn func(context.Context, RawBatch) error) error {
 	recs := make([][]byte, 0, min(f.opts.Batch, 256))
 	first := from
-	return f.run(ctx, from, func(seq uint64) error {
+	ranges, _ := f.log.(RangeReader)
+	return f.run(ctx, from, func(seq, n uint64) (uint64, error) {
 		if len(recs) == 0 {
 			first = seq
 		}
-		raw, err := f.log.ReadRaw(seq)
-		if err != nil {
-			return &ReadError{Seq: seq, Err: err}
+		if ranges == nil {
+			raw, err := f.log.ReadRaw(seq)
+			if err != nil {
+				return 0, &ReadError{Seq: seq, Err: err}
+			}
+			recs = append(recs, raw)
+			return 1, nil
 		}
-		recs = append(recs, raw)
-		return nil
+		had := len(recs)
+		var err error
+		recs, err = ranges.ReadRawRange(seq, int(n), recs)
+		got := uint64(len(recs) - had)
+		if err == nil && got == 0 {
+			err = errors.New("the log returned no record")
+		}
+		if err != nil {
+			return 0, &ReadError{Seq: seq + got, Err: err}
+		}
+		return got, nil
 	}, func(ctx context.Context, size uint64) error {
 		err := fn(ctx, RawBatch{From: first, Records: recs, Size: size})
 		clear(recs)
@@ -166,9 +190,10 @@ func (f *Follower) RunRaw(ctx context.Context, from uint64, fn func(context.Cont
 	})
 }
 
-// run is the loop of Run and RunRaw: read collects the record at seq into
-// the batch, and deliver hands the batch to the consumer and empties it.
-func (f *Follower) run(ctx context.Context, from uint64, read func(seq uint64) error, deliver func(ctx context.Context, size uint64) error) error {
+// run is the loop of Run and RunRaw: read collects up to n records from
+// seq on into the batch and says how many (at least one, or an error), and
+// deliver hands the batch to the consumer and empties it.
+func (f *Follower) run(ctx context.Context, from uint64, read func(seq, n uint64) (uint64, error), deliver func(ctx context.Context, size uint64) error) error {
 	var pos *position
 	if f.opts.Metrics != nil {
 		pos = f.opts.Metrics.track(f.opts.Name, f.log, from)
@@ -203,10 +228,12 @@ func (f *Follower) run(ctx context.Context, from uint64, read func(seq uint64) e
 			continue
 		}
 		n := min(size-next, uint64(f.opts.Batch))
-		for seq := next; seq < next+n; seq++ {
-			if err := read(seq); err != nil {
+		for seq := next; seq < next+n; {
+			k, err := read(seq, next+n-seq)
+			if err != nil {
 				return err
 			}
+			seq += k
 		}
 		if err := deliver(ctx, size); err != nil {
 			return err

@@ -373,3 +373,52 @@ func TestRunRawHandsOutStoredBytes(t *testing.T) {
 		t.Errorf("seqs delivered %v, want 2..11 in order", got)
 	}
 }
+
+// shortRanges reads at most two records per range, as a log may, and
+// fails at seq bad after appending the records before it.
+type shortRanges struct {
+	*logstore.Store
+	bad uint64
+}
+
+func (l shortRanges) ReadRawRange(from uint64, max int, dst [][]byte) ([][]byte, error) {
+	for seq := from; seq < from+uint64(min(max, 2)); seq++ {
+		if seq == l.bad {
+			return dst, errDamaged
+		}
+		raw, err := l.Store.ReadRaw(seq)
+		if err != nil {
+			return dst, err
+		}
+		dst = append(dst, raw)
+	}
+	return dst, nil
+}
+
+// TestRunRawReadsRanges: over a log that reads ranges shorter than the
+// batch, RunRaw still hands out full batches in order; a range that fails
+// part-way ends Run with a *ReadError naming the failing seq, and the
+// batch holding it is not handed out.
+func TestRunRawReadsRanges(t *testing.T) {
+	s := openStore(t)
+	appendN(t, s, 9)
+	var sizes []int
+	var seen []uint64
+	err := follow.New(shortRanges{s, 7}, follow.Options{Batch: 3}).RunRaw(context.Background(), 0, func(_ context.Context, b follow.RawBatch) error {
+		sizes = append(sizes, len(b.Records))
+		for i, raw := range b.Records {
+			if seq, err := record.Seq(raw); err != nil || seq != b.From+uint64(i) {
+				return fmt.Errorf("record %d of the batch from %d has seq %d (%v)", i, b.From, seq, err)
+			}
+			seen = append(seen, b.From+uint64(i))
+		}
+		return nil
+	})
+	var re *follow.ReadError
+	if !errors.As(err, &re) || re.Seq != 7 || !errors.Is(err, errDamaged) {
+		t.Fatalf("RunRaw over a damaged record: %v, want *ReadError for seq 7 wrapping errDamaged", err)
+	}
+	if fmt.Sprint(sizes, seen) != "[3 3] [0 1 2 3 4 5]" {
+		t.Fatalf("batch sizes and seqs handed out: %v %v, want [3 3] [0 1 2 3 4 5]", sizes, seen)
+	}
+}

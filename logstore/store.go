@@ -196,6 +196,8 @@ type Store struct {
 	// ends with a trailer (FORMAT); -1 until recovery settles it.
 	batchesFrom int64
 
+	appending busyClock
+
 	reqs    chan *appendReq
 	stop    chan struct{}
 	wg      sync.WaitGroup

@@ -85,6 +85,7 @@ func (s *Store) Append(ctx context.Context, recs []*record.Record) ([]stele.Appe
 	if err := s.WriteErr(); err != nil {
 		return nil, err
 	}
+	defer s.appending.enter()()
 	req := &appendReq{recs: recs, bodies: make([][]byte, len(recs)), done: make(chan appendResult, 1)}
 	if s.opts.Hook != nil {
 		req.prepared = make([][]byte, len(recs))

@@ -15,7 +15,9 @@ import (
 // TestDuplicateWindowBounded: the stream the publisher creates remembers
 // message ids for DedupeWindow, not JetStream's two minutes (memory that
 // grows with the ingest rate), and a stream created with the default is
-// narrowed when the publisher opens it; publishing still works after.
+// narrowed when the publisher opens it; publishing still works after. The
+// stream it creates (one replica) writes messages to disk in the
+// background rather than one system call per message before each ack.
 func TestDuplicateWindowBounded(t *testing.T) {
 	dir := t.TempDir()
 	store := openLog(t, filepath.Join(dir, "log"))
@@ -42,6 +44,11 @@ func TestDuplicateWindowBounded(t *testing.T) {
 	pub.stop(t)
 	if w := window("FRESH"); w != publish.DedupeWindow {
 		t.Errorf("created stream's duplicate window %v, want %v", w, publish.DedupeWindow)
+	}
+	if st, err := js.Stream(ctx, "FRESH"); err != nil {
+		t.Fatal(err)
+	} else if m := st.CachedInfo().Config.PersistMode; m != jetstream.AsyncPersistMode {
+		t.Errorf("created stream's persist mode %v, want async", m)
 	}
 
 	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{Name: "OLD", Subjects: []string{"old.>"}, Storage: jetstream.FileStorage}); err != nil {

@@ -7,7 +7,10 @@
 // reads records by seq from the store on its own goroutine, woken by the
 // store's change notification. A slow or unreachable NATS therefore never
 // blocks or loses an append; it only builds a backlog that the publisher
-// catches up from the log once NATS answers again.
+// catches up from the log once NATS answers again. The same holds for a
+// burst of ingest: while the log spends most of its time appending, the
+// publisher holds off (at most Config.MaxDelay) and catches up after, so
+// that the stream does not take the machine from the appends.
 //
 // Order and exactly-once delivery come from the stream itself, not from
 // local bookkeeping alone. Every message carries the header Stele-Seq (the

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"iter"
 	"net/http"
 	"os"
 	"slices"
@@ -71,8 +72,12 @@ func printStatus(ctx context.Context, base, token string, out io.Writer, interva
 			fmt.Fprintf(out, "witnessed   by %s\n", strings.Join(by, ", "))
 		}
 	}
-	if split, err := printWitnesses(ctx, client, base, out); err == nil && split {
+	split, err := printWitnesses(ctx, client, base, out)
+	if err == nil && split {
 		return &exitError{code: exitFailure}
+	}
+	if err == nil {
+		_ = printStream(ctx, client, base, out)
 	}
 
 	first, err := scrapeSources(ctx, client, base)
@@ -159,19 +164,15 @@ func printWitnesses(ctx context.Context, client *http.Client, base string, out i
 	lag, configured := 0.0, false
 	var lagSec float64
 	split := map[string]float64{}
-	for line := range strings.SplitSeq(string(body), "\n") {
-		name, labels, value, ok := parseSample(line)
-		if !ok {
-			continue
-		}
-		switch name {
+	for sm := range samples(body) {
+		switch sm.name {
 		case "stele_witness_lag_records":
-			lag, configured = value, true
+			lag, configured = sm.value, true
 		case "stele_witness_lag_seconds":
-			lagSec = value
+			lagSec = sm.value
 		case "stele_witness_split_view_total":
-			if value > 0 {
-				split[labels["witness"]] = value
+			if sm.value > 0 {
+				split[sm.labels["witness"]] = sm.value
 			}
 		}
 	}
@@ -187,6 +188,57 @@ func printWitnesses(ctx context.Context, client *http.Client, base string, out i
 		fmt.Fprintf(out, "SPLIT VIEW  witness %s holds a checkpoint of this log inconsistent with its history (%.0f refusals); both checkpoints are in the server's log and the witness's evidence\n", n, split[n])
 	}
 	return len(names) > 0, nil
+}
+
+// sample is one sample of a Prometheus text exposition.
+type sample struct {
+	name   string
+	labels map[string]string
+	value  float64
+}
+
+// samples yields the samples of a Prometheus text exposition.
+func samples(body []byte) iter.Seq[sample] {
+	return func(yield func(sample) bool) {
+		for line := range strings.SplitSeq(string(body), "\n") {
+			if name, labels, value, ok := parseSample(line); ok && !yield(sample{name, labels, value}) {
+				return
+			}
+		}
+	}
+}
+
+// printStream shows how far the lineage stream is behind the log, and
+// whether its publisher is holding off for a burst of ingest (its flow
+// control), from the stele_stream_* metrics; nothing when it is off.
+func printStream(ctx context.Context, client *http.Client, base string, out io.Writer) error {
+	body, _, err := fetch(ctx, client, base+"/metrics")
+	if err != nil {
+		return err
+	}
+	var backlog, behindSec, holding, held float64
+	on := false
+	for sm := range samples(body) {
+		switch {
+		case sm.name == "stele_stream_backlog_records":
+			backlog, on = sm.value, true
+		case sm.name == "stele_follow_behind_seconds" && sm.labels["follower"] == "publish":
+			behindSec = sm.value
+		case sm.name == "stele_stream_holding":
+			holding = sm.value
+		case sm.name == "stele_stream_held_seconds_total":
+			held = sm.value
+		}
+	}
+	if !on {
+		return nil
+	}
+	fmt.Fprintf(out, "stream      %.0f records (%.1fs) behind the log", backlog, behindSec)
+	if holding == 1 {
+		fmt.Fprint(out, ", holding off for a burst of ingest")
+	}
+	fmt.Fprintf(out, " (%.1fs held off in bursts since start)\n", held)
+	return nil
 }
 
 // scrapeSources reads the stele_source_* metrics.

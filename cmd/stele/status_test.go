@@ -84,7 +84,7 @@ func TestStatus(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	for _, want := range []string{"health      ok", "checkpoint  size", "root ", "shop", "streaming", "RECORDS/S"} {
+	for _, want := range []string{"health      ok", "checkpoint  size", "root ", "shop", "streaming", "RECORDS/S", "stream      0 records (0.0s) behind the log"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("status output lacks %q:\n%s", want, out.String())
 		}

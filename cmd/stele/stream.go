@@ -96,6 +96,17 @@ func startStream(cfg Config, store *logstore.Store, reg *prometheus.Registry, fo
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "stele_stream_backlog_records",
 			Help: "Durable records not yet acknowledged by NATS JetStream."},
 			func() float64 { return float64(store.Size() - min(store.Size(), pub.Published())) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "stele_stream_holding",
+			Help: "1 while the publisher holds off for a burst of ingest (its flow control; the backlog stays in the log), else 0."},
+			func() float64 {
+				if pub.Holding() {
+					return 1
+				}
+				return 0
+			}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "stele_stream_held_seconds_total",
+			Help: "Time the publisher has held off for bursts of ingest."},
+			func() float64 { return pub.Held().Seconds() }),
 	)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

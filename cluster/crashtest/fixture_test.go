@@ -67,7 +67,9 @@ func TestMain(m *testing.M) {
 // binEnv passes the binary TestMain built to the tests.
 const binEnv = "STELE_CRASHTEST_BIN"
 
-func newFixture(t *testing.T, ttl time.Duration) *fixture {
+// newFixture starts the NATS cluster and three nodes; extra gives node i
+// more arguments (a capture source).
+func newFixture(t *testing.T, ttl time.Duration, extra ...nodeArgs) *fixture {
 	t.Helper()
 	f := &fixture{t: t, nats: natstest.StartT(t, 3), bin: os.Getenv(binEnv), ttl: ttl}
 	skey, vkey, err := note.GenerateKey(rand.Reader, origin)
@@ -88,6 +90,11 @@ func newFixture(t *testing.T, ttl time.Duration) *fixture {
 	for i := range 3 {
 		s := stelebin.New(t, f.bin, "--origin", origin, "--cluster", f.nats.URLs(), "--cluster-node", fmt.Sprintf("s%d", i),
 			"--cluster-lease-ttl", ttl.String(), "--cluster-ack-timeout", "5s", "--log-level", "debug", "--master-key-file", masterFile)
+		for _, e := range extra {
+			if e.node == i {
+				s.Args = append(s.Args, e.args...)
+			}
+		}
 		kd := filepath.Join(s.Data, "keys")
 		if err := os.MkdirAll(kd, 0o700); err != nil {
 			t.Fatal(err)
@@ -125,6 +132,12 @@ func newFixture(t *testing.T, ttl time.Duration) *fixture {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return f
+}
+
+// nodeArgs are more command-line arguments for one node of a fixture.
+type nodeArgs struct {
+	node int
+	args []string
 }
 
 // waitServing waits until node i answers /healthz with 200.
@@ -328,8 +341,9 @@ func (f *fixture) settle(size uint64) {
 // verifyAll stops every node, then checks that their records.log files
 // are identical, `stele verify` passes on each, every acknowledged id is
 // stored once at its seq, and each checkpoint in cps is consistent with
-// the next (proofs checked with transparency-dev/merkle's verifier).
-func (f *fixture) verifyAll(acked map[string]uint64, cps []signedCheckpoint) {
+// the next (proofs checked with transparency-dev/merkle's verifier). It
+// returns the log's records.
+func (f *fixture) verifyAll(acked map[string]uint64, cps []signedCheckpoint) []*record.Record {
 	f.t.Helper()
 	for _, s := range f.nodes {
 		if err := s.Stop(); err != nil {
@@ -359,6 +373,7 @@ func (f *fixture) verifyAll(acked map[string]uint64, cps []signedCheckpoint) {
 	}
 	defer store.Close()
 	seen := map[string]uint64{}
+	recs := make([]*record.Record, 0, store.Size())
 	for seq := uint64(0); seq < store.Size(); seq++ {
 		raw, err := store.ReadRaw(seq)
 		if err != nil {
@@ -372,6 +387,7 @@ func (f *fixture) verifyAll(acked map[string]uint64, cps []signedCheckpoint) {
 			f.t.Fatalf("id %s stored at seqs %d and %d", r.ID, prev, seq)
 		}
 		seen[r.ID] = seq
+		recs = append(recs, r)
 	}
 	for id, seq := range acked {
 		if got, ok := seen[id]; !ok || got != seq {
@@ -394,6 +410,7 @@ func (f *fixture) verifyAll(acked map[string]uint64, cps []signedCheckpoint) {
 		}
 	}
 	f.t.Logf("%d records, %d acknowledged, %d checkpoints consistent", store.Size(), len(acked), len(cps))
+	return recs
 }
 
 func maxSeq(acked map[string]uint64) uint64 {

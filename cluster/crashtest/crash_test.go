@@ -116,6 +116,9 @@ func TestNATSQuorumHTTP(t *testing.T) {
 			t.Fatalf("with 1 of 3 NATS servers up, a write got %d, %v; want 503 naming the missing quorum", status, err)
 		}
 	}
+	if out := f.status(0); !strings.Contains(out, "partitions  unavailable") {
+		t.Errorf("without a NATS quorum, stele status does not say the partitions are unavailable:\n%s", out)
+	}
 	for _, i := range []int{1, 2} {
 		if err := f.nats.Restart(i); err != nil {
 			t.Fatal(err)
@@ -157,4 +160,43 @@ func TestFailoverFigures(t *testing.T) {
 	f.settle(maxSeq(acked))
 	cps = append(cps, f.checkpoint(0))
 	f.verifyAll(acked, cps)
+}
+
+// Two partitions on the same three NATS servers, each with three nodes of
+// its own (a machine runs one stele process per partition): writes go to
+// both; the writer of one is killed (-9) and restarted while the other
+// keeps its writer and goes on; `stele status` on a node names its
+// partition's writer; both partitions end consistent and verifiable, each
+// against its own log key and origin.
+func TestPartitions(t *testing.T) {
+	a := newFixture(t, 2*time.Second)
+	b := a.partition("billing")
+	la, lb := startLoad(a, 2), startLoad(b, 2)
+	time.Sleep(time.Second)
+	wa, wb := a.leader(), b.leader()
+	t.Logf("partition main written by node s%d, billing by s%d", wa, wb)
+	for _, p := range []*fixture{a, b} {
+		p.statusNames(map[string]int{"main": wa, "billing": wb})
+	}
+	cpsA, cpsB := []signedCheckpoint{a.checkpoint(0)}, []signedCheckpoint{b.checkpoint((wb + 1) % 3)}
+	b.nodes[wb].Kill9()
+	// main's writer is untouched: it acknowledges while billing fails over.
+	a.probe(-1, "during-billing-failover")
+	if a.leader() != wa {
+		t.Errorf("partition main changed writer while only billing's was killed")
+	}
+	b.probe(wb, "billing-failover")
+	if nw := b.leader(); nw == wb {
+		t.Fatalf("the killed node s%d still holds billing's lease", wb)
+	}
+	b.statusNames(map[string]int{"main": wa, "billing": b.leader()})
+	cpsB = append(cpsB, b.checkpoint((wb+1)%3))
+	b.nodes[wb].Start()
+	b.waitServing(wb)
+	ackA, ackB := la.end(), lb.end()
+	a.settle(maxSeq(ackA))
+	b.settle(maxSeq(ackB))
+	cpsA, cpsB = append(cpsA, a.checkpoint(1)), append(cpsB, b.checkpoint(wb))
+	a.verifyAll(ackA, cpsA)
+	b.verifyAll(ackB, cpsB)
 }

@@ -33,16 +33,20 @@ import (
 
 const origin = "stele.test/cluster"
 
-// fixture is a NATS cluster and three stele nodes on it sharing one log
-// key (given to each node as a key file in its data directory).
+// fixture is a NATS cluster and three stele nodes on it serving one
+// partition, sharing its log key (given to each node as a key file in its
+// data directory).
 type fixture struct {
-	t     *testing.T
-	nats  *natstest.Cluster
-	bin   string
-	nodes []*stelebin.Server
-	kv    jetstream.KeyValue
-	vkey  string
-	ttl   time.Duration
+	t          *testing.T
+	nats       *natstest.Cluster
+	bin        string
+	nodes      []*stelebin.Server
+	kv         jetstream.KeyValue // the partition's lease bucket
+	vkey       string
+	ttl        time.Duration
+	log        string // the partition
+	origin     string
+	masterFile string
 }
 
 // TestMain builds the stele binary once for every test of the package:
@@ -67,29 +71,48 @@ func TestMain(m *testing.M) {
 // binEnv passes the binary TestMain built to the tests.
 const binEnv = "STELE_CRASHTEST_BIN"
 
-// newFixture starts the NATS cluster and three nodes; extra gives node i
-// more arguments (a capture source).
+// newFixture starts the NATS cluster and three nodes serving partition
+// main; extra gives node i more arguments (a capture source).
 func newFixture(t *testing.T, ttl time.Duration, extra ...nodeArgs) *fixture {
 	t.Helper()
-	f := &fixture{t: t, nats: natstest.StartT(t, 3), bin: os.Getenv(binEnv), ttl: ttl}
-	skey, vkey, err := note.GenerateKey(rand.Reader, origin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.vkey = vkey
+	f := &fixture{t: t, nats: natstest.StartT(t, 3), bin: os.Getenv(binEnv), ttl: ttl, log: "main", origin: origin}
 	// Every node unwraps the keys in the cluster's KV keystore with the
 	// one master key, kept outside the data directories as advised.
 	master := make([]byte, 32)
 	if _, err := rand.Read(master); err != nil {
 		t.Fatal(err)
 	}
-	masterFile := filepath.Join(t.TempDir(), "master.key")
-	if err := os.WriteFile(masterFile, []byte(base64.StdEncoding.EncodeToString(master)+"\n"), 0o600); err != nil {
+	f.masterFile = filepath.Join(t.TempDir(), "master.key")
+	if err := os.WriteFile(f.masterFile, []byte(base64.StdEncoding.EncodeToString(master)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	f.start(extra)
+	return f
+}
+
+// partition starts three more nodes on f's NATS cluster, one on each of
+// the same three machines as far as the test can tell, serving partition
+// log: its own streams, lease, log key, origin and data directories,
+// sharing only the NATS servers and the keystore (and so its master key).
+func (f *fixture) partition(log string, extra ...nodeArgs) *fixture {
+	f.t.Helper()
+	p := &fixture{t: f.t, nats: f.nats, bin: f.bin, ttl: f.ttl, log: log, origin: origin + "/" + log, masterFile: f.masterFile}
+	p.start(extra)
+	return p
+}
+
+func (f *fixture) start(extra []nodeArgs) {
+	t := f.t
+	t.Helper()
+	skey, vkey, err := note.GenerateKey(rand.Reader, f.origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.vkey = vkey
 	for i := range 3 {
-		s := stelebin.New(t, f.bin, "--origin", origin, "--cluster", f.nats.URLs(), "--cluster-node", fmt.Sprintf("s%d", i),
-			"--cluster-lease-ttl", ttl.String(), "--cluster-ack-timeout", "5s", "--log-level", "debug", "--master-key-file", masterFile)
+		s := stelebin.New(t, f.bin, "--origin", f.origin, "--cluster", f.nats.URLs(), "--cluster-node", fmt.Sprintf("s%d", i),
+			"--cluster-log", f.log, "--cluster-lease-ttl", f.ttl.String(), "--cluster-ack-timeout", "5s", "--log-level", "debug",
+			"--master-key-file", f.masterFile)
 		for _, e := range extra {
 			if e.node == i {
 				s.Args = append(s.Args, e.args...)
@@ -123,7 +146,7 @@ func newFixture(t *testing.T, ttl time.Duration, extra ...nodeArgs) *fixture {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for {
-		if f.kv, err = js.KeyValue(ctx, "STELE_MAIN_LEASE"); err == nil {
+		if f.kv, err = js.KeyValue(ctx, "STELE_"+strings.ToUpper(f.log)+"_LEASE"); err == nil {
 			break
 		}
 		if ctx.Err() != nil {
@@ -131,7 +154,6 @@ func newFixture(t *testing.T, ttl time.Duration, extra ...nodeArgs) *fixture {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return f
 }
 
 // nodeArgs are more command-line arguments for one node of a fixture.
@@ -367,7 +389,7 @@ func (f *fixture) verifyAll(acked map[string]uint64, cps []signedCheckpoint) []*
 		}
 	}
 	ctx := context.Background()
-	store, err := logstore.Open(ctx, f.nodes[0].Data, logstore.Options{Origin: origin, Replica: true})
+	store, err := logstore.Open(ctx, f.nodes[0].Data, logstore.Options{Origin: f.origin, Replica: true})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -419,4 +441,37 @@ func maxSeq(acked map[string]uint64) uint64 {
 		n = max(n, s+1)
 	}
 	return n
+}
+
+// status runs `stele status` against node i.
+func (f *fixture) status(i int) string {
+	f.t.Helper()
+	out, err := exec.Command(f.bin, "status", "--url", "http://"+f.nodes[i].Addr()).CombinedOutput()
+	if err != nil {
+		f.t.Fatalf("stele status on node %d of partition %s: %v\n%s", i, f.log, err, out)
+	}
+	return string(out)
+}
+
+// statusNames checks that `stele status` on every running node of f
+// names, for each partition in writers, its writer node.
+func (f *fixture) statusNames(writers map[string]int) {
+	f.t.Helper()
+	for i, s := range f.nodes {
+		if !s.Running() {
+			continue
+		}
+		out := f.status(i)
+		if i == 0 {
+			f.t.Logf("stele status on node 0 of partition %s:\n%s", f.log, out)
+		}
+		if want := fmt.Sprintf("serves partition %s:", f.log); !strings.Contains(string(out), want) {
+			f.t.Errorf("stele status on node %d does not say %q:\n%s", i, want, out)
+		}
+		for log, w := range writers {
+			if want := fmt.Sprintf(" %s: writer s%d", log, w); !strings.Contains(string(out), want) {
+				f.t.Errorf("stele status on node %d of partition %s does not say %q:\n%s", i, f.log, want, out)
+			}
+		}
+	}
 }

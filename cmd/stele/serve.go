@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -177,7 +179,7 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		defer stopCluster()
 		logw = clusterLog{store, node}
 		if !cfg.Stream.Disabled {
-			logger.Info("the lineage stream is not published by cluster nodes yet; the replicated log stream is on NATS", "stream", "STELE_MAIN_LOG")
+			logger.Info("the lineage stream is not published by cluster nodes yet; the replicated log stream is on NATS", "stream", "STELE_"+strings.ToUpper(cmp.Or(cfg.Cluster.Log, "main"))+"_LOG")
 			cfg.Stream.Disabled = true
 		}
 	}
@@ -204,6 +206,9 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 	follows := follow.NewMetrics(nil)
 	reg.MustRegister(follows)
 	defer follows.Observe("index", store, store.Indexed)()
+	if node != nil {
+		reg.MustRegister(clusterCollector{node})
+	}
 	engine := query.New(store, ix)
 	apiCfg := api.Config{
 		Log:           logw,

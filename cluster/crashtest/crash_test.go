@@ -61,7 +61,10 @@ func TestKillWriter(t *testing.T) {
 	}
 	f.settle(max(maxSeq(acked), pg.end()))
 	cps = append(cps, f.checkpoint(0))
-	pg.check(f.verifyAll(acked, cps))
+	f.waitLineage(cps[len(cps)-1].size)
+	recs := f.verifyAll(acked, cps)
+	pg.check(recs)
+	f.checkLineage(recs)
 }
 
 // The writer paused (SIGSTOP) past its lease while the others go on: a new
@@ -93,7 +96,8 @@ func TestPausedWriterFenced(t *testing.T) {
 	acked := l.end()
 	f.settle(maxSeq(acked))
 	cps = append(cps, f.checkpoint(w))
-	f.verifyAll(acked, cps)
+	f.waitLineage(cps[len(cps)-1].size)
+	f.checkLineage(f.verifyAll(acked, cps))
 }
 
 // One NATS server of three killed under load: writes go on. Two: writes
@@ -208,6 +212,8 @@ func TestPartitions(t *testing.T) {
 	a.settle(maxSeq(ackA))
 	b.settle(maxSeq(ackB))
 	cpsA, cpsB = append(cpsA, a.checkpoint(1)), append(cpsB, b.checkpoint(wb))
-	a.verifyAll(ackA, cpsA)
-	b.verifyAll(ackB, cpsB)
+	a.waitLineage(cpsA[len(cpsA)-1].size)
+	b.waitLineage(cpsB[len(cpsB)-1].size)
+	a.checkLineage(a.verifyAll(ackA, cpsA))
+	b.checkLineage(b.verifyAll(ackB, cpsB))
 }

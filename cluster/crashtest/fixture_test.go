@@ -42,6 +42,7 @@ type fixture struct {
 	bin        string
 	nodes      []*stelebin.Server
 	kv         jetstream.KeyValue // the partition's lease bucket
+	js         jetstream.JetStream
 	vkey       string
 	ttl        time.Duration
 	log        string // the partition
@@ -139,14 +140,14 @@ func (f *fixture) start(extra []nodeArgs) {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
+	f.js, err = jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for {
-		if f.kv, err = js.KeyValue(ctx, "STELE_"+strings.ToUpper(f.log)+"_LEASE"); err == nil {
+		if f.kv, err = f.js.KeyValue(ctx, "STELE_"+strings.ToUpper(f.log)+"_LEASE"); err == nil {
 			break
 		}
 		if ctx.Err() != nil {
@@ -474,4 +475,76 @@ func (f *fixture) statusNames(writers map[string]int) {
 			}
 		}
 	}
+}
+
+// lineageStream is the partition's lineage stream on the cluster's NATS.
+func (f *fixture) lineageStream() string {
+	if f.log == "main" {
+		return "STELE_LINEAGE"
+	}
+	return "STELE_LINEAGE_" + strings.ToUpper(f.log)
+}
+
+// waitLineage waits until the partition's lineage stream holds at least
+// size messages (its writer publishes them after the kills too).
+func (f *fixture) waitLineage(size uint64) {
+	f.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		st, err := f.js.Stream(ctx, f.lineageStream())
+		cancel()
+		if err == nil && st.CachedInfo().State.Msgs >= size {
+			return
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("lineage stream %s: %v, want %d messages (err %v)", f.lineageStream(), st, size, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// checkLineage checks that the lineage stream holds every record of the
+// log once, in log order: message k carries Stele-Seq k and is the event
+// of the record at seq k (its id), whichever writer published it.
+func (f *fixture) checkLineage(recs []*record.Record) {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st, err := f.js.Stream(ctx, f.lineageStream())
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	if n := st.CachedInfo().State.Msgs; n != uint64(len(recs)) {
+		f.t.Fatalf("lineage stream %s holds %d messages, the log %d records", f.lineageStream(), n, len(recs))
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	for k := 0; k < len(recs); {
+		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		for m := range batch.Messages() {
+			if k >= len(recs) {
+				f.t.Fatalf("lineage stream %s: more messages than records", f.lineageStream())
+			}
+			var ev struct {
+				ID string `json:"id"`
+			}
+			if err := json.Unmarshal(m.Data(), &ev); err != nil {
+				f.t.Fatalf("lineage message %d: %v", k, err)
+			}
+			if seq := m.Headers().Get("Stele-Seq"); seq != strconv.Itoa(k) || ev.ID != recs[k].ID {
+				f.t.Fatalf("lineage message %d: Stele-Seq %s, event id %s; want seq %d, id %s", k, seq, ev.ID, k, recs[k].ID)
+			}
+			k++
+		}
+		if err := batch.Error(); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	f.t.Logf("lineage stream %s: %d messages, the log's records once each in order", f.lineageStream(), len(recs))
 }

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -31,7 +29,6 @@ import (
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/privacy"
 	"github.com/stele/stele/privacy/keystore"
-	"github.com/stele/stele/publish"
 	"github.com/stele/stele/query"
 	"github.com/stele/stele/record"
 	"github.com/stele/stele/ui"
@@ -178,10 +175,6 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		// Runs before the log closes (defers run last first).
 		defer stopCluster()
 		logw = clusterLog{store, node}
-		if !cfg.Stream.Disabled {
-			logger.Info("the lineage stream is not published by cluster nodes yet; the replicated log stream is on NATS", "stream", "STELE_"+strings.ToUpper(cmp.Or(cfg.Cluster.Log, "main"))+"_LOG")
-			cfg.Stream.Disabled = true
-		}
 	}
 	h := newHealth(api.StatusVerifying, "checking the stored log against its tree and checkpoints")
 	verifyCtx, stopVerify := context.WithCancel(ctx)
@@ -249,10 +242,14 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		apiCfg.Projections = projections
 	}
 	if !cfg.Stream.Disabled {
-		apiCfg.StreamSubjects = publish.DefaultSubjectPrefix
+		_, apiCfg.StreamSubjects = lineagePlace(cfg)
 	}
 	handler := api.New(apiCfg)
-	stopStream, err := startStream(cfg, store, reg, follows, logger)
+	var lead func() bool
+	if node != nil {
+		lead = node.Leader
+	}
+	stopStream, err := startStream(cfg, store, reg, follows, logger, lead)
 	if err != nil {
 		return fmt.Errorf("start lineage stream: %w", err)
 	}

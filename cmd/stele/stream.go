@@ -104,10 +104,10 @@ func startStream(cfg Config, store *logstore.Store, reg *prometheus.Registry, fo
 		Stream:        streamName,
 		SubjectPrefix: prefix,
 		Replicas:      replicas,
-		Encoder:    publish.Encoder{Source: "stele://" + cfg.Origin, Format: format},
-		CursorFile: filepath.Join(cfg.Data, "stream.cursor"),
-		Logger:     logger,
-		Metrics:    follows,
+		Encoder:       publish.Encoder{Source: "stele://" + cfg.Origin, Format: format},
+		CursorFile:    filepath.Join(cfg.Data, "stream.cursor"),
+		Logger:        logger,
+		Metrics:       follows,
 	})
 	if err != nil {
 		nc.Close()

@@ -50,7 +50,8 @@ func newPostgres(t *testing.T, node int) (*pgCapture, nodeArgs) {
 	return c, nodeArgs{node, []string{"--source", c.url}}
 }
 
-func (c *pgCapture) exec(q string, args ...any) error {
+// withConn runs fn on a new connection to the database.
+func (c *pgCapture) withConn(fn func(context.Context, *pgx.Conn) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, c.url)
@@ -58,8 +59,20 @@ func (c *pgCapture) exec(q string, args ...any) error {
 		return err
 	}
 	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, q, args...)
-	return err
+	return fn(ctx, conn)
+}
+
+func (c *pgCapture) exec(q string) error {
+	return c.withConn(func(ctx context.Context, conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, q)
+		return err
+	})
+}
+
+func (c *pgCapture) query(q string, dst ...any) error {
+	return c.withConn(func(ctx context.Context, conn *pgx.Conn) error {
+		return conn.QueryRow(ctx, q).Scan(dst...)
+	})
 }
 
 // start waits until the node holds the replication slot, then commits
@@ -104,17 +117,6 @@ func (c *pgCapture) start() {
 			time.Sleep(2 * time.Millisecond)
 		}
 	})
-}
-
-func (c *pgCapture) query(q string, dst ...any) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, c.url)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	return conn.QueryRow(ctx, q).Scan(dst...)
 }
 
 // end stops the workload, commits a last row (id 0) and waits until the
@@ -162,28 +164,24 @@ func (c *pgCapture) has0() bool {
 func (c *pgCapture) check(recs []*record.Record) {
 	t := c.f.t
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, c.url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, `SELECT id, v FROM items`)
-	if err != nil {
-		t.Fatal(err)
-	}
 	truth := map[int64]int{}
-	for rows.Next() {
-		var id int64
-		var v int
-		if err := rows.Scan(&id, &v); err != nil {
-			t.Fatal(err)
+	err := c.withConn(func(ctx context.Context, conn *pgx.Conn) error {
+		rows, err := conn.Query(ctx, `SELECT id, v FROM items`)
+		if err != nil {
+			return err
 		}
-		truth[id] = v
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
+		for rows.Next() {
+			var id int64
+			var v int
+			if err := rows.Scan(&id, &v); err != nil {
+				return err
+			}
+			truth[id] = v
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		t.Fatalf("read the table: %v", err)
 	}
 	inserts, updates := map[int64]int{}, map[int64]int{}
 	captured := 0

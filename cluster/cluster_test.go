@@ -258,6 +258,36 @@ func TestReplicatedAppend(t *testing.T) {
 	if _, err := nodes[0].store.Append(ctx, []*record.Record{rec("x", 0)}); !errors.Is(err, logstore.ErrReplica) {
 		t.Fatalf("Append on a replica store: %v, want ErrReplica", err)
 	}
+	// Each node's status and the partition listing agree on the writer;
+	// every candidate was sequenced.
+	leaders := 0
+	var writer string
+	for i, n := range nodes {
+		st := n.node.Status()
+		if st.Log != "main" || st.Node != fmt.Sprintf("s%d", i+1) || st.Records != 150 {
+			t.Fatalf("node %d status %+v", i, st)
+		}
+		if st.Leader {
+			leaders++
+			writer = st.Node
+		}
+	}
+	// The writer acks the last candidates once its own copy indexed them,
+	// which may be just after the appends returned.
+	var parts []cluster.Partition
+	for {
+		parts, err = nodes[0].node.Partitions(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(parts) != 1 || parts[0].Backlog == 0 || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if leaders != 1 || len(parts) != 1 || parts[0].Log != "main" || parts[0].Writer != writer || parts[0].Backlog != 0 || parts[0].Batches == 0 {
+		t.Fatalf("%d leaders (%s); partitions %+v: want main alone, written by %s, nothing waiting", leaders, writer, parts, writer)
+	}
 }
 
 // With one NATS server of three killed the cluster keeps sequencing; with

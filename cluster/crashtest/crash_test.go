@@ -184,8 +184,8 @@ func TestFailoverFigures(t *testing.T) {
 // partition's writer; both partitions end consistent and verifiable, each
 // against its own log key and origin.
 func TestPartitions(t *testing.T) {
-	a := newFixture(t, 2*time.Second)
-	b := a.partition("billing")
+	parts := newPartitions(t, 2*time.Second, "billing")
+	a, b := parts[0], parts[1]
 	la, lb := startLoad(a, 2), startLoad(b, 2)
 	time.Sleep(time.Second)
 	wa, wb := a.leader(), b.leader()

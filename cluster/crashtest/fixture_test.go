@@ -76,6 +76,16 @@ const binEnv = "STELE_CRASHTEST_BIN"
 // main; extra gives node i more arguments (a capture source).
 func newFixture(t *testing.T, ttl time.Duration, extra ...nodeArgs) *fixture {
 	t.Helper()
+	f := newUnstarted(t, ttl)
+	f.launch(extra)
+	f.ready()
+	return f
+}
+
+// newUnstarted starts the NATS cluster and writes the master key file;
+// the nodes are for launch.
+func newUnstarted(t *testing.T, ttl time.Duration) *fixture {
+	t.Helper()
 	f := &fixture{t: t, nats: natstest.StartT(t, 3), bin: os.Getenv(binEnv), ttl: ttl, log: "main", origin: origin}
 	// Every node unwraps the keys in the cluster's KV keystore with the
 	// one master key, kept outside the data directories as advised.
@@ -87,22 +97,40 @@ func newFixture(t *testing.T, ttl time.Duration, extra ...nodeArgs) *fixture {
 	if err := os.WriteFile(f.masterFile, []byte(base64.StdEncoding.EncodeToString(master)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f.start(extra)
 	return f
 }
 
-// partition starts three more nodes on f's NATS cluster, one on each of
-// the same three machines as far as the test can tell, serving partition
-// log: its own streams, lease, log key, origin and data directories,
-// sharing only the NATS servers and the keystore (and so its master key).
-func (f *fixture) partition(log string, extra ...nodeArgs) *fixture {
+// launchPartition starts three more nodes on f's NATS cluster, one on
+// each of the same three machines as far as the test can tell, serving
+// partition log: its own streams, lease, log key, origin and data
+// directories, sharing only the NATS servers and the keystore (and so its
+// master key). It does not wait for them (ready).
+func (f *fixture) launchPartition(log string, extra ...nodeArgs) *fixture {
 	f.t.Helper()
 	p := &fixture{t: f.t, nats: f.nats, bin: f.bin, ttl: f.ttl, log: log, origin: origin + "/" + log, masterFile: f.masterFile}
-	p.start(extra)
+	p.launch(extra)
 	return p
 }
 
-func (f *fixture) start(extra []nodeArgs) {
+// newPartitions starts the NATS cluster and three nodes of partition main
+// and of each other partition named, all at once (one start-up wait
+// instead of one per partition).
+func newPartitions(t *testing.T, ttl time.Duration, logs ...string) []*fixture {
+	t.Helper()
+	main := newUnstarted(t, ttl)
+	main.launch(nil)
+	all := []*fixture{main}
+	for _, l := range logs {
+		all = append(all, main.launchPartition(l))
+	}
+	for _, f := range all {
+		f.ready()
+	}
+	return all
+}
+
+// launch starts f's three processes without waiting for them.
+func (f *fixture) launch(extra []nodeArgs) {
 	t := f.t
 	t.Helper()
 	skey, vkey, err := note.GenerateKey(rand.Reader, f.origin)
@@ -132,6 +160,13 @@ func (f *fixture) start(extra []nodeArgs) {
 		s.Start()
 		f.nodes = append(f.nodes, s)
 	}
+}
+
+// ready waits until every node of f serves and its partition's lease
+// bucket exists.
+func (f *fixture) ready() {
+	t := f.t
+	t.Helper()
 	for i := range f.nodes {
 		f.waitServing(i)
 	}

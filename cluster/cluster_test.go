@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -400,5 +401,64 @@ func TestDivergedNodeStops(t *testing.T) {
 	}
 	if _, err := nodes[1].node.Append(ctx, []*record.Record{rec("d-3", 3)}); err != nil {
 		t.Fatalf("the healthy nodes stopped: %v", err)
+	}
+}
+
+// A partition refuses to start under an origin another partition signs
+// with (a witness would see two histories of one origin); under its own
+// it starts, and the listing names both partitions and their writers.
+func TestPartitionOrigin(t *testing.T) {
+	c := natstest.StartT(t, 3)
+	key := newLogKey(t)
+	main := startNode(t, c, key, t.TempDir(), "s1", 2*time.Second)
+	waitLeader(t, main)
+	start := func(o string, k logKey) (*cluster.Node, error) {
+		dir := t.TempDir()
+		k.install(t, dir)
+		ix, err := index.Open(filepath.Join(dir, "index"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ix.Close() })
+		store, err := logstore.Open(context.Background(), dir, logstore.Options{Origin: o, Hook: ix, Replica: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { store.Close() })
+		js, err := jetstream.New(main.nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return cluster.Start(ctx, cluster.Config{JS: js, Local: store, Index: ix, Name: "b1", Log: "billing", LeaseTTL: 2 * time.Second})
+	}
+	if _, err := start(origin, newLogKey(t)); !errors.Is(err, cluster.ErrOriginInUse) || !strings.Contains(err.Error(), origin+"/billing") {
+		t.Fatalf("partition billing under main's origin: %v, want ErrOriginInUse suggesting %s/billing", err, origin)
+	}
+	other := origin + "/billing"
+	s, v, err := note.GenerateKey(rand.Reader, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := start(other, logKey{s, v})
+	if err != nil {
+		t.Fatalf("partition billing under its own origin: %v", err)
+	}
+	t.Cleanup(b.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		parts, err := b.Partitions(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(parts) == 2 && parts[0].Log == "billing" && parts[0].Writer == "b1" && parts[1].Log == "main" && parts[1].Writer == "s1" {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("partitions %+v: want billing written by b1 and main by s1", parts)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -174,7 +174,23 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		ingestSubj: "stele.cluster." + cfg.Log + ".ingest", logSubj: "stele.cluster." + cfg.Log + ".log",
 		appliedCh: make(chan struct{}), waiters: make(map[string][]chan appliedRec)}
 	began := time.Now()
+	origin := cfg.Local.Keys().Verifier.Name()
 	var err error
+	var inUse error
+	err = retry(ctx, func(ctx context.Context) error {
+		err := n.checkOrigin(ctx, origin)
+		if errors.Is(err, ErrOriginInUse) {
+			inUse = err // a configuration mistake: no retry mends it
+			return nil
+		}
+		return err
+	})
+	if err == nil {
+		err = inUse
+	}
+	if err != nil {
+		return nil, err
+	}
 	err = retry(ctx, func(ctx context.Context) error {
 		n.ingest, err = cfg.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 			Name: "STELE_" + upper + "_INGEST", Subjects: []string{n.ingestSubj}, Replicas: cfg.Replicas,
@@ -194,6 +210,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			Name: "STELE_" + upper + "_LOG", Subjects: []string{n.logSubj}, Replicas: cfg.Replicas,
 			Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute, DenyDelete: true, DenyPurge: true,
 			Description: "Stele sequenced record batches with their signed checkpoints; the replicated log",
+			Metadata:    map[string]string{originMeta: origin},
 		})
 		return err
 	})

@@ -52,6 +52,44 @@ func Partitions(ctx context.Context, js jetstream.JetStream) ([]Partition, error
 	return out, nil
 }
 
+// ErrOriginInUse: another partition of the cluster signs its checkpoints
+// under the same origin. Its checkpoints and this one's would be
+// indistinguishable by name, and a witness tracking the origin would see
+// two histories (a split view).
+var ErrOriginInUse = errors.New("another partition of the cluster uses this origin")
+
+// originMeta is the log stream's metadata key naming the origin its
+// checkpoints are signed under.
+const originMeta = "stele_origin"
+
+// checkOrigin refuses an origin that another partition's log stream
+// names. Partitions started at the same moment with one origin can both
+// pass; the check is for the configuration mistake, not a race.
+func (n *Node) checkOrigin(ctx context.Context, origin string) error {
+	own := "STELE_" + strings.ToUpper(n.cfg.Log) + "_LOG"
+	names := n.cfg.JS.StreamNames(ctx, jetstream.WithStreamListSubject("stele.cluster.*.log"))
+	var others []string
+	for name := range names.Name() {
+		if name != own {
+			others = append(others, name)
+		}
+	}
+	if err := names.Err(); err != nil {
+		return fmt.Errorf("cluster: list the log streams: %w", err)
+	}
+	for _, name := range others {
+		st, err := n.cfg.JS.Stream(ctx, name)
+		if err != nil {
+			return fmt.Errorf("cluster: read log stream %s: %w", name, err)
+		}
+		if st.CachedInfo().Config.Metadata[originMeta] == origin {
+			return fmt.Errorf("cluster: partition %s: origin %q: %w (log stream %s); give each partition its own origin, such as %s/%s",
+				n.cfg.Log, origin, ErrOriginInUse, name, origin, n.cfg.Log)
+		}
+	}
+	return nil
+}
+
 func partition(ctx context.Context, js jetstream.JetStream, log string) (Partition, error) {
 	upper := strings.ToUpper(log)
 	p := Partition{Log: log}

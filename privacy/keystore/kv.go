@@ -196,6 +196,9 @@ func OpenKV(ctx context.Context, js jetstream.JetStream, bucket string, master M
 // erasure needs the secure delete of one message. Otherwise the stream is
 // the one CreateKeyValue makes (subjects, rollups, direct gets, one value
 // per key), so the KV API works on it unchanged.
+// attemptTimeout bounds one attempt of createBucket.
+const attemptTimeout = 5 * time.Second
+
 func createBucket(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (jetstream.KeyValue, error) {
 	cfg := jetstream.StreamConfig{
 		Name:              "KV_" + bucket,
@@ -216,30 +219,41 @@ func createBucket(ctx context.Context, js jetstream.JetStream, bucket string, re
 	}
 	var last error
 	for {
-		st, err := js.Stream(ctx, cfg.Name)
+		// Each attempt has its own deadline: a JetStream API request sent
+		// while the cluster elects its meta leader can go unanswered, and
+		// one such request must not use up the whole of ctx (seen in the
+		// cluster crash tests on a loaded machine: a node gave up at
+		// start after a minute).
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		st, err := js.Stream(actx, cfg.Name)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
-			st, err = js.CreateStream(ctx, cfg)
+			st, err = js.CreateStream(actx, cfg)
 			if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+				cancel()
 				continue // created by another node meanwhile
 			}
 		}
 		if err == nil {
 			if st.CachedInfo().Config.DenyDelete {
+				cancel()
 				return nil, fmt.Errorf("keystore: open KV %s: the bucket denies message deletes, so keys could not be erased; it was not created by Stele: use another bucket name", bucket)
 			}
-			kv, kerr := js.KeyValue(ctx, bucket)
+			kv, kerr := js.KeyValue(actx, bucket)
 			if kerr == nil {
+				cancel()
 				return kv, nil
 			}
 			// Right after another node created the stream its info can
 			// still be missing on this server (the stream's replicas are
 			// being placed), which the KV API reports as no bucket: a
 			// moment later it is there.
-			if !errors.Is(kerr, jetstream.ErrBucketNotFound) {
+			if !errors.Is(kerr, jetstream.ErrBucketNotFound) && !errors.Is(kerr, context.DeadlineExceeded) {
+				cancel()
 				return nil, fmt.Errorf("keystore: open KV %s: %w", bucket, kerr)
 			}
 			err = kerr
 		}
+		cancel()
 		last = err
 		select {
 		case <-ctx.Done():
@@ -261,7 +275,18 @@ func (s *KVStore) checkMaster(ctx context.Context) error {
 	if !isCASConflict(err) {
 		return fmt.Errorf("keystore: open KV: write the master canary: %w", err)
 	}
+	// The bucket allows direct gets, which any replica answers: right
+	// after another node created the canary, this server's replica may
+	// not hold it yet (seen with six nodes starting at once).
 	e, err := s.kv.Get(ctx, kvMasterKey)
+	for errors.Is(err, jetstream.ErrKeyNotFound) {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("keystore: open KV: read the master canary: %w (last: %w)", ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+		e, err = s.kv.Get(ctx, kvMasterKey)
+	}
 	if err != nil {
 		return fmt.Errorf("keystore: open KV: read the master canary: %w", err)
 	}

@@ -66,6 +66,16 @@ type testNode struct {
 
 func startNode(t testing.TB, c *natstest.Cluster, key logKey, dir, name string, ttl time.Duration) *testNode {
 	t.Helper()
+	tn, err := tryStartNode(t, c, key, dir, name, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tn
+}
+
+// tryStartNode is startNode answering cluster.Start's refusal.
+func tryStartNode(t testing.TB, c *natstest.Cluster, key logKey, dir, name string, ttl time.Duration) (*testNode, error) {
+	t.Helper()
 	key.install(t, dir)
 	ix, err := index.Open(filepath.Join(dir, "index"), nil)
 	if err != nil {
@@ -87,11 +97,14 @@ func startNode(t testing.TB, c *natstest.Cluster, key logKey, dir, name string, 
 	defer cancel()
 	n, err := cluster.Start(ctx, cluster.Config{JS: js, Local: store, Index: ix, Name: name, LeaseTTL: ttl, AckTimeout: 5 * time.Second, AckWait: time.Second})
 	if err != nil {
-		t.Fatal(err)
+		nc.Close()
+		store.Close()
+		ix.Close()
+		return nil, err
 	}
 	tn := &testNode{dir: dir, nc: nc, store: store, ix: ix, node: n}
 	t.Cleanup(tn.close)
-	return tn
+	return tn, nil
 }
 
 func (tn *testNode) close() {
@@ -367,18 +380,40 @@ func TestNATSQuorumLoss(t *testing.T) {
 	}
 }
 
-// A node whose copy cannot hold the writer's batches (here: it was given
-// another log key, so the writer's checkpoints do not verify) stops
-// following, says why with ErrDiverged, and refuses appends; the others
-// go on.
+// A node given another log key is refused at start (the log stream names
+// its key). On a stream that does not name it, the node starts, but its
+// copy cannot hold the writer's batches (their checkpoints do not verify
+// under its key): it stops following, says why with ErrDiverged, and
+// refuses appends; the others go on.
 func TestDivergedNodeStops(t *testing.T) {
 	c, nodes := startThree(t, 2*time.Second)
-	stray := startNode(t, c, newLogKey(t), t.TempDir(), "stray", 2*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	// A log with a batch: a node that cannot apply it can never catch up,
+	// so it can never write either, whether or not it wins the lease.
 	if _, err := nodes[0].node.Append(ctx, []*record.Record{rec("d-1", 1)}); err != nil {
 		t.Fatal(err)
 	}
+	strayKey := newLogKey(t)
+	if _, err := tryStartNode(t, c, strayKey, t.TempDir(), "stray", 2*time.Second); !errors.Is(err, cluster.ErrWrongKey) {
+		t.Fatalf("a node with another log key started: %v, want ErrWrongKey", err)
+	}
+	// A log stream from before streams named their key: the node starts,
+	// and the first batch's checkpoint stops it.
+	js, err := jetstream.New(nodes[0].nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, "STELE_MAIN_LOG")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := st.CachedInfo().Config
+	old.Metadata = nil
+	if _, err := js.UpdateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	stray := startNode(t, c, strayKey, t.TempDir(), "stray", 2*time.Second)
 	deadline := time.Now().Add(20 * time.Second)
 	for stray.node.Err() == nil {
 		if time.Now().After(deadline) {
@@ -386,7 +421,7 @@ func TestDivergedNodeStops(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	err := stray.node.Err()
+	err = stray.node.Err()
 	if !errors.Is(err, cluster.ErrDiverged) || !errors.Is(err, logstore.ErrTampered) {
 		t.Fatalf("Err() = %v, want ErrDiverged wrapping ErrTampered", err)
 	}

@@ -174,19 +174,20 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		ingestSubj: "stele.cluster." + cfg.Log + ".ingest", logSubj: "stele.cluster." + cfg.Log + ".log",
 		appliedCh: make(chan struct{}), waiters: make(map[string][]chan appliedRec)}
 	began := time.Now()
-	origin := cfg.Local.Keys().Verifier.Name()
+	keys := cfg.Local.Keys()
+	origin := keys.Verifier.Name()
 	var err error
-	var inUse error
+	var refused error
 	err = retry(ctx, func(ctx context.Context) error {
-		err := n.checkOrigin(ctx, origin)
-		if errors.Is(err, ErrOriginInUse) {
-			inUse = err // a configuration mistake: no retry mends it
+		err := n.checkLog(ctx, origin, keys.VerifierKey)
+		if errors.Is(err, ErrOriginInUse) || errors.Is(err, ErrWrongKey) {
+			refused = err // a configuration mistake: no retry mends it
 			return nil
 		}
 		return err
 	})
 	if err == nil {
-		err = inUse
+		err = refused
 	}
 	if err != nil {
 		return nil, err
@@ -210,7 +211,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			Name: "STELE_" + upper + "_LOG", Subjects: []string{n.logSubj}, Replicas: cfg.Replicas,
 			Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute, DenyDelete: true, DenyPurge: true,
 			Description: "Stele sequenced record batches with their signed checkpoints; the replicated log",
-			Metadata:    map[string]string{originMeta: origin},
+			Metadata:    map[string]string{originMeta: origin, keyMeta: keys.VerifierKey},
 		})
 		return err
 	})

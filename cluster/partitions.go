@@ -58,31 +58,49 @@ func Partitions(ctx context.Context, js jetstream.JetStream) ([]Partition, error
 // two histories (a split view).
 var ErrOriginInUse = errors.New("another partition of the cluster uses this origin")
 
-// originMeta is the log stream's metadata key naming the origin its
-// checkpoints are signed under.
-const originMeta = "stele_origin"
+// ErrWrongKey: this node's checkpoint key is not the one the log's
+// checkpoints are signed with. Were it to win the lease, every other node
+// would refuse its batches and stop; so it does not start.
+var ErrWrongKey = errors.New("this node's checkpoint key is not the log's")
 
-// checkOrigin refuses an origin that another partition's log stream
-// names. Partitions started at the same moment with one origin can both
-// pass; the check is for the configuration mistake, not a race.
-func (n *Node) checkOrigin(ctx context.Context, origin string) error {
+// Log stream metadata: the origin its checkpoints are signed under and the
+// verifier key that checks them, set by the nodes that create or update
+// the stream.
+const (
+	originMeta = "stele_origin"
+	keyMeta    = "stele_verifier_key"
+)
+
+// checkLog refuses a node whose verifier key is not the one the log
+// stream names, and an origin that another partition's log stream names.
+// Nodes with different keys or one origin started at the same moment on a
+// new cluster can both pass; the check is for the configuration mistake,
+// not a race (a batch signed with another key is still refused by every
+// node that applies it).
+func (n *Node) checkLog(ctx context.Context, origin, vkey string) error {
 	own := "STELE_" + strings.ToUpper(n.cfg.Log) + "_LOG"
 	names := n.cfg.JS.StreamNames(ctx, jetstream.WithStreamListSubject("stele.cluster.*.log"))
-	var others []string
+	var all []string
 	for name := range names.Name() {
-		if name != own {
-			others = append(others, name)
-		}
+		all = append(all, name)
 	}
 	if err := names.Err(); err != nil {
 		return fmt.Errorf("cluster: list the log streams: %w", err)
 	}
-	for _, name := range others {
+	for _, name := range all {
 		st, err := n.cfg.JS.Stream(ctx, name)
 		if err != nil {
 			return fmt.Errorf("cluster: read log stream %s: %w", name, err)
 		}
-		if st.CachedInfo().Config.Metadata[originMeta] == origin {
+		md := st.CachedInfo().Config.Metadata
+		if name == own {
+			if k := md[keyMeta]; k != "" && vkey != "" && k != vkey {
+				return fmt.Errorf("cluster: partition %s: %w: the log stream %s names verifier key %s, this node has %s; copy the log's keys/ into this node's data directory",
+					n.cfg.Log, ErrWrongKey, name, k, vkey)
+			}
+			continue
+		}
+		if md[originMeta] == origin {
 			return fmt.Errorf("cluster: partition %s: origin %q: %w (log stream %s); give each partition its own origin, such as %s/%s",
 				n.cfg.Log, origin, ErrOriginInUse, name, origin, n.cfg.Log)
 		}

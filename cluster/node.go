@@ -178,8 +178,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	origin := keys.Verifier.Name()
 	var err error
 	var refused error
+	var meta map[string]string
 	err = retry(ctx, func(ctx context.Context) error {
-		err := n.checkLog(ctx, origin, keys.VerifierKey)
+		var err error
+		meta, err = n.checkLog(ctx, origin, keys.VerifierKey)
 		if errors.Is(err, ErrOriginInUse) || errors.Is(err, ErrWrongKey) {
 			refused = err // a configuration mistake: no retry mends it
 			return nil
@@ -191,6 +193,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	if meta == nil {
+		meta = map[string]string{originMeta: origin, keyMeta: keys.VerifierKey}
 	}
 	err = retry(ctx, func(ctx context.Context) error {
 		n.ingest, err = cfg.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
@@ -211,7 +216,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			Name: "STELE_" + upper + "_LOG", Subjects: []string{n.logSubj}, Replicas: cfg.Replicas,
 			Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute, DenyDelete: true, DenyPurge: true,
 			Description: "Stele sequenced record batches with their signed checkpoints; the replicated log",
-			Metadata:    map[string]string{originMeta: origin, keyMeta: keys.VerifierKey},
+			Metadata:    meta, // the existing stream's, unchanged
+
 		})
 		return err
 	})

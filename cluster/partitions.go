@@ -64,8 +64,9 @@ var ErrOriginInUse = errors.New("another partition of the cluster uses this orig
 var ErrWrongKey = errors.New("this node's checkpoint key is not the log's")
 
 // Log stream metadata: the origin its checkpoints are signed under and the
-// verifier key that checks them, set by the nodes that create or update
-// the stream.
+// verifier key that checks them, set by the node that creates the stream
+// and never changed after: a node with the wrong key must not be able to
+// claim a stream that names none.
 const (
 	originMeta = "stele_origin"
 	keyMeta    = "stele_verifier_key"
@@ -77,35 +78,43 @@ const (
 // new cluster can both pass; the check is for the configuration mistake,
 // not a race (a batch signed with another key is still refused by every
 // node that applies it).
-func (n *Node) checkLog(ctx context.Context, origin, vkey string) error {
+//
+// It returns the metadata of the partition's own log stream, nil when
+// that does not exist yet.
+func (n *Node) checkLog(ctx context.Context, origin, vkey string) (map[string]string, error) {
 	own := "STELE_" + strings.ToUpper(n.cfg.Log) + "_LOG"
+	ownMeta := map[string]string(nil)
 	names := n.cfg.JS.StreamNames(ctx, jetstream.WithStreamListSubject("stele.cluster.*.log"))
 	var all []string
 	for name := range names.Name() {
 		all = append(all, name)
 	}
 	if err := names.Err(); err != nil {
-		return fmt.Errorf("cluster: list the log streams: %w", err)
+		return nil, fmt.Errorf("cluster: list the log streams: %w", err)
 	}
 	for _, name := range all {
 		st, err := n.cfg.JS.Stream(ctx, name)
 		if err != nil {
-			return fmt.Errorf("cluster: read log stream %s: %w", name, err)
+			return nil, fmt.Errorf("cluster: read log stream %s: %w", name, err)
 		}
 		md := st.CachedInfo().Config.Metadata
 		if name == own {
+			ownMeta = md
+			if ownMeta == nil {
+				ownMeta = map[string]string{}
+			}
 			if k := md[keyMeta]; k != "" && vkey != "" && k != vkey {
-				return fmt.Errorf("cluster: partition %s: %w: the log stream %s names verifier key %s, this node has %s; copy the log's keys/ into this node's data directory",
+				return nil, fmt.Errorf("cluster: partition %s: %w: the log stream %s names verifier key %s, this node has %s; copy the log's keys/ into this node's data directory",
 					n.cfg.Log, ErrWrongKey, name, k, vkey)
 			}
 			continue
 		}
 		if md[originMeta] == origin {
-			return fmt.Errorf("cluster: partition %s: origin %q: %w (log stream %s); give each partition its own origin, such as %s/%s",
+			return nil, fmt.Errorf("cluster: partition %s: origin %q: %w (log stream %s); give each partition its own origin, such as %s/%s",
 				n.cfg.Log, origin, ErrOriginInUse, name, origin, n.cfg.Log)
 		}
 	}
-	return nil
+	return ownMeta, nil
 }
 
 func partition(ctx context.Context, js jetstream.JetStream, log string) (Partition, error) {

@@ -414,6 +414,12 @@ func TestDivergedNodeStops(t *testing.T) {
 		t.Fatal(err)
 	}
 	stray := startNode(t, c, strayKey, t.TempDir(), "stray", 2*time.Second)
+	if st, err = js.Stream(ctx, "STELE_MAIN_LOG"); err != nil {
+		t.Fatal(err)
+	}
+	if k := st.CachedInfo().Config.Metadata["stele_verifier_key"]; k != "" {
+		t.Fatalf("the stray node claimed the stream that named no key: it names %s", k)
+	}
 	deadline := time.Now().Add(20 * time.Second)
 	for stray.node.Err() == nil {
 		if time.Now().After(deadline) {

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -382,18 +383,40 @@ func (f *fixture) checkpoint(i int) signedCheckpoint {
 	return signedCheckpoint{size, root}
 }
 
-// settle waits until every node's checkpoint covers at least size.
+// settle waits until every node's checkpoint covers at least size, the
+// partition's ingest stream holds no candidate left to sequence (a write
+// refused with a 503 may still be sequenced afterwards) and every node's
+// checkpoint is the same size: then their copies can be compared.
 func (f *fixture) settle(size uint64) {
 	f.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
-	for i := range f.nodes {
-		for f.checkpoint(i).size < size {
-			if time.Now().After(deadline) {
-				f.t.Fatalf("node %d's checkpoint stays at %d, want %d", i, f.checkpoint(i).size, size)
-			}
-			time.Sleep(50 * time.Millisecond)
+	for {
+		sizes := make([]uint64, len(f.nodes))
+		same := true
+		for i := range f.nodes {
+			sizes[i] = f.checkpoint(i).size
+			same = same && sizes[i] == sizes[0]
 		}
+		if same && sizes[0] >= size && f.backlog() == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("checkpoints of the nodes at %v, want one size of at least %d and no backlog (%d)", sizes, size, f.backlog())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// backlog is the number of candidates in the partition's ingest stream
+// (-1 when it cannot be read).
+func (f *fixture) backlog() int64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := f.js.Stream(ctx, "STELE_"+strings.ToUpper(f.log)+"_INGEST")
+	if err != nil {
+		return -1
+	}
+	return int64(st.CachedInfo().State.Msgs)
 }
 
 // verifyAll stops every node, then checks that their records.log files
@@ -490,24 +513,41 @@ func (f *fixture) status(i int) string {
 }
 
 // statusNames checks that `stele status` on every running node of f
-// names, for each partition in writers, its writer node.
-func (f *fixture) statusNames(writers map[string]int) {
+// names, for each partition of parts, the node holding its lease. Under
+// load a lease can change hands between the status and the check, so a
+// node's status counts only when the leases read before and after it
+// agree (a few tries).
+func (f *fixture) statusNames(parts ...*fixture) {
 	f.t.Helper()
+	leaders := func() []int {
+		ws := make([]int, len(parts))
+		for j, p := range parts {
+			ws[j] = p.leader()
+		}
+		return ws
+	}
 	for i, s := range f.nodes {
 		if !s.Running() {
 			continue
 		}
-		out := f.status(i)
-		if i == 0 {
-			f.t.Logf("stele status on node 0 of partition %s:\n%s", f.log, out)
-		}
-		if want := fmt.Sprintf("serves partition %s:", f.log); !strings.Contains(string(out), want) {
-			f.t.Errorf("stele status on node %d does not say %q:\n%s", i, want, out)
-		}
-		for log, w := range writers {
-			if want := fmt.Sprintf(" %s: writer s%d", log, w); !strings.Contains(string(out), want) {
-				f.t.Errorf("stele status on node %d of partition %s does not say %q:\n%s", i, f.log, want, out)
+		for try := 0; ; try++ {
+			before := leaders()
+			out := f.status(i)
+			if !slices.Equal(before, leaders()) && try < 10 {
+				continue
 			}
+			if i == 0 {
+				f.t.Logf("stele status on node 0 of partition %s:\n%s", f.log, out)
+			}
+			if want := fmt.Sprintf("serves partition %s:", f.log); !strings.Contains(out, want) {
+				f.t.Errorf("stele status on node %d does not say %q:\n%s", i, want, out)
+			}
+			for j, p := range parts {
+				if want := fmt.Sprintf(" %s: writer s%d", p.log, before[j]); !strings.Contains(out, want) {
+					f.t.Errorf("stele status on node %d of partition %s does not say %q:\n%s", i, f.log, want, out)
+				}
+			}
+			break
 		}
 	}
 }

@@ -219,11 +219,9 @@ func createBucket(ctx context.Context, js jetstream.JetStream, bucket string, re
 	}
 	var last error
 	for {
-		// Each attempt has its own deadline: a JetStream API request sent
-		// while the cluster elects its meta leader can go unanswered, and
-		// one such request must not use up the whole of ctx (seen in the
-		// cluster crash tests on a loaded machine: a node gave up at
-		// start after a minute).
+		// Each attempt has its own deadline: while a new cluster places
+		// its meta leader a JetStream API request can go unanswered, and
+		// with only ctx's deadline one lost request would use it all up.
 		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
 		st, err := js.Stream(actx, cfg.Name)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -65,6 +66,16 @@ type testNode struct {
 
 func startNode(t testing.TB, c *natstest.Cluster, key logKey, dir, name string, ttl time.Duration) *testNode {
 	t.Helper()
+	tn, err := tryStartNode(t, c, key, dir, name, ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tn
+}
+
+// tryStartNode is startNode answering cluster.Start's refusal.
+func tryStartNode(t testing.TB, c *natstest.Cluster, key logKey, dir, name string, ttl time.Duration) (*testNode, error) {
+	t.Helper()
 	key.install(t, dir)
 	ix, err := index.Open(filepath.Join(dir, "index"), nil)
 	if err != nil {
@@ -86,11 +97,14 @@ func startNode(t testing.TB, c *natstest.Cluster, key logKey, dir, name string, 
 	defer cancel()
 	n, err := cluster.Start(ctx, cluster.Config{JS: js, Local: store, Index: ix, Name: name, LeaseTTL: ttl, AckTimeout: 5 * time.Second, AckWait: time.Second})
 	if err != nil {
-		t.Fatal(err)
+		nc.Close()
+		store.Close()
+		ix.Close()
+		return nil, err
 	}
 	tn := &testNode{dir: dir, nc: nc, store: store, ix: ix, node: n}
 	t.Cleanup(tn.close)
-	return tn
+	return tn, nil
 }
 
 func (tn *testNode) close() {
@@ -258,6 +272,36 @@ func TestReplicatedAppend(t *testing.T) {
 	if _, err := nodes[0].store.Append(ctx, []*record.Record{rec("x", 0)}); !errors.Is(err, logstore.ErrReplica) {
 		t.Fatalf("Append on a replica store: %v, want ErrReplica", err)
 	}
+	// Each node's status and the partition listing agree on the writer;
+	// every candidate was sequenced.
+	leaders := 0
+	var writer string
+	for i, n := range nodes {
+		st := n.node.Status()
+		if st.Log != "main" || st.Node != fmt.Sprintf("s%d", i+1) || st.Records != 150 {
+			t.Fatalf("node %d status %+v", i, st)
+		}
+		if st.Leader {
+			leaders++
+			writer = st.Node
+		}
+	}
+	// The writer acks the last candidates once its own copy indexed them,
+	// which may be just after the appends returned.
+	var parts []cluster.Partition
+	for {
+		parts, err = nodes[0].node.Partitions(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(parts) != 1 || parts[0].Backlog == 0 || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if leaders != 1 || len(parts) != 1 || parts[0].Log != "main" || parts[0].Writer != writer || parts[0].Backlog != 0 || parts[0].Batches == 0 {
+		t.Fatalf("%d leaders (%s); partitions %+v: want main alone, written by %s, nothing waiting", leaders, writer, parts, writer)
+	}
 }
 
 // With one NATS server of three killed the cluster keeps sequencing; with
@@ -336,17 +380,45 @@ func TestNATSQuorumLoss(t *testing.T) {
 	}
 }
 
-// A node whose copy cannot hold the writer's batches (here: it was given
-// another log key, so the writer's checkpoints do not verify) stops
-// following, says why with ErrDiverged, and refuses appends; the others
-// go on.
+// A node given another log key is refused at start (the log stream names
+// its key). On a stream that does not name it, the node starts, but its
+// copy cannot hold the writer's batches (their checkpoints do not verify
+// under its key): it stops following, says why with ErrDiverged, and
+// refuses appends; the others go on.
 func TestDivergedNodeStops(t *testing.T) {
 	c, nodes := startThree(t, 2*time.Second)
-	stray := startNode(t, c, newLogKey(t), t.TempDir(), "stray", 2*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	// A log with a batch: a node that cannot apply it can never catch up,
+	// so it can never write either, whether or not it wins the lease.
 	if _, err := nodes[0].node.Append(ctx, []*record.Record{rec("d-1", 1)}); err != nil {
 		t.Fatal(err)
+	}
+	strayKey := newLogKey(t)
+	if _, err := tryStartNode(t, c, strayKey, t.TempDir(), "stray", 2*time.Second); !errors.Is(err, cluster.ErrWrongKey) {
+		t.Fatalf("a node with another log key started: %v, want ErrWrongKey", err)
+	}
+	// A log stream from before streams named their key: the node starts,
+	// and the first batch's checkpoint stops it.
+	js, err := jetstream.New(nodes[0].nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := js.Stream(ctx, "STELE_MAIN_LOG")
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := st.CachedInfo().Config
+	old.Metadata = nil
+	if _, err := js.UpdateStream(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	stray := startNode(t, c, strayKey, t.TempDir(), "stray", 2*time.Second)
+	if st, err = js.Stream(ctx, "STELE_MAIN_LOG"); err != nil {
+		t.Fatal(err)
+	}
+	if k := st.CachedInfo().Config.Metadata["stele_verifier_key"]; k != "" {
+		t.Fatalf("the stray node claimed the stream that named no key: it names %s", k)
 	}
 	deadline := time.Now().Add(20 * time.Second)
 	for stray.node.Err() == nil {
@@ -355,7 +427,7 @@ func TestDivergedNodeStops(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	err := stray.node.Err()
+	err = stray.node.Err()
 	if !errors.Is(err, cluster.ErrDiverged) || !errors.Is(err, logstore.ErrTampered) {
 		t.Fatalf("Err() = %v, want ErrDiverged wrapping ErrTampered", err)
 	}
@@ -370,5 +442,64 @@ func TestDivergedNodeStops(t *testing.T) {
 	}
 	if _, err := nodes[1].node.Append(ctx, []*record.Record{rec("d-3", 3)}); err != nil {
 		t.Fatalf("the healthy nodes stopped: %v", err)
+	}
+}
+
+// A partition refuses to start under an origin another partition signs
+// with (a witness would see two histories of one origin); under its own
+// it starts, and the listing names both partitions and their writers.
+func TestPartitionOrigin(t *testing.T) {
+	c := natstest.StartT(t, 3)
+	key := newLogKey(t)
+	main := startNode(t, c, key, t.TempDir(), "s1", 2*time.Second)
+	waitLeader(t, main)
+	start := func(o string, k logKey) (*cluster.Node, error) {
+		dir := t.TempDir()
+		k.install(t, dir)
+		ix, err := index.Open(filepath.Join(dir, "index"), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ix.Close() })
+		store, err := logstore.Open(context.Background(), dir, logstore.Options{Origin: o, Hook: ix, Replica: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { store.Close() })
+		js, err := jetstream.New(main.nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		return cluster.Start(ctx, cluster.Config{JS: js, Local: store, Index: ix, Name: "b1", Log: "billing", LeaseTTL: 2 * time.Second})
+	}
+	if _, err := start(origin, newLogKey(t)); !errors.Is(err, cluster.ErrOriginInUse) || !strings.Contains(err.Error(), origin+"/billing") {
+		t.Fatalf("partition billing under main's origin: %v, want ErrOriginInUse suggesting %s/billing", err, origin)
+	}
+	other := origin + "/billing"
+	s, v, err := note.GenerateKey(rand.Reader, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := start(other, logKey{s, v})
+	if err != nil {
+		t.Fatalf("partition billing under its own origin: %v", err)
+	}
+	t.Cleanup(b.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for {
+		parts, err := b.Partitions(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(parts) == 2 && parts[0].Log == "billing" && parts[0].Writer == "b1" && parts[1].Log == "main" && parts[1].Writer == "s1" {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("partitions %+v: want billing written by b1 and main by s1", parts)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -11,7 +11,10 @@
 //     refuses a deposed writer's batch and the log cannot fork;
 //   - every node follows the log stream into its local store
 //     (logstore.Store.AppendSequenced), checking its root against the
-//     checkpoint the writer signed for each batch.
+//     checkpoint the writer signed for each batch;
+//   - a log is one partition (Config.Log): partitions share the NATS
+//     servers and nothing else, and Partitions lists them with their
+//     writers and backlogs.
 //
 // Log stream message (one per batch; stream sequence k is the k-th batch):
 //

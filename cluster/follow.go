@@ -131,6 +131,7 @@ func (n *Node) follow(ctx context.Context, start uint64) {
 				it.Stop()
 				return
 			}
+			n.pending.Store(meta.NumPending)
 		}
 		stop()
 		it.Stop()

@@ -148,6 +148,10 @@ type Node struct {
 
 	leader   atomic.Bool
 	diverged atomic.Pointer[error]
+	// pending is how many log stream batches were after the last one
+	// applied when it was delivered: the copy's lag, without asking the
+	// servers.
+	pending atomic.Uint64
 
 	stop context.CancelFunc
 	wg   sync.WaitGroup
@@ -170,7 +174,29 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		ingestSubj: "stele.cluster." + cfg.Log + ".ingest", logSubj: "stele.cluster." + cfg.Log + ".log",
 		appliedCh: make(chan struct{}), waiters: make(map[string][]chan appliedRec)}
 	began := time.Now()
+	keys := cfg.Local.Keys()
+	origin := keys.Verifier.Name()
 	var err error
+	var refused error
+	var meta map[string]string
+	err = retry(ctx, func(ctx context.Context) error {
+		var err error
+		meta, err = n.checkLog(ctx, origin, keys.VerifierKey)
+		if errors.Is(err, ErrOriginInUse) || errors.Is(err, ErrWrongKey) {
+			refused = err // a configuration mistake: no retry mends it
+			return nil
+		}
+		return err
+	})
+	if err == nil {
+		err = refused
+	}
+	if err != nil {
+		return nil, err
+	}
+	if meta == nil {
+		meta = map[string]string{originMeta: origin, keyMeta: keys.VerifierKey}
+	}
 	err = retry(ctx, func(ctx context.Context) error {
 		n.ingest, err = cfg.JS.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 			Name: "STELE_" + upper + "_INGEST", Subjects: []string{n.ingestSubj}, Replicas: cfg.Replicas,
@@ -190,6 +216,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 			Name: "STELE_" + upper + "_LOG", Subjects: []string{n.logSubj}, Replicas: cfg.Replicas,
 			Storage: jetstream.FileStorage, Duplicates: 2 * time.Minute, DenyDelete: true, DenyPurge: true,
 			Description: "Stele sequenced record batches with their signed checkpoints; the replicated log",
+			Metadata:    meta, // the existing stream's, unchanged
+
 		})
 		return err
 	})
@@ -260,6 +288,30 @@ func (n *Node) setDiverged(err error) {
 	if n.diverged.CompareAndSwap(nil, &err) {
 		n.log.Error("this node's copy of the log contradicts the cluster's; it stops following and serving", "err", err)
 	}
+}
+
+// Status is a node's view of its log, for metrics and `stele status`.
+type Status struct {
+	Log     string // the log (partition) name
+	Node    string // this node's name
+	Leader  bool   // this node holds the lease
+	Records uint64 // in this node's copy
+	Batches uint64 // log stream batches this node's copy holds
+	// Lag is the number of log stream batches this node's copy had not
+	// applied when it last received one (0 when caught up).
+	Lag uint64
+}
+
+// Status reports the node's own state; it asks NATS nothing.
+func (n *Node) Status() Status {
+	return Status{Log: n.cfg.Log, Node: n.cfg.Name, Leader: n.Leader(), Records: n.cfg.Local.Size(),
+		Batches: n.Applied(), Lag: n.pending.Load()}
+}
+
+// Partitions lists every partition of the cluster this node is on
+// (the package function Partitions).
+func (n *Node) Partitions(ctx context.Context) ([]Partition, error) {
+	return Partitions(ctx, n.cfg.JS)
 }
 
 // Applied is the last log stream sequence (batch) the local copy holds.

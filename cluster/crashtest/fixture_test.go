@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -33,16 +34,21 @@ import (
 
 const origin = "stele.test/cluster"
 
-// fixture is a NATS cluster and three stele nodes on it sharing one log
-// key (given to each node as a key file in its data directory).
+// fixture is a NATS cluster and three stele nodes on it serving one
+// partition, sharing its log key (given to each node as a key file in its
+// data directory).
 type fixture struct {
-	t     *testing.T
-	nats  *natstest.Cluster
-	bin   string
-	nodes []*stelebin.Server
-	kv    jetstream.KeyValue
-	vkey  string
-	ttl   time.Duration
+	t          *testing.T
+	nats       *natstest.Cluster
+	bin        string
+	nodes      []*stelebin.Server
+	kv         jetstream.KeyValue // the partition's lease bucket
+	js         jetstream.JetStream
+	vkey       string
+	ttl        time.Duration
+	log        string // the partition
+	origin     string
+	masterFile string
 }
 
 // TestMain builds the stele binary once for every test of the package:
@@ -67,27 +73,81 @@ func TestMain(m *testing.M) {
 // binEnv passes the binary TestMain built to the tests.
 const binEnv = "STELE_CRASHTEST_BIN"
 
-func newFixture(t *testing.T, ttl time.Duration) *fixture {
+// newFixture starts the NATS cluster and three nodes serving partition
+// main; extra gives node i more arguments (a capture source).
+func newFixture(t *testing.T, ttl time.Duration, extra ...nodeArgs) *fixture {
 	t.Helper()
-	f := &fixture{t: t, nats: natstest.StartT(t, 3), bin: os.Getenv(binEnv), ttl: ttl}
-	skey, vkey, err := note.GenerateKey(rand.Reader, origin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.vkey = vkey
+	f := newUnstarted(t, ttl)
+	f.launch(extra)
+	f.ready()
+	return f
+}
+
+// newUnstarted starts the NATS cluster and writes the master key file;
+// the nodes are for launch.
+func newUnstarted(t *testing.T, ttl time.Duration) *fixture {
+	t.Helper()
+	f := &fixture{t: t, nats: natstest.StartT(t, 3), bin: os.Getenv(binEnv), ttl: ttl, log: "main", origin: origin}
 	// Every node unwraps the keys in the cluster's KV keystore with the
 	// one master key, kept outside the data directories as advised.
 	master := make([]byte, 32)
 	if _, err := rand.Read(master); err != nil {
 		t.Fatal(err)
 	}
-	masterFile := filepath.Join(t.TempDir(), "master.key")
-	if err := os.WriteFile(masterFile, []byte(base64.StdEncoding.EncodeToString(master)+"\n"), 0o600); err != nil {
+	f.masterFile = filepath.Join(t.TempDir(), "master.key")
+	if err := os.WriteFile(f.masterFile, []byte(base64.StdEncoding.EncodeToString(master)+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return f
+}
+
+// launchPartition starts three more nodes on f's NATS cluster, one on
+// each of the same three machines as far as the test can tell, serving
+// partition log: its own streams, lease, log key, origin and data
+// directories, sharing only the NATS servers and the keystore (and so its
+// master key). It does not wait for them (ready).
+func (f *fixture) launchPartition(log string, extra ...nodeArgs) *fixture {
+	f.t.Helper()
+	p := &fixture{t: f.t, nats: f.nats, bin: f.bin, ttl: f.ttl, log: log, origin: origin + "/" + log, masterFile: f.masterFile}
+	p.launch(extra)
+	return p
+}
+
+// newPartitions starts the NATS cluster and three nodes of partition main
+// and of each other partition named, all at once (one start-up wait
+// instead of one per partition).
+func newPartitions(t *testing.T, ttl time.Duration, logs ...string) []*fixture {
+	t.Helper()
+	main := newUnstarted(t, ttl)
+	main.launch(nil)
+	all := []*fixture{main}
+	for _, l := range logs {
+		all = append(all, main.launchPartition(l))
+	}
+	for _, f := range all {
+		f.ready()
+	}
+	return all
+}
+
+// launch starts f's three processes without waiting for them.
+func (f *fixture) launch(extra []nodeArgs) {
+	t := f.t
+	t.Helper()
+	skey, vkey, err := note.GenerateKey(rand.Reader, f.origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.vkey = vkey
 	for i := range 3 {
-		s := stelebin.New(t, f.bin, "--origin", origin, "--cluster", f.nats.URLs(), "--cluster-node", fmt.Sprintf("s%d", i),
-			"--cluster-lease-ttl", ttl.String(), "--cluster-ack-timeout", "5s", "--log-level", "debug", "--master-key-file", masterFile)
+		s := stelebin.New(t, f.bin, "--origin", f.origin, "--cluster", f.nats.URLs(), "--cluster-node", fmt.Sprintf("s%d", i),
+			"--cluster-log", f.log, "--cluster-lease-ttl", f.ttl.String(), "--cluster-ack-timeout", "5s", "--log-level", "debug",
+			"--master-key-file", f.masterFile)
+		for _, e := range extra {
+			if e.node == i {
+				s.Args = append(s.Args, e.args...)
+			}
+		}
 		kd := filepath.Join(s.Data, "keys")
 		if err := os.MkdirAll(kd, 0o700); err != nil {
 			t.Fatal(err)
@@ -101,6 +161,13 @@ func newFixture(t *testing.T, ttl time.Duration) *fixture {
 		s.Start()
 		f.nodes = append(f.nodes, s)
 	}
+}
+
+// ready waits until every node of f serves and its partition's lease
+// bucket exists.
+func (f *fixture) ready() {
+	t := f.t
+	t.Helper()
 	for i := range f.nodes {
 		f.waitServing(i)
 	}
@@ -109,14 +176,14 @@ func newFixture(t *testing.T, ttl time.Duration) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
+	f.js, err = jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for {
-		if f.kv, err = js.KeyValue(ctx, "STELE_MAIN_LEASE"); err == nil {
+		if f.kv, err = f.js.KeyValue(ctx, "STELE_"+strings.ToUpper(f.log)+"_LEASE"); err == nil {
 			break
 		}
 		if ctx.Err() != nil {
@@ -124,7 +191,12 @@ func newFixture(t *testing.T, ttl time.Duration) *fixture {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return f
+}
+
+// nodeArgs are more command-line arguments for one node of a fixture.
+type nodeArgs struct {
+	node int
+	args []string
 }
 
 // waitServing waits until node i answers /healthz with 200.
@@ -311,25 +383,48 @@ func (f *fixture) checkpoint(i int) signedCheckpoint {
 	return signedCheckpoint{size, root}
 }
 
-// settle waits until every node's checkpoint covers at least size.
+// settle waits until every node's checkpoint covers at least size, the
+// partition's ingest stream holds no candidate left to sequence (a write
+// refused with a 503 may still be sequenced afterwards) and every node's
+// checkpoint is the same size: then their copies can be compared.
 func (f *fixture) settle(size uint64) {
 	f.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
-	for i := range f.nodes {
-		for f.checkpoint(i).size < size {
-			if time.Now().After(deadline) {
-				f.t.Fatalf("node %d's checkpoint stays at %d, want %d", i, f.checkpoint(i).size, size)
-			}
-			time.Sleep(50 * time.Millisecond)
+	for {
+		sizes := make([]uint64, len(f.nodes))
+		same := true
+		for i := range f.nodes {
+			sizes[i] = f.checkpoint(i).size
+			same = same && sizes[i] == sizes[0]
 		}
+		if same && sizes[0] >= size && f.backlog() == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("checkpoints of the nodes at %v, want one size of at least %d and no backlog (%d)", sizes, size, f.backlog())
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// backlog is the number of candidates in the partition's ingest stream
+// (-1 when it cannot be read).
+func (f *fixture) backlog() int64 {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := f.js.Stream(ctx, "STELE_"+strings.ToUpper(f.log)+"_INGEST")
+	if err != nil {
+		return -1
+	}
+	return int64(st.CachedInfo().State.Msgs)
 }
 
 // verifyAll stops every node, then checks that their records.log files
 // are identical, `stele verify` passes on each, every acknowledged id is
 // stored once at its seq, and each checkpoint in cps is consistent with
-// the next (proofs checked with transparency-dev/merkle's verifier).
-func (f *fixture) verifyAll(acked map[string]uint64, cps []signedCheckpoint) {
+// the next (proofs checked with transparency-dev/merkle's verifier). It
+// returns the log's records.
+func (f *fixture) verifyAll(acked map[string]uint64, cps []signedCheckpoint) []*record.Record {
 	f.t.Helper()
 	for _, s := range f.nodes {
 		if err := s.Stop(); err != nil {
@@ -353,12 +448,13 @@ func (f *fixture) verifyAll(acked map[string]uint64, cps []signedCheckpoint) {
 		}
 	}
 	ctx := context.Background()
-	store, err := logstore.Open(ctx, f.nodes[0].Data, logstore.Options{Origin: origin, Replica: true})
+	store, err := logstore.Open(ctx, f.nodes[0].Data, logstore.Options{Origin: f.origin, Replica: true})
 	if err != nil {
 		f.t.Fatal(err)
 	}
 	defer store.Close()
 	seen := map[string]uint64{}
+	recs := make([]*record.Record, 0, store.Size())
 	for seq := uint64(0); seq < store.Size(); seq++ {
 		raw, err := store.ReadRaw(seq)
 		if err != nil {
@@ -372,6 +468,7 @@ func (f *fixture) verifyAll(acked map[string]uint64, cps []signedCheckpoint) {
 			f.t.Fatalf("id %s stored at seqs %d and %d", r.ID, prev, seq)
 		}
 		seen[r.ID] = seq
+		recs = append(recs, r)
 	}
 	for id, seq := range acked {
 		if got, ok := seen[id]; !ok || got != seq {
@@ -394,6 +491,7 @@ func (f *fixture) verifyAll(acked map[string]uint64, cps []signedCheckpoint) {
 		}
 	}
 	f.t.Logf("%d records, %d acknowledged, %d checkpoints consistent", store.Size(), len(acked), len(cps))
+	return recs
 }
 
 func maxSeq(acked map[string]uint64) uint64 {
@@ -402,4 +500,138 @@ func maxSeq(acked map[string]uint64) uint64 {
 		n = max(n, s+1)
 	}
 	return n
+}
+
+// status runs `stele status` against node i.
+func (f *fixture) status(i int) string {
+	f.t.Helper()
+	out, err := exec.Command(f.bin, "status", "--url", "http://"+f.nodes[i].Addr()).CombinedOutput()
+	if err != nil {
+		f.t.Fatalf("stele status on node %d of partition %s: %v\n%s", i, f.log, err, out)
+	}
+	return string(out)
+}
+
+// statusNames checks that `stele status` on every running node of f
+// names, for each partition of parts, the node holding its lease. Under
+// load a lease can change hands between the status and the check, so a
+// node's status counts only when the leases read before and after it
+// agree (a few tries).
+func (f *fixture) statusNames(parts ...*fixture) {
+	f.t.Helper()
+	leaders := func() []int {
+		ws := make([]int, len(parts))
+		for j, p := range parts {
+			ws[j] = p.leader()
+		}
+		return ws
+	}
+	for i, s := range f.nodes {
+		if !s.Running() {
+			continue
+		}
+		for try := 0; ; try++ {
+			before := leaders()
+			out := f.status(i)
+			if !slices.Equal(before, leaders()) && try < 10 {
+				continue
+			}
+			if i == 0 {
+				f.t.Logf("stele status on node 0 of partition %s:\n%s", f.log, out)
+			}
+			if want := fmt.Sprintf("serves partition %s:", f.log); !strings.Contains(out, want) {
+				f.t.Errorf("stele status on node %d does not say %q:\n%s", i, want, out)
+			}
+			for j, p := range parts {
+				if want := fmt.Sprintf(" %s: writer s%d", p.log, before[j]); !strings.Contains(out, want) {
+					f.t.Errorf("stele status on node %d of partition %s does not say %q:\n%s", i, f.log, want, out)
+				}
+			}
+			break
+		}
+	}
+}
+
+// lineageStream is the partition's lineage stream on the cluster's NATS.
+func (f *fixture) lineageStream() string {
+	if f.log == "main" {
+		return "STELE_LINEAGE"
+	}
+	return "STELE_LINEAGE_" + strings.ToUpper(f.log)
+}
+
+// waitLineage waits until the partition's lineage stream holds at least
+// size messages (its writer publishes them after the kills too).
+func (f *fixture) waitLineage(size uint64) {
+	f.t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		st, err := f.js.Stream(ctx, f.lineageStream())
+		cancel()
+		if err == nil && st.CachedInfo().State.Msgs >= size {
+			return
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("lineage stream %s: %v, want %d messages (err %v)", f.lineageStream(), st, size, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// checkLineage checks that the lineage stream holds every record of the
+// log once, in log order: message k carries Stele-Seq k and is the event
+// of the record at seq k (its id), whichever writer published it.
+func (f *fixture) checkLineage(recs []*record.Record) {
+	f.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// On a loaded machine the JetStream API can be briefly without a
+	// responder (a meta leader election); the stream is there regardless.
+	var st jetstream.Stream
+	var cons jetstream.Consumer
+	for {
+		var err error
+		if st, err = f.js.Stream(ctx, f.lineageStream()); err == nil {
+			if cons, err = st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{}); err == nil {
+				break
+			}
+		}
+		if ctx.Err() != nil {
+			f.t.Fatalf("lineage stream %s: %v", f.lineageStream(), err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if n := st.CachedInfo().State.Msgs; n != uint64(len(recs)) {
+		f.t.Fatalf("lineage stream %s holds %d messages, the log %d records", f.lineageStream(), n, len(recs))
+	}
+	for k := 0; k < len(recs); {
+		batch, err := cons.Fetch(1000, jetstream.FetchMaxWait(5*time.Second))
+		if err != nil {
+			if ctx.Err() != nil {
+				f.t.Fatalf("lineage stream %s after %d messages: %v", f.lineageStream(), k, err)
+			}
+			time.Sleep(200 * time.Millisecond)
+			continue // the ordered consumer resumes after the last delivered
+		}
+		for m := range batch.Messages() {
+			if k >= len(recs) {
+				f.t.Fatalf("lineage stream %s: more messages than records", f.lineageStream())
+			}
+			var ev struct {
+				ID string `json:"id"`
+			}
+			if err := json.Unmarshal(m.Data(), &ev); err != nil {
+				f.t.Fatalf("lineage message %d: %v", k, err)
+			}
+			if seq := m.Headers().Get("Stele-Seq"); seq != strconv.Itoa(k) || ev.ID != recs[k].ID {
+				f.t.Fatalf("lineage message %d: Stele-Seq %s, event id %s; want seq %d, id %s", k, seq, ev.ID, k, recs[k].ID)
+			}
+			k++
+		}
+		if err := batch.Error(); err != nil && ctx.Err() != nil {
+			f.t.Fatalf("lineage stream %s after %d messages: %v", f.lineageStream(), k, err)
+		}
+	}
+	f.t.Logf("lineage stream %s: %d messages, the log's records once each in order", f.lineageStream(), len(recs))
 }

@@ -9,11 +9,11 @@ import (
 // cluster: is read as a mapping or as the URLs alone, through the same
 // setters as --cluster and STELE_CLUSTER*, and mistakes name the key.
 func TestClusterConfig(t *testing.T) {
-	cfg, err := loadTest(t, "cluster:\n  nats: nats://a:4222,nats://b:4222\n  node: a\n  lease_ttl: 3s\n  ack_timeout: 4s\n", nil)
+	cfg, err := loadTest(t, "cluster:\n  nats: nats://a:4222,nats://b:4222\n  node: a\n  lease_ttl: 3s\n  ack_timeout: 4s\n  log: billing\n", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := ClusterConfig{URLs: "nats://a:4222,nats://b:4222", Node: "a", LeaseTTL: 3 * time.Second, AckTimeout: 4 * time.Second}
+	want := ClusterConfig{URLs: "nats://a:4222,nats://b:4222", Node: "a", LeaseTTL: 3 * time.Second, AckTimeout: 4 * time.Second, Log: "billing"}
 	if cfg.Cluster != want {
 		t.Fatalf("cluster: mapping gave %+v, want %+v", cfg.Cluster, want)
 	}
@@ -45,7 +45,9 @@ func TestClusterConfig(t *testing.T) {
 		wants []string
 	}{
 		{yaml: "cluster:\n  nats: http://a:80\n", wants: []string{"cluster.nats", "nats://"}},
-		{yaml: "cluster:\n  brokers: x\n", wants: []string{`unknown key "brokers"`, "ack_timeout, lease_ttl, nats, node"}},
+		{yaml: "cluster:\n  brokers: x\n", wants: []string{`unknown key "brokers"`, "ack_timeout, lease_ttl, log, nats, node"}},
+		{yaml: "cluster:\n  log: Billing\n", wants: []string{"cluster.log", "a-z, 0-9 and _"}},
+		{args: []string{"--cluster-log", "billing.eu"}, wants: []string{"--cluster-log", "a-z, 0-9 and _"}},
 		{yaml: "cluster:\n  lease_ttl: 0s\n", wants: []string{"cluster.lease_ttl", "positive"}},
 		{args: []string{"--cluster", "a:4222"}, wants: []string{"--cluster", "nats://"}},
 	} {

@@ -29,7 +29,6 @@ import (
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/privacy"
 	"github.com/stele/stele/privacy/keystore"
-	"github.com/stele/stele/publish"
 	"github.com/stele/stele/query"
 	"github.com/stele/stele/record"
 	"github.com/stele/stele/ui"
@@ -176,10 +175,6 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		// Runs before the log closes (defers run last first).
 		defer stopCluster()
 		logw = clusterLog{store, node}
-		if !cfg.Stream.Disabled {
-			logger.Info("the lineage stream is not published by cluster nodes yet; the replicated log stream is on NATS", "stream", "STELE_MAIN_LOG")
-			cfg.Stream.Disabled = true
-		}
 	}
 	h := newHealth(api.StatusVerifying, "checking the stored log against its tree and checkpoints")
 	verifyCtx, stopVerify := context.WithCancel(ctx)
@@ -204,6 +199,9 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 	follows := follow.NewMetrics(nil)
 	reg.MustRegister(follows)
 	defer follows.Observe("index", store, store.Indexed)()
+	if node != nil {
+		reg.MustRegister(clusterCollector{node})
+	}
 	engine := query.New(store, ix)
 	apiCfg := api.Config{
 		Log:           logw,
@@ -244,10 +242,14 @@ func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger
 		apiCfg.Projections = projections
 	}
 	if !cfg.Stream.Disabled {
-		apiCfg.StreamSubjects = publish.DefaultSubjectPrefix
+		_, apiCfg.StreamSubjects = lineagePlace(cfg)
 	}
 	handler := api.New(apiCfg)
-	stopStream, err := startStream(cfg, store, reg, follows, logger)
+	var lead func() bool
+	if node != nil {
+		lead = node.Leader
+	}
+	stopStream, err := startStream(cfg, store, reg, follows, logger, lead)
 	if err != nil {
 		return fmt.Errorf("start lineage stream: %w", err)
 	}

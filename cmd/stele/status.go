@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"maps"
 	"net/http"
 	"os"
 	"slices"
@@ -80,13 +81,14 @@ func printStatus(ctx context.Context, base, token string, out io.Writer, interva
 		_ = printStream(ctx, client, base, out)
 	}
 
-	first, err := scrapeSources(ctx, client, base)
+	first, logs, err := scrapeSources(ctx, client, base)
 	if err != nil {
 		// A server serving a tampered log answers only health and the
 		// checkpoint; what was printed so far says so.
 		fmt.Fprintf(out, "sources     unavailable: %v\n", err)
 		return &exitError{code: exitFailure}
 	}
+	printCluster(out, logs)
 	t0 := time.Now()
 	if len(first) == 0 {
 		fmt.Fprintln(out, "sources     none")
@@ -97,7 +99,7 @@ func printStatus(ctx context.Context, base, token string, out io.Writer, interva
 		return ctx.Err()
 	case <-time.After(interval):
 	}
-	second, err := scrapeSources(ctx, client, base)
+	second, _, err := scrapeSources(ctx, client, base)
 	if err != nil {
 		return err
 	}
@@ -241,17 +243,92 @@ func printStream(ctx context.Context, client *http.Client, base string, out io.W
 	return nil
 }
 
-// scrapeSources reads the stele_source_* metrics.
-func scrapeSources(ctx context.Context, client *http.Client, base string) (map[string]*sourceStatus, error) {
+// clusterStatus is what a cluster node's stele_cluster_* metrics say: the
+// partition it serves, and every partition of the cluster.
+type clusterStatus struct {
+	log, node    string
+	leader       bool
+	records, lag float64
+	readable     bool
+	partitions   map[string]*partitionStatus
+}
+
+type partitionStatus struct {
+	writer           string
+	batches, backlog float64
+}
+
+func (c *clusterStatus) partition(name string) *partitionStatus {
+	if c.partitions == nil {
+		c.partitions = map[string]*partitionStatus{}
+	}
+	p := c.partitions[name]
+	if p == nil {
+		p = &partitionStatus{}
+		c.partitions[name] = p
+	}
+	return p
+}
+
+// printCluster prints the partition the node serves and how far its copy
+// is behind, then every partition of the cluster with its writer and the
+// records waiting to be sequenced.
+func printCluster(out io.Writer, c *clusterStatus) {
+	if c.node == "" {
+		return // not a cluster node
+	}
+	fmt.Fprintf(out, "cluster     node %s serves partition %s: %.0f records here, %.0f log batches behind\n", c.node, c.log, c.records, c.lag)
+	if !c.readable {
+		fmt.Fprintln(out, "partitions  unavailable: the node cannot read them from NATS (no quorum, or unreachable)")
+		return
+	}
+	for _, name := range slices.Sorted(maps.Keys(c.partitions)) {
+		p := c.partitions[name]
+		writer := p.writer
+		switch {
+		case writer == "":
+			writer = "none"
+		case name == c.log && c.leader:
+			writer += " (this node)"
+		}
+		fmt.Fprintf(out, "partition   %s: writer %s; %.0f batches sequenced, %.0f records waiting\n", name, writer, p.batches, p.backlog)
+	}
+}
+
+// scrapeSources reads the stele_source_* metrics, and the stele_cluster_*
+// ones of a cluster node by partition.
+func scrapeSources(ctx context.Context, client *http.Client, base string) (map[string]*sourceStatus, *clusterStatus, error) {
 	body, _, err := fetch(ctx, client, base+"/metrics")
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	out := map[string]*sourceStatus{}
+	c := &clusterStatus{}
 	sc := bufio.NewScanner(strings.NewReader(string(body)))
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
 	for sc.Scan() {
 		name, labels, value, ok := parseSample(sc.Text())
+		if ok && strings.HasPrefix(name, "stele_cluster_") {
+			switch name {
+			case "stele_cluster_node":
+				c.log, c.node = labels["log"], labels["node"]
+			case "stele_cluster_leader":
+				c.leader = value == 1
+			case "stele_cluster_records":
+				c.records = value
+			case "stele_cluster_lag_batches":
+				c.lag = value
+			case "stele_cluster_partitions_readable":
+				c.readable = value == 1
+			case "stele_cluster_partition_writer":
+				c.partition(labels["log"]).writer = labels["writer"]
+			case "stele_cluster_partition_batches":
+				c.partition(labels["log"]).batches = value
+			case "stele_cluster_partition_backlog":
+				c.partition(labels["log"]).backlog = value
+			}
+			continue
+		}
 		if !ok || !strings.HasPrefix(name, "stele_source_") {
 			continue
 		}
@@ -275,9 +352,9 @@ func scrapeSources(ctx context.Context, client *http.Client, base string) (map[s
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("read %s/metrics: %w", base, err)
+		return nil, nil, fmt.Errorf("read %s/metrics: %w", base, err)
 	}
-	return out, nil
+	return out, c, nil
 }
 
 // parseSample parses one sample line of the Prometheus text format:

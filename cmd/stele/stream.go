@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -19,11 +20,25 @@ import (
 // defaultNATSListen is the embedded NATS server's usual client port.
 const defaultNATSListen = "127.0.0.1:4222"
 
+// lineagePlace is the JetStream stream and subject prefix of a server's
+// lineage stream: STELE_LINEAGE on stele.lineage.> for one machine and a
+// cluster's partition main; a partition of its own for any other, since
+// streams on one NATS cluster may not share subjects.
+func lineagePlace(cfg Config) (stream, prefix string) {
+	if cfg.Cluster.URLs == "" || cfg.Cluster.Log == "" || cfg.Cluster.Log == "main" {
+		return publish.DefaultStream, publish.DefaultSubjectPrefix
+	}
+	return publish.DefaultStream + "_" + strings.ToUpper(cfg.Cluster.Log), publish.DefaultSubjectPrefix + "_" + cfg.Cluster.Log
+}
+
 // startStream starts the lineage publisher (embedded NATS unless a URL is
-// configured) and returns the function that stops it. It runs until stop
-// is called, not until ctx ends, so records appended by requests still in
-// flight at shutdown are published too.
-func startStream(cfg Config, store *logstore.Store, reg *prometheus.Registry, follows *follow.Metrics, logger *slog.Logger) (stop func(), err error) {
+// configured, the cluster's NATS on a cluster node) and returns the
+// function that stops it. It runs until stop is called, not until ctx
+// ends, so records appended by requests still in flight at shutdown are
+// published too. With lead set (a cluster node) it publishes only while
+// lead() holds: the partition's writer publishes, and a new writer
+// continues from the stream's own last message.
+func startStream(cfg Config, store *logstore.Store, reg *prometheus.Registry, follows *follow.Metrics, logger *slog.Logger, lead func() bool) (stop func(), err error) {
 	if cfg.Stream.Disabled {
 		logger.Info("lineage stream disabled (stream.enabled: false)")
 		return func() {}, nil
@@ -32,6 +47,15 @@ func startStream(cfg Config, store *logstore.Store, reg *prometheus.Registry, fo
 	if err != nil {
 		return nil, err
 	}
+	replicas := 1
+	if cfg.Cluster.URLs != "" {
+		// Replicated like the log: an ack then means on a quorum.
+		replicas = 3
+		if cfg.Stream.NATSURL == "" {
+			cfg.Stream.NATSURL = cfg.Cluster.URLs
+		}
+	}
+	streamName, prefix := lineagePlace(cfg)
 	var (
 		nc  *nats.Conn
 		emb *publish.Embedded
@@ -72,15 +96,18 @@ func startStream(cfg Config, store *logstore.Store, reg *prometheus.Registry, fo
 			// The URL may carry credentials; the error does not repeat it.
 			return nil, fmt.Errorf("stream.nats_url: %w", err)
 		}
-		logger.Info("lineage stream: external NATS JetStream", "servers", len(nc.Servers()), "stream", publish.DefaultStream)
+		logger.Info("lineage stream: external NATS JetStream", "servers", len(nc.Servers()), "stream", streamName, "subjects", prefix+".>")
 	}
 	pub, err := publish.New(publish.Config{
-		Log:        store,
-		Conn:       nc,
-		Encoder:    publish.Encoder{Source: "stele://" + cfg.Origin, Format: format},
-		CursorFile: filepath.Join(cfg.Data, "stream.cursor"),
-		Logger:     logger,
-		Metrics:    follows,
+		Log:           store,
+		Conn:          nc,
+		Stream:        streamName,
+		SubjectPrefix: prefix,
+		Replicas:      replicas,
+		Encoder:       publish.Encoder{Source: "stele://" + cfg.Origin, Format: format},
+		CursorFile:    filepath.Join(cfg.Data, "stream.cursor"),
+		Logger:        logger,
+		Metrics:       follows,
 	})
 	if err != nil {
 		nc.Close()
@@ -112,7 +139,11 @@ func startStream(cfg Config, store *logstore.Store, reg *prometheus.Registry, fo
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = pub.Run(ctx)
+		if lead == nil {
+			_ = pub.Run(ctx)
+			return
+		}
+		runWhileLeading(ctx, lead, func(ctx context.Context) { _ = pub.Run(ctx) })
 	}()
 	return func() {
 		cancel()
@@ -122,4 +153,40 @@ func startStream(cfg Config, store *logstore.Store, reg *prometheus.Registry, fo
 			emb.Shutdown()
 		}
 	}, nil
+}
+
+// leadPoll is how often runWhileLeading checks the lease: a new writer
+// starts publishing within it, and a deposed one stops within it (a
+// publish of the deposed one meanwhile is refused by the stream's
+// expected last sequence, so the overlap cannot duplicate or reorder).
+const leadPoll = 200 * time.Millisecond
+
+// runWhileLeading runs fn with a context that ends when lead() stops
+// holding, each time it starts holding, until ctx ends.
+func runWhileLeading(ctx context.Context, lead func() bool, fn func(context.Context)) {
+	t := time.NewTicker(leadPoll)
+	defer t.Stop()
+	for {
+		if lead() {
+			lctx, cancel := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				fn(lctx)
+			}()
+			for lead() && ctx.Err() == nil {
+				select {
+				case <-ctx.Done():
+				case <-t.C:
+				}
+			}
+			cancel()
+			<-done
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -81,7 +82,7 @@ func TestStartStreamEmbedded(t *testing.T) {
 	cfg.Data = dir
 	cfg.Stream = StreamConfig{Listen: addr, Format: "debezium"}
 	reg := prometheus.NewRegistry()
-	stop, err := startStream(cfg, store, reg, nil, slog.New(slog.DiscardHandler))
+	stop, err := startStream(cfg, store, reg, nil, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,5 +137,57 @@ func TestStartStreamEmbedded(t *testing.T) {
 	}
 	if err := json.Unmarshal(msg.Data, &ev); err != nil || msg.Subject != "stele.lineage.crm.customers.insert" || ev.Data.Op != "c" || ev.Data.After["id"] != 1.0 {
 		t.Fatalf("message on %s: %s (%v); want a Debezium insert of the record", msg.Subject, msg.Data, err)
+	}
+}
+
+// A cluster node publishes only while it leads: fn starts each time lead
+// starts holding and its context ends each time lead stops, or the server
+// stops.
+func TestRunWhileLeading(t *testing.T) {
+	var leading atomic.Bool
+	started, stopped := make(chan struct{}, 4), make(chan struct{}, 4)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runWhileLeading(ctx, leading.Load, func(ctx context.Context) {
+			started <- struct{}{}
+			<-ctx.Done()
+			stopped <- struct{}{}
+		})
+	}()
+	for range 2 {
+		leading.Store(true)
+		<-started
+		leading.Store(false)
+		<-stopped
+	}
+	leading.Store(true)
+	<-started
+	cancel()
+	<-stopped
+	<-done
+	if len(started) != 0 || len(stopped) != 0 {
+		t.Fatalf("fn started %d more times and stopped %d more than lead allowed", len(started), len(stopped))
+	}
+}
+
+// One machine and partition main publish where they always did; another
+// partition gets a stream and subjects of its own, which may not overlap
+// main's on one NATS cluster.
+func TestLineagePlace(t *testing.T) {
+	for _, tc := range []struct {
+		cluster             ClusterConfig
+		stream, subjectsPfx string
+	}{
+		{ClusterConfig{}, "STELE_LINEAGE", "stele.lineage"},
+		{ClusterConfig{URLs: "nats://a:4222"}, "STELE_LINEAGE", "stele.lineage"},
+		{ClusterConfig{URLs: "nats://a:4222", Log: "main"}, "STELE_LINEAGE", "stele.lineage"},
+		{ClusterConfig{URLs: "nats://a:4222", Log: "billing"}, "STELE_LINEAGE_BILLING", "stele.lineage_billing"},
+	} {
+		st, pfx := lineagePlace(Config{Cluster: tc.cluster})
+		if st != tc.stream || pfx != tc.subjectsPfx {
+			t.Errorf("%+v: stream %s, prefix %s; want %s, %s", tc.cluster, st, pfx, tc.stream, tc.subjectsPfx)
+		}
 	}
 }

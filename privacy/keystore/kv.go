@@ -273,7 +273,18 @@ func (s *KVStore) checkMaster(ctx context.Context) error {
 	if !isCASConflict(err) {
 		return fmt.Errorf("keystore: open KV: write the master canary: %w", err)
 	}
+	// The bucket allows direct gets, which any replica answers: right
+	// after another node created the canary, this server's replica may
+	// not hold it yet (seen with six nodes starting at once).
 	e, err := s.kv.Get(ctx, kvMasterKey)
+	for errors.Is(err, jetstream.ErrKeyNotFound) {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("keystore: open KV: read the master canary: %w (last: %w)", ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+		e, err = s.kv.Get(ctx, kvMasterKey)
+	}
 	if err != nil {
 		return fmt.Errorf("keystore: open KV: read the master canary: %w", err)
 	}

@@ -57,6 +57,17 @@ func newFixture(t testing.TB) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { keys.Close() })
+	clock := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
+	f := &fixture{keys: keys, clock: &clock}
+	f.g, f.schemas = customersGuard(t, dir, keys, Options{Now: func() time.Time { return *f.clock }})
+	return f
+}
+
+// customersGuard is a Guard over keys and a registry in dir holding
+// customersSchema.
+func customersGuard(t testing.TB, dir string, keys Keys, opts Options) (*Guard, *schema.Registry) {
+	t.Helper()
+	ctx := context.Background()
 	reg, err := schema.Open(filepath.Join(dir, "schemas"))
 	if err != nil {
 		t.Fatal(err)
@@ -64,13 +75,11 @@ func newFixture(t testing.TB) *fixture {
 	if _, _, err := reg.Put(ctx, "crm.public.customers", []byte(customersSchema)); err != nil {
 		t.Fatal(err)
 	}
-	clock := time.Date(2026, 3, 10, 12, 0, 0, 0, time.UTC)
-	f := &fixture{keys: keys, schemas: reg, clock: &clock}
-	f.g, err = New(ctx, keys, reg, Options{Now: func() time.Time { return *f.clock }})
+	g, err := New(ctx, keys, reg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return f
+	return g, reg
 }
 
 func customer(t testing.TB, id string, after string, at time.Time) *record.Record {

@@ -10,7 +10,6 @@ import (
 	"github.com/stele/stele/auth"
 	"github.com/stele/stele/internal/natstest"
 	"github.com/stele/stele/privacy/keystore"
-	"github.com/stele/stele/schema"
 )
 
 // A cluster key store that cannot confirm it is current (its NATS servers
@@ -32,17 +31,7 @@ func TestStaleClusterKeysAreUnavailable(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { keys.Close() })
-	reg, err := schema.Open(filepath.Join(dir, "schemas"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, _, err := reg.Put(ctx, "crm.public.customers", []byte(customersSchema)); err != nil {
-		t.Fatal(err)
-	}
-	g, err := New(ctx, keys, reg, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	g, _ := customersGuard(t, dir, keys, Options{})
 	at := time.Date(2026, 3, 10, 11, 0, 0, 0, time.UTC)
 	sealed := customer(t, "7", alice, at)
 	if err := g.Seal(ctx, sealed); err != nil {

@@ -20,16 +20,19 @@ import (
 // until stop is first called; stop returns the log's size then.
 func appender(t *testing.T, s *logstore.Store, from int) (stop func() uint64) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
+	// Stopping is a flag, not a cancelled context: an append whose
+	// caller gave up can still be stored after it returned, and the size
+	// stop reports must be the log's final one.
+	var stopping atomic.Bool
 	done := make(chan error, 1)
 	go func() {
 		defer close(done)
-		for i := from; ctx.Err() == nil; i += 10 {
+		for i := from; !stopping.Load(); i += 10 {
 			recs := make([]*record.Record, 10)
 			for j := range recs {
 				recs[j] = testRecord(i + j)
 			}
-			if _, err := s.Append(ctx, recs); err != nil && ctx.Err() == nil {
+			if _, err := s.Append(context.Background(), recs); err != nil {
 				done <- err
 				return
 			}
@@ -38,7 +41,7 @@ func appender(t *testing.T, s *logstore.Store, from int) (stop func() uint64) {
 	var once sync.Once
 	return func() uint64 {
 		once.Do(func() {
-			cancel()
+			stopping.Store(true)
 			if err := <-done; err != nil {
 				t.Errorf("append: %v", err)
 			}

@@ -1,7 +1,9 @@
 package logstore_test
 
 import (
+	"context"
 	"testing"
+	"time"
 )
 
 // TestAppendBusyCountsAppends: no time before the first append, some after
@@ -23,5 +25,30 @@ func TestAppendBusyCountsAppends(t *testing.T) {
 	appendN(t, s, 50, 50)
 	if later := s.AppendBusy(); later <= first {
 		t.Fatalf("AppendBusy %v after a second append, want more than %v", later, first)
+	}
+}
+
+// An AppendAsync is in progress from the call until its caller has the
+// answer, as an Append is: the lineage publisher's flow control sees a
+// pipelined capture source's burst too.
+func TestAppendBusyCountsAsyncAppends(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	ctx := context.Background()
+	wait, _, err := s.AppendAsync(ctx, testRecords(0, 50), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if b := s.AppendBusy(); b < 20*time.Millisecond {
+		t.Fatalf("AppendBusy %v while an async append waits for its answer, want at least 20ms", b)
+	}
+	if _, err := wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	done := s.AppendBusy()
+	time.Sleep(5 * time.Millisecond)
+	if again := s.AppendBusy(); again != done {
+		t.Fatalf("AppendBusy moved from %v to %v after the answer", done, again)
 	}
 }

@@ -129,6 +129,11 @@ func (s *Store) AppendAsync(ctx context.Context, recs []*record.Record, after fu
 	if err := s.WriteErr(); err != nil {
 		return nil, nil, err
 	}
+	// In progress, for AppendBusy, from now until the caller has its
+	// answer, as a synchronous Append is.
+	var leave sync.Once
+	exit := s.appending.enter()
+	done := func() { leave.Do(exit) }
 	req := &appendReq{recs: recs, bodies: make([][]byte, len(recs)), done: make(chan appendResult, 1), after: after, failed: new(atomic.Bool)}
 	if s.opts.Hook != nil {
 		req.prepared = make([][]byte, len(recs))
@@ -136,17 +141,23 @@ func (s *Store) AppendAsync(ctx context.Context, recs []*record.Record, after fu
 		req.epoch = s.follow.currentEpoch()
 	}
 	if err := s.prepare(ctx, req); err != nil {
+		done()
 		return nil, nil, err
 	}
 	if s.opts.Sealer != nil {
 		if err := s.opts.Sealer.Sync(ctx); err != nil {
+			done()
 			return nil, nil, fmt.Errorf("make sealing keys durable: %w", err)
 		}
 	}
 	if err := s.enqueue(ctx, req, false); err != nil {
+		done()
 		return nil, nil, err
 	}
-	wait = func(ctx context.Context) ([]stele.Appended, error) { return s.answer(ctx, req, "append") }
+	wait = func(ctx context.Context) ([]stele.Appended, error) {
+		defer done()
+		return s.answer(ctx, req, "append")
+	}
 	return wait, req.failed.Load, nil
 }
 

@@ -2,6 +2,8 @@ package capture
 
 import (
 	"context"
+	"encoding/json"
+	"time"
 
 	"github.com/stele/stele/record"
 )
@@ -41,4 +43,27 @@ func (b *Batcher) Flush(ctx context.Context) error {
 	}
 	b.batch = nil
 	return nil
+}
+
+// SnapshotMarker is the record a source appends after the last row of a
+// complete initial snapshot, under src (its Table set to "$snapshot").
+// Its id depends only on src and txPosition, so a source restarted after a
+// crash finds out, by looking the id up, whether its snapshot completed;
+// after describes the snapshot (position, rows) and stays out of the id.
+func SnapshotMarker(src record.Source, txPosition string, after map[string]any, at time.Time) *record.Record {
+	img, _ := json.Marshal(after)
+	img, _ = record.Canonical(img)
+	idx := int64(0)
+	src.Table = "$snapshot"
+	r := &record.Record{
+		Op:         record.OpSnapshot,
+		Source:     src,
+		Key:        json.RawMessage(`{"$snapshot":"complete"}`),
+		After:      img,
+		Actor:      json.RawMessage(`{"id":"unknown","type":"unknown"}`),
+		Tx:         &record.Tx{Position: txPosition, Index: &idx},
+		OccurredAt: at,
+	}
+	r.ID = record.DeriveID(r)
+	return r
 }

@@ -207,20 +207,8 @@ func snapshotTxPosition(p binlogPos) string { return "snapshot@" + p.binlog() }
 // snapshotMarker is the record appended after a snapshot's rows; its id
 // depends only on the source.
 func (s *Source) snapshotMarker(d snapshotDone) *record.Record {
-	after, _ := json.Marshal(map[string]any{"position": d.pos().String(), "binlog": d.pos().binlog(), "rows": d.Rows})
-	after, _ = record.Canonical(after)
-	idx := int64(0)
-	r := &record.Record{
-		Op:         record.OpSnapshot,
-		Source:     record.Source{Name: s.cfg.Name, Kind: "mysql", Database: s.database, Table: "$snapshot"},
-		Key:        json.RawMessage(`{"$snapshot":"complete"}`),
-		After:      after,
-		Actor:      unknownActor,
-		Tx:         &record.Tx{Position: "snapshot", Index: &idx},
-		OccurredAt: d.At,
-	}
-	r.ID = record.DeriveID(r)
-	return r
+	return capture.SnapshotMarker(record.Source{Name: s.cfg.Name, Kind: "mysql", Database: s.database}, "snapshot",
+		map[string]any{"position": d.pos().String(), "binlog": d.pos().binlog(), "rows": d.Rows}, d.At)
 }
 
 // snapshotWriter writes snapshot records to the rows file; they are

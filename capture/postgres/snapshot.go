@@ -39,7 +39,6 @@ package postgres
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -65,19 +64,8 @@ type IDLookup interface {
 
 // snapshotMarker returns the record appended after a complete snapshot.
 func (s *Source) snapshotMarker(pos string, rows int64) *record.Record {
-	after, _ := json.Marshal(map[string]any{"slot": s.cfg.Slot, "position": pos, "rows": rows})
-	after, _ = record.Canonical(after)
-	idx := int64(0)
-	r := &record.Record{
-		Op:     record.OpSnapshot,
-		Source: record.Source{Name: s.cfg.Name, Kind: "postgres", Database: s.database, Table: "$snapshot"},
-		Key:    json.RawMessage(`{"$snapshot":"complete"}`),
-		After:  after,
-		Actor:  unknownActor,
-		Tx:     &record.Tx{Position: "snapshot/" + s.cfg.Slot, Index: &idx},
-	}
-	r.ID = record.DeriveID(r)
-	return r
+	return capture.SnapshotMarker(record.Source{Name: s.cfg.Name, Kind: "postgres", Database: s.database}, "snapshot/"+s.cfg.Slot,
+		map[string]any{"slot": s.cfg.Slot, "position": pos, "rows": rows}, time.Time{})
 }
 
 // initialSnapshot runs before streaming starts: with Config.Snapshot set it

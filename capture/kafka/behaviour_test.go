@@ -125,8 +125,8 @@ func TestBackbone(t *testing.T) {
 	send := func(ms []msg) {
 		t.Helper()
 		sent = append(sent, ms...)
-		u.mu.Lock()
-		defer u.mu.Unlock()
+		u.Mu.Lock()
+		defer u.Mu.Unlock()
 		if err := u.produce(ctx, ms); err != nil {
 			t.Fatal(err)
 		}

@@ -151,15 +151,15 @@ type debeziumTopics struct {
 	txTop string
 	prod  *kgo.Client
 
-	mu sync.Mutex // serialises the connector's calls
-	*dbztest.Connector
-	offset map[string]int64 // record id → its message's offset in items
-	dec    debezium.Decoder
+	dbztest.Upstream                  // its Mu also guards offset
+	offset           map[string]int64 // record id → its message's offset in items
+	dec              debezium.Decoder
 }
 
 func newDebeziumTopics(t *testing.T, b *broker, name string, partitions int32) *debeziumTopics {
 	u := &debeziumTopics{b: b, t: t, name: name, items: name + ".public.items", typed: name + ".public.typed",
-		txTop: name + ".transaction", Connector: dbztest.New(name), offset: map[string]int64{}}
+		txTop: name + ".transaction", offset: map[string]int64{}}
+	u.Connector, u.Send = dbztest.New(name), u.produce
 	u.dec.SourceName = name
 	for _, topic := range []string{u.items, u.typed, u.txTop} {
 		if err := b.cluster().CreateTopic(topic, partitions, nil); err != nil {
@@ -236,20 +236,6 @@ func (u *debeziumTopics) produce(ctx context.Context, msgs []msg) error {
 	return nil
 }
 
-func (u *debeziumTopics) Apply(ctx context.Context, tx capturetest.Tx) error {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	changes := make([]dbztest.Change, len(tx.Changes))
-	for i, ch := range tx.Changes {
-		changes[i] = dbztest.Change{Op: ch.Op, ID: ch.ID, V: ch.V}
-	}
-	msgs, err := u.Connector.Apply(changes)
-	if err != nil {
-		return err
-	}
-	return u.produce(ctx, msgs)
-}
-
 // Acknowledged: the group's committed offset of the items topic; a record
 // is covered when its message is before it.
 func (u *debeziumTopics) Acknowledged(context.Context) (func(*record.Record) bool, error) {
@@ -262,12 +248,12 @@ func (u *debeziumTopics) Acknowledged(context.Context) (func(*record.Record) boo
 			committed = c.Offset
 		}
 	}
-	u.mu.Lock()
+	u.Mu.Lock()
 	offsets := make(map[string]int64, len(u.offset))
 	for k, v := range u.offset {
 		offsets[k] = v
 	}
-	u.mu.Unlock()
+	u.Mu.Unlock()
 	return func(r *record.Record) bool {
 		o, ok := offsets[r.ID]
 		return ok && o < committed
@@ -275,24 +261,6 @@ func (u *debeziumTopics) Acknowledged(context.Context) (func(*record.Record) boo
 }
 
 func (u *debeziumTopics) Restart(t *testing.T) { u.b.restart(t) }
-
-func (u *debeziumTopics) Truncate(ctx context.Context) error {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.produce(ctx, u.Connector.Truncate())
-}
-
-func (u *debeziumTopics) DDL(context.Context) error { return errors.New("unsupported") }
-
-func (u *debeziumTopics) WriteTyped(ctx context.Context) (capturetest.TypedRow, error) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	msgs, want, err := u.Typed()
-	if err != nil {
-		return capturetest.TypedRow{}, err
-	}
-	return capturetest.TypedRow{Table: "typed", Key: `{"id":1}`, Want: want}, u.produce(ctx, msgs)
-}
 
 func (u *debeziumTopics) CheckCredentialError(t *testing.T, err error) {
 	if !errors.Is(err, ErrAuth) {

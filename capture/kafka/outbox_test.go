@@ -34,9 +34,9 @@ func TestOutbox(t *testing.T) {
 		ev["source"].(map[string]any)["table"] = table
 		msgs[i].Topic, msgs[i].Value = "ob.public."+table, dbztest.MustJSON(ev)
 	}
-	u.mu.Lock()
+	u.Mu.Lock()
 	err := u.produce(context.Background(), msgs)
-	u.mu.Unlock()
+	u.Mu.Unlock()
 	if err != nil {
 		t.Fatal(err)
 	}

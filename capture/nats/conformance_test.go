@@ -98,7 +98,8 @@ func (h *natsHarness) Open(t *testing.T) capturetest.Upstream {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := &subjects{h: h, js: js, stream: strings.ToUpper(name), Connector: dbztest.New(name), seq: map[string]uint64{}}
+	u := &subjects{h: h, js: js, stream: strings.ToUpper(name), seq: map[string]uint64{}}
+	u.Connector, u.Send = dbztest.New(name), u.publish
 	u.dec.SourceName = name
 	if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: u.stream, Subjects: []string{name + ".>"}}); err != nil {
 		t.Fatal(err)
@@ -113,10 +114,9 @@ type subjects struct {
 	js     jetstream.JetStream
 	stream string
 
-	mu sync.Mutex // serialises the connector and seq
-	*dbztest.Connector
-	seq map[string]uint64 // record id → its message's stream sequence
-	dec debezium.Decoder
+	dbztest.Upstream                   // its Mu also guards seq
+	seq              map[string]uint64 // record id → its message's stream sequence
+	dec              debezium.Decoder
 }
 
 func (u *subjects) Name() string  { return u.Connector.Name }
@@ -176,20 +176,6 @@ func (u *subjects) publish(ctx context.Context, msgs []dbztest.Msg) error {
 	return nil
 }
 
-func (u *subjects) Apply(ctx context.Context, tx capturetest.Tx) error {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	changes := make([]dbztest.Change, len(tx.Changes))
-	for i, ch := range tx.Changes {
-		changes[i] = dbztest.Change{Op: ch.Op, ID: ch.ID, V: ch.V}
-	}
-	msgs, err := u.Connector.Apply(changes)
-	if err != nil {
-		return err
-	}
-	return u.publish(ctx, msgs)
-}
-
 // Acknowledged: the durable consumer's ack floor; a record is covered when
 // its message is at or below it (every message up to the floor is acked,
 // so the stream never delivers it again).
@@ -207,12 +193,12 @@ func (u *subjects) Acknowledged(ctx context.Context) (func(*record.Record) bool,
 		}
 		floor = info.AckFloor.Stream
 	}
-	u.mu.Lock()
+	u.Mu.Lock()
 	seq := make(map[string]uint64, len(u.seq))
 	for k, v := range u.seq {
 		seq[k] = v
 	}
-	u.mu.Unlock()
+	u.Mu.Unlock()
 	return func(r *record.Record) bool {
 		s, ok := seq[r.ID]
 		return ok && s <= floor
@@ -225,24 +211,6 @@ func (u *subjects) Restart(t *testing.T) {
 	u.h.ns.Shutdown()
 	u.h.ns.WaitForShutdown()
 	u.h.start(t)
-}
-
-func (u *subjects) Truncate(ctx context.Context) error {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return u.publish(ctx, u.Connector.Truncate())
-}
-
-func (u *subjects) DDL(context.Context) error { return errors.New("unsupported") }
-
-func (u *subjects) WriteTyped(ctx context.Context) (capturetest.TypedRow, error) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	msgs, want, err := u.Typed()
-	if err != nil {
-		return capturetest.TypedRow{}, err
-	}
-	return capturetest.TypedRow{Table: "typed", Key: `{"id":1}`, Want: want}, u.publish(ctx, msgs)
 }
 
 func (u *subjects) CheckCredentialError(t *testing.T, err error) {

@@ -86,8 +86,11 @@ func TestImportGraph(t *testing.T) {
 				}
 			}
 		}
+		// Test support may build on test support (dbztest's harness
+		// methods speak capturetest's types): neither reaches non-test
+		// code, which this loop checks for every other package.
 		for _, only := range testOnly {
-			if p.path != only && slices.Contains(p.deps, module+"/"+only) {
+			if !slices.Contains(testOnly, p.path) && slices.Contains(p.deps, module+"/"+only) {
 				t.Errorf("%s depends on %s, which is test support: import it from _test.go files only", p.path, only)
 			}
 		}

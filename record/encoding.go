@@ -235,9 +235,12 @@ func Decode(stored []byte) (*Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	r := new(Record)
-	if err := json.Unmarshal(stored[HeaderSize:], r); err != nil {
-		return nil, fmt.Errorf("%w: body of seq %d: %w", ErrFormat, seq, err)
+	r, ok := decodeStored(stored[HeaderSize:])
+	if !ok {
+		r = new(Record)
+		if err := json.Unmarshal(stored[HeaderSize:], r); err != nil {
+			return nil, fmt.Errorf("%w: body of seq %d: %w", ErrFormat, seq, err)
+		}
 	}
 	if r.Seq != 0 || !r.RecordedAt.IsZero() {
 		return nil, fmt.Errorf("%w: body of seq %d holds seq or recorded_at, which belong in the header", ErrFormat, seq)

@@ -1,0 +1,5 @@
+package record
+
+// DecodeStored lets the external tests compare the fast stored-body
+// decoder with encoding/json.
+var DecodeStored = decodeStored

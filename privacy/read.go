@@ -127,15 +127,20 @@ func (rd *Read) Commit(ctx context.Context) error {
 
 // Sizes at which a GatedWriter passes held bytes on.
 const (
-	GateFlush = 64 << 10 // when no clear read awaits recording
-	GateChunk = 1 << 20  // in any case, after recording the access
+	// GateFirstFlush is the first flush when no clear read awaits
+	// recording; each flush doubles it up to GateFlush, so that a reader
+	// wanting a screenful (the UI's table page) gets it without waiting
+	// for 64 KiB of a stream to be built.
+	GateFirstFlush = 4 << 10
+	GateFlush      = 64 << 10 // when no clear read awaits recording
+	GateChunk      = 1 << 20  // in any case, after recording the access
 )
 
 // Writer returns a writer that holds back a streamed answer so that no
 // byte of it leaves before the access record of what it shows is durable.
 // The caller reveals each record (Reveal) before writing its bytes.
 func (rd *Read) Writer(ctx context.Context, w io.Writer) *GatedWriter {
-	return &GatedWriter{rd: rd, ctx: ctx, w: w}
+	return &GatedWriter{rd: rd, ctx: ctx, w: w, flushAt: GateFirstFlush}
 }
 
 // GatedWriter passes bytes on in chunks, each preceded by one access record
@@ -144,19 +149,21 @@ func (rd *Read) Writer(ctx context.Context, w io.Writer) *GatedWriter {
 // always precedes them. Chunks keep memory bounded and the access records
 // few (one per MiB at most).
 type GatedWriter struct {
-	rd  *Read
-	ctx context.Context
-	w   io.Writer
-	buf []byte
+	rd      *Read
+	ctx     context.Context
+	w       io.Writer
+	buf     []byte
+	flushAt int // when no clear read awaits recording
 }
 
 // Write holds p, passing held bytes on once enough have gathered.
 func (g *GatedWriter) Write(p []byte) (int, error) {
 	g.buf = append(g.buf, p...)
-	if len(g.buf) >= GateChunk || (len(g.buf) >= GateFlush && !g.rd.Pending()) {
+	if len(g.buf) >= GateChunk || (len(g.buf) >= g.flushAt && !g.rd.Pending()) {
 		if err := g.Flush(); err != nil {
 			return 0, err
 		}
+		g.flushAt = min(2*g.flushAt, GateFlush)
 	}
 	return len(p), nil
 }

@@ -100,3 +100,31 @@ func TestReadCommitDedupsAndSkipsEmpty(t *testing.T) {
 		t.Fatal("a nil guard changed or recorded something")
 	}
 }
+
+// With nothing in clear to record, the first bytes leave after
+// GateFirstFlush and each flush doubles the next, up to GateFlush: a
+// reader wanting the first lines of a long stream gets them early.
+func TestGatedWriterFlushesEarlyThenLarger(t *testing.T) {
+	ctx := context.Background()
+	var ev events
+	var none *ReadGuard
+	rd := none.Read(auth.Principal{Role: auth.RoleAdmin}, "GET /v1/tables/crm/customers/state")
+	gate := rd.Writer(ctx, traceWriter{&ev})
+	line := make([]byte, 1<<10)
+	for range 256 {
+		if _, err := gate.Write(line); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var want events
+	for n := GateFirstFlush; len(want) < 8; n = min(2*n, GateFlush) {
+		want = append(want, fmt.Sprint("send ", n))
+	}
+	// 4+8+16+32+64+64+64 KiB = 252 of the 256 KiB written; 4 KiB held.
+	if fmt.Sprint(ev) != fmt.Sprint(want[:7]) {
+		t.Fatalf("trace %v, want %v", ev, want[:7])
+	}
+	if err := gate.Flush(); err != nil || fmt.Sprint(ev[7:]) != "[send 4096]" {
+		t.Fatalf("final flush: %v, trace %v", err, ev)
+	}
+}

@@ -179,6 +179,7 @@ type unitBatch struct {
 
 const (
 	unitBatchSize  = 256
+	firstUnitBatch = 8
 	maxFoldWorkers = 4
 )
 
@@ -200,6 +201,10 @@ func (e *Engine) foldTable(ctx context.Context, source, table string, after *str
 		defer close(work)
 		defer close(ordered)
 		b := &unitBatch{done: make(chan struct{})}
+		// The first batches are small and each doubles, so the first
+		// units reach fn after a few have been folded, not after
+		// 2×workers+1 full batches.
+		size := min(batch, firstUnitBatch)
 		var cur []byte
 		var seqs []uint64
 		send := func() bool {
@@ -215,6 +220,7 @@ func (e *Engine) foldTable(ctx context.Context, source, table string, after *str
 				return false
 			}
 			b = &unitBatch{done: make(chan struct{})}
+			size = min(2*size, batch)
 			return true
 		}
 		flush := func() bool {
@@ -222,7 +228,7 @@ func (e *Engine) foldTable(ctx context.Context, source, table string, after *str
 				b.groups = append(b.groups, unitGroup{key: string(cur), seqs: seqs})
 				seqs = nil
 			}
-			return len(b.groups) < batch || send()
+			return len(b.groups) < size || send()
 		}
 		examined := 0
 		err := e.ix.ScanEntities(source, table, after, func(key []byte, p index.Posting) bool {

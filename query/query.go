@@ -276,6 +276,10 @@ func (e *Engine) page(ctx context.Context, l *index.List, req PageRequest, f Fil
 			return nil, err
 		}
 	}
+	var pre *prefetched
+	if f.Blind == nil {
+		pre = e.prefetch(l, blocks, desc, from, size, limit, f)
+	}
 	page := &Page{}
 	scanned := 0
 	var last uint64
@@ -304,10 +308,13 @@ func (e *Engine) page(ctx context.Context, l *index.List, req PageRequest, f Fil
 		if !p.OccurredAt.IsZero() && !inWindow(p.OccurredAt, f) {
 			return true
 		}
-		r, err := e.log.Read(p.Seq)
-		if err != nil {
-			scanErr = err
-			return false
+		r, ok := pre.take(p.Seq)
+		if !ok {
+			var err error
+			if r, err = e.log.Read(p.Seq); err != nil {
+				scanErr = err
+				return false
+			}
 		}
 		if inWindow(r.OccurredAt, f) && keep(r) {
 			if err := ApplyReadHook(ctx, r); err != nil {

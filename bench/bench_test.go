@@ -165,8 +165,13 @@ func TestMySQL(t *testing.T) {
 	if res.BigMB != 1 || res.BigRSSAt <= 0 || res.BigElapsed <= 0 {
 		t.Errorf("large transaction: %d MiB, peak RSS %d, %v", res.BigMB, res.BigRSSAt, res.BigElapsed)
 	}
+	for _, r := range res.Rounds {
+		if r.SteleCPU <= 0 || r.RawCPU <= 0 {
+			t.Errorf("round without CPU figures: %+v", r)
+		}
+	}
 	lines := strings.Join(res.Lines(), "\n")
-	for _, w := range []string{"changes/s durable + indexed", "BinlogSyncer decoding the same events", "commit → queryable", "1 MiB transaction"} {
+	for _, w := range []string{"changes/s durable + indexed", "BinlogSyncer decoding the same events", "CPU per change", "commit → queryable", "1 MiB transaction"} {
 		if !strings.Contains(lines, w) {
 			t.Errorf("report lacks %q:\n%s", w, lines)
 		}

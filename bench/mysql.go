@@ -63,8 +63,10 @@ type MySQLResults struct {
 
 // MySQLRound is one round: go-mysql's BinlogSyncer decoding the workload's
 // events to nothing, and the source capturing them into a durable, indexed
-// log.
-type MySQLRound struct{ RawSecs, SteleSecs float64 }
+// log; each took Secs and the process's CPU time CPU (mariadbd's is not
+// counted: on a shared machine the CPU per change moves less than the
+// rates do).
+type MySQLRound struct{ RawSecs, SteleSecs, RawCPU, SteleCPU float64 }
 
 // SteleRate is the median changes/s captured, durable and indexed.
 func (r *MySQLResults) SteleRate() float64 {
@@ -81,6 +83,11 @@ func (r *MySQLResults) Ratio() float64 {
 	return median(r.Rounds, func(x MySQLRound) float64 { return x.RawSecs / x.SteleSecs })
 }
 
+// cpuPerChange is the median CPU time per change of one reader, in µs.
+func (r *MySQLResults) cpuPerChange(f func(MySQLRound) float64) float64 {
+	return median(r.Rounds, func(x MySQLRound) float64 { return f(x) / float64(r.Changes) * 1e6 })
+}
+
 // Lines are the report, one figure a line.
 func (r *MySQLResults) Lines() []string {
 	ratios := make([]string, len(r.Rounds))
@@ -90,6 +97,8 @@ func (r *MySQLResults) Lines() []string {
 	out := []string{
 		fmt.Sprintf("capture MariaDB → log     %8.0f changes/s durable + indexed   (%.2fx go-mysql's BinlogSyncer decoding the same events to nothing at %.0f rows/s; %d changes, median of %d rounds: %s; %s)",
 			r.SteleRate(), r.Ratio(), r.RawRate(), r.Changes, len(r.Rounds), strings.Join(ratios, ", "), r.Version),
+		fmt.Sprintf("capture MariaDB CPU per change  %.1f µs   (the raw reader %.1f µs; the process's CPU time, mariadbd's not counted)",
+			r.cpuPerChange(func(x MySQLRound) float64 { return x.SteleCPU }), r.cpuPerChange(func(x MySQLRound) float64 { return x.RawCPU })),
 		fmt.Sprintf("capture MariaDB commit → queryable  p50 %v  p99 %v   (%d samples under a steady load)", r.P50.Round(100*time.Microsecond), r.P99.Round(100*time.Microsecond), r.Samples),
 	}
 	if r.BigMB > 0 {
@@ -189,9 +198,8 @@ func MySQL(ctx context.Context, opts MySQLOptions) (*MySQLResults, error) {
 	for r := range opts.Rounds {
 		opts.Progress("mysql capture", r, opts.Rounds)
 		var round MySQLRound
-		raw := func() error {
-			d, err := rawBinlog(ctx, srv.Port, from, end, opts.Changes)
-			round.RawSecs = d.Seconds()
+		raw := func() (err error) {
+			round.RawSecs, round.RawCPU, err = measured(func() error { return rawBinlog(ctx, srv.Port, from, end, opts.Changes) })
 			return err
 		}
 		if r%2 == 0 {
@@ -203,11 +211,12 @@ func MySQL(ctx context.Context, opts MySQLOptions) (*MySQLResults, error) {
 			last.stop()
 			last = nil
 		}
+		c0 := cpuSeconds()
 		s, d, err := captureMySQL(ctx, filepath.Join(opts.Dir, fmt.Sprint("round-", r)), url, from, opts.Changes)
 		if err != nil {
 			return nil, err
 		}
-		last, round.SteleSecs = s, d.Seconds()
+		last, round.SteleSecs, round.SteleCPU = s, d.Seconds(), cpuSeconds()-c0
 		if r%2 == 1 {
 			if err := raw(); err != nil {
 				return nil, err
@@ -239,24 +248,23 @@ func gtidPos(conn *client.Conn) (string, error) {
 // rawBinlog reads from GTID set from until end with go-mysql's
 // BinlogSyncer, decoding to nothing: the same events the source asks for
 // (annotate-rows included).
-func rawBinlog(ctx context.Context, port int, from, end string, want int) (time.Duration, error) {
-	start := time.Now()
+func rawBinlog(ctx context.Context, port int, from, end string, want int) error {
 	syncer := replication.NewBinlogSyncer(replication.BinlogSyncerConfig{ServerID: 9001, Flavor: "mariadb", Host: "127.0.0.1", Port: uint16(port), User: "root",
 		DisableRetrySync: true, Logger: slog.New(slog.DiscardHandler), DumpCommandFlag: replication.BINLOG_SEND_ANNOTATE_ROWS_EVENT})
 	defer syncer.Close()
 	gs, err := gomysql.ParseMariadbGTIDSet(from)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	st, err := syncer.StartSyncGTID(gs)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	rows := 0
 	for {
 		ev, err := st.GetEvent(ctx)
 		if err != nil {
-			return 0, err
+			return err
 		}
 		if re, ok := ev.Event.(*replication.RowsEvent); ok {
 			rows += len(re.Rows)
@@ -266,9 +274,9 @@ func rawBinlog(ctx context.Context, port int, from, end string, want int) (time.
 		}
 	}
 	if rows < want {
-		return 0, fmt.Errorf("the raw reader saw %d rows, want %d", rows, want)
+		return fmt.Errorf("the raw reader saw %d rows, want %d", rows, want)
 	}
-	return time.Since(start), nil
+	return nil
 }
 
 type mysqlStack struct {

@@ -54,11 +54,14 @@ type MySQLResults struct {
 	Rounds   []MySQLRound
 	P50, P99 time.Duration
 	Samples  int
-	// Big is the large transaction's figure (BigMB 0: not measured).
-	BigMB                  int
-	BigRSSBefore, BigRSSAt int64
-	BigElapsed             time.Duration
-	Version                string
+	// Big is the large transaction's figure (BigMB 0: not measured);
+	// Split the same rows written in transactions of 1,000.
+	BigMB                      int
+	BigRSSBefore, BigRSSAt     int64
+	BigElapsed                 time.Duration
+	SplitRSSBefore, SplitRSSAt int64
+	SplitElapsed               time.Duration
+	Version                    string
 }
 
 // MySQLRound is one round: go-mysql's BinlogSyncer decoding the workload's
@@ -102,7 +105,8 @@ func (r *MySQLResults) Lines() []string {
 		fmt.Sprintf("capture MariaDB commit → queryable  p50 %v  p99 %v   (%d samples under a steady load)", r.P50.Round(100*time.Microsecond), r.P99.Round(100*time.Microsecond), r.Samples),
 	}
 	if r.BigMB > 0 {
-		out = append(out, fmt.Sprintf("capture MariaDB %d MiB transaction  peak RSS %s → %s in %v", r.BigMB, mib(r.BigRSSBefore), mib(r.BigRSSAt), r.BigElapsed.Round(time.Millisecond)))
+		out = append(out, fmt.Sprintf("capture MariaDB %d MiB transaction  peak RSS %s → %s in %v   (the same rows in 1,000-row transactions: %s → %s in %v; each into a new log)",
+			r.BigMB, mib(r.BigRSSBefore), mib(r.BigRSSAt), r.BigElapsed.Round(time.Millisecond), mib(r.SplitRSSBefore), mib(r.SplitRSSAt), r.SplitElapsed.Round(time.Millisecond)))
 	}
 	return out
 }
@@ -224,13 +228,14 @@ func MySQL(ctx context.Context, opts MySQLOptions) (*MySQLResults, error) {
 		}
 		res.Rounds = append(res.Rounds, round)
 	}
-	// The last round's source keeps running for the latency and the
-	// large transaction.
+	// The last round's source keeps running for the latency.
 	if err := mysqlLatency(ctx, conn, last, opts, res); err != nil {
 		return nil, err
 	}
+	last.stop()
+	last = nil
 	if opts.BigMB > 0 {
-		if err := mysqlBig(ctx, conn, last, opts.BigMB, res); err != nil {
+		if err := mysqlBig(ctx, conn, opts.Dir, url, opts.BigMB, res); err != nil {
 			return nil, err
 		}
 	}
@@ -398,30 +403,62 @@ func mysqlLatency(ctx context.Context, conn *client.Conn, m *mysqlStack, opts My
 	return nil
 }
 
-// mysqlBig writes one transaction of about mb MiB (1 KiB rows) and
-// measures the process's peak RSS until it is captured: it spills, so the
-// peak stays flat in the transaction's size.
-func mysqlBig(ctx context.Context, conn *client.Conn, m *mysqlStack, mb int, res *MySQLResults) error {
-	var meter rssMeter
-	meter.Start()
-	res.BigMB, res.BigRSSBefore = mb, meter.Peak()
-	before := m.st.store.Size()
+// mysqlBig measures the peak RSS while about mb MiB of 1 KiB rows are
+// captured, written as one transaction (it spills, so the peak stays flat
+// in the transaction's size) and then as transactions of 1,000 rows: each
+// by a new source into a new log, so that what the log and its index hold
+// grows alike in both and the difference between the two is the large
+// transaction's.
+func mysqlBig(ctx context.Context, conn *client.Conn, dir, url string, mb int, res *MySQLResults) error {
 	rows := mb * 1024
-	start := time.Now()
-	if _, err := conn.Execute(fmt.Sprintf("INSERT INTO bench.big SELECT seq, REPEAT(MD5(seq), 31) FROM seq_1_to_%d", rows)); err != nil {
+	res.BigMB = mb
+	var err error
+	if res.BigRSSBefore, res.BigRSSAt, res.BigElapsed, err = mysqlRSS(ctx, conn, filepath.Join(dir, "big"), url, rows, fmt.Sprintf("INSERT INTO bench.big SELECT seq, REPEAT(MD5(seq), 31) FROM seq_1_to_%d", rows)); err != nil {
 		return err
 	}
+	var split []string
+	for lo := 0; lo < rows; lo += 1000 {
+		split = append(split, fmt.Sprintf("INSERT INTO bench.big SELECT seq, REPEAT(MD5(seq), 31) FROM seq_%d_to_%d", rows+lo+1, rows+min(lo+1000, rows)))
+	}
+	res.SplitRSSBefore, res.SplitRSSAt, res.SplitElapsed, err = mysqlRSS(ctx, conn, filepath.Join(dir, "split"), url, rows, split...)
+	return err
+}
+
+// mysqlRSS starts a source at the current position into a new log in dir,
+// runs the statements and returns the peak RSS before and while the n
+// records they write are captured, and how long that took.
+func mysqlRSS(ctx context.Context, conn *client.Conn, dir, url string, n int, stmts ...string) (before, at int64, took time.Duration, err error) {
+	from, err := gtidPos(conn)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	m, _, err := captureMySQL(ctx, dir, url, from, 0)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer m.stop()
+	var meter rssMeter
+	meter.Start()
+	before = meter.Peak()
+	start := time.Now()
+	for _, q := range stmts {
+		if _, err := conn.Execute(q); err != nil {
+			return 0, 0, 0, err
+		}
+	}
 	deadline := time.Now().Add(20 * time.Minute)
-	for m.st.store.Size() < before+uint64(rows) {
+	for m.st.store.Size() < uint64(n) {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the %d MiB transaction was not captured within 20 minutes", mb)
+			return 0, 0, 0, fmt.Errorf("%d rows were not captured within 20 minutes", n)
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, 0, 0, ctx.Err()
+		case err := <-m.done:
+			m.done <- err
+			return 0, 0, 0, errors.Join(errors.New("the mysql source stopped before every change was captured"), err)
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	res.BigElapsed, res.BigRSSAt = time.Since(start), meter.Peak()
-	return nil
+	return before, meter.Peak(), time.Since(start), nil
 }

@@ -86,7 +86,9 @@ func nativeColumn(c *column) bool {
 	switch c.kind {
 	case kindInt, kindUint:
 		return true
-	case kindFloat, kindDouble, kindDecimal, kindDate, kindDatetime, kindTimestamp:
+	case kindEnum, kindSet:
+		return rt == gomysql.MYSQL_TYPE_ENUM || rt == gomysql.MYSQL_TYPE_SET
+	case kindFloat, kindDouble, kindYear, kindBit, kindDecimal, kindDate, kindDatetime, kindTimestamp:
 		return c.typ == nativeTypes[c.kind]
 	case kindString, kindBinary, kindFixedBinary:
 		switch rt {
@@ -106,6 +108,7 @@ var nativeTypes = [...]byte{
 	kindFloat: gomysql.MYSQL_TYPE_FLOAT, kindDouble: gomysql.MYSQL_TYPE_DOUBLE,
 	kindDecimal: gomysql.MYSQL_TYPE_NEWDECIMAL, kindDate: gomysql.MYSQL_TYPE_DATE,
 	kindDatetime: gomysql.MYSQL_TYPE_DATETIME2, kindTimestamp: gomysql.MYSQL_TYPE_TIMESTAMP2,
+	kindYear: gomysql.MYSQL_TYPE_YEAR, kindBit: gomysql.MYSQL_TYPE_BIT,
 }
 
 // rowImages are the images of one rows event: each value's JSON in buf,
@@ -203,6 +206,37 @@ func (r *rowImages) value(dst []byte, c *column, data []byte) ([]byte, int, erro
 		dst = append(dst, '-')
 		dst = appendPadded(dst, int(v%32), 2)
 		return append(dst, '"'), 3, nil
+	case kindYear:
+		if data[0] == 0 {
+			return append(dst, '0'), 1, nil
+		}
+		return strconv.AppendInt(dst, int64(data[0])+1900, 10), 1, nil
+	case kindBit:
+		// go-mysql's decodeBit: big-endian, in whole bytes
+		n := (int(c.meta>>8)*8 + int(c.meta&0xFF) + 7) / 8
+		if n < 1 || n > 8 {
+			return nil, 0, errNotNative
+		}
+		var v uint64
+		for _, b := range data[:n] {
+			v = v<<8 | uint64(b)
+		}
+		return strconv.AppendUint(dst, v, 10), n, nil
+	case kindEnum, kindSet:
+		// the index (ENUM) or bits (SET) in meta's low byte of bytes,
+		// little-endian
+		n := int(c.meta & 0xFF)
+		if n < 1 || n > 8 || c.kind == kindEnum && n > 2 {
+			return nil, 0, errNotNative
+		}
+		var v uint64
+		for i := n - 1; i >= 0; i-- {
+			v = v<<8 | uint64(data[i])
+		}
+		if c.kind == kindEnum {
+			return appendEnum(dst, c, int64(v)), n, nil
+		}
+		return appendSet(dst, c, v), n, nil
 	case kindDatetime:
 		return appendDatetime2(dst, data, int(c.meta))
 	case kindTimestamp:

@@ -26,23 +26,26 @@ func TestNativeRowsMatchGoMySQL(t *testing.T) {
 		f FLOAT, d DOUBLE, d1 DECIMAL(12,2), d2 DECIMAL(30,10), d3 DECIMAL(5,5), d4 DECIMAL(20,0), d5 DECIMAL(65,30),
 		dt DATE, t0 DATETIME, t3 DATETIME(3), t6 DATETIME(6), ts0 TIMESTAMP NULL, ts2 TIMESTAMP(2) NULL, ts6 TIMESTAMP(6) NULL,
 		vc VARCHAR(40), vl VARCHAR(300), c CHAR(5), cl CHAR(200) CHARACTER SET utf8mb4, b BINARY(4), vb VARBINARY(20),
-		tx TEXT, mt MEDIUMTEXT, bl BLOB, l1 VARCHAR(20) CHARACTER SET latin1)`)
+		tx TEXT, mt MEDIUMTEXT, bl BLOB, l1 VARCHAR(20) CHARACTER SET latin1,
+		e ENUM('a','b','c'), s SET('x','y','z'), y YEAR, bt BIT(10), b1 BIT(1), b64 BIT(64))`)
 	from := srv.Value(t, "", "SELECT @@gtid_binlog_pos")
 	srv.Exec(t, "n",
 		`SET time_zone = '+00:00'`,
 		`INSERT INTO v VALUES (1, -128, 255, -32768, 65535, -8388608, 16777215, -2147483648, 4294967295, 18446744073709551615,
 			3.25, -1.5e300, -1234567890.12, 12345678901234567890.0123456789, -0.00042, 99999999999999999999, -12345678901234567890123456789012345.123456789012345678901234567891,
 			'1000-01-01', '1970-01-01 00:00:00', '2038-01-19 03:14:07.999', '9999-12-31 23:59:59.999999', '1970-01-01 00:00:01', '2024-02-29 12:00:00.5', '2038-01-19 03:14:07.000001',
-			'héllo "q" \\n', REPEAT('x', 300), 'ab', REPEAT('é', 200), 'a', 0x00FF10, 'text ✓', REPEAT('m', 70000), 0xDEADBEEF, 0x636166E9)`,
+			'héllo "q" \\n', REPEAT('x', 300), 'ab', REPEAT('é', 200), 'a', 0x00FF10, 'text ✓', REPEAT('m', 70000), 0xDEADBEEF, 0x636166E9,
+			'c', 'x,z', 2155, b'1000000001', b'1', 0xFFFFFFFFFFFFFFFF)`,
 		`INSERT INTO v (id) VALUES (2)`,
 		`INSERT INTO v VALUES (3, 127, 0, 32767, 0, 8388607, 0, 2147483647, 0, 0,
 			-0, 0, 0, -0.5, 0.00001, -1, 0,
 			'2026-12-03', '2026-12-03 15:16:17', '2026-12-03 15:16:17.100', '2026-12-03 15:16:17.000100', '2026-12-03 15:16:17', '2026-12-03 15:16:17.01', '2026-12-03 15:16:17.123456',
-			'', '', '', '', '', '', '', '', '', '')`,
-		`UPDATE v SET vc = 'changed', d1 = d1 + 1, t6 = NULL WHERE id IN (1, 3)`,
+			'', '', '', '', '', '', '', '', '', '',
+			'a', '', 1901, 0, 0, 0)`,
+		`UPDATE v SET vc = 'changed', d1 = d1 + 1, t6 = NULL, y = 0, e = 'b', s = 'x,y,z' WHERE id IN (1, 3)`,
 		`DELETE FROM v WHERE id = 2`,
 		`SET sql_mode = ''`,
-		`INSERT INTO v (id, dt, t0) VALUES (4, '0000-00-00', '0000-00-00 00:00:00')`,
+		`INSERT INTO v (id, dt, t0, y) VALUES (4, '0000-00-00', '0000-00-00 00:00:00', 0)`,
 	)
 	end := srv.Value(t, "", "SELECT @@gtid_binlog_pos")
 
@@ -132,7 +135,7 @@ func TestNativeRowsMatchGoMySQL(t *testing.T) {
 		}
 	}
 	// 3 inserted rows, 2 updated (before and after), 1 deleted.
-	if want := 8 * 34; values != want {
+	if want := 8 * 40; values != want {
 		t.Errorf("compared %d values, want %d", values, want)
 	}
 	if fallbacks != 1 {

@@ -162,11 +162,16 @@ func TestMySQL(t *testing.T) {
 	if res.Samples == 0 || res.P50 <= 0 || res.P99 < res.P50 {
 		t.Errorf("latency p50 %v p99 %v over %d samples", res.P50, res.P99, res.Samples)
 	}
-	if res.BigMB != 1 || res.BigRSSAt <= 0 || res.BigElapsed <= 0 {
-		t.Errorf("large transaction: %d MiB, peak RSS %d, %v", res.BigMB, res.BigRSSAt, res.BigElapsed)
+	if res.BigMB != 1 || res.BigRSSAt <= 0 || res.BigElapsed <= 0 || res.SplitRSSAt <= 0 || res.SplitElapsed <= 0 {
+		t.Errorf("large transaction: %d MiB, peak RSS %d, %v; split: %d, %v", res.BigMB, res.BigRSSAt, res.BigElapsed, res.SplitRSSAt, res.SplitElapsed)
+	}
+	for _, r := range res.Rounds {
+		if r.SteleCPU <= 0 || r.RawCPU <= 0 {
+			t.Errorf("round without CPU figures: %+v", r)
+		}
 	}
 	lines := strings.Join(res.Lines(), "\n")
-	for _, w := range []string{"changes/s durable + indexed", "BinlogSyncer decoding the same events", "commit → queryable", "1 MiB transaction"} {
+	for _, w := range []string{"changes/s durable + indexed", "BinlogSyncer decoding the same events", "CPU per change", "commit → queryable", "1 MiB transaction", "1,000-row transactions"} {
 		if !strings.Contains(lines, w) {
 			t.Errorf("report lacks %q:\n%s", w, lines)
 		}

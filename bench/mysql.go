@@ -54,17 +54,22 @@ type MySQLResults struct {
 	Rounds   []MySQLRound
 	P50, P99 time.Duration
 	Samples  int
-	// Big is the large transaction's figure (BigMB 0: not measured).
-	BigMB                  int
-	BigRSSBefore, BigRSSAt int64
-	BigElapsed             time.Duration
-	Version                string
+	// Big is the large transaction's figure (BigMB 0: not measured);
+	// Split the same rows written in transactions of 1,000.
+	BigMB                      int
+	BigRSSBefore, BigRSSAt     int64
+	BigElapsed                 time.Duration
+	SplitRSSBefore, SplitRSSAt int64
+	SplitElapsed               time.Duration
+	Version                    string
 }
 
 // MySQLRound is one round: go-mysql's BinlogSyncer decoding the workload's
 // events to nothing, and the source capturing them into a durable, indexed
-// log.
-type MySQLRound struct{ RawSecs, SteleSecs float64 }
+// log; each took Secs and the process's CPU time CPU (mariadbd's is not
+// counted: on a shared machine the CPU per change moves less than the
+// rates do).
+type MySQLRound struct{ RawSecs, SteleSecs, RawCPU, SteleCPU float64 }
 
 // SteleRate is the median changes/s captured, durable and indexed.
 func (r *MySQLResults) SteleRate() float64 {
@@ -81,6 +86,11 @@ func (r *MySQLResults) Ratio() float64 {
 	return median(r.Rounds, func(x MySQLRound) float64 { return x.RawSecs / x.SteleSecs })
 }
 
+// cpuPerChange is the median CPU time per change of one reader, in µs.
+func (r *MySQLResults) cpuPerChange(f func(MySQLRound) float64) float64 {
+	return median(r.Rounds, func(x MySQLRound) float64 { return f(x) / float64(r.Changes) * 1e6 })
+}
+
 // Lines are the report, one figure a line.
 func (r *MySQLResults) Lines() []string {
 	ratios := make([]string, len(r.Rounds))
@@ -90,10 +100,13 @@ func (r *MySQLResults) Lines() []string {
 	out := []string{
 		fmt.Sprintf("capture MariaDB → log     %8.0f changes/s durable + indexed   (%.2fx go-mysql's BinlogSyncer decoding the same events to nothing at %.0f rows/s; %d changes, median of %d rounds: %s; %s)",
 			r.SteleRate(), r.Ratio(), r.RawRate(), r.Changes, len(r.Rounds), strings.Join(ratios, ", "), r.Version),
+		fmt.Sprintf("capture MariaDB CPU per change  %.1f µs   (the raw reader %.1f µs; the process's CPU time, mariadbd's not counted)",
+			r.cpuPerChange(func(x MySQLRound) float64 { return x.SteleCPU }), r.cpuPerChange(func(x MySQLRound) float64 { return x.RawCPU })),
 		fmt.Sprintf("capture MariaDB commit → queryable  p50 %v  p99 %v   (%d samples under a steady load)", r.P50.Round(100*time.Microsecond), r.P99.Round(100*time.Microsecond), r.Samples),
 	}
 	if r.BigMB > 0 {
-		out = append(out, fmt.Sprintf("capture MariaDB %d MiB transaction  peak RSS %s → %s in %v", r.BigMB, mib(r.BigRSSBefore), mib(r.BigRSSAt), r.BigElapsed.Round(time.Millisecond)))
+		out = append(out, fmt.Sprintf("capture MariaDB %d MiB transaction  peak RSS %s → %s in %v   (the same rows in 1,000-row transactions: %s → %s in %v; each into a new log)",
+			r.BigMB, mib(r.BigRSSBefore), mib(r.BigRSSAt), r.BigElapsed.Round(time.Millisecond), mib(r.SplitRSSBefore), mib(r.SplitRSSAt), r.SplitElapsed.Round(time.Millisecond)))
 	}
 	return out
 }
@@ -189,9 +202,8 @@ func MySQL(ctx context.Context, opts MySQLOptions) (*MySQLResults, error) {
 	for r := range opts.Rounds {
 		opts.Progress("mysql capture", r, opts.Rounds)
 		var round MySQLRound
-		raw := func() error {
-			d, err := rawBinlog(ctx, srv.Port, from, end, opts.Changes)
-			round.RawSecs = d.Seconds()
+		raw := func() (err error) {
+			round.RawSecs, round.RawCPU, err = measured(func() error { return rawBinlog(ctx, srv.Port, from, end, opts.Changes) })
 			return err
 		}
 		if r%2 == 0 {
@@ -203,11 +215,12 @@ func MySQL(ctx context.Context, opts MySQLOptions) (*MySQLResults, error) {
 			last.stop()
 			last = nil
 		}
+		c0 := cpuSeconds()
 		s, d, err := captureMySQL(ctx, filepath.Join(opts.Dir, fmt.Sprint("round-", r)), url, from, opts.Changes)
 		if err != nil {
 			return nil, err
 		}
-		last, round.SteleSecs = s, d.Seconds()
+		last, round.SteleSecs, round.SteleCPU = s, d.Seconds(), cpuSeconds()-c0
 		if r%2 == 1 {
 			if err := raw(); err != nil {
 				return nil, err
@@ -215,13 +228,14 @@ func MySQL(ctx context.Context, opts MySQLOptions) (*MySQLResults, error) {
 		}
 		res.Rounds = append(res.Rounds, round)
 	}
-	// The last round's source keeps running for the latency and the
-	// large transaction.
+	// The last round's source keeps running for the latency.
 	if err := mysqlLatency(ctx, conn, last, opts, res); err != nil {
 		return nil, err
 	}
+	last.stop()
+	last = nil
 	if opts.BigMB > 0 {
-		if err := mysqlBig(ctx, conn, last, opts.BigMB, res); err != nil {
+		if err := mysqlBig(ctx, conn, opts.Dir, url, opts.BigMB, res); err != nil {
 			return nil, err
 		}
 	}
@@ -239,24 +253,23 @@ func gtidPos(conn *client.Conn) (string, error) {
 // rawBinlog reads from GTID set from until end with go-mysql's
 // BinlogSyncer, decoding to nothing: the same events the source asks for
 // (annotate-rows included).
-func rawBinlog(ctx context.Context, port int, from, end string, want int) (time.Duration, error) {
-	start := time.Now()
+func rawBinlog(ctx context.Context, port int, from, end string, want int) error {
 	syncer := replication.NewBinlogSyncer(replication.BinlogSyncerConfig{ServerID: 9001, Flavor: "mariadb", Host: "127.0.0.1", Port: uint16(port), User: "root",
 		DisableRetrySync: true, Logger: slog.New(slog.DiscardHandler), DumpCommandFlag: replication.BINLOG_SEND_ANNOTATE_ROWS_EVENT})
 	defer syncer.Close()
 	gs, err := gomysql.ParseMariadbGTIDSet(from)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	st, err := syncer.StartSyncGTID(gs)
 	if err != nil {
-		return 0, err
+		return err
 	}
 	rows := 0
 	for {
 		ev, err := st.GetEvent(ctx)
 		if err != nil {
-			return 0, err
+			return err
 		}
 		if re, ok := ev.Event.(*replication.RowsEvent); ok {
 			rows += len(re.Rows)
@@ -266,9 +279,9 @@ func rawBinlog(ctx context.Context, port int, from, end string, want int) (time.
 		}
 	}
 	if rows < want {
-		return 0, fmt.Errorf("the raw reader saw %d rows, want %d", rows, want)
+		return fmt.Errorf("the raw reader saw %d rows, want %d", rows, want)
 	}
-	return time.Since(start), nil
+	return nil
 }
 
 type mysqlStack struct {
@@ -390,30 +403,62 @@ func mysqlLatency(ctx context.Context, conn *client.Conn, m *mysqlStack, opts My
 	return nil
 }
 
-// mysqlBig writes one transaction of about mb MiB (1 KiB rows) and
-// measures the process's peak RSS until it is captured: it spills, so the
-// peak stays flat in the transaction's size.
-func mysqlBig(ctx context.Context, conn *client.Conn, m *mysqlStack, mb int, res *MySQLResults) error {
-	var meter rssMeter
-	meter.Start()
-	res.BigMB, res.BigRSSBefore = mb, meter.Peak()
-	before := m.st.store.Size()
+// mysqlBig measures the peak RSS while about mb MiB of 1 KiB rows are
+// captured, written as one transaction (it spills, so the peak stays flat
+// in the transaction's size) and then as transactions of 1,000 rows: each
+// by a new source into a new log, so that what the log and its index hold
+// grows alike in both and the difference between the two is the large
+// transaction's.
+func mysqlBig(ctx context.Context, conn *client.Conn, dir, url string, mb int, res *MySQLResults) error {
 	rows := mb * 1024
-	start := time.Now()
-	if _, err := conn.Execute(fmt.Sprintf("INSERT INTO bench.big SELECT seq, REPEAT(MD5(seq), 31) FROM seq_1_to_%d", rows)); err != nil {
+	res.BigMB = mb
+	var err error
+	if res.BigRSSBefore, res.BigRSSAt, res.BigElapsed, err = mysqlRSS(ctx, conn, filepath.Join(dir, "big"), url, rows, fmt.Sprintf("INSERT INTO bench.big SELECT seq, REPEAT(MD5(seq), 31) FROM seq_1_to_%d", rows)); err != nil {
 		return err
 	}
+	var split []string
+	for lo := 0; lo < rows; lo += 1000 {
+		split = append(split, fmt.Sprintf("INSERT INTO bench.big SELECT seq, REPEAT(MD5(seq), 31) FROM seq_%d_to_%d", rows+lo+1, rows+min(lo+1000, rows)))
+	}
+	res.SplitRSSBefore, res.SplitRSSAt, res.SplitElapsed, err = mysqlRSS(ctx, conn, filepath.Join(dir, "split"), url, rows, split...)
+	return err
+}
+
+// mysqlRSS starts a source at the current position into a new log in dir,
+// runs the statements and returns the peak RSS before and while the n
+// records they write are captured, and how long that took.
+func mysqlRSS(ctx context.Context, conn *client.Conn, dir, url string, n int, stmts ...string) (before, at int64, took time.Duration, err error) {
+	from, err := gtidPos(conn)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	m, _, err := captureMySQL(ctx, dir, url, from, 0)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	defer m.stop()
+	var meter rssMeter
+	meter.Start()
+	before = meter.Peak()
+	start := time.Now()
+	for _, q := range stmts {
+		if _, err := conn.Execute(q); err != nil {
+			return 0, 0, 0, err
+		}
+	}
 	deadline := time.Now().Add(20 * time.Minute)
-	for m.st.store.Size() < before+uint64(rows) {
+	for m.st.store.Size() < uint64(n) {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("the %d MiB transaction was not captured within 20 minutes", mb)
+			return 0, 0, 0, fmt.Errorf("%d rows were not captured within 20 minutes", n)
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, 0, 0, ctx.Err()
+		case err := <-m.done:
+			m.done <- err
+			return 0, 0, 0, errors.Join(errors.New("the mysql source stopped before every change was captured"), err)
 		case <-time.After(5 * time.Millisecond):
 		}
 	}
-	res.BigElapsed, res.BigRSSAt = time.Since(start), meter.Peak()
-	return nil
+	return before, meter.Peak(), time.Since(start), nil
 }

@@ -243,6 +243,9 @@ type stream struct {
 	ids    record.IDDeriver
 	buf    []byte // scratch for row values
 	ends   []int  // scratch: where each value ends in buf
+	images rowImages
+	before rowVals // scratch images of nativeRows
+	after  rowVals
 
 	// pend holds stamped records of committed transactions not yet handed
 	// to the acknowledger, pendPos the position just past the last of them.
@@ -325,8 +328,11 @@ func (x *stream) syncerConfig() replication.BinlogSyncerConfig {
 		// decoded; 1024 of them, three times over (below), were 40 MiB
 		// of a spilled transaction's heap.
 		EventCacheCount: 256,
-		Logger:          slog.New(warnOnly{s.logger.Handler().WithAttrs([]slog.Attr{slog.String("component", "go-mysql")})}),
-		Localhost:       "stele-" + s.cfg.Name,
+		// Rows are decoded by the stream, mostly straight to JSON
+		// (rowdecode.go).
+		RowsEventDecodeFunc: deferRows,
+		Logger:              slog.New(warnOnly{s.logger.Handler().WithAttrs([]slog.Attr{slog.String("component", "go-mysql")})}),
+		Localhost:           "stele-" + s.cfg.Name,
 	}
 	if x.info.flavor == FlavorMariaDB {
 		cfg.DumpCommandFlag = replication.BINLOG_SEND_ANNOTATE_ROWS_EVENT
@@ -655,7 +661,7 @@ func (x *stream) event(ctx context.Context, h *replication.EventHeader, evStart 
 	case *replication.TableMapEvent:
 		return x.tableMap(e)
 	case *replication.RowsEvent:
-		return x.rows(e)
+		return x.rows(h.EventType, e)
 	case *replication.XIDEvent:
 		return x.commit(ctx, h)
 	case *replication.MariadbAnnotateRowsEvent:
@@ -851,6 +857,7 @@ func (x *stream) newTable(e *replication.TableMapEvent, sig tableMapSig) (*table
 	if isContext {
 		return t, nil
 	}
+	t.native = !slices.ContainsFunc(cols, func(c column) bool { return !nativeColumn(&c) })
 	if !t.hasPK {
 		x.src.logger.Debug("table has no primary key; its records are keyed by the full row", "table", t.full)
 	}
@@ -937,7 +944,7 @@ WHERE CONSTRAINT_SCHEMA = ? AND TABLE_NAME = ?`, db, name)
 }
 
 // rows turns a rows event into records.
-func (x *stream) rows(e *replication.RowsEvent) error {
+func (x *stream) rows(et replication.EventType, e *replication.RowsEvent) error {
 	t, ok := x.tables[e.TableID]
 	if !ok {
 		return fmt.Errorf("rows event for table id %d before its table-map event", e.TableID)
@@ -959,6 +966,17 @@ func (x *stream) rows(e *replication.RowsEvent) error {
 		op = record.OpDelete
 	default:
 		return fmt.Errorf("table %s: rows event of unknown type %v", t.full, e.Type())
+	}
+	if u, ok := undecodedOf(e); ok {
+		if t.native && nativeEvent(et) {
+			err := x.images.decode(t, e, u.data, u.pos, step == 2)
+			if err == nil {
+				return x.nativeRows(t, op, step)
+			}
+		}
+		if err := decodeRows(e); err != nil {
+			return fmt.Errorf("table %s: decode a rows event: %w", t.full, err)
+		}
 	}
 	for i := 0; i+step <= len(e.Rows); i += step {
 		var before, after rowVals
@@ -1022,23 +1040,72 @@ func (x *stream) values(t *table, row []any, skip []int) (rowVals, error) {
 	owned := make([]byte, len(buf))
 	copy(owned, buf)
 	x.buf = buf
-	startAt := 0
+	split(out, owned, ends, 0)
+	x.capValues(t, out)
+	return out, nil
+}
+
+// split sets vals[i] to the value of buf ending at ends[i] (-1: none),
+// the first starting at startAt and each next one where the one before
+// ended; it returns where the last ended.
+func split(vals rowVals, buf []byte, ends []int, startAt int) int {
 	for i, end := range ends {
 		if end < 0 {
+			vals[i] = nil
 			continue
 		}
-		out[i] = owned[startAt:end:end]
+		vals[i] = buf[startAt:end:end]
 		startAt = end
 	}
+	return startAt
+}
+
+// capValues replaces each value larger than MaxValueBytes by its size and
+// SHA-256.
+func (x *stream) capValues(t *table, vals rowVals) {
 	max := x.src.cfg.MaxValueBytes
-	for i, v := range out {
+	for i, v := range vals {
 		if len(v) > max {
 			sum := sha256.Sum256(v)
 			x.src.logger.Warn("value too large for a record; recorded as its size and SHA-256", "table", t.full, "column", t.cols[i].name, "bytes", len(v), "limit", max)
-			out[i] = json.RawMessage(fmt.Sprintf(`{"$too_large":{"bytes":%d,"sha256":"%x"}}`, len(v), sum))
+			vals[i] = json.RawMessage(fmt.Sprintf(`{"$too_large":{"bytes":%d,"sha256":"%x"}}`, len(v), sum))
 		}
 	}
-	return out, nil
+}
+
+// nativeRows adds the records of the rows x.images decoded. The images
+// point into x.images' buffer, reused for the next event: row copies
+// what it keeps.
+func (x *stream) nativeRows(t *table, op record.Op, step int) error {
+	n := len(t.cols)
+	if cap(x.before) < n {
+		x.before, x.after = make(rowVals, n), make(rowVals, n)
+	}
+	b, a := x.before[:n], x.after[:n]
+	buf, ends := x.images.buf, x.images.ends
+	// ends are offsets into the whole buffer: each image's first value
+	// starts where the last image's ended.
+	startAt := 0
+	image := func(vals rowVals, k int) rowVals {
+		startAt = split(vals, buf, ends[k*n:(k+1)*n], startAt)
+		x.capValues(t, vals)
+		return vals
+	}
+	for k := 0; (k+step)*n <= len(ends); k += step {
+		var before, after rowVals
+		switch op {
+		case record.OpInsert:
+			after = image(a, k)
+		case record.OpDelete:
+			before = image(b, k)
+		case record.OpUpdate:
+			before, after = image(b, k), image(a, k+1)
+		}
+		if err := x.row(t, op, before, after); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // row adds the record of one changed row.

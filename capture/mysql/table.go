@@ -134,6 +134,7 @@ type table struct {
 	full     string // db.table
 	skip     bool
 	context  bool
+	native   bool // every column is read by nativeRows (rowdecode.go)
 	cols     []column
 	names    [][]byte // each column's name as a canonical JSON string
 	order    []int    // column positions in canonical (UTF-16) member order

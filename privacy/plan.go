@@ -66,7 +66,7 @@ func compilePlan(s *schema.Schema) *plan {
 	p := &plan{schema: s, root: &node{}}
 	for gi, g := range s.Groups {
 		gp := &groupPlan{group: g, index: gi, subject: g.SubjectField.String()}
-		gp.keys.max = sealKeyCacheSize
+		gp.keys.init(sealKeyCacheSize)
 		gp.retains = !g.Retention.IsZero()
 		p.groups = append(p.groups, gp)
 		if len(g.PII) > 0 && len(g.SubjectField) > 0 {

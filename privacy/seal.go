@@ -125,7 +125,7 @@ func New(ctx context.Context, keys Keys, schemas Schemas, opts Options) (*Guard,
 		opts.Now = time.Now
 	}
 	g := &Guard{keys: keys, schemas: schemas, log: opts.Logger, now: opts.Now}
-	g.aeads.max = aeadCacheSize
+	g.aeads.init(aeadCacheSize)
 	var err error
 	if _, g.subjectNames, err = keys.GetOrCreate(ctx, keystore.KindSystem, subjectNamesKey); err != nil {
 		return nil, fmt.Errorf("privacy: system key: %w", err)
@@ -297,9 +297,13 @@ type sealing struct {
 	tokens      []byte // where blind tokens go
 	ct          []byte
 	aad         []byte
+	nonceBuf    [nonceSize]byte // sealCompact's; a local one would escape
 	scratch     []byte
 	// subjectSide is the side subjectValue last found a value in.
 	subjectSide int
+	// images and parts are the slabs newImage and newParts carve.
+	images []byte
+	parts  []sealedParts
 }
 
 func (s *sealing) reset(g *Guard, ctx context.Context, r *record.Record, p *plan) {
@@ -364,7 +368,8 @@ func (s *sealing) run() error {
 			}
 		}
 	}
-	parts := &sealedParts{ref: record.SchemaRef{Subject: s.plan.schema.Subject, Version: int64(s.plan.schema.Version)}}
+	parts := s.newParts()
+	parts.ref = record.SchemaRef{Subject: s.plan.schema.Subject, Version: int64(s.plan.schema.Version)}
 	derived := &parts.derived
 	derived.Sealed, derived.Subjects, derived.Terms = true, parts.subjects[:0], parts.terms[:0]
 	s.tokens = parts.tokens[:0]
@@ -407,7 +412,7 @@ func (s *sealing) resolveSubjects(derived *record.Derived) error {
 			// fields needs no subject.
 			continue
 		}
-		text, err := scalarText(raw)
+		text, err := scalarBytes(raw)
 		if err != nil {
 			if s.subjectSide != sideKey {
 				err = errors.New("is not a string, number or boolean")
@@ -441,8 +446,9 @@ func (s *sealing) subjectValue(i int) []byte {
 }
 
 // groupKeys loads the keys of one group's subject (whose value is raw, its
-// text text) and of the period of at, through the group's cache.
-func (g *Guard) groupKeys(ctx context.Context, gp *groupPlan, raw []byte, text string, at time.Time, scratch []byte) (groupKeys, []byte, error) {
+// text text, which may alias raw) and of the period of at, through the
+// group's cache.
+func (g *Guard) groupKeys(ctx context.Context, gp *groupPlan, raw, text []byte, at time.Time, scratch []byte) (groupKeys, []byte, error) {
 	at = at.UTC()
 	month := 0
 	if gp.retains {
@@ -454,7 +460,7 @@ func (g *Guard) groupKeys(ctx context.Context, gp *groupPlan, raw []byte, text s
 		return gk, scratch, nil
 	}
 	seen := g.epoch.Load()
-	name := g.subjectName(gp.group.Name, text)
+	name := g.subjectName(gp.group.Name, string(text))
 	skid, skey, err := g.keys.GetOrCreate(ctx, keystore.KindSubject, name)
 	if err != nil {
 		return groupKeys{}, scratch, keyStoreErr("subject key", err)
@@ -534,52 +540,6 @@ func (g *Guard) forget(kids []string) {
 	})
 }
 
-// keyCache is a bounded map of what was derived from data keys; when full,
-// the older half generation is dropped. Erasure drops the entries of the
-// destroyed keys (forget).
-type keyCache[V any] struct {
-	mu       sync.RWMutex
-	max      int
-	cur, old map[string]V
-}
-
-func (c *keyCache[V]) get(key []byte) (V, bool) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if v, ok := c.cur[string(key)]; ok {
-		return v, true
-	}
-	v, ok := c.old[string(key)]
-	return v, ok
-}
-
-// put caches v unless epoch moved since seen, which was read before the
-// keys v comes from were looked up: forget moves the epoch before it takes
-// the lock, so keys destroyed meanwhile are never cached.
-func (c *keyCache[V]) put(key string, v V, epoch *atomic.Uint64, seen uint64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if epoch.Load() != seen {
-		return
-	}
-	if c.cur == nil || len(c.cur) >= c.max/2 {
-		c.old, c.cur = c.cur, map[string]V{}
-	}
-	c.cur[key] = v
-}
-
-func (c *keyCache[V]) forget(gone func(key string, v V) bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, m := range []map[string]V{c.cur, c.old} {
-		for k, v := range m {
-			if gone(k, v) {
-				delete(m, k)
-			}
-		}
-	}
-}
-
 const (
 	nonceSize = 12 // AES-GCM's standard nonce (fieldKey)
 	tagSize   = 16 // and tag
@@ -646,7 +606,41 @@ func (s *sealing) sealSide(side int, img []byte, leaves []leaf, derived *record.
 	}
 	s.member = appendCompactMember(s.member[:0], envs)
 	size := len(img) + len(s.member) + 1
-	return exciseMembers(make([]byte, 0, size), img, s.spans, s.member)
+	return exciseMembers(s.newImage(size), img, s.spans, s.member)
+}
+
+// Sealed images and parts are carved from slabs, each holding those of
+// several records: one allocation per record for each cost more than the
+// hashing. A slab stays alive while any record carved from it does, so
+// slabs are kept small: records of one batch live and die together, and
+// a record kept alone keeps at most a slab.
+const (
+	imageSlab = 8 << 10
+	partsSlab = 16
+)
+
+// newImage returns an empty buffer of capacity size for a sealed image.
+func (s *sealing) newImage(size int) []byte {
+	if size > imageSlab/4 {
+		return make([]byte, 0, size)
+	}
+	if cap(s.images)-len(s.images) < size {
+		s.images = make([]byte, 0, imageSlab)
+	}
+	n := len(s.images)
+	s.images = s.images[:n+size]
+	// Full slice expression: growing one image never overwrites the next.
+	return s.images[n : n : n+size]
+}
+
+// newParts returns zeroed sealedParts for one record.
+func (s *sealing) newParts() *sealedParts {
+	if len(s.parts) == 0 {
+		s.parts = make([]sealedParts, partsSlab)
+	}
+	p := &s.parts[0]
+	s.parts = s.parts[1:]
+	return p
 }
 
 // aad binds an envelope to its record, its field and its keys.

@@ -205,7 +205,9 @@ func (s *sealing) seal(g *Guard, ctx context.Context, r *record.Record) error {
 				return err
 			}
 		}
-		r.Schema = &record.SchemaRef{Subject: sch.Subject, Version: int64(sch.Version)}
+		ref := carve(&s.refs)
+		*ref = record.SchemaRef{Subject: sch.Subject, Version: int64(sch.Version)}
+		r.Schema = ref
 		return nil
 	}
 	s.reset(g, ctx, r, p)
@@ -301,9 +303,11 @@ type sealing struct {
 	scratch     []byte
 	// subjectSide is the side subjectValue last found a value in.
 	subjectSide int
-	// images and parts are the slabs newImage and newParts carve.
+	// images, parts and refs are the slabs sealed images, sealedParts
+	// and the references of records validated only are carved from.
 	images []byte
 	parts  []sealedParts
+	refs   []record.SchemaRef
 }
 
 func (s *sealing) reset(g *Guard, ctx context.Context, r *record.Record, p *plan) {
@@ -368,7 +372,7 @@ func (s *sealing) run() error {
 			}
 		}
 	}
-	parts := s.newParts()
+	parts := carve(&s.parts)
 	parts.ref = record.SchemaRef{Subject: s.plan.schema.Subject, Version: int64(s.plan.schema.Version)}
 	derived := &parts.derived
 	derived.Sealed, derived.Subjects, derived.Terms = true, parts.subjects[:0], parts.terms[:0]
@@ -633,13 +637,13 @@ func (s *sealing) newImage(size int) []byte {
 	return s.images[n : n : n+size]
 }
 
-// newParts returns zeroed sealedParts for one record.
-func (s *sealing) newParts() *sealedParts {
-	if len(s.parts) == 0 {
-		s.parts = make([]sealedParts, partsSlab)
+// carve returns a zeroed T from slab, refilled partsSlab at a time.
+func carve[T any](slab *[]T) *T {
+	if len(*slab) == 0 {
+		*slab = make([]T, partsSlab)
 	}
-	p := &s.parts[0]
-	s.parts = s.parts[1:]
+	p := &(*slab)[0]
+	*slab = (*slab)[1:]
 	return p
 }
 

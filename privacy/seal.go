@@ -469,9 +469,9 @@ func (g *Guard) groupKeys(ctx context.Context, gp *groupPlan, raw, text []byte, 
 	if err != nil {
 		return groupKeys{}, scratch, keyStoreErr("subject key", err)
 	}
-	pkid, pkey, err := g.keys.GetOrCreate(ctx, keystore.KindPeriod, periodName(gp.group.Retention, at))
+	pkid, pkey, err := g.periodKey(ctx, gp, at, month, seen)
 	if err != nil {
-		return groupKeys{}, scratch, keyStoreErr("period key", err)
+		return groupKeys{}, scratch, err
 	}
 	kid := skid + "." + pkid
 	aead, err := g.aead(kid, skey, pkey, seen)
@@ -491,6 +491,24 @@ func (g *Guard) groupKeys(ctx context.Context, gp *groupPlan, raw, text []byte, 
 	copy(gk.kidBin[kidLen:], pb[:])
 	gp.keys.put(string(scratch), gk, &g.epoch, seen)
 	return gk, scratch, nil
+}
+
+// periodKey is the key of the period of at (month in groupKeys' terms)
+// for gp's group; seen is the epoch read before the lookup began. The
+// last one is kept in gp: a batch's records mostly share a period, and
+// without it each new subject looked the same period up again.
+func (g *Guard) periodKey(ctx context.Context, gp *groupPlan, at time.Time, month int, seen uint64) (kid string, key []byte, err error) {
+	if p := gp.period.Load(); p != nil && p.month == month && p.epoch == seen {
+		return p.kid, p.key, nil
+	}
+	kid, key, err = g.keys.GetOrCreate(ctx, keystore.KindPeriod, periodName(gp.group.Retention, at))
+	if err != nil {
+		return "", nil, keyStoreErr("period key", err)
+	}
+	// Valid only while the epoch stays at seen: forget moves it when any
+	// key is destroyed.
+	gp.period.Store(&periodEntry{month: month, epoch: seen, kid: kid, key: key})
+	return kid, key, nil
 }
 
 // keyStoreErr wraps a key store failure; one the caller may retry
@@ -536,6 +554,7 @@ func (g *Guard) forget(kids []string) {
 	})
 	g.plans.Range(func(_, p any) bool {
 		for _, gp := range p.(*plan).groups {
+			gp.period.Store(nil)
 			gp.keys.forget(func(_ string, gk groupKeys) bool {
 				return gone(gk.skid) || gone(gk.pkid)
 			})
@@ -730,19 +749,64 @@ func periodExpiry(name string) (time.Time, bool) {
 // fieldKey derives the AEAD of one subject and period: both keys feed
 // HKDF, so either one's destruction makes the field unreadable.
 func fieldKey(subjectKey, periodKey []byte) (cipher.AEAD, error) {
-	secret := make([]byte, 0, len(subjectKey)+len(periodKey))
-	secret = append(append(secret, subjectKey...), periodKey...)
-	k, err := hkdf.Key(sha256.New, secret, nil, "stele field key v1", 32)
-	clear(secret)
-	if err != nil {
+	var k [32]byte
+	if err := fieldKeyBytes(&k, subjectKey, periodKey); err != nil {
 		return nil, fmt.Errorf("privacy: derive field key: %w", err)
 	}
-	block, err := aes.NewCipher(k)
-	clear(k)
+	block, err := aes.NewCipher(k[:])
+	clear(k[:])
 	if err != nil {
 		return nil, fmt.Errorf("privacy: derive field key: %w", err)
 	}
 	return cipher.NewGCM(block)
+}
+
+const fieldKeyInfo = "stele field key v1"
+
+// fieldKeyBytes is HKDF-SHA256 (RFC 5869) of subjectKey ‖ periodKey,
+// without salt, with info fieldKeyInfo, 32 bytes long, into k. Keys of the
+// keystore's size are derived on the stack: hkdf.Key allocates two HMAC
+// states per call, and the first batch of a table of customers derives a
+// key per customer.
+func fieldKeyBytes(k *[32]byte, subjectKey, periodKey []byte) error {
+	if len(subjectKey)+len(periodKey) > 2*keystore.KeySize {
+		secret := append(slices.Clone(subjectKey), periodKey...)
+		out, err := hkdf.Key(sha256.New, secret, nil, fieldKeyInfo, 32)
+		clear(secret)
+		copy(k[:], out)
+		clear(out)
+		return err
+	}
+	var buf [hmacBlock + 2*keystore.KeySize]byte
+	var salt [sha256.Size]byte // no salt: a hash length of zeros
+	prk := hmacSHA256(&buf, salt[:], subjectKey, periodKey)
+	okm := hmacSHA256(&buf, prk[:], []byte(fieldKeyInfo), []byte{1})
+	*k = okm
+	clear(prk[:])
+	clear(okm[:])
+	clear(buf[:])
+	return nil
+}
+
+const hmacBlock = 64 // SHA-256's block
+
+// hmacSHA256 is HMAC-SHA256(key, a ‖ b) = H((key^opad) ‖ H((key^ipad) ‖
+// a ‖ b)), for a key of at most a block and a message that fits buf
+// after a block.
+func hmacSHA256(buf *[hmacBlock + 2*keystore.KeySize]byte, key, a, b []byte) [sha256.Size]byte {
+	var pad [hmacBlock]byte
+	copy(pad[:], key)
+	for i := range pad {
+		pad[i] ^= 0x36
+	}
+	inner := sha256.Sum256(append(append(append(buf[:0], pad[:]...), a...), b...))
+	for i := range pad {
+		pad[i] ^= 0x36 ^ 0x5c
+	}
+	out := sha256.Sum256(append(append(buf[:0], pad[:]...), inner[:]...))
+	clear(pad[:])
+	clear(inner[:])
+	return out
 }
 
 // SealOpaque encrypts a whole blob under one of Stele's own system keys

@@ -179,9 +179,12 @@ func compactAAD(dst []byte, recordID, image string, fields, header []byte) []byt
 	return append(dst, header...)
 }
 
-func compactNonce(aad []byte) []byte {
+// compactNonce is the GCM nonce of an envelope whose associated data is
+// aad, in nonce.
+func compactNonce(nonce *[nonceSize]byte, aad []byte) []byte {
 	sum := sha256.Sum256(aad)
-	return sum[:nonceSize]
+	copy(nonce[:], sum[:])
+	return nonce[:]
 }
 
 // kidBytes is the binary form of a keystore kid.
@@ -223,7 +226,7 @@ func (s *sealing) sealCompact(side int, img []byte, gk *groupKeys, leaves []leaf
 	copy(header[1:], gk.kidBin[:])
 	copy(header[1+2*kidLen:], salt)
 	s.aad = compactAAD(s.aad[:0], s.r.ID, sideNames[side], fields, header[:])
-	s.ct = gk.aead.Seal(append(s.ct[:0], header[:]...), compactNonce(s.aad), pt, s.aad)
+	s.ct = gk.aead.Seal(append(s.ct[:0], header[:]...), compactNonce(&s.nonceBuf, s.aad), pt, s.aad)
 	clear(pt)
 	s.scratch = pt
 	out.fields = fields
@@ -481,13 +484,14 @@ func splitCompact(img []byte) (rest []byte, envs []compactEnvelope, ok bool, err
 // values or its err (ErrKeyGone, ErrTampered, ErrBadEnvelope).
 func (g *Guard) openCompact(ctx context.Context, recordID, image string, envs []compactEnvelope) {
 	var aad []byte
+	var nonce [nonceSize]byte
 	for i := range envs {
 		e := &envs[i]
 		aead, err := g.compactAEAD(ctx, e.blob[1:1+2*kidLen])
 		if err == nil {
 			aad = compactAAD(aad[:0], recordID, image, []byte(e.list), e.blob[:compactHeader])
 			var pt []byte
-			if pt, err = aead.Open(nil, compactNonce(aad), e.blob[compactHeader:], aad); err != nil {
+			if pt, err = aead.Open(nil, compactNonce(&nonce, aad), e.blob[compactHeader:], aad); err != nil {
 				err = ErrTampered
 			} else {
 				e.values, err = splitPlain(pt, len(e.paths))

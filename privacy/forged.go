@@ -16,9 +16,14 @@ import (
 // record that never held personal data.
 //
 // Neither marker can occur inside a JSON string (its quotes would be
-// escaped), so a plain bytes.Contains decides for nearly every record.
+// escaped), so a plain bytes.Contains decides for nearly every record; and
+// both hold a '$', which most images lack: one scan for that byte spares
+// the two searches.
 func refuseEnvelopes(r *record.Record) error {
 	for side, img := range [numSides][]byte{r.Key, r.Before, r.After} {
+		if bytes.IndexByte(img, '$') < 0 {
+			continue
+		}
 		if bytes.Contains(img, compactMarker) && hasTopMember(img, compactMember) {
 			return &record.FieldError{Field: sideNames[side] + "." + compactMember, Reason: "is reserved for sealed personal data"}
 		}

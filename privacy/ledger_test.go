@@ -319,3 +319,33 @@ func (k *pausingKeys) GetOrCreate(ctx context.Context, kind keystore.Kind, name 
 	}
 	return kid, key, err
 }
+
+// TestSealAfterPeriodExpiry: a record of an expired period that arrives
+// late is sealed under the period's next key, not the destroyed one the
+// guard looked up last, so it stays readable.
+func TestSealAfterPeriodExpiry(t *testing.T) {
+	f, st, _, ledger := ledgerFixture(t)
+	ctx := context.Background()
+	jan := time.Date(2025, 1, 15, 0, 0, 0, 0, time.UTC)
+	if _, err := st.Append(ctx, []*record.Record{customer(t, "7", alice, jan)}); err != nil {
+		t.Fatal(err)
+	}
+	*f.clock = time.Date(2026, 2, 1, 0, 0, 1, 0, time.UTC)
+	if done, err := ledger.ExpirePeriods(ctx); err != nil || len(done) != 1 {
+		t.Fatalf("at expiry: shredded %v, %v", done, err)
+	}
+	late := customer(t, "8", strings.Replace(alice, `"id":7`, `"id":8`, 1), jan.Add(time.Hour))
+	if _, err := st.Append(ctx, []*record.Record{late}); err != nil {
+		t.Fatal(err)
+	}
+	// A guard of its own, with none of the first one's cached keys: as
+	// after a restart.
+	fresh, err := New(ctx, f.keys, f.schemas, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := readAll(t, st, fresh, auth.RoleAuditor)
+	if len(recs) != 3 || !bytes.Contains(recs[2].After, []byte(`"email":"alice@example.com"`)) {
+		t.Fatalf("record sealed after its period expired: %s", recs[len(recs)-1].After)
+	}
+}

@@ -3,6 +3,7 @@ package privacy
 import (
 	"bytes"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/go-json-experiment/json/jsontext"
 
@@ -32,6 +33,16 @@ type groupPlan struct {
 	// keystore. It holds subject values, so it is bounded, and erasure
 	// removes the erased subject's entries.
 	keys keyCache[groupKeys]
+	// period is the period key groupKeys looked up last.
+	period atomic.Pointer[periodEntry]
+}
+
+// periodEntry is a period's key, valid while the Guard's epoch is epoch.
+type periodEntry struct {
+	month int
+	epoch uint64
+	kid   string
+	key   []byte
 }
 
 const sealKeyCacheSize = 1 << 14 // per data group and schema version
@@ -66,7 +77,7 @@ func compilePlan(s *schema.Schema) *plan {
 	p := &plan{schema: s, root: &node{}}
 	for gi, g := range s.Groups {
 		gp := &groupPlan{group: g, index: gi, subject: g.SubjectField.String()}
-		gp.keys.max = sealKeyCacheSize
+		gp.keys.init(sealKeyCacheSize)
 		gp.retains = !g.Retention.IsZero()
 		p.groups = append(p.groups, gp)
 		if len(g.PII) > 0 && len(g.SubjectField) > 0 {

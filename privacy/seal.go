@@ -125,7 +125,7 @@ func New(ctx context.Context, keys Keys, schemas Schemas, opts Options) (*Guard,
 		opts.Now = time.Now
 	}
 	g := &Guard{keys: keys, schemas: schemas, log: opts.Logger, now: opts.Now}
-	g.aeads.max = aeadCacheSize
+	g.aeads.init(aeadCacheSize)
 	var err error
 	if _, g.subjectNames, err = keys.GetOrCreate(ctx, keystore.KindSystem, subjectNamesKey); err != nil {
 		return nil, fmt.Errorf("privacy: system key: %w", err)
@@ -205,7 +205,9 @@ func (s *sealing) seal(g *Guard, ctx context.Context, r *record.Record) error {
 				return err
 			}
 		}
-		r.Schema = &record.SchemaRef{Subject: sch.Subject, Version: int64(sch.Version)}
+		ref := carve(&s.refs)
+		*ref = record.SchemaRef{Subject: sch.Subject, Version: int64(sch.Version)}
+		r.Schema = ref
 		return nil
 	}
 	s.reset(g, ctx, r, p)
@@ -297,9 +299,15 @@ type sealing struct {
 	tokens      []byte // where blind tokens go
 	ct          []byte
 	aad         []byte
+	nonceBuf    [nonceSize]byte // sealCompact's; a local one would escape
 	scratch     []byte
 	// subjectSide is the side subjectValue last found a value in.
 	subjectSide int
+	// images, parts and refs are the slabs sealed images, sealedParts
+	// and the references of records validated only are carved from.
+	images []byte
+	parts  []sealedParts
+	refs   []record.SchemaRef
 }
 
 func (s *sealing) reset(g *Guard, ctx context.Context, r *record.Record, p *plan) {
@@ -364,7 +372,8 @@ func (s *sealing) run() error {
 			}
 		}
 	}
-	parts := &sealedParts{ref: record.SchemaRef{Subject: s.plan.schema.Subject, Version: int64(s.plan.schema.Version)}}
+	parts := carve(&s.parts)
+	parts.ref = record.SchemaRef{Subject: s.plan.schema.Subject, Version: int64(s.plan.schema.Version)}
 	derived := &parts.derived
 	derived.Sealed, derived.Subjects, derived.Terms = true, parts.subjects[:0], parts.terms[:0]
 	s.tokens = parts.tokens[:0]
@@ -407,7 +416,7 @@ func (s *sealing) resolveSubjects(derived *record.Derived) error {
 			// fields needs no subject.
 			continue
 		}
-		text, err := scalarText(raw)
+		text, err := scalarBytes(raw)
 		if err != nil {
 			if s.subjectSide != sideKey {
 				err = errors.New("is not a string, number or boolean")
@@ -441,8 +450,9 @@ func (s *sealing) subjectValue(i int) []byte {
 }
 
 // groupKeys loads the keys of one group's subject (whose value is raw, its
-// text text) and of the period of at, through the group's cache.
-func (g *Guard) groupKeys(ctx context.Context, gp *groupPlan, raw []byte, text string, at time.Time, scratch []byte) (groupKeys, []byte, error) {
+// text text, which may alias raw) and of the period of at, through the
+// group's cache.
+func (g *Guard) groupKeys(ctx context.Context, gp *groupPlan, raw, text []byte, at time.Time, scratch []byte) (groupKeys, []byte, error) {
 	at = at.UTC()
 	month := 0
 	if gp.retains {
@@ -454,14 +464,14 @@ func (g *Guard) groupKeys(ctx context.Context, gp *groupPlan, raw []byte, text s
 		return gk, scratch, nil
 	}
 	seen := g.epoch.Load()
-	name := g.subjectName(gp.group.Name, text)
+	name := g.subjectName(gp.group.Name, string(text))
 	skid, skey, err := g.keys.GetOrCreate(ctx, keystore.KindSubject, name)
 	if err != nil {
 		return groupKeys{}, scratch, keyStoreErr("subject key", err)
 	}
-	pkid, pkey, err := g.keys.GetOrCreate(ctx, keystore.KindPeriod, periodName(gp.group.Retention, at))
+	pkid, pkey, err := g.periodKey(ctx, gp, at, month, seen)
 	if err != nil {
-		return groupKeys{}, scratch, keyStoreErr("period key", err)
+		return groupKeys{}, scratch, err
 	}
 	kid := skid + "." + pkid
 	aead, err := g.aead(kid, skey, pkey, seen)
@@ -481,6 +491,24 @@ func (g *Guard) groupKeys(ctx context.Context, gp *groupPlan, raw []byte, text s
 	copy(gk.kidBin[kidLen:], pb[:])
 	gp.keys.put(string(scratch), gk, &g.epoch, seen)
 	return gk, scratch, nil
+}
+
+// periodKey is the key of the period of at (month in groupKeys' terms)
+// for gp's group; seen is the epoch read before the lookup began. The
+// last one is kept in gp: a batch's records mostly share a period, and
+// without it each new subject looked the same period up again.
+func (g *Guard) periodKey(ctx context.Context, gp *groupPlan, at time.Time, month int, seen uint64) (kid string, key []byte, err error) {
+	if p := gp.period.Load(); p != nil && p.month == month && p.epoch == seen {
+		return p.kid, p.key, nil
+	}
+	kid, key, err = g.keys.GetOrCreate(ctx, keystore.KindPeriod, periodName(gp.group.Retention, at))
+	if err != nil {
+		return "", nil, keyStoreErr("period key", err)
+	}
+	// Valid only while the epoch stays at seen: forget moves it when any
+	// key is destroyed.
+	gp.period.Store(&periodEntry{month: month, epoch: seen, kid: kid, key: key})
+	return kid, key, nil
 }
 
 // keyStoreErr wraps a key store failure; one the caller may retry
@@ -526,58 +554,13 @@ func (g *Guard) forget(kids []string) {
 	})
 	g.plans.Range(func(_, p any) bool {
 		for _, gp := range p.(*plan).groups {
+			gp.period.Store(nil)
 			gp.keys.forget(func(_ string, gk groupKeys) bool {
 				return gone(gk.skid) || gone(gk.pkid)
 			})
 		}
 		return true
 	})
-}
-
-// keyCache is a bounded map of what was derived from data keys; when full,
-// the older half generation is dropped. Erasure drops the entries of the
-// destroyed keys (forget).
-type keyCache[V any] struct {
-	mu       sync.RWMutex
-	max      int
-	cur, old map[string]V
-}
-
-func (c *keyCache[V]) get(key []byte) (V, bool) {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	if v, ok := c.cur[string(key)]; ok {
-		return v, true
-	}
-	v, ok := c.old[string(key)]
-	return v, ok
-}
-
-// put caches v unless epoch moved since seen, which was read before the
-// keys v comes from were looked up: forget moves the epoch before it takes
-// the lock, so keys destroyed meanwhile are never cached.
-func (c *keyCache[V]) put(key string, v V, epoch *atomic.Uint64, seen uint64) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if epoch.Load() != seen {
-		return
-	}
-	if c.cur == nil || len(c.cur) >= c.max/2 {
-		c.old, c.cur = c.cur, map[string]V{}
-	}
-	c.cur[key] = v
-}
-
-func (c *keyCache[V]) forget(gone func(key string, v V) bool) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, m := range []map[string]V{c.cur, c.old} {
-		for k, v := range m {
-			if gone(k, v) {
-				delete(m, k)
-			}
-		}
-	}
 }
 
 const (
@@ -646,7 +629,41 @@ func (s *sealing) sealSide(side int, img []byte, leaves []leaf, derived *record.
 	}
 	s.member = appendCompactMember(s.member[:0], envs)
 	size := len(img) + len(s.member) + 1
-	return exciseMembers(make([]byte, 0, size), img, s.spans, s.member)
+	return exciseMembers(s.newImage(size), img, s.spans, s.member)
+}
+
+// Sealed images and parts are carved from slabs, each holding those of
+// several records: one allocation per record for each cost more than the
+// hashing. A slab stays alive while any record carved from it does, so
+// slabs are kept small: records of one batch live and die together, and
+// a record kept alone keeps at most a slab.
+const (
+	imageSlab = 8 << 10
+	partsSlab = 16
+)
+
+// newImage returns an empty buffer of capacity size for a sealed image.
+func (s *sealing) newImage(size int) []byte {
+	if size > imageSlab/4 {
+		return make([]byte, 0, size)
+	}
+	if cap(s.images)-len(s.images) < size {
+		s.images = make([]byte, 0, imageSlab)
+	}
+	n := len(s.images)
+	s.images = s.images[:n+size]
+	// Full slice expression: growing one image never overwrites the next.
+	return s.images[n : n : n+size]
+}
+
+// carve returns a zeroed T from slab, refilled partsSlab at a time.
+func carve[T any](slab *[]T) *T {
+	if len(*slab) == 0 {
+		*slab = make([]T, partsSlab)
+	}
+	p := &(*slab)[0]
+	*slab = (*slab)[1:]
+	return p
 }
 
 // aad binds an envelope to its record, its field and its keys.
@@ -732,19 +749,64 @@ func periodExpiry(name string) (time.Time, bool) {
 // fieldKey derives the AEAD of one subject and period: both keys feed
 // HKDF, so either one's destruction makes the field unreadable.
 func fieldKey(subjectKey, periodKey []byte) (cipher.AEAD, error) {
-	secret := make([]byte, 0, len(subjectKey)+len(periodKey))
-	secret = append(append(secret, subjectKey...), periodKey...)
-	k, err := hkdf.Key(sha256.New, secret, nil, "stele field key v1", 32)
-	clear(secret)
-	if err != nil {
+	var k [32]byte
+	if err := fieldKeyBytes(&k, subjectKey, periodKey); err != nil {
 		return nil, fmt.Errorf("privacy: derive field key: %w", err)
 	}
-	block, err := aes.NewCipher(k)
-	clear(k)
+	block, err := aes.NewCipher(k[:])
+	clear(k[:])
 	if err != nil {
 		return nil, fmt.Errorf("privacy: derive field key: %w", err)
 	}
 	return cipher.NewGCM(block)
+}
+
+const fieldKeyInfo = "stele field key v1"
+
+// fieldKeyBytes is HKDF-SHA256 (RFC 5869) of subjectKey ‖ periodKey,
+// without salt, with info fieldKeyInfo, 32 bytes long, into k. Keys of the
+// keystore's size are derived on the stack: hkdf.Key allocates two HMAC
+// states per call, and the first batch of a table of customers derives a
+// key per customer.
+func fieldKeyBytes(k *[32]byte, subjectKey, periodKey []byte) error {
+	if len(subjectKey)+len(periodKey) > 2*keystore.KeySize {
+		secret := append(slices.Clone(subjectKey), periodKey...)
+		out, err := hkdf.Key(sha256.New, secret, nil, fieldKeyInfo, 32)
+		clear(secret)
+		copy(k[:], out)
+		clear(out)
+		return err
+	}
+	var buf [hmacBlock + 2*keystore.KeySize]byte
+	var salt [sha256.Size]byte // no salt: a hash length of zeros
+	prk := hmacSHA256(&buf, salt[:], subjectKey, periodKey)
+	okm := hmacSHA256(&buf, prk[:], []byte(fieldKeyInfo), []byte{1})
+	*k = okm
+	clear(prk[:])
+	clear(okm[:])
+	clear(buf[:])
+	return nil
+}
+
+const hmacBlock = 64 // SHA-256's block
+
+// hmacSHA256 is HMAC-SHA256(key, a ‖ b) = H((key^opad) ‖ H((key^ipad) ‖
+// a ‖ b)), for a key of at most a block and a message that fits buf
+// after a block.
+func hmacSHA256(buf *[hmacBlock + 2*keystore.KeySize]byte, key, a, b []byte) [sha256.Size]byte {
+	var pad [hmacBlock]byte
+	copy(pad[:], key)
+	for i := range pad {
+		pad[i] ^= 0x36
+	}
+	inner := sha256.Sum256(append(append(append(buf[:0], pad[:]...), a...), b...))
+	for i := range pad {
+		pad[i] ^= 0x36 ^ 0x5c
+	}
+	out := sha256.Sum256(append(append(buf[:0], pad[:]...), inner[:]...))
+	clear(pad[:])
+	clear(inner[:])
+	return out
 }
 
 // SealOpaque encrypts a whole blob under one of Stele's own system keys

@@ -215,6 +215,12 @@ func (e *Engine) scanSeqs(l *index.List, blind []byte, blocks *index.Blocks, des
 	if size == 0 {
 		return nil
 	}
+	// Without a list, a time window's blocks are scanned record by
+	// record: their times come from stored bytes read in chunks.
+	var peek *occurredPeek
+	if blocks != nil {
+		peek = e.occurredPeek()
+	}
 	if desc {
 		for seq := min(from, size-1); ; seq-- {
 			if blocks != nil {
@@ -223,7 +229,7 @@ func (e *Engine) scanSeqs(l *index.List, blind []byte, blocks *index.Blocks, des
 					return nil
 				}
 			}
-			if !fn(index.Posting{Seq: seq}) || seq == 0 {
+			if !fn(index.Posting{Seq: seq, OccurredAt: peek.at(seq, true)}) || seq == 0 {
 				return nil
 			}
 		}
@@ -235,7 +241,7 @@ func (e *Engine) scanSeqs(l *index.List, blind []byte, blocks *index.Blocks, des
 				return nil
 			}
 		}
-		if !fn(index.Posting{Seq: seq}) {
+		if !fn(index.Posting{Seq: seq, OccurredAt: peek.at(seq, false)}) {
 			return nil
 		}
 	}

@@ -10,8 +10,13 @@
 // The log is built by direct appends of 1,000-record batches (bench.Record:
 // updates of records/10 customers, 500 actors, one record a second) into a
 // log with its index, as `stele bench` builds its query store; a directory
-// that already holds the log is measured as it is. Every latency is the
-// p50 and p99 of --queries calls with random arguments, in this process.
+// that already holds the log is measured as it is, once the index has
+// settled (its id filter built and no compaction running: the wait is
+// printed). Every latency is the p50 and p99 of --queries calls with
+// random arguments, in this process; --only times the figures whose name
+// holds a string, --cpuprofile profiles the run. Whether the log is in
+// the page cache decides most of a figure: read it once (cat it to
+// /dev/null) for a warm figure, drop the caches for a cold one.
 package main
 
 import (

@@ -28,10 +28,11 @@ func fastBatchServer(t testing.TB, maxBatch int) *Server {
 // bytes, the checked path accepts too and makes the same records of.
 func checkFastBatch(t *testing.T, s *Server, body []byte, chunk int) bool {
 	t.Helper()
-	fast, ok := s.fastBatch(body, chunk)
+	fb, ok := s.fastBatch(context.Background(), body, chunk)
 	if !ok {
 		return false
 	}
+	fast := fb.recs
 	if !utf8.Valid(body) {
 		t.Fatalf("%q: fastBatch accepted a body that is not UTF-8", body)
 	}
@@ -91,7 +92,7 @@ func TestFastBatch(t *testing.T) {
 		{"a trailing comma", `[{"source":{"name":"a","table":"t"},"op":"insert","key":{"id":1}},]`},
 		{"too many", `[` + strings.Repeat(`{"source":{"name":"a","table":"t"},"op":"insert","key":{"id":1}},`, 1000) + `{"source":{"name":"a","table":"t"},"op":"insert","key":{"id":1}}]`},
 	} {
-		if _, ok := s.fastBatch([]byte(tc.body), 16); ok {
+		if _, ok := s.fastBatch(context.Background(), []byte(tc.body), 16); ok {
 			t.Errorf("%s: fastBatch accepted %.80s", tc.name, tc.body)
 		}
 	}

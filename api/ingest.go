@@ -68,8 +68,13 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request) {
 	if !ndjson && idemKey == "" {
 		// A batch fastBatch takes is valid UTF-8: it checks every string,
 		// and refuses any other byte that is not ASCII.
-		if recs, ok := s.fastBatch(body, fastChunkBytes); ok {
-			s.appendBatch(w, r, recs)
+		if fb, ok := s.fastBatch(r.Context(), body, fastChunkBytes); ok {
+			if fb.batch != nil {
+				res, err := s.cfg.Log.(preparingLog).AppendBatch(r.Context(), fb.batch, fb.parts)
+				s.answerAppend(w, r, res, err)
+				return
+			}
+			s.appendBatch(w, r, fb.recs)
 			return
 		}
 	}
@@ -107,6 +112,12 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request) {
 // are, once they are durable.
 func (s *Server) appendBatch(w http.ResponseWriter, r *http.Request, recs []*record.Record) {
 	res, err := s.cfg.Log.Append(r.Context(), recs)
+	s.answerAppend(w, r, res, err)
+}
+
+// answerAppend answers an append with where its records are, or with
+// why it failed.
+func (s *Server) answerAppend(w http.ResponseWriter, r *http.Request, res []stele.Appended, err error) {
 	if err != nil {
 		s.appendFailed(w, r, err)
 		return
@@ -260,6 +271,25 @@ func firstRefusal(recs []*record.Record, errs []*apiError) *apiError {
 // collector or another process delays a small part of the batch.
 const fastChunkBytes = 64 << 10
 
+// preparingLog is a Log that prepares a batch in parts (logstore.Store):
+// fastBatch then seals and encodes each range of records on the core that
+// parsed it, while other ranges are still being parsed, instead of Append
+// going over the whole batch again once all of it is parsed. For a single
+// producer, which waits for each answer before it sends its next batch,
+// that is time off every batch.
+type preparingLog interface {
+	NewBatch() *logstore.Batch
+	AppendBatch(ctx context.Context, b *logstore.Batch, parts []*logstore.Part) ([]stele.Appended, error)
+}
+
+// fastResult is a batch fastBatch took: its records and, when the log is
+// a preparingLog, their prepared parts (batch nil otherwise).
+type fastResult struct {
+	recs  []*record.Record
+	batch *logstore.Batch
+	parts []*logstore.Part
+}
+
 // fastBatch validates a JSON array of records on every core without
 // walking it first to find where its records are. The body is cut into
 // ranges of about chunk bytes, each starting where a record appears to
@@ -271,7 +301,12 @@ const fastChunkBytes = 64 << 10
 // or that is refused, makes ok false, and the caller takes the checked
 // path, which gives every answer it always gave. What fastBatch accepts is
 // thus exactly what that path accepts (FuzzFastBatchMatchesChecked).
-func (s *Server) fastBatch(body []byte, chunk int) ([]*record.Record, bool) {
+//
+// With a preparingLog each range is prepared for the log once parsed; a
+// range the log refuses to prepare (a record its sealer refuses, one too
+// large) also makes ok false, and the checked path's Append gives the
+// answer it always gave.
+func (s *Server) fastBatch(ctx context.Context, body []byte, chunk int) (*fastResult, bool) {
 	i := jsonscan.Space(body, 0)
 	if i >= len(body) || body[i] != '[' {
 		return nil, false
@@ -290,6 +325,11 @@ func (s *Server) fastBatch(body []byte, chunk int) ([]*record.Record, bool) {
 	if schemas != nil {
 		schemas = &batchSchemas{Schemas: schemas}
 	}
+	fb := &fastResult{}
+	if pl, ok := s.cfg.Log.(preparingLog); ok {
+		fb.batch = pl.NewBatch()
+		fb.parts = make([]*logstore.Part, len(starts))
+	}
 	parts := make([][]*record.Record, len(starts))
 	var next atomic.Int64
 	var failed atomic.Bool
@@ -305,6 +345,11 @@ func (s *Server) fastBatch(body []byte, chunk int) ([]*record.Record, bool) {
 				limit = starts[c+1]
 			}
 			recs, ok := s.fastRange(&ps, schemas, body, starts[c], limit, opts)
+			if ok && fb.batch != nil {
+				var err error
+				fb.parts[c], err = fb.batch.Prepare(ctx, recs)
+				ok = err == nil
+			}
 			if !ok {
 				failed.Store(true)
 				return
@@ -335,7 +380,8 @@ func (s *Server) fastBatch(body []byte, chunk int) ([]*record.Record, bool) {
 	if firstRefusal(recs, nil) != nil {
 		return nil, false
 	}
-	return recs, true
+	fb.recs = recs
+	return fb, true
 }
 
 // fastRange parses the records of body from pos, where one starts, to

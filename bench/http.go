@@ -193,8 +193,14 @@ func Load(ctx context.Context, url string, producers, batches int) (time.Duratio
 	start := time.Now()
 	for range producers {
 		wg.Go(func() {
-			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true}}
+			// A write buffer that holds a whole request sends it in one
+			// write: with the default 4 KiB one, each batch crossed the
+			// kernel in about 17 writes, CPU the load process took from
+			// the server it shares the machine with.
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 1, DisableCompression: true,
+				WriteBufferSize: len(body) + 4<<10, ReadBufferSize: 64 << 10}}
 			buf := slices.Clone(body)
+			var answer bytes.Buffer
 			for {
 				b := int(next.Add(1)) - 1
 				if b >= batches {
@@ -203,7 +209,7 @@ func Load(ctx context.Context, url string, producers, batches int) (time.Duratio
 				for i, at := range idAt {
 					putDigits(buf[at:at+idDigits], b*httpBatch+i)
 				}
-				if err := post(ctx, client, url, buf); err != nil {
+				if err := post(ctx, client, url, buf, &answer); err != nil {
 					errs <- err
 					return
 				}
@@ -219,7 +225,9 @@ func Load(ctx context.Context, url string, producers, batches int) (time.Duratio
 	return elapsed, nil
 }
 
-func post(ctx context.Context, client *http.Client, url string, body []byte) error {
+// post sends body and reads the answer into answer, reused from one
+// request to the next.
+func post(ctx context.Context, client *http.Client, url string, body []byte, answer *bytes.Buffer) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return err
@@ -230,12 +238,12 @@ func post(ctx context.Context, client *http.Client, url string, body []byte) err
 		return err
 	}
 	defer resp.Body.Close()
-	msg, err := io.ReadAll(resp.Body)
-	if err != nil {
+	answer.Reset()
+	if _, err := answer.ReadFrom(resp.Body); err != nil {
 		return err
 	}
 	if resp.StatusCode != http.StatusCreated {
-		return fmt.Errorf("POST answered %s: %.300s", resp.Status, msg)
+		return fmt.Errorf("POST answered %s: %.300s", resp.Status, answer.Bytes())
 	}
 	return nil
 }

@@ -79,28 +79,15 @@ func (s *Store) Append(ctx context.Context, recs []*record.Record) ([]stele.Appe
 	if len(recs) == 0 {
 		return nil, nil
 	}
-	if s.opts.Replica {
-		return nil, ErrReplica
-	}
-	if err := s.WriteErr(); err != nil {
+	if err := s.canAppend(); err != nil {
 		return nil, err
 	}
 	defer s.appending.enter()()
-	req := &appendReq{recs: recs, bodies: make([][]byte, len(recs)), done: make(chan appendResult, 1)}
-	if s.opts.Hook != nil {
-		req.prepared = make([][]byte, len(recs))
-		req.known = make([]uint64, len(recs))
-		req.epoch = s.follow.currentEpoch()
-	}
+	req := s.newAppendReq(recs)
 	if err := s.prepare(ctx, req); err != nil {
 		return nil, err
 	}
-	if s.opts.Sealer != nil {
-		if err := s.opts.Sealer.Sync(ctx); err != nil {
-			return nil, fmt.Errorf("make sealing keys durable: %w", err)
-		}
-	}
-	return s.submit(ctx, req, false, "append")
+	return s.submitPrepared(ctx, req)
 }
 
 // ErrEarlierFailed: an append queued with AppendAsync was refused because
@@ -123,10 +110,7 @@ func (s *Store) AppendAsync(ctx context.Context, recs []*record.Record, after fu
 	if len(recs) == 0 {
 		return func(context.Context) ([]stele.Appended, error) { return nil, nil }, after, nil
 	}
-	if s.opts.Replica {
-		return nil, nil, ErrReplica
-	}
-	if err := s.WriteErr(); err != nil {
+	if err := s.canAppend(); err != nil {
 		return nil, nil, err
 	}
 	// In progress, for AppendBusy, from now until the caller has its
@@ -134,12 +118,8 @@ func (s *Store) AppendAsync(ctx context.Context, recs []*record.Record, after fu
 	var leave sync.Once
 	exit := s.appending.enter()
 	done := func() { leave.Do(exit) }
-	req := &appendReq{recs: recs, bodies: make([][]byte, len(recs)), done: make(chan appendResult, 1), after: after, failed: new(atomic.Bool)}
-	if s.opts.Hook != nil {
-		req.prepared = make([][]byte, len(recs))
-		req.known = make([]uint64, len(recs))
-		req.epoch = s.follow.currentEpoch()
-	}
+	req := s.newAppendReq(recs)
+	req.after, req.failed = after, new(atomic.Bool)
 	if err := s.prepare(ctx, req); err != nil {
 		done()
 		return nil, nil, err
@@ -209,36 +189,39 @@ func (s *Store) answer(ctx context.Context, req *appendReq, what string) ([]stel
 // by all cores, so one producer sending big batches is not limited to one
 // core.
 func (s *Store) prepare(ctx context.Context, req *appendReq) error {
-	one := func(i int) error {
-		r := req.recs[i]
-		if s.opts.Sealer != nil {
-			if err := s.opts.Sealer.Seal(ctx, r); err != nil {
-				return &stele.RecordError{Index: i, Err: err}
-			}
+	return forEachChunked(len(req.recs), func(i int) error { return s.prepareOne(ctx, req, i) })
+}
+
+// prepareOne seals and encodes req.recs[i], prepares its index entry and
+// looks its id up, filling slot i of req's slices.
+func (s *Store) prepareOne(ctx context.Context, req *appendReq, i int) error {
+	r := req.recs[i]
+	if s.opts.Sealer != nil {
+		if err := s.opts.Sealer.Seal(ctx, r); err != nil {
+			return &stele.RecordError{Index: i, Err: err}
 		}
-		req.bodies[i] = record.AppendBody(make([]byte, 0, record.BodySize(r)), r)
-		if size := record.HeaderSize + len(req.bodies[i]); size > MaxRecordSize {
-			return fmt.Errorf("%w: record %d of the batch encodes to %d bytes, more than %d", ErrTooLarge, i, size, MaxRecordSize)
-		}
-		if req.prepared != nil {
-			e, err := s.opts.Hook.Prepare(r)
-			if err != nil {
-				return fmt.Errorf("prepare index entry: %w", err)
-			}
-			req.prepared[i] = e
-			seq, ok, err := s.opts.Hook.LookupID(r.ID)
-			if err != nil {
-				// No id in the message: clients may choose ids from
-				// personal data.
-				return fmt.Errorf("look up a record id: %w", err)
-			}
-			if ok {
-				req.known[i] = seq + 1
-			}
-		}
-		return nil
 	}
-	return forEachChunked(len(req.recs), one)
+	req.bodies[i] = record.AppendBody(make([]byte, 0, record.BodySize(r)), r)
+	if size := record.HeaderSize + len(req.bodies[i]); size > MaxRecordSize {
+		return fmt.Errorf("%w: record %d of the batch encodes to %d bytes, more than %d", ErrTooLarge, i, size, MaxRecordSize)
+	}
+	if req.prepared != nil {
+		e, err := s.opts.Hook.Prepare(r)
+		if err != nil {
+			return fmt.Errorf("prepare index entry: %w", err)
+		}
+		req.prepared[i] = e
+		seq, ok, err := s.opts.Hook.LookupID(r.ID)
+		if err != nil {
+			// No id in the message: clients may choose ids from
+			// personal data.
+			return fmt.Errorf("look up a record id: %w", err)
+		}
+		if ok {
+			req.known[i] = seq + 1
+		}
+	}
+	return nil
 }
 
 // forEachChunked runs one(i) for i in [0, n), on every core when n is

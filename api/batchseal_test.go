@@ -1,0 +1,65 @@
+package api_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/stele/stele/auth"
+)
+
+// TestBatchSealedOrRefusedByIndex: the records of an array batch, which
+// the log prepares range by range as they are parsed, are each sealed
+// under their table's schema; a batch with a record the sealer refuses is
+// answered 400 naming that record's index and field, and stores nothing.
+func TestBatchSealedOrRefusedByIndex(t *testing.T) {
+	e := newGuardEnv(t)
+	rec := func(i int, after string) string {
+		return fmt.Sprintf(`{"id":"b-%d",%s,"op":"insert","key":{"id":%d},"after":%s}`, i, customersSource, i, after)
+	}
+	var ok []string
+	for i := range 300 {
+		ok = append(ok, rec(i, fmt.Sprintf(`{"email":"p%d@example.com","id":%d}`, i, i)))
+	}
+	status, b, first := e.post(t, auth.RoleService, "["+strings.Join(ok, ",")+"]")
+	if status != http.StatusCreated {
+		t.Fatalf("batch: %d %s", status, b)
+	}
+	for _, i := range []int{0, 150, 299} {
+		if st := e.stored(t, first+uint64(i)); bytes.Contains(st, fmt.Appendf(nil, "p%d@example.com", i)) || !bytes.Contains(st, []byte(`"$pii":`)) {
+			t.Fatalf("record %d stored in clear:\n%s", i, st)
+		}
+	}
+	size := e.store.Size()
+	for _, c := range []struct {
+		name, bad, field string
+	}{
+		// Refused by the schema, before the log sees the record.
+		{"no subject", rec(0, `{"email":"nobody@example.com"}`), "after"},
+		// Refused by the log's sealer: personal data with no subject
+		// to seal it under.
+		{"ddl", `{` + customersSource + `,"op":"ddl","key":{"object":"public.customers"},"tx":{"position":"0/B1"},"after":{"email":"nobody@example.com"}}`, "after.id"},
+	} {
+		for _, bad := range []int{0, 130, 299} {
+			recs := make([]string, 300)
+			for i := range recs {
+				recs[i] = rec(1000+i, fmt.Sprintf(`{"email":"q%d@example.com","id":%d}`, i, 1000+i))
+			}
+			recs[bad] = c.bad
+			status, b, _ := e.post(t, auth.RoleService, "["+strings.Join(recs, ",")+"]")
+			var answer struct {
+				Field string `json:"field"`
+				Index *int   `json:"index"`
+			}
+			if err := json.Unmarshal(b, &answer); err != nil || status != http.StatusBadRequest || answer.Field != c.field || answer.Index == nil || *answer.Index != bad {
+				t.Errorf("%s as record %d: %d %s, want 400 naming %s of record %d", c.name, bad, status, b, c.field, bad)
+			}
+		}
+	}
+	if e.store.Size() != size {
+		t.Errorf("refused batches stored %d records", e.store.Size()-size)
+	}
+}

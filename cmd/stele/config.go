@@ -196,7 +196,7 @@ func options() []option {
 			c.MaxBatch = n
 			return nil
 		}},
-		{"memory_limit", "Go memory, in `bytes` (KiB, MiB, GiB suffixes allowed), the server aims to stay under: the collector runs earlier as the heap nears it, but never holds it below twice the live heap; the binary and the index's Pebble caches come on top; off for none; the GOMEMLIMIT variable wins (default 128MiB)", func(c *Config, v string) error {
+		{"memory_limit", "Go memory, in `bytes` (KiB, MiB, GiB suffixes allowed), the server aims to stay under: the collector runs earlier as the heap nears it, but never holds it below twice the live heap; the binary and the index's Pebble caches come on top; off for none; the GOMEMLIMIT variable wins (default 96MiB)", func(c *Config, v string) error {
 			if v == "off" {
 				c.MemoryLimit = 0
 				return nil

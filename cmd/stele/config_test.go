@@ -40,7 +40,7 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if cfg.Addr != "127.0.0.1:7070" || cfg.Data != "./stele-data" || cfg.Origin != "stele.local/log" ||
 		cfg.LogLevel != slog.LevelInfo || cfg.CheckpointInterval != 500*time.Millisecond ||
-		cfg.MaxBodyBytes != 16<<20 || cfg.MaxBatch != 10000 || cfg.MemoryLimit != 128<<20 {
+		cfg.MaxBodyBytes != 16<<20 || cfg.MaxBatch != 10000 || cfg.MemoryLimit != 96<<20 {
 		t.Fatalf("defaults changed: %+v", cfg)
 	}
 }

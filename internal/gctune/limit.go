@@ -15,12 +15,15 @@ import (
 // a collection; while the live heap is small that is well under this
 // limit and costs nothing, and during a burst (a lineage stream catching
 // up, a large transaction) the limit makes the collector run earlier
-// instead of letting the process grow (stele bench --only stream, 300k
-// records: peak RSS 212 MiB at 128 MiB against 225-238 MiB at 160 MiB,
-// alternated under the same load). The rest of the process's memory
+// instead of letting the process grow. Measured with stele bench --only
+// stream, limits alternated under the same load: 300k records, peak RSS
+// 212 MiB at 128 MiB against 225-238 MiB at 160 MiB; --quick, 157-159 MiB
+// at 96 MiB against 166-178 MiB at 128 MiB, while the live heap during
+// the stream's catch-up was about 36 MiB. Capture, whose live heap is
+// about 20 MiB, does not reach it. The rest of the process's memory
 // (the binary, the index's memtables and block cache, which Pebble
 // allocates outside the Go heap) comes on top.
-const DefaultMemoryLimit = 128 << 20
+const DefaultMemoryLimit = 96 << 20
 
 // limitEvery is how often the limit is checked against the live heap
 // after a collection.

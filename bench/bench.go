@@ -177,7 +177,7 @@ type Results struct {
 
 // Run measures everything and prints a report as it goes.
 func Run(ctx context.Context, opts Options) (*Results, error) {
-	gctune.Apply() // as the stele binary runs
+	defer asServe(ctx)()
 	opts.fill()
 	if opts.Dir == "" {
 		dir, err := os.MkdirTemp("", "stele-bench-")
@@ -504,6 +504,16 @@ func openStore(ctx context.Context, dir string, indexed bool) (*stack, error) {
 	}
 	st.store = store
 	return st, nil
+}
+
+// asServe sets the collector as `stele serve` runs by default: GOGC and
+// the soft memory limit (GOGC and GOMEMLIMIT win). The returned function
+// lifts the limit.
+func asServe(ctx context.Context) (stop func()) {
+	gctune.Apply()
+	ctx, cancel := context.WithCancel(ctx)
+	gctune.LimitMemory(ctx, gctune.DefaultMemoryLimit)
+	return cancel
 }
 
 func (s *stack) close() {

@@ -23,7 +23,6 @@ import (
 	"github.com/stele/stele"
 	"github.com/stele/stele/capture"
 	"github.com/stele/stele/capture/postgres"
-	"github.com/stele/stele/internal/gctune"
 	"github.com/stele/stele/internal/pgtest"
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/query"
@@ -252,7 +251,7 @@ func (r *CaptureResults) Lines() []string {
 // transactions are captured. The error wraps ErrNoPostgres when the
 // binaries are missing.
 func Capture(ctx context.Context, opts CaptureOptions) (*CaptureResults, error) {
-	gctune.Apply() // as the stele binary runs
+	defer asServe(ctx)()
 	if err := opts.fill(); err != nil {
 		return nil, err
 	}

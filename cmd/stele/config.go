@@ -16,6 +16,7 @@ import (
 
 	"github.com/stele/stele/api"
 	"github.com/stele/stele/auth"
+	"github.com/stele/stele/internal/gctune"
 	"github.com/stele/stele/projection"
 	"github.com/stele/stele/publish"
 )
@@ -31,6 +32,9 @@ type Config struct {
 	CheckpointInterval time.Duration
 	MaxBodyBytes       int64
 	MaxBatch           int
+	// MemoryLimit is the Go memory the server aims to stay under (see
+	// gctune.LimitMemory); 0 sets none. GOMEMLIMIT, when set, wins.
+	MemoryLimit int64
 	// Privacy: where the keystore's master key comes from (a key file by
 	// default, STELE_MASTER_KEY, or Vault Transit) and how often expired
 	// retention periods are shredded.
@@ -114,6 +118,7 @@ func defaultConfig() Config {
 		CheckpointInterval: 500 * time.Millisecond,
 		MaxBodyBytes:       api.DefaultMaxBodyBytes,
 		MaxBatch:           api.DefaultMaxBatch,
+		MemoryLimit:        gctune.DefaultMemoryLimit,
 		RetentionInterval:  time.Hour,
 		WitnessTimeout:     10 * time.Second,
 	}
@@ -189,6 +194,18 @@ func options() []option {
 				return errors.New("want a positive integer")
 			}
 			c.MaxBatch = n
+			return nil
+		}},
+		{"memory_limit", "Go memory, in `bytes` (KiB, MiB, GiB suffixes allowed), the server aims to stay under: the collector runs earlier as the heap nears it, but never holds it below twice the live heap; the binary and the index's Pebble caches come on top; off for none; the GOMEMLIMIT variable wins (default 96MiB)", func(c *Config, v string) error {
+			if v == "off" {
+				c.MemoryLimit = 0
+				return nil
+			}
+			n, err := parseBytes(v)
+			if err != nil {
+				return fmt.Errorf("%w, or off", err)
+			}
+			c.MemoryLimit = n
 			return nil
 		}},
 		{"master_key_file", "`file` holding the keystore's 32-byte master key, created on first start (default <data>/master.key; keep it on another disk or use Vault)", func(c *Config, v string) error {

@@ -40,7 +40,7 @@ func TestConfigDefaults(t *testing.T) {
 	}
 	if cfg.Addr != "127.0.0.1:7070" || cfg.Data != "./stele-data" || cfg.Origin != "stele.local/log" ||
 		cfg.LogLevel != slog.LevelInfo || cfg.CheckpointInterval != 500*time.Millisecond ||
-		cfg.MaxBodyBytes != 16<<20 || cfg.MaxBatch != 10000 {
+		cfg.MaxBodyBytes != 16<<20 || cfg.MaxBatch != 10000 || cfg.MemoryLimit != 96<<20 {
 		t.Fatalf("defaults changed: %+v", cfg)
 	}
 }
@@ -54,6 +54,7 @@ log_level: debug
 checkpoint_interval: 250ms
 max_body_bytes: 1MiB
 max_batch: 50
+memory_limit: 64MiB
 `
 	env := map[string]string{
 		"STELE_ADDR":                "127.0.0.1:2222",
@@ -72,11 +73,22 @@ max_batch: 50
 		CheckpointInterval: 100 * time.Millisecond,
 		MaxBodyBytes:       1 << 20,
 		MaxBatch:           50,
+		MemoryLimit:        64 << 20,
 		RetentionInterval:  time.Hour, // default
 		WitnessTimeout:     10 * time.Second,
 	}
 	if cfg != want {
 		t.Fatalf("got  %+v\nwant %+v", cfg, want)
+	}
+}
+
+func TestConfigMemoryLimitOff(t *testing.T) {
+	cfg, err := loadTest(t, "memory_limit: 1GiB\n", map[string]string{"STELE_MEMORY_LIMIT": "off"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.MemoryLimit != 0 {
+		t.Fatalf("memory limit %d, want 0 (none) from STELE_MEMORY_LIMIT=off", cfg.MemoryLimit)
 	}
 }
 
@@ -110,6 +122,7 @@ func TestConfigErrors(t *testing.T) {
 		{name: "bad level", yaml: "log_level: loud\n", wants: []string{"log_level"}},
 		{name: "bad batch", env: map[string]string{"STELE_MAX_BATCH": "0"}, wants: []string{"STELE_MAX_BATCH", "positive"}},
 		{name: "bad bytes", args: []string{"--max-body-bytes", "lots"}, wants: []string{"--max-body-bytes", "bytes"}},
+		{name: "bad memory limit", args: []string{"--memory-limit", "-5MiB"}, wants: []string{"--memory-limit", "bytes", "or off"}},
 		{name: "addr without port", yaml: "addr: localhost\n", wants: []string{"addr", "host:port"}},
 		{name: "nested value", yaml: "data:\n  path: x\n", wants: []string{"data", "single value"}},
 		{name: "not a mapping", yaml: "- data\n", wants: []string{"mapping"}},

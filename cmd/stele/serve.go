@@ -26,6 +26,7 @@ import (
 	"github.com/stele/stele/follow"
 	"github.com/stele/stele/index"
 	"github.com/stele/stele/internal/atomicfile"
+	"github.com/stele/stele/internal/gctune"
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/privacy"
 	"github.com/stele/stele/privacy/keystore"
@@ -73,6 +74,7 @@ func (h *health) get() (string, string) {
 }
 
 func serve(ctx context.Context, cfg Config, addrFile string, logger *slog.Logger) (err error) {
+	gctune.LimitMemory(ctx, cfg.MemoryLimit)
 	created := !exists(cfg.Data)
 	if err := os.MkdirAll(cfg.Data, 0o755); err != nil {
 		return fmt.Errorf("create data directory: %w", err)

@@ -18,8 +18,10 @@ import (
 const Percent = 200
 
 // Apply sets GOGC to Percent unless the GOGC environment variable is set,
-// which always wins.
+// which always wins, and fixes C malloc's mmap threshold (see
+// fixMallocThreshold).
 func Apply() {
+	fixMallocThreshold()
 	if _, set := os.LookupEnv("GOGC"); !set {
 		debug.SetGCPercent(Percent)
 	}

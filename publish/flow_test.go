@@ -24,25 +24,37 @@ func appender(t *testing.T, s *logstore.Store, from int) (stop func() uint64) {
 	// caller gave up can still be stored after it returned, and the size
 	// stop reports must be the log's final one.
 	var stopping atomic.Bool
-	done := make(chan error, 1)
-	go func() {
-		defer close(done)
-		for i := from; !stopping.Load(); i += 10 {
-			recs := make([]*record.Record, 10)
-			for j := range recs {
-				recs[j] = testRecord(i + j)
+	// Two appending goroutines keep an append in progress nearly all the
+	// time, as a burst does, even on a loaded machine that deschedules
+	// one of them between its appends: with one, the log's busy share
+	// fell below the hold's threshold under a loaded test run.
+	const appenders = 2
+	next := atomic.Int64{}
+	next.Store(int64(from))
+	done := make(chan error, appenders)
+	var wg sync.WaitGroup
+	for range appenders {
+		wg.Go(func() {
+			for !stopping.Load() {
+				i := int(next.Add(10)) - 10
+				recs := make([]*record.Record, 10)
+				for j := range recs {
+					recs[j] = testRecord(i + j)
+				}
+				if _, err := s.Append(context.Background(), recs); err != nil {
+					done <- err
+					return
+				}
 			}
-			if _, err := s.Append(context.Background(), recs); err != nil {
-				done <- err
-				return
-			}
-		}
-	}()
+		})
+	}
 	var once sync.Once
 	return func() uint64 {
 		once.Do(func() {
 			stopping.Store(true)
-			if err := <-done; err != nil {
+			wg.Wait()
+			close(done)
+			for err := range done {
 				t.Errorf("append: %v", err)
 			}
 		})
@@ -50,8 +62,6 @@ func appender(t *testing.T, s *logstore.Store, from int) (stop func() uint64) {
 	}
 }
 
-// slowLog is a log read one record at a time, slowly until fast is set: a
-// publisher that cannot keep up with the appends, whatever the machine.
 type slowLog struct {
 	s    *logstore.Store
 	fast atomic.Bool

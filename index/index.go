@@ -131,11 +131,15 @@ func (ix *Index) openDB() (*pebble.DB, error) {
 	// full memtables add up to half its size, so at 64 MiB a bench run of
 	// 300k records held 63 MiB of memtables and never flushed; at 16 MiB
 	// the lineage stream's peak RSS fell by about 20 MiB (stele bench
-	// --only stream, alternated with 64 MiB under the same load).
+	// --only stream, alternated with 64 MiB under the same load), but the
+	// transaction-heavy PostgreSQL capture lost about a tenth against
+	// pg_recvlogical (more flushes and compactions). 32 MiB sits between:
+	// idle machine, alternated, tx-heavy medians 0.89-1.01x at 32, 0.84-0.96x
+	// at 16, 0.90-1.08x at 64; peak RSS 180, 175 and 189 MiB.
 	// No WAL: the log is this index's write-ahead log. After a crash the
 	// index reopens at the watermark of its last flushed memtable and the
 	// log replays the rest (logstore.Store's catch-up).
-	opts := &pebble.Options{Logger: pebbleLogger{ix.logger}, Cache: cache, MemTableSize: 16 << 20, DisableWAL: true, Merger: indexMerger}
+	opts := &pebble.Options{Logger: pebbleLogger{ix.logger}, Cache: cache, MemTableSize: 32 << 20, DisableWAL: true, Merger: indexMerger}
 	opts.EventListener = &pebble.EventListener{
 		// The bounds and details of a corruption may hold index keys,
 		// which hold entity keys and actor ids: only the file is logged.

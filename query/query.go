@@ -284,7 +284,9 @@ func (e *Engine) page(ctx context.Context, l *index.List, req PageRequest, f Fil
 	}
 	var pre *prefetched
 	if f.Blind == nil {
-		pre = e.prefetch(l, blocks, desc, from, size, limit, f)
+		if pre, err = e.prefetch(l, blocks, desc, from, size, limit, f); err != nil {
+			return nil, err
+		}
 	}
 	page := &Page{}
 	scanned := 0
@@ -294,7 +296,7 @@ func (e *Engine) page(ctx context.Context, l *index.List, req PageRequest, f Fil
 	// one (there may then be nothing after it, and the next page comes
 	// back empty, which pagination allows).
 	more := false
-	err = e.scanSeqs(l, f.Blind, blocks, desc, from, size, func(p index.Posting) bool {
+	visit := func(p index.Posting) bool {
 		if p.Seq >= size {
 			// Appended after this query's snapshot: descending scans meet
 			// such postings first and skip them; ascending ones meet them
@@ -334,7 +336,21 @@ func (e *Engine) page(ctx context.Context, l *index.List, req PageRequest, f Fil
 			}
 		}
 		return true
-	})
+	}
+	if pre == nil {
+		err = e.scanSeqs(l, f.Blind, blocks, desc, from, size, visit)
+	} else {
+		// The prefetch's postings first; the list again only past them.
+		goOn := true
+		for _, p := range pre.postings {
+			if goOn = visit(p); !goOn {
+				break
+			}
+		}
+		if next, ok := pre.rest(desc); goOn && ok {
+			err = e.scanSeqs(l, nil, blocks, desc, next, size, visit)
+		}
+	}
 	if err == nil {
 		err = scanErr
 	}

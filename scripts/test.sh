@@ -61,6 +61,7 @@ fuzz() {
 fuzz -run='^$' -fuzz='^FuzzParseIngest$' -fuzztime="$fuzztime" ./record
 fuzz -run='^$' -fuzz='^FuzzDecode$' -fuzztime="$fuzztime" ./record
 fuzz -run='^$' -fuzz='^FuzzDecodeStoredMatchesUnmarshal$' -fuzztime="$fuzztime" ./record
+fuzz -run='^$' -fuzz='^FuzzStoredOccurredAt$' -fuzztime="$fuzztime" ./query
 fuzz -run='^$' -fuzz='^FuzzKeyFastPaths$' -fuzztime="$fuzztime" ./record
 fuzz -run='^$' -fuzz='^FuzzOpenCheckpoint$' -fuzztime=100000x .
 fuzz -run='^$' -fuzz='^FuzzReadRequest$' -fuzztime="$fuzztime" ./api

@@ -40,6 +40,13 @@ func (s *Server) getCheckpoint(w http.ResponseWriter, r *http.Request) {
 			s.log.WarnContext(r.Context(), "serving an older checkpoint: signing a new one failed", "err", err)
 		}
 	}
+	if cp == nil {
+		// A log that has signed nothing yet; it signs one at Open, so this
+		// is a moment, not a state.
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusServiceUnavailable, &apiError{Msg: "the log has no signed checkpoint yet; retry shortly"})
+		return
+	}
 	writeText(w, cp.Note)
 }
 

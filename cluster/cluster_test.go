@@ -95,7 +95,7 @@ func tryStartNode(t testing.TB, c *natstest.Cluster, key logKey, dir, name strin
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	n, err := cluster.Start(ctx, cluster.Config{JS: js, Local: store, Index: ix, Name: name, LeaseTTL: ttl, AckTimeout: 5 * time.Second, AckWait: time.Second})
+	n, err := cluster.Start(ctx, cluster.Config{JS: js, Local: store, Index: ix, Name: name, LeaseTTL: ttl, AckTimeout: ackTimeout, AckWait: time.Second})
 	if err != nil {
 		nc.Close()
 		store.Close()
@@ -117,6 +117,12 @@ func (tn *testNode) close() {
 	tn.ix.Close()
 	tn.node = nil
 }
+
+// ackTimeout is how long a test node's Append waits for its records to be
+// sequenced. A loaded CI machine has taken more than 5 s to sequence the
+// first batch of a freshly formed R3 cluster; what the tests check does not
+// depend on it, only TestNATSQuorumLoss waits it out once.
+const ackTimeout = 15 * time.Second
 
 // startThree starts a three-server NATS cluster and three nodes on it
 // sharing one log key, and waits until one of them writes.

@@ -129,6 +129,42 @@ func TestAppendSequenced(t *testing.T) {
 	}
 }
 
+// A replica that has applied nothing yet still serves a checkpoint (the
+// empty tree's, the very note the writer would sign), so a reader asking a
+// node that joined an empty cluster, or one whose follower lags, gets an
+// answer instead of nothing.
+func TestEmptyReplicaHasCheckpoint(t *testing.T) {
+	skey, vkey, err := note.GenerateKey(rand.Reader, replicaOrigin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := note.NewVerifier(vkey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := openReplica(t, t.TempDir(), skey, vkey)
+	for name, cp := range map[string]*stele.Checkpoint{"LatestCheckpoint": s.LatestCheckpoint(), "Checkpoint": mustCheckpoint(t, s)} {
+		if cp == nil {
+			t.Fatalf("%s of an empty replica is nil", name)
+		}
+		if cp.Size != 0 {
+			t.Fatalf("%s of an empty replica has size %d", name, cp.Size)
+		}
+		if _, err := note.Open(cp.Note, note.VerifierList(v)); err != nil {
+			t.Fatalf("%s of an empty replica: %v", name, err)
+		}
+	}
+}
+
+func mustCheckpoint(t *testing.T, s *logstore.Store) *stele.Checkpoint {
+	t.Helper()
+	cp, err := s.Checkpoint(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cp
+}
+
 // BenchmarkAppendSequenced stores sequenced batches of 100 records, the
 // replica's path, next to BenchmarkAppend's single-node one.
 func BenchmarkAppendSequenced(b *testing.B) {

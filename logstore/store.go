@@ -266,7 +266,10 @@ func Open(ctx context.Context, dir string, opts Options) (*Store, error) {
 	// signatures are deterministic, so this is the very note the writer
 	// signed for that size. Readers then always find a checkpoint.
 	if s.latest.Load() == nil || s.latest.Load().Size < s.Size() {
-		if _, err := s.Checkpoint(ctx); err != nil {
+		s.cpMu.Lock()
+		_, err := s.signCurrent(ctx)
+		s.cpMu.Unlock()
+		if err != nil {
 			s.closeFiles()
 			return nil, err
 		}

@@ -669,6 +669,12 @@ func (s *Store) Checkpoint(ctx context.Context) (*stele.Checkpoint, error) {
 	if s.opts.Replica {
 		return s.adoptCheckpoint(ctx)
 	}
+	return s.signCurrent(ctx)
+}
+
+// signCurrent signs and stores a checkpoint for the current tree unless the
+// latest one already covers it; cpMu is held.
+func (s *Store) signCurrent(ctx context.Context) (*stele.Checkpoint, error) {
 	st := s.state.Load()
 	if cp := s.latest.Load(); cp != nil && cp.Size >= st.size {
 		return cp, nil

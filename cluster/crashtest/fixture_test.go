@@ -357,12 +357,21 @@ type signedCheckpoint struct {
 
 func (f *fixture) checkpoint(i int) signedCheckpoint {
 	f.t.Helper()
-	resp, err := http.Get("http://" + f.nodes[i].Addr() + "/v1/checkpoint")
-	if err != nil {
-		f.t.Fatal(err)
+	var b []byte
+	// A 503 (with Retry-After) is a node with nothing signed yet; a
+	// client waits it out. Anything else is answered at once.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		resp, err := http.Get("http://" + f.nodes[i].Addr() + "/v1/checkpoint")
+		if err != nil {
+			f.t.Fatal(err)
+		}
+		b, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
 	v, err := note.NewVerifier(f.vkey)
 	if err != nil {
 		f.t.Fatal(err)

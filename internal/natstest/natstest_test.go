@@ -13,7 +13,10 @@ import (
 // with two (no quorum), and has every message once the servers are back.
 func TestClusterQuorum(t *testing.T) {
 	c := StartT(t, 3)
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	// Each phase has its own deadline below; this one only bounds the test,
+	// wide enough for a loaded CI machine where re-electing stream leaders
+	// after each kill and restart has taken tens of seconds.
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	nc, err := nats.Connect(c.URLs(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	if err != nil {
@@ -66,20 +69,29 @@ func TestClusterQuorum(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := c.WaitReady(ctx); err != nil {
+	rctx, rcancel := context.WithTimeout(ctx, 90*time.Second)
+	defer rcancel()
+	if err := c.WaitReady(rctx); err != nil {
 		t.Fatal(err)
 	}
-	var info *jetstream.StreamInfo
-	for try := 0; try < 50; try++ {
-		s, err := js.Stream(ctx, "Q")
+	var msgs uint64
+	var last error
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		ictx, icancel := context.WithTimeout(ctx, 5*time.Second)
+		s, err := js.Stream(ictx, "Q")
+		var info *jetstream.StreamInfo
 		if err == nil {
-			if info, err = s.Info(ctx); err == nil && info.State.Msgs >= 20 {
-				break
+			info, err = s.Info(ictx)
+		}
+		icancel()
+		if err == nil {
+			if msgs = info.State.Msgs; msgs >= 20 {
+				return
 			}
 		}
+		last = err
 		time.Sleep(100 * time.Millisecond)
 	}
-	if info == nil || info.State.Msgs < 20 {
-		t.Fatalf("after the quorum came back the stream has %v, want at least the 20 acknowledged messages", info)
-	}
+	t.Fatalf("after the quorum came back the stream has %d messages (last error %v), want at least the 20 acknowledged", msgs, last)
 }

@@ -61,7 +61,7 @@ func New(t testing.TB, bin string, args ...string) *Server {
 		log.Close()
 		if t.Failed() {
 			b, _ := os.ReadFile(logPath)
-			t.Logf("stele logs:\n%s", b)
+			t.Logf("stele logs (%s):\n%s", logPath, logTail(b))
 		}
 	})
 	return s
@@ -167,3 +167,22 @@ func (s *Server) Addr() string {
 	}
 	return strings.TrimSpace(string(b))
 }
+
+// logTail is what a failed test shows of a server's log: its last
+// logTailLines lines that are not DEBUG. A CI report keeps only the head
+// and the end of a long output, and a crash test runs several servers whose
+// per-request DEBUG lines would push the one that failed out of it.
+func logTail(b []byte) string {
+	var keep []string
+	for _, l := range strings.Split(strings.TrimRight(string(b), "\n"), "\n") {
+		if !strings.Contains(l, " level=DEBUG ") {
+			keep = append(keep, l)
+		}
+	}
+	if len(keep) > logTailLines {
+		keep = append([]string{"[… " + strconv.Itoa(len(keep)-logTailLines) + " earlier lines]"}, keep[len(keep)-logTailLines:]...)
+	}
+	return strings.Join(keep, "\n")
+}
+
+const logTailLines = 40

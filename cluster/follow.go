@@ -107,7 +107,7 @@ func (n *Node) follow(ctx context.Context, start uint64) {
 			sleep(ctx, 500*time.Millisecond)
 			continue
 		}
-		it, err := cons.Messages()
+		it, err := cons.Messages(pullOpts()...)
 		if err != nil {
 			n.log.Warn("cannot follow the log stream; retrying", "err", err)
 			sleep(ctx, 500*time.Millisecond)
@@ -136,6 +136,18 @@ func (n *Node) follow(ctx context.Context, start uint64) {
 		stop()
 		it.Stop()
 	}
+}
+
+// pullOpts are the writer's and the followers' pull settings. A pull
+// request sent while the consumer (or its stream) has no leader yet — right
+// after it is created, or after a failover, and for longer on a loaded
+// machine — is dropped without an answer, and the client notices only when
+// two heartbeats are missed: with nats.go's defaults 30 s for the writer and
+// 10 s for an ordered follower, all that time nothing is sequenced or
+// applied. With a 2 s heartbeat the pull is made again within 4 s, at the
+// price of a heartbeat every 2 s per consumer.
+func pullOpts(more ...jetstream.PullMessagesOpt) []jetstream.PullMessagesOpt {
+	return append([]jetstream.PullMessagesOpt{jetstream.PullExpiry(10 * time.Second), jetstream.PullHeartbeat(2 * time.Second)}, more...)
 }
 
 func sleep(ctx context.Context, d time.Duration) {

@@ -36,7 +36,7 @@ func (n *Node) write(ctx context.Context, held *lease) {
 		n.log.Warn("writer cannot catch up with the log stream; stepping down", "err", err)
 		return
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(2 * n.cfg.MaxBatch))
+	it, err := cons.Messages(pullOpts(jetstream.PullMaxMessages(2*n.cfg.MaxBatch), jetstream.WithMessagesErrOnMissingHeartbeat(false))...)
 	if err != nil {
 		n.log.Warn("writer cannot consume the ingest stream; stepping down", "err", err)
 		return

@@ -297,3 +297,30 @@ func TestPIIModes(t *testing.T) {
 		})
 	}
 }
+
+// TestCaptureBig: with BigMB set, each large transaction's figure comes
+// with the same rows captured in 1,000-row transactions, each by a source
+// and log of its own, and the report shows both.
+func TestCaptureBig(t *testing.T) {
+	res, err := Capture(context.Background(), CaptureOptions{Dir: t.TempDir(), Changes: 500, Rounds: 1, LatencyRate: 50, LatencyFor: time.Second, BigMB: 4, TxInserts: -1})
+	if errors.Is(err, ErrNoPostgres) {
+		t.Skip(err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Big) != 2 {
+		t.Fatalf("%d large transaction figures, want 2", len(res.Big))
+	}
+	for i, b := range res.Big {
+		if b.MB != []int{1, 4}[i] || b.Rows != b.MB*1024 || b.RSSPeak <= 0 || b.GoPeak <= 0 || b.Elapsed <= 0 || b.SplitPeak <= 0 || b.SplitGoPeak <= 0 || b.SplitElapsed <= 0 {
+			t.Errorf("large transaction figure %d: %+v", i, b)
+		}
+	}
+	out := strings.Join(res.Lines(), "\n")
+	for _, w := range []string{"capture one 4 MiB transaction (4096 rows", "capture the same 4096 rows in 1,000-row transactions"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("output lacks %q:\n%s", w, out)
+		}
+	}
+}

@@ -24,7 +24,6 @@ import (
 	"github.com/stele/stele/capture"
 	"github.com/stele/stele/capture/postgres"
 	"github.com/stele/stele/internal/pgtest"
-	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/query"
 	"github.com/stele/stele/record"
 )
@@ -53,9 +52,10 @@ type CaptureOptions struct {
 	LatencyRate int
 	LatencyFor  time.Duration
 	// BigMB, when positive, also captures one transaction of about a
-	// quarter of BigMB MiB and then one of BigMB MiB (~1 KB rows) and
-	// reports peak RSS around each: flat means large transactions do not
-	// grow memory.
+	// quarter of BigMB MiB and then one of BigMB MiB (~1 KB rows), each
+	// followed by the same rows in 1,000-row transactions, and reports
+	// peak RSS around each: growth no larger in the one transaction means
+	// large transactions do not add memory.
 	BigMB int
 	// PGBinDir holds PostgreSQL 15's binaries (default pgtest.BinDir).
 	PGBinDir string
@@ -148,6 +148,7 @@ type CaptureResults struct {
 // CaptureRound is one measurement of both consumers over the same WAL.
 type CaptureRound struct {
 	SteleSecs float64 // Run until every change was durable and indexed
+	SteleCPU  float64 // the process's CPU seconds over the same span
 	RecvSecs  float64 // pg_recvlogical to /dev/null up to the same LSN
 	RecvFirst bool
 }
@@ -155,13 +156,21 @@ type CaptureRound struct {
 // Ratio is Stele's rate over pg_recvlogical's in this round.
 func (r CaptureRound) Ratio() float64 { return r.RecvSecs / r.SteleSecs }
 
-// BigTx is one large transaction's capture.
+// BigTx is one large transaction's capture, and that of the same number
+// of rows in 1,000-row transactions right after it on the same source
+// (Split): what the log and index take grows alike in both, so the
+// difference between the two growths is the large transaction's own.
 type BigTx struct {
 	Rows, MB     int
 	Elapsed      time.Duration
 	RSSBefore    int64 // bytes, after freeing what is not live
 	RSSPeak      int64 // bytes, peak while it was captured
+	GoPeak       int64 // bytes the Go runtime held from the system at most (sampled)
 	PeakIsPhased bool  // false: RSSPeak is the process's peak so far
+
+	SplitElapsed              time.Duration
+	SplitRSSBefore, SplitPeak int64
+	SplitGoPeak               int64
 }
 
 // SteleRate and RecvRate are the median rounds' rates in changes/s, and
@@ -213,6 +222,11 @@ func (r *CaptureResults) Lines() []string {
 	}
 	lines := []string{fmt.Sprintf("capture PostgreSQL → log     %7.0f changes/s %s   (%.2fx pg_recvlogical to /dev/null at %.0f changes/s, medians of %d alternating rounds whose ratios were %s; %d single-row INSERTs, 100 per transaction)",
 		r.SteleRate(), what, r.Ratio(), r.RecvRate(), len(r.Rounds), strings.Join(ratios, " "), r.Changes)}
+	cpu := fmt.Sprintf("capture PostgreSQL CPU per change  %.1f µs single-row", median(r.Rounds, func(c CaptureRound) float64 { return c.SteleCPU / float64(r.Changes) * 1e6 }))
+	if len(r.Tx) > 0 {
+		cpu += fmt.Sprintf(", %.1f µs tx-heavy", median(r.Tx, func(c CaptureRound) float64 { return c.SteleCPU / float64(r.TxChanges) * 1e6 }))
+	}
+	lines = append(lines, cpu+"   (medians of the rounds; this process's CPU time, PostgreSQL's not counted: steadier than the rates on a busy machine)")
 	if len(r.Tx) > 0 {
 		ratios := make([]string, len(r.Tx))
 		for i, c := range r.Tx {
@@ -237,6 +251,10 @@ func (r *CaptureResults) Lines() []string {
 			l += " (the peak could not be reset: these are the process's peaks so far)"
 		}
 		lines = append(lines, l)
+		if b.SplitPeak > 0 {
+			lines = append(lines, fmt.Sprintf("capture the same %d rows in 1,000-row transactions in %v: peak RSS %s before, %s during, growth %s   (Go runtime's peak %s; %s in the one transaction)",
+				b.Rows, b.SplitElapsed.Round(time.Millisecond), mib(b.SplitRSSBefore), mib(b.SplitPeak), mib(b.SplitPeak-b.SplitRSSBefore), mib(b.SplitGoPeak), mib(b.GoPeak)))
+		}
 	}
 	return lines
 }
@@ -400,20 +418,23 @@ type captureStack struct {
 	plain   *stack // the "noindex" diagnostic's store
 	cancel  context.CancelFunc
 	stopped chan error
+	once    sync.Once
 }
 
-// stop stops the source and closes the stores. The source's error is not
-// a result: it stops because it was cancelled, and a failure while it ran
-// ended the wait that timed it.
+// stop stops the source and closes the stores; later calls do nothing.
+// The source's error is not a result: it stops because it was cancelled,
+// and a failure while it ran ended the wait that timed it.
 func (s *captureStack) stop() {
-	if s.cancel != nil { // the source was started
-		s.cancel()
-		<-s.stopped
-	}
-	if s.plain != nil {
-		s.plain.close()
-	}
-	s.st.close()
+	s.once.Do(func() {
+		if s.cancel != nil { // the source was started
+			s.cancel()
+			<-s.stopped
+		}
+		if s.plain != nil {
+			s.plain.close()
+		}
+		s.st.close()
+	})
 }
 
 // steleRound starts a source on round r's slot into a fresh store and
@@ -459,7 +480,7 @@ func (c *captureRun) steleRoundOn(ctx context.Context, r int, slot, prefix strin
 	}
 	runCtx, cancel := context.WithCancel(ctx)
 	cs.cancel, cs.stopped = cancel, make(chan error, 1)
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuSeconds()
 	go func() { cs.stopped <- src.Run(runCtx, sink) }()
 	c.stopped = cs.stopped
 	// From Run until the log holds all n records, durable and indexed
@@ -478,7 +499,7 @@ func (c *captureRun) steleRoundOn(ctx context.Context, r int, slot, prefix strin
 			return nil, err
 		}
 	}
-	round.SteleSecs = time.Since(start).Seconds()
+	round.SteleSecs, round.SteleCPU = time.Since(start).Seconds(), cpuSeconds()-cpu0
 	c.opts.Logf("round %d: durable after %.2fs, queryable after %.2fs", r+1, durable.Seconds(), round.SteleSecs)
 	return cs, nil
 }
@@ -496,7 +517,10 @@ func (c *captureRun) afterThroughput(ctx context.Context, cs *captureStack) erro
 		return fmt.Errorf("commit-to-queryable latency: %w", err)
 	}
 	if c.opts.BigMB > 0 {
-		if err := c.bigTransactions(ctx, st.store); err != nil {
+		// Each large transaction gets a source and log of its own; this
+		// source would capture them too.
+		cs.stop()
+		if err := c.bigTransactions(ctx); err != nil {
 			return fmt.Errorf("large transaction: %w", err)
 		}
 	}
@@ -629,27 +653,71 @@ func (c *captureRun) latency(ctx context.Context, eng *query.Engine) error {
 }
 
 // bigTransactions captures one transaction of a quarter of BigMB and one
-// of BigMB (~1 KB rows), recording peak RSS around each.
-func (c *captureRun) bigTransactions(ctx context.Context, store *logstore.Store) error {
+// of BigMB (~1 KB rows), and then the same rows in 1,000-row
+// transactions, recording peak RSS around each. Each is captured by a new
+// source into a new log, as the MariaDB figure does, so that what the log
+// and its index hold grows alike in both and the difference between the
+// two is the large transaction's.
+func (c *captureRun) bigTransactions(ctx context.Context) error {
 	for i, mb := range []int{max(1, c.opts.BigMB/4), c.opts.BigMB} {
-		var m rssMeter
-		m.Start()
-		b := BigTx{Rows: mb * 1024, MB: mb, RSSBefore: m.Peak()}
-		sizeBefore := store.Size()
-		start := time.Now()
-		if _, err := c.conn.Exec(ctx, fmt.Sprintf("INSERT INTO big SELECT g + %d, repeat(md5(g::text), 31) FROM generate_series(1, %d) g", i<<40, b.Rows)); err != nil {
-			return err
+		b := BigTx{Rows: mb * 1024, MB: mb}
+		insert := func(lo, n int) string {
+			return fmt.Sprintf("INSERT INTO big SELECT g + %d, repeat(md5(g::text), 31) FROM generate_series(%d, %d) g", i<<40, lo+1, lo+n)
 		}
-		err := c.waitSize(ctx, store.Size, sizeBefore+uint64(b.Rows), 20*time.Minute, func(got uint64) {
-			c.opts.Progress(fmt.Sprintf("capture: %d MiB transaction", mb), int(got-sizeBefore), b.Rows)
-		})
+		stmts := []string{insert(0, b.Rows)}
+		var err error
+		b.RSSBefore, b.RSSPeak, b.GoPeak, b.Elapsed, b.PeakIsPhased, err = c.bigPhase(ctx, 2*i, fmt.Sprintf("capture: %d MiB transaction", mb), b.Rows, stmts)
 		if err != nil {
 			return err
 		}
-		b.Elapsed, b.RSSPeak, b.PeakIsPhased = time.Since(start), m.Peak(), !m.resetFailed
+		stmts = stmts[:0]
+		for lo := 0; lo < b.Rows; lo += 1000 {
+			stmts = append(stmts, insert(b.Rows+lo, min(1000, b.Rows-lo)))
+		}
+		b.SplitRSSBefore, b.SplitPeak, b.SplitGoPeak, b.SplitElapsed, _, err = c.bigPhase(ctx, 2*i+1, fmt.Sprintf("capture: %d MiB in 1,000-row transactions", mb), b.Rows, stmts)
+		if err != nil {
+			return err
+		}
 		c.res.Big = append(c.res.Big, b)
 	}
 	return nil
+}
+
+// bigPhase starts a source on a new slot into a new log (numbered k), runs
+// stmts, which write n rows, and waits until the log holds them, returning
+// the peak RSS before and during, the Go runtime's peak and how long it
+// took.
+func (c *captureRun) bigPhase(ctx context.Context, k int, phase string, n int, stmts []string) (before, peak, goPeak int64, took time.Duration, phased bool, err error) {
+	slot := "stele_big_" + strconv.Itoa(k)
+	if err := c.srv.ExecIn(ctx, "bench", fmt.Sprintf("SELECT pg_create_logical_replication_slot('%s', 'pgoutput')", slot)); err != nil {
+		return 0, 0, 0, 0, false, err
+	}
+	cs, err := c.steleRoundOn(ctx, k, slot, "big-", 0, &CaptureRound{})
+	if err != nil {
+		return 0, 0, 0, 0, false, err
+	}
+	defer cs.stop()
+	store := cs.st.store
+	var m rssMeter
+	m.Start()
+	before = m.Peak()
+	stop := sampleGoMemory(&goPeak)
+	defer stop()
+	start := time.Now()
+	for _, q := range stmts {
+		if _, err := c.conn.Exec(ctx, q); err != nil {
+			return 0, 0, 0, 0, false, err
+		}
+	}
+	err = c.waitSize(ctx, store.Size, uint64(n), 20*time.Minute, func(got uint64) {
+		c.opts.Progress(phase, int(got), n)
+	})
+	if err != nil {
+		return 0, 0, 0, 0, false, err
+	}
+	took = time.Since(start)
+	stop()
+	return before, m.Peak(), goPeak, took, !m.resetFailed, nil
 }
 
 // countSink counts appended records and keeps nothing (a diagnostic).

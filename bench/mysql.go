@@ -36,7 +36,8 @@ type MySQLOptions struct {
 	// throughput figure captures (50,000).
 	Changes int
 	// Rounds is how many times Stele and the raw reader each read the
-	// whole workload, alternating; the figures are the median round (3).
+	// whole workload, alternating which goes first (the raw reader in the
+	// last); the figures are the median round (3).
 	Rounds int
 	// LatencyFor and LatencyRate are the steady load of the
 	// commit-to-queryable figure (5 s at 200 transactions/s).

@@ -5,7 +5,6 @@ import (
 	"log/slog"
 	"sync"
 
-	"github.com/bits-and-blooms/bloom/v3"
 	"github.com/cockroachdb/pebble/v2"
 )
 
@@ -20,7 +19,7 @@ type idFilter struct {
 	logger *slog.Logger
 
 	mu       sync.RWMutex
-	f        *bloom.BloomFilter
+	f        *blockedBloom
 	capacity uint
 	// count is the ids the filter holds or is about to hold; once counted,
 	// it includes every stored id, so a growth rebuild (which adds the
@@ -37,10 +36,6 @@ type idFilter struct {
 	wg   sync.WaitGroup
 }
 
-// falsePositives is the filter's target rate: 1% of new ids still pay for
-// a Pebble lookup.
-const falsePositives = 0.01
-
 func newIDFilter(db *pebble.DB, capacity uint, logger *slog.Logger) *idFilter {
 	f := &idFilter{db: db, logger: logger, stop: make(chan struct{})}
 	f.mu.Lock()
@@ -52,7 +47,8 @@ func newIDFilter(db *pebble.DB, capacity uint, logger *slog.Logger) *idFilter {
 // rebuildLocked replaces the filter with an empty one of the given capacity
 // and fills it from the index in the background.
 func (f *idFilter) rebuildLocked(capacity uint) {
-	f.f = bloom.NewWithEstimates(capacity, falsePositives)
+	// Under 1% of new ids still pay for a Pebble lookup (see blockedBits).
+	f.f = newBlockedBloom(capacity)
 	f.capacity, f.ready = capacity, false
 	countStored := !f.counted
 	if countStored {

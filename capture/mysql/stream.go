@@ -244,7 +244,8 @@ type stream struct {
 	buf    []byte // scratch for row values
 	ends   []int  // scratch: where each value ends in buf
 	images rowImages
-	before rowVals // scratch images of nativeRows
+	slab   []record.Record // see newRecord
+	before rowVals         // scratch images of nativeRows
 	after  rowVals
 
 	// pend holds stamped records of committed transactions not yet handed
@@ -505,10 +506,18 @@ func (x *stream) run(ctx context.Context, start binlogPos) error {
 			if err := x.handle(ctx, ev); err != nil {
 				return err
 			}
-			if x.pendDirty && (len(x.pend) >= s.cfg.BatchSize || time.Since(x.pendSince) >= maxPendAge) {
+			if x.pendDirty && len(x.pend) >= s.cfg.BatchSize {
 				if err := x.flushPending(ctx); err != nil {
 					return err
 				}
+			}
+		}
+		// The age is checked once per hand-over of events, not after each
+		// event (three clock reads a change): a hand-over holds at most
+		// EventCacheCount events, decoded in well under a millisecond.
+		if x.pendDirty && time.Since(x.pendSince) >= maxPendAge {
+			if err := x.flushPending(ctx); err != nil {
+				return err
 			}
 		}
 	}
@@ -1114,16 +1123,43 @@ func (x *stream) row(t *table, op record.Op, before, after rowVals) error {
 	if keySrc == nil {
 		keySrc = before
 	}
-	key, err := t.keyOf(keySrc)
+	key, b, a, err := t.keyAndImages(keySrc, before, after)
 	if err != nil {
 		return fmt.Errorf("table %s: %w", t.full, err)
 	}
-	r := &record.Record{
+	r := x.newRecord(len(key) + len(b) + len(a))
+	*r = record.Record{
 		Op: op, Source: x.source(t.db, t.name), Schema: t.schemaRef, Key: key,
-		Before: t.image(before), After: t.image(after), Changed: t.changed(before, after),
+		Before: b, After: a, Changed: t.changed(before, after),
 		Actor: x.tx.stmt.actor, Cause: x.tx.stmt.cause,
 	}
 	return x.add(r)
+}
+
+// slabRecords is how many records one slab allocation holds, and
+// slabMaxBytes the largest key and images a record taken from a slab may
+// have: a record kept alive keeps its whole slab alive, and with it its
+// neighbours' images, so those of large rows (a large transaction's,
+// spilled to disk and dropped one by one) are allocated alone.
+const (
+	slabRecords  = 64
+	slabMaxBytes = 1024
+)
+
+// newRecord returns a zero record for a change whose key and images take
+// size bytes: from the stream's slab when small, one allocation for many
+// records instead of one each (the record was the stream's largest
+// allocation per change).
+func (x *stream) newRecord(size int) *record.Record {
+	if size > slabMaxBytes {
+		return &record.Record{}
+	}
+	if len(x.slab) == 0 {
+		x.slab = make([]record.Record, slabRecords)
+	}
+	r := &x.slab[0]
+	x.slab = x.slab[1:]
+	return r
 }
 
 // commit stamps the transaction's records and queues them; its position

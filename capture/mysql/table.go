@@ -194,20 +194,33 @@ func (t *table) image(vals rowVals) json.RawMessage {
 	if vals == nil {
 		return nil
 	}
+	return t.appendImage(make([]byte, 0, t.imageSize(vals)), vals)
+}
+
+// imageSize is the length of vals' image.
+func (t *table) imageSize(vals rowVals) int {
+	if vals == nil {
+		return 0
+	}
 	n := 2
 	for i, v := range vals {
 		if v != nil {
 			n += len(t.names[i]) + len(v) + 2
 		}
 	}
-	b := make([]byte, 0, n)
+	return n
+}
+
+// appendImage appends vals' image to b.
+func (t *table) appendImage(b []byte, vals rowVals) []byte {
+	start := len(b)
 	b = append(b, '{')
 	for _, i := range t.order {
 		v := vals[i]
 		if v == nil {
 			continue
 		}
-		if len(b) > 1 {
+		if len(b) > start+1 {
 			b = append(b, ',')
 		}
 		b = append(b, t.names[i]...)
@@ -219,7 +232,21 @@ func (t *table) image(vals rowVals) json.RawMessage {
 
 // keyOf builds the key object, members in key order.
 func (t *table) keyOf(vals rowVals) (json.RawMessage, error) {
-	b := make([]byte, 0, 64)
+	return t.appendKey(make([]byte, 0, t.keySize(vals)), vals)
+}
+
+// keySize is the length of the key object of vals (its key columns
+// present).
+func (t *table) keySize(vals rowVals) int {
+	n := 2
+	for _, i := range t.key {
+		n += len(t.names[i]) + len(vals[i]) + 2
+	}
+	return n
+}
+
+// appendKey appends the key object of vals to b.
+func (t *table) appendKey(b []byte, vals rowVals) ([]byte, error) {
 	b = append(b, '{')
 	for j, i := range t.key {
 		if vals[i] == nil {
@@ -233,6 +260,28 @@ func (t *table) keyOf(vals rowVals) (json.RawMessage, error) {
 		b = append(b, vals[i]...)
 	}
 	return append(b, '}'), nil
+}
+
+// keyAndImages builds the key object and the images of a changed row in
+// one allocation (a change's key and images live and die together); the
+// three are capped, so appending to one never writes into the next.
+func (t *table) keyAndImages(keySrc, before, after rowVals) (key, b, a json.RawMessage, err error) {
+	buf := make([]byte, 0, t.keySize(keySrc)+t.imageSize(before)+t.imageSize(after))
+	if buf, err = t.appendKey(buf, keySrc); err != nil {
+		return nil, nil, nil, err
+	}
+	k := len(buf)
+	key = buf[:k:k]
+	if before != nil {
+		buf = t.appendImage(buf, before)
+		b = buf[k:len(buf):len(buf)]
+	}
+	if after != nil {
+		k = len(buf)
+		buf = t.appendImage(buf, after)
+		a = buf[k:len(buf):len(buf)]
+	}
+	return key, b, a, nil
 }
 
 // changed names the columns whose values differ between the images,

@@ -142,7 +142,7 @@ func (n *Node) follow(ctx context.Context, start uint64) {
 // request sent while the consumer (or its stream) has no leader yet — right
 // after it is created, or after a failover, and for longer on a loaded
 // machine — is dropped without an answer, and the client notices only when
-// two heartbeats are missed: with nats.go's defaults 30 s for the writer and
+// two heartbeats are missed: with the NATS client's defaults 30 s for the writer and
 // 10 s for an ordered follower, all that time nothing is sequenced or
 // applied. With a 2 s heartbeat the pull is made again within 4 s, at the
 // price of a heartbeat every 2 s per consumer.

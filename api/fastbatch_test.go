@@ -44,6 +44,11 @@ func checkFastBatch(t *testing.T, s *Server, body []byte, chunk int) bool {
 				t.Fatalf("%q: fastBatch made %d records, the checked path %d", body, len(fast), len(recs))
 			}
 			for i := range recs {
+				// What the log is given (Prepare fills in those it
+				// encodes itself) is the record's body.
+				if b := fb.bodies[i]; b != nil && !bytes.Equal(b, record.AppendBody(nil, fast[i])) {
+					t.Fatalf("%q: record %d is given to the log as %s, its body is %s", body, i, b, record.AppendBody(nil, fast[i]))
+				}
 				if randomID(recs[i].ID, body) && randomID(fast[i].ID, body) {
 					fast[i].ID = recs[i].ID
 				}
@@ -56,6 +61,16 @@ func checkFastBatch(t *testing.T, s *Server, body []byte, chunk int) bool {
 	}
 	t.Fatalf("%q: fastBatch accepted a batch the checked path answers %s", body, aerr.Msg)
 	return true
+}
+
+// sentBodies counts the bodies that are bytes of body itself, not copies.
+func sentBodies(body []byte, bodies [][]byte) (n int) {
+	for _, b := range bodies {
+		if k := bytes.Index(body, b); len(b) > 0 && k >= 0 && &body[k] == &b[0] {
+			n++
+		}
+	}
+	return n
 }
 
 // randomID reports an id record.DeriveID drew at random, not one the
@@ -71,6 +86,13 @@ func TestFastBatch(t *testing.T) {
 		if !checkFastBatch(t, s, body, chunk) {
 			t.Errorf("chunks of %d: fastBatch left a batch of usual records to the checked path", chunk)
 		}
+	}
+	// The bench's records are sent in their stored form: the log is
+	// given each as it came, the request's own bytes.
+	if fb, ok := s.fastBatch(context.Background(), body, fastChunkBytes); !ok {
+		t.Error("fastBatch left the bench's batch to the checked path")
+	} else if n := sentBodies(body, fb.bodies); n != 300 {
+		t.Errorf("fastBatch gave the log %d of 300 records' bodies as sent", n)
 	}
 	for _, body := range []string{
 		// A "},{" inside a string: the range cut there does not meet its

@@ -55,7 +55,13 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body, err := s.readBody(w, r)
-	defer s.bodies.Put(&body) // nothing parsed from it points into it
+	pooled := true
+	defer func() {
+		if pooled {
+			// Nothing kept points into it.
+			s.bodies.Put(&body)
+		}
+	}()
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
@@ -69,6 +75,10 @@ func (s *Server) postRecords(w http.ResponseWriter, r *http.Request) {
 		// A batch fastBatch takes is valid UTF-8: it checks every string,
 		// and refuses any other byte that is not ASCII.
 		if fb, ok := s.fastBatch(r.Context(), body, fastChunkBytes); ok {
+			// The records point into body, and so does what the log
+			// stores; a log that gives up waiting (the request ends) may
+			// still be storing it: it is not reused.
+			pooled = false
 			if fb.batch != nil {
 				res, err := s.cfg.Log.(preparingLog).AppendBatch(r.Context(), fb.batch, fb.parts)
 				s.answerAppend(w, r, res, err)
@@ -283,11 +293,14 @@ type preparingLog interface {
 }
 
 // fastResult is a batch fastBatch took: its records and, when the log is
-// a preparingLog, their prepared parts (batch nil otherwise).
+// a preparingLog, their prepared parts (batch nil otherwise), with each
+// record's body as the client sent it when that is its stored body (nil
+// when not; see record.IsBody), if the log stores such bodies.
 type fastResult struct {
-	recs  []*record.Record
-	batch *logstore.Batch
-	parts []*logstore.Part
+	recs   []*record.Record
+	bodies [][]byte
+	batch  *logstore.Batch
+	parts  []*logstore.Part
 }
 
 // fastBatch validates a JSON array of records on every core without
@@ -306,6 +319,10 @@ type fastResult struct {
 // range the log refuses to prepare (a record its sealer refuses, one too
 // large) also makes ok false, and the checked path's Append gives the
 // answer it always gave.
+//
+// The records point into body (record.Parser.ParseNextInPlace), and so
+// do the bodies the log is given: when ok, body is theirs and must never
+// change.
 func (s *Server) fastBatch(ctx context.Context, body []byte, chunk int) (*fastResult, bool) {
 	i := jsonscan.Space(body, 0)
 	if i >= len(body) || body[i] != '[' {
@@ -326,11 +343,14 @@ func (s *Server) fastBatch(ctx context.Context, body []byte, chunk int) (*fastRe
 		schemas = &batchSchemas{Schemas: schemas}
 	}
 	fb := &fastResult{}
+	var withBodies bool
 	if pl, ok := s.cfg.Log.(preparingLog); ok {
 		fb.batch = pl.NewBatch()
 		fb.parts = make([]*logstore.Part, len(starts))
+		withBodies = fb.batch.StoresBodies()
 	}
 	parts := make([][]*record.Record, len(starts))
+	partBodies := make([][][]byte, len(starts))
 	var next atomic.Int64
 	var failed atomic.Bool
 	work := func() {
@@ -344,17 +364,17 @@ func (s *Server) fastBatch(ctx context.Context, body []byte, chunk int) (*fastRe
 			if c+1 < len(starts) {
 				limit = starts[c+1]
 			}
-			recs, ok := s.fastRange(&ps, schemas, body, starts[c], limit, opts)
+			recs, bodies, ok := s.fastRange(&ps, schemas, body, starts[c], limit, opts, withBodies)
 			if ok && fb.batch != nil {
 				var err error
-				fb.parts[c], err = fb.batch.Prepare(ctx, recs)
+				fb.parts[c], err = fb.batch.Prepare(ctx, recs, bodies)
 				ok = err == nil
 			}
 			if !ok {
 				failed.Store(true)
 				return
 			}
-			parts[c] = recs
+			parts[c], partBodies[c] = recs, bodies
 		}
 	}
 	var wg sync.WaitGroup
@@ -374,13 +394,18 @@ func (s *Server) fastBatch(ctx context.Context, body []byte, chunk int) (*fastRe
 		return nil, false
 	}
 	recs := make([]*record.Record, 0, n)
-	for _, p := range parts {
+	var bodies [][]byte
+	if withBodies {
+		bodies = make([][]byte, 0, n)
+	}
+	for c, p := range parts {
 		recs = append(recs, p...)
+		bodies = append(bodies, partBodies[c]...)
 	}
 	if firstRefusal(recs, nil) != nil {
 		return nil, false
 	}
-	fb.recs = recs
+	fb.recs, fb.bodies = recs, bodies
 	return fb, true
 }
 
@@ -388,26 +413,40 @@ func (s *Server) fastBatch(ctx context.Context, body []byte, chunk int) (*fastRe
 // limit, where the next range starts (or the body ends): ok is false
 // unless each is accepted by the one-pass parser and the checks parseItem
 // makes, and the last ends exactly at limit (or the array at the end).
-func (s *Server) fastRange(ps *record.Parser, schemas privacy.Schemas, body []byte, pos, limit int, opts record.IngestOptions) ([]*record.Record, bool) {
-	recs := make([]*record.Record, 0, (limit-pos)/256+1)
+// withBodies, bodies[i] is the bytes recs[i] came from when they are its
+// stored body, nil when not.
+func (s *Server) fastRange(ps *record.Parser, schemas privacy.Schemas, body []byte, pos, limit int, opts record.IngestOptions, withBodies bool) (recs []*record.Record, bodies [][]byte, ok bool) {
+	recs = make([]*record.Record, 0, (limit-pos)/256+1)
+	if withBodies {
+		bodies = make([][]byte, 0, cap(recs))
+	}
 	for {
-		rec, n, ok := ps.ParseNext(body[pos:], opts)
+		rec, n, ok := ps.ParseNextInPlace(body[pos:], opts)
 		if !ok || sysrecord.IsSystem(rec.Source) || privacy.Admit(schemas, rec) != nil || len(recs) == s.cfg.MaxBatch {
-			return nil, false
+			return nil, nil, false
 		}
 		recs = append(recs, rec)
+		if withBodies {
+			// The record starts at pos: one sent in its stored form is
+			// stored as it came, not encoded again.
+			var stored []byte
+			if own := body[pos : pos+n : pos+n]; record.IsBody(own, rec) {
+				stored = own
+			}
+			bodies = append(bodies, stored)
+		}
 		i := jsonscan.Space(body, pos+n)
 		switch {
 		case i >= len(body):
-			return nil, false
+			return nil, nil, false
 		case body[i] == ']':
-			return recs, limit == len(body) && jsonscan.Space(body, i+1) == len(body)
+			return recs, bodies, limit == len(body) && jsonscan.Space(body, i+1) == len(body)
 		case body[i] != ',':
-			return nil, false
+			return nil, nil, false
 		}
 		pos = jsonscan.Space(body, i+1)
 		if pos >= limit {
-			return recs, pos == limit && limit < len(body)
+			return recs, bodies, pos == limit && limit < len(body)
 		}
 	}
 }

@@ -43,10 +43,11 @@ func TestRunSmall(t *testing.T) {
 	if res.Erase <= 0 || res.EraseRecords != 3_000 {
 		t.Errorf("erasure of %d records took %v", res.EraseRecords, res.Erase)
 	}
-	if h := res.HTTP; h == nil || h.HTTP1Sec <= 0 || h.HTTP4Sec <= 0 || h.InProcess1Sec <= 0 || h.InProcess4Sec <= 0 {
+	if h := res.HTTP; h == nil || h.HTTP1Sec <= 0 || h.HTTP4Sec <= 0 || h.InProcess1Sec <= 0 || h.InProcess4Sec <= 0 ||
+		h.InProcess1CPU <= 0 || h.InProcess4CPU <= 0 || h.Server1CPU <= 0 || h.Server4CPU <= 0 {
 		t.Errorf("HTTP ingest results %+v", res.HTTP)
 	}
-	want := []string{"HTTP ingest, 1 producer", "HTTP ingest, 4 producers", "3 PII fields sealed", "the same records unsealed", "sealed record size", "schema validated only", "erase one subject", "named by 3000 sealed records", "capture PostgreSQL → log", "peak RSS"}
+	want := []string{"HTTP ingest, 1 producer", "HTTP ingest, 4 producers", "HTTP ingest CPU per batch", "3 PII fields sealed", "the same records unsealed", "sealed record size", "schema validated only", "erase one subject", "named by 3000 sealed records", "capture PostgreSQL → log", "peak RSS"}
 	if res.Capture == nil {
 		t.Logf("capture skipped: %s", res.CaptureSkipped)
 		want = append(want, "skipped: ")
@@ -321,6 +322,28 @@ func TestCaptureBig(t *testing.T) {
 	for _, w := range []string{"capture one 4 MiB transaction (4096 rows", "capture the same 4096 rows in 1,000-row transactions"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("output lacks %q:\n%s", w, out)
+		}
+	}
+}
+
+// TestParseLoadOutput: the parent reads the load process's elapsed time
+// and, when it prints one, its CPU time; anything else is an error.
+func TestParseLoadOutput(t *testing.T) {
+	for _, tc := range []struct {
+		out          string
+		elapsed, cpu time.Duration
+		ok           bool
+	}{
+		{"elapsed 5000\ncpu 700\n", 5000, 700, true},
+		{"elapsed 5000\n", 5000, 0, true},
+		{"noise\nelapsed 12\n", 12, 0, true},
+		{"cpu 700\n", 0, 0, false},
+		{"elapsed x\n", 0, 0, false},
+		{"elapsed 1\ncpu y\n", 0, 0, false},
+	} {
+		elapsed, cpu, err := parseLoadOutput([]byte(tc.out))
+		if (err == nil) != tc.ok || elapsed != tc.elapsed || cpu != tc.cpu {
+			t.Errorf("%q: %v, %v, %v", tc.out, elapsed, cpu, err)
 		}
 	}
 }

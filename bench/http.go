@@ -46,8 +46,19 @@ type HTTPResults struct {
 	// HTTP1Sec and HTTP4Sec: posted over loopback TCP from a separate
 	// process by 1 and 4 producers, JSON arrays of 1,000.
 	HTTP1Sec, HTTP4Sec float64
+	// CPU per batch of 1,000, medians: the in-process stack's, the HTTP
+	// server's (this process's) and the load process's while it posts.
+	// On a machine other processes share, CPU varies far less than time,
+	// and with both cores busy (4 producers) it is what bounds the rates.
+	InProcess1CPU, InProcess4CPU, Server1CPU, Server4CPU, Load1CPU, Load4CPU time.Duration
 	// Rounds is how many alternating rounds the medians are of.
 	Rounds int
+}
+
+// cpuRatio is in-process CPU per batch over HTTP's, server and load
+// process together: what the rate ratio tends to when CPU bounds both.
+func cpuRatio(in, server, load time.Duration) float64 {
+	return in.Seconds() / (server + load).Seconds()
 }
 
 // Lines are the report's lines.
@@ -57,8 +68,13 @@ func (h *HTTPResults) Lines() []string {
 			h.HTTP1Sec, h.HTTP1Sec/h.InProcess1Sec, h.InProcess1Sec, h.RecordBytes, h.Rounds),
 		fmt.Sprintf("HTTP ingest, 4 producers    %10.0f records/s durable   (%.2fx in-process full stack at %.0f records/s)",
 			h.HTTP4Sec, h.HTTP4Sec/h.InProcess4Sec, h.InProcess4Sec),
+		fmt.Sprintf("HTTP ingest CPU per batch   1 producer %.2f ms server + %.2f ms load process, in-process %.2f ms (%.2fx); 4 producers %.2f + %.2f ms, in-process %.2f ms (%.2fx)",
+			ms(h.Server1CPU), ms(h.Load1CPU), ms(h.InProcess1CPU), cpuRatio(h.InProcess1CPU, h.Server1CPU, h.Load1CPU),
+			ms(h.Server4CPU), ms(h.Load4CPU), ms(h.InProcess4CPU), cpuRatio(h.InProcess4CPU, h.Server4CPU, h.Load4CPU)),
 	}
 }
+
+func ms(d time.Duration) float64 { return d.Seconds() * 1e3 }
 
 // HTTPIngest measures HTTP batch ingest against the in-process full stack,
 // alternating the two in each round on fresh stores, and reports medians.
@@ -70,13 +86,14 @@ func HTTPIngest(ctx context.Context, opts Options, rounds int) (*HTTPResults, er
 	}
 	res := &HTTPResults{RecordBytes: len(httpRecordJSON(0)), Rounds: rounds}
 	var in1, in4, h1, h4 []float64
+	var cpu [2][3][]time.Duration // [1 or 4 producers][in-process, server, load]
 	for r := range rounds {
-		for _, producers := range []int{1, 4} {
-			in, err := inProcessRate(ctx, opts, producers, fmt.Sprintf("http-inproc-%d-%d", producers, r))
+		for k, producers := range []int{1, 4} {
+			in, inCPU, err := inProcessRate(ctx, opts, producers, fmt.Sprintf("http-inproc-%d-%d", producers, r))
 			if err != nil {
 				return nil, err
 			}
-			ht, err := httpRate(ctx, opts, producers, fmt.Sprintf("http-%d-%d", producers, r))
+			ht, serverCPU, loadCPU, err := httpRate(ctx, opts, producers, fmt.Sprintf("http-%d-%d", producers, r))
 			if err != nil {
 				return nil, err
 			}
@@ -85,111 +102,142 @@ func HTTPIngest(ctx context.Context, opts Options, rounds int) (*HTTPResults, er
 			} else {
 				in4, h4 = append(in4, in), append(h4, ht)
 			}
+			for i, c := range []time.Duration{inCPU, serverCPU, loadCPU} {
+				cpu[k][i] = append(cpu[k][i], c)
+			}
 		}
 	}
 	res.InProcess1Sec, res.InProcess4Sec, res.HTTP1Sec, res.HTTP4Sec = medianOf(in1), medianOf(in4), medianOf(h1), medianOf(h4)
+	res.InProcess1CPU, res.Server1CPU, res.Load1CPU = medianOf(cpu[0][0]), medianOf(cpu[0][1]), medianOf(cpu[0][2])
+	res.InProcess4CPU, res.Server4CPU, res.Load4CPU = medianOf(cpu[1][0]), medianOf(cpu[1][1]), medianOf(cpu[1][2])
 	return res, nil
 }
 
-func medianOf[T int64 | float64](v []T) T {
+func medianOf[T int64 | float64 | time.Duration](v []T) T {
 	s := slices.Clone(v)
 	slices.Sort(s)
 	return s[len(s)/2]
 }
 
-func inProcessRate(ctx context.Context, opts Options, producers int, dir string) (float64, error) {
+// inProcessRate is the in-process rate and CPU per batch.
+func inProcessRate(ctx context.Context, opts Options, producers int, dir string) (float64, time.Duration, error) {
 	st, err := openStack(ctx, filepath.Join(opts.Dir, dir))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer st.close()
 	templates := make([]record.Record, httpBatch)
 	for i := range templates {
 		r, err := record.ParseIngest(httpRecordJSON(i), record.IngestOptions{DefaultKind: "http"})
 		if err != nil {
-			return 0, fmt.Errorf("bench record: %w", err)
+			return 0, 0, fmt.Errorf("bench record: %w", err)
 		}
 		templates[i] = *r
 	}
+	cpu0 := cpuTime()
 	d, err := timedAppends(ctx, opts, st.store, producers, templates, "http")
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return float64(opts.Throughput/httpBatch*httpBatch) / d.Seconds(), nil
+	batches := opts.Throughput / httpBatch
+	return float64(batches*httpBatch) / d.Seconds(), (cpuTime() - cpu0) / time.Duration(batches), nil
 }
 
-func httpRate(ctx context.Context, opts Options, producers int, dir string) (float64, error) {
+// cpuTime is the CPU time this process has used, user and system.
+func cpuTime() time.Duration { return time.Duration(cpuSeconds() * 1e9) }
+
+// httpRate is the HTTP rate and, per batch, the server's CPU and the load
+// process's while it posted (0 when the load runs in this process, in
+// the server's figure).
+func httpRate(ctx context.Context, opts Options, producers int, dir string) (_ float64, server, load time.Duration, _ error) {
 	st, err := openStack(ctx, filepath.Join(opts.Dir, dir))
 	if err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
 	defer st.close()
 	srv := api.New(api.Config{Log: st.store, Logger: slog.New(slog.DiscardHandler), MaxBatch: httpBatch})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
 	hs := &http.Server{Handler: srv, ReadHeaderTimeout: 10 * time.Second}
 	go hs.Serve(ln) //nolint:errcheck // ends with Close below
 	defer hs.Close()
 	url := "http://" + ln.Addr().String() + "/v1/records"
 	batches := opts.Throughput / httpBatch
+	perBatch := func(d time.Duration) time.Duration { return d / time.Duration(batches) }
 	if opts.Load == nil {
-		d, err := Load(ctx, url, producers, batches)
+		// The process's CPU is the load's and the server's together.
+		d, cpu, err := Load(ctx, url, producers, batches)
 		if err != nil {
-			return 0, err
+			return 0, 0, 0, err
 		}
-		return float64(batches*httpBatch) / d.Seconds(), nil
+		return float64(batches*httpBatch) / d.Seconds(), perBatch(cpu), 0, nil
 	}
 	cmd := opts.Load(ctx, "--http-load", url, "--http-producers", strconv.Itoa(producers), "--http-batches", strconv.Itoa(batches))
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
+	cpu0 := cpuTime()
 	out, err := cmd.Output()
 	if err != nil {
-		return 0, fmt.Errorf("load process: %w: %s", err, strings.TrimSpace(stderr.String()))
+		return 0, 0, 0, fmt.Errorf("load process: %w: %s", err, strings.TrimSpace(stderr.String()))
 	}
-	d, err := parseLoadOutput(out)
+	server = cpuTime() - cpu0
+	d, loadCPU, err := parseLoadOutput(out)
 	if err != nil {
-		return 0, err
+		return 0, 0, 0, err
 	}
-	return float64(batches*httpBatch) / d.Seconds(), nil
+	return float64(batches*httpBatch) / d.Seconds(), perBatch(server), perBatch(loadCPU), nil
 }
 
-func parseLoadOutput(out []byte) (time.Duration, error) {
+// parseLoadOutput reads the load process's elapsed time and CPU time.
+func parseLoadOutput(out []byte) (elapsed, cpu time.Duration, _ error) {
+	var haveElapsed bool
 	sc := bufio.NewScanner(bytes.NewReader(out))
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "elapsed "); ok {
-			ns, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				return 0, fmt.Errorf("load process: bad output %q", sc.Text())
-			}
-			return time.Duration(ns), nil
+		name, v, _ := strings.Cut(sc.Text(), " ")
+		if name != "elapsed" && name != "cpu" {
+			continue
+		}
+		ns, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("load process: bad output %q", sc.Text())
+		}
+		if name == "elapsed" {
+			elapsed, haveElapsed = time.Duration(ns), true
+		} else {
+			cpu = time.Duration(ns)
 		}
 	}
-	return 0, fmt.Errorf("load process: no elapsed line in %q", out)
+	if !haveElapsed {
+		return 0, 0, fmt.Errorf("load process: no elapsed line in %q", out)
+	}
+	return elapsed, cpu, nil
 }
 
 // RunLoad is the load process: it posts batches to url from producers
-// connections and prints "elapsed <ns>" for the parent to read.
+// connections and prints "elapsed <ns>" and "cpu <ns>" (its CPU time
+// while it posted, its start-up left out) for the parent to read.
 func RunLoad(ctx context.Context, url string, producers, batches int, out io.Writer) error {
-	d, err := Load(ctx, url, producers, batches)
+	d, cpu, err := Load(ctx, url, producers, batches)
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(out, "elapsed %d\n", d.Nanoseconds())
+	_, err = fmt.Fprintf(out, "elapsed %d\ncpu %d\n", d.Nanoseconds(), cpu.Nanoseconds())
 	return err
 }
 
 // Load posts batches JSON arrays of 1,000 records to url from producers
 // goroutines, each with its own connection, and returns how long the 201s
-// took. Every body is one template whose fixed-width id digits are
-// rewritten per batch, so the client spends its time on the wire, not on
-// building JSON.
-func Load(ctx context.Context, url string, producers, batches int) (time.Duration, error) {
+// took and the CPU time the process used meanwhile. Every body is one
+// template whose fixed-width id digits are rewritten per batch, so the
+// client spends its time on the wire, not on building JSON.
+func Load(ctx context.Context, url string, producers, batches int) (elapsed, cpu time.Duration, _ error) {
 	body, idAt := httpBody()
 	var next atomic.Int64
 	errs := make(chan error, producers)
 	var wg sync.WaitGroup
+	cpu0 := cpuTime()
 	start := time.Now()
 	for range producers {
 		wg.Go(func() {
@@ -217,12 +265,12 @@ func Load(ctx context.Context, url string, producers, batches int) (time.Duratio
 		})
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
+	elapsed, cpu = time.Since(start), cpuTime()-cpu0
 	close(errs)
 	if err := <-errs; err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	return elapsed, nil
+	return elapsed, cpu, nil
 }
 
 // post sends body and reads the answer into answer, reused from one

@@ -42,13 +42,26 @@ func (s *Store) NewBatch() *Batch {
 // of one batch may be prepared concurrently. The store takes ownership of
 // recs, as Append does. Its errors are Append's, with record indexes
 // counted from recs[0]. A part never appended holds nothing in the store.
-func (b *Batch) Prepare(ctx context.Context, recs []*record.Record) (*Part, error) {
+//
+// bodies, when not nil, has one entry per record: the body
+// record.AppendBody writes for it (record.IsBody says so), which is then
+// stored as it is instead of encoding the record again, or nil for one to
+// encode. A store with a Sealer encodes every record, since sealing may
+// change it. The store takes ownership of bodies too; it never changes
+// them.
+func (b *Batch) Prepare(ctx context.Context, recs []*record.Record, bodies [][]byte) (*Part, error) {
 	s := b.s
 	if err := s.canAppend(); err != nil {
 		return nil, err
 	}
 	defer s.appending.enter()()
 	req := s.newAppendReq(recs)
+	if bodies != nil && len(bodies) != len(recs) {
+		return nil, fmt.Errorf("logstore: %d bodies for %d records", len(bodies), len(recs))
+	}
+	if bodies != nil && b.StoresBodies() {
+		req.bodies = bodies
+	}
 	for i := range recs {
 		if err := s.prepareOne(ctx, req, i); err != nil {
 			return nil, err
@@ -56,6 +69,11 @@ func (b *Batch) Prepare(ctx context.Context, recs []*record.Record) (*Part, erro
 	}
 	return &Part{batch: b, req: req}, nil
 }
+
+// StoresBodies reports whether Prepare stores the bodies it is given as
+// they are: not when the store seals records, which may change them, so
+// a caller need not find them.
+func (b *Batch) StoresBodies() bool { return b.s.opts.Sealer == nil }
 
 // errForeignPart: AppendBatch was given a part of another batch.
 var errForeignPart = errors.New("logstore: a part of another batch")

@@ -62,8 +62,20 @@ func TestAppendBatchMatchesAppend(t *testing.T) {
 	parts := make([]*logstore.Part, 3)
 	var wg sync.WaitGroup
 	errs := make([]error, len(parts))
+	// The last part comes with its records' bodies, but one, as the API
+	// gives those a client sent in their stored form.
+	bodies := make([][]byte, 199)
+	for i := range bodies {
+		if i != 7 {
+			bodies[i] = record.AppendBody(nil, recs[101+i])
+		}
+	}
 	for p, bounds := range [][2]int{{0, 100}, {100, 101}, {101, 300}} {
-		wg.Go(func() { parts[p], errs[p] = b.Prepare(ctx, recs[bounds[0]:bounds[1]]) })
+		var given [][]byte
+		if p == 2 {
+			given = bodies
+		}
+		wg.Go(func() { parts[p], errs[p] = b.Prepare(ctx, recs[bounds[0]:bounds[1]], given) })
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
@@ -125,10 +137,10 @@ func TestAppendBatchRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := s.NewBatch()
-	if _, err := b.Prepare(ctx, recs[1:]); !isRecordError(err, 1) {
+	if _, err := b.Prepare(ctx, recs[1:], nil); !isRecordError(err, 1) {
 		t.Errorf("refused record: %v, want a RecordError for index 1", err)
 	}
-	p, err := b.Prepare(ctx, recs[:1])
+	p, err := b.Prepare(ctx, recs[:1], nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,4 +162,50 @@ func TestAppendBatchRefusals(t *testing.T) {
 func isRecordError(err error, index int) bool {
 	var re *stele.RecordError
 	return errors.As(err, &re) && re.Index == index
+}
+
+// TestPrepareGivenBodies: the bodies a part is given are what the store
+// stores, unless it seals records, which may change them; a part given
+// a body too few is refused.
+func TestPrepareGivenBodies(t *testing.T) {
+	ctx := context.Background()
+	for _, sealed := range []bool{false, true} {
+		opts := logstore.Options{Origin: "test.example/log"}
+		if sealed {
+			opts.Sealer = refuser{}
+		}
+		s, err := logstore.Open(ctx, t.TempDir(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs := []*record.Record{testRecord(0), testRecord(1)}
+		// A body that is not the record's shows which one is stored.
+		other := testRecord(2)
+		other.ID = recs[0].ID
+		given := [][]byte{record.AppendBody(nil, other), nil}
+		b := s.NewBatch()
+		if _, err := b.Prepare(ctx, recs, given[:1]); err == nil {
+			t.Error("a part with a body too few was prepared")
+		}
+		p, err := b.Prepare(ctx, recs, given)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.AppendBatch(ctx, b, []*logstore.Part{p}); err != nil {
+			t.Fatal(err)
+		}
+		for seq, want := range [][]byte{given[0], record.AppendBody(nil, recs[1])} {
+			if sealed && seq == 0 {
+				want = record.AppendBody(nil, recs[0])
+			}
+			raw, err := s.ReadRaw(uint64(seq))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := raw[record.HeaderSize:]; !bytes.Equal(got, want) {
+				t.Errorf("sealer %v, seq %d: stored %s, want %s", sealed, seq, got, want)
+			}
+		}
+		s.Close()
+	}
 }

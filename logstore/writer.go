@@ -201,7 +201,10 @@ func (s *Store) prepareOne(ctx context.Context, req *appendReq, i int) error {
 			return &stele.RecordError{Index: i, Err: err}
 		}
 	}
-	req.bodies[i] = record.AppendBody(make([]byte, 0, record.BodySize(r)), r)
+	if req.bodies[i] == nil {
+		// Not given encoded already (Batch.Prepare).
+		req.bodies[i] = record.AppendBody(make([]byte, 0, record.BodySize(r)), r)
+	}
 	if size := record.HeaderSize + len(req.bodies[i]); size > MaxRecordSize {
 		return fmt.Errorf("%w: record %d of the batch encodes to %d bytes, more than %d", ErrTooLarge, i, size, MaxRecordSize)
 	}

@@ -28,7 +28,7 @@ func (p *parser) fastParse(d []byte, opts IngestOptions) (_ *Record, ok bool) {
 	if len(d) > MaxRecordBytes {
 		return nil, false
 	}
-	r, end, ok := p.fastObject(d, opts)
+	r, end, ok := p.fastObject(d, opts, false)
 	if !ok || jsonscan.Space(d, end) != len(d) {
 		return nil, false
 	}
@@ -41,12 +41,24 @@ func (p *parser) fastParse(d []byte, opts IngestOptions) (_ *Record, ok bool) {
 // given the record alone, takes it or names what is wrong with it. It lets
 // a batch be split as it is parsed, with no walk over it beforehand.
 func (ps *Parser) ParseNext(data []byte, opts IngestOptions) (r *Record, end int, ok bool) {
-	return ps.p.fastObject(data, opts)
+	return ps.p.fastObject(data, opts, false)
+}
+
+// ParseNextInPlace is ParseNext for a batch whose records may share the
+// memory they are built in: a record's images point into data, which the
+// caller must therefore never change, instead of being copied out of it,
+// and its fixed-size parts are carved from a slab the Parser shares
+// between the records it parses this way, so that one record kept alive
+// keeps its slab's others. A batch body of a thousand records then costs
+// two allocations a record instead of three, a tenth of them as large.
+func (ps *Parser) ParseNextInPlace(data []byte, opts IngestOptions) (r *Record, end int, ok bool) {
+	return ps.p.fastObject(data, opts, true)
 }
 
 // fastObject is fastParse for the object at the start of d (after white
 // space), which may go on after it: it returns the index after the object.
-func (p *parser) fastObject(d []byte, opts IngestOptions) (_ *Record, end int, ok bool) {
+// inPlace is ParseNextInPlace's.
+func (p *parser) fastObject(d []byte, opts IngestOptions, inPlace bool) (_ *Record, end int, ok bool) {
 	f := &p.fast
 	f.reset()
 	i := jsonscan.Space(d, 0)
@@ -132,7 +144,7 @@ func (p *parser) fastObject(d []byte, opts IngestOptions) (_ *Record, end int, o
 	if f.name.end == f.name.start || f.table.end == f.table.start || f.op == "" || f.key.in.end == 0 {
 		return nil, 0, false
 	}
-	r, ok := f.build(d, opts)
+	r, ok := f.build(d, opts, inPlace)
 	return r, i, ok
 }
 
@@ -154,11 +166,27 @@ type fastScratch struct {
 	// last are the previous record's source strings: a batch names the
 	// same few sources again and again, which then cost nothing.
 	last Source
+	// slab is where ParseNextInPlace's records are carved from.
+	slab []fastRecord
 }
 
 func (f *fastScratch) reset() {
-	last, changed, bm, am, ms, computed, sorted, text := f.last, f.changed[:0], f.bm[:0], f.am[:0], f.ms[:0], f.computed[:0], f.sorted[:0], f.text[:0]
-	*f = fastScratch{last: last, changed: changed, bm: bm, am: am, ms: ms, computed: computed, sorted: sorted, text: text}
+	last, changed, bm, am, ms, computed, sorted, text, slab := f.last, f.changed[:0], f.bm[:0], f.am[:0], f.ms[:0], f.computed[:0], f.sorted[:0], f.text[:0], f.slab
+	*f = fastScratch{last: last, changed: changed, bm: bm, am: am, ms: ms, computed: computed, sorted: sorted, text: text, slab: slab}
+}
+
+// slabRecords is how many records a slab of ParseNextInPlace holds: about
+// the records of one range of a batch body that the API gives a worker.
+const slabRecords = 64
+
+// carve is a zeroed fastRecord of the slab.
+func (f *fastScratch) carve() *fastRecord {
+	if len(f.slab) == 0 {
+		f.slab = make([]fastRecord, slabRecords)
+	}
+	fr := &f.slab[0]
+	f.slab = f.slab[1:]
+	return fr
 }
 
 // image is where a JSON object of the record lies: in the input, or (when
@@ -454,8 +482,9 @@ type fastRecord struct {
 	changed [4]string
 }
 
-// build makes the record out of the fields found in d.
-func (f *fastScratch) build(d []byte, opts IngestOptions) (*Record, bool) {
+// build makes the record out of the fields found in d (see
+// ParseNextInPlace for inPlace).
+func (f *fastScratch) build(d []byte, opts IngestOptions, inPlace bool) (*Record, bool) {
 	if !f.changedFields(d) {
 		return nil, false
 	}
@@ -491,7 +520,12 @@ func (f *fastScratch) build(d []byte, opts IngestOptions) (*Record, bool) {
 	text := string(f.text)
 	sub := func(s span) string { return text[s.start:s.end] }
 
-	fr := &fastRecord{}
+	var fr *fastRecord
+	if inPlace {
+		fr = f.carve()
+	} else {
+		fr = &fastRecord{}
+	}
 	r := &fr.rec
 	r.ID, r.Op = sub(id), f.op
 	srcStr := [4]*string{&r.Source.Name, &r.Source.Database, &r.Source.Schema, &r.Source.Table}
@@ -542,7 +576,7 @@ func (f *fastScratch) build(d []byte, opts IngestOptions) (*Record, bool) {
 		}
 		r.Changed = names
 	}
-	f.raws(d, r)
+	f.raws(d, r, inPlace)
 	defaults(r, opts)
 	assignID(r, opts)
 	return r, true
@@ -601,17 +635,27 @@ func (f *fastScratch) changedFields(d []byte) bool {
 }
 
 // raws copies the record's JSON objects into one new slice, each capped so
-// that appending to one cannot overwrite the next.
-func (f *fastScratch) raws(d []byte, r *Record) {
+// that appending to one cannot overwrite the next; inPlace, only those
+// whose members were sorted are copied, the others are d's own bytes.
+func (f *fastScratch) raws(d []byte, r *Record, inPlace bool) {
 	ims := [5]*image{&f.key, &f.before, &f.after, &f.actor, &f.cause}
 	dsts := [5]*json.RawMessage{&r.Key, &r.Before, &r.After, &r.Actor, &r.Cause}
 	n := 0
 	for _, im := range ims {
-		n += im.in.end - im.in.start
+		if !inPlace || im.sorted {
+			n += im.in.end - im.in.start
+		}
 	}
-	buf := make([]byte, 0, n)
+	var buf []byte
+	if n > 0 {
+		buf = make([]byte, 0, n)
+	}
 	for k, im := range ims {
 		if im.null || im.in.end == 0 {
+			continue
+		}
+		if inPlace && !im.sorted {
+			*dsts[k] = d[im.in.start:im.in.end:im.in.end]
 			continue
 		}
 		src := d

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/stele/stele/internal/jsonscan"
 )
 
 // fastAccepted are records fastParse must take itself, not leave to parse:
@@ -88,6 +90,7 @@ func checkFastMatchesParse(t *testing.T, data []byte) {
 				t.Fatalf("%q: ParseNext took %q, which parse refuses: %v", data, data[:end], err)
 			}
 			sameRecord(t, data, next, want)
+			checkInPlace(t, data, end, opts)
 		}
 		// A Parser reuses its scratch: the record of the input before
 		// must not leak into this one.
@@ -109,4 +112,79 @@ func sameRecord(t *testing.T, data []byte, got, want *Record) {
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("%q:\nfast  %+v\nparse %+v\nfast  %s\nparse %s", data, got, want, Encode(got), Encode(want))
 	}
+}
+
+// checkInPlace: ParseNextInPlace makes the record ParseNext makes of the
+// same input, with the images it did not sort pointing into data, each
+// capped, and records carved from its slab that do not overlap.
+func checkInPlace(t *testing.T, data []byte, end int, opts IngestOptions) {
+	t.Helper()
+	var ps Parser
+	first, n, ok := ps.ParseNextInPlace(data, opts)
+	if !ok || n != end {
+		t.Fatalf("%q: ParseNextInPlace ok %v, end %d; ParseNext took it, ending at %d", data, ok, n, end)
+	}
+	want, _, _ := new(Parser).ParseNext(data, opts)
+	// A second record from the same slab must not touch the first.
+	second, _, _ := ps.ParseNextInPlace(data, opts)
+	for _, got := range []*Record{first, second} {
+		if strings.HasPrefix(want.ID, "r") && len(want.ID) == 27 && !bytes.Contains(data, []byte(want.ID)) {
+			got.ID = want.ID // both random
+		}
+		sameRecord(t, data, got, want)
+	}
+	if first == second {
+		t.Fatalf("%q: two records share their memory", data)
+	}
+	for _, raw := range [][]byte{first.Key, first.Before, first.After, first.Actor, first.Cause} {
+		if cap(raw) != len(raw) {
+			t.Fatalf("%q: a JSON field has room after it (cap %d, len %d): appending to it would overwrite the next", data, cap(raw), len(raw))
+		}
+	}
+	if in := data[:end]; len(first.Key) > 0 && !bytes.Contains(in, first.Key) {
+		t.Fatalf("%q: key %s is not the input's", data, first.Key)
+	}
+	checkIsBody(t, data[jsonscan.Space(data, 0):end], first)
+}
+
+// checkIsBody: IsBody says b is r's body only when it is AppendBody's,
+// and says so of AppendBody's whenever r's strings are printable ASCII.
+func checkIsBody(t *testing.T, b []byte, r *Record) {
+	t.Helper()
+	body := AppendBody(nil, r)
+	if IsBody(b, r) && !bytes.Equal(b, body) {
+		t.Fatalf("IsBody(%q) for a record whose body is %q", b, body)
+	}
+	if plainStrings(r) && !IsBody(body, r) {
+		t.Fatalf("IsBody refused %q, the body of its record", body)
+	}
+	for _, cut := range []int{len(body) - 1, len(body) / 2} {
+		if cut >= 0 && IsBody(body[:cut], r) {
+			t.Fatalf("IsBody took %q, the first %d bytes of %q", body[:cut], cut, body)
+		}
+	}
+	if IsBody(append(bytes.Clone(body), ' '), r) {
+		t.Fatalf("IsBody took %q with a space after it", body)
+	}
+}
+
+// plainStrings reports whether every string of r is printable ASCII
+// without a quote or a backslash.
+func plainStrings(r *Record) bool {
+	strs := []string{r.ID, r.Source.Name, r.Source.Kind, r.Source.Database, r.Source.Schema, r.Source.Table, string(r.Op)}
+	strs = append(strs, r.Changed...)
+	if r.Tx != nil {
+		strs = append(strs, r.Tx.ID, r.Tx.Position)
+	}
+	if r.Schema != nil {
+		strs = append(strs, r.Schema.Subject)
+	}
+	for _, s := range strs {
+		for i := 0; i < len(s); i++ {
+			if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+				return false
+			}
+		}
+	}
+	return true
 }

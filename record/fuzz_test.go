@@ -74,6 +74,8 @@ func FuzzParseIngest(f *testing.F) {
 				t.Fatalf("changed %q, but the images differ in %q (%v)", r.Changed, computed, err)
 			}
 		}
+		// A record sent in its stored form is its stored body.
+		record.CheckIsBody(t, bytes.TrimSpace(data), r)
 		r.Seq = uint64(len(data)) * 0x9E3779B97F4A7C15
 		r.RecordedAt = recordedAt
 
@@ -161,6 +163,7 @@ func FuzzDecode(f *testing.F) {
 		if seqErr != nil || seq != r.Seq {
 			t.Fatalf("Seq = %d, %v; Decode gave seq %d", seq, seqErr, r.Seq)
 		}
+		record.CheckIsBody(t, stored[record.HeaderSize:], r)
 		enc := record.Encode(r)
 		if !json.Valid(enc[record.HeaderSize:]) {
 			t.Fatalf("re-encoded body is not valid JSON: %q", enc[record.HeaderSize:])

@@ -46,9 +46,9 @@ func (s *Store) NewBatch() *Batch {
 // bodies, when not nil, has one entry per record: the body
 // record.AppendBody writes for it (record.IsBody says so), which is then
 // stored as it is instead of encoding the record again, or nil for one to
-// encode. A store with a Sealer encodes every record, since sealing may
-// change it. The store takes ownership of bodies too; it never changes
-// them.
+// encode. A store with a Sealer keeps a given body only if the record
+// still has it once sealed (as records of a table without a schema do).
+// The store takes ownership of bodies too; it never changes them.
 func (b *Batch) Prepare(ctx context.Context, recs []*record.Record, bodies [][]byte) (*Part, error) {
 	s := b.s
 	if err := s.canAppend(); err != nil {
@@ -70,10 +70,10 @@ func (b *Batch) Prepare(ctx context.Context, recs []*record.Record, bodies [][]b
 	return &Part{batch: b, req: req}, nil
 }
 
-// StoresBodies reports whether Prepare stores the bodies it is given as
-// they are: not when the store seals records, which may change them, so
-// a caller need not find them.
-func (b *Batch) StoresBodies() bool { return b.s.opts.Sealer == nil }
+// StoresBodies reports whether Prepare may store the bodies it is given
+// as they are, so a caller that would have to find them knows whether to.
+// Every store may: one with a Sealer checks each again after sealing.
+func (b *Batch) StoresBodies() bool { return true }
 
 // errForeignPart: AppendBatch was given a part of another batch.
 var errForeignPart = errors.New("logstore: a part of another batch")

@@ -164,6 +164,53 @@ func isRecordError(err error, index int) bool {
 	return errors.As(err, &re) && re.Index == index
 }
 
+// A store whose sealer changes a record stores the sealed record, not the
+// body it came with, even when that body was the record's own.
+func TestPrepareGivenBodiesResealed(t *testing.T) {
+	ctx := context.Background()
+	s, err := logstore.Open(ctx, t.TempDir(), logstore.Options{Origin: "test.example/log", Sealer: rewriter{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	recs := []*record.Record{testRecord(0), testRecord(1)}
+	recs[1].Source.Table = "untouched" // rewriter leaves it as it came
+	given := [][]byte{record.AppendBody(nil, recs[0]), record.AppendBody(nil, recs[1])}
+	b := s.NewBatch()
+	p, err := b.Prepare(ctx, recs, given)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AppendBatch(ctx, b, []*logstore.Part{p}); err != nil {
+		t.Fatal(err)
+	}
+	for seq, want := range [][]byte{record.AppendBody(nil, recs[0]), given[1]} {
+		raw, err := s.ReadRaw(uint64(seq))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := raw[record.HeaderSize:]; !bytes.Equal(got, want) {
+			t.Errorf("seq %d: stored %s, want %s", seq, got, want)
+		}
+	}
+	if got, _ := s.ReadRaw(0); !bytes.Contains(got, []byte(`"sealed":true`)) {
+		t.Errorf("seq 0 was stored as sent, not sealed: %s", got)
+	}
+}
+
+// rewriter is a sealer that replaces the after image of every record but
+// those of table "untouched".
+type rewriter struct{}
+
+func (rewriter) Seal(_ context.Context, r *record.Record) error {
+	if r.Source.Table != "untouched" {
+		r.After = []byte(`{"sealed":true}`)
+	}
+	return nil
+}
+func (rewriter) Sync(context.Context) error                     { return nil }
+func (rewriter) Rederive(context.Context, *record.Record) error { return nil }
+
 // TestPrepareGivenBodies: the bodies a part is given are what the store
 // stores, unless it seals records, which may change them; a part given
 // a body too few is refused.

@@ -200,6 +200,11 @@ func (s *Store) prepareOne(ctx context.Context, req *appendReq, i int) error {
 		if err := s.opts.Sealer.Seal(ctx, r); err != nil {
 			return &stele.RecordError{Index: i, Err: err}
 		}
+		if req.bodies[i] != nil && !record.IsBody(req.bodies[i], r) {
+			// Sealing changed the record (a table with a schema): the
+			// body it came with is no longer its stored form.
+			req.bodies[i] = nil
+		}
 	}
 	if req.bodies[i] == nil {
 		// Not given encoded already (Batch.Prepare).

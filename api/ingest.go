@@ -295,7 +295,7 @@ type preparingLog interface {
 // fastResult is a batch fastBatch took: its records and, when the log is
 // a preparingLog, their prepared parts (batch nil otherwise), with each
 // record's body as the client sent it when that is its stored body (nil
-// when not; see record.IsBody), if the log stores such bodies.
+// when not; see record.IsBody), if the log takes such bodies.
 type fastResult struct {
 	recs   []*record.Record
 	bodies [][]byte
@@ -343,12 +343,12 @@ func (s *Server) fastBatch(ctx context.Context, body []byte, chunk int) (*fastRe
 		schemas = &batchSchemas{Schemas: schemas}
 	}
 	fb := &fastResult{}
-	var withBodies bool
 	if pl, ok := s.cfg.Log.(preparingLog); ok {
 		fb.batch = pl.NewBatch()
 		fb.parts = make([]*logstore.Part, len(starts))
-		withBodies = fb.batch.StoresBodies()
 	}
+	// Only a preparingLog takes the bodies records came in.
+	withBodies := fb.batch != nil
 	parts := make([][]*record.Record, len(starts))
 	partBodies := make([][][]byte, len(starts))
 	var next atomic.Int64

@@ -59,7 +59,7 @@ func (b *Batch) Prepare(ctx context.Context, recs []*record.Record, bodies [][]b
 	if bodies != nil && len(bodies) != len(recs) {
 		return nil, fmt.Errorf("logstore: %d bodies for %d records", len(bodies), len(recs))
 	}
-	if bodies != nil && b.StoresBodies() {
+	if bodies != nil {
 		req.bodies = bodies
 	}
 	for i := range recs {
@@ -69,11 +69,6 @@ func (b *Batch) Prepare(ctx context.Context, recs []*record.Record, bodies [][]b
 	}
 	return &Part{batch: b, req: req}, nil
 }
-
-// StoresBodies reports whether Prepare may store the bodies it is given
-// as they are, so a caller that would have to find them knows whether to.
-// Every store may: one with a Sealer checks each again after sealing.
-func (b *Batch) StoresBodies() bool { return true }
 
 // errForeignPart: AppendBatch was given a part of another batch.
 var errForeignPart = errors.New("logstore: a part of another batch")

@@ -14,7 +14,8 @@ import (
 // encoding the record again. It may report false for a body that is r's
 // when r holds a string with a byte other than printable ASCII, which
 // AppendBody may escape (a caller then encodes r); it never reports true
-// for bytes AppendBody would not write (FuzzIsBody).
+// for bytes AppendBody would not write (checkIsBody, in the fuzz targets
+// of ParseIngest, Decode and the fast ingest parser).
 func IsBody(b []byte, r *Record) bool {
 	m := bodyMatch{b: b}
 	m.lit(`{"id":`)

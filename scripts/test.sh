@@ -73,6 +73,7 @@ fuzz -run='^$' -fuzz='^FuzzNumber$' -fuzztime="$fuzztime" ./capture/dynamodb
 fuzz -run='^$' -fuzz='^FuzzDecode$' -fuzztime="$fuzztime" ./capture/debezium
 fuzz -run='^$' -fuzz='^FuzzFastPathsMatchUnmarshal$' -fuzztime="$fuzztime" ./capture/debezium
 fuzz -run='^$' -fuzz='^FuzzParseStatement$' -fuzztime="$fuzztime" ./capture/mysql
+fuzz -run='^$' -fuzz='^FuzzNativeRowsJSON$' -fuzztime="$fuzztime" ./capture/mysql
 fuzz -run='^$' -fuzz='^FuzzCloudEvent$' -fuzztime="$fuzztime" ./record
 fuzz -run='^$' -fuzz='^FuzzParseAddCheckpoint$' -fuzztime="$fuzztime" ./witness
 fuzz -run='^$' -fuzz='^FuzzParsePolicy$' -fuzztime="$fuzztime" ./witness

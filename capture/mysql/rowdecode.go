@@ -134,6 +134,7 @@ func (r *rowImages) decode(t *table, e *replication.RowsEvent, data []byte, pos 
 		return errNotNative
 	}
 	for pos < len(data) {
+		row := pos
 		if pos, err = r.image(t, data, pos, e.ColumnBitmap1); err != nil {
 			return err
 		}
@@ -142,9 +143,18 @@ func (r *rowImages) decode(t *table, e *replication.RowsEvent, data []byte, pos 
 				return err
 			}
 		}
+		if pos == row {
+			// Images of no column take no bytes: the rows would never
+			// end (go-mysql's own loop would not either).
+			return errNoColumns
+		}
 	}
 	return nil
 }
+
+// errNoColumns: a rows event whose images hold no column, yet has bytes
+// for rows; no server writes one.
+var errNoColumns = errors.New("damaged rows event: its row images hold no column")
 
 // image reads one row image, as go-mysql's decodeImage does.
 func (r *rowImages) image(t *table, data []byte, pos int, bitmap []byte) (int, error) {

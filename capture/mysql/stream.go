@@ -982,6 +982,9 @@ func (x *stream) rows(et replication.EventType, e *replication.RowsEvent) error 
 			if err == nil {
 				return x.nativeRows(t, op, step)
 			}
+			if errors.Is(err, errNoColumns) {
+				return fmt.Errorf("table %s: decode a rows event: %w", t.full, err)
+			}
 		}
 		if err := decodeRows(e); err != nil {
 			return fmt.Errorf("table %s: decode a rows event: %w", t.full, err)

@@ -190,10 +190,21 @@ func Run(ctx context.Context, opts Options) (*Results, error) {
 		}
 		defer os.RemoveAll(dir)
 		opts.Dir = dir
-	} else if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
-		// --dir may name a folder not made yet; phases that write
-		// straight into it (the plain-file baseline) would fail.
-		return nil, err
+	} else {
+		// --dir may name a folder not made yet. Each run gets a folder
+		// of its own in it, kept afterwards: stores left by an earlier
+		// run would otherwise be reopened, so that its records came back
+		// as duplicates and a capture resumed from another server's
+		// position.
+		if err := os.MkdirAll(opts.Dir, 0o755); err != nil {
+			return nil, err
+		}
+		dir, err := os.MkdirTemp(opts.Dir, "run-")
+		if err != nil {
+			return nil, err
+		}
+		opts.Dir = dir
+		fmt.Fprintf(opts.Out, "stores kept in %s\n", dir)
 	}
 	res := &Results{PeakRSSBytes: map[string]int64{}, RecordBytes: len(record.Encode(Record(0, 1))),
 		PIIRecordBytes: len(record.Encode(PIIRecord(0, 0))), EraseRecords: opts.EraseRecords}

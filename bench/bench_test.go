@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -377,6 +378,40 @@ func TestParseLoadOutput(t *testing.T) {
 		elapsed, cpu, err := parseLoadOutput([]byte(tc.out))
 		if (err == nil) != tc.ok || elapsed != tc.elapsed || cpu != tc.cpu {
 			t.Errorf("%q: %v, %v, %v", tc.out, elapsed, cpu, err)
+		}
+	}
+}
+
+// TestRunDirTwice: two runs given the same --dir each store into a new
+// folder of it and leave it there, so the second does not reopen the
+// first's stores (its appends would all be duplicates).
+func TestRunDirTwice(t *testing.T) {
+	dir := t.TempDir()
+	var kept []string
+	for range 2 {
+		var out bytes.Buffer
+		if _, err := Run(context.Background(), Options{Dir: dir, Throughput: 3_000, Only: []string{"pii"}, Out: &out}); err != nil {
+			t.Fatal(err)
+		}
+		first, _, _ := strings.Cut(out.String(), "\n")
+		run, ok := strings.CutPrefix(first, "stores kept in ")
+		if !ok || filepath.Dir(run) != dir {
+			t.Fatalf("report opens with %q, want the run's folder in %s", first, dir)
+		}
+		kept = append(kept, run)
+	}
+	if kept[0] == kept[1] {
+		t.Fatalf("both runs stored into %s", kept[0])
+	}
+	for _, run := range kept {
+		store, closeAll, err := piiLog(context.Background(), filepath.Join(run, "pii-plain-0"), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		size := store.Size()
+		closeAll()
+		if size != 1_000 {
+			t.Errorf("%s's first plain pii store holds %d records, want 1000", run, size)
 		}
 	}
 }

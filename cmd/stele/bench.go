@@ -85,7 +85,7 @@ func benchOptions(args []string) (bench.Options, benchProfiles, error) {
 	mysqlBigMB := fs.Int("mysql-big-mb", 8, "size in MiB of the one large MariaDB transaction whose capture's peak RSS is reported (-1: none; 1024 is slow)")
 	kafkaEvents := fs.Int("kafka-events", 100_000, "Debezium messages in the topic of the Kafka capture figure (kfake in this process; 1000000 for the 1 M figure)")
 	kafkaRounds := fs.Int("kafka-rounds", 3, "rounds of the Kafka capture figure (each: Stele, a bare franz-go consumer and the log alone over the whole topic, in rotating order); the median is reported")
-	dir := fs.String("dir", "", "directory for the throwaway stores (default: a temp dir, removed afterwards)")
+	dir := fs.String("dir", "", "directory to keep the stores in, each run in a new run-* folder of it (default: a temp dir, removed afterwards)")
 	httpRounds := fs.Int("http-rounds", 3, "rounds of the HTTP ingest figure (each: in-process and HTTP, 1 and 4 producers, alternating); the median is reported")
 	streamRounds := fs.Int("stream-rounds", 3, "rounds of the lineage stream figure (each: ingest with the stream off and on, alternating which goes first); the median is reported")
 	only := fs.String("only", "", "run only these phases, comma-separated (baseline, append, http, stream, concurrent, pii, erase, capture, dynamodb, mysql, kafka, build, verify, query)")

@@ -141,6 +141,12 @@ type queueSink struct {
 	fail    map[int]error
 	maxOpen int // most appends queued and not yet answered at once
 	open    int
+	// gate, when set, holds every append until it is closed: a test
+	// closes it once all its jobs are submitted, so the acknowledger
+	// sees them waiting; otherwise, ahead of a slow submitter, it would
+	// wait for the answer of an append the test answers only once more
+	// are queued.
+	gate chan struct{}
 }
 
 func (q *queueSink) Append(ctx context.Context, recs []*record.Record) ([]stele.Appended, error) {
@@ -148,6 +154,9 @@ func (q *queueSink) Append(ctx context.Context, recs []*record.Record) ([]stele.
 }
 
 func (q *queueSink) AppendAsync(_ context.Context, recs []*record.Record, after func() bool) (func(context.Context) ([]stele.Appended, error), func() bool, error) {
+	if q.gate != nil {
+		<-q.gate
+	}
 	q.mu.Lock()
 	n := len(q.queued)
 	q.queued = append(q.queued, len(recs))
@@ -189,7 +198,7 @@ func (q *queueSink) waitQueued(n int) {
 // the append holding its last records is answered, in order.
 func TestAcknowledgerPipelinesAppends(t *testing.T) {
 	ctx := context.Background()
-	sink := &queueSink{results: make(chan struct{})}
+	sink := &queueSink{results: make(chan struct{}), gate: make(chan struct{})}
 	var mu sync.Mutex
 	var durable []int
 	a := NewAcknowledger(ctx, AckOptions[int]{Sink: sink, BatchSize: 10, Pipeline: 3,
@@ -203,6 +212,7 @@ func TestAcknowledgerPipelinesAppends(t *testing.T) {
 			}
 		}
 	}
+	close(sink.gate)
 	sink.waitQueued(3)
 	mu.Lock()
 	if len(durable) != 0 {
@@ -235,7 +245,7 @@ func TestAcknowledgerPipelinesAppends(t *testing.T) {
 func TestAcknowledgerPipelinedFailure(t *testing.T) {
 	ctx := context.Background()
 	boom := errors.New("disk full")
-	sink := &queueSink{results: make(chan struct{}), fail: map[int]error{0: boom, 1: boom}}
+	sink := &queueSink{results: make(chan struct{}), fail: map[int]error{0: boom, 1: boom}, gate: make(chan struct{})}
 	var durable []int
 	a := NewAcknowledger(ctx, AckOptions[int]{Sink: sink, BatchSize: 10, Pipeline: 4,
 		OnDurable: func(_ context.Context, p int) error { durable = append(durable, p); return nil }})
@@ -244,6 +254,7 @@ func TestAcknowledgerPipelinedFailure(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	close(sink.gate)
 	sink.waitQueued(2)
 	sink.results <- struct{}{}
 	drained := make(chan error, 1)

@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -11,8 +10,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/stele/stele"
 	"github.com/stele/stele/auth"
+	"github.com/stele/stele/capture"
 	"github.com/stele/stele/index"
 	"github.com/stele/stele/logstore"
 	"github.com/stele/stele/privacy"
@@ -102,7 +101,7 @@ type piiRates struct {
 	// sealedRatios are each round's sealed over unsealed rate.
 	sealedRatios []float64
 	// pipelinedPlain and pipelinedSealed are the same records appended
-	// as capture appends them (pipelinedAppends), and
+	// through capture's acknowledger (pipelinedAppends), and
 	// pipelinedRatios each round's sealed over unsealed rate that way.
 	pipelinedPlain, pipelinedSealed float64
 	pipelinedRatios                 []float64
@@ -157,27 +156,27 @@ func piiAppends(ctx context.Context, opts Options) (piiRates, error) {
 	}
 	round := opts
 	round.Throughput = max(1000, opts.Throughput/piiRounds)
-	var rates, pipelined [len(piiModes)][]float64
+	// rates[p][m] are mode m's rates from producer p: synchronous (0) or
+	// pipelined (1).
+	var rates [2][len(piiModes)][]float64
 	var out piiRates
 	for r := range piiRounds {
-		var this, thisPipelined [len(piiModes)]float64
+		var this [2][len(piiModes)]float64
 		for k := range piiModes {
 			m := (r + k) % len(piiModes)
 			mode := piiModes[m]
-			for _, pipe := range [...]bool{r%2 == 1, r%2 == 0} {
-				if pipe && mode.name == "validated" {
+			// Which producer goes first alternates by round.
+			for _, p := range [...]int{r % 2, 1 - r%2} {
+				if p == 1 && mode.name == "validated" {
 					continue // its figure is printed for the synchronous producer only
 				}
-				name := mode.name
-				if pipe {
-					name += "-pipelined"
-				}
+				name := mode.name + [...]string{"", "-pipelined"}[p]
 				store, closeAll, err := piiLog(ctx, filepath.Join(opts.Dir, fmt.Sprintf("pii-%s-%d", name, r)), mode.schema)
 				if err != nil {
 					return piiRates{}, err
 				}
 				var elapsed time.Duration
-				if pipe {
+				if p == 1 {
 					elapsed, err = pipelinedAppends(ctx, round, store, templates, "pii "+name)
 				} else {
 					elapsed, err = timedAppends(ctx, round, store, 1, templates, "pii "+name)
@@ -186,22 +185,16 @@ func piiAppends(ctx context.Context, opts Options) (piiRates, error) {
 				if err != nil {
 					return piiRates{}, fmt.Errorf("%s: %w", name, err)
 				}
-				rate := float64(round.Throughput/1000*1000) / elapsed.Seconds()
-				if pipe {
-					thisPipelined[m] = rate
-					pipelined[m] = append(pipelined[m], rate)
-				} else {
-					this[m] = rate
-					rates[m] = append(rates[m], rate)
-				}
+				this[p][m] = float64(round.Throughput/1000*1000) / elapsed.Seconds()
+				rates[p][m] = append(rates[p][m], this[p][m])
 			}
 		}
-		out.sealedRatios = append(out.sealedRatios, this[2]/this[0])
-		out.pipelinedRatios = append(out.pipelinedRatios, thisPipelined[2]/thisPipelined[0])
+		out.sealedRatios = append(out.sealedRatios, this[0][2]/this[0][0])
+		out.pipelinedRatios = append(out.pipelinedRatios, this[1][2]/this[1][0])
 	}
 	mid := func(v []float64) float64 { return median(v, func(x float64) float64 { return x }) }
-	out.plain, out.validated, out.sealed = mid(rates[0]), mid(rates[1]), mid(rates[2])
-	out.pipelinedPlain, out.pipelinedSealed = mid(pipelined[0]), mid(pipelined[2])
+	out.plain, out.validated, out.sealed = mid(rates[0][0]), mid(rates[0][1]), mid(rates[0][2])
+	out.pipelinedPlain, out.pipelinedSealed = mid(rates[1][0]), mid(rates[1][2])
 	var err error
 	if out.sealedBytes, err = sealedSize(ctx, filepath.Join(opts.Dir, "pii-size")); err != nil {
 		return piiRates{}, fmt.Errorf("sealed size: %w", err)
@@ -209,52 +202,32 @@ func piiAppends(ctx context.Context, opts Options) (piiRates, error) {
 	return out, nil
 }
 
-// pipelineDepth is how many batches pipelinedAppends keeps queued.
+// pipelineDepth is how many appends pipelinedAppends keeps queued in the
+// log (capture.AckOptions.Pipeline).
 const pipelineDepth = 2
 
 // pipelinedAppends appends opts.Throughput copies of templates (in
-// batches of len(templates)) from one producer that queues its next batch
-// while the log makes the last one durable, at most pipelineDepth queued,
-// as a capture source appends (capture's acknowledger uses AppendAsync
-// so): sealing a batch then overlaps with writing the one before, where
-// timedAppends' synchronous producer leaves the cores idle during each
-// write.
+// batches of len(templates)) from one producer through capture's
+// acknowledger, which queues the next batch in the log (AppendAsync)
+// while the last is made durable, as the MariaDB source appends: sealing
+// a batch then overlaps with writing the one before, where timedAppends'
+// synchronous producer leaves the cores idle during each write. The
+// producer builds at most one batch ahead (Queue 1).
 func pipelinedAppends(ctx context.Context, opts Options, store *logstore.Store, templates []record.Record, phase string) (time.Duration, error) {
 	batches := opts.Throughput / 1000
-	var waits []func(context.Context) ([]stele.Appended, error)
-	var failed func() bool
 	start := time.Now()
+	ack := capture.NewAcknowledger(ctx, capture.AckOptions[int]{Sink: store, BatchSize: len(templates), Queue: 1, Pipeline: pipelineDepth})
+	defer ack.Stop()
 	for b := range batches {
-		recs := batchOf(templates, b)
-		if len(waits) == pipelineDepth {
-			if _, err := waits[0](ctx); err != nil {
-				return 0, err
-			}
-			waits = waits[1:]
-		}
-		for backoff := time.Millisecond; ; backoff = min(2*backoff, 100*time.Millisecond) {
-			wait, f, err := store.AppendAsync(ctx, recs, failed)
-			if err == nil {
-				waits, failed = append(waits, wait), f
-				break
-			}
-			if !errors.Is(err, stele.ErrOverloaded) {
-				return 0, err
-			}
-			select {
-			case <-ctx.Done():
-				return 0, ctx.Err()
-			case <-time.After(backoff):
-			}
+		if err := ack.Submit(ctx, batchOf(templates, b), b); err != nil {
+			return 0, err
 		}
 		if b%20 == 0 {
 			opts.Progress(phase, b, batches)
 		}
 	}
-	for _, wait := range waits {
-		if _, err := wait(ctx); err != nil {
-			return 0, err
-		}
+	if err := ack.Drain(ctx); err != nil {
+		return 0, err
 	}
 	return time.Since(start), nil
 }

@@ -63,3 +63,42 @@ func TestBatchSealedOrRefusedByIndex(t *testing.T) {
 		t.Errorf("refused batches stored %d records", e.store.Size()-size)
 	}
 }
+
+// TestRefusedBatchCreatesNoKeys: a batch refused for an id it repeats is
+// refused before any of its records is sealed, so it leaves no subject
+// key behind for people whose records were never stored.
+func TestRefusedBatchCreatesNoKeys(t *testing.T) {
+	e := newGuardEnv(t)
+	batch := func(from int, dupAt int) string {
+		recs := make([]string, 300)
+		for i := range recs {
+			id := from + i
+			if i == dupAt {
+				id = from + 10
+			}
+			recs[i] = fmt.Sprintf(`{"id":"k-%d",%s,"op":"insert","key":{"id":%d},"after":{"email":"k%d@example.com","id":%d}}`, id, customersSource, from+i, from+i, from+i)
+		}
+		return "[" + strings.Join(recs, ",") + "]"
+	}
+	before := e.keys.Len()
+	for _, dupAt := range []int{11, 150, 299} {
+		status, b, _ := e.post(t, auth.RoleService, batch(1000*dupAt, dupAt))
+		var answer struct {
+			Field string `json:"field"`
+			Index *int   `json:"index"`
+		}
+		if err := json.Unmarshal(b, &answer); err != nil || status != http.StatusBadRequest || answer.Field != "id" || answer.Index == nil || *answer.Index != dupAt {
+			t.Fatalf("id repeated as record %d: %d %s, want 400 naming id of record %d", dupAt, status, b, dupAt)
+		}
+		if n := e.keys.Len(); n != before {
+			t.Fatalf("id repeated as record %d: the refused batch left %d new keys", dupAt, n-before)
+		}
+	}
+	// The count moves when records are stored: the check above can fail.
+	if status, b, _ := e.post(t, auth.RoleService, batch(500000, -1)); status != http.StatusCreated {
+		t.Fatalf("valid batch: %d %s", status, b)
+	}
+	if n := e.keys.Len(); n <= before {
+		t.Fatalf("a stored batch of 300 new subjects left the key count at %d (was %d)", n, before)
+	}
+}

@@ -315,10 +315,11 @@ type fastResult struct {
 // path, which gives every answer it always gave. What fastBatch accepts is
 // thus exactly what that path accepts (FuzzFastBatchMatchesChecked).
 //
-// With a preparingLog each range is prepared for the log once parsed; a
-// range the log refuses to prepare (a record its sealer refuses, one too
-// large) also makes ok false, and the checked path's Append gives the
-// answer it always gave.
+// With a preparingLog each range is prepared for the log once parsed (by
+// a log that seals, once every range is parsed and the batch has passed
+// the whole-batch checks); a range the log refuses to prepare (a record
+// its sealer refuses, one too large) also makes ok false, and the checked
+// path's Append gives the answer it always gave.
 //
 // The records point into body (record.Parser.ParseNextInPlace), and so
 // do the bodies the log is given: when ok, body is theirs and must never
@@ -349,41 +350,35 @@ func (s *Server) fastBatch(ctx context.Context, body []byte, chunk int) (*fastRe
 	}
 	// Only a preparingLog takes the bodies records came in.
 	withBodies := fb.batch != nil
+	// A log that seals creates the key of each subject it sees for the
+	// first time: its ranges are prepared only once the whole batch has
+	// passed the checks below, so that a refused batch leaves no key for
+	// people whose records were never stored. Other logs prepare each
+	// range as soon as it is parsed.
+	prepareLater := fb.batch != nil && fb.batch.Seals()
 	parts := make([][]*record.Record, len(starts))
 	partBodies := make([][][]byte, len(starts))
-	var next atomic.Int64
-	var failed atomic.Bool
-	work := func() {
-		var ps record.Parser
-		for {
-			c := int(next.Add(1)) - 1
-			if c >= len(starts) || failed.Load() {
-				return
-			}
-			limit := len(body)
-			if c+1 < len(starts) {
-				limit = starts[c+1]
-			}
-			recs, bodies, ok := s.fastRange(&ps, schemas, body, starts[c], limit, opts, withBodies)
-			if ok && fb.batch != nil {
-				var err error
-				fb.parts[c], err = fb.batch.Prepare(ctx, recs, bodies)
-				ok = err == nil
-			}
-			if !ok {
-				failed.Store(true)
-				return
-			}
-			parts[c], partBodies[c] = recs, bodies
+	// One parser per goroutine, each its own allocation: parsers next to
+	// each other in one array would share cache lines between cores.
+	workers := runtime.GOMAXPROCS(0)
+	parsers := make([]*record.Parser, workers)
+	if !onEveryCore(workers, len(starts), func(worker, c int) bool {
+		if parsers[worker] == nil {
+			parsers[worker] = new(record.Parser)
 		}
-	}
-	var wg sync.WaitGroup
-	for range min(runtime.GOMAXPROCS(0), len(starts)) - 1 {
-		wg.Go(work)
-	}
-	work()
-	wg.Wait()
-	if failed.Load() {
+		limit := len(body)
+		if c+1 < len(starts) {
+			limit = starts[c+1]
+		}
+		recs, bodies, ok := s.fastRange(parsers[worker], schemas, body, starts[c], limit, opts, withBodies)
+		if ok && fb.batch != nil && !prepareLater {
+			var err error
+			fb.parts[c], err = fb.batch.Prepare(ctx, recs, bodies)
+			ok = err == nil
+		}
+		parts[c], partBodies[c] = recs, bodies
+		return ok
+	}) {
 		return nil, false
 	}
 	n := 0
@@ -405,8 +400,45 @@ func (s *Server) fastBatch(ctx context.Context, body []byte, chunk int) (*fastRe
 	if firstRefusal(recs, nil) != nil {
 		return nil, false
 	}
+	if prepareLater && !onEveryCore(workers, len(parts), func(_, c int) bool {
+		var err error
+		fb.parts[c], err = fb.batch.Prepare(ctx, parts[c], partBodies[c])
+		return err == nil
+	}) {
+		return nil, false
+	}
 	fb.recs, fb.bodies = recs, bodies
 	return fb, true
+}
+
+// onEveryCore calls do for i = 0, …, n-1 on up to workers goroutines
+// (GOMAXPROCS: one a core), each taking the next i in turn (a core the
+// collector or another process takes then delays one i, not a share), and
+// reports whether every call returned true; none starts once one has
+// returned false. worker, below workers, names the calling goroutine, for
+// scratch space of its own.
+func onEveryCore(workers, n int, do func(worker, i int) bool) bool {
+	var next atomic.Int64
+	var failed atomic.Bool
+	work := func(worker int) {
+		for {
+			i := int(next.Add(1)) - 1
+			if i >= n || failed.Load() {
+				return
+			}
+			if !do(worker, i) {
+				failed.Store(true)
+				return
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	for w := 1; w < min(workers, n); w++ {
+		wg.Go(func() { work(w) })
+	}
+	work(0)
+	wg.Wait()
+	return !failed.Load()
 }
 
 // fastRange parses the records of body from pos, where one starts, to

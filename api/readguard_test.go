@@ -43,6 +43,7 @@ type realPrivacy struct {
 type guardEnv struct {
 	srv    *httptest.Server
 	store  *logstore.Store
+	keys   *keystore.Store
 	dir    string // the log's directory
 	tokens map[auth.Role]string
 }
@@ -89,7 +90,7 @@ func newGuardEnvOn(t *testing.T, keysFS vfs.FS) *guardEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &guardEnv{store: store, dir: filepath.Join(dir, "log"), tokens: map[auth.Role]string{}}
+	e := &guardEnv{store: store, keys: keys, dir: filepath.Join(dir, "log"), tokens: map[auth.Role]string{}}
 	for _, role := range auth.Roles {
 		if e.tokens[role], err = toks.Create("t-"+string(role), role); err != nil {
 			t.Fatal(err)

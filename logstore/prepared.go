@@ -38,6 +38,10 @@ func (s *Store) NewBatch() *Batch {
 	return b
 }
 
+// Seals reports whether preparing a part seals its records, which creates
+// the keys of subjects not seen before.
+func (b *Batch) Seals() bool { return b.s.opts.Sealer != nil }
+
 // Prepare prepares recs as Append would, on the calling goroutine; parts
 // of one batch may be prepared concurrently. The store takes ownership of
 // recs, as Append does. Its errors are Append's, with record indexes

@@ -265,6 +265,9 @@ type fastRun struct {
 	err   jsonschema.ErrorKind
 	errAt int
 	found Finder // given the marked values, if set
+	// unrepresentable: a number under a numeric keyword is beyond exact
+	// comparison (see representable); the image goes to the library path.
+	unrepresentable bool
 }
 
 // validateFast checks image against the schema: nil, a *ValidationError, or
@@ -276,7 +279,7 @@ func (s *Schema) validateFast(image []byte, found Finder) error {
 	}
 	r := fastRun{b: image, found: found}
 	end, err := r.value(s.fast, start, 0)
-	if err != nil || jsonscan.Space(image, end) != len(image) {
+	if err != nil || jsonscan.Space(image, end) != len(image) || r.unrepresentable {
 		return errFallback
 	}
 	if r.err == nil {
@@ -674,6 +677,12 @@ func (r *fastRun) num(n *fastNode, i, end int, integral bool) {
 	x := &number{lit: r.b[i:end]}
 	if integral {
 		x.i, x.isInt = jsonscan.Int64(x.lit)
+	}
+	if !x.isInt && !representable(string(x.lit)) {
+		// Not comparable exactly (asRat would take it for 0): the
+		// library path refuses it by name.
+		r.unrepresentable = true
+		return
 	}
 	// The library reports only the first of these; their order is its.
 	switch {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"strconv"
 	"strings"
 
 	"github.com/santhosh-tekuri/jsonschema/v6"
@@ -79,8 +80,21 @@ func (s *Schema) validateLibrary(image []byte) error {
 
 // ValidateImage is Validate for an image already decoded by DecodeImage,
 // so a caller that also reads subject values decodes once.
-func (s *Schema) ValidateImage(image map[string]any) error {
-	err := s.compiled.Validate(image)
+func (s *Schema) ValidateImage(image map[string]any) (err error) {
+	defer func() {
+		// The library compares numbers as big.Rat and does not check that
+		// the number parsed: one whose exponent big.Rat refuses (beyond a
+		// million) under a numeric keyword is a nil dereference in it. Such
+		// a number is refused by name; any other panic is the library's.
+		if p := recover(); p != nil {
+			field, ok := unrepresentableNumber(image, "")
+			if !ok {
+				panic(p)
+			}
+			err = &ValidationError{Subject: s.Subject, Version: s.Version, Field: field, Reason: reasonUnrepresentable}
+		}
+	}()
+	err = s.compiled.Validate(image)
 	if err == nil {
 		return nil
 	}
@@ -90,6 +104,43 @@ func (s *Schema) ValidateImage(image map[string]any) error {
 	}
 	leaf := firstLeaf(ve)
 	return &ValidationError{Subject: s.Subject, Version: s.Version, Field: jsonPointer(leaf.InstanceLocation), Reason: reason(leaf.ErrorKind)}
+}
+
+// reasonUnrepresentable is why a number too large or too small to compare
+// with the schema's bounds is refused.
+const reasonUnrepresentable = "number cannot be checked against the schema: its exponent is beyond ±1,000,000"
+
+// representable reports whether a JSON number can be compared exactly
+// (big.Rat refuses exponents beyond a million, counted after the
+// fraction's digits).
+func representable(lit string) bool {
+	if !strings.ContainsAny(lit, "eE") && len(lit) < 1e6 {
+		return true // fewer than a million fraction digits, no exponent
+	}
+	_, ok := new(big.Rat).SetString(lit)
+	return ok
+}
+
+// unrepresentableNumber finds a number in v that is not representable and
+// returns its JSON pointer, below at.
+func unrepresentableNumber(v any, at string) (string, bool) {
+	switch v := v.(type) {
+	case json.Number:
+		return at, !representable(v.String())
+	case map[string]any:
+		for k, m := range v {
+			if p, ok := unrepresentableNumber(m, at+"/"+escapePointer(k)); ok {
+				return p, true
+			}
+		}
+	case []any:
+		for i, e := range v {
+			if p, ok := unrepresentableNumber(e, at+"/"+strconv.Itoa(i)); ok {
+				return p, true
+			}
+		}
+	}
+	return "", false
 }
 
 // reason describes a failed keyword without quoting the offending value,

@@ -112,3 +112,42 @@ func BenchmarkValidateInvalid512(b *testing.B) {
 		}
 	}
 }
+
+// TestUnrepresentableNumberRefusedByName: a number whose exponent is beyond
+// what big.Rat holds, under a numeric keyword, is refused naming its field,
+// by the fast validator and by the library path alike (where the library
+// alone dereferenced nil and took the process down), and is not compared as
+// if it were 0. Without a numeric keyword it is only type-checked.
+func TestUnrepresentableNumberRefusedByName(t *testing.T) {
+	const reason = "number cannot be checked against the schema"
+	for _, c := range []struct {
+		name, schema, image, field, reason string
+	}{
+		{"fast, minimum", `{"type":"object","properties":{"n":{"type":"number","minimum":1}}}`, `{"n":1e1000001}`, "/n", reason},
+		{"fast, maximum, tiny", `{"type":"object","properties":{"n":{"type":"number","maximum":1}}}`, `{"n":-1e-1000001}`, "/n", reason},
+		{"fast, multipleOf", `{"type":"object","properties":{"n":{"type":"number","multipleOf":2}}}`, `{"n":-1e-1000001}`, "/n", reason},
+		{"fast, nested", `{"type":"object","properties":{"a":{"type":"array","items":{"type":"number","exclusiveMinimum":0}}}}`, `{"a":[1,2.5e1000002]}`, "/a/1", reason},
+		{"library, oneOf", `{"type":"object","properties":{"n":{"oneOf":[{"type":"number","minimum":1},{"type":"string"}]}}}`, `{"n":1.5e999999999}`, "/n", reason},
+		{"library, anyOf", `{"type":"object","properties":{"m":{"anyOf":[{"type":"object","properties":{"n":{"maximum":3}}}]}}}`, `{"m":{"n":1e-1000001}}`, "/m/n", reason},
+		{"library, enum", `{"type":"object","properties":{"n":{"anyOf":[{"enum":[1,2]}]}}}`, `{"n":1e1000001}`, "/n", "value must be one of"},
+		{"integer type", `{"type":"object","properties":{"n":{"type":"integer"}}}`, `{"n":1e1000001}`, "/n", "got number, want integer"},
+	} {
+		s := mustCompile(t, c.schema)
+		err := s.Validate([]byte(c.image))
+		var ve *ValidationError
+		if !errors.As(err, &ve) || !errors.Is(err, ErrInvalidRecord) || ve.Field != c.field || !strings.Contains(ve.Reason, c.reason) {
+			t.Errorf("%s: %s: %v, want a refusal of %s: %s", c.name, c.image, err, c.field, c.reason)
+		}
+	}
+	// Representable numbers with an exponent are compared as before.
+	s := mustCompile(t, `{"type":"object","properties":{"n":{"type":"number","minimum":1}}}`)
+	for img, valid := range map[string]bool{`{"n":1e999}`: true, `{"n":1e-5}`: false, `{"n":2.5E+3}`: true} {
+		if err := s.Validate([]byte(img)); (err == nil) != valid {
+			t.Errorf("%s: %v, want valid %v", img, err, valid)
+		}
+	}
+	// No numeric keyword: nothing to compare, the number is accepted.
+	if err := mustCompile(t, `{"type":"object","properties":{"n":{"type":"number"}}}`).Validate([]byte(`{"n":1e1000001}`)); err != nil {
+		t.Errorf("no numeric keyword: %v", err)
+	}
+}

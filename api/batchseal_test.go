@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -100,5 +101,48 @@ func TestRefusedBatchCreatesNoKeys(t *testing.T) {
 	}
 	if n := e.keys.Len(); n <= before {
 		t.Fatalf("a stored batch of 300 new subjects left the key count at %d (was %d)", n, before)
+	}
+}
+
+// TestHugeExponentRefusedNotFatal: a number whose exponent is beyond a
+// million, under a numeric keyword of a schema the fast validator leaves
+// to the library (oneOf), is answered 400 naming the record and field, in
+// any range of a large batch. It used to be a nil dereference in the
+// library on a prepare goroutine, which took the whole server down.
+func TestHugeExponentRefusedNotFatal(t *testing.T) {
+	e := newGuardEnv(t)
+	if _, _, err := e.reg.Put(context.Background(), "crm.public.scores", []byte(`{"type":"object","x-retention":"P1Y","properties":{
+		"id":{"type":"integer","x-subject":true},"email":{"type":"string","x-pii":true},
+		"score":{"oneOf":[{"type":"number","minimum":1},{"type":"string"}]}},"required":["id"]}`)); err != nil {
+		t.Fatal(err)
+	}
+	const source = `"source":{"name":"crm","kind":"postgres","schema":"public","table":"scores"}`
+	batch := func(bad int) string {
+		recs := make([]string, 3000)
+		for i := range recs {
+			score := "5"
+			if i == bad {
+				score = "1e1000001"
+			}
+			recs[i] = fmt.Sprintf(`{"id":"s-%d-%d",%s,"op":"insert","key":{"id":%d},"after":{"email":"s%d@example.com","id":%d,"score":%s}}`, bad, i, source, i, i, i, score)
+		}
+		return "[" + strings.Join(recs, ",") + "]"
+	}
+	size := e.store.Size()
+	for _, bad := range []int{0, 1499, 2999} {
+		status, b, _ := e.post(t, auth.RoleService, batch(bad))
+		var answer struct {
+			Field string `json:"field"`
+			Index *int   `json:"index"`
+		}
+		if err := json.Unmarshal(b, &answer); err != nil || status != http.StatusBadRequest || !strings.HasPrefix(answer.Field, "after") || answer.Index == nil || *answer.Index != bad {
+			t.Errorf("huge exponent in record %d: %d %s, want 400 naming after of record %d", bad, status, b, bad)
+		}
+	}
+	if e.store.Size() != size {
+		t.Errorf("refused batches stored %d records", e.store.Size()-size)
+	}
+	if status, b, _ := e.post(t, auth.RoleService, batch(-1)); status != http.StatusCreated {
+		t.Errorf("the same batch without it: %d %s", status, b)
 	}
 }

@@ -44,6 +44,7 @@ type guardEnv struct {
 	srv    *httptest.Server
 	store  *logstore.Store
 	keys   *keystore.Store
+	reg    *schema.Registry
 	dir    string // the log's directory
 	tokens map[auth.Role]string
 }
@@ -90,7 +91,7 @@ func newGuardEnvOn(t *testing.T, keysFS vfs.FS) *guardEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &guardEnv{store: store, keys: keys, dir: filepath.Join(dir, "log"), tokens: map[auth.Role]string{}}
+	e := &guardEnv{store: store, keys: keys, reg: reg, dir: filepath.Join(dir, "log"), tokens: map[auth.Role]string{}}
 	for _, role := range auth.Roles {
 		if e.tokens[role], err = toks.Create("t-"+string(role), role); err != nil {
 			t.Fatal(err)

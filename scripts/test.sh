@@ -68,6 +68,7 @@ fuzz -run='^$' -fuzz='^FuzzReadRequest$' -fuzztime="$fuzztime" ./api
 fuzz -run='^$' -fuzz='^FuzzGraphQL$' -fuzztime="$fuzztime" ./api/graphql
 fuzz -run='^$' -fuzz='^FuzzScanArrayMatchesDecoder$' -fuzztime="$fuzztime" ./api
 fuzz -run='^$' -fuzz='^FuzzCutArrayMatchesDecoder$' -fuzztime="$fuzztime" ./api
+fuzz -run='^$' -fuzz='^FuzzFastBatchMatchesChecked$' -fuzztime="$fuzztime" ./api
 fuzz -run='^$' -fuzz='^FuzzFastPathsMatchDecoder$' -fuzztime="$fuzztime" ./record
 fuzz -run='^$' -fuzz='^FuzzNumber$' -fuzztime="$fuzztime" ./capture/dynamodb
 fuzz -run='^$' -fuzz='^FuzzDecode$' -fuzztime="$fuzztime" ./capture/debezium

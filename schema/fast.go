@@ -660,12 +660,11 @@ func (x *number) cmp(b *bound) int {
 	return x.asRat().Cmp(b.rat)
 }
 
+// asRat is x as a big.Rat; num has already parsed one that is not a short
+// integer, and a short integer always parses.
 func (x *number) asRat() *big.Rat {
 	if x.rat == nil {
 		x.rat, _ = new(big.Rat).SetString(string(x.lit))
-		if x.rat == nil {
-			x.rat = new(big.Rat)
-		}
 	}
 	return x.rat
 }
@@ -678,11 +677,14 @@ func (r *fastRun) num(n *fastNode, i, end int, integral bool) {
 	if integral {
 		x.i, x.isInt = jsonscan.Int64(x.lit)
 	}
-	if !x.isInt && !representable(string(x.lit)) {
-		// Not comparable exactly (asRat would take it for 0): the
+	if !x.isInt {
+		// Parsed here, once, for every comparison below. One big.Rat
+		// refuses (see representable) cannot be compared exactly: the
 		// library path refuses it by name.
-		r.unrepresentable = true
-		return
+		if x.rat, _ = new(big.Rat).SetString(string(x.lit)); x.rat == nil {
+			r.unrepresentable = true
+			return
+		}
 	}
 	// The library reports only the first of these; their order is its.
 	switch {

@@ -118,17 +118,8 @@ func libraryLeaves(s *Schema, image []byte) (first error, leaves []string, unjud
 	if err != nil {
 		return first, nil, false
 	}
-	verr := func() (err error) {
-		defer func() {
-			if p := recover(); p != nil {
-				if _, ok := unrepresentableNumber(m, ""); !ok {
-					panic(p)
-				}
-				unjudged = true
-			}
-		}()
-		return s.compiled.Validate(m)
-	}()
+	refused, verr := s.libraryVerdict(m)
+	unjudged = refused != nil
 	var walk func(e *jsonschema.ValidationError)
 	walk = func(e *jsonschema.ValidationError) {
 		if len(e.Causes) == 0 {

@@ -80,22 +80,12 @@ func (s *Schema) validateLibrary(image []byte) error {
 
 // ValidateImage is Validate for an image already decoded by DecodeImage,
 // so a caller that also reads subject values decodes once.
-func (s *Schema) ValidateImage(image map[string]any) (err error) {
-	defer func() {
-		// The library compares numbers as big.Rat and does not check that
-		// the number parsed: one whose exponent big.Rat refuses (beyond a
-		// million) under a numeric keyword is a nil dereference in it. Such
-		// a number is refused by name; any other panic is the library's.
-		if p := recover(); p != nil {
-			field, ok := unrepresentableNumber(image, "")
-			if !ok {
-				panic(p)
-			}
-			err = &ValidationError{Subject: s.Subject, Version: s.Version, Field: field, Reason: reasonUnrepresentable}
-		}
-	}()
-	err = s.compiled.Validate(image)
-	if err == nil {
+func (s *Schema) ValidateImage(image map[string]any) error {
+	unjudged, err := s.libraryVerdict(image)
+	switch {
+	case unjudged != nil:
+		return unjudged
+	case err == nil:
 		return nil
 	}
 	ve, ok := err.(*jsonschema.ValidationError)
@@ -104,6 +94,25 @@ func (s *Schema) ValidateImage(image map[string]any) (err error) {
 	}
 	leaf := firstLeaf(ve)
 	return &ValidationError{Subject: s.Subject, Version: s.Version, Field: jsonPointer(leaf.InstanceLocation), Reason: reason(leaf.ErrorKind)}
+}
+
+// libraryVerdict is the library's own verdict on image (err), or, when the
+// library could not judge it, the refusal by name of the number that
+// stopped it (unjudged). The library compares numbers as big.Rat and does
+// not check that the number parsed: one whose exponent big.Rat refuses
+// (beyond a million) under a numeric keyword is a nil dereference in it.
+// Any other panic is the library's, and goes on.
+func (s *Schema) libraryVerdict(image map[string]any) (unjudged *ValidationError, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			field, ok := unrepresentableNumber(image, "")
+			if !ok {
+				panic(p)
+			}
+			unjudged, err = &ValidationError{Subject: s.Subject, Version: s.Version, Field: field, Reason: reasonUnrepresentable}, nil
+		}
+	}()
+	return nil, s.compiled.Validate(image)
 }
 
 // reasonUnrepresentable is why a number too large or too small to compare

@@ -12,6 +12,19 @@ import (
 	"github.com/stele/stele/auth"
 )
 
+// refusal reads a 400 answer naming a record of the batch: the field and
+// the record's index; ok is false for any other answer.
+func refusal(status int, body []byte) (field string, index int, ok bool) {
+	var answer struct {
+		Field string `json:"field"`
+		Index *int   `json:"index"`
+	}
+	if status != http.StatusBadRequest || json.Unmarshal(body, &answer) != nil || answer.Index == nil {
+		return "", 0, false
+	}
+	return answer.Field, *answer.Index, true
+}
+
 // TestBatchSealedOrRefusedByIndex: the records of an array batch, which
 // the log prepares range by range as they are parsed, are each sealed
 // under their table's schema; a batch with a record the sealer refuses is
@@ -51,11 +64,7 @@ func TestBatchSealedOrRefusedByIndex(t *testing.T) {
 			}
 			recs[bad] = c.bad
 			status, b, _ := e.post(t, auth.RoleService, "["+strings.Join(recs, ",")+"]")
-			var answer struct {
-				Field string `json:"field"`
-				Index *int   `json:"index"`
-			}
-			if err := json.Unmarshal(b, &answer); err != nil || status != http.StatusBadRequest || answer.Field != c.field || answer.Index == nil || *answer.Index != bad {
+			if field, index, ok := refusal(status, b); !ok || field != c.field || index != bad {
 				t.Errorf("%s as record %d: %d %s, want 400 naming %s of record %d", c.name, bad, status, b, c.field, bad)
 			}
 		}
@@ -84,11 +93,7 @@ func TestRefusedBatchCreatesNoKeys(t *testing.T) {
 	before := e.keys.Len()
 	for _, dupAt := range []int{11, 150, 299} {
 		status, b, _ := e.post(t, auth.RoleService, batch(1000*dupAt, dupAt))
-		var answer struct {
-			Field string `json:"field"`
-			Index *int   `json:"index"`
-		}
-		if err := json.Unmarshal(b, &answer); err != nil || status != http.StatusBadRequest || answer.Field != "id" || answer.Index == nil || *answer.Index != dupAt {
+		if field, index, ok := refusal(status, b); !ok || field != "id" || index != dupAt {
 			t.Fatalf("id repeated as record %d: %d %s, want 400 naming id of record %d", dupAt, status, b, dupAt)
 		}
 		if n := e.keys.Len(); n != before {
@@ -131,11 +136,7 @@ func TestHugeExponentRefusedNotFatal(t *testing.T) {
 	size := e.store.Size()
 	for _, bad := range []int{0, 1499, 2999} {
 		status, b, _ := e.post(t, auth.RoleService, batch(bad))
-		var answer struct {
-			Field string `json:"field"`
-			Index *int   `json:"index"`
-		}
-		if err := json.Unmarshal(b, &answer); err != nil || status != http.StatusBadRequest || !strings.HasPrefix(answer.Field, "after") || answer.Index == nil || *answer.Index != bad {
+		if field, index, ok := refusal(status, b); !ok || !strings.HasPrefix(field, "after") || index != bad {
 			t.Errorf("huge exponent in record %d: %d %s, want 400 naming after of record %d", bad, status, b, bad)
 		}
 	}

@@ -87,6 +87,9 @@ func (f *idFilter) build(gen uint64, countStored bool) error {
 		return true
 	}
 	for valid := it.First(); valid; valid = it.Next() {
+		if len(it.Key()) == 1 {
+			continue // the id watermark
+		}
 		ids = append(ids, append([]byte(nil), it.Key()[1:]...))
 		if len(ids) == chunk {
 			if !flush() {
@@ -121,14 +124,16 @@ func (f *idFilter) mayContain(id []byte) bool {
 }
 
 // add records ids about to be indexed. It must run before they reach Pebble,
-// so a lookup never finds an id in Pebble that the filter denies.
-func (f *idFilter) add(ids [][]byte) {
+// so a lookup never finds an id in Pebble that the filter denies. held
+// visits the ids indexed earlier that Pebble does not hold yet (idruns.go).
+func (f *idFilter) add(ids [][]byte, held func(func(id string))) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.count+uint(len(ids)) > f.capacity {
-		// Grow first: these ids are not in Pebble yet, so the rebuild's scan
-		// cannot find them; they go into the new filter below.
+		// Grow first: these ids and the held ones are not in Pebble yet, so
+		// the rebuild's scan cannot find them; they go in here.
 		f.rebuildLocked(max(2*f.capacity, f.count+uint(len(ids))))
+		held(func(id string) { f.f.Add([]byte(id)) })
 	}
 	for _, id := range ids {
 		f.f.Add(id)

@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/sstable"
 
 	"github.com/stele/stele/record"
 )
@@ -30,6 +33,7 @@ import (
 // the years 1678-2262, and records may carry any year 0000-9999.
 //
 //	W                         -> watermark (records indexed)
+//	I                         -> id watermark (idruns.go)
 //	I id                      -> seq
 //	S source bucket           -> postings      (chunked, see chunks.go)
 //	T source table bucket     -> postings
@@ -70,6 +74,9 @@ type Index struct {
 	mu  sync.RWMutex
 	db  *pebble.DB
 	ids *idFilter
+	// pend and writerOpts belong to db (idruns.go).
+	pend       *pendingIDs
+	writerOpts sstable.WriterOptions
 
 	// applied is the watermark after the last apply: what a rebuild must
 	// restore before the log's follower applies the next batch.
@@ -111,7 +118,13 @@ func Open(dir string, logger *slog.Logger) (*Index, error) {
 		}
 		return nil, err
 	}
+	idw, err := ix.idWatermark(ix.bgCtx, w)
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
 	ix.applied.Store(w)
+	ix.pend = newPendingIDs(idw)
 	// Room for the log to double before the filter is rebuilt bigger.
 	ix.ids = newIDFilter(db, max(2*uint(w), 1<<20), logger)
 	return ix, nil
@@ -158,6 +171,7 @@ func (ix *Index) openDB() (*pebble.DB, error) {
 		// the id is new, which is the common case.
 		opts.Levels[i].FilterPolicy = bloom.FilterPolicy(10)
 	}
+	_ = os.Remove(filepath.Join(dir, runFile)) // a run a crash left unlinked
 	db, err := pebble.Open(dir, opts)
 	if err != nil && strings.Contains(err.Error(), "merger name") {
 		return nil, fmt.Errorf("open index %s: %w: %v", dir, ErrIncompatible, err)
@@ -168,6 +182,8 @@ func (ix *Index) openDB() (*pebble.DB, error) {
 		}
 		return nil, fmt.Errorf("open index %s: %w", dir, err)
 	}
+	ix.writerOpts = opts.MakeWriterOptions(0, db.TableFormat())
+	ix.writerOpts.Compression = sstable.NoCompression
 	return db, nil
 }
 
@@ -188,6 +204,10 @@ func (ix *Index) Close() error {
 		return nil
 	}
 	ix.ids.close()
+	if err := ix.ingestIDs(context.Background()); err != nil {
+		ix.db.Close()
+		return err
+	}
 	if err := ix.db.Flush(); err != nil {
 		ix.db.Close()
 		return fmt.Errorf("flush index: %w", err)
@@ -195,7 +215,8 @@ func (ix *Index) Close() error {
 	return ix.db.Close()
 }
 
-// Watermark is the number of leading log records indexed.
+// Watermark is the number of leading log records indexed, ids included:
+// the log replays from there after a crash.
 func (ix *Index) Watermark() (uint64, error) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
@@ -203,7 +224,7 @@ func (ix *Index) Watermark() (uint64, error) {
 		return 0, err
 	}
 	w, err := ix.watermark()
-	return w, ix.checkDamage(err)
+	return min(w, ix.pend.until()), ix.checkDamage(err)
 }
 
 func (ix *Index) watermark() (uint64, error) {
@@ -242,8 +263,16 @@ func (ix *Index) lookupID(id string) (uint64, bool, error) {
 	if ix.damaged.Load() {
 		return 0, false, fmt.Errorf("look up record id: %w", ErrCorrupt)
 	}
+	if id == "" {
+		return 0, false, nil // the key I is the id watermark, not an id
+	}
+	// The filter holds the held ids too, so it answers first for the
+	// common new id.
 	if !ix.ids.mayContain([]byte(id)) {
 		return 0, false, nil
+	}
+	if seq, ok := ix.pend.lookup([]byte(id)); ok {
+		return seq, true, nil
 	}
 	v, closer, err := ix.db.Get(append([]byte{pID}, id...))
 	if errors.Is(err, pebble.ErrNotFound) {
@@ -362,6 +391,14 @@ func (ix *Index) apply(seqs []uint64, entries [][]byte) error {
 	if len(entries) == 0 {
 		return nil
 	}
+	if done := ix.applied.Load(); seqs[0] < done {
+		// A replay from the id watermark (idruns.go).
+		n, _ := slices.BinarySearch(seqs, done)
+		if err := ix.applyIDs(seqs[:n], entries[:n]); err != nil {
+			return err
+		}
+		return ix.apply(seqs[n:], entries[n:])
+	}
 	// An erasure receipt purges the entries of the records before it, not
 	// of those after it (sealed under the subject's new key): a batch is
 	// applied in parts that each end at a receipt.
@@ -373,18 +410,9 @@ func (ix *Index) apply(seqs []uint64, entries [][]byte) error {
 			return ix.apply(seqs[i+1:], entries[i+1:])
 		}
 	}
-	ids := make([][]byte, len(entries))
-	for i, e := range entries {
-		if len(e) < postingValueSize {
-			return errBadEntry
-		}
-		id, _, ok := cutUvarintBytes(e[postingValueSize:])
-		if !ok {
-			return errBadEntry
-		}
-		ids[i] = id
+	if err := ix.addIDs(seqs, entries); err != nil {
+		return err
 	}
-	ix.ids.add(ids)
 	parts := 1
 	if len(entries) >= 512 {
 		parts = 2
@@ -464,6 +492,39 @@ func (ix *Index) apply(seqs []uint64, entries [][]byte) error {
 	}
 	ix.applied.Store(seqs[len(seqs)-1] + 1)
 	ix.compactAway(purged)
+	if ix.pend.full() {
+		return ix.ingestIDs(ix.bgCtx)
+	}
+	return nil
+}
+
+// addIDs holds the entries' ids for the next run, after adding them to the
+// filter, which must hold every id before Pebble does.
+func (ix *Index) addIDs(seqs []uint64, entries [][]byte) error {
+	ids := make([][]byte, len(entries))
+	for i, e := range entries {
+		if len(e) < postingValueSize {
+			return errBadEntry
+		}
+		id, _, ok := cutUvarintBytes(e[postingValueSize:])
+		if !ok {
+			return errBadEntry
+		}
+		ids[i] = id
+	}
+	ix.ids.add(ids, ix.pend.each)
+	ix.pend.add(seqs, ids)
+	return nil
+}
+
+// applyIDs takes only the ids of records whose postings are stored.
+func (ix *Index) applyIDs(seqs []uint64, entries [][]byte) error {
+	if err := ix.addIDs(seqs, entries); err != nil {
+		return err
+	}
+	if ix.pend.full() {
+		return ix.ingestIDs(ix.bgCtx)
+	}
 	return nil
 }
 
@@ -513,11 +574,10 @@ func (ix *Index) applyPart(seqs []uint64, entries [][]byte) error {
 		}
 		occ, rest := e[:postingValueSize], e[postingValueSize:]
 		binary.BigEndian.PutUint64(seqBuf[:], seqs[i])
-		id, rest, ok := cutUvarintBytes(rest)
+		_, rest, ok := cutUvarintBytes(rest) // ids go in runs (idruns.go)
 		if !ok {
 			return errBadEntry
 		}
-		kv.add(seqBuf[:], nil, pID, id)
 		for len(rest) > 0 {
 			var prefix []byte
 			if prefix, rest, ok = cutUvarintBytes(rest); !ok || len(prefix) == 0 {

@@ -141,6 +141,11 @@ func (ix *Index) rebuildNow() error {
 		return fmt.Errorf("open a fresh index: %w", err)
 	}
 	ix.db = db
+	idw, err := ix.idWatermark(ix.bgCtx, 0)
+	if err != nil {
+		return fmt.Errorf("open a fresh index: %w", err)
+	}
+	ix.pend = newPendingIDs(idw)
 	ix.ids = newIDFilter(db, max(2*uint(n), 1<<20), ix.logger)
 	ix.applied.Store(0)
 	if err := (*r)(ix.bgCtx, n, func(recs []*record.Record) error {

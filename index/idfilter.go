@@ -126,14 +126,14 @@ func (f *idFilter) mayContain(id []byte) bool {
 // add records ids about to be indexed. It must run before they reach Pebble,
 // so a lookup never finds an id in Pebble that the filter denies. held
 // visits the ids indexed earlier that Pebble does not hold yet (idruns.go).
-func (f *idFilter) add(ids [][]byte, held func(func(id string))) {
+func (f *idFilter) add(ids [][]byte, held func(func(id []byte))) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.count+uint(len(ids)) > f.capacity {
 		// Grow first: these ids and the held ones are not in Pebble yet, so
 		// the rebuild's scan cannot find them; they go in here.
 		f.rebuildLocked(max(2*f.capacity, f.count+uint(len(ids))))
-		held(func(id string) { f.f.Add([]byte(id)) })
+		held(f.f.Add)
 	}
 	for _, id := range ids {
 		f.f.Add(id)

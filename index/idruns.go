@@ -1,15 +1,17 @@
 package index
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
+	"math/bits"
 	"os"
 	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -19,12 +21,13 @@ import (
 )
 
 // Record ids reach Pebble in sorted runs, not with the rest of a batch.
-// They are hashes, so each one set through the memtable is a random insert
-// into its skiplist, then part of every flush and L0 compaction; on an
-// insert-heavy capture load that was about a quarter of Stele's CPU per
-// change (issue 13). Recent ids are held in memory, where LookupID looks
-// first, and every runIDs of them are written as one sorted sstable and
-// ingested, which touches no memtable.
+// They are hashes, so each one set through the memtable was a random insert
+// into its skiplist and then part of its flush; on an insert-heavy capture
+// load (BenchmarkApplyCaptureLoad) that was about a third of the index's
+// CPU. Recent ids are held in memory instead; LookupID asks the id filter
+// (which holds them too), then them, then Pebble. Every runIDs of them are
+// written as one sorted sstable and ingested, which skips the memtable and
+// its flush; Pebble's compactions still merge the runs.
 //
 // The key I (pID alone, which no id can produce: ids are never empty) holds
 // the id watermark: every id of a seq below it is in Pebble. It is written
@@ -44,58 +47,143 @@ const runFile = "stele-id-run.sst.tmp"
 
 // pendingIDs holds the ids of seqs from the id watermark to end.
 type pendingIDs struct {
-	mu  sync.RWMutex
-	ids map[string]uint64
+	mu   sync.RWMutex
+	seed maphash.Seed
+	ids  *heldRun
 	// flushing is the run being ingested: still answered from here until
-	// Pebble holds it.
-	flushing map[string]uint64
-	bytes    int
+	// Pebble holds it. Nothing changes it once it is flushing.
+	flushing *heldRun
 	end      uint64
 	// limit is runIDs but in tests.
 	limit int
 }
 
+// heldRun is one run's ids: back to back in one buffer, found through an
+// open-addressing table of their hashes. Every append adds one id, and a
+// table of 4-byte slots (1 MiB for a full run) costs one cache line per
+// add, where a map of strings cost an allocation and more misses.
+type heldRun struct {
+	buf    []byte
+	ends   []uint32 // id i is buf[ends[i-1]:ends[i]]
+	seqs   []uint64
+	hashes []uint64
+	slots  []uint32 // 1 + the id's index; 0 is empty
+}
+
+func newHeldRun(limit int) *heldRun {
+	n := 1 << bits.Len(uint(2*limit))
+	return &heldRun{slots: make([]uint32, n), ends: make([]uint32, 0, limit), seqs: make([]uint64, 0, limit), hashes: make([]uint64, 0, limit)}
+}
+
+func (r *heldRun) id(i int) []byte {
+	var from uint32
+	if i > 0 {
+		from = r.ends[i-1]
+	}
+	return r.buf[from:r.ends[i]]
+}
+
+// find returns the slot holding id, or the empty slot where it would go.
+func (r *heldRun) find(id []byte, h uint64) (slot int, found bool) {
+	mask := len(r.slots) - 1
+	for s := int(h) & mask; ; s = (s + 1) & mask {
+		v := r.slots[s]
+		if v == 0 {
+			return s, false
+		}
+		if i := int(v - 1); r.hashes[i] == h && bytes.Equal(r.id(i), id) {
+			return s, true
+		}
+	}
+}
+
+func (r *heldRun) lookup(id []byte, h uint64) (uint64, bool) {
+	if r == nil {
+		return 0, false
+	}
+	s, ok := r.find(id, h)
+	if !ok {
+		return 0, false
+	}
+	return r.seqs[r.slots[s]-1], true
+}
+
+func (r *heldRun) add(id []byte, h, seq uint64) {
+	s, ok := r.find(id, h)
+	if ok {
+		r.seqs[r.slots[s]-1] = seq // a replay sets the same value
+		return
+	}
+	r.buf = append(r.buf, id...)
+	r.ends = append(r.ends, uint32(len(r.buf)))
+	r.seqs = append(r.seqs, seq)
+	r.hashes = append(r.hashes, h)
+	r.slots[s] = uint32(len(r.seqs))
+}
+
+// joinRuns holds the runs' ids in a new run with room for limit.
+func joinRuns(limit int, runs ...*heldRun) *heldRun {
+	j := newHeldRun(limit)
+	for _, r := range runs {
+		for i := range r.len() {
+			j.add(r.id(i), r.hashes[i], r.seqs[i])
+		}
+	}
+	return j
+}
+
+func (r *heldRun) len() int {
+	if r == nil {
+		return 0
+	}
+	return len(r.seqs)
+}
+
 func newPendingIDs(from uint64) *pendingIDs {
-	return &pendingIDs{ids: make(map[string]uint64, runIDs), end: from, limit: runIDs}
+	return &pendingIDs{seed: maphash.MakeSeed(), ids: newHeldRun(runIDs), end: from, limit: runIDs}
 }
 
 func (p *pendingIDs) lookup(id []byte) (uint64, bool) {
+	h := maphash.Bytes(p.seed, id)
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	if seq, ok := p.ids[string(id)]; ok {
+	if seq, ok := p.ids.lookup(id, h); ok {
 		return seq, true
 	}
-	seq, ok := p.flushing[string(id)]
-	return seq, ok
+	return p.flushing.lookup(id, h)
 }
 
-// add holds the ids of consecutive seqs, the first of which is p.end or
-// below it (a replay of ids already held sets the same values).
+// add holds the ids of seqs, the first of which is p.end or below it (a
+// replay of ids already held sets the same values).
 func (p *pendingIDs) add(seqs []uint64, ids [][]byte) {
 	if len(ids) == 0 {
 		return
 	}
+	hashes := make([]uint64, len(ids))
+	for i, id := range ids {
+		hashes[i] = maphash.Bytes(p.seed, id)
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.ids.len()+len(ids) > len(p.ids.slots)/2 {
+		// Only a test's small limit or a batch larger than a run gets here:
+		// full() hands the run to ingestIDs long before.
+		p.ids = joinRuns(2*(p.ids.len()+len(ids)), p.ids)
+	}
 	for i, id := range ids {
-		n := len(p.ids)
-		p.ids[string(id)] = seqs[i]
-		if len(p.ids) > n {
-			p.bytes += len(id)
-		}
+		p.ids.add(id, hashes[i], seqs[i])
 	}
 	p.end = max(p.end, seqs[len(seqs)-1]+1)
 }
 
 // each calls fn with every held id.
-func (p *pendingIDs) each(fn func(id string)) {
+func (p *pendingIDs) each(fn func(id []byte)) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	for id := range p.ids {
-		fn(id)
-	}
-	for id := range p.flushing {
-		fn(id)
+	for _, r := range [...]*heldRun{p.ids, p.flushing} {
+		for i := range r.len() {
+			fn(r.id(i))
+		}
 	}
 }
 
@@ -110,7 +198,7 @@ func (p *pendingIDs) until() uint64 {
 func (p *pendingIDs) full() bool {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	return len(p.ids) >= p.limit || p.bytes >= runBytes
+	return p.ids.len() >= p.limit || len(p.ids.buf) >= runBytes
 }
 
 // ingestIDs writes the held ids to Pebble as one run, with the id
@@ -119,44 +207,41 @@ func (ix *Index) ingestIDs(ctx context.Context) error {
 	p := ix.pend
 	p.mu.Lock()
 	run, end := p.ids, p.end
-	p.flushing, p.ids, p.bytes = run, make(map[string]uint64, p.limit), 0
+	p.flushing, p.ids = run, newHeldRun(p.limit)
 	p.mu.Unlock()
 	err := ix.ingestRun(ctx, run, end)
 	p.mu.Lock()
 	if err != nil {
 		// Still held, so lookups stay sound; the next run retries them.
-		for id, seq := range run {
-			if _, ok := p.ids[id]; !ok {
-				p.ids[id] = seq
-				p.bytes += len(id)
-			}
-		}
+		p.ids = joinRuns(2*(run.len()+p.ids.len()), run, p.ids)
 	}
 	p.flushing = nil
 	p.mu.Unlock()
 	return err
 }
 
-func (ix *Index) ingestRun(ctx context.Context, run map[string]uint64, end uint64) error {
+func (ix *Index) ingestRun(ctx context.Context, run *heldRun, end uint64) error {
 	// Sorting on a fixed-size prefix first keeps most comparisons in one
 	// contiguous slice instead of chasing every id's bytes.
 	type heldID struct {
 		lead uint64
-		id   string
-		seq  uint64
+		i    int
 	}
-	held := make([]heldID, 0, len(run))
-	for id, seq := range run {
-		var lead [8]byte
-		copy(lead[:], id)
-		held = append(held, heldID{binary.BigEndian.Uint64(lead[:]), id, seq})
-	}
-	slices.SortFunc(held, func(a, b heldID) int {
-		if a.lead != b.lead {
-			return cmp.Compare(a.lead, b.lead)
+	var held []heldID
+	if run != nil {
+		held = make([]heldID, run.len())
+		for i := range held {
+			var lead [8]byte
+			copy(lead[:], run.id(i))
+			held[i] = heldID{binary.BigEndian.Uint64(lead[:]), i}
 		}
-		return strings.Compare(a.id, b.id)
-	})
+		slices.SortFunc(held, func(a, b heldID) int {
+			if a.lead != b.lead {
+				return cmp.Compare(a.lead, b.lead)
+			}
+			return bytes.Compare(run.id(a.i), run.id(b.i))
+		})
+	}
 	path := filepath.Join(ix.dir, runFile)
 	f, err := vfs.Default.Create(path, vfs.WriteCategoryUnspecified)
 	if err != nil {
@@ -172,8 +257,8 @@ func (ix *Index) ingestRun(ctx context.Context, run map[string]uint64, end uint6
 		if err != nil {
 			break
 		}
-		key = append(key[:1], h.id...)
-		binary.BigEndian.PutUint64(seqBuf[:], h.seq)
+		key = append(key[:1], run.id(h.i)...)
+		binary.BigEndian.PutUint64(seqBuf[:], run.seqs[h.i])
 		err = w.Set(key, seqBuf[:])
 	}
 	// Close syncs the file, so the run is whole before Pebble refers to it.

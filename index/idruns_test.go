@@ -179,3 +179,61 @@ func TestIndexWithoutIDWatermark(t *testing.T) {
 	defer ix.Close()
 	checkAll(t, ix, 40)
 }
+
+// Ids whose hashes collide, or share a slot, are still told apart by their
+// bytes, and probing wraps past the table's end.
+func TestHeldRunCollisions(t *testing.T) {
+	r := newHeldRun(4) // 16 slots
+	last := uint64(len(r.slots) - 1)
+	for i, id := range []string{"a", "b", "c", "d"} {
+		r.add([]byte(id), last, uint64(10+i)) // one hash for all, the last slot
+	}
+	r.add([]byte("e"), 7, 20)
+	for i, id := range []string{"a", "b", "c", "d"} {
+		if seq, ok := r.lookup([]byte(id), last); !ok || seq != uint64(10+i) {
+			t.Fatalf("lookup %q: %d %v, want %d", id, seq, ok, 10+i)
+		}
+	}
+	if seq, ok := r.lookup([]byte("e"), 7); !ok || seq != 20 {
+		t.Fatalf("lookup e: %d %v", seq, ok)
+	}
+	for _, id := range []string{"", "aa", "f"} {
+		if _, ok := r.lookup([]byte(id), last); ok {
+			t.Fatalf("lookup %q found an id never held", id)
+		}
+	}
+	r.add([]byte("b"), last, 11) // a replay sets the same value again
+	if r.len() != 5 {
+		t.Fatalf("%d ids held, want 5", r.len())
+	}
+}
+
+// A batch larger than the table has room for grows it; every id held stays
+// found, in the held run and, while it is being ingested, in flushing.
+func TestPendingIDsGrowAndFlushing(t *testing.T) {
+	p := newPendingIDs(0)
+	p.limit = 8
+	p.ids = newHeldRun(p.limit)
+	var seqs []uint64
+	var ids [][]byte
+	for i := range 100 {
+		seqs = append(seqs, uint64(i))
+		ids = append(ids, fmt.Appendf(nil, "id-%d", i))
+	}
+	p.add(seqs[:50], ids[:50])
+	p.flushing, p.ids = p.ids, newHeldRun(p.limit)
+	p.add(seqs[50:], ids[50:])
+	for i, id := range ids {
+		if seq, ok := p.lookup(id); !ok || seq != uint64(i) {
+			t.Fatalf("lookup %s: %d %v", id, seq, ok)
+		}
+	}
+	if p.until() != 100 {
+		t.Fatalf("until %d, want 100", p.until())
+	}
+	n := 0
+	p.each(func([]byte) { n++ })
+	if n != 100 {
+		t.Fatalf("each visited %d ids, want 100", n)
+	}
+}

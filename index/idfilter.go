@@ -87,9 +87,6 @@ func (f *idFilter) build(gen uint64, countStored bool) error {
 		return true
 	}
 	for valid := it.First(); valid; valid = it.Next() {
-		if len(it.Key()) == 1 {
-			continue // the id watermark
-		}
 		ids = append(ids, append([]byte(nil), it.Key()[1:]...))
 		if len(ids) == chunk {
 			if !flush() {
@@ -133,7 +130,12 @@ func (f *idFilter) add(ids [][]byte, held func(func(id []byte))) {
 		// Grow first: these ids and the held ones are not in Pebble yet, so
 		// the rebuild's scan cannot find them; they go in here.
 		f.rebuildLocked(max(2*f.capacity, f.count+uint(len(ids))))
-		held(f.f.Add)
+		n := uint(0)
+		held(func(id []byte) { f.f.Add(id); n++ })
+		if !f.counted {
+			// The count restarts from the scan, which cannot see them.
+			f.count += n
+		}
 	}
 	for _, id := range ids {
 		f.f.Add(id)

@@ -29,8 +29,8 @@ import (
 // written as one sorted sstable and ingested, which skips the memtable and
 // its flush; Pebble's compactions still merge the runs.
 //
-// The key I (pID alone, which no id can produce: ids are never empty) holds
-// the id watermark: every id of a seq below it is in Pebble. It is written
+// The key H (pIDWatermark) holds the id watermark: every id of a seq below
+// it is in Pebble. It is written
 // only inside an ingested run, so it is durable exactly when the run is.
 // The index's Watermark is the lower of the two watermarks, so after a
 // crash the log replays the ids that were held only in memory; apply takes
@@ -251,7 +251,7 @@ func (ix *Index) ingestRun(ctx context.Context, run *heldRun, end uint64) error 
 	w := sstable.NewWriter(objstorageprovider.NewFileWritable(f), ix.writerOpts)
 	var seqBuf [8]byte
 	binary.BigEndian.PutUint64(seqBuf[:], end)
-	err = w.Set([]byte{pID}, seqBuf[:])
+	err = w.Set([]byte{pIDWatermark}, seqBuf[:])
 	key := []byte{pID}
 	for _, h := range held {
 		if err != nil {
@@ -278,7 +278,7 @@ func (ix *Index) ingestRun(ctx context.Context, run *heldRun, end uint64) error 
 // it set every id with its batch, so its ids reach its main watermark, and
 // that is written down as its id watermark now; a new index starts at 0.
 func (ix *Index) idWatermark(ctx context.Context, main uint64) (uint64, error) {
-	v, closer, err := ix.db.Get([]byte{pID})
+	v, closer, err := ix.db.Get([]byte{pIDWatermark})
 	if errors.Is(err, pebble.ErrNotFound) {
 		if err := ix.ingestRun(ctx, nil, main); err != nil {
 			return 0, err

@@ -164,7 +164,7 @@ func TestIndexWithoutIDWatermark(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := b.Delete([]byte{pID}, nil); err != nil {
+	if err := b.Delete([]byte{pIDWatermark}, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Commit(pebble.NoSync); err != nil {
@@ -236,4 +236,25 @@ func TestPendingIDsGrowAndFlushing(t *testing.T) {
 	if n != 100 {
 		t.Fatalf("each visited %d ids, want 100", n)
 	}
+}
+
+// A run spans no key of the memtable, so ingesting it forces no flush.
+func TestRunIngestForcesNoFlush(t *testing.T) {
+	ix, err := Open(filepath.Join(t.TempDir(), "index"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	ix.pend.limit = 100
+	applyRange(t, ix, 0, 60, 60) // postings in the memtable, ids held
+	m0 := ix.db.Metrics()
+	applyRange(t, ix, 60, 120, 60) // a run
+	m1 := ix.db.Metrics()
+	if m1.Ingest.Count != m0.Ingest.Count+1 {
+		t.Fatalf("%d ingests, want %d", m1.Ingest.Count, m0.Ingest.Count+1)
+	}
+	if m1.Flush.Count != m0.Flush.Count {
+		t.Fatalf("the run's ingest flushed the memtable (%d flushes, then %d)", m0.Flush.Count, m1.Flush.Count)
+	}
+	checkAll(t, ix, 120)
 }

@@ -33,7 +33,7 @@ import (
 // the years 1678-2262, and records may carry any year 0000-9999.
 //
 //	W                         -> watermark (records indexed)
-//	I                         -> id watermark (idruns.go)
+//	H                         -> id watermark (idruns.go)
 //	I id                      -> seq
 //	S source bucket           -> postings      (chunked, see chunks.go)
 //	T source table bucket     -> postings
@@ -51,14 +51,17 @@ import (
 // blocks).
 const (
 	pWatermark = 'W'
-	pID        = 'I'
-	pSource    = 'S'
-	pTable     = 'T'
-	pEntity    = 'E'
-	pActor     = 'A'
-	pTruncate  = 'X'
-	pCause     = 'K'
-	pTimeBlock = 'M'
+	// pIDWatermark sorts just before the ids and no other key sorts
+	// between, so an id run's sstable spans no key of the memtable.
+	pIDWatermark = 'H'
+	pID          = 'I'
+	pSource      = 'S'
+	pTable       = 'T'
+	pEntity      = 'E'
+	pActor       = 'A'
+	pTruncate    = 'X'
+	pCause       = 'K'
+	pTimeBlock   = 'M'
 )
 
 const cacheBytes = 128 << 20
@@ -262,9 +265,6 @@ func (ix *Index) lookupID(id string) (uint64, bool, error) {
 	defer ix.mu.RUnlock()
 	if ix.damaged.Load() {
 		return 0, false, fmt.Errorf("look up record id: %w", ErrCorrupt)
-	}
-	if id == "" {
-		return 0, false, nil // the key I is the id watermark, not an id
 	}
 	// The filter holds the held ids too, so it answers first for the
 	// common new id.

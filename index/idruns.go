@@ -71,7 +71,7 @@ type heldRun struct {
 }
 
 func newHeldRun(limit int) *heldRun {
-	n := 1 << bits.Len(uint(2*limit))
+	n := 1 << bits.Len(uint(2*max(limit, 1)-1)) // at most half full
 	return &heldRun{slots: make([]uint32, n), ends: make([]uint32, 0, limit), seqs: make([]uint64, 0, limit), hashes: make([]uint64, 0, limit)}
 }
 

@@ -183,7 +183,7 @@ func TestIndexWithoutIDWatermark(t *testing.T) {
 // Ids whose hashes collide, or share a slot, are still told apart by their
 // bytes, and probing wraps past the table's end.
 func TestHeldRunCollisions(t *testing.T) {
-	r := newHeldRun(4) // 16 slots
+	r := newHeldRun(4) // 8 slots
 	last := uint64(len(r.slots) - 1)
 	for i, id := range []string{"a", "b", "c", "d"} {
 		r.add([]byte(id), last, uint64(10+i)) // one hash for all, the last slot
@@ -257,4 +257,12 @@ func TestRunIngestForcesNoFlush(t *testing.T) {
 		t.Fatalf("the run's ingest flushed the memtable (%d flushes, then %d)", m0.Flush.Count, m1.Flush.Count)
 	}
 	checkAll(t, ix, 120)
+}
+
+func TestHeldRunTableSize(t *testing.T) {
+	for limit, want := range map[int]int{1: 2, 4: 8, 5: 16, runIDs: 2 * runIDs} {
+		if got := len(newHeldRun(limit).slots); got != want {
+			t.Errorf("newHeldRun(%d) has %d slots, want %d (a power of two at least twice the limit)", limit, got, want)
+		}
+	}
 }

@@ -5,7 +5,6 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash/maphash"
 	"math/bits"
@@ -14,7 +13,6 @@ import (
 	"slices"
 	"sync"
 
-	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/objstorage/objstorageprovider"
 	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -201,11 +199,23 @@ func (p *pendingIDs) full() bool {
 	return p.ids.len() >= p.limit || len(p.ids.buf) >= runBytes
 }
 
+func (ix *Index) ingestIfFull() error {
+	if !ix.pend.full() {
+		return nil
+	}
+	return ix.ingestIDs(ix.bgCtx)
+}
+
 // ingestIDs writes the held ids to Pebble as one run, with the id
-// watermark that says so.
+// watermark that says so. With none held, the stored id watermark is
+// already the end (only ids move it), so there is nothing to write.
 func (ix *Index) ingestIDs(ctx context.Context) error {
 	p := ix.pend
 	p.mu.Lock()
+	if p.ids.len() == 0 {
+		p.mu.Unlock()
+		return nil
+	}
 	run, end := p.ids, p.end
 	p.flushing, p.ids = run, newHeldRun(p.limit)
 	p.mu.Unlock()
@@ -278,19 +288,12 @@ func (ix *Index) ingestRun(ctx context.Context, run *heldRun, end uint64) error 
 // it set every id with its batch, so its ids reach its main watermark, and
 // that is written down as its id watermark now; a new index starts at 0.
 func (ix *Index) idWatermark(ctx context.Context, main uint64) (uint64, error) {
-	v, closer, err := ix.db.Get([]byte{pIDWatermark})
-	if errors.Is(err, pebble.ErrNotFound) {
-		if err := ix.ingestRun(ctx, nil, main); err != nil {
-			return 0, err
-		}
-		return main, nil
+	w, found, err := getUint64(ix.db, []byte{pIDWatermark}, "index id watermark")
+	if err != nil || found {
+		return w, err
 	}
-	if err != nil {
-		return 0, fmt.Errorf("read index id watermark: %w", err)
+	if err := ix.ingestRun(ctx, nil, main); err != nil {
+		return 0, err
 	}
-	defer closer.Close()
-	if len(v) != 8 {
-		return 0, fmt.Errorf("index id watermark is %d bytes, want 8: %w", len(v), ErrCorrupt)
-	}
-	return binary.BigEndian.Uint64(v), nil
+	return main, nil
 }

@@ -257,6 +257,17 @@ func TestRunIngestForcesNoFlush(t *testing.T) {
 		t.Fatalf("the run's ingest flushed the memtable (%d flushes, then %d)", m0.Flush.Count, m1.Flush.Count)
 	}
 	checkAll(t, ix, 120)
+	// Nothing held (as at a Close right after a run): nothing to write.
+	ix.pend.limit = 60
+	applyRange(t, ix, 120, 180, 60) // a run of exactly the limit
+	m2 := ix.db.Metrics()
+	if err := ix.ingestIDs(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if m3 := ix.db.Metrics(); m3.Ingest.Count != m2.Ingest.Count {
+		t.Fatalf("an ingest with no id held wrote a run (%d ingests, then %d)", m2.Ingest.Count, m3.Ingest.Count)
+	}
+	checkAll(t, ix, 180)
 }
 
 func TestHeldRunTableSize(t *testing.T) {

@@ -231,18 +231,25 @@ func (ix *Index) Watermark() (uint64, error) {
 }
 
 func (ix *Index) watermark() (uint64, error) {
-	v, closer, err := ix.db.Get([]byte{pWatermark})
+	w, _, err := getUint64(ix.db, []byte{pWatermark}, "index watermark")
+	return w, err
+}
+
+// getUint64 reads the 8-byte big-endian value at key; what names it in
+// errors.
+func getUint64(db *pebble.DB, key []byte, what string) (v uint64, found bool, err error) {
+	b, closer, err := db.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
-		return 0, nil
+		return 0, false, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("read index watermark: %w", err)
+		return 0, false, fmt.Errorf("read %s: %w", what, err)
 	}
 	defer closer.Close()
-	if len(v) != 8 {
-		return 0, fmt.Errorf("index watermark is %d bytes, want 8: %w", len(v), ErrCorrupt)
+	if len(b) != 8 {
+		return 0, false, fmt.Errorf("%s is %d bytes, want 8: %w", what, len(b), ErrCorrupt)
 	}
-	return binary.BigEndian.Uint64(v), nil
+	return binary.BigEndian.Uint64(b), true, nil
 }
 
 // LookupID returns the seq of the record with this id. The log asks it
@@ -492,10 +499,7 @@ func (ix *Index) apply(seqs []uint64, entries [][]byte) error {
 	}
 	ix.applied.Store(seqs[len(seqs)-1] + 1)
 	ix.compactAway(purged)
-	if ix.pend.full() {
-		return ix.ingestIDs(ix.bgCtx)
-	}
-	return nil
+	return ix.ingestIfFull()
 }
 
 // addIDs holds the entries' ids for the next run, after adding them to the
@@ -522,10 +526,7 @@ func (ix *Index) applyIDs(seqs []uint64, entries [][]byte) error {
 	if err := ix.addIDs(seqs, entries); err != nil {
 		return err
 	}
-	if ix.pend.full() {
-		return ix.ingestIDs(ix.bgCtx)
-	}
-	return nil
+	return ix.ingestIfFull()
 }
 
 // isPurge reports whether a prepared entry is an erasure receipt's.

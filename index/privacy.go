@@ -172,18 +172,8 @@ func (ix *Index) SubjectCount(subject string) (uint64, error) {
 }
 
 func (ix *Index) subjectCount(subject string) (uint64, error) {
-	v, closer, err := ix.db.Get(subjectPart([]byte{pSubjectCount}, subject))
-	if errors.Is(err, pebble.ErrNotFound) {
-		return 0, nil
-	}
-	if err != nil {
-		return 0, fmt.Errorf("read subject count: %w", err)
-	}
-	defer closer.Close()
-	if len(v) != 8 {
-		return 0, fmt.Errorf("subject count is %d bytes, want 8: %w", len(v), ErrCorrupt)
-	}
-	return binary.BigEndian.Uint64(v), nil
+	n, _, err := getUint64(ix.db, subjectPart([]byte{pSubjectCount}, subject), "subject count")
+	return n, err
 }
 
 // purgeSubject adds to b the range deletions that remove every blind-index
